@@ -1,0 +1,113 @@
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=140, unique=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+
+    class Meta:
+        verbose_name_plural = "categories"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "name"], name="category_unique_name_per_parent"),
+            # Two roots may not share a name either (NULL parents are distinct in a plain unique constraint).
+            models.UniqueConstraint(fields=["name"], condition=Q(parent__isnull=True), name="category_unique_root_name"),
+            models.CheckConstraint(condition=~Q(parent=F("pk")), name="category_not_own_parent"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("catalog:category", kwargs={"slug": self.slug})
+
+
+class Product(models.Model):
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3, default="USD")
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Maintained by PostgreSQL itself, so no code path can leave it stale.
+    search_document = models.GeneratedField(
+        expression=SearchVector("title", weight="A", config="english")
+        + SearchVector("description", weight="B", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["title", "pk"]
+        indexes = [
+            GinIndex(fields=["search_document"], name="product_search_document_gin"),
+            models.Index(fields=["category", "active"], name="product_category_active_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso_4217"),
+            models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
+            models.CheckConstraint(condition=~Q(title=""), name="product_title_not_empty"),
+        ]
+
+    def __str__(self):
+        return f"{self.title} ({self.sku})"
+
+    def get_absolute_url(self):
+        return reverse("catalog:product", kwargs={"sku": self.sku})
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ProductImage(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    file = models.ImageField(upload_to="products/%Y/%m/", width_field="width", height_field="height")
+    position = models.PositiveSmallIntegerField(default=0)
+    width = models.PositiveIntegerField(editable=False)
+    height = models.PositiveIntegerField(editable=False)
+    content_hash = models.CharField(max_length=64, editable=False, help_text="SHA-256 of the file's bytes.")
+    # State of this image's vector in the active embedding space (vectors live in search.ImageEmbedding).
+    embedding_status = models.CharField(
+        max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING, db_index=True
+    )
+    embedding_error = models.TextField(blank=True)
+    embedding_model = models.CharField(max_length=100, blank=True)
+    embedded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        indexes = [models.Index(fields=["content_hash"], name="productimage_content_hash_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(embedding_status__in=EmbeddingStatus.values), name="productimage_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(width__gt=0, height__gt=0), name="productimage_size_positive"),
+            models.CheckConstraint(
+                condition=Q(content_hash__regex=r"^[0-9a-f]{64}$"), name="productimage_content_hash_sha256"
+            ),
+            models.CheckConstraint(
+                condition=~Q(embedding_status=EmbeddingStatus.READY)
+                | (Q(embedded_at__isnull=False) & ~Q(embedding_model="")),
+                name="productimage_ready_has_model",
+            ),
+            models.CheckConstraint(
+                condition=~Q(embedding_status=EmbeddingStatus.FAILED) | ~Q(embedding_error=""),
+                name="productimage_failed_has_error",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.product.sku} image {self.position}"

