@@ -73,7 +73,9 @@ class EmbeddingStatus(models.TextChoices):
 
 class ProductImage(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
-    file = models.ImageField(upload_to="products/%Y/%m/", width_field="width", height_field="height")
+    # Width and height are set from the validated upload (catalog.images.inspect_image), not via
+    # ImageField(width_field=...), which re-opens the file whenever the field is reassigned.
+    file = models.ImageField(upload_to="products/%Y/%m/")
     position = models.PositiveSmallIntegerField(default=0)
     width = models.PositiveIntegerField(editable=False)
     height = models.PositiveIntegerField(editable=False)

@@ -70,7 +70,9 @@ def product_image_add(*, product: Product, file, position: int | None = None) ->
     info = inspect_image(file)
     if position is None:
         position = product.images.count()
-    image = ProductImage(product=product, position=position, content_hash=info.sha256)
+    image = ProductImage(
+        product=product, position=position, width=info.width, height=info.height, content_hash=info.sha256
+    )
     image.file.save(file.name, file, save=False)
     image.save()
     image_embedding_dispatch(image_ids=[image.pk])

@@ -86,8 +86,8 @@ def _valkey_answers(port: int) -> bool:
         return False
 
 
-def redis_url() -> str:
-    """Start (or find) the embedded Valkey and return its URL. Data persists (append-only file)."""
+def redis_url(db: int = 0) -> str:
+    """Start (or find) the embedded Valkey and return a URL for database ``db``. Data persists (append-only file)."""
     VALKEY_DIR.mkdir(parents=True, exist_ok=True)
     port = _valkey_port()
     if not _valkey_answers(port):
@@ -110,7 +110,7 @@ def redis_url() -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Valkey did not start; see {VALKEY_DIR / 'valkey.log'}")
             time.sleep(0.05)
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/{db}"
 
 
 def stop_redis() -> bool:

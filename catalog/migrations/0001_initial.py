@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
             name='ProductImage',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.ImageField(height_field='height', upload_to='products/%Y/%m/', width_field='width')),
+                ('file', models.ImageField(upload_to='products/%Y/%m/')),
                 ('position', models.PositiveSmallIntegerField(default=0)),
                 ('width', models.PositiveIntegerField(editable=False)),
                 ('height', models.PositiveIntegerField(editable=False)),

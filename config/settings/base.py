@@ -61,11 +61,15 @@ TEMPLATES = [
 # --- Services: external when given, embedded otherwise (see config/embedded.py) ---
 DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# A Unix-socket directory given as ?host=... belongs in HOST, where Django and its tools look for it.
+if "host" in DATABASES["default"]["OPTIONS"]:
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url()
+# Tests use their own Redis database so a running dev worker never takes their tasks.
+REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url(db=env.int("EMBEDDED_REDIS_DB", default=0))
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -6,3 +6,8 @@ os.environ.setdefault("SECRET_KEY", "insecure-local-development-key-never-use-in
 os.environ.setdefault("DEBUG", "true")
 
 from .base import *  # noqa: E402,F403
+
+import warnings  # noqa: E402
+
+# runserver serves static files from the apps' folders; STATIC_ROOT only exists after collectstatic.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")

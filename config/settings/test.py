@@ -5,6 +5,7 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "insecure-test-key")
 os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("EMBEDDED_REDIS_DB", "1")
 
 from .base import *  # noqa: E402,F403
 from .base import env  # noqa: E402

@@ -1,0 +1,163 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Count, Q
+from django.utils.html import format_html
+
+from catalog.images import inspect_image
+from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from search.services import image_embedding_mark_pending
+
+STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
+
+
+def thumbnail(image: ProductImage | None, height: int = 56) -> str:
+    if image is None or not image.file:
+        return "—"
+    return format_html(
+        '<img src="{}" alt="" style="height:{}px;width:{}px;object-fit:contain;background:#fff;'
+        'border:1px solid #ddd;border-radius:4px">',
+        image.file.url, height, height,
+    )
+
+
+def status_badge(image: ProductImage) -> str:
+    return format_html(
+        '<span title="{}" style="color:#fff;background:{};padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
+        image.embedding_error or image.embedding_model, STATUS_COLOURS[image.embedding_status],
+        image.get_embedding_status_display(),
+    )
+
+
+class ProductImageForm(forms.ModelForm):
+    class Meta:
+        model = ProductImage
+        fields = ["product", "file", "position"]
+
+    def clean_file(self):
+        file = self.cleaned_data["file"]
+        if isinstance(file, UploadedFile):  # a new upload, not the stored file
+            info = inspect_image(file)
+            self.instance.content_hash = info.sha256
+            self.instance.width, self.instance.height = info.width, info.height
+        return file
+
+
+class ProductImageInline(admin.TabularInline):
+    model = ProductImage
+    form = ProductImageForm
+    extra = 2
+    fields = ["preview", "file", "position", "size", "embedding"]
+    readonly_fields = ["preview", "size", "embedding"]
+
+    @admin.display(description="Preview")
+    def preview(self, obj):
+        return thumbnail(obj if obj.pk else None, height=72)
+
+    @admin.display(description="Size")
+    def size(self, obj):
+        return f"{obj.width}×{obj.height}" if obj.pk else "—"
+
+    @admin.display(description="Embedding")
+    def embedding(self, obj):
+        return status_badge(obj) if obj.pk else "—"
+
+
+def _reembed(modeladmin, request, image_ids):
+    count = image_embedding_mark_pending(image_ids=image_ids)
+    modeladmin.message_user(request, f"Queued {count} image(s) for embedding.", messages.SUCCESS)
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "parent", "slug", "product_count"]
+    list_filter = [("parent", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    autocomplete_fields = ["parent"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("parent").annotate(num_products=Count("products"))
+
+    @admin.display(description="Products", ordering="num_products")
+    def product_count(self, obj):
+        return obj.num_products
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["cover", "sku", "title", "category", "price", "currency", "active", "images_ready", "updated_at"]
+    list_display_links = ["cover", "sku", "title"]
+    list_filter = ["active", ("category", admin.RelatedOnlyFieldListFilter), "images__embedding_status"]
+    search_fields = ["sku", "title", "description"]
+    autocomplete_fields = ["category"]
+    readonly_fields = ["created_at", "updated_at"]
+    fields = ["sku", "title", "category", "price", "currency", "active", "description", "created_at", "updated_at"]
+    inlines = [ProductImageInline]
+    actions = ["reembed_images"]
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        ready = Count("images", filter=Q(images__embedding_status=EmbeddingStatus.READY))
+        return (
+            super().get_queryset(request)
+            .select_related("category")
+            .prefetch_related("images")
+            .annotate(num_images=Count("images", distinct=True), num_ready=ready)
+        )
+
+    @admin.display(description="")
+    def cover(self, obj):
+        images = list(obj.images.all())
+        return thumbnail(images[0] if images else None)
+
+    @admin.display(description="Embedded")
+    def images_ready(self, obj):
+        return f"{obj.num_ready}/{obj.num_images}"
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is ProductImage:
+            # New files, and files replaced in place, need (new) vectors once this request commits.
+            changed = [f.instance.pk for f in formset.forms if f.instance.pk and "file" in f.changed_data]
+            if changed:
+                image_embedding_mark_pending(image_ids=changed)
+
+    @admin.action(description="Re-embed the images of the selected products")
+    def reembed_images(self, request, queryset):
+        _reembed(self, request, ProductImage.objects.filter(product__in=queryset).values_list("pk", flat=True))
+
+
+@admin.register(ProductImage)
+class ProductImageAdmin(admin.ModelAdmin):
+    list_display = ["preview", "product", "position", "embedding", "embedding_model", "embedded_at", "short_error"]
+    list_filter = ["embedding_status", "embedding_model"]
+    search_fields = ["product__sku", "product__title", "content_hash"]
+    list_select_related = ["product"]
+    readonly_fields = ["preview", "width", "height", "content_hash", "embedding_status", "embedding_model",
+                       "embedding_error", "embedded_at", "created_at"]
+    fields = ["product", "file", "position", *readonly_fields]
+    form = ProductImageForm
+    autocomplete_fields = ["product"]
+    actions = ["reembed"]
+
+    @admin.display(description="Preview")
+    def preview(self, obj):
+        return thumbnail(obj)
+
+    @admin.display(description="Embedding", ordering="embedding_status")
+    def embedding(self, obj):
+        return status_badge(obj)
+
+    @admin.display(description="Error")
+    def short_error(self, obj):
+        return obj.embedding_error[:80]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "file" in form.changed_data:
+            image_embedding_mark_pending(image_ids=[obj.pk])
+
+    @admin.action(description="Re-embed the selected images")
+    def reembed(self, request, queryset):
+        _reembed(self, request, queryset.values_list("pk", flat=True))

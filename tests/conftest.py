@@ -1,0 +1,86 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.factories import CategoryFactory, ProductFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGES = Path(__file__).resolve().parent / "images"
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory):
+    """Every test writes uploads into its own temporary MEDIA_ROOT."""
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture
+def category(db):
+    return CategoryFactory()
+
+
+@pytest.fixture
+def product(db, category):
+    return ProductFactory(category=category)
+
+
+@pytest.fixture
+def test_images() -> Path:
+    return TEST_IMAGES
+
+
+def _database_url(settings_dict) -> str:
+    host = settings_dict["HOST"] or ""
+    port = settings_dict["PORT"] or ""
+    user = settings_dict["USER"] or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    if host.startswith("/"):
+        return f"postgres://{user}{password}@/{settings_dict['NAME']}?host={host}"
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, media_root):
+    """A real `celery worker` process on the test database and the test Redis; stopped after the test.
+
+    The test must use `transactional_db` semantics (committed rows) so the worker can see them.
+    """
+    from django.db import connection
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "REDIS_URL": settings.REDIS_URL,
+        "MEDIA_ROOT": str(media_root),
+    }
+    celery = Path(sys.executable).parent / "celery"
+    subprocess.run([str(celery), "-A", "config", "purge", "-f"], env=env, cwd=ROOT, check=True, capture_output=True)
+    log_path = media_root / "worker.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [str(celery), "-A", "config", "worker", "--pool=solo", "--loglevel=INFO", "--without-mingle",
+         "--without-gossip", "--without-heartbeat"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while "ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"celery worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+

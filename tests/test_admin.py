@@ -1,0 +1,98 @@
+"""The admin: add a product with two images, see thumbnails and embedding status, re-embed, bad uploads."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from catalog.models import EmbeddingStatus, Product, ProductImage
+from search import services as search_services
+from tests.factories import CategoryFactory, ProductFactory, uploaded_image
+
+pytestmark = pytest.mark.django_db
+
+
+def _product_form(category, **overrides):
+    data = {
+        "sku": "SOFA-1", "title": "Dimpled sofa", "category": category.pk, "price": "899.00", "currency": "EUR",
+        "active": "on", "description": "Three seats, buttoned back.",
+        "images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "0", "images-MIN_NUM_FORMS": "0",
+        "images-MAX_NUM_FORMS": "1000",
+        "images-0-position": "0", "images-1-position": "1",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_admin_adds_a_product_with_two_images_and_queues_both(admin_client, django_capture_on_commit_callbacks):
+    category = CategoryFactory(name="Sofas")
+    data = _product_form(category)
+    data["images-0-file"] = uploaded_image("front.jpg", size=(800, 600))
+    data["images-1-file"] = uploaded_image("side.png", size=(600, 800), color=(0, 0, 200))
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(reverse("admin:catalog_product_add"), data)
+    assert response.status_code == 302, response.content[:2000]
+    product = Product.objects.get(sku="SOFA-1")
+    images = list(product.images.order_by("position"))
+    assert [(i.width, i.height) for i in images] == [(800, 600), (600, 800)]
+    assert all(i.embedding_status == EmbeddingStatus.PENDING and len(i.content_hash) == 64 for i in images)
+    assert len(callbacks) == 2  # one embedding task per image, after commit
+
+
+def test_admin_refuses_a_file_that_is_not_an_image(admin_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = _product_form(CategoryFactory())
+    data["images-TOTAL_FORMS"] = "1"
+    data["images-0-file"] = SimpleUploadedFile("sofa.jpg", b"#!/bin/sh\necho not a photo\n", content_type="image/jpeg")
+    response = admin_client.post(reverse("admin:catalog_product_add"), data)
+    assert response.status_code == 200  # the form again, with the error
+    assert not Product.objects.exists() and not ProductImage.objects.exists()
+    assert "Upload a valid image" in response.text or "not a readable image" in response.text
+
+
+def test_change_page_shows_thumbnails_and_status(admin_client, product):
+    from catalog.services import product_image_add
+
+    image = product_image_add(product=product, file=uploaded_image())
+    search_services.image_embed(image_id=image.pk)
+    response = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk]))
+    assert response.status_code == 200
+    assert image.file.url in response.text
+    assert "Ready" in response.text
+
+
+def test_product_list_shows_embedded_count_and_filters(admin_client, product):
+    from catalog.services import product_image_add
+
+    product_image_add(product=product, file=uploaded_image())
+    response = admin_client.get(reverse("admin:catalog_product_changelist"), {"q": product.sku})
+    assert response.status_code == 200
+    assert re.search(r">0/1<", response.text)
+    response = admin_client.get(
+        reverse("admin:catalog_product_changelist"), {"images__embedding_status": "ready"}
+    )
+    assert product.sku not in response.text
+
+
+def test_reembed_action_resets_and_queues(admin_client, product, django_capture_on_commit_callbacks):
+    from catalog.services import product_image_add
+
+    image = product_image_add(product=product, file=uploaded_image())
+    search_services.image_embed(image_id=image.pk)
+    other = ProductFactory()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(
+            reverse("admin:catalog_product_changelist"),
+            {"action": "reembed_images", "_selected_action": [product.pk, other.pk]},
+            follow=True,
+        )
+    assert "Queued 1 image(s)" in response.text
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.PENDING
+    assert len(callbacks) == 1
+
+
+def test_anonymous_users_cannot_reach_the_admin(client):
+    response = client.get(reverse("admin:catalog_product_changelist"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]

@@ -1,0 +1,101 @@
+"""Constraints live in the database: these writes bypass forms and must still be refused."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import DataError, IntegrityError, transaction
+
+from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from tests.factories import CategoryFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _refused(**kwargs):  # bulk_create: no model-level save() logic, only the database decides
+    with pytest.raises((IntegrityError, DataError)), transaction.atomic():
+        model = kwargs.pop("model")
+        model.objects.bulk_create([model(**kwargs)])
+
+
+def test_sku_is_unique(category):
+    ProductFactory(sku="ABC-1", category=category)
+    _refused(model=Product, sku="ABC-1", title="Other", price=Decimal("1.00"), category=category)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("price", Decimal("-0.01")), ("currency", "usd"), ("currency", "EURO"), ("sku", ""), ("title", "")],
+)
+def test_product_field_checks(category, field, value):
+    fields = {"sku": "OK-1", "title": "Lamp", "price": Decimal("5.00"), "currency": "USD", field: value}
+    _refused(model=Product, category=category, **fields)
+
+
+def test_category_names_unique_among_siblings_and_roots():
+    home = CategoryFactory(name="Home", slug="home")
+    CategoryFactory(name="Sofas", slug="sofas", parent=home)
+    _refused(model=Category, name="Sofas", slug="sofas-2", parent=home)
+    _refused(model=Category, name="Home", slug="home-2", parent=None)
+    # The same name under another parent is fine.
+    garden = CategoryFactory(name="Garden", slug="garden")
+    assert Category.objects.create(name="Sofas", slug="garden-sofas", parent=garden).pk
+
+
+def test_category_cannot_be_its_own_parent():
+    category = CategoryFactory()
+    category.parent_id = category.pk
+    with pytest.raises(IntegrityError), transaction.atomic():
+        category.save()
+
+
+def test_category_with_products_cannot_be_deleted(product):
+    from django.db.models import ProtectedError
+
+    with pytest.raises(ProtectedError):
+        product.category.delete()
+
+
+def _image(product, **overrides):
+    fields = {
+        "product": product, "file": "products/x.jpg", "width": 10, "height": 10, "content_hash": "a" * 64,
+        "embedding_status": EmbeddingStatus.PENDING, **overrides,
+    }
+    return fields
+
+
+def test_product_image_size_must_be_positive(product):
+    # ImageField re-reads the size from the file on save(), so write the column directly.
+    image = ProductImage.objects.bulk_create([ProductImage(**_image(product))])[0]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ProductImage.objects.filter(pk=image.pk).update(width=0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"embedding_status": "done"},
+        {"content_hash": "not-a-hash"},
+        {"embedding_status": EmbeddingStatus.READY},  # ready without model and time
+        {"embedding_status": EmbeddingStatus.FAILED},  # failed without the error
+    ],
+)
+def test_product_image_checks(product, overrides):
+    _refused(model=ProductImage, **_image(product, **overrides))
+
+
+def test_ready_image_with_model_and_time_is_accepted(product):
+    from django.utils import timezone
+
+    image = ProductImage.objects.create(
+        **_image(product, embedding_status=EmbeddingStatus.READY, embedding_model="m@v1", embedded_at=timezone.now())
+    )
+    assert image.pk
+
+
+def test_search_document_is_maintained_by_the_database(category):
+    ProductFactory(title="Velvet sofa", description="Deep buttoned dimples", category=category)
+    ProductFactory(title="Oak chair", description="Solid wood", category=category)
+    from django.contrib.postgres.search import SearchQuery
+
+    hits = Product.objects.filter(search_document=SearchQuery("dimple", config="english"))
+    assert [p.title for p in hits] == ["Velvet sofa"]

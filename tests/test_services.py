@@ -1,0 +1,62 @@
+import pytest
+from django.core.exceptions import ValidationError
+
+from catalog import services
+from catalog.models import Category, EmbeddingStatus, ProductImage
+from tests.factories import uploaded_image
+
+pytestmark = pytest.mark.django_db
+
+
+def test_category_path_creates_missing_levels_once():
+    sofas = services.category_get_or_create_path(path="Home > Furniture > Sofas")
+    again = services.category_get_or_create_path(path=" Home>Furniture > Sofas ")
+    assert sofas == again
+    assert [sofas.parent.parent.name, sofas.parent.name, sofas.name] == ["Home", "Furniture", "Sofas"]
+    assert Category.objects.count() == 3
+    chairs = services.category_get_or_create_path(path="Home > Furniture > Chairs")
+    assert chairs.parent == sofas.parent
+    assert len({c.slug for c in Category.objects.all()}) == 4
+
+
+def test_image_add_records_size_hash_and_queues_embedding_on_commit(product, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+    assert (image.width, image.height) == (400, 300)
+    assert len(image.content_hash) == 64
+    assert image.embedding_status == EmbeddingStatus.PENDING
+    assert image.file.storage.exists(image.file.name)
+    assert len(callbacks) == 1  # one embedding task, sent only after commit
+
+
+def test_image_add_positions_follow_each_other(product):
+    first = services.product_image_add(product=product, file=uploaded_image())
+    second = services.product_image_add(product=product, file=uploaded_image(color=(0, 0, 255)))
+    assert (first.position, second.position) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [
+        pytest.param(lambda: __import__("django.core.files.uploadedfile", fromlist=["x"]).SimpleUploadedFile(
+            "empty.jpg", b""), id="empty"),
+        pytest.param(lambda: __import__("django.core.files.uploadedfile", fromlist=["x"]).SimpleUploadedFile(
+            "page.jpg", b"<html><body>not an image</body></html>"), id="html-named-jpg"),
+        pytest.param(lambda: uploaded_image(size=(8, 8)), id="too-small"),
+    ],
+)
+def test_bad_files_are_refused_and_nothing_is_written(product, upload, media_root):
+    with pytest.raises(ValidationError):
+        services.product_image_add(product=product, file=upload())
+    assert not ProductImage.objects.exists()
+    assert not any(p.is_file() for p in media_root.rglob("*"))
+
+
+def test_truncated_jpeg_is_refused(product):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.factories import image_bytes
+
+    data = image_bytes(size=(640, 480))
+    with pytest.raises(ValidationError, match="not a readable image"):
+        services.product_image_add(product=product, file=SimpleUploadedFile("cut.jpg", data[: len(data) // 2]))
