@@ -1,21 +1,107 @@
-# Placeholder views; the shopper pages replace these.
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+"""Shopper pages. Thin: parse the request, call selectors, render."""
 
-from catalog.models import Category, Product
+import logging
+
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+
+from catalog import selectors
+from catalog.models import Category, EmbeddingStatus
+from search.selectors import similar_products_to_product
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 24
+RECENT_PRODUCTS = 12
+SIMILAR_PRODUCTS = 8
+MAX_QUERY_LENGTH = 200
 
 
 def home(request):
-    return HttpResponse("Lookalike")
-
-
-def text_search(request):
-    return HttpResponse("search")
+    roots = selectors.category_tree_roots()
+    covers = selectors.category_cover_images(categories=roots)
+    tiles = [{"category": root, "image": covers.get(root.pk)} for root in roots]
+    return render(
+        request,
+        "catalog/home.html",
+        {
+            "category_tiles": tiles,
+            # One photo from each of the first categories: a more varied hero than the newest products.
+            "hero_images": [tile["image"] for tile in tiles if tile["image"]][:3],
+            "recent_products": list(selectors.product_list(sort="newest")[:RECENT_PRODUCTS]),
+        },
+    )
 
 
 def category_detail(request, slug):
-    return HttpResponse(get_object_or_404(Category, slug=slug).name)
+    category = get_object_or_404(Category, slug=slug)
+    sort = request.GET.get("sort")
+    if sort not in selectors.PRODUCT_SORTS:
+        sort = selectors.DEFAULT_SORT
+    products = selectors.product_list(
+        category_ids=selectors.category_descendant_ids(category=category), sort=sort
+    )
+    ancestors = selectors.category_ancestors(category=category)
+    return render(
+        request,
+        "catalog/category.html",
+        {
+            "category": category,
+            "ancestors": ancestors,
+            "subcategories": list(category.children.all()),
+            "sort": sort,
+            "current_root_slug": (ancestors[0] if ancestors else category).slug,
+            **_paginate(request, products),
+        },
+    )
 
 
 def product_detail(request, sku):
-    return HttpResponse(get_object_or_404(Product, sku=sku).title)
+    product = selectors.product_detail(sku=sku)
+    if product is None:
+        raise Http404("No such product.")
+    scope_all = request.GET.get("scope") == "all"
+    category_ids = None if scope_all else selectors.category_descendant_ids(category=product.category)
+    images = list(product.images.all())
+    ancestors = selectors.category_ancestors(category=product.category)
+    try:
+        similar_products = similar_products_to_product(
+            product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids
+        )
+    except Exception:  # a broken vector search must not take the product page down with it
+        logger.exception("more-like-this failed for product %s", product.pk)
+        similar_products = None
+    return render(
+        request,
+        "catalog/product.html",
+        {
+            "product": product,
+            "images": images,
+            "breadcrumb": [*ancestors, product.category],
+            "current_root_slug": (ancestors[0] if ancestors else product.category).slug,
+            "scope_all": scope_all,
+            "similar_products": similar_products,
+            "similar_unavailable": similar_products is None,
+            # An image is "ready" once it has a vector in the active space; the images are prefetched already.
+            "has_vectors": any(image.embedding_status == EmbeddingStatus.READY for image in images),
+        },
+    )
+
+
+def text_search(request):
+    query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
+    return render(
+        request,
+        "catalog/search.html",
+        {"query": query, **_paginate(request, selectors.product_search(query=query))},
+    )
+
+
+def _paginate(request, queryset) -> dict:
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    return {
+        "page_obj": page,
+        "products": page.object_list,
+        "page_range": page.paginator.get_elided_page_range(page.number, on_each_side=1, on_ends=1),
+    }

@@ -1,0 +1,216 @@
+"""Shopper pages, rendered through the test client against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from catalog.context_processors import NAVIGATION_CACHE_KEY
+from catalog.models import Product
+from catalog.services import product_image_add
+from search.embeddings import VECTOR_DIMENSIONS
+from search.selectors import search_space_model
+from search.services import image_embedding_store
+from tests.factories import CategoryFactory, ProductFactory, uploaded_image
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_navigation():
+    """The header's category list is cached across requests; each test starts from its own tree."""
+    cache.delete(NAVIGATION_CACHE_KEY)
+    yield
+    cache.delete(NAVIGATION_CACHE_KEY)
+
+
+def add_image(product, *, name="photo.jpg", color=(200, 40, 40)):
+    return product_image_add(product=product, file=uploaded_image(name, size=(64, 48), color=color))
+
+
+def unit_vector(*weights: float) -> np.ndarray:
+    vector = np.zeros(VECTOR_DIMENSIONS, dtype=np.float32)
+    vector[: len(weights)] = weights
+    return vector / np.linalg.norm(vector)
+
+
+def store_vector(image, vector) -> None:
+    image_embedding_store(image_id=image.pk, model=search_space_model(), vector=vector)
+
+
+def titles(response) -> list[str]:
+    return [product.title for product in response.context["products"]]
+
+
+def test_home_lists_top_level_categories_with_a_photo_from_below(client):
+    furniture = CategoryFactory(name="Furniture")
+    sofas = CategoryFactory(name="Sofas", parent=furniture)
+    CategoryFactory(name="Lighting")
+    image = add_image(ProductFactory(title="Grey sofa", category=sofas))
+
+    response = client.get(reverse("catalog:home"))
+
+    assert response.status_code == 200
+    tiles = {tile["category"].name: tile["image"] for tile in response.context["category_tiles"]}
+    assert set(tiles) == {"Furniture", "Lighting"}
+    assert tiles["Furniture"] == image and tiles["Lighting"] is None
+    html = response.content.decode()
+    assert furniture.get_absolute_url() in html
+    assert image.file.url in html
+    assert 'href="/search/photo/"' in html  # the photo-search call to action
+
+
+def test_category_page_includes_descendants_and_excludes_inactive(client):
+    shoes = CategoryFactory(name="Shoes")
+    sneakers = CategoryFactory(name="Sneakers", parent=shoes)
+    ProductFactory(title="Leather boot", category=shoes)
+    ProductFactory(title="Canvas sneaker", category=sneakers)
+    ProductFactory(title="Retired sneaker", category=sneakers, active=False)
+    ProductFactory(title="Desk lamp", category=CategoryFactory(name="Lighting"))
+
+    response = client.get(shoes.get_absolute_url())
+
+    assert response.status_code == 200
+    assert titles(response) == ["Canvas sneaker", "Leather boot"]
+    html = response.content.decode()
+    assert "Retired sneaker" not in html
+    assert sneakers.get_absolute_url() in html  # subcategory chip
+
+
+def test_category_page_breadcrumb_lists_ancestors_root_first(client):
+    home = CategoryFactory(name="Home")
+    furniture = CategoryFactory(name="Furniture", parent=home)
+    sofas = CategoryFactory(name="Sofas", parent=furniture)
+
+    response = client.get(sofas.get_absolute_url())
+
+    assert [category.name for category in response.context["ancestors"]] == ["Home", "Furniture"]
+
+
+def test_category_page_paginates_24_per_page_and_keeps_the_sort(client):
+    category = CategoryFactory()
+    for n in range(25):
+        ProductFactory(title=f"Chair {n:02d}", category=category)
+
+    first = client.get(category.get_absolute_url(), {"sort": "newest"})
+    second = client.get(category.get_absolute_url(), {"sort": "newest", "page": 2})
+
+    assert len(first.context["products"]) == 24
+    assert titles(first)[0] == "Chair 24"  # newest first
+    assert "?sort=newest&amp;page=2" in first.content.decode()
+    assert titles(second) == ["Chair 00"]
+
+
+def test_category_page_sorts_by_title_by_default_and_ignores_unknown_sorts(client):
+    category = CategoryFactory()
+    for title in ["Banana", "Apple", "Cherry"]:
+        ProductFactory(title=title, category=category)
+
+    assert titles(client.get(category.get_absolute_url())) == ["Apple", "Banana", "Cherry"]
+    assert titles(client.get(category.get_absolute_url(), {"sort": "price; drop"})) == ["Apple", "Banana", "Cherry"]
+
+
+def test_category_page_query_count_does_not_grow_with_products(client, django_assert_max_num_queries):
+    root = CategoryFactory()
+    child = CategoryFactory(parent=root)
+    for n in range(30):
+        product = ProductFactory(category=child if n % 2 else root)
+        add_image(product)
+        add_image(product, name="second.jpg")
+
+    with django_assert_max_num_queries(9):
+        response = client.get(root.get_absolute_url())
+
+    assert response.status_code == 200
+    assert all(product.card_images for product in response.context["products"])
+
+
+def test_product_page_shows_its_images_in_order(client, product):
+    first = add_image(product, name="front.jpg")
+    second = add_image(product, name="back.jpg", color=(20, 40, 200))
+
+    response = client.get(product.get_absolute_url())
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'src="{first.file.url}"' in html and f'src="{second.file.url}"' in html
+    assert html.index(first.file.url) < html.index(second.file.url)
+    assert f'width="{first.width}" height="{first.height}"' in html
+    assert 'href="#more-like-this"' in html and 'id="more-like-this"' in html
+
+
+def test_product_page_explains_missing_similar_products_before_processing(client, product):
+    add_image(product)
+
+    response = client.get(product.get_absolute_url())
+
+    assert response.context["similar_products"] == []
+    assert "Similar products appear once this product's photos are processed." in response.content.decode()
+
+
+def test_more_like_this_stays_in_the_category_tree_unless_asked(client):
+    shoes = CategoryFactory(name="Shoes")
+    sneakers = CategoryFactory(name="Sneakers", parent=shoes)
+    target = ProductFactory(title="Red runner", category=shoes)
+    near = ProductFactory(title="Red sneaker", category=sneakers)
+    elsewhere = ProductFactory(title="Red lamp", category=CategoryFactory(name="Lighting"))
+    store_vector(add_image(target), unit_vector(1, 0, 0))
+    store_vector(add_image(near), unit_vector(1, 0.3, 0))
+    store_vector(add_image(elsewhere), unit_vector(1, 0, 0.2))
+
+    in_category = client.get(target.get_absolute_url())
+    everywhere = client.get(target.get_absolute_url(), {"scope": "all"})
+
+    assert [item.product for item in in_category.context["similar_products"]] == [near]
+    assert [item.product for item in everywhere.context["similar_products"]] == [elsewhere, near]
+    html = everywhere.content.decode()
+    assert "98% match" in html and "96% match" in html  # cosine 0.981 and 0.958
+    assert near.get_absolute_url() in html
+
+
+def test_text_search_finds_by_description_and_ranks_title_matches_first(client):
+    table = ProductFactory(title="Walnut coffee table", description="Solid wood, oiled finish.")
+    bench = ProductFactory(title="Oak bench", description="Pairs well with a walnut coffee table.")
+    ProductFactory(title="Walnut tray", description="Hidden.", active=False)
+    ProductFactory(title="Steel stool", description="Powder-coated.")
+
+    by_description = client.get(reverse("catalog:text_search"), {"q": "oiled"})
+    ranked = client.get(reverse("catalog:text_search"), {"q": "walnut"})
+
+    assert list(by_description.context["products"]) == [table]
+    assert list(ranked.context["products"]) == [table, bench]
+    assert "Results for “walnut”" in ranked.content.decode()
+
+
+def test_text_search_shows_an_empty_state_with_the_query(client):
+    ProductFactory(title="Walnut coffee table")
+
+    response = client.get(reverse("catalog:text_search"), {"q": "<b>velvet</b>"})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "No products match “&lt;b&gt;velvet&lt;/b&gt;”" in html
+    assert 'value="&lt;b&gt;velvet&lt;/b&gt;"' in html  # echoed back into the search box, escaped
+
+
+def test_unknown_and_inactive_products_are_404(client):
+    hidden = ProductFactory(active=False)
+
+    missing = client.get(reverse("catalog:product", kwargs={"sku": "NO-SUCH-SKU"}))
+    inactive = client.get(hidden.get_absolute_url())
+
+    assert missing.status_code == 404 and inactive.status_code == 404
+    assert "find that page" in missing.content.decode()  # the shop's own 404 template
+
+
+def test_header_lists_top_level_categories_on_every_page(client):
+    root = CategoryFactory(name="Garden")
+    CategoryFactory(name="Hoses", parent=root)
+
+    html = client.get(reverse("catalog:text_search")).content.decode()
+
+    assert f'href="{root.get_absolute_url()}"' in html
+    assert "Hoses" not in html
+    assert Product.objects.count() == 0  # the page renders with an empty catalog
