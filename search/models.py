@@ -1,14 +1,42 @@
 from django.db import models
+from django.db.models import Q
 from pgvector.django import HalfVectorField, HnswIndex
 
 from search.embeddings import VECTOR_DIMENSIONS
 
 
-class ImageEmbedding(models.Model):
-    """One image's vector in one embedding space.
+class EmbeddingSpace(models.Model):
+    """A model's vector space. Search reads exactly one active space; a new model's space is built beside it.
 
-    Vectors are keyed by (image, model) so a new model can be filled in beside the active one and
-    searches only ever compare vectors of a single space.
+    Switching ``EMBEDDING_MODEL`` creates a *building* space; workers fill it in the background while search keeps
+    answering from the active one, and the switch happens in one transaction once every image has a vector.
+    """
+
+    class State(models.TextChoices):
+        BUILDING = "building", "Building"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    model = models.CharField(max_length=100, unique=True)
+    state = models.CharField(max_length=10, choices=State.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["state"], condition=Q(state="active"), name="embeddingspace_one_active"),
+            models.CheckConstraint(condition=Q(state__in=["building", "active", "retired"]), name="embeddingspace_state"),
+        ]
+
+    def __str__(self):
+        return f"{self.model} ({self.state})"
+
+
+class ImageEmbedding(models.Model):
+    """One image's vector in one embedding space (``model`` is the embedder's id).
+
+    Keyed by (image, model) so a new model is filled in beside the active one and a search only ever
+    compares vectors of a single space.
     """
 
     image = models.ForeignKey("catalog.ProductImage", on_delete=models.CASCADE, related_name="embeddings")

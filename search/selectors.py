@@ -9,10 +9,16 @@ from pgvector.django import CosineDistance
 
 from catalog.models import Product
 from search.embeddings import active_embedder
-from search.models import ImageEmbedding
+from search.models import EmbeddingSpace, ImageEmbedding
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
+
+
+def search_space_model() -> str:
+    """The embedder id whose vectors searches compare: the active space, or on a new install the configured model."""
+    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", flat=True).first()
+    return active or active_embedder().id
 
 
 @dataclass(frozen=True)
@@ -22,10 +28,15 @@ class SimilarProduct:
 
 
 def similar_products_to_vector(
-    *, vector, limit: int = 12, category_ids: list[int] | None = None, exclude_product_id: int | None = None
+    *,
+    vector,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    exclude_product_id: int | None = None,
+    model: str | None = None,
 ) -> list[SimilarProduct]:
-    """The ``limit`` active products whose best image is nearest to ``vector``, best first."""
-    queryset = ImageEmbedding.objects.filter(model=active_embedder().id, product__active=True)
+    """The ``limit`` active products whose best image is nearest to ``vector`` (a vector of space ``model``)."""
+    queryset = ImageEmbedding.objects.filter(model=model or search_space_model(), product__active=True)
     if category_ids is not None:
         queryset = queryset.filter(product__category_id__in=category_ids)
     if exclude_product_id is not None:
@@ -56,13 +67,14 @@ def similar_products_to_product(
     *, product: Product, limit: int = 12, category_ids: list[int] | None = None
 ) -> list[SimilarProduct]:
     """More like this: uses the product's stored vectors (no model call); never lists the product itself."""
+    model = search_space_model()
     vectors = list(
-        ImageEmbedding.objects.filter(product=product, model=active_embedder().id)
+        ImageEmbedding.objects.filter(product=product, model=model)
         .order_by("image__position", "image_id")
         .values_list("vector", flat=True)[:1]
     )
     if not vectors:
         return []
     return similar_products_to_vector(
-        vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk
+        vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model
     )

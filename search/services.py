@@ -1,86 +1,130 @@
-"""Writes for image search: queueing embeddings and storing vectors."""
+"""Writes for image search: queueing embeddings, storing vectors, building and switching embedding spaces."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from catalog.models import EmbeddingStatus, ProductImage
 from search.embeddings import Embedder, active_embedder
-from search.models import ImageEmbedding
+from search.models import EmbeddingSpace, ImageEmbedding
 
 logger = logging.getLogger(__name__)
 
-# Errors that no retry can fix: the file is gone or cannot be decoded.
-PERMANENT_ERRORS = (FileNotFoundError, IsADirectoryError, ValueError, SyntaxError)
+# Image ids per task: images queued together are embedded by one batched model call.
+TASK_BATCH_SIZE = 16
+# Errors that no retry can fix: the file is gone, unreadable or not an image.
+PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
+
+
+def _chunks(items: Sequence[int], size: int):
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+# --- Queueing -------------------------------------------------------------------------------------------
 
 
 def image_embedding_dispatch(*, image_ids: Iterable[int]) -> None:
-    """Queue embedding tasks after the current transaction commits, so the worker sees the rows."""
-    for image_id in image_ids:
-        transaction.on_commit(lambda image_id=image_id: _enqueue(image_id))
+    """Queue embedding tasks once the current transaction commits, so the worker sees the rows."""
+    image_ids = list(image_ids)  # bound now: the callback must not see a later value
+    if image_ids:
+        transaction.on_commit(lambda: image_embedding_enqueue(image_ids=image_ids))
 
 
-def _enqueue(image_id: int) -> bool:
-    """Send one task. With the broker down the row stays pending and the periodic sweep queues it later."""
-    from search.tasks import embed_image
+def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
+    """Send tasks now, in batches. With the broker down the images stay pending for the sweep; returns how many went."""
+    from search.tasks import embed_images
 
-    try:
-        embed_image.delay(image_id)
-    except Exception:  # kombu raises many types for an unreachable broker; none may fail the upload
-        logger.warning("could not queue embedding of image %s; the pending sweep will retry", image_id, exc_info=True)
-        return False
-    return True
+    sent: list[int] = []
+    for chunk in _chunks(image_ids, TASK_BATCH_SIZE):
+        try:
+            embed_images.delay(chunk, force=force)
+        except Exception:  # kombu raises many types for an unreachable broker; none may fail the caller
+            logger.warning("could not queue embedding of %d image(s); the pending sweep retries", len(image_ids) - len(sent),
+                           exc_info=True)
+            break
+        sent.extend(chunk)
+    if sent:
+        ProductImage.objects.filter(pk__in=sent).update(embedding_queued_at=timezone.now())
+    return len(sent)
 
 
 def image_embedding_mark_pending(*, image_ids: Iterable[int]) -> int:
-    """Ask for fresh vectors (admin "re-embed"): reset status and queue the work."""
+    """Ask for fresh vectors (admin "re-embed", replaced files): reset status, drop stale vectors, queue the work."""
     image_ids = list(image_ids)
     with transaction.atomic():
         count = ProductImage.objects.filter(pk__in=image_ids).update(
             embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model=""
         )
-        ImageEmbedding.objects.filter(image_id__in=image_ids).delete()
+        ImageEmbedding.objects.filter(image_id__in=image_ids, model=active_embedder().id).delete()
         image_embedding_dispatch(image_ids=image_ids)
     return count
 
 
-def image_embed(*, image_id: int, embedder: Embedder | None = None) -> str:
-    """Compute and store one image's vector in the active space. Idempotent; returns what happened.
+def pending_images_requeue(*, stale_after_seconds: int = 600, limit: int = 5000) -> int:
+    """Re-send pending images that were never queued (broker down, model switch) or not answered in time.
 
-    Transient errors (database, broker) propagate so the task retries; errors that a retry cannot fix
-    are recorded on the row as ``failed``.
+    Bounded per run; the beat schedule runs it every minute.
+    """
+    stale = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
+    image_ids = list(
+        ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING)
+        .exclude(embedding_queued_at__gte=stale)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return image_embedding_enqueue(image_ids=image_ids) if image_ids else 0
+
+
+# --- Embedding ------------------------------------------------------------------------------------------
+
+
+def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
+    """Compute and store vectors of the configured model for these images, in one batched model call.
+
+    Idempotent: images that already have a vector in this space are only marked ready, unless ``force``
+    (reindex) asks to recompute them. Files that cannot be read are recorded as failed; database and broker
+    errors propagate so the task retries.
     """
     embedder = embedder or active_embedder()
-    image = ProductImage.objects.filter(pk=image_id).select_related("product").first()
-    if image is None:
-        return "missing"
-    if _already_embedded(image, embedder):
-        return "skipped"
-    try:
-        with image.file.open("rb") as handle:
-            vector = embedder.embed_files([handle])[0]
-    except PERMANENT_ERRORS as error:
-        image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}")
-        return "failed"
-    except OSError as error:  # Pillow reports corrupt and truncated files as OSError
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            raise
-        image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}")
-        return "failed"
-    image_embedding_store(image_id=image_id, model=embedder.id, vector=vector)
-    return "embedded"
-
-
-def _already_embedded(image: ProductImage, embedder: Embedder) -> bool:
-    return (
-        image.embedding_status == EmbeddingStatus.READY
-        and image.embedding_model == embedder.id
-        and ImageEmbedding.objects.filter(image=image, model=embedder.id).exists()
+    outcome = {"embedded": 0, "skipped": 0, "failed": 0, "missing": 0}
+    images = ProductImage.objects.filter(pk__in=image_ids).only("pk", "file", "product_id", "embedding_status")
+    images = {image.pk: image for image in images}
+    outcome["missing"] = len(set(image_ids) - images.keys())
+    done = set() if force else set(
+        ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id).values_list("image_id", flat=True)
     )
+    for image_id in done:
+        if images[image_id].embedding_status != EmbeddingStatus.READY:
+            _mark_ready(image_id=image_id, model=embedder.id)
+        outcome["skipped"] += 1
+
+    decoded_ids, decoded = [], []
+    for image_id, image in images.items():
+        if image_id in done:
+            continue
+        try:
+            with image.file.open("rb") as handle:
+                decoded.append(embedder.load_image(handle))
+            decoded_ids.append(image_id)
+        except TRANSIENT_OS_ERRORS:
+            raise
+        except PERMANENT_ERRORS as error:
+            image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}")
+            outcome["failed"] += 1
+
+    if decoded:
+        vectors = embedder.embed_images(decoded)
+        for image_id, vector in zip(decoded_ids, vectors):
+            image_embedding_store(image_id=image_id, model=embedder.id, vector=vector)
+        outcome["embedded"] = len(decoded)
+    return outcome
 
 
 def image_embedding_store(*, image_id: int, model: str, vector) -> None:
@@ -91,11 +135,13 @@ def image_embedding_store(*, image_id: int, model: str, vector) -> None:
         ImageEmbedding.objects.update_or_create(
             image=image, model=model, defaults={"vector": vector, "product_id": image.product_id}
         )
-        image.embedding_status = EmbeddingStatus.READY
-        image.embedding_model = model
-        image.embedding_error = ""
-        image.embedded_at = timezone.now()
-        image.save(update_fields=["embedding_status", "embedding_model", "embedding_error", "embedded_at"])
+        _mark_ready(image_id=image_id, model=model)
+
+
+def _mark_ready(*, image_id: int, model: str) -> None:
+    ProductImage.objects.filter(pk=image_id).update(
+        embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
+    )
 
 
 def image_embedding_fail(*, image_id: int, error: str) -> None:
@@ -105,12 +151,60 @@ def image_embedding_fail(*, image_id: int, error: str) -> None:
     )
 
 
-def pending_images_requeue(*, older_than_seconds: int = 600, limit: int = 500) -> int:
-    """Re-queue images left pending (broker was down, worker died). Bounded per run."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
-    image_ids = list(
-        ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING, created_at__lt=cutoff)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
+# --- Embedding spaces -----------------------------------------------------------------------------------
+
+
+def embedding_space_sync() -> EmbeddingSpace:
+    """Reconcile the stored spaces with ``EMBEDDING_MODEL``; returns the space search reads afterwards.
+
+    - Nothing active yet (new install): the configured model's space is active at once.
+    - The configured model differs from the active one: its space is created as *building* and every image is
+      marked pending for it (the sweep queues them in bounded batches); search stays on the active space.
+    - The building space has every image processed: it becomes active and the old one retired, in one transaction.
+    """
+    configured = active_embedder().id
+    with transaction.atomic():
+        spaces = {space.model: space for space in EmbeddingSpace.objects.select_for_update().order_by("pk")}
+        active = next((space for space in spaces.values() if space.state == EmbeddingSpace.State.ACTIVE), None)
+        target = spaces.get(configured)
+        if active is not None and active.model == configured:
+            return active
+        if active is None:
+            return _space_activate(model=configured, previous=None)
+        if target is None or target.state != EmbeddingSpace.State.BUILDING:
+            EmbeddingSpace.objects.update_or_create(
+                model=configured, defaults={"state": EmbeddingSpace.State.BUILDING, "activated_at": None}
+            )
+            ProductImage.objects.update(
+                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
+            )
+            logger.info("embedding model changed to %s: building its space beside %s", configured, active.model)
+            return active
+        if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
+            return active
+        logger.info("space %s complete: search switches from %s", configured, active.model)
+        return _space_activate(model=configured, previous=active)
+
+
+def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:
+    if previous is not None:
+        previous.state = EmbeddingSpace.State.RETIRED
+        previous.save(update_fields=["state"])
+    space, _ = EmbeddingSpace.objects.update_or_create(
+        model=model, defaults={"state": EmbeddingSpace.State.ACTIVE, "activated_at": timezone.now()}
     )
-    return sum(_enqueue(image_id) for image_id in image_ids)
+    return space
+
+
+def retired_vectors_delete(*, limit: int = 10_000) -> int:
+    """Free the vectors of retired spaces, a bounded batch at a time."""
+    retired = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.RETIRED).values_list("model", flat=True)
+    batch = ImageEmbedding.objects.filter(model__in=list(retired)).values_list("pk", flat=True)[:limit]
+    deleted, _ = ImageEmbedding.objects.filter(pk__in=list(batch)).delete()
+    return deleted
+
+
+def embedding_sweep() -> dict[str, int | str]:
+    """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, free old vectors."""
+    space = embedding_space_sync()
+    return {"space": space.model, "requeued": pending_images_requeue(), "deleted": retired_vectors_delete()}

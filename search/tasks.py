@@ -11,14 +11,14 @@ from django.db import InterfaceError, OperationalError
     max_retries=8,
     acks_late=True,
 )
-def embed_image(image_id: int) -> str:
-    from search.services import image_embed
+def embed_images(image_ids: list[int], force: bool = False) -> dict[str, int]:
+    from search.services import images_embed
 
-    return image_embed(image_id=image_id)
+    return images_embed(image_ids=image_ids, force=force)
 
 
 @shared_task
-def requeue_pending_images() -> int:
-    from search.services import pending_images_requeue
+def embedding_sweep() -> dict:
+    from search.services import embedding_sweep as sweep
 
-    return pending_images_requeue()
+    return sweep()

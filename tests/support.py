@@ -9,3 +9,20 @@ def wait_for(predicate, *, timeout=60.0, interval=0.2, message="condition"):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def embedding_queue(broker_url):
+    """The test broker's default Celery queue, emptied; call the result to read the id batches sent since."""
+    import json
+
+    import redis
+
+    queue = redis.Redis.from_url(broker_url)
+    queue.delete("celery")
+
+    def batches():
+        messages = [json.loads(raw) for raw in queue.lrange("celery", 0, -1)]
+        assert all(m["headers"]["task"] == "search.tasks.embed_images" for m in messages)
+        return [eval(m["headers"]["argsrepr"])[0] for m in messages]  # repr of (ids,), written by Celery
+
+    return batches

@@ -8,6 +8,7 @@ from django.urls import reverse
 from catalog.models import EmbeddingStatus, Product, ProductImage
 from search import services as search_services
 from tests.factories import CategoryFactory, ProductFactory, uploaded_image
+from tests.support import embedding_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -24,19 +25,22 @@ def _product_form(category, **overrides):
     return data
 
 
-def test_admin_adds_a_product_with_two_images_and_queues_both(admin_client, django_capture_on_commit_callbacks):
+def test_admin_adds_a_product_with_two_images_and_queues_both(
+    admin_client, settings, django_capture_on_commit_callbacks
+):
     category = CategoryFactory(name="Sofas")
     data = _product_form(category)
     data["images-0-file"] = uploaded_image("front.jpg", size=(800, 600))
     data["images-1-file"] = uploaded_image("side.png", size=(600, 800), color=(0, 0, 200))
-    with django_capture_on_commit_callbacks() as callbacks:
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(reverse("admin:catalog_product_add"), data)
     assert response.status_code == 302, response.content[:2000]
     product = Product.objects.get(sku="SOFA-1")
     images = list(product.images.order_by("position"))
     assert [(i.width, i.height) for i in images] == [(800, 600), (600, 800)]
     assert all(i.embedding_status == EmbeddingStatus.PENDING and len(i.content_hash) == 64 for i in images)
-    assert len(callbacks) == 2  # one embedding task per image, after commit
+    assert sent() == [[i.pk for i in images]]  # one task embeds both, in one model call, after commit
 
 
 def test_admin_refuses_a_file_that_is_not_an_image(admin_client):
@@ -55,7 +59,7 @@ def test_change_page_shows_thumbnails_and_status(admin_client, product):
     from catalog.services import product_image_add
 
     image = product_image_add(product=product, file=uploaded_image())
-    search_services.image_embed(image_id=image.pk)
+    search_services.images_embed(image_ids=[image.pk])
     response = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk]))
     assert response.status_code == 200
     assert image.file.url in response.text
@@ -79,7 +83,7 @@ def test_reembed_action_resets_and_queues(admin_client, product, django_capture_
     from catalog.services import product_image_add
 
     image = product_image_add(product=product, file=uploaded_image())
-    search_services.image_embed(image_id=image.pk)
+    search_services.images_embed(image_ids=[image.pk])
     other = ProductFactory()
     with django_capture_on_commit_callbacks() as callbacks:
         response = admin_client.post(

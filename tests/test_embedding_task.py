@@ -20,7 +20,7 @@ def _add_image(product, **kwargs):
 
 def test_embed_stores_a_unit_vector_and_marks_ready(product):
     image = _add_image(product)
-    assert services.image_embed(image_id=image.pk) == "embedded"
+    assert services.images_embed(image_ids=[image.pk])["embedded"] == 1
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.READY
     assert image.embedding_model == active_embedder().id
@@ -34,9 +34,9 @@ def test_embed_stores_a_unit_vector_and_marks_ready(product):
 
 def test_embed_is_idempotent(product):
     image = _add_image(product)
-    services.image_embed(image_id=image.pk)
+    services.images_embed(image_ids=[image.pk])
     first = ImageEmbedding.objects.get(image=image)
-    assert services.image_embed(image_id=image.pk) == "skipped"
+    assert services.images_embed(image_ids=[image.pk])["skipped"] == 1
     assert ImageEmbedding.objects.get(image=image).pk == first.pk
     assert ImageEmbedding.objects.count() == 1
 
@@ -45,14 +45,14 @@ def test_embed_of_deleted_image_is_a_no_op(product):
     image = _add_image(product)
     image_id = image.pk
     image.delete()
-    assert services.image_embed(image_id=image_id) == "missing"
+    assert services.images_embed(image_ids=[image_id])["missing"] == 1
     assert not ImageEmbedding.objects.exists()
 
 
 def test_unreadable_file_is_recorded_as_a_permanent_failure(product):
     image = _add_image(product)
     image.file.storage.delete(image.file.name)  # the file vanished from storage
-    assert services.image_embed(image_id=image.pk) == "failed"
+    assert services.images_embed(image_ids=[image.pk])["failed"] == 1
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.FAILED
     assert "FileNotFoundError" in image.embedding_error
@@ -62,7 +62,7 @@ def test_corrupted_file_is_recorded_as_a_permanent_failure(product):
     image = _add_image(product)
     with image.file.storage.open(image.file.name, "wb") as handle:  # damaged on disk after upload
         handle.write(b"\xff\xd8\xff\xe0 garbage")
-    assert services.image_embed(image_id=image.pk) == "failed"
+    assert services.images_embed(image_ids=[image.pk])["failed"] == 1
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.FAILED
     assert image.embedding_error
@@ -70,7 +70,7 @@ def test_corrupted_file_is_recorded_as_a_permanent_failure(product):
 
 def test_mark_pending_drops_old_vectors_and_requeues(product, django_capture_on_commit_callbacks):
     image = _add_image(product)
-    services.image_embed(image_id=image.pk)
+    services.images_embed(image_ids=[image.pk])
     with django_capture_on_commit_callbacks() as callbacks:
         assert services.image_embedding_mark_pending(image_ids=[image.pk]) == 1
     image.refresh_from_db()
@@ -81,14 +81,19 @@ def test_mark_pending_drops_old_vectors_and_requeues(product, django_capture_on_
 
 @pytest.fixture
 def broker_unreachable(settings):
+    """Point the app at a port where nothing listens, then back; pools built for either URL are dropped."""
     from config.celery_app import app
 
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
-    app.pool.force_close_all()
+    def forget_connections():
+        # Celery's own reset of its connection and producer pools (pools are not closed: kombu's
+        # process-wide producer registry may hand the same pool out again).
+        app._after_fork()
+
+    forget_connections()
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
     yield
+    forget_connections()
     app.conf.broker_url = settings.CELERY_BROKER_URL
-    app.pool.force_close_all()
-    app._pool = None  # drop the pool built for the unreachable URL
 
 
 def test_dispatch_with_broker_down_keeps_the_upload(product, broker_unreachable, django_capture_on_commit_callbacks):
@@ -98,11 +103,38 @@ def test_dispatch_with_broker_down_keeps_the_upload(product, broker_unreachable,
     assert image.embedding_status == EmbeddingStatus.PENDING  # the sweep picks it up later
 
 
-def test_pending_sweep_requeues_only_old_pending_images(product, django_capture_on_commit_callbacks):
+def test_pending_sweep_resends_never_queued_and_stale_images_only(product):
     from django.utils import timezone
 
-    old = _add_image(product)
-    fresh = _add_image(product, color=(0, 90, 0))
-    ProductImage.objects.filter(pk=old.pk).update(created_at=timezone.now() - timezone.timedelta(hours=1))
-    assert services.pending_images_requeue(older_than_seconds=600) == 1
-    assert ProductImage.objects.get(pk=fresh.pk).embedding_status == EmbeddingStatus.PENDING
+    never_queued = _add_image(product)  # the broker was down: no queued_at
+    stale = _add_image(product, color=(0, 90, 0))
+    recent = _add_image(product, color=(0, 0, 90))
+    ProductImage.objects.filter(pk=stale.pk).update(embedding_queued_at=timezone.now() - timezone.timedelta(hours=1))
+    ProductImage.objects.filter(pk=recent.pk).update(embedding_queued_at=timezone.now())
+    assert services.pending_images_requeue(stale_after_seconds=600) == 2
+    resent = ProductImage.objects.filter(pk__in=[never_queued.pk, stale.pk], embedding_queued_at__isnull=False)
+    assert resent.count() == 2
+
+
+def test_one_bad_file_in_a_batch_does_not_spoil_the_others(product, test_images):
+    from tests.factories import uploaded_file
+
+    good = catalog_services.product_image_add(product=product, file=uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    bad = _add_image(product)
+    with bad.file.storage.open(bad.file.name, "wb") as handle:
+        handle.write(b"GIF89a truncated")
+    outcome = services.images_embed(image_ids=[good.pk, bad.pk])
+    assert outcome == {"embedded": 1, "skipped": 0, "failed": 1, "missing": 0}
+    assert ProductImage.objects.get(pk=good.pk).embedding_status == EmbeddingStatus.READY
+    assert ProductImage.objects.get(pk=bad.pk).embedding_status == EmbeddingStatus.FAILED
+
+
+def test_images_queued_together_travel_in_one_task(product, settings, django_capture_on_commit_callbacks):
+    from tests.support import embedding_queue
+
+    with django_capture_on_commit_callbacks():  # uploads: their callbacks are not run, nothing is sent
+        ids = [_add_image(product, color=(i * 10, 0, 0)).pk for i in range(3)]
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_embedding_mark_pending(image_ids=ids)
+    assert sent() == [ids]

@@ -62,7 +62,7 @@ TEMPLATES = [
 DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 # A Unix-socket directory given as ?host=... belongs in HOST, where Django and its tools look for it.
-if "host" in DATABASES["default"]["OPTIONS"]:
+if "host" in DATABASES["default"].get("OPTIONS", {}):
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -110,6 +110,12 @@ UPLOAD_MIN_SIDE = env.int("UPLOAD_MIN_SIDE", default=32)
 
 # --- Embeddings ---
 EMBEDDING_MODEL = env("EMBEDDING_MODEL", default="efficientnet-lite0")
+EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx")  # or "torch", the reference implementation
+# Threads per process for inference; 0 lets the runtime decide. Set it to cores / processes when several
+# gunicorn or Celery processes share a machine.
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
+# Where the ONNX export of the installed weights is cached (built once per machine).
+EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
 
 # --- Celery ---
 CELERY_BROKER_URL = REDIS_URL
@@ -145,5 +151,6 @@ LOGGING = {
 }
 
 CELERY_BEAT_SCHEDULE = {
-    "requeue-pending-images": {"task": "search.tasks.requeue_pending_images", "schedule": 300.0},
+    # Switch embedding spaces when a new model is complete, re-queue lost work, free retired vectors.
+    "embedding-sweep": {"task": "search.tasks.embedding_sweep", "schedule": env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)},
 }

@@ -1,0 +1,85 @@
+"""Recompute product images' vectors with the configured model, in batches, with a progress bar.
+
+    manage.py reindex                       every image (search keeps answering from the stored vectors)
+    manage.py reindex --category sofas      one category and its descendants
+    manage.py reindex --only pending,failed what is missing; also how an interrupted run resumes
+    manage.py reindex --background          hand the work to the Celery workers and watch them
+
+Each batch commits on its own, and a selected image stays ``pending`` until its vector is stored, so after a
+crash ``reindex --only pending`` (same --category) carries on where the run stopped.
+"""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from catalog.models import Category, EmbeddingStatus, ProductImage
+from catalog.selectors import category_descendant_ids
+from search.embeddings import active_embedder
+from search.services import embedding_space_sync, image_embedding_enqueue, images_embed
+
+STATUSES = {EmbeddingStatus.PENDING.value, EmbeddingStatus.FAILED.value, EmbeddingStatus.READY.value}
+
+
+class Command(BaseCommand):
+    help = "Re-embed product images (all, one category, or only pending/failed ones), resumably."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--category", help="slug of a category; its descendants are included")
+        parser.add_argument(
+            "--only", help="comma-separated statuses to redo: pending, failed, ready (default: all images)"
+        )
+        parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+        parser.add_argument("--background", action="store_true", help="queue Celery tasks instead of working here")
+
+    def handle(self, *args, category=None, only=None, batch_size=32, background=False, **options):
+        images = ProductImage.objects.all()
+        if category:
+            root = Category.objects.filter(slug=category).first()
+            if root is None:
+                raise CommandError(f"no category with slug {category!r}")
+            images = images.filter(product__category_id__in=category_descendant_ids(category=root))
+        if only:
+            statuses = {status.strip() for status in only.split(",") if status.strip()}
+            if unknown := statuses - STATUSES:
+                raise CommandError(f"unknown status {', '.join(sorted(unknown))}; use {', '.join(sorted(STATUSES))}")
+            images = images.filter(embedding_status__in=statuses)
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+
+        embedding_space_sync()
+        selected = list(images.order_by("pk").values_list("pk", flat=True))
+        # Mark the whole selection first: from here on, "pending" is the to-do list a resumed run reads.
+        ProductImage.objects.filter(pk__in=selected).exclude(embedding_status=EmbeddingStatus.PENDING).update(
+            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
+        )
+        embedder = active_embedder()
+        self.stdout.write(f"Re-embedding {len(selected)} image(s) with {embedder.id}")
+        if background:
+            self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True))
+        else:
+            self._embed_here(selected, embedder, batch_size)
+        space = embedding_space_sync()
+        failed = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.FAILED).count()
+        self.stdout.write(self.style.SUCCESS(f"Done. {failed} failed. Search uses {space.model}."))
+
+    def _embed_here(self, selected, embedder, batch_size):
+        with tqdm(total=len(selected), unit="img", desc="reindex", disable=None) as bar:
+            for start in range(0, len(selected), batch_size):
+                batch = selected[start : start + batch_size]
+                outcome = images_embed(image_ids=batch, embedder=embedder, force=True)
+                bar.update(len(batch))
+                bar.set_postfix(failed=outcome["failed"], refresh=False)
+
+    def _watch(self, selected, queued):
+        if queued < len(selected):
+            self.stderr.write(f"only {queued} of {len(selected)} queued (broker down?); the sweep sends the rest")
+        remaining = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.PENDING)
+        with tqdm(total=len(selected), unit="img", desc="workers", disable=None) as bar:
+            while True:
+                left = remaining.count()
+                bar.update(len(selected) - left - bar.n)
+                if left == 0:
+                    return
+                time.sleep(1)

@@ -1,0 +1,261 @@
+"""The deployment files: docker-compose.yml, the Dockerfile and its entrypoint.
+
+No Docker engine runs here, so the compose file is checked by `docker compose config` where a compose
+CLI exists and always by its parsed structure; the Dockerfile's entrypoint script is cut out and run for real.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+APP_SERVICES = ("web", "worker", "beat")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return DOCKERFILE.read_text()
+
+
+def _command(service: dict) -> str:
+    command = service["command"]
+    return " ".join(command) if isinstance(command, list) else command
+
+
+def _healthcheck(service: dict) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else test
+
+
+# --- docker compose itself, where the plugin is installed ---
+
+
+def _compose_command() -> list[str] | None:
+    """`docker compose` (the plugin) or the standalone `docker-compose`, whichever is installed."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+COMPOSE = _compose_command()
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
+def test_docker_compose_accepts_the_file_and_requires_secret_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    cmd = [*COMPOSE, "-f", str(COMPOSE_FILE), "config", "-q"]
+    ok = subprocess.run(cmd, cwd=tmp_path, env={**env, "SECRET_KEY": "x" * 60}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "SECRET_KEY" in missing.stderr
+
+
+# --- the compose file's structure ---
+
+
+def test_compose_has_the_database_broker_and_app_services(compose):
+    services = compose["services"]
+    assert set(services) >= {"db", "redis", *APP_SERVICES}
+    assert services["db"]["image"].startswith("pgvector/pgvector:")
+    assert services["redis"]["image"].startswith("redis:7")
+
+
+def test_app_services_share_one_image_and_differ_in_command(compose):
+    services = compose["services"]
+    web = services["web"]
+    for name in APP_SERVICES:
+        service = services[name]
+        assert service["build"] == web["build"], name
+        assert service["image"] == web["image"], name
+        assert service["environment"] == web["environment"], name
+        assert service["volumes"] == web["volumes"], name
+    assert _command(web).startswith("gunicorn config.wsgi")
+    assert "--workers ${WEB_CONCURRENCY" in _command(web)
+    assert _command(services["worker"]).startswith("celery -A config worker")
+    assert _command(services["beat"]).startswith("celery -A config beat")
+    # Beat schedules periodic tasks, so exactly one process may run it however many workers scale out.
+    runs_beat = [name for name in APP_SERVICES if re.search(r"(^| )(--)?beat( |$)", _command(services[name]))]
+    assert runs_beat == ["beat"]
+
+
+def test_app_environment_is_production_and_secret_key_is_required(compose):
+    env = compose["services"]["web"]["environment"]
+    assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
+    assert re.fullmatch(r"\$\{SECRET_KEY:\?.+\}", env["SECRET_KEY"])
+    for name in ("ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"):
+        assert env[name], name
+    assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
+    assert env["REDIS_URL"].startswith("redis://redis:6379/")
+
+
+def test_every_service_has_a_healthcheck_and_web_probes_healthz(compose):
+    services = compose["services"]
+    assert "pg_isready" in _healthcheck(services["db"])
+    assert "redis-cli ping" in _healthcheck(services["redis"])
+    web_check = _healthcheck(services["web"])
+    assert "/healthz" in web_check
+    assert "curl" not in web_check and "wget" not in web_check  # neither exists in the slim image
+
+
+def test_app_services_wait_for_healthy_dependencies(compose):
+    services = compose["services"]
+    for name in ("web", "worker"):
+        depends = services[name]["depends_on"]
+        for dependency in ("db", "redis"):
+            assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
+    # Workers start once web is healthy, i.e. after the web entrypoint has migrated.
+    assert services["worker"]["depends_on"]["web"]["condition"] == "service_healthy"
+
+
+def test_media_is_a_named_volume_mounted_at_media_root(compose):
+    assert "media" in compose["volumes"]
+    media_root = compose["services"]["web"]["environment"]["MEDIA_ROOT"]
+    for name in ("web", "worker"):
+        assert f"media:{media_root}" in compose["services"][name]["volumes"], name
+
+
+def test_web_healthcheck_passes_on_a_healthy_app_and_fails_on_a_disallowed_host(live_server):
+    """Run the healthcheck command itself against a live server (the test settings allow localhost)."""
+    test = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["web"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    code = test[3].replace("http://127.0.0.1:8000", live_server.url)
+    assert code != test[3]
+
+    def probe(allowed_hosts):
+        env = {**os.environ, "ALLOWED_HOSTS": allowed_hosts}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+
+    healthy = probe("localhost,shop.example.com")
+    assert healthy.returncode == 0, healthy.stderr
+    assert probe("*").returncode == 0  # a wildcard is not a Host header: falls back to localhost
+    disallowed = probe("shop.example.com")
+    assert disallowed.returncode != 0 and "400" in disallowed.stderr
+
+
+# --- the Dockerfile ---
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined and heredoc bodies skipped."""
+    result, lines = [], iter(dockerfile.splitlines())
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\"):
+            line = line[:-1] + " " + next(lines).strip()
+        keyword, _, args = line.strip().partition(" ")
+        result.append((keyword.upper(), args))
+        heredoc = re.search(r"<<'?(\w+)'?", args)
+        if heredoc:
+            for body in lines:
+                if body == heredoc.group(1):
+                    break
+    return result
+
+
+def test_dockerfile_installs_requirements_and_collects_static(dockerfile):
+    instructions = _instructions(dockerfile)
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    assert any("pip install -r requirements.txt" in run for run in runs)
+    assert any("manage.py collectstatic --noinput" in run for run in runs)
+    # No registry or index host is baked into the image definition: operators pass one as a build arg.
+    assert not re.search(r"https?://(?!127\.0\.0\.1)", dockerfile)
+
+
+def test_dockerfile_runs_as_an_unprivileged_user(dockerfile):
+    users = [args for keyword, args in _instructions(dockerfile) if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    keywords = [keyword for keyword, _ in _instructions(dockerfile)]
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+
+
+# --- the entrypoint, cut out of the Dockerfile and run ---
+
+
+@pytest.fixture(scope="module")
+def entrypoint(tmp_path_factory, dockerfile) -> Path:
+    pattern = r"^COPY --chmod=0755 <<'EOF' /usr/local/bin/lookalike-entrypoint\n(.*?)^EOF$"
+    body = re.search(pattern, dockerfile, re.M | re.S)
+    assert body, "the entrypoint heredoc is missing from the Dockerfile"
+    path = tmp_path_factory.mktemp("entrypoint") / "lookalike-entrypoint"
+    path.write_text(body.group(1))
+    path.chmod(0o755)
+    return path
+
+
+def _entrypoint_env(**overrides) -> dict:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "entrypoint-test-" + "k" * 50,
+        "ALLOWED_HOSTS": "localhost",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        **overrides,
+    }
+
+
+def _test_database_url() -> str:
+    """The session's DATABASE_URL pointed at the test database (host, port or socket options kept)."""
+    from django.conf import settings
+    from django.db import connection
+
+    return urlunsplit(urlsplit(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+# Nothing listens on port 1: any attempt to reach this database fails at once.
+UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
+
+
+def test_entrypoint_runs_worker_commands_without_touching_the_database(entrypoint):
+    result = subprocess.run(
+        [str(entrypoint), "python", "-c", "print('worker ran')"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "worker ran"
+
+
+def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db):
+    result = subprocess.run(
+        [str(entrypoint), "gunicorn", "--version"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url()),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Running migrations:" in result.stdout
+    assert "gunicorn" in result.stdout + result.stderr
+
+
+def test_entrypoint_stops_when_migrations_fail_and_can_skip_them(entrypoint):
+    failing = subprocess.run(
+        [str(entrypoint), "gunicorn", "--version"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB), capture_output=True, text=True, timeout=60,
+    )
+    assert failing.returncode != 0
+    assert "OperationalError" in failing.stderr  # it did try the database, and stopped there
+    assert "gunicorn (version" not in failing.stdout + failing.stderr
+    skipped = subprocess.run(
+        [str(entrypoint), "gunicorn", "--version"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="false"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert skipped.returncode == 0, skipped.stderr

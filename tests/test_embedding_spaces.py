@@ -1,0 +1,108 @@
+"""Model switches: search keeps answering from the old space until the new one is complete; spaces never mix."""
+
+import pytest
+from django.core.management import call_command
+
+from catalog import services as catalog_services
+from catalog.models import EmbeddingStatus, ProductImage
+from search import services
+from search.embeddings import get_embedder
+from search.models import EmbeddingSpace, ImageEmbedding
+from search.selectors import search_space_model, similar_products_to_product
+from tests.factories import uploaded_file
+
+pytestmark = pytest.mark.django_db
+
+LITE0, LITE2 = "efficientnet-lite0", "efficientnet-lite2"
+
+
+@pytest.fixture
+def small_catalog(settings, test_images):
+    settings.EMBEDDING_MODEL = LITE0
+    shoes = catalog_services.category_get_or_create_path(path="Clothing > Shoes")
+    chairs = catalog_services.category_get_or_create_path(path="Home > Chairs")
+    products = {}
+    for sku, category, photo in [
+        ("RUN-1", shoes, "shoe-running-1.jpg"),
+        ("RUN-2", shoes, "shoe-running-2.jpg"),
+        ("CHAIR-1", chairs, "chair-armchair-blue.jpg"),
+        ("CHAIR-2", chairs, "chair-shell-black.jpg"),
+    ]:
+        product = catalog_services.product_create(sku=sku, title=sku, category=category, price="10")
+        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
+        products[sku] = product
+    call_command("reindex", stdout=open("/dev/null", "w"))
+    return products
+
+
+def _neighbour_sku(product):
+    return [s.product.sku for s in similar_products_to_product(product=product, limit=3)][0]
+
+
+def test_first_model_becomes_the_active_space(small_catalog):
+    assert EmbeddingSpace.objects.get(state=EmbeddingSpace.State.ACTIVE).model == get_embedder(LITE0).id
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+
+
+def test_switching_models_keeps_search_answering_then_switches_at_once(small_catalog, settings):
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    # Building: every image is pending for the new model, search still reads the complete old space.
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.PENDING).exists()
+    assert search_space_model() == old_space
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+
+    # Half of the new space is filled: still the old space, never a mix.
+    first_half = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True)[:2])
+    services.images_embed(image_ids=first_half)
+    services.embedding_space_sync()
+    assert search_space_model() == old_space
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    assert search_space_model() == new_space
+    assert EmbeddingSpace.objects.get(model=old_space).state == EmbeddingSpace.State.RETIRED
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+    # The old vectors are freed by the sweep, in bounded batches.
+    assert services.retired_vectors_delete(limit=3) == 3
+    services.embedding_sweep()
+    assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
+
+
+def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
+    ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
+    # A run that crashed after its first batch: the selection was marked pending, one batch stored.
+    ProductImage.objects.update(embedding_status=EmbeddingStatus.PENDING)
+    services.images_embed(image_ids=ids[:1], force=True)
+    times_before = dict(ProductImage.objects.values_list("pk", "embedded_at"))
+
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+
+    times_after = dict(ProductImage.objects.values_list("pk", "embedded_at"))
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+    assert times_after[ids[0]] == times_before[ids[0]]  # done before the crash: not redone
+    assert all(times_after[pk] > times_before[pk] for pk in ids[1:])  # the rest: recomputed now
+    assert ImageEmbedding.objects.count() == len(ids)
+
+
+def test_reindex_of_one_category_leaves_the_others_alone(small_catalog):
+    from catalog.models import Category
+
+    before = dict(ProductImage.objects.values_list("pk", "embedded_at"))
+    ImageEmbedding.objects.all().delete()  # force real work
+    call_command("reindex", category=Category.objects.get(name="Clothing").slug, stdout=open("/dev/null", "w"))
+    after = dict(ProductImage.objects.values_list("pk", "embedded_at"))
+    changed = {pk for pk in before if before[pk] != after[pk]}
+    shoe_images = set(ProductImage.objects.filter(product__sku__startswith="RUN").values_list("pk", flat=True))
+    assert changed == shoe_images
+
+
+def test_reindex_rejects_unknown_category_and_status(small_catalog):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no category"):
+        call_command("reindex", category="nope")
+    with pytest.raises(CommandError, match="unknown status"):
+        call_command("reindex", only="sideways")

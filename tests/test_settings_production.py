@@ -1,0 +1,77 @@
+"""config/settings/production.py: `check --deploy` is clean, and missing secrets fail fast.
+
+Each case starts `manage.py` in a fresh process, as a deployment does, with the environment an
+operator would give it (this session's real PostgreSQL and Redis URLs).
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+
+
+def production_env(tmp_path: Path, **overrides) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "DEBUG"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="shop.example.com",
+        DATABASE_URL=settings.DATABASE_URL,
+        REDIS_URL=settings.REDIS_URL,
+        # A state dir of its own: a fail-fast run must not start embedded servers in it.
+        LOOKALIKE_STATE_DIR=str(tmp_path / "state"),
+        MEDIA_ROOT=str(tmp_path / "media"),
+    )
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def deploy_check(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [None, "postgres://lookalike:secret@db:5432/lookalike"],
+    ids=["session-database", "compose-style-tcp-url"],
+)
+def test_deploy_check_is_clean(tmp_path, database_url):
+    # The check does not connect, so the compose URL's host need not exist here; it must still parse.
+    overrides = {"DATABASE_URL": database_url} if database_url else {}
+    result = deploy_check(production_env(tmp_path, **overrides))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNINGS" not in result.stderr
+
+
+def test_debug_from_the_environment_cannot_switch_production_to_debug(tmp_path):
+    result = deploy_check(production_env(tmp_path, DEBUG="true"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deploy_check_rejects_a_weak_secret_key(tmp_path):
+    result = deploy_check(production_env(tmp_path, SECRET_KEY="too-short"))
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_missing_variable_fails_fast_naming_it(tmp_path, name, value):
+    result = deploy_check(production_env(tmp_path, **{name: value}))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert name in last_line
+    # Fail fast: before base settings fall back to starting the embedded PostgreSQL and Valkey.
+    assert not (tmp_path / "state").exists()
