@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from pgvector.django import CosineDistance
 
-from catalog.models import Product
+from catalog.models import Category, Product
+from catalog.selectors import category_descendant_ids
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
+from search.query import Box, query_vector
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
@@ -27,6 +31,15 @@ class SimilarProduct:
     score: float  # cosine similarity mapped to [0, 1]; 1 is identical
 
 
+@dataclass(frozen=True)
+class PhotoSearch:
+    results: list[SimilarProduct]
+    model: str
+    took_ms: float
+    threshold: float
+    category: Category | None = None
+
+
 def similar_products_to_vector(
     *,
     vector,
@@ -34,29 +47,37 @@ def similar_products_to_vector(
     category_ids: list[int] | None = None,
     exclude_product_id: int | None = None,
     model: str | None = None,
+    threshold: float = 0.0,
 ) -> list[SimilarProduct]:
-    """The ``limit`` active products whose best image is nearest to ``vector`` (a vector of space ``model``)."""
+    """The ``limit`` active products whose best image is nearest to ``vector``, best first, scoring >= threshold.
+
+    Filtered searches over few vectors scan them exactly (cheaper than walking the graph, and exact); others
+    use the HNSW index with iterative scans, so a category filter still yields ``limit`` products when they exist.
+    """
     queryset = ImageEmbedding.objects.filter(model=model or search_space_model(), product__active=True)
     if category_ids is not None:
         queryset = queryset.filter(product__category_id__in=category_ids)
     if exclude_product_id is not None:
         queryset = queryset.exclude(product_id=exclude_product_id)
-    hits = (
-        queryset.annotate(distance=CosineDistance("vector", vector))
-        .order_by("distance")
-        .values_list("product_id", "distance")[: limit * OVERFETCH]
-    )
-    with transaction.atomic():
-        with connection.cursor() as cursor:
+    hits = queryset.annotate(distance=CosineDistance("vector", vector)).order_by("distance").values_list("product_id", "distance")
+    hits = hits[: limit * OVERFETCH]
+    # Counting stops at the limit, so deciding costs at most that many index entries.
+    limit_exact = settings.SEARCH_EXACT_MAX_VECTORS
+    exact = category_ids is not None and queryset.values("pk")[: limit_exact + 1].count() <= limit_exact
+    with transaction.atomic(), connection.cursor() as cursor:
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")  # a sequential scan + top-N sort: exact
+        else:
             # Keep scanning the HNSW index until enough rows pass the filters (pgvector >= 0.8).
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, limit * OVERFETCH)])
         hits = list(hits)
     best: dict[int, float] = {}
-    for product_id, distance in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
-        best.setdefault(product_id, distance)
-    ranked = list(best.items())[:limit]
+    for product_id, hit_distance in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
+        best.setdefault(product_id, hit_distance)
+    ranked = [(p, _similarity(d)) for p, d in best.items() if _similarity(d) >= threshold][:limit]
     products = Product.objects.select_related("category").prefetch_related("images").in_bulk([p for p, _ in ranked])
-    return [SimilarProduct(product=products[p], score=_similarity(d)) for p, d in ranked if p in products]
+    return [SimilarProduct(product=products[p], score=score) for p, score in ranked if p in products]
 
 
 def _similarity(cosine_distance: float) -> float:
@@ -78,3 +99,24 @@ def similar_products_to_product(
     return similar_products_to_vector(
         vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model
     )
+
+
+def photo_search(
+    *,
+    file,
+    category: Category | None = None,
+    limit: int = 12,
+    threshold: float | None = None,
+    box: Box | None = None,
+) -> PhotoSearch:
+    """Products that look like an uploaded photo (or a region of it), optionally within a category tree."""
+    started = time.perf_counter()
+    threshold = settings.SEARCH_MIN_SCORE if threshold is None else threshold
+    model = search_space_model()
+    vector = query_vector(file=file, model=model, box=box)
+    category_ids = category_descendant_ids(category=category) if category is not None else None
+    results = similar_products_to_vector(
+        vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold
+    )
+    took_ms = (time.perf_counter() - started) * 1000
+    return PhotoSearch(results=results, model=model, took_ms=took_ms, threshold=threshold, category=category)

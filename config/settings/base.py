@@ -117,6 +117,13 @@ EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
 
+# --- Search ---
+# Similarity (cosine, mapped to [0, 1]) below which a photo search shows "nothing similar enough".
+# Provisional: to be set from measurements on real photos (docs/search.md).
+SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.3)
+# A category filter covering at most this many vectors is searched exactly instead of through HNSW.
+SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=20_000)
+
 # --- Celery ---
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # tasks write their results to the database

@@ -1,0 +1,147 @@
+"""Search by photo: real model, real pgvector; regions, thresholds, category filters through HNSW."""
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from catalog import services as catalog_services
+from catalog.models import EmbeddingStatus, ProductImage
+from search import services
+from search.models import ImageEmbedding
+from search.query import Box, InvalidBox
+from search.selectors import photo_search, search_space_model, similar_products_to_vector
+from tests.factories import CategoryFactory, ProductFactory, uploaded_file
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalog(test_images):
+    """Chairs, shoes and T-shirts from real photos, embedded."""
+    paths = {
+        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg"),
+        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg"),
+        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg"),
+        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg"),
+        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg"),
+    }
+    for sku, (path, photo) in paths.items():
+        category = catalog_services.category_get_or_create_path(path=path)
+        product = catalog_services.product_create(sku=sku, title=sku, category=category, price="10")
+        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
+    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+
+
+def _jpeg(image: Image.Image, name="query.jpg", **save) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **save)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+def _skus(search):
+    return [r.product.sku for r in search.results]
+
+
+def test_a_photo_finds_its_kind_first(catalog, test_images):
+    search = photo_search(file=uploaded_file(test_images / "chair-cafe-pair.jpg"), threshold=0)
+    assert _skus(search)[:2] in (["CHAIR-1", "CHAIR-2"], ["CHAIR-2", "CHAIR-1"])
+    assert search.model == search_space_model()
+    assert all(0 <= r.score <= 1 for r in search.results)
+    assert [r.score for r in search.results] == sorted((r.score for r in search.results), reverse=True)
+
+
+def test_category_filter_includes_descendants(catalog, test_images):
+    from catalog.models import Category
+
+    clothing = Category.objects.get(name="Clothing", parent=None)
+    search = photo_search(file=uploaded_file(test_images / "chair-cafe-pair.jpg"), category=clothing, threshold=0)
+    assert set(_skus(search)) == {"RUN-1", "RUN-3", "TEE-1"}  # shoes and tops, no chairs
+
+
+def _collage(test_images):
+    """A wide photo: a chair on the left half, a T-shirt on the right half."""
+    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB")
+    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB")
+    canvas = Image.new("RGB", (1000, 500), "white")
+    canvas.paste(chair.resize((480, 480)), (10, 10))
+    canvas.paste(shirt.resize((480, 480)), (510, 10))
+    return canvas
+
+
+def test_region_search_finds_what_is_inside_the_box(catalog, test_images):
+    collage = _collage(test_images)
+    left = photo_search(file=_jpeg(collage), box=Box(0, 0, 500, 500), threshold=0)
+    right = photo_search(file=_jpeg(collage), box=Box(500, 0, 1000, 500), threshold=0)
+    assert _skus(left)[0].startswith("CHAIR")
+    assert _skus(right)[0] == "TEE-1"
+
+
+def test_region_is_measured_on_the_upright_photo(catalog, test_images):
+    # Stored on its side with EXIF orientation 6 ("rotate 90 clockwise to view"): the upright photo is
+    # the collage, 1000 wide and 500 high, and the box refers to that.
+    collage = _collage(test_images)
+    stored = collage.transpose(Image.Transpose.ROTATE_90)  # what a phone writes before tagging it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    right = photo_search(file=_jpeg(stored, exif=exif), box=Box(500, 0, 1000, 500), threshold=0)
+    assert _skus(right)[0] == "TEE-1"
+
+
+def test_box_partly_outside_is_clipped(catalog, test_images):
+    collage = _collage(test_images)
+    clipped = photo_search(file=_jpeg(collage), box=Box(500, -200, 1500, 900), threshold=0)
+    assert _skus(clipped)[0] == "TEE-1"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("1,2,3", "four numbers"), ("a,b,c,d", "four numbers"), ("10,10,5,20", "x1 > x0"), ("0,0,nan,5", "finite")],
+)
+def test_malformed_boxes_are_refused_with_a_reason(text, message):
+    with pytest.raises(InvalidBox, match=message):
+        Box.parse(text)
+
+
+def test_box_wholly_outside_the_photo_is_refused(catalog, test_images):
+    with pytest.raises(InvalidBox, match="outside"):
+        photo_search(file=_jpeg(_collage(test_images)), box=Box(2000, 2000, 2100, 2100))
+
+
+def test_threshold_hides_weak_matches(catalog, test_images):
+    query = test_images / "plant-cactus.jpg"  # nothing like it in this catalog
+    everything = photo_search(file=uploaded_file(query), threshold=0)
+    assert len(everything.results) == 5
+    strict = photo_search(file=uploaded_file(query), threshold=0.95)
+    assert strict.results == []
+    exact_copy = photo_search(file=uploaded_file(test_images / "shoe-running-3.jpg"), threshold=0.95)
+    assert _skus(exact_copy) == ["RUN-3"]  # the same photo still matches at a strict threshold
+
+
+def test_one_in_twenty_category_returns_k_products_through_hnsw(settings):
+    """Clustered vectors in 20 categories: a filtered query must still return k products of its category."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 0  # force the HNSW path
+    model = search_space_model()
+    rng = np.random.default_rng(7)
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    centres = rng.normal(size=(8, dims))
+    categories = [CategoryFactory() for _ in range(20)]
+    products = [ProductFactory(category=categories[i % 20]) for i in range(600)]
+    images = ProductImage.objects.bulk_create(
+        [ProductImage(product=p, file=f"x/{p.pk}.jpg", width=1, height=1, content_hash="a" * 64) for p in products]
+    )
+    vectors = centres[rng.integers(0, 8, size=600)] + rng.normal(scale=0.3, size=(600, dims))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ImageEmbedding.objects.bulk_create(
+        [ImageEmbedding(image=i, product_id=i.product_id, model=model, vector=v) for i, v in zip(images, vectors)]
+    )
+    query = vectors[1]  # a product outside category 0
+    results = similar_products_to_vector(vector=query, limit=12, category_ids=[categories[0].pk], model=model)
+    assert len(results) == 12
+    assert {r.product.category_id for r in results} == {categories[0].pk}
+    # The same 12 as an exact scan over the category, in the same order.
+    in_category = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id == categories[0].pk]
+    assert [r.product.pk for r in results] == [pk for _, pk in sorted(in_category, reverse=True)[:12]]
