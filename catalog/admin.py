@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils.html import format_html
 
 from catalog.images import inspect_image
@@ -29,6 +30,17 @@ def status_badge(image: ProductImage) -> str:
     )
 
 
+def near_duplicate(image: ProductImage) -> str:
+    other = image.near_duplicate_of
+    if other is None:
+        return "—"
+    return format_html(
+        '<span style="color:#c05621;font-weight:600">⚠ {} like</span> <a href="{}">{} (image {})</a>',
+        f"{image.near_duplicate_score:.0%}", reverse("admin:catalog_product_change", args=[other.product_id]),
+        other.product.sku, other.position,
+    )
+
+
 class ProductImageForm(forms.ModelForm):
     class Meta:
         model = ProductImage
@@ -47,8 +59,15 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageForm
     extra = 2
-    fields = ["preview", "file", "position", "size", "embedding"]
-    readonly_fields = ["preview", "size", "embedding"]
+    fields = ["preview", "file", "position", "size", "embedding", "duplicate"]
+    readonly_fields = ["preview", "size", "embedding", "duplicate"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("near_duplicate_of__product")
+
+    @admin.display(description="Near-duplicate of")
+    def duplicate(self, obj):
+        return near_duplicate(obj) if obj.pk else "—"
 
     @admin.display(description="Preview")
     def preview(self, obj):
@@ -130,10 +149,10 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(ProductImage)
 class ProductImageAdmin(admin.ModelAdmin):
-    list_display = ["preview", "product", "position", "embedding", "embedding_model", "embedded_at", "short_error"]
-    list_filter = ["embedding_status", "embedding_model"]
+    list_display = ["preview", "product", "position", "embedding", "duplicate", "embedded_at", "short_error"]
+    list_filter = ["embedding_status", "embedding_model", ("near_duplicate_of", admin.EmptyFieldListFilter)]
     search_fields = ["product__sku", "product__title", "content_hash"]
-    list_select_related = ["product"]
+    list_select_related = ["product", "near_duplicate_of__product"]
     readonly_fields = ["preview", "width", "height", "content_hash", "embedding_status", "embedding_model",
                        "embedding_error", "embedded_at", "created_at"]
     fields = ["product", "file", "position", *readonly_fields]
@@ -148,6 +167,10 @@ class ProductImageAdmin(admin.ModelAdmin):
     @admin.display(description="Embedding", ordering="embedding_status")
     def embedding(self, obj):
         return status_badge(obj)
+
+    @admin.display(description="Near-duplicate of")
+    def duplicate(self, obj):
+        return near_duplicate(obj)
 
     @admin.display(description="Error")
     def short_error(self, obj):

@@ -89,6 +89,11 @@ class ProductImage(models.Model):
     embedded_at = models.DateTimeField(null=True, blank=True)
     # When a task for this image was last sent: the pending sweep re-sends only long-unanswered ones.
     embedding_queued_at = models.DateTimeField(null=True, blank=True)
+    # The most similar other image when it looks like the same photo (set after embedding; shown in the admin).
+    near_duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    near_duplicate_score = models.FloatField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -101,6 +101,21 @@ def similar_products_to_product(
     )
 
 
+def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
+    """The most similar other image in space ``model`` and its score: a near-duplicate candidate."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        hit = (
+            ImageEmbedding.objects.filter(model=model)
+            .exclude(image_id=image_id)
+            .annotate(distance=CosineDistance("vector", vector))
+            .order_by("distance")
+            .values_list("image_id", "distance")
+            .first()
+        )
+    return (hit[0], _similarity(hit[1])) if hit else None
+
+
 def photo_search(
     *,
     file,

@@ -123,8 +123,20 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         vectors = embedder.embed_images(decoded)
         for image_id, vector in zip(decoded_ids, vectors):
             image_embedding_store(image_id=image_id, model=embedder.id, vector=vector)
+            image_near_duplicate_flag(image_id=image_id, model=embedder.id, vector=vector)
         outcome["embedded"] = len(decoded)
     return outcome
+
+
+def image_near_duplicate_flag(*, image_id: int, model: str, vector) -> None:
+    """Record the most similar other image when it looks like the same photo (admins see it on upload)."""
+    from django.conf import settings
+
+    from search.selectors import nearest_other_image
+
+    nearest = nearest_other_image(image_id=image_id, model=model, vector=vector)
+    duplicate = nearest if nearest and nearest[1] >= settings.NEAR_DUPLICATE_MIN_SCORE else (None, None)
+    ProductImage.objects.filter(pk=image_id).update(near_duplicate_of=duplicate[0], near_duplicate_score=duplicate[1])
 
 
 def image_embedding_store(*, image_id: int, model: str, vector) -> None:

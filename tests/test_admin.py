@@ -100,3 +100,32 @@ def test_reembed_action_resets_and_queues(admin_client, product, django_capture_
 def test_anonymous_users_cannot_reach_the_admin(client):
     response = client.get(reverse("admin:catalog_product_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_a_near_duplicate_upload_is_flagged_with_a_link_to_the_other_product(admin_client, test_images):
+    from catalog.services import product_image_add
+    from tests.factories import uploaded_file
+
+    original = ProductFactory(sku="CHAIR-ORIG")
+    product_image_add(product=original, file=uploaded_file(test_images / "chair-shell-black.jpg"))
+    unrelated = ProductFactory(sku="TEE")
+    product_image_add(product=unrelated, file=uploaded_file(test_images / "tshirt-turquoise-front.jpg"))
+    copy_product = ProductFactory(sku="CHAIR-COPY")
+    # The same photo, downscaled and re-encoded: what a re-upload from another shop looks like.
+    from io import BytesIO
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.open(test_images / "chair-shell-black.jpg").resize((300, 300)).save(buffer, "JPEG", quality=70)
+    copy = product_image_add(product=copy_product, file=SimpleUploadedFile("copy.jpg", buffer.getvalue()))
+    search_services.images_embed(image_ids=list(ProductImage.objects.order_by("pk").values_list("pk", flat=True)))
+
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of.product == original
+    assert copy.near_duplicate_score >= 0.9
+    assert ProductImage.objects.get(product=unrelated).near_duplicate_of is None
+    response = admin_client.get(reverse("admin:catalog_product_change", args=[copy_product.pk]))
+    assert reverse("admin:catalog_product_change", args=[original.pk]) in response.text
+    assert "CHAIR-ORIG" in response.text and "⚠" in response.text
