@@ -182,7 +182,12 @@ def embedding_space_sync() -> EmbeddingSpace:
         if active is not None and active.model == configured:
             return active
         if active is None:
-            return _space_activate(model=configured, previous=None)
+            # First sync: the vectors already stored (if any) define the space search can use right now.
+            stored = ImageEmbedding.objects.values_list("model", flat=True).first()
+            active = _space_activate(model=stored or configured, previous=None)
+            if active.model == configured:
+                return active
+            target = None
         if target is None or target.state != EmbeddingSpace.State.BUILDING:
             EmbeddingSpace.objects.update_or_create(
                 model=configured, defaults={"state": EmbeddingSpace.State.BUILDING, "activated_at": None}

@@ -106,3 +106,11 @@ def test_reindex_rejects_unknown_category_and_status(small_catalog):
         call_command("reindex", category="nope")
     with pytest.raises(CommandError, match="unknown status"):
         call_command("reindex", only="sideways")
+
+
+def test_a_switch_before_any_sync_keeps_the_stored_space_active(small_catalog, settings):
+    EmbeddingSpace.objects.all().delete()  # vectors exist, but no sweep has recorded their space yet
+    settings.EMBEDDING_MODEL = LITE2
+    assert services.embedding_space_sync().model == get_embedder(LITE0).id
+    assert EmbeddingSpace.objects.get(model=get_embedder(LITE2).id).state == EmbeddingSpace.State.BUILDING
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
