@@ -8,6 +8,7 @@ from config.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("config.api_urls")),
     path("", include("catalog.urls")),
 ]
 

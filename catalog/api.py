@@ -1,0 +1,199 @@
+"""Catalog REST API: products and categories to read for everyone, product writes for staff.
+
+Thin: validate the request with a serializer, call catalog.selectors or catalog.services, serialize.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch, QuerySet
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from catalog import selectors, services
+from catalog.models import Category, Product, ProductImage
+from catalog.serializers import (
+    CategoryFilterSerializer,
+    CategorySerializer,
+    ProductFilterSerializer,
+    ProductImageSerializer,
+    ProductImageUploadSerializer,
+    ProductSerializer,
+    ProductSummarySerializer,
+    ProductWriteSerializer,
+)
+
+WRITE_ACTIONS = {"create", "update", "partial_update", "images"}
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+def is_staff(request) -> bool:
+    return bool(request.user and request.user.is_staff)
+
+
+def api_validation_error(error: DjangoValidationError) -> ValidationError:
+    """A model or service ValidationError as DRF's ``{"field": ["message"]}``."""
+    if hasattr(error, "error_dict"):
+        return ValidationError(
+            {("non_field_errors" if field == NON_FIELD_ERRORS else field): messages
+             for field, messages in error.message_dict.items()}
+        )
+    return ValidationError({"non_field_errors": error.messages})
+
+
+def _staff_products() -> QuerySet[Product]:
+    """Every product, inactive ones included, with all images (staff see what shoppers cannot)."""
+    return Product.objects.select_related("category").prefetch_related(
+        Prefetch("images", queryset=ProductImage.objects.order_by("position", "pk"))
+    )
+
+
+def _product_list(*, filters: dict, staff: bool) -> QuerySet[Product]:
+    category = filters.get("category")
+    category_ids = selectors.category_descendant_ids(category=category) if category is not None else None
+    if filters.get("q"):
+        queryset = selectors.product_search(query=filters["q"])  # ranked, active products only
+        if category_ids is not None:
+            queryset = queryset.filter(category_id__in=category_ids)
+    elif staff:
+        sort = selectors.PRODUCT_SORTS[filters.get("sort") or selectors.DEFAULT_SORT]
+        queryset = _staff_products().order_by(*sort)
+        if category_ids is not None:
+            queryset = queryset.filter(category_id__in=category_ids)
+    else:
+        queryset = selectors.product_list(category_ids=category_ids, sort=filters.get("sort") or selectors.DEFAULT_SORT)
+    if staff and filters.get("active") is not None:
+        queryset = queryset.filter(active=filters["active"])
+    if filters.get("min_price") is not None:
+        queryset = queryset.filter(price__gte=filters["min_price"])
+    if filters.get("max_price") is not None:
+        queryset = queryset.filter(price__lte=filters["max_price"])
+    return queryset
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List products",
+        description="Active products (staff also see inactive ones), filterable; paginated.",
+        parameters=[ProductFilterSerializer],
+        responses=ProductSummarySerializer(many=True),
+    ),
+    retrieve=extend_schema(summary="One product with its images", responses=ProductSerializer),
+    create=extend_schema(
+        summary="Create a product (staff)",
+        request=ProductWriteSerializer,
+        responses={201: ProductSerializer, 400: OpenApiResponse(description="Invalid fields")},
+    ),
+    update=extend_schema(summary="Replace a product's fields (staff)", request=ProductWriteSerializer,
+                         responses=ProductSerializer),
+    partial_update=extend_schema(summary="Change some of a product's fields (staff)", request=ProductWriteSerializer,
+                                 responses=ProductSerializer),
+)
+class ProductViewSet(viewsets.GenericViewSet):
+    lookup_field = "sku"
+    lookup_value_regex = "[^/]+"
+    pagination_class = Pagination
+    serializer_class = ProductSerializer
+    queryset = Product.objects.none()  # reads go through catalog.selectors; this only names the model for the schema
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_permissions(self):
+        if self.action in WRITE_ACTIONS:
+            return [permissions.IsAdminUser()]
+        return [permissions.AllowAny()]
+
+    def _product(self, sku: str) -> Product:
+        if is_staff(self.request):
+            product = _staff_products().filter(sku=sku).first()
+        else:
+            product = selectors.product_detail(sku=sku)
+        if product is None:
+            raise NotFound("No such product.")
+        return product
+
+    def list(self, request):
+        filters = ProductFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(_product_list(filters=filters.validated_data, staff=is_staff(request)))
+        return self.get_paginated_response(ProductSummarySerializer(page, many=True, context={"request": request}).data)
+
+    def retrieve(self, request, sku):
+        return Response(ProductSerializer(self._product(sku), context={"request": request}).data)
+
+    def create(self, request):
+        serializer = ProductWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            product = services.product_create(**serializer.validated_data)
+        except DjangoValidationError as error:
+            raise api_validation_error(error) from None
+        product = _staff_products().get(pk=product.pk)
+        data = ProductSerializer(product, context={"request": request}).data
+        location = request.build_absolute_uri(reverse("api:product-detail", kwargs={"sku": product.sku}))
+        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+    def update(self, request, sku, partial=False):
+        product = self._product(sku)
+        serializer = ProductWriteSerializer(product, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.product_update(product=product, **serializer.validated_data)
+        except DjangoValidationError as error:
+            raise api_validation_error(error) from None
+        return Response(ProductSerializer(self._product(product.sku), context={"request": request}).data)
+
+    def partial_update(self, request, sku):
+        return self.update(request, sku, partial=True)
+
+    @extend_schema(
+        summary="Add an image to a product (staff)",
+        description="The photo is checked by decoding it and stored; its embedding is queued for the workers.",
+        request={"multipart/form-data": ProductImageUploadSerializer},
+        responses={201: ProductImageSerializer, 400: OpenApiResponse(description="Not an acceptable image")},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def images(self, request, sku):
+        product = self._product(sku)
+        serializer = ProductImageUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data
+        try:
+            image = services.product_image_add(product=product, file=upload["image"], position=upload.get("position"))
+        except DjangoValidationError as error:
+            raise ValidationError({"image": error.messages}) from None
+        data = ProductImageSerializer(image, context={"request": request}).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List categories", parameters=[CategoryFilterSerializer]),
+    retrieve=extend_schema(summary="One category"),
+)
+class CategoryViewSet(viewsets.ReadOnlyModelViewSet):
+    lookup_field = "slug"
+    serializer_class = CategorySerializer
+    pagination_class = Pagination
+    permission_classes = [permissions.AllowAny]
+    queryset = Category.objects.select_related("parent").order_by("name", "pk")
+
+    def filter_queryset(self, queryset):
+        if self.action != "list":
+            return queryset
+        filters = CategoryFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        if filters.validated_data.get("parent") is not None:
+            queryset = queryset.filter(parent=filters.validated_data["parent"])
+        if filters.validated_data.get("root") is not None:
+            queryset = queryset.filter(parent__isnull=filters.validated_data["root"])
+        return queryset

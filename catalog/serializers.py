@@ -1,0 +1,165 @@
+"""API shapes for catalog data. Output serializers read prefetched objects; input serializers only validate."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from catalog.models import Category, Product, ProductImage
+
+PATH_SEPARATOR = " > "
+
+
+class CategoryPaths:
+    """Display paths ("Home > Furniture > Sofas") of all categories, loaded in one query on first use.
+
+    One instance lives in a serializer's context, so a page of products from many categories costs one
+    query instead of one ancestors query per category (the tree is small next to the products).
+    """
+
+    def __init__(self):
+        self._paths: dict[int, str] | None = None
+
+    def __getitem__(self, category_id: int) -> str:
+        if self._paths is None:
+            self._paths = self._load()
+        return self._paths[category_id]
+
+    @staticmethod
+    def _load() -> dict[int, str]:
+        rows = {pk: (name, parent) for pk, name, parent in Category.objects.values_list("id", "name", "parent_id")}
+        paths: dict[int, str] = {}
+        for pk in rows:
+            names, seen, current = [], set(), pk
+            while current is not None and current not in seen:  # `seen` guards against a cycle
+                seen.add(current)
+                name, current = rows[current]
+                names.append(name)
+            paths[pk] = PATH_SEPARATOR.join(reversed(names))
+        return paths
+
+
+def _absolute(request, url: str) -> str:
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+class CategorySummarySerializer(serializers.ModelSerializer):
+    path = serializers.SerializerMethodField(help_text="Ancestors and the category itself, root first.")
+
+    class Meta:
+        model = Category
+        fields = ["slug", "name", "path"]
+
+    def get_path(self, category: Category) -> str:
+        return self.context.setdefault("category_paths", CategoryPaths())[category.pk]
+
+
+class CategorySerializer(CategorySummarySerializer):
+    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="Slug of the parent, if any.")
+    url = serializers.SerializerMethodField(help_text="The category's page in the shop.")
+
+    class Meta(CategorySummarySerializer.Meta):
+        fields = ["id", "slug", "name", "path", "parent", "url"]
+
+    def get_url(self, category: Category) -> str:
+        return _absolute(self.context.get("request"), category.get_absolute_url())
+
+
+class ProductImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProductImage
+        fields = ["id", "url", "width", "height", "position", "embedding_status"]
+
+    def get_url(self, image: ProductImage) -> str:
+        return _absolute(self.context.get("request"), image.file.url)
+
+
+class ProductSummarySerializer(serializers.ModelSerializer):
+    """A product as listed and as a search result: enough to draw a card."""
+
+    url = serializers.SerializerMethodField(help_text="The product's page in the shop.")
+    image_url = serializers.SerializerMethodField(help_text="The product's first image, if it has one.")
+    category = CategorySummarySerializer(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = ["id", "sku", "title", "url", "image_url", "price", "currency", "category"]
+
+    def get_url(self, product: Product) -> str:
+        return _absolute(self.context.get("request"), product.get_absolute_url())
+
+    def get_image_url(self, product: Product) -> str | None:
+        # Lists prefetch only the first image (card_images); details and search results prefetch all, in order.
+        images = getattr(product, "card_images", None)
+        if images is None:
+            images = product.images.all()
+        first = next(iter(images), None)
+        return _absolute(self.context.get("request"), first.file.url) if first is not None else None
+
+
+class ProductSerializer(ProductSummarySerializer):
+    images = ProductImageSerializer(many=True, read_only=True)
+
+    class Meta(ProductSummarySerializer.Meta):
+        fields = [*ProductSummarySerializer.Meta.fields, "description", "active", "images", "created_at", "updated_at"]
+
+
+# --- Input ----------------------------------------------------------------------------------------------
+
+
+class ProductWriteSerializer(serializers.ModelSerializer):
+    """What staff send to create or change a product; catalog.services does the writing."""
+
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
+
+    class Meta:
+        model = Product
+        fields = ["sku", "title", "description", "price", "currency", "category", "active"]
+
+
+class ProductImageUploadSerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="A photo (JPEG, PNG, WebP, ...); checked by decoding it.")
+    position = serializers.IntegerField(
+        required=False, min_value=0, max_value=32767, help_text="Gallery position; appended when omitted."
+    )
+
+
+class ProductFilterSerializer(serializers.Serializer):
+    """Query parameters of the product list."""
+
+    category = serializers.SlugField(required=False, help_text="A category slug; includes its subcategories.")
+    q = serializers.CharField(required=False, max_length=200, help_text="Full-text search in titles and descriptions.")
+    min_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
+    max_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
+    active = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="Staff only: filter by active flag (default: all)."
+    )
+    sort = serializers.ChoiceField(choices=["title", "newest"], required=False, help_text="Ignored when q is given.")
+
+    def validate_category(self, slug: str) -> Category:
+        category = Category.objects.filter(slug=slug).first()
+        if category is None:
+            raise serializers.ValidationError(f"Unknown category '{slug}'.")
+        return category
+
+    def validate(self, attrs):
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError({"max_price": ["max_price must not be below min_price."]})
+        return attrs
+
+
+class CategoryFilterSerializer(serializers.Serializer):
+    parent = serializers.SlugField(required=False, help_text="Only the direct children of this category.")
+    root = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only top-level categories; false: only others."
+    )
+
+    def validate_parent(self, slug: str) -> Category:
+        category = Category.objects.filter(slug=slug).first()
+        if category is None:
+            raise serializers.ValidationError(f"Unknown category '{slug}'.")
+        return category

@@ -1,0 +1,151 @@
+"""Search REST API: products that look like an uploaded photo, and "more like this" for a product.
+
+Thin: validate with a serializer, call search.selectors, serialize. A broken model or vector store answers
+503 with a JSON message rather than a 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import permissions, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from catalog import selectors as catalog_selectors
+from search.query import InvalidBox
+from search.selectors import photo_search, search_space_model, similar_products_to_product
+from search.serializers import (
+    PhotoSearchSerializer,
+    PhotoSearchResponseSerializer,
+    SearchResponseSerializer,
+    SimilarQuerySerializer,
+)
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE = {"detail": "Search is temporarily unavailable"}
+_ERROR = OpenApiResponse(description='`{"field": ["message"]}` or `{"detail": "message"}`')
+
+
+class SearchAnonThrottle(AnonRateThrottle):
+    """Anonymous photo searches per client address (each one runs the model): ``search`` in DEFAULT_THROTTLE_RATES."""
+
+    scope = "search"
+
+    def get_rate(self):
+        # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+def _results(search_results) -> list[dict]:
+    # Four decimals: finer differences are below the model's and halfvec's precision.
+    return [{"product": result.product, "score": round(result.score, 4)} for result in search_results]
+
+
+class PhotoSearchView(APIView):
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [SearchAnonThrottle]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="search_by_photo",
+        summary="Find products that look like a photo",
+        request={"multipart/form-data": PhotoSearchSerializer},
+        responses={
+            200: PhotoSearchResponseSerializer,
+            400: _ERROR,
+            413: OpenApiResponse(description="The request body is larger than the upload limit"),
+            429: OpenApiResponse(description="Too many anonymous searches from this client; see Retry-After"),
+            503: OpenApiResponse(description="The search model or index cannot be used right now"),
+        },
+        examples=[
+            OpenApiExample(
+                "A result",
+                response_only=True,
+                value={
+                    "results": [
+                        {
+                            "product": {
+                                "id": 7, "sku": "SOFA-GREY", "title": "Grey sofa",
+                                "url": "https://shop.example.com/p/SOFA-GREY/",
+                                "image_url": "https://shop.example.com/media/products/2026/11/sofa.jpg",
+                                "price": "499.00", "currency": "USD",
+                                "category": {"slug": "home-furniture-sofas", "name": "Sofas",
+                                             "path": "Home > Furniture > Sofas"},
+                            },
+                            "score": 0.91,
+                        }
+                    ],
+                    "model": "efficientnet-lite0-pca384",
+                    "took_ms": 38.2,
+                    "threshold": 0.3,
+                },
+            )
+        ],
+    )
+    def post(self, request):
+        query = PhotoSearchSerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        try:
+            search = photo_search(
+                file=params["image"],
+                category=params.get("category"),
+                limit=params["limit"],
+                threshold=params.get("threshold"),
+                box=params.get("box"),
+            )
+        except InvalidBox as error:  # only decidable against the photo: a box wholly outside it
+            raise ValidationError({"box": [str(error)]}) from None
+        except Exception:
+            logger.exception("photo search failed")
+            return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        data = {
+            "results": _results(search.results),
+            "model": search.model,
+            "took_ms": round(search.took_ms, 1),
+            "threshold": search.threshold,
+        }
+        return Response(PhotoSearchResponseSerializer(data, context={"request": request}).data)
+
+
+class SimilarProductsView(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        operation_id="products_similar",
+        summary="Products that look like this one",
+        description="Uses the product's stored vectors (no model call); the product itself is never listed.",
+        parameters=[SimilarQuerySerializer],
+        responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR},
+    )
+    def get(self, request, sku):
+        product = catalog_selectors.product_detail(sku=sku)
+        if product is None:
+            raise NotFound("No such product.")
+        query = SimilarQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        category = query.validated_data.get("category")
+        started = time.perf_counter()
+        try:
+            category_ids = catalog_selectors.category_descendant_ids(category=category) if category else None
+            results = similar_products_to_product(
+                product=product, limit=query.validated_data["limit"], category_ids=category_ids
+            )
+            model = search_space_model()
+        except Exception:
+            logger.exception("more-like-this failed for product %s", product.pk)
+            return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        data = {
+            "results": _results(results),
+            "model": model,
+            "took_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        return Response(SearchResponseSerializer(data, context={"request": request}).data)

@@ -1,0 +1,87 @@
+"""API shapes for image search: what a search request may carry, and the results it returns."""
+
+from __future__ import annotations
+
+import math
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from catalog.images import inspect_image
+from catalog.models import Category
+from catalog.serializers import ProductSummarySerializer
+from search.query import Box, InvalidBox
+
+DEFAULT_LIMIT = 12
+MAX_LIMIT = 100
+
+
+def _category(slug: str) -> Category:
+    category = Category.objects.filter(slug=slug).first()
+    if category is None:
+        raise serializers.ValidationError(f"Unknown category '{slug}'.")
+    return category
+
+
+class _ScopeSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    category = serializers.SlugField(
+        required=False, help_text="Only products in this category or below it (default: the whole catalog)."
+    )
+
+    def validate_category(self, slug: str) -> Category:
+        return _category(slug)
+
+
+class SimilarQuerySerializer(_ScopeSerializer):
+    """Query parameters of "more like this"."""
+
+
+class PhotoSearchSerializer(_ScopeSerializer):
+    """A photo to match, and what to match it against."""
+
+    image = serializers.FileField(help_text="The photo to match (JPEG, PNG, WebP, ...); checked by decoding it.")
+    threshold = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        help_text="Least similarity in [0, 1] a result needs; 0 disables the cut-off. Default: the server's setting.",
+    )
+    box = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Search only this region: x0,y0,x1,y1 in the uploaded photo's pixels, after its EXIF rotation.",
+    )
+
+    def validate_image(self, file):
+        try:
+            inspect_image(file)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.messages) from None
+        return file
+
+    def validate_threshold(self, value: float) -> float:
+        if not math.isfinite(value):  # "nan" passes the range checks
+            raise serializers.ValidationError("A valid number is required.")
+        return value
+
+    def validate_box(self, text: str) -> Box:
+        try:
+            return Box.parse(text)
+        except InvalidBox as error:
+            raise serializers.ValidationError(str(error)) from None
+
+
+class SearchResultSerializer(serializers.Serializer):
+    product = ProductSummarySerializer()
+    score = serializers.FloatField(help_text="Similarity in [0, 1]; higher is more similar.")
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    results = SearchResultSerializer(many=True, help_text="Best match first.")
+    model = serializers.CharField(help_text="The embedding space the search compared against.")
+    took_ms = serializers.FloatField()
+
+
+class PhotoSearchResponseSerializer(SearchResponseSerializer):
+    threshold = serializers.FloatField(help_text="The similarity cut-off that was applied.")

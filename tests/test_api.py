@@ -1,0 +1,467 @@
+"""REST API: photo search, more like this, catalog reads, staff writes, errors, throttling, the schema."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from PIL import Image
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from catalog import services as catalog_services
+from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from search.selectors import search_space_model
+from search.services import images_embed
+from tests.factories import CategoryFactory, ProductFactory, uploaded_file, uploaded_image
+from tests.support import embedding_queue
+
+pytestmark = pytest.mark.django_db
+
+SEARCH = "/api/v1/search/"
+PRODUCTS = "/api/v1/products/"
+CATEGORIES = "/api/v1/categories/"
+
+
+@pytest.fixture(autouse=True)
+def generous_throttle(settings):
+    """Anonymous searches are throttled; only the throttling test runs into the limit."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "10000/min"}}
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def staff_api(staff):
+    client = APIClient()
+    client.force_login(staff)  # session auth, as the browsable API uses it
+    return client
+
+
+@pytest.fixture
+def catalog(test_images):
+    """Chairs, shoes and a T-shirt from real photos, embedded with the real model."""
+    photos = {
+        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg", "120.00"),
+        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg", "80.00"),
+        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg", "60.00"),
+        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg", "65.00"),
+        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg", "15.00"),
+    }
+    for sku, (path, photo, price) in photos.items():
+        category = catalog_services.category_get_or_create_path(path=path)
+        product = catalog_services.product_create(sku=sku, title=f"Product {sku}", category=category, price=price)
+        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
+    images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+    return {product.sku: product for product in Product.objects.all()}
+
+
+def search(api, photo, **fields):
+    return api.post(SEARCH, {"image": photo, **fields}, format="multipart")
+
+
+def skus(response) -> list[str]:
+    return [result["product"]["sku"] for result in response.json()["results"]]
+
+
+def jpeg(image: Image.Image, name="query.jpg") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+# --- Search by photo ------------------------------------------------------------------------------------
+
+
+def test_search_by_photo_returns_ranked_products_in_the_documented_shape(api, catalog, test_images):
+    response = search(api, uploaded_file(test_images / "chair-cafe-pair.jpg"), threshold="0")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"results", "model", "took_ms", "threshold"}
+    assert body["model"] == search_space_model()
+    assert body["took_ms"] > 0 and body["threshold"] == 0
+    assert sorted(skus(response)[:2]) == ["CHAIR-1", "CHAIR-2"]
+    scores = [result["score"] for result in body["results"]]
+    assert len(scores) == 5 and all(0 <= score <= 1 for score in scores)
+    assert scores == sorted(scores, reverse=True)
+    product = body["results"][0]["product"]
+    assert set(product) == {"id", "sku", "title", "url", "image_url", "price", "currency", "category"}
+    assert product["url"] == f"http://testserver/p/{product['sku']}/"
+    assert product["image_url"].startswith("http://testserver/media/products/")
+    assert product["category"] == {"slug": Category.objects.get(name="Chairs").slug, "name": "Chairs",
+                                   "path": "Home > Chairs"}
+    assert product["price"] in ("120.00", "80.00")
+
+
+def test_search_within_a_category_includes_its_subcategories(api, catalog, test_images):
+    clothing = Category.objects.get(name="Clothing", parent=None)
+    response = search(api, uploaded_file(test_images / "chair-cafe-pair.jpg"), category=clothing.slug, threshold="0")
+    assert response.status_code == 200
+    assert set(skus(response)) == {"RUN-1", "RUN-3", "TEE-1"}
+
+
+def test_limit_caps_the_results(api, catalog, test_images):
+    response = search(api, uploaded_file(test_images / "shoe-running-2.jpg"), limit="2", threshold="0")
+    assert skus(response) == ["RUN-1", "RUN-3"] or skus(response) == ["RUN-3", "RUN-1"]
+
+
+def test_threshold_hides_weak_matches(api, catalog, test_images):
+    cactus = test_images / "plant-cactus.jpg"  # nothing like it in this catalog
+    assert len(skus(search(api, uploaded_file(cactus), threshold="0"))) == 5
+    assert skus(search(api, uploaded_file(cactus), threshold="0.95")) == []
+    exact_copy = search(api, uploaded_file(test_images / "shoe-running-3.jpg"), threshold="0.95")
+    assert skus(exact_copy) == ["RUN-3"]
+
+
+def test_box_searches_only_that_region(api, catalog, test_images):
+    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB").resize((480, 480))
+    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB").resize((480, 480))
+    collage = Image.new("RGB", (1000, 500), "white")
+    collage.paste(chair, (10, 10))
+    collage.paste(shirt, (510, 10))
+    left = search(api, jpeg(collage), box="0,0,500,500", threshold="0")
+    right = search(api, jpeg(collage), box="500, 0, 1000, 500", threshold="0")
+    assert skus(left)[0].startswith("CHAIR")
+    assert skus(right)[0] == "TEE-1"
+
+
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"category": "no-such-category"}, "category", "Unknown category 'no-such-category'."),
+        ({"limit": "0"}, "limit", "greater than or equal to 1"),
+        ({"limit": "101"}, "limit", "less than or equal to 100"),
+        ({"limit": "ten"}, "limit", "valid integer"),
+        ({"threshold": "high"}, "threshold", "valid number"),
+        ({"threshold": "1.5"}, "threshold", "less than or equal to 1"),
+        ({"threshold": "-0.1"}, "threshold", "greater than or equal to 0"),
+        ({"threshold": "nan"}, "threshold", "valid number"),
+        ({"box": "1,2,3"}, "box", "four numbers"),
+        ({"box": "a,b,c,d"}, "box", "four numbers"),
+        ({"box": "10,10,5,20"}, "box", "x1 > x0"),
+        ({"box": "0,0,inf,5"}, "box", "finite"),
+        ({"box": "2000,2000,2100,2100"}, "box", "outside the 320x240 photo"),
+    ],
+)
+def test_bad_search_parameters_get_400_with_a_message(api, fields, field, message):
+    response = search(api, uploaded_image(size=(320, 240)), **fields)
+    assert response.status_code == 400
+    assert set(response.json()) == {field}
+    assert message in response.json()[field][0]
+
+
+def test_missing_image_is_a_400(api):
+    response = api.post(SEARCH, {"limit": "5"}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"image": ["No file was submitted."]}
+
+
+@pytest.mark.parametrize(
+    "upload, message",
+    [
+        (SimpleUploadedFile("photo.jpg", b"this is not a photo", content_type="image/jpeg"), "not a readable image"),
+        (SimpleUploadedFile("empty.jpg", b"", content_type="image/jpeg"), "empty"),
+    ],
+)
+def test_files_that_are_not_images_get_400(api, upload, message):
+    response = search(api, upload)
+    assert response.status_code == 400
+    assert message in response.json()["image"][0]
+
+
+def test_too_big_and_too_many_pixels_get_400(api, settings):
+    settings.UPLOAD_MAX_PIXELS = 10_000
+    response = search(api, uploaded_image(size=(320, 240)))
+    assert response.status_code == 400 and "limit is" in response.json()["image"][0]
+
+    settings.UPLOAD_MAX_PIXELS = 50_000_000
+    settings.UPLOAD_MAX_BYTES = 1_000
+    response = search(api, uploaded_image(size=(320, 240)))
+    assert response.status_code == 400 and "larger than" in response.json()["image"][0]
+
+
+def test_huge_body_is_refused_with_413_before_it_is_read(api, settings):
+    settings.UPLOAD_MAX_BYTES = 100_000  # plus 1 MB of slack for the form around the file
+    noise = SimpleUploadedFile("big.jpg", b"\xff" * (2 * 1024 * 1024), content_type="image/jpeg")
+    response = search(api, noise)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request is larger than 1 MB."}
+
+
+def test_a_model_that_cannot_load_gives_503(api, settings):
+    settings.EMBEDDING_MODEL = "no-such-model"  # no active space yet: search would use this model
+    response = search(api, uploaded_image(size=(320, 240)))
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Search is temporarily unavailable"}
+
+
+def test_json_body_is_refused_with_415(api):
+    response = api.post(SEARCH, {"image": "x"}, format="json")
+    assert response.status_code == 415
+    assert "Unsupported media type" in response.json()["detail"]
+
+
+def test_anonymous_search_is_throttled_per_client_with_retry_after(api, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "2/min"}}
+    address = "198.51.100.7"
+    cache.delete(f"throttle_search_{address}")
+    # Invalid requests are cheap here and still count: the throttle runs before the body is parsed.
+    codes = [api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=address).status_code for _ in range(3)]
+    assert codes == [400, 400, 429]
+    response = api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=address)
+    assert response.status_code == 429
+    assert response.json()["detail"].startswith("Request was throttled. Expected available in ")
+    assert 0 < int(response["Retry-After"]) <= 60
+    # Another client still gets through.
+    other = "198.51.100.8"
+    cache.delete(f"throttle_search_{other}")
+    assert api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=other).status_code == 400
+    cache.delete_many([f"throttle_search_{address}", f"throttle_search_{other}"])
+
+
+# --- More like this -------------------------------------------------------------------------------------
+
+
+def test_similar_products_exclude_the_product_itself(api, catalog):
+    response = api.get(f"{PRODUCTS}RUN-1/similar/")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"results", "model", "took_ms"}
+    assert skus(response)[0] == "RUN-3" and "RUN-1" not in skus(response)
+    assert len(body["results"]) == 4
+    scores = [result["score"] for result in body["results"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= score <= 1 for score in scores)
+    assert body["results"][0]["product"]["category"]["path"] == "Clothing > Shoes"
+
+
+def test_similar_products_take_limit_and_category(api, catalog):
+    home = Category.objects.get(name="Home", parent=None)
+    response = api.get(f"{PRODUCTS}RUN-1/similar/", {"category": home.slug, "limit": 1})
+    assert response.status_code == 200
+    assert len(skus(response)) == 1 and skus(response)[0].startswith("CHAIR")
+
+
+@pytest.mark.parametrize(
+    "params, field", [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"category": "nope"}, "category")]
+)
+def test_similar_products_refuse_bad_parameters(api, product, params, field):
+    response = api.get(f"{PRODUCTS}{product.sku}/similar/", params)
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_similar_products_of_an_unknown_or_inactive_product_are_404(api, category):
+    ProductFactory(sku="HIDDEN", category=category, active=False)
+    assert api.get(f"{PRODUCTS}NOPE/similar/").json() == {"detail": "No such product."}
+    assert api.get(f"{PRODUCTS}HIDDEN/similar/").status_code == 404
+
+
+# --- Catalog reads --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shelf():
+    furniture = CategoryFactory(name="Furniture", slug="furniture")
+    sofas = CategoryFactory(name="Sofas", slug="sofas", parent=furniture)
+    lamps = CategoryFactory(name="Lamps", slug="lamps")
+    ProductFactory(sku="SOFA-1", title="Grey velvet sofa", category=sofas, price=Decimal("499"))
+    ProductFactory(sku="SOFA-2", title="Green linen sofa", category=sofas, price=Decimal("899"))
+    ProductFactory(sku="CHAIR-1", title="Oak chair", category=furniture, price=Decimal("120"))
+    ProductFactory(sku="LAMP-1", title="Brass lamp", category=lamps, price=Decimal("60"))
+    ProductFactory(sku="LAMP-OLD", title="Old lamp", category=lamps, price=Decimal("10"), active=False)
+
+
+def listed(response) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [product["sku"] for product in response.json()["results"]]
+
+
+def test_products_are_paginated(api, shelf):
+    first = api.get(PRODUCTS, {"page_size": 3}).json()
+    assert first["count"] == 4  # the inactive lamp is not listed
+    assert [p["sku"] for p in first["results"]] == ["LAMP-1", "SOFA-2", "SOFA-1"]  # by title
+    second = api.get(first["next"]).json()
+    assert [p["sku"] for p in second["results"]] == ["CHAIR-1"] and second["next"] is None
+    assert api.get(PRODUCTS, {"page": 9}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"category": "furniture"}, ["SOFA-2", "SOFA-1", "CHAIR-1"]),  # includes subcategories
+        ({"category": "sofas"}, ["SOFA-2", "SOFA-1"]),
+        ({"q": "sofa"}, ["SOFA-2", "SOFA-1"]),
+        ({"q": "velvet"}, ["SOFA-1"]),
+        ({"q": "sofa", "max_price": "500"}, ["SOFA-1"]),
+        ({"min_price": "100", "max_price": "500"}, ["SOFA-1", "CHAIR-1"]),
+        ({"active": "false"}, ["LAMP-1", "SOFA-2", "SOFA-1", "CHAIR-1"]),  # only staff may see inactive ones
+    ],
+)
+def test_products_filter(api, shelf, params, expected):
+    assert listed(api.get(PRODUCTS, params)) == expected
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"category": "nope"}, "category"),
+        ({"min_price": "x"}, "min_price"),
+        ({"min_price": "9", "max_price": "1"}, "max_price"),
+        ({"sort": "price"}, "sort"),
+    ],
+)
+def test_bad_product_filters_get_400(api, shelf, params, field):
+    response = api.get(PRODUCTS, params)
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_staff_see_inactive_products_and_can_filter_on_them(staff_api, shelf):
+    assert "LAMP-OLD" in listed(staff_api.get(PRODUCTS))
+    assert listed(staff_api.get(PRODUCTS, {"active": "false"})) == ["LAMP-OLD"]
+    assert staff_api.get(f"{PRODUCTS}LAMP-OLD/").json()["active"] is False
+    assert staff_api.get(f"{PRODUCTS}NOPE/").json() == {"detail": "No such product."}
+
+
+def test_product_detail_has_images_and_category_path(api, shelf):
+    product = Product.objects.get(sku="SOFA-1")
+    catalog_services.product_image_add(product=product, file=uploaded_image(size=(64, 48)))
+    body = api.get(f"{PRODUCTS}SOFA-1/").json()
+    assert body["category"] == {"slug": "sofas", "name": "Sofas", "path": "Furniture > Sofas"}
+    assert body["price"] == "499.00" and body["description"]
+    assert [(i["width"], i["height"], i["embedding_status"]) for i in body["images"]] == [(64, 48, "pending")]
+    assert body["image_url"] == body["images"][0]["url"]
+    assert api.get(f"{PRODUCTS}LAMP-OLD/").status_code == 404
+    assert api.get(f"{PRODUCTS}NOPE/").json() == {"detail": "No such product."}
+
+
+def test_product_list_costs_a_fixed_number_of_queries(api, shelf, django_assert_max_num_queries):
+    for n in range(10):  # more products in more categories must not mean more queries
+        ProductFactory(category=CategoryFactory(parent=Category.objects.get(slug="lamps")), title=f"Extra {n}")
+    with django_assert_max_num_queries(6):
+        assert len(listed(api.get(PRODUCTS))) == 14
+
+
+def test_categories_are_paginated_and_filterable(api, shelf):
+    body = api.get(CATEGORIES, {"page_size": 2}).json()
+    assert body["count"] == 3 and body["next"]
+    assert [c["slug"] for c in body["results"]] == ["furniture", "lamps"]
+    sofas = api.get(CATEGORIES, {"parent": "furniture"}).json()["results"]
+    assert sofas == [{"id": Category.objects.get(slug="sofas").pk, "slug": "sofas", "name": "Sofas",
+                      "path": "Furniture > Sofas", "parent": "furniture", "url": "http://testserver/c/sofas/"}]
+    roots = api.get(CATEGORIES, {"root": "true"}).json()["results"]
+    assert [c["slug"] for c in roots] == ["furniture", "lamps"]
+    assert api.get(f"{CATEGORIES}sofas/").json()["path"] == "Furniture > Sofas"
+    assert api.get(CATEGORIES, {"parent": "nope"}).status_code == 400
+
+
+# --- Staff writes ---------------------------------------------------------------------------------------
+
+NEW_PRODUCT = {"sku": "NEW-1", "title": "New sofa", "price": "250.00", "category": "sofas", "description": "Soft."}
+
+
+def test_anonymous_writes_are_refused_with_401(api, shelf):
+    response = api.post(PRODUCTS, NEW_PRODUCT, format="json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert api.patch(f"{PRODUCTS}SOFA-1/", {"title": "x"}, format="json").status_code == 401
+    assert api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image()}).status_code == 401
+    assert not Product.objects.filter(sku="NEW-1").exists()
+
+
+def test_customers_cannot_write(api, shelf, django_user_model):
+    customer = django_user_model.objects.create_user("customer", password="pw")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=customer).key}")
+    response = api.post(PRODUCTS, NEW_PRODUCT, format="json")
+    assert response.status_code == 403
+    assert response.json() == {"detail": "You do not have permission to perform this action."}
+
+
+def test_staff_create_and_update_a_product(staff_api, shelf):
+    response = staff_api.post(PRODUCTS, NEW_PRODUCT, format="json")
+    assert response.status_code == 201, response.content
+    assert response["Location"] == "http://testserver/api/v1/products/NEW-1/"
+    assert response.json()["category"]["path"] == "Furniture > Sofas"
+    product = Product.objects.get(sku="NEW-1")
+    assert (product.price, product.currency, product.active) == (Decimal("250.00"), "USD", True)
+
+    response = staff_api.patch(f"{PRODUCTS}NEW-1/", {"price": "199.50", "active": False}, format="json")
+    assert response.status_code == 200, response.content
+    product.refresh_from_db()
+    assert (product.price, product.active, product.title) == (Decimal("199.50"), False, "New sofa")
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"sku": "SOFA-1"}, "sku"),  # taken
+        ({"price": "-1"}, "price"),
+        ({"price": "cheap"}, "price"),
+        ({"category": "nope"}, "category"),
+        ({"currency": "usd"}, "currency"),
+        ({"title": ""}, "title"),
+    ],
+)
+def test_invalid_products_get_400(staff_api, shelf, change, field):
+    response = staff_api.post(PRODUCTS, {**NEW_PRODUCT, **change}, format="json")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_staff_upload_an_image_which_queues_its_embedding(
+    staff_api, shelf, settings, django_capture_on_commit_callbacks
+):
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image(size=(400, 300))})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["width"], body["height"], body["position"], body["embedding_status"]) == (400, 300, 0, "pending")
+    image = ProductImage.objects.get(pk=body["id"])
+    assert image.product.sku == "SOFA-1" and image.file.storage.exists(image.file.name)
+    assert sent() == [[image.pk]]  # one task, sent after the commit, for exactly this image
+
+
+def test_staff_upload_of_a_non_image_is_a_400(staff_api, shelf):
+    upload = SimpleUploadedFile("photo.jpg", b"GIF89a but not really", content_type="image/gif")
+    response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": upload})
+    assert response.status_code == 400 and "not a readable image" in response.json()["image"][0]
+    assert not ProductImage.objects.exists()
+
+
+def test_token_auth_works_for_staff(api, staff, shelf):
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
+    assert api.post(PRODUCTS, NEW_PRODUCT, format="json").status_code == 201
+    assert "LAMP-OLD" in listed(api.get(PRODUCTS))  # token-authenticated staff see inactive products too
+
+
+# --- Schema and docs ------------------------------------------------------------------------------------
+
+
+def test_openapi_schema_validates_without_warnings(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    schema = (tmp_path / "schema.yaml").read_text()
+    assert "multipart/form-data" in schema and "format: binary" in schema
+
+
+def test_schema_and_docs_pages_are_served_without_a_cdn(api):
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert {"/api/v1/search/", "/api/v1/products/{sku}/similar/", "/api/v1/products/{sku}/images/"} <= set(paths)
+    docs = api.get("/api/v1/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "https://" not in html  # every asset is served locally
