@@ -1,4 +1,5 @@
-"""Load the demo catalog (real product photos from the Vendure and Saleor packages). Safe to re-run."""
+"""Load the demo catalog (real product photos from the Vendure and Saleor packages), or with --fashion the
+70,000 Fashion-MNIST products. Safe to re-run."""
 
 import sys
 import time
@@ -8,12 +9,14 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.demo import DEFAULT_CACHE_DIR, SOURCES, DemoSourceError, demo_products_collect, demo_products_load
+from catalog.fashion import SPLITS, FashionDataMissing, fashion_products_load
 
 
 class Command(BaseCommand):
     help = (
         "Fetch the demo packages (cached under the state directory) and create or update their products, "
-        "categories and photos. Re-running adds nothing that is already there. See docs/demo-data.md."
+        "categories and photos. Re-running adds nothing that is already there. With --fashion, load the "
+        "Fashion-MNIST demo instead (Debian package dataset-fashion-mnist). See docs/demo-data.md."
     )
 
     def add_arguments(self, parser):
@@ -23,9 +26,24 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-fetch", action="store_true", help="use the cache only; fail if it is empty")
         parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+        parser.add_argument(
+            "--fashion", action="store_true",
+            help="load the larger Fashion-MNIST demo (70,000 products) instead of the photo demo",
+        )
+        parser.add_argument(
+            "--fashion-limit", type=int, metavar="N", help="with --fashion: only the first N images (train split first)"
+        )
 
-    def handle(self, *args, sources, no_fetch, cache_dir, verbosity, **options):
+    def handle(self, *args, sources, no_fetch, cache_dir, verbosity, fashion, fashion_limit, **options):
         started = time.monotonic()
+        if fashion_limit is not None and not fashion:
+            raise CommandError("--fashion-limit needs --fashion")
+        if fashion:
+            if sources or no_fetch:
+                raise CommandError(
+                    "--source and --no-fetch select parts of the photo demo; --fashion loads only Fashion-MNIST"
+                )
+            return self._load_fashion(limit=fashion_limit, verbosity=verbosity, started=started)
         try:
             products = demo_products_collect(sources=sources or list(SOURCES), cache_dir=cache_dir, fetch=not no_fetch)
         except DemoSourceError as error:
@@ -40,6 +58,26 @@ class Command(BaseCommand):
             f"Demo catalog: {len(products)} products ({summary.created} created, {summary.updated} updated, "
             f"{summary.unchanged} unchanged), {summary.images_added} images added, "
             f"{len(summary.categories)} leaf categories, in {time.monotonic() - started:.1f} s."
+        )
+        if summary.images_added:
+            self.stdout.write("New images are embedded by the Celery worker; search finds them once it has run.")
+
+    def _load_fashion(self, *, limit, verbosity, started):
+        if limit is not None and limit < 0:
+            raise CommandError("--fashion-limit must be 0 or more")
+        total = sum(size for _, _, size in SPLITS)
+        total = total if limit is None else min(limit, total)
+        bar = tqdm(total=total, desc="Fashion-MNIST", unit="product", file=sys.stderr, disable=verbosity == 0)
+        try:
+            summary = fashion_products_load(limit=limit, on_batch=bar.update)
+        except FashionDataMissing as error:
+            raise CommandError(str(error)) from error
+        finally:
+            bar.close()
+        self.stdout.write(
+            f"Fashion-MNIST demo: {total} products ({summary.created} created, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged), {summary.images_added} images added, "
+            f"in {time.monotonic() - started:.1f} s."
         )
         if summary.images_added:
             self.stdout.write("New images are embedded by the Celery worker; search finds them once it has run.")

@@ -1,0 +1,372 @@
+"""Catalog import from a CSV file, one row at a time, through catalog.services.
+
+Columns: ``sku,title,category,price,description,images`` and optionally ``currency``. ``category`` is a path
+(``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
+
+Every row is its own transaction: a row fails as a whole (no product without its photos, no category left over,
+no stored file left behind, no embedding queued) and the import goes on with the next one. Rows are matched by
+SKU, so importing the same file again changes nothing. The file is streamed, never read whole. See docs/import.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.files import File
+from django.db import DataError, IntegrityError, transaction
+
+from catalog.models import Category, Product, ProductImage
+from catalog.services import (
+    PATH_SEPARATOR,
+    category_get_or_create_path,
+    product_create,
+    product_image_add,
+    product_update,
+)
+
+REQUIRED_COLUMNS = ("sku", "title", "category", "price", "description", "images")
+OPTIONAL_COLUMNS = ("currency",)
+IMAGE_SEPARATOR = "|"
+DEFAULT_CURRENCY = "USD"
+# "http://...", "s3://...", "data:...": the importer reads local files only; fetching is the operator's job.
+URL_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|data:)", re.IGNORECASE)
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+
+_SKU_MAX = Product._meta.get_field("sku").max_length
+_TITLE_MAX = Product._meta.get_field("title").max_length
+_CATEGORY_NAME_MAX = Category._meta.get_field("name").max_length
+_PRICE_FIELD = Product._meta.get_field("price")
+_PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - _PRICE_FIELD.decimal_places)
+
+
+class CatalogImportError(Exception):
+    """The file cannot be imported at all (unreadable, columns missing); nothing was written."""
+
+
+class RowError(Exception):
+    """One row cannot be imported; the message says why in words a catalog manager understands."""
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    line: int  # the physical line the row starts on; the header is line 1
+    sku: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f" (sku {self.sku})" if self.sku else "")
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ImportSummary:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    images_added: int = 0
+    failed: list[FailedRow] = field(default_factory=list)
+    ignored_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """A row that passed every check that needs no database."""
+
+    sku: str
+    title: str
+    category_path: str
+    price: Decimal
+    currency: str
+    description: str
+    images: tuple[tuple[str, Path], ...]  # (as written in the CSV, resolved path)
+
+
+# --- Reading --------------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """A binary file as text lines for csv.reader, counting bytes read (progress) and lines that are not UTF-8.
+
+    Splitting on b"\\n" is safe for UTF-8: that byte never occurs inside a multi-byte character.
+    """
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.bytes_read = 0
+        self.line = 0
+        self.bad_lines: set[int] = set()
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.handle:
+            self.bytes_read += len(raw)
+            self.line += 1
+            if self.line == 1 and raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports start with one
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_lines.add(self.line)
+                yield raw.decode("utf-8", "replace")
+
+
+def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CatalogImportError("the file is empty; the first line must name the columns") from None
+    except csv.Error as error:
+        raise CatalogImportError(f"line 1: the header is not valid CSV ({error})") from None
+    columns = [name.strip().lower() for name in header]
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise CatalogImportError(
+            f"missing column(s): {', '.join(missing)}. The first line must name the columns "
+            f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}); found: {','.join(header)}"
+        )
+    duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
+    if duplicates:
+        raise CatalogImportError(f"column(s) named twice in the header: {', '.join(duplicates)}")
+    ignored = tuple(name for name in columns if name and name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    return columns, ignored
+
+
+# --- Importing ------------------------------------------------------------------------------------------
+
+
+def catalog_csv_import(
+    *,
+    path: Path,
+    images_dir: Path | None = None,
+    on_row: Callable[[int, ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """Import every row of the CSV at ``path``; a bad row is recorded in the summary and the rest go on.
+
+    Relative image paths are looked up in ``images_dir`` (default: the CSV's folder) and may not leave it.
+    ``on_row(bytes_read, summary)`` is called after each row (progress). Raises CatalogImportError, before
+    writing anything, when the file cannot be read or its header lacks a column.
+    """
+    path = Path(path)
+    images_dir = Path(images_dir or path.parent).resolve()
+    if not images_dir.is_dir():
+        raise CatalogImportError(f"the images folder {images_dir} does not exist")
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block
+            raise CatalogImportError(f"{path} is not a regular file")
+        handle = open(path, "rb")
+    except OSError as error:
+        raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
+    with handle:
+        lines = _Lines(handle)
+        reader = csv.reader(iter(lines))
+        columns, ignored = _header_read(reader)
+        summary = ImportSummary(ignored_columns=ignored)
+        categories: dict[str, Category] = {}
+        while True:
+            start = lines.line + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                summary.rows += 1
+                summary.failed.append(FailedRow(line=start, sku="", message=f"not valid CSV ({error})"))
+                continue
+            if not any(value.strip() for value in fields):
+                continue  # blank line
+            summary.rows += 1
+            row = dict(zip(columns, fields))
+            sku = row.get("sku", "").strip()
+            try:
+                if lines.bad_lines.intersection(range(start, lines.line + 1)):
+                    raise RowError("the row is not valid UTF-8 text; save the file as UTF-8")
+                if len(fields) != len(columns):
+                    raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
+                outcome, added = catalog_row_import(row=row, images_dir=images_dir, categories=categories)
+            except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
+                summary.failed.append(FailedRow(line=start, sku=sku, message=_error_message(error)))
+            else:
+                setattr(summary, outcome, getattr(summary, outcome) + 1)
+                summary.images_added += added
+            if on_row is not None:
+                on_row(lines.bytes_read, summary)
+    return summary
+
+
+def catalog_row_import(*, row: dict[str, str], images_dir: Path, categories: dict[str, Category]) -> tuple[str, int]:
+    """Create or update one product from a CSV row; returns ("created"|"updated"|"unchanged", images added).
+
+    All or nothing: on any error the transaction rolls back and the files this row stored are deleted.
+    ``categories`` caches committed categories by path across rows.
+    """
+    item = catalog_row_parse(row=row, images_dir=images_dir)
+    stored: list[str] = []
+    try:
+        with transaction.atomic():
+            category = categories.get(item.category_path) or category_get_or_create_path(path=item.category_path)
+            outcome, added = _product_write(item=item, category=category, stored=stored)
+    except BaseException:
+        _stored_files_delete(stored)
+        raise
+    categories[item.category_path] = category  # only now: a rolled-back category must not be reused
+    return outcome, added
+
+
+def _product_write(*, item: CatalogRow, category: Category, stored: list[str]) -> tuple[str, int]:
+    wanted = {
+        "title": item.title, "description": item.description, "price": item.price,
+        "currency": item.currency, "category": category,
+    }
+    # Locked so two imports of the same file cannot both add the same photo; the category is joined (not
+    # locked) so comparing it costs no query.
+    product = Product.objects.select_related("category").select_for_update(of=("self",)).filter(sku=item.sku).first()
+    if product is None:
+        product = product_create(sku=item.sku, **wanted)
+        outcome, have = "created", set()
+    else:
+        changed = {name: value for name, value in wanted.items() if getattr(product, name) != value}
+        if changed:
+            product_update(product=product, **changed)
+        outcome = "updated" if changed else "unchanged"
+        have = set(product.images.values_list("content_hash", flat=True))
+
+    added = 0
+    for written, image_path in item.images:
+        with open(image_path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest in have:  # already on the product (a re-import) or twice in this row
+                continue
+            handle.seek(0)
+            try:
+                image = product_image_add(product=product, file=File(handle, name=image_path.name))
+            except ValidationError as error:
+                raise RowError(f"image {written!r}: {_error_message(error)}") from None
+        stored.append(image.file.name)
+        have.add(digest)
+        added += 1
+    if added and outcome == "unchanged":
+        outcome = "updated"
+    return outcome, added
+
+
+def _stored_files_delete(names: list[str]) -> None:
+    storage = ProductImage._meta.get_field("file").storage
+    for name in names:
+        storage.delete(name)
+
+
+# --- Checking a row -------------------------------------------------------------------------------------
+
+
+def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
+    """Check a row's values without touching the database. Raises RowError naming the first problem."""
+    sku = row["sku"].strip()
+    if not sku:
+        raise RowError("sku is empty")
+    if len(sku) > _SKU_MAX:
+        raise RowError(f"sku is {len(sku)} characters long; the limit is {_SKU_MAX}")
+    title = row["title"].strip()
+    if not title:
+        raise RowError("title is empty")
+    if len(title) > _TITLE_MAX:
+        raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
+    currency = (row.get("currency") or "").strip().upper() or DEFAULT_CURRENCY
+    if not CURRENCY_PATTERN.match(currency):
+        raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
+    return CatalogRow(
+        sku=sku,
+        title=title,
+        category_path=_category_path_parse(row["category"]),
+        price=_price_parse(row["price"]),
+        currency=currency,
+        description=row["description"].strip(),
+        images=tuple(
+            (written, image_path_resolve(written=written, images_dir=images_dir))
+            for written in (part.strip() for part in row["images"].split(IMAGE_SEPARATOR))
+            if written
+        ),
+    )
+
+
+def _category_path_parse(text: str) -> str:
+    names = [name.strip() for name in text.split(PATH_SEPARATOR)]
+    if not any(names):
+        raise RowError("category is empty")
+    if not all(names):
+        raise RowError(f"category {text.strip()!r} has an empty level; write it like Home > Furniture > Sofas")
+    for name in names:
+        if len(name) > _CATEGORY_NAME_MAX:
+            raise RowError(f"category name {name[:40]!r}... is longer than {_CATEGORY_NAME_MAX} characters")
+    return f" {PATH_SEPARATOR} ".join(names)
+
+
+def _price_parse(text: str) -> Decimal:
+    text = text.strip()
+    if not text:
+        raise RowError("price is empty")
+    try:
+        price = Decimal(text)
+    except InvalidOperation:
+        raise RowError(f"price {text!r} is not a number; write it like 12.50") from None
+    if not price.is_finite():
+        raise RowError(f"price {text!r} is not a number; write it like 12.50")
+    if price < 0:
+        raise RowError(f"price {text!r} is negative")
+    if price != price.quantize(Decimal(1).scaleb(-_PRICE_FIELD.decimal_places)):
+        raise RowError(f"price {text!r} has more than {_PRICE_FIELD.decimal_places} decimal places")
+    if price >= _PRICE_LIMIT:
+        raise RowError(f"price {text!r} is too large; the limit is {_PRICE_LIMIT - Decimal('0.01')}")
+    return price
+
+
+def image_path_resolve(*, written: str, images_dir: Path) -> Path:
+    """The local file an ``images`` entry names. Relative paths must stay inside ``images_dir`` (a resolved path),
+    also through symbolic links; absolute paths are taken as given. Raises RowError."""
+    if URL_PATTERN.match(written):
+        raise RowError(f"image {written!r}: URLs are not fetched; download the file and give its path")
+    candidate = Path(written)
+    if candidate.is_absolute():
+        resolved = candidate.resolve()
+    else:
+        resolved = (images_dir / candidate).resolve()
+        if not resolved.is_relative_to(images_dir):
+            raise RowError(f"image {written!r} is outside the images folder {images_dir}")
+    try:
+        status = resolved.stat()
+    except FileNotFoundError:
+        raise RowError(f"image {written!r} not found (looked for {resolved})") from None
+    except OSError as error:
+        raise RowError(f"image {written!r} cannot be read: {error.strerror}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise RowError(f"image {written!r} is not a regular file")
+    if status.st_size == 0:
+        raise RowError(f"image {written!r}: The file is empty.")
+    if status.st_size > settings.UPLOAD_MAX_BYTES:
+        raise RowError(f"image {written!r}: The file is larger than {settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB.")
+    return resolved
+
+
+def _error_message(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        if hasattr(error, "error_dict"):
+            return "; ".join(
+                " ".join(messages) if name == NON_FIELD_ERRORS else f"{name}: {' '.join(messages)}"
+                for name, messages in error.message_dict.items()
+            )
+        return " ".join(error.messages)
+    if isinstance(error, (IntegrityError, DataError)):
+        return f"the database refused the row: {str(error).splitlines()[0]}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)

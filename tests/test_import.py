@@ -1,0 +1,435 @@
+"""CSV catalog import (catalog.importer, manage.py import_catalog) and the Fashion-MNIST demo (catalog.fashion)."""
+
+import csv
+import gzip
+import hashlib
+import io
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from PIL import Image
+
+from catalog.fashion import CLASSES, fashion_dataset_dir, fashion_price
+from catalog.importer import CatalogImportError, catalog_csv_import
+from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from catalog.services import product_image_add
+from tests.factories import uploaded_file
+from tests.support import embedding_queue, wait_for
+
+HEADER = "sku,title,category,price,description,images\n"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stored_files(media_root: Path) -> list[Path]:
+    return sorted(path for path in media_root.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def shop(tmp_path, test_images):
+    """A folder as a shop exports it: catalog CSV files beside a photos/ folder."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in test_images.glob("*.jpg"):
+        shutil.copy(path, photos / path.name)
+    return tmp_path
+
+
+def _write(folder: Path, text: str, name: str = "catalog.csv") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = (
+    HEADER
+    + 'CH-1,Black shell chair,Home > Furniture > Chairs,70.00,"A black shell chair.\n'
+    + 'Stackable.",photos/chair-shell-black.jpg\n'
+    + "TS-1,Turquoise T-shirt,Clothing > Tops > T-shirts,12.5,,photos/tshirt-turquoise-front.jpg"
+    + " | photos/tshirt-turquoise-back.jpg\n"
+)
+
+
+def test_good_rows_create_products_categories_and_photos(db, shop):
+    summary = catalog_csv_import(path=_write(shop, GOOD))
+
+    assert (summary.rows, summary.created, summary.updated, summary.unchanged, summary.images_added) == (2, 2, 0, 0, 3)
+    assert summary.failed == []
+    chair = Product.objects.get(sku="CH-1")
+    assert (chair.title, chair.price, chair.currency, chair.description) == (
+        "Black shell chair", Decimal("70.00"), "USD", "A black shell chair.\nStackable."
+    )
+    assert [chair.category.parent.parent.name, chair.category.parent.name, chair.category.name] == [
+        "Home", "Furniture", "Chairs"
+    ]
+    tee = Product.objects.get(sku="TS-1")
+    assert tee.price == Decimal("12.50")
+    views = list(tee.images.order_by("position"))
+    assert [image.position for image in views] == [0, 1]
+    assert [image.content_hash for image in views] == [
+        _sha256(shop / "photos/tshirt-turquoise-front.jpg"), _sha256(shop / "photos/tshirt-turquoise-back.jpg")
+    ]
+    assert all(image.embedding_status == EmbeddingStatus.PENDING for image in views)
+    assert views[0].file.read() == (shop / "photos/tshirt-turquoise-front.jpg").read_bytes()
+
+
+def test_a_spreadsheet_export_with_byte_order_mark_and_crlf_line_ends_imports(db, shop):
+    text = "\ufeffSKU,Title,Category,Price,Description,Images,Currency,Stock\r\n" + (
+        'CH-1,Chair,Home > Chairs,70,"Line one\r\nline two",photos/chair-shell-black.jpg,eur,4\r\n'
+        "CH-2,Chair,Home > Chairs,80,,photos/chair-cafe-pair.jpg,,0\r\n"
+    )
+    path = shop / "export.csv"
+    path.write_bytes(text.encode("utf-8"))
+
+    summary = catalog_csv_import(path=path)
+
+    assert (summary.created, summary.failed, summary.ignored_columns) == (2, [], ("stock",))
+    first = Product.objects.get(sku="CH-1")
+    assert (first.currency, first.description) == ("EUR", "Line one\r\nline two")
+    assert Product.objects.get(sku="CH-2").currency == "USD"
+
+
+def test_importing_the_same_file_again_creates_nothing(db, shop, media_root, django_capture_on_commit_callbacks):
+    path = _write(shop, GOOD)
+    catalog_csv_import(path=path)
+
+    def state():
+        return (Product.objects.count(), ProductImage.objects.count(), Category.objects.count(),
+                _stored_files(media_root))
+
+    before = state()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        summary = catalog_csv_import(path=path)
+
+    assert (summary.created, summary.updated, summary.unchanged, summary.images_added) == (0, 0, 2, 0)
+    assert state() == before
+    assert callbacks == []  # nothing new to embed
+
+
+def test_reimport_updates_changed_fields_adds_new_photos_and_keeps_the_others(db, shop, test_images):
+    catalog_csv_import(path=_write(shop, GOOD))
+    tee = Product.objects.get(sku="TS-1")
+    product_image_add(product=tee, file=uploaded_file(test_images / "plant-cactus.jpg"))  # an admin's upload
+    changed = (
+        "sku,title,category,price,description,images,currency\n"
+        "TS-1,Turquoise tee,Clothing > Tops > Tees,9.99,Soft cotton.,"
+        "photos/tshirt-turquoise-front.jpg|photos/shoe-running-1.jpg,eur\n"
+    )
+
+    summary = catalog_csv_import(path=_write(shop, changed, "changed.csv"))
+
+    assert (summary.created, summary.updated, summary.unchanged, summary.images_added) == (0, 1, 0, 1)
+    tee.refresh_from_db()
+    assert (tee.title, tee.price, tee.currency, tee.description, tee.category.name) == (
+        "Turquoise tee", Decimal("9.99"), "EUR", "Soft cotton.", "Tees"
+    )
+    assert sorted(tee.images.values_list("content_hash", flat=True)) == sorted(
+        _sha256(test_images / name)
+        for name in ("tshirt-turquoise-front.jpg", "tshirt-turquoise-back.jpg", "plant-cactus.jpg",
+                     "shoe-running-1.jpg")
+    )
+    assert tee.images.get(content_hash=_sha256(test_images / "shoe-running-1.jpg")).position == 3
+
+
+def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db, shop, media_root):
+    (shop / "photos" / "notes.jpg").write_text("this is a text file, not a photo\n")
+    (shop / "photos" / "folder.jpg").mkdir()
+    (shop / "photos" / "link.jpg").symlink_to("/etc/hostname")
+    text = (
+        HEADER
+        + "OK-1,Cafe chairs,Home > Furniture > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # line 2
+        + "BAD-1,Armchair,Ghost > Price,abc,,photos/chair-armchair-blue.jpg\n"  # 3
+        + "BAD-2,,Ghost > Title,10,,photos/chair-armchair-blue.jpg\n"  # 4
+        + "BAD-3,Armchair,Ghost > Missing,10,,photos/no-such-photo.jpg\n"  # 5
+        + 'BAD-4,Armchair,Ghost > Text,10,"two\nlines",photos/notes.jpg\n'  # 6-7
+        + "BAD-5,Armchair,Ghost > Escape,10,,../../etc/passwd\n"  # 8
+        + "BAD-6,Armchair,Ghost > Url,10,,https://example.com/armchair.jpg\n"  # 9
+        + "BAD-7,Armchair,Ghost > Negative,-5,,photos/chair-armchair-blue.jpg\n"  # 10
+        + "BAD-8,Armchair,Ghost > Dir,10,,photos/folder.jpg\n"  # 11
+        + "BAD-9,Armchair,Ghost > Link,10,,photos/link.jpg\n"  # 12: a symbolic link out of the folder
+        + "BAD-10,Armchair,Ghost > Fields,10,,photos/chair-armchair-blue.jpg,surplus\n"  # 13
+        + "BAD-11,Armchair,Ghost > Currency,10,,photos/chair-armchair-blue.jpg\n".replace(",10,", ",1.005,")  # 14
+        + "\n"  # 15: blank lines are skipped
+        + "OK-2,Blue armchair,Home > Furniture > Chairs,120,,photos/chair-armchair-blue.jpg\n"  # 16
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.sku, failure.message) for failure in summary.failed] == [
+        (3, "BAD-1", "price 'abc' is not a number; write it like 12.50"),
+        (4, "BAD-2", "title is empty"),
+        (5, "BAD-3", f"image 'photos/no-such-photo.jpg' not found (looked for {shop / 'photos/no-such-photo.jpg'})"),
+        (6, "BAD-4", "image 'photos/notes.jpg': The file is not a readable image."),
+        (8, "BAD-5", f"image '../../etc/passwd' is outside the images folder {shop}"),
+        (9, "BAD-6", "image 'https://example.com/armchair.jpg': URLs are not fetched; download the file and give "
+                     "its path"),
+        (10, "BAD-7", "price '-5' is negative"),
+        (11, "BAD-8", "image 'photos/folder.jpg' is not a regular file"),
+        (12, "BAD-9", f"image 'photos/link.jpg' is outside the images folder {shop}"),
+        (13, "BAD-10", "expected 6 fields like the header, found 7"),
+        (14, "BAD-11", "price '1.005' has more than 2 decimal places"),
+    ]
+    assert (summary.rows, summary.created, summary.images_added) == (13, 2, 2)
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["OK-1", "OK-2"]
+    # Failed rows left nothing behind: no category, no stored file.
+    assert not Category.objects.filter(name="Ghost").exists()
+    assert len(_stored_files(media_root)) == ProductImage.objects.count() == 2
+
+
+def test_relative_paths_are_looked_up_in_the_images_dir_and_may_not_leave_it(db, shop):
+    text = (
+        HEADER
+        + "OK-1,Cafe chairs,Home,45,,chair-cafe-pair.jpg\n"
+        + f"OK-2,Armchair,Home,45,,{shop / 'photos' / 'chair-armchair-blue.jpg'}\n"  # absolute: taken as given
+        + "BAD-1,Armchair,Home,45,,../catalog.csv\n"  # inside the CSV's folder, but outside --images-dir
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text), images_dir=shop / "photos")
+
+    assert [(f.line, f.message) for f in summary.failed] == [
+        (4, f"image '../catalog.csv' is outside the images folder {shop / 'photos'}")
+    ]
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["OK-1", "OK-2"]
+
+
+def test_a_row_whose_second_photo_is_broken_fails_as_a_whole(db, shop, media_root, django_capture_on_commit_callbacks):
+    (shop / "photos" / "broken.jpg").write_bytes((shop / "photos" / "chair-cafe-pair.jpg").read_bytes()[:2000])
+    text = (
+        HEADER
+        + "SOFA-1,Sofa,Home > Sofas,300,,photos/chair-cafe-pair.jpg|photos/broken.jpg\n"
+        + "CH-1,Chair,Home > Chairs,30,,photos/chair-shell-black.jpg\n"
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(f.line, f.message) for f in summary.failed] == [
+        (2, "image 'photos/broken.jpg': The file is not a readable image.")
+    ]
+    assert not Product.objects.filter(sku="SOFA-1").exists()
+    assert not Category.objects.filter(name="Sofas").exists()
+    chair = ProductImage.objects.get()
+    assert _stored_files(media_root) == [media_root / chair.file.name]  # the sofa's first photo was removed again
+    assert len(callbacks) == 1  # only the chair's photo is queued: the sofa's was rolled back with its row
+
+
+def test_a_category_created_by_a_failed_row_is_created_again_for_the_next_row(db, shop):
+    (shop / "photos" / "notes.jpg").write_text("not a photo")
+    text = (
+        HEADER
+        + "BAD-1,Sofa,Home > Sofas,300,,photos/notes.jpg\n"
+        + "SOFA-1,Sofa,Home > Sofas,300,,photos/chair-cafe-pair.jpg\n"
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [f.line for f in summary.failed] == [2]
+    sofa = Product.objects.get(sku="SOFA-1")
+    assert Category.objects.filter(pk=sofa.category_id, name="Sofas", parent__name="Home").exists()
+
+
+def test_embeddings_are_queued_after_each_row_commits(db, shop, settings, django_capture_on_commit_callbacks):
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    text = GOOD + "BAD-1,Broken,Home > Broken,1,,photos/missing.jpg\n"
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        summary = catalog_csv_import(path=_write(shop, text))
+
+    assert len(summary.failed) == 1
+    images = list(ProductImage.objects.order_by("pk"))
+    assert len(callbacks) == len(images) == 3  # the failed row queued nothing
+    assert sorted(pk for batch in sent() for pk in batch) == [image.pk for image in images]
+    assert all(image.embedding_queued_at is not None for image in images)
+
+
+def test_images_over_the_size_limit_and_undecodable_text_are_row_errors(db, shop, settings):
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    noise = np.random.default_rng(0).integers(0, 256, size=(800, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(shop / "photos" / "noise.png")  # about 2 MB: noise does not compress
+    path = shop / "catalog.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + b"BIG-1,Big,Home,1,,photos/noise.png\n"
+        + "LAT-1,Caf\xe9 chair,Home,1,,\n".encode("latin-1")
+        + b"OK-1,Small,Home,1,,photos/chair-cafe-pair.jpg\n"
+    )
+
+    summary = catalog_csv_import(path=path)
+
+    assert [(f.line, f.message) for f in summary.failed] == [
+        (2, "image 'photos/noise.png': The file is larger than 1 MB."),
+        (3, "the row is not valid UTF-8 text; save the file as UTF-8"),
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
+def test_progress_is_reported_per_row_up_to_the_file_size(db, shop):
+    path = _write(shop, GOOD)
+    seen = []
+
+    catalog_csv_import(path=path, on_row=lambda bytes_read, summary: seen.append((bytes_read, summary.rows)))
+
+    assert seen[-1] == (path.stat().st_size, 2)
+    assert seen[0][0] < seen[-1][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sku,title,category,price,images\nA,B,C,1,x.jpg\n", "missing column(s): description"),
+        ("", "the file is empty"),
+        ("sku,title,category,price,description,images,price\n", "named twice in the header: price"),
+    ],
+)
+def test_a_bad_header_fails_before_anything_is_written(db, shop, text, message):
+    with pytest.raises(CatalogImportError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        catalog_csv_import(path=_write(shop, text))
+    assert not Product.objects.exists() and not Category.objects.exists()
+
+
+# --- The command ----------------------------------------------------------------------------------------
+
+
+def test_command_prints_a_summary_and_exits_1_listing_the_failed_rows(db, shop, tmp_path):
+    path = _write(shop, GOOD + "BAD-1,Chair,Home,abc,,\n" + " \n" + "BAD-2,,Home,1,,\n")
+    out, err = io.StringIO(), io.StringIO()
+
+    with pytest.raises(CommandError, match="2 of 4 rows failed") as raised:
+        call_command("import_catalog", str(path), "--errors", str(tmp_path / "errors.csv"),
+                     verbosity=0, stdout=out, stderr=err)
+
+    assert raised.value.returncode == 1
+    assert "4 rows: 2 created, 0 updated, 0 unchanged, 2 failed; 3 images added" in out.getvalue()
+    assert err.getvalue().splitlines() == [
+        "line 5 (sku BAD-1): price 'abc' is not a number; write it like 12.50",
+        "line 7 (sku BAD-2): title is empty",
+    ]
+    with open(tmp_path / "errors.csv", newline="") as handle:
+        assert list(csv.reader(handle)) == [
+            ["line", "sku", "error"],
+            ["5", "BAD-1", "price 'abc' is not a number; write it like 12.50"],
+            ["7", "BAD-2", "title is empty"],
+        ]
+
+
+def test_command_succeeds_quietly_when_every_row_is_imported(db, shop):
+    out = io.StringIO()
+    call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0, stdout=out)
+    assert "2 rows: 2 created" in out.getvalue()
+
+
+def test_command_with_a_missing_column_exits_2_and_names_it(db, shop):
+    path = _write(shop, "sku,title,price,description,images\nA,B,1,,\n")
+    with pytest.raises(CommandError, match=r"missing column\(s\): category.*Nothing was imported") as raised:
+        call_command("import_catalog", str(path), verbosity=0)
+    assert raised.value.returncode == 2
+    assert not Product.objects.exists()
+
+
+def test_command_with_a_missing_file_exits_2(db, tmp_path):
+    with pytest.raises(CommandError, match="No such file") as raised:
+        call_command("import_catalog", str(tmp_path / "nope.csv"), verbosity=0)
+    assert raised.value.returncode == 2
+
+
+# --- Fashion-MNIST demo ---------------------------------------------------------------------------------
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not (fashion_dataset_dir() / "train-labels-idx1-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed: apt-get install -y dataset-fashion-mnist",
+)
+
+
+@needs_fashion_mnist
+def test_fashion_demo_loads_the_first_images_as_products_once(db, settings, django_capture_on_commit_callbacks):
+    with gzip.open(fashion_dataset_dir() / "train-labels-idx1-ubyte.gz") as handle:
+        labels = np.frombuffer(handle.read(), dtype=np.uint8, offset=8)[:20]
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    out = io.StringIO()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("load_demo", "--fashion", "--fashion-limit", "20", verbosity=0, stdout=out)
+
+    assert "20 products (20 created, 0 updated, 0 unchanged), 20 images added" in out.getvalue()
+    products = list(Product.objects.order_by("sku").select_related("category__parent"))
+    assert [p.sku for p in products] == [f"FMNIST-train-{i:05d}" for i in range(20)]
+    for product, label in zip(products, labels):
+        kind = CLASSES[label]
+        assert product.title == f"{kind.title} #{int(product.sku[-5:]) + 1}"
+        path = [product.category.name]
+        parent = product.category.parent
+        while parent is not None:
+            path.insert(0, parent.name)
+            parent = parent.parent
+        assert " > ".join(path) == kind.category_path
+        assert product.price == fashion_price(sku=product.sku, label=int(label))
+        assert kind.price_range[0] <= product.price <= kind.price_range[1] + 1
+    assert CLASSES[labels[0]].title == "Ankle boot"  # the first training image, as published
+
+    images = list(ProductImage.objects.order_by("pk"))
+    assert len(images) == 20 and all(i.embedding_status == EmbeddingStatus.PENDING for i in images)
+    assert sorted(pk for batch in sent() for pk in batch) == [i.pk for i in images]
+    with Image.open(images[0].file.path) as photo:
+        pixels = np.asarray(photo.convert("L"))
+    assert photo.size == (224, 224) and (images[0].width, images[0].height) == (224, 224)
+    assert pixels[:8, :8].min() >= 250  # white background (the raw data is light-on-black)
+    assert pixels[90:130, 90:130].mean() < 200  # a dark article in the middle
+
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_command("load_demo", "--fashion", "--fashion-limit", "20", verbosity=0, stdout=out)
+    assert "(0 created, 0 updated, 20 unchanged), 0 images added" in out.getvalue()
+    assert callbacks == [] and ProductImage.objects.count() == 20
+
+
+@needs_fashion_mnist
+def test_fashion_demo_adds_a_missing_photo_back_and_corrects_a_changed_price(db):
+    call_command("load_demo", "--fashion", "--fashion-limit", "3", verbosity=0, stdout=io.StringIO())
+    first = Product.objects.get(sku="FMNIST-train-00000")
+    first.images.all().delete()
+    Product.objects.filter(sku="FMNIST-train-00001").update(price=Decimal("1.00"))
+    out = io.StringIO()
+
+    call_command("load_demo", "--fashion", "--fashion-limit", "3", verbosity=0, stdout=out)
+
+    assert "(0 created, 2 updated, 1 unchanged), 1 images added" in out.getvalue()
+    assert first.images.count() == 1
+    assert Product.objects.get(sku="FMNIST-train-00001").price != Decimal("1.00")
+
+
+def test_fashion_demo_without_the_dataset_says_how_to_install_it(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(CommandError, match="apt-get install -y dataset-fashion-mnist"):
+        call_command("load_demo", "--fashion", "--fashion-limit", "5", verbosity=0)
+    assert not Product.objects.exists()
+
+
+def test_fashion_limit_needs_fashion(db):
+    with pytest.raises(CommandError, match="--fashion-limit needs --fashion"):
+        call_command("load_demo", "--fashion-limit", "5", verbosity=0)
+
+
+# --- Through the real queue -----------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@needs_fashion_mnist
+def test_a_real_worker_embeds_what_the_import_and_the_fashion_demo_add(celery_worker_process, shop):
+    from search.models import ImageEmbedding
+
+    call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0, stdout=io.StringIO())
+    call_command("load_demo", "--fashion", "--fashion-limit", "10", verbosity=0, stdout=io.StringIO())
+
+    def none_pending():
+        return not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
+
+    wait_for(none_pending, timeout=120, message="the worker to embed every imported image")
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
+    assert ImageEmbedding.objects.count() == ProductImage.objects.count() == 13
