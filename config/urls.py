@@ -9,6 +9,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
+    path("search/photo/", include("search.urls")),
     path("", include("catalog.urls")),
 ]
 

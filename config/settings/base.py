@@ -123,8 +123,8 @@ EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR
 
 # --- Search ---
 # Similarity (cosine, mapped to [0, 1]) below which a photo search shows "nothing similar enough".
-# 0.4 balances kept good matches against rejected junk on real photos: see docs/search.md.
-SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.4)
+# 0.45 balances kept good matches against rejected junk on real photos: see docs/search.md.
+SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.45)
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many vectors is searched exactly instead of through HNSW.

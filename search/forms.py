@@ -1,0 +1,92 @@
+"""The shopper's search-by-photo form: every bad input becomes a message on the form, never a server error."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from catalog.images import inspect_image
+from catalog.models import Category
+from search.query import Box, InvalidBox, upright_size
+
+RESULTS_PER_PAGE = 12
+MAX_RESULTS = 96  # "Show more" doubles the limit up to this
+# Indents the category tree inside a native <select>, which ignores CSS padding on options.
+INDENT = "\u00a0\u00a0\u00a0"
+
+
+def category_choices() -> list[tuple[str, str]]:
+    """("", "All categories") then every category as an indented tree, siblings by name (one query)."""
+    children: dict[int | None, list[Category]] = {}
+    for category in Category.objects.order_by("name", "pk"):
+        children.setdefault(category.parent_id, []).append(category)
+    choices = [("", "All categories")]
+    stack = [(category, 0) for category in reversed(children.get(None, []))]
+    seen = set()
+    while stack:
+        category, depth = stack.pop()
+        if category.pk in seen:  # a cycle made by hand in the database must not hang the page
+            continue
+        seen.add(category.pk)
+        choices.append((category.slug, INDENT * depth + category.name))
+        stack.extend((child, depth + 1) for child in reversed(children.get(category.pk, [])))
+    return choices
+
+
+class PhotoSearchForm(forms.Form):
+    photo = forms.FileField(
+        error_messages={
+            "required": "Choose a photo to search with.",
+            "empty": "The file is empty.",
+            "invalid": "The upload did not arrive as a file; please choose it again.",
+        },
+    )
+    category = forms.ChoiceField(
+        required=False,
+        widget=forms.Select(attrs={"class": "select", "data-category": ""}),
+        error_messages={"invalid_choice": "That category does not exist (any more). Pick another one."},
+    )
+    # A region of the photo as "x0,y0,x1,y1" in the pixels of the upright (EXIF-rotated) original.
+    box = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
+    limit = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_RESULTS, widget=forms.HiddenInput,
+        error_messages={"max_value": f"At most {MAX_RESULTS} results can be shown."},
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"].choices = category_choices()
+        self.upright_size: tuple[int, int] | None = None
+
+    def clean_photo(self):
+        photo = self.cleaned_data["photo"]
+        inspect_image(photo)  # decides by decoding; raises ValidationError with a message shoppers can read
+        self.upright_size = upright_size(photo)
+        return photo
+
+    def clean_category(self) -> Category | None:
+        slug = self.cleaned_data["category"]
+        if not slug:
+            return None
+        category = Category.objects.filter(slug=slug).first()
+        if category is None:  # deleted between rendering the choices and validating them
+            raise ValidationError(self.fields["category"].error_messages["invalid_choice"], code="invalid_choice")
+        return category
+
+    def clean_limit(self) -> int:
+        return self.cleaned_data["limit"] or RESULTS_PER_PAGE
+
+    def clean(self):
+        cleaned = super().clean()
+        text = cleaned.get("box", "").strip()
+        cleaned["box"] = None
+        if text:
+            try:
+                box = Box.parse(text)
+                if self.upright_size is not None:
+                    box = box.clipped(*self.upright_size)
+            except InvalidBox as error:
+                self.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
+            else:
+                cleaned["box"] = box
+        return cleaned

@@ -1,0 +1,349 @@
+// Search by photo, enhanced: drag-and-drop and paste, upload progress, region boxes, "show more" and
+// "all categories" without choosing the photo again. The page works without this script (plain form POST).
+//
+// The photo is kept only in this page's memory (`photo`), never on the server: every search sends it again.
+(function () {
+  "use strict";
+
+  var root = document.querySelector("[data-photo-search]");
+  if (!root) return;
+  var body = root.querySelector("[data-photo-search-body]");
+  var progress = root.querySelector("[data-progress]");
+  var progressText = root.querySelector("[data-progress-text]");
+  var progressBar = root.querySelector("[data-progress-bar]");
+  var requestError = root.querySelector("[data-request-error]");
+  var maxBytes = parseInt(root.dataset.maxBytes, 10) || Infinity;
+  var maxMb = root.dataset.maxMb;
+
+  // The photo the current results were found with (a File or Blob) and the size its box coordinates
+  // refer to: the upright original's, as the server measured it.
+  var photo = null;
+  var photoSize = null;
+  // A photo chosen in the form but not searched yet.
+  var chosen = null;
+  // The region drawn on the query photo, as fractions of its width and height.
+  var region = null;
+  var busy = false;
+
+  // ---------- Choosing a photo ----------
+
+  function clientProblem(file) {
+    if (!file) return "Choose a photo to search with.";
+    if (file.size === 0) return "The file is empty.";
+    if (file.size > maxBytes) return "The file is larger than " + maxMb + " MB. Please choose a smaller photo.";
+    // The server decides by decoding; this only catches the obvious (some phones leave the type empty).
+    if (file.type && file.type.indexOf("image/") !== 0) return "That file is not an image.";
+    return "";
+  }
+
+  function showChosen(file) {
+    var form = body.querySelector("[data-photo-form]");
+    if (!form) return;
+    var problem = clientProblem(file);
+    var message = form.querySelector("[data-client-error]");
+    var zone = form.querySelector("[data-drop-zone]");
+    form.querySelectorAll("[data-field-error]").forEach(function (el) { el.remove(); });
+    message.textContent = problem;
+    message.hidden = !problem;
+    zone.classList.toggle("is-invalid", Boolean(problem));
+    chosen = problem ? null : file;
+    var prompt = zone.querySelector("[data-drop-prompt]");
+    var panel = zone.querySelector("[data-drop-chosen]");
+    var thumb = zone.querySelector("[data-drop-thumb]");
+    if (thumb.src) URL.revokeObjectURL(thumb.src);
+    if (chosen) {
+      thumb.src = URL.createObjectURL(chosen);
+      zone.querySelector("[data-drop-name]").textContent = (chosen.name || "Pasted image") + " · " + formatSize(chosen.size);
+    } else {
+      thumb.removeAttribute("src");
+      form.querySelectorAll("[data-photo-input]").forEach(function (input) { input.value = ""; });
+    }
+    prompt.hidden = Boolean(chosen);
+    panel.hidden = !chosen;
+  }
+
+  function formatSize(bytes) {
+    return bytes < 1024 * 1024 ? Math.max(1, Math.round(bytes / 1024)) + " KB" : (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  root.addEventListener("change", function (event) {
+    if (event.target.matches("[data-photo-input]") && event.target.files.length) {
+      showChosen(event.target.files[0]);
+    }
+  });
+
+  function dropZone(event) {
+    return event.target.closest && event.target.closest("[data-drop-zone]");
+  }
+  ["dragenter", "dragover"].forEach(function (type) {
+    root.addEventListener(type, function (event) {
+      var zone = dropZone(event);
+      if (!zone) return;
+      event.preventDefault();
+      zone.classList.add("is-dragging");
+    });
+  });
+  ["dragleave", "drop"].forEach(function (type) {
+    root.addEventListener(type, function (event) {
+      var zone = dropZone(event);
+      if (zone) zone.classList.remove("is-dragging");
+    });
+  });
+  root.addEventListener("drop", function (event) {
+    if (!dropZone(event)) return;
+    event.preventDefault();
+    var files = event.dataTransfer && event.dataTransfer.files;
+    if (files && files.length) showChosen(files[0]);
+  });
+
+  // Paste anywhere on the page, unless the shopper is pasting text into a text field.
+  document.addEventListener("paste", function (event) {
+    var items = (event.clipboardData && event.clipboardData.items) || [];
+    for (var i = 0; i < items.length; i++) {
+      if (items[i].kind === "file" && items[i].type.indexOf("image/") === 0) {
+        event.preventDefault();
+        showChosen(items[i].getAsFile());
+        var zone = body.querySelector("[data-drop-zone]");
+        if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
+        return;
+      }
+    }
+  });
+
+  // ---------- Searching ----------
+
+  root.addEventListener("submit", function (event) {
+    var form = event.target.closest("[data-photo-form]");
+    if (!form) return;
+    event.preventDefault();
+    var category = form.querySelector("[data-category]");
+    category = category ? category.value : "";
+    if (chosen) return search({ file: chosen, size: null, category: category });
+    if (body.querySelector("[data-region]")) {
+      // Under the results without a new photo: the same photo (and box) in the category now selected.
+      return resend({ category: category, box: "current", limit: "" });
+    }
+    showChosen(null);
+    var message = form.querySelector("[data-client-error]");
+    message.textContent = clientProblem(null);
+    message.hidden = false;
+  });
+
+  root.addEventListener("click", function (event) {
+    var action = event.target.closest("[data-action]");
+    if (!action || busy) return;
+    // "current" keeps the box of the current results, "region" takes the one just drawn.
+    var current = { category: body.dataset.category, box: "current", limit: "" };
+    switch (action.dataset.action) {
+      case "show-more":
+        current.limit = action.dataset.limit;
+        break;
+      case "search-all":
+        current.category = "";
+        break;
+      case "search-region":
+        if (!region) return;
+        current.box = "region";
+        break;
+      case "whole-photo":
+        current.box = "";
+        break;
+      default:
+        return;
+    }
+    event.preventDefault();
+    resend(current);
+  });
+
+  // A search with the photo of the current results: the kept File, or, if this page was reached without
+  // this script's help (a reload), the preview the server sent back, which is small but good enough.
+  function resend(params) {
+    var source = photo ? Promise.resolve({ file: photo, size: photoSize }) : previewPhoto();
+    source.then(function (current) {
+      var box = { region: region, current: initialRegion() }[params.box];
+      box = box ? regionInPixels(box, current.size) : "";
+      search({ file: current.file, size: current.size, category: params.category, box: box, limit: params.limit });
+    }).catch(function () {
+      fail("Your photo is no longer available here. Please choose it again.");
+    });
+  }
+
+  function previewPhoto() {
+    var img = body.querySelector("[data-query-img]");
+    if (!img) return Promise.reject(new Error("no photo"));
+    return fetch(img.src).then(function (response) { return response.blob(); }).then(function (blob) {
+      // The preview is upright already, so boxes are measured in its own pixels.
+      return { file: blob, size: { width: img.naturalWidth, height: img.naturalHeight }, preview: true };
+    });
+  }
+
+  function regionInPixels(box, size) {
+    return [box.x0 * size.width, box.y0 * size.height, box.x1 * size.width, box.y1 * size.height]
+      .map(function (value) { return Math.round(value); })
+      .join(",");
+  }
+
+  function csrfToken() {
+    var input = root.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function search(params) {
+    var form = new FormData();
+    form.append("csrfmiddlewaretoken", csrfToken());
+    form.append("photo", params.file, params.file.name || "photo.jpg");
+    form.append("category", params.category || "");
+    if (params.box) form.append("box", params.box);
+    if (params.limit) form.append("limit", params.limit);
+
+    // XMLHttpRequest rather than fetch: only it reports upload progress, which matters on a phone.
+    var request = new XMLHttpRequest();
+    request.open("POST", root.querySelector("[data-photo-form]").action);
+    request.responseType = "document";
+    request.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+    request.upload.addEventListener("progress", function (event) {
+      if (event.lengthComputable) setProgress("Uploading… " + Math.round((100 * event.loaded) / event.total) + "%", event.loaded / event.total);
+    });
+    request.upload.addEventListener("load", function () { setProgress("Searching…", 1); });
+    request.addEventListener("load", function () {
+      setBusy(false);
+      var fresh = request.response && request.response.querySelector("[data-photo-search-body]");
+      if (!fresh) return fail("Something went wrong (error " + request.status + "). Please try again.");
+      if (request.status === 200) {
+        photo = params.file;
+        var photoEl = fresh.querySelector("[data-region]");
+        photoSize = params.size || { width: +photoEl.dataset.width, height: +photoEl.dataset.height };
+        chosen = null;
+        var shown = body.querySelectorAll(".results .product-card").length;
+        replaceBody(fresh);
+        if (params.limit) {
+          // "Show more": stay where the shopper is; focus moves to the first new product.
+          var first = body.querySelectorAll(".results .product-card-link")[shown];
+          if (first) first.focus({ preventScroll: true });
+        } else {
+          body.querySelector("#results-heading").focus({ preventScroll: true });
+          root.scrollIntoView({ block: "start" });
+        }
+      } else if (body.querySelector("[data-region]")) {
+        // On the results page: keep the results and say what was wrong.
+        var messages = Array.prototype.map.call(
+          fresh.querySelectorAll("[data-form-errors] p, [data-field-error], .form-alert p"), function (el) { return el.textContent.trim(); });
+        fail(messages.join(" ") || "That search could not be run. Please try again.");
+      } else {
+        var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
+        replaceBody(fresh);
+        if (!photoRejected && request.status === 400) showChosen(params.file);
+      }
+    });
+    request.addEventListener("error", function () {
+      setBusy(false);
+      fail("The connection failed. Check that you are online and try again.");
+    });
+    setBusy(true);
+    setProgress("Uploading…", 0);
+    request.send(form);
+  }
+
+  function replaceBody(fresh) {
+    body.innerHTML = fresh.innerHTML;
+    ["category", "limit", "box"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
+    document.title = (body.querySelector("#results-heading") ? "Lookalikes of your photo" : "Search by photo") + " · Lookalike";
+    enhance();
+  }
+
+  function setBusy(on) {
+    busy = on;
+    requestError.hidden = true;
+    progress.hidden = !on;
+    if (on) root.setAttribute("data-busy", "");
+    else root.removeAttribute("data-busy");
+    root.querySelectorAll("[data-submit], [data-action]").forEach(function (el) {
+      if (el.tagName === "BUTTON") el.disabled = on || (el.dataset.action === "search-region" && !region);
+    });
+  }
+
+  function setProgress(text, fraction) {
+    progressText.textContent = text;
+    progressBar.style.width = Math.round(100 * fraction) + "%";
+  }
+
+  function fail(message) {
+    requestError.textContent = message;
+    requestError.hidden = false;
+    requestError.scrollIntoView({ block: "nearest" });
+  }
+
+  // ---------- Drawing a region ----------
+
+  var drag = null;
+
+  function pointIn(frame, event) {
+    var rect = frame.getBoundingClientRect();
+    return {
+      x: Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width)),
+      y: Math.min(1, Math.max(0, (event.clientY - rect.top) / rect.height)),
+    };
+  }
+
+  function drawRegion(frame, box) {
+    var el = frame.querySelector("[data-region-box]");
+    el.hidden = !box;
+    if (!box) return;
+    el.style.left = 100 * box.x0 + "%";
+    el.style.top = 100 * box.y0 + "%";
+    el.style.width = 100 * (box.x1 - box.x0) + "%";
+    el.style.height = 100 * (box.y1 - box.y0) + "%";
+  }
+
+  root.addEventListener("pointerdown", function (event) {
+    var area = event.target.closest("[data-region-area]");
+    var frame = area && area.querySelector("[data-region]");
+    if (!frame || busy || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault();
+    area.setPointerCapture(event.pointerId);
+    drag = { frame: frame, start: pointIn(frame, event), id: event.pointerId };
+  });
+
+  root.addEventListener("pointermove", function (event) {
+    if (!drag || event.pointerId !== drag.id) return;
+    var point = pointIn(drag.frame, event);
+    region = {
+      x0: Math.min(drag.start.x, point.x), y0: Math.min(drag.start.y, point.y),
+      x1: Math.max(drag.start.x, point.x), y1: Math.max(drag.start.y, point.y),
+    };
+    drawRegion(drag.frame, region);
+  });
+
+  function endDrag(event) {
+    if (!drag || event.pointerId !== drag.id) return;
+    var rect = drag.frame.getBoundingClientRect();
+    // A tap or a sliver is not a region: go back to the box of the current results, if any.
+    if (!region || (region.x1 - region.x0) * rect.width < 12 || (region.y1 - region.y0) * rect.height < 12) {
+      region = null;
+      drawRegion(drag.frame, initialRegion());
+    }
+    var button = body.querySelector("[data-action=search-region]");
+    if (button) button.disabled = !region;
+    drag = null;
+  }
+  root.addEventListener("pointerup", endDrag);
+  root.addEventListener("pointercancel", endDrag);
+
+  // The box the server drew for a region search, as fractions (or null).
+  function initialRegion() {
+    var frame = body.querySelector("[data-region]");
+    var parts = (body.dataset.box || "").split(",").map(Number);
+    if (!frame || parts.length !== 4) return null;
+    var width = +frame.dataset.width, height = +frame.dataset.height;
+    return { x0: parts[0] / width, y0: parts[1] / height, x1: parts[2] / width, y1: parts[3] / height };
+  }
+
+  // ---------- After each render ----------
+
+  function enhance() {
+    region = null;
+    body.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
+  }
+
+  enhance();
+})();

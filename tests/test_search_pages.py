@@ -1,0 +1,292 @@
+"""The shopper's search-by-photo pages, through the test client: real photos, real model, real pgvector."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from catalog import services as catalog_services
+from catalog.context_processors import NAVIGATION_CACHE_KEY
+from catalog.models import EmbeddingStatus, ProductImage
+from search import services
+from search.models import EmbeddingSpace
+from tests.factories import uploaded_file, uploaded_image
+
+pytestmark = pytest.mark.django_db
+
+URL = "/search/photo/"
+
+
+@pytest.fixture(autouse=True)
+def fresh_navigation():
+    cache.delete(NAVIGATION_CACHE_KEY)
+    yield
+    cache.delete(NAVIGATION_CACHE_KEY)
+
+
+@pytest.fixture
+def catalog(test_images):
+    """Chairs, shoes and T-shirts from real photos, embedded."""
+    paths = {
+        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg"),
+        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg"),
+        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg"),
+        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg"),
+        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg"),
+    }
+    for sku, (path, photo) in paths.items():
+        category = catalog_services.category_get_or_create_path(path=path)
+        product = catalog_services.product_create(sku=sku, title=f"Title of {sku}", category=category, price="10")
+        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
+    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+
+
+def _post(client, photo, **fields):
+    return client.post(URL, {"photo": photo, **fields})
+
+
+def _skus(response) -> list[str]:
+    return [item.product.sku for item in response.context["search"].results]
+
+
+def _jpeg(image: Image.Image, name="query.jpg") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+def _collage(test_images) -> Image.Image:
+    """A 1000x500 photo: a chair on the left half, a T-shirt on the right half."""
+    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB")
+    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB")
+    canvas = Image.new("RGB", (1000, 500), "white")
+    canvas.paste(chair.resize((480, 480)), (10, 10))
+    canvas.paste(shirt.resize((480, 480)), (510, 10))
+    return canvas
+
+
+def _files_under(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+
+
+def test_the_search_page_offers_upload_camera_and_a_category_tree(client, catalog):
+    response = client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="csrfmiddlewaretoken"' in html
+    assert 'enctype="multipart/form-data"' in html
+    assert re.search(r'<input[^>]+type="file"[^>]+name="photo"[^>]+accept="image/\*"', html)
+    assert 'capture="environment"' in html
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', html)
+    assert options[0] == ("", "All categories")
+    labels = [label for _, label in options]
+    # Children follow their parent, indented one step further.
+    assert labels.index("Clothing") < labels.index("\u00a0\u00a0\u00a0Shoes")
+    assert labels.index("Home") < labels.index("\u00a0\u00a0\u00a0Chairs")
+    assert '<option value="" selected>All categories</option>' in html
+
+
+def test_every_page_links_to_the_photo_search(client):
+    html = client.get(reverse("catalog:home")).content.decode()
+    assert f'href="{reverse("search:photo")}"' in html
+    assert reverse("search:photo") == URL
+
+
+def test_a_category_can_be_preselected(client, catalog):
+    html = client.get(URL, {"category": "clothing-shoes"}).content.decode()
+    assert re.search(r'<option value="clothing-shoes" selected>', html)
+
+
+def test_a_photo_finds_similar_products_with_match_badges(client, catalog, test_images, media_root):
+    before = _files_under(media_root)
+
+    response = _post(client, uploaded_file(test_images / "shoe-running-3.jpg"))
+
+    assert response.status_code == 200
+    assert _skus(response)[0] == "RUN-3"
+    html = response.content.decode()
+    assert "Title of RUN-3" in html
+    assert re.search(r"\d+% match", html)
+    assert "$10.00" in html
+    # The query photo comes back inline: there is no stored copy to link to.
+    assert 'src="data:image/jpeg;base64,' in html
+    assert _files_under(media_root) == before
+
+
+def test_query_photos_are_not_kept_even_when_spooled_to_disk(client, catalog, test_images, settings, tmp_path):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024  # every upload goes through a temporary file
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+
+    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"))
+
+    assert response.status_code == 200
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_category_filter_includes_descendants(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0  # rank everything, so the filter alone decides what is listed
+
+    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"), category="clothing")
+
+    assert response.status_code == 200
+    assert set(_skus(response)) == {"RUN-1", "RUN-3", "TEE-1"}  # shoes and tops, never the chairs
+    assert "in Clothing" in response.content.decode()
+
+
+def test_nothing_similar_in_a_category_says_so_and_offers_all_categories(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0.9
+
+    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"), category="clothing")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "No similar products in Clothing" in html
+    assert re.search(rf'<a[^>]+href="{URL}"[^>]+data-action="search-all"', html)
+    assert "Search all categories" in html
+    assert "% match" not in html
+
+
+def test_nothing_similar_anywhere_says_so_plainly(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0.9
+
+    response = _post(client, uploaded_file(test_images / "plant-cactus.jpg"))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Nothing similar enough in our catalog" in html
+    assert "product-card" not in html
+
+
+def test_show_more_asks_for_twice_as_many(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0
+
+    first = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit="2")
+    more = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit="4")
+
+    assert len(_skus(first)) == 2
+    assert 'data-action="show-more" data-limit="4"' in first.content.decode()
+    assert _skus(more)[:2] == _skus(first) and len(_skus(more)) == 4
+
+
+def test_no_show_more_when_everything_is_listed(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0
+    response = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit="12")
+    assert len(_skus(response)) == 5
+    assert 'data-action="show-more"' not in response.content.decode()
+
+
+@pytest.mark.parametrize(("box", "expected"), [("0,0,500,500", "CHAIR"), ("500,0,1000,500", "TEE-1")])
+def test_region_search_finds_what_is_inside_the_box(client, catalog, test_images, box, expected):
+    response = _post(client, _jpeg(_collage(test_images)), box=box)
+
+    assert response.status_code == 200
+    assert _skus(response)[0].startswith(expected)
+    html = response.content.decode()
+    assert "Searched the boxed area" in html
+    assert f'data-box="{box}"' in html
+    assert 'data-width="1000" data-height="500"' in html  # the size the box is measured in
+
+
+def test_a_phone_photo_on_its_side_is_measured_upright(client, catalog, test_images):
+    # Stored rotated with EXIF orientation 6, as phones write them: the page must report the upright size
+    # (the preview is shown upright) so that boxes drawn on the preview mean the same pixels to the server.
+    stored = _collage(test_images).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=90, exif=exif)
+
+    response = _post(client, SimpleUploadedFile("phone.jpg", buffer.getvalue()), box="500,0,1000,500")
+
+    assert 'data-width="1000" data-height="500"' in response.content.decode()
+    assert _skus(response)[0] == "TEE-1"
+    preview = re.search(r'src="data:image/jpeg;base64,([^"]+)"', response.content.decode()).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(preview))).size == (800, 400)  # upright, downscaled
+
+
+def test_a_box_partly_outside_is_clipped_to_the_photo(client, catalog, test_images):
+    response = _post(client, _jpeg(_collage(test_images)), box="500,-100,1400,900")
+    assert _skus(response)[0] == "TEE-1"
+    assert 'data-box="500,0,1000,500"' in response.content.decode()
+
+
+def _text_file():
+    return SimpleUploadedFile("holiday.jpg", b"This is a text file, whatever its name says.", content_type="image/jpeg")
+
+
+@pytest.mark.parametrize(
+    ("make_photo", "fields", "message"),
+    [
+        (_text_file, {}, "not a readable image"),
+        (lambda: SimpleUploadedFile("empty.jpg", b"", content_type="image/jpeg"), {}, "The file is empty."),
+        (None, {}, "Choose a photo to search with."),
+        (lambda: uploaded_image("a.jpg", size=(64, 64)), {"category": "no-such-category"}, "does not exist"),
+        (lambda: uploaded_image("a.jpg", size=(64, 64)), {"box": "1,2,3"}, "four numbers"),
+        (lambda: uploaded_image("a.jpg", size=(64, 64)), {"box": "10,10,5,20"}, "x1 &gt; x0"),
+        (lambda: uploaded_image("a.jpg", size=(64, 64)), {"box": "200,200,300,300"}, "outside the 64x64 photo"),
+        (lambda: uploaded_image("a.jpg", size=(64, 64)), {"limit": "100000"}, "At most 96 results"),
+    ],
+    ids=["text-named-jpg", "empty", "missing", "unknown-category", "malformed-box", "inverted-box", "box-outside",
+         "limit"],
+)
+def test_bad_input_is_a_form_error_not_a_server_error(client, catalog, make_photo, fields, message):
+    data = {**fields}
+    if make_photo is not None:
+        data["photo"] = make_photo()
+
+    response = client.post(URL, data)
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert message in html
+    assert "search" not in response.context or response.context.get("search") is None
+    assert 'name="photo"' in html  # the form is there to try again
+
+
+def test_too_big_a_file_is_refused(client, catalog, test_images, settings):
+    settings.UPLOAD_MAX_BYTES = 10_000
+    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    assert response.status_code == 400
+    assert "larger than" in response.content.decode()
+
+
+def test_too_many_pixels_are_refused(client, catalog, settings):
+    settings.UPLOAD_MAX_PIXELS = 100 * 100
+    response = _post(client, uploaded_image("big.png", size=(200, 200)))
+    assert response.status_code == 400
+    assert "too many pixels" in response.content.decode() or "megapixels" in response.content.decode()
+
+
+def test_a_photo_in_any_decodable_format_is_accepted_whatever_its_name(client, catalog, test_images):
+    # A PNG named .jpg with no useful content type: decoding decides.
+    buffer = io.BytesIO()
+    Image.open(test_images / "shoe-running-3.jpg").save(buffer, format="PNG")
+    photo = SimpleUploadedFile("photo.jpg", buffer.getvalue(), content_type="application/octet-stream")
+
+    response = _post(client, photo)
+
+    assert response.status_code == 200
+    assert _skus(response)[0] == "RUN-3"
+
+
+def test_an_unusable_model_gives_a_friendly_503(client, catalog, test_images):
+    # The active space belongs to a model this installation does not have: the query cannot be embedded.
+    EmbeddingSpace.objects.update_or_create(state=EmbeddingSpace.State.ACTIVE, defaults={"model": "retired-model-v0"})
+
+    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"))
+
+    assert response.status_code == 503
+    assert "Photo search is unavailable right now" in response.content.decode()
+
+
+def test_other_methods_are_refused(client):
+    assert client.put(URL).status_code == 405
