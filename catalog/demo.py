@@ -27,8 +27,8 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 
-from catalog.models import Category, Product
-from catalog.services import category_get_or_create_path, product_create, product_image_add, product_update
+from catalog.models import Category
+from catalog.services import category_get_or_create_path, product_image_add, product_upsert
 from config.embedded import STATE_DIR
 
 DEFAULT_CACHE_DIR = STATE_DIR / "cache" / "demo"
@@ -376,15 +376,7 @@ def _product_load(*, item: DemoProduct, category: Category) -> tuple[str, int]:
         "title": item.title, "description": item.description, "price": item.price,
         "currency": item.currency, "category": category,
     }
-    product = Product.objects.select_related("category").filter(sku=item.sku).first()
-    if product is None:
-        product = product_create(sku=item.sku, **wanted)
-        outcome = "created"
-    else:
-        changed = {name: value for name, value in wanted.items() if getattr(product, name) != value}
-        if changed:
-            product_update(product=product, **changed)
-        outcome = "updated" if changed else "unchanged"
+    product, outcome = product_upsert(sku=item.sku, **wanted)
 
     have = set(product.images.values_list("content_hash", flat=True))
     added = 0

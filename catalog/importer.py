@@ -30,9 +30,8 @@ from catalog.models import Category, Product, ProductImage
 from catalog.services import (
     PATH_SEPARATOR,
     category_get_or_create_path,
-    product_create,
     product_image_add,
-    product_update,
+    product_upsert,
 )
 
 REQUIRED_COLUMNS = ("sku", "title", "category", "price", "description", "images")
@@ -228,18 +227,8 @@ def _product_write(*, item: CatalogRow, category: Category, stored: list[str]) -
         "title": item.title, "description": item.description, "price": item.price,
         "currency": item.currency, "category": category,
     }
-    # Locked so two imports of the same file cannot both add the same photo; the category is joined (not
-    # locked) so comparing it costs no query.
-    product = Product.objects.select_related("category").select_for_update(of=("self",)).filter(sku=item.sku).first()
-    if product is None:
-        product = product_create(sku=item.sku, **wanted)
-        outcome, have = "created", set()
-    else:
-        changed = {name: value for name, value in wanted.items() if getattr(product, name) != value}
-        if changed:
-            product_update(product=product, **changed)
-        outcome = "updated" if changed else "unchanged"
-        have = set(product.images.values_list("content_hash", flat=True))
+    product, outcome = product_upsert(sku=item.sku, lock=True, **wanted)
+    have = set() if outcome == "created" else set(product.images.values_list("content_hash", flat=True))
 
     added = 0
     for written, image_path in item.images:

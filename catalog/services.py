@@ -62,6 +62,24 @@ def product_update(*, product: Product, **fields) -> Product:
     return product
 
 
+def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, str]:
+    """Create the product with this SKU, or update the fields that differ (imports are idempotent by SKU).
+
+    Returns the product and "created", "updated" or "unchanged". ``lock`` holds the row until the transaction
+    ends, so two imports of one SKU cannot both add the same photo.
+    """
+    products = Product.objects.select_related("category")
+    if lock:
+        products = products.select_for_update(of=("self",))
+    product = products.filter(sku=sku).first()
+    if product is None:
+        return product_create(sku=sku, **fields), "created"
+    changed = {name: value for name, value in fields.items() if getattr(product, name) != value}
+    if changed:
+        product_update(product=product, **changed)
+    return product, "updated" if changed else "unchanged"
+
+
 @transaction.atomic
 def product_image_add(*, product: Product, file, position: int | None = None) -> ProductImage:
     """Validate and store an image; its embedding is queued once the transaction commits."""

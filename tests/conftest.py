@@ -84,3 +84,27 @@ def celery_worker_process(transactional_db, media_root):
         os.killpg(process.pid, signal.SIGKILL)
     log.close()
 
+
+
+@pytest.fixture
+def catalog(test_images):
+    """Chairs, shoes and a T-shirt from real photos, embedded with the real model; returns products by SKU."""
+    from catalog import services as catalog_services
+    from catalog.models import EmbeddingStatus, Product, ProductImage
+    from search.services import images_embed
+    from tests.factories import uploaded_file
+
+    photos = {
+        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg", "120.00"),
+        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg", "80.00"),
+        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg", "60.00"),
+        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg", "65.00"),
+        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg", "15.00"),
+    }
+    for sku, (path, photo, price) in photos.items():
+        category = catalog_services.category_get_or_create_path(path=path)
+        product = catalog_services.product_create(sku=sku, title=f"Title of {sku}", category=category, price=price)
+        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
+    images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+    return {product.sku: product for product in Product.objects.all()}

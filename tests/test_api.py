@@ -14,9 +14,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from catalog import services as catalog_services
-from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from catalog.models import Category, Product, ProductImage
 from search.selectors import search_space_model
-from search.services import images_embed
 from tests.factories import CategoryFactory, ProductFactory, uploaded_file, uploaded_image
 from tests.support import embedding_queue
 
@@ -48,25 +47,6 @@ def staff_api(staff):
     client = APIClient()
     client.force_login(staff)  # session auth, as the browsable API uses it
     return client
-
-
-@pytest.fixture
-def catalog(test_images):
-    """Chairs, shoes and a T-shirt from real photos, embedded with the real model."""
-    photos = {
-        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg", "120.00"),
-        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg", "80.00"),
-        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg", "60.00"),
-        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg", "65.00"),
-        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg", "15.00"),
-    }
-    for sku, (path, photo, price) in photos.items():
-        category = catalog_services.category_get_or_create_path(path=path)
-        product = catalog_services.product_create(sku=sku, title=f"Product {sku}", category=category, price=price)
-        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
-    images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
-    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
-    return {product.sku: product for product in Product.objects.all()}
 
 
 def search(api, photo, **fields):

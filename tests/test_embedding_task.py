@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog import services as catalog_services
 from catalog.models import EmbeddingStatus, ProductImage
 from search import services
 from search.embeddings import VECTOR_DIMENSIONS, active_embedder
 from search.models import ImageEmbedding
-from tests.factories import ProductFactory, uploaded_image
+from tests.factories import uploaded_image
 
 pytestmark = pytest.mark.django_db
 

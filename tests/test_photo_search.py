@@ -7,33 +7,13 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from catalog import services as catalog_services
-from catalog.models import EmbeddingStatus, ProductImage
-from search import services
+from catalog.models import ProductImage
 from search.models import ImageEmbedding
 from search.query import Box, InvalidBox
 from search.selectors import photo_search, search_space_model, similar_products_to_vector
 from tests.factories import CategoryFactory, ProductFactory, uploaded_file
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def catalog(test_images):
-    """Chairs, shoes and T-shirts from real photos, embedded."""
-    paths = {
-        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg"),
-        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg"),
-        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg"),
-        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg"),
-        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg"),
-    }
-    for sku, (path, photo) in paths.items():
-        category = catalog_services.category_get_or_create_path(path=path)
-        product = catalog_services.product_create(sku=sku, title=sku, category=category, price="10")
-        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
-    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
-    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
 
 
 def _jpeg(image: Image.Image, name="query.jpg", **save) -> SimpleUploadedFile:

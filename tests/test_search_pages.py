@@ -12,10 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
-from catalog import services as catalog_services
 from catalog.context_processors import NAVIGATION_CACHE_KEY
-from catalog.models import EmbeddingStatus, ProductImage
-from search import services
 from search.models import EmbeddingSpace
 from tests.factories import uploaded_file, uploaded_image
 
@@ -29,24 +26,6 @@ def fresh_navigation():
     cache.delete(NAVIGATION_CACHE_KEY)
     yield
     cache.delete(NAVIGATION_CACHE_KEY)
-
-
-@pytest.fixture
-def catalog(test_images):
-    """Chairs, shoes and T-shirts from real photos, embedded."""
-    paths = {
-        "CHAIR-1": ("Home > Chairs", "chair-armchair-blue.jpg"),
-        "CHAIR-2": ("Home > Chairs", "chair-shell-black.jpg"),
-        "RUN-1": ("Clothing > Shoes", "shoe-running-1.jpg"),
-        "RUN-3": ("Clothing > Shoes", "shoe-running-3.jpg"),
-        "TEE-1": ("Clothing > Tops", "tshirt-turquoise-front.jpg"),
-    }
-    for sku, (path, photo) in paths.items():
-        category = catalog_services.category_get_or_create_path(path=path)
-        product = catalog_services.product_create(sku=sku, title=f"Title of {sku}", category=category, price="10")
-        catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
-    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
-    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
 
 
 def _post(client, photo, **fields):
@@ -116,7 +95,7 @@ def test_a_photo_finds_similar_products_with_match_badges(client, catalog, test_
     html = response.content.decode()
     assert "Title of RUN-3" in html
     assert re.search(r"\d+% match", html)
-    assert "$10.00" in html
+    assert "$65.00" in html  # RUN-3, the best match, with its price
     # The query photo comes back inline: there is no stored copy to link to.
     assert 'src="data:image/jpeg;base64,' in html
     assert _files_under(media_root) == before
