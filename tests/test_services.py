@@ -60,3 +60,19 @@ def test_truncated_jpeg_is_refused(product):
     data = image_bytes(size=(640, 480))
     with pytest.raises(ValidationError, match="not a readable image"):
         services.product_image_add(product=product, file=SimpleUploadedFile("cut.jpg", data[: len(data) // 2]))
+
+
+def test_heic_photos_from_phones_are_accepted_and_embedded(product):
+    import io
+
+    from PIL import Image
+
+    from search.services import images_embed
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (30, 120, 200)).save(buffer, format="HEIF")
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    image = services.product_image_add(product=product, file=SimpleUploadedFile("IMG_0001.HEIC", buffer.getvalue()))
+    assert (image.width, image.height) == (640, 480)
+    assert images_embed(image_ids=[image.pk])["embedded"] == 1
