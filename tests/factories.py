@@ -50,3 +50,20 @@ def uploaded_file(path) -> SimpleUploadedFile:
 
     path = Path(path)
     return SimpleUploadedFile(path.name, path.read_bytes())
+
+
+def jpeg_upload(image: Image.Image, name="query.jpg", **save) -> SimpleUploadedFile:
+    """A Pillow image as an uploaded JPEG (``save`` passes e.g. ``exif=`` to Pillow)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **save)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+def collage(test_images) -> Image.Image:
+    """A 1000x500 photo of two things: a chair on the left half, a T-shirt on the right half."""
+    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB")
+    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB")
+    canvas = Image.new("RGB", (1000, 500), "white")
+    canvas.paste(chair.resize((480, 480)), (10, 10))
+    canvas.paste(shirt.resize((480, 480)), (510, 10))
+    return canvas

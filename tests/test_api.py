@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from catalog import services as catalog_services
 from catalog.models import Category, Product, ProductImage
 from search.selectors import search_space_model
-from tests.factories import CategoryFactory, ProductFactory, uploaded_file, uploaded_image
+from tests.factories import CategoryFactory, ProductFactory, collage, jpeg_upload, uploaded_file, uploaded_image
 from tests.support import embedding_queue
 
 pytestmark = pytest.mark.django_db
@@ -55,12 +53,6 @@ def search(api, photo, **fields):
 
 def skus(response) -> list[str]:
     return [result["product"]["sku"] for result in response.json()["results"]]
-
-
-def jpeg(image: Image.Image, name="query.jpg") -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
 
 
 # --- Search by photo ------------------------------------------------------------------------------------
@@ -108,13 +100,9 @@ def test_threshold_hides_weak_matches(api, catalog, test_images):
 
 
 def test_box_searches_only_that_region(api, catalog, test_images):
-    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB").resize((480, 480))
-    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB").resize((480, 480))
-    collage = Image.new("RGB", (1000, 500), "white")
-    collage.paste(chair, (10, 10))
-    collage.paste(shirt, (510, 10))
-    left = search(api, jpeg(collage), box="0,0,500,500", threshold="0")
-    right = search(api, jpeg(collage), box="500, 0, 1000, 500", threshold="0")
+    photo = collage(test_images)
+    left = search(api, jpeg_upload(photo), box="0,0,500,500", threshold="0")
+    right = search(api, jpeg_upload(photo), box="500, 0, 1000, 500", threshold="0")
     assert skus(left)[0].startswith("CHAIR")
     assert skus(right)[0] == "TEE-1"
 

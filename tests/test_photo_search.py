@@ -1,25 +1,16 @@
 """Search by photo: real model, real pgvector; regions, thresholds, category filters through HNSW."""
 
-import io
-
 import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from catalog.models import ProductImage
 from search.models import ImageEmbedding
 from search.query import Box, InvalidBox
 from search.selectors import photo_search, search_space_model, similar_products_to_vector
-from tests.factories import CategoryFactory, ProductFactory, uploaded_file
+from tests.factories import CategoryFactory, ProductFactory, collage, jpeg_upload, uploaded_file
 
 pytestmark = pytest.mark.django_db
-
-
-def _jpeg(image: Image.Image, name="query.jpg", **save) -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90, **save)
-    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
 
 
 def _skus(search):
@@ -42,20 +33,10 @@ def test_category_filter_includes_descendants(catalog, test_images):
     assert set(_skus(search)) == {"RUN-1", "RUN-3", "TEE-1"}  # shoes and tops, no chairs
 
 
-def _collage(test_images):
-    """A wide photo: a chair on the left half, a T-shirt on the right half."""
-    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB")
-    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB")
-    canvas = Image.new("RGB", (1000, 500), "white")
-    canvas.paste(chair.resize((480, 480)), (10, 10))
-    canvas.paste(shirt.resize((480, 480)), (510, 10))
-    return canvas
-
-
 def test_region_search_finds_what_is_inside_the_box(catalog, test_images):
-    collage = _collage(test_images)
-    left = photo_search(file=_jpeg(collage), box=Box(0, 0, 500, 500), threshold=0)
-    right = photo_search(file=_jpeg(collage), box=Box(500, 0, 1000, 500), threshold=0)
+    photo = collage(test_images)
+    left = photo_search(file=jpeg_upload(photo), box=Box(0, 0, 500, 500), threshold=0)
+    right = photo_search(file=jpeg_upload(photo), box=Box(500, 0, 1000, 500), threshold=0)
     assert _skus(left)[0].startswith("CHAIR")
     assert _skus(right)[0] == "TEE-1"
 
@@ -63,17 +44,16 @@ def test_region_search_finds_what_is_inside_the_box(catalog, test_images):
 def test_region_is_measured_on_the_upright_photo(catalog, test_images):
     # Stored on its side with EXIF orientation 6 ("rotate 90 clockwise to view"): the upright photo is
     # the collage, 1000 wide and 500 high, and the box refers to that.
-    collage = _collage(test_images)
-    stored = collage.transpose(Image.Transpose.ROTATE_90)  # what a phone writes before tagging it
+    stored = collage(test_images).transpose(Image.Transpose.ROTATE_90)  # what a phone writes before tagging it
     exif = Image.Exif()
     exif[0x0112] = 6
-    right = photo_search(file=_jpeg(stored, exif=exif), box=Box(500, 0, 1000, 500), threshold=0)
+    right = photo_search(file=jpeg_upload(stored, exif=exif), box=Box(500, 0, 1000, 500), threshold=0)
     assert _skus(right)[0] == "TEE-1"
 
 
 def test_box_partly_outside_is_clipped(catalog, test_images):
-    collage = _collage(test_images)
-    clipped = photo_search(file=_jpeg(collage), box=Box(500, -200, 1500, 900), threshold=0)
+    photo = collage(test_images)
+    clipped = photo_search(file=jpeg_upload(photo), box=Box(500, -200, 1500, 900), threshold=0)
     assert _skus(clipped)[0] == "TEE-1"
 
 
@@ -88,7 +68,7 @@ def test_malformed_boxes_are_refused_with_a_reason(text, message):
 
 def test_box_wholly_outside_the_photo_is_refused(catalog, test_images):
     with pytest.raises(InvalidBox, match="outside"):
-        photo_search(file=_jpeg(_collage(test_images)), box=Box(2000, 2000, 2100, 2100))
+        photo_search(file=jpeg_upload(collage(test_images)), box=Box(2000, 2000, 2100, 2100))
 
 
 def test_threshold_hides_weak_matches(catalog, test_images):

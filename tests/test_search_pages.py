@@ -14,7 +14,7 @@ from PIL import Image
 
 from catalog.context_processors import NAVIGATION_CACHE_KEY
 from search.models import EmbeddingSpace
-from tests.factories import uploaded_file, uploaded_image
+from tests.factories import collage, jpeg_upload, uploaded_file, uploaded_image
 
 pytestmark = pytest.mark.django_db
 
@@ -34,22 +34,6 @@ def _post(client, photo, **fields):
 
 def _skus(response) -> list[str]:
     return [item.product.sku for item in response.context["search"].results]
-
-
-def _jpeg(image: Image.Image, name="query.jpg") -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
-
-
-def _collage(test_images) -> Image.Image:
-    """A 1000x500 photo: a chair on the left half, a T-shirt on the right half."""
-    chair = Image.open(test_images / "chair-shell-black.jpg").convert("RGB")
-    shirt = Image.open(test_images / "tshirt-turquoise-back.jpg").convert("RGB")
-    canvas = Image.new("RGB", (1000, 500), "white")
-    canvas.paste(chair.resize((480, 480)), (10, 10))
-    canvas.paste(shirt.resize((480, 480)), (510, 10))
-    return canvas
 
 
 def _files_under(path) -> set[str]:
@@ -165,7 +149,7 @@ def test_no_show_more_when_everything_is_listed(client, catalog, test_images, se
 
 @pytest.mark.parametrize(("box", "expected"), [("0,0,500,500", "CHAIR"), ("500,0,1000,500", "TEE-1")])
 def test_region_search_finds_what_is_inside_the_box(client, catalog, test_images, box, expected):
-    response = _post(client, _jpeg(_collage(test_images)), box=box)
+    response = _post(client, jpeg_upload(collage(test_images)), box=box)
 
     assert response.status_code == 200
     assert _skus(response)[0].startswith(expected)
@@ -178,7 +162,7 @@ def test_region_search_finds_what_is_inside_the_box(client, catalog, test_images
 def test_a_phone_photo_on_its_side_is_measured_upright(client, catalog, test_images):
     # Stored rotated with EXIF orientation 6, as phones write them: the page must report the upright size
     # (the preview is shown upright) so that boxes drawn on the preview mean the same pixels to the server.
-    stored = _collage(test_images).transpose(Image.Transpose.ROTATE_90)
+    stored = collage(test_images).transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
     buffer = io.BytesIO()
@@ -193,7 +177,7 @@ def test_a_phone_photo_on_its_side_is_measured_upright(client, catalog, test_ima
 
 
 def test_a_box_partly_outside_is_clipped_to_the_photo(client, catalog, test_images):
-    response = _post(client, _jpeg(_collage(test_images)), box="500,-100,1400,900")
+    response = _post(client, jpeg_upload(collage(test_images)), box="500,-100,1400,900")
     assert _skus(response)[0] == "TEE-1"
     assert 'data-box="500,0,1000,500"' in response.content.decode()
 
