@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from tests.factories import CategoryFactory, ProductFactory
+from tests.support import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGES = Path(__file__).resolve().parent / "images"
@@ -36,16 +37,6 @@ def test_images() -> Path:
     return TEST_IMAGES
 
 
-def _database_url(settings_dict) -> str:
-    host = settings_dict["HOST"] or ""
-    port = settings_dict["PORT"] or ""
-    user = settings_dict["USER"] or "postgres"
-    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-    if host.startswith("/"):
-        return f"postgres://{user}{password}@/{settings_dict['NAME']}?host={host}"
-    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
-
-
 @pytest.fixture
 def celery_worker_process(transactional_db, media_root):
     """A real `celery worker` process on the test database and the test Redis; stopped after the test.
@@ -57,7 +48,7 @@ def celery_worker_process(transactional_db, media_root):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(connection.settings_dict),
+        "DATABASE_URL": database_url(connection.settings_dict),
         "REDIS_URL": settings.REDIS_URL,
         "MEDIA_ROOT": str(media_root),
     }

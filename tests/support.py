@@ -26,3 +26,14 @@ def embedding_queue(broker_url):
         return [eval(m["headers"]["argsrepr"])[0] for m in messages]  # repr of (ids,), written by Celery
 
     return batches
+
+
+def database_url(settings_dict) -> str:
+    """A DATABASE_URL for the database Django is connected to (the test database), for subprocesses."""
+    host = settings_dict["HOST"] or ""
+    port = settings_dict["PORT"] or ""
+    user = settings_dict["USER"] or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    if host.startswith("/"):
+        return f"postgres://{user}{password}@/{settings_dict['NAME']}?host={host}"
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
