@@ -133,6 +133,8 @@ class SimilarProductsView(APIView):
         query = SimilarQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         category = query.validated_data.get("category")
+        if category is None and query.validated_data["scope"] == "category":
+            category = product.category
         started = time.perf_counter()
         try:
             category_ids = catalog_selectors.category_descendant_ids(category=category) if category else None

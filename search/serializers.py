@@ -34,7 +34,14 @@ class _ScopeSerializer(serializers.Serializer):
 
 
 class SimilarQuerySerializer(_ScopeSerializer):
-    """Query parameters of "more like this"."""
+    """Query parameters of "more like this": like the product page, the product's own category tree by default."""
+
+    scope = serializers.ChoiceField(
+        choices=["category", "all"],
+        default="category",
+        help_text="category: the product's category and below it (default); all: the whole catalog. "
+        "An explicit `category` takes precedence.",
+    )
 
 
 class PhotoSearchSerializer(_ScopeSerializer):

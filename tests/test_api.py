@@ -205,7 +205,7 @@ def test_anonymous_search_is_throttled_per_client_with_retry_after(api, settings
 
 
 def test_similar_products_exclude_the_product_itself(api, catalog):
-    response = api.get(f"{PRODUCTS}RUN-1/similar/")
+    response = api.get(f"{PRODUCTS}RUN-1/similar/", {"scope": "all"})
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"results", "model", "took_ms"}
@@ -216,6 +216,11 @@ def test_similar_products_exclude_the_product_itself(api, catalog):
     assert body["results"][0]["product"]["category"]["path"] == "Clothing > Shoes"
 
 
+def test_similar_products_stay_in_the_products_category_unless_asked(api, catalog):
+    assert skus(api.get(f"{PRODUCTS}RUN-1/similar/")) == ["RUN-3"]  # Clothing > Shoes holds one other product
+    assert len(skus(api.get(f"{PRODUCTS}RUN-1/similar/", {"scope": "all"}))) == 4
+
+
 def test_similar_products_take_limit_and_category(api, catalog):
     home = Category.objects.get(name="Home", parent=None)
     response = api.get(f"{PRODUCTS}RUN-1/similar/", {"category": home.slug, "limit": 1})
@@ -224,7 +229,8 @@ def test_similar_products_take_limit_and_category(api, catalog):
 
 
 @pytest.mark.parametrize(
-    "params, field", [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"category": "nope"}, "category")]
+    "params, field",
+    [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"category": "nope"}, "category"), ({"scope": "x"}, "scope")],
 )
 def test_similar_products_refuse_bad_parameters(api, product, params, field):
     response = api.get(f"{PRODUCTS}{product.sku}/similar/", params)
