@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 from PIL import Image, ImageOps
 
 from search.forms import MAX_RESULTS, PhotoSearchForm
+from search.preprocessing import to_rgb
 from search.query import InvalidBox
 from search.selectors import photo_search
 
@@ -79,7 +80,7 @@ def _query_photo(file, *, width: int, height: int, box) -> QueryPhoto:
     file.seek(0)
     with Image.open(file) as image:
         image.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # JPEGs decode straight at reduced size
-        preview = ImageOps.exif_transpose(image).convert("RGB")
+        preview = to_rgb(ImageOps.exif_transpose(image))  # as the model sees it: 16-bit scaled, alpha on white
     file.seek(0)
     preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
     buffer = io.BytesIO()
