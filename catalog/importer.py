@@ -241,7 +241,7 @@ def _product_write(*, item: CatalogRow, category: Category, stored: list[str]) -
                 image = product_image_add(product=product, file=File(handle, name=image_path.name))
             except ValidationError as error:
                 raise RowError(f"image {written!r}: {_error_message(error)}") from None
-        stored.append(image.file.name)
+        stored.extend([image.file.name, image.thumbnail.name])
         have.add(digest)
         added += 1
     if added and outcome == "unchanged":

@@ -76,6 +76,8 @@ class ProductImage(models.Model):
     # Width and height are set from the validated upload (catalog.images.inspect_image), not via
     # ImageField(width_field=...), which re-opens the file whenever the field is reassigned.
     file = models.ImageField(upload_to="products/%Y/%m/")
+    # A small WebP copy for cards and thumbnails (catalog/thumbnails.py); empty for images loaded in bulk.
+    thumbnail = models.ImageField(upload_to="products/thumbs/%Y/%m/", blank=True, editable=False)
     position = models.PositiveSmallIntegerField(default=0)
     width = models.PositiveIntegerField(editable=False)
     height = models.PositiveIntegerField(editable=False)
@@ -120,3 +122,8 @@ class ProductImage(models.Model):
 
     def __str__(self):
         return f"{self.product.sku} image {self.position}"
+
+    @property
+    def card_url(self) -> str:
+        """The URL to show in grids: the thumbnail when there is one."""
+        return (self.thumbnail or self.file).url

@@ -9,6 +9,7 @@ from django.utils.text import slugify
 
 from catalog.images import inspect_image
 from catalog.models import Category, Product, ProductImage
+from catalog.thumbnails import thumbnail_make
 
 PATH_SEPARATOR = ">"
 
@@ -92,6 +93,8 @@ def product_image_add(*, product: Product, file, position: int | None = None) ->
         product=product, position=position, width=info.width, height=info.height, content_hash=info.sha256
     )
     image.file.save(file.name, file, save=False)
+    thumbnail = thumbnail_make(file, name=file.name)
+    image.thumbnail.save(thumbnail.name, thumbnail, save=False)
     image.save()
     image_embedding_dispatch(image_ids=[image.pk])
     return image

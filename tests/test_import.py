@@ -180,7 +180,7 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db
     assert sorted(Product.objects.values_list("sku", flat=True)) == ["OK-1", "OK-2"]
     # Failed rows left nothing behind: no category, no stored file.
     assert not Category.objects.filter(name="Ghost").exists()
-    assert len(_stored_files(media_root)) == ProductImage.objects.count() == 2
+    assert len(_stored_files(media_root)) == 2 * ProductImage.objects.count() == 4  # photos and their thumbnails
 
 
 def test_relative_paths_are_looked_up_in_the_images_dir_and_may_not_leave_it(db, shop):
@@ -215,7 +215,8 @@ def test_a_row_whose_second_photo_is_broken_fails_as_a_whole(db, shop, media_roo
     assert not Product.objects.filter(sku="SOFA-1").exists()
     assert not Category.objects.filter(name="Sofas").exists()
     chair = ProductImage.objects.get()
-    assert _stored_files(media_root) == [media_root / chair.file.name]  # the sofa's first photo was removed again
+    # The sofa's first photo and its thumbnail were removed again.
+    assert _stored_files(media_root) == sorted([media_root / chair.file.name, media_root / chair.thumbnail.name])
     assert len(callbacks) == 1  # only the chair's photo is queued: the sofa's was rolled back with its row
 
 

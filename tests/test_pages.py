@@ -58,7 +58,7 @@ def test_home_lists_top_level_categories_with_a_photo_from_below(client):
     assert tiles["Furniture"] == image and tiles["Lighting"] is None
     html = response.content.decode()
     assert furniture.get_absolute_url() in html
-    assert image.file.url in html
+    assert image.card_url in html
     assert 'href="/search/photo/"' in html  # the photo-search call to action
 
 
@@ -135,8 +135,10 @@ def test_product_page_shows_its_images_in_order(client, product):
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert f'src="{first.file.url}"' in html and f'src="{second.file.url}"' in html
-    assert html.index(first.file.url) < html.index(second.file.url)
+    assert f'src="{first.file.url}"' in html  # the main photo, full size
+    assert f'src="{first.card_url}"' in html and f'src="{second.card_url}"' in html  # the strip: thumbnails
+    assert f'href="{second.file.url}"' in html  # each thumbnail opens its full photo
+    assert html.index(first.card_url) < html.index(second.card_url)
     assert f'width="{first.width}" height="{first.height}"' in html
     assert 'href="#more-like-this"' in html and 'id="more-like-this"' in html
 

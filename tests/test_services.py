@@ -76,3 +76,13 @@ def test_heic_photos_from_phones_are_accepted_and_embedded(product):
     image = services.product_image_add(product=product, file=SimpleUploadedFile("IMG_0001.HEIC", buffer.getvalue()))
     assert (image.width, image.height) == (640, 480)
     assert images_embed(image_ids=[image.pk])["embedded"] == 1
+
+
+def test_image_add_makes_a_small_upright_webp_thumbnail_for_cards(product):
+    from PIL import Image
+
+    image = services.product_image_add(product=product, file=uploaded_image(size=(1600, 1067)))
+    with image.thumbnail.open("rb") as handle, Image.open(handle) as thumb:
+        assert thumb.format == "WEBP"
+        assert max(thumb.size) == 640 and abs(thumb.size[0] / thumb.size[1] - 1600 / 1067) < 0.01
+    assert image.card_url == image.thumbnail.url != image.file.url
