@@ -1,11 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminFileWidget
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog.images import inspect_image
+from catalog.images import image_file_name, inspect_image
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from search.services import image_embedding_mark_pending
 
@@ -42,6 +43,10 @@ def near_duplicate(image: ProductImage) -> str:
 
 
 class ProductImageForm(forms.ModelForm):
+    # A plain file field: inspect_image decides by decoding, with messages that name the limits. Django's
+    # ImageField would refuse a photo by its name ("IMG_1234", "photo.jpeg.txt") and a bomb with a vague message.
+    file = forms.FileField(widget=AdminFileWidget)
+
     class Meta:
         model = ProductImage
         fields = ["product", "file", "position"]
@@ -50,6 +55,7 @@ class ProductImageForm(forms.ModelForm):
         file = self.cleaned_data["file"]
         if isinstance(file, UploadedFile):  # a new upload, not the stored file
             info = inspect_image(file)
+            file.name = image_file_name(file.name, info.format)  # stored, and served, as what it decodes as
             self.instance.content_hash = info.sha256
             self.instance.width, self.instance.height = info.width, info.height
         return file
@@ -82,14 +88,29 @@ class ProductImageInline(admin.TabularInline):
         return status_badge(obj) if obj.pk else "—"
 
 
+def queue_down_notice(request):
+    """Tells the admin when the task queue (Redis) could not take the work: nothing is lost, the images are
+    saved as pending and the periodic sweep queues them once the broker answers again."""
+
+    def notice(count: int) -> None:
+        messages.warning(
+            request,
+            f"The images are saved, but the task queue cannot be reached right now: embedding of {count} "
+            "image(s) will start automatically when it is back. Nothing needs to be uploaded again.",
+        )
+
+    return notice
+
+
 def _reembed(modeladmin, request, image_ids):
-    count = image_embedding_mark_pending(image_ids=image_ids)
+    count = image_embedding_mark_pending(image_ids=image_ids, on_not_queued=queue_down_notice(request))
     modeladmin.message_user(request, f"Queued {count} image(s) for embedding.", messages.SUCCESS)
 
 
 @admin.register(Category)
 class CategoryAdmin(admin.ModelAdmin):
     list_display = ["name", "parent", "slug", "product_count"]
+    ordering = ["name", "pk"]  # the product-count annotation drops Meta.ordering; autocomplete pages need one
     list_filter = [("parent", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -140,7 +161,7 @@ class ProductAdmin(admin.ModelAdmin):
             # New files, and files replaced in place, need (new) vectors once this request commits.
             changed = [f.instance.pk for f in formset.forms if f.instance.pk and "file" in f.changed_data]
             if changed:
-                image_embedding_mark_pending(image_ids=changed)
+                image_embedding_mark_pending(image_ids=changed, on_not_queued=queue_down_notice(request))
 
     @admin.action(description="Re-embed the images of the selected products")
     def reembed_images(self, request, queryset):
@@ -179,7 +200,7 @@ class ProductImageAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if "file" in form.changed_data:
-            image_embedding_mark_pending(image_ids=[obj.pk])
+            image_embedding_mark_pending(image_ids=[obj.pk], on_not_queued=queue_down_notice(request))
 
     @admin.action(description="Re-embed the selected images")
     def reembed(self, request, queryset):

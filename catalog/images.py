@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # Formats a shopper's camera or an admin's export produce; everything else is refused.
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"}
+# The extension a stored file gets, from its decoded format: what a web server later serves it as.
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
+              "HEIF": "heic"}
+# EXIF orientations that turn the stored pixels by 90 or 270 degrees: every portrait photo from a phone.
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
 class ImageInfo:
-    width: int
+    width: int  # as shown, i.e. after the EXIF rotation: pages size <img> tags with these
     height: int
     format: str
     sha256: str
@@ -39,27 +47,52 @@ def inspect_image(file) -> ImageInfo:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from 89 MP and refuses from twice that; below its refusal our own limit decides,
+            # so the message can name UPLOAD_MAX_PIXELS and the image's size.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as image:
                 width, height = image.size
                 image_format = image.format
                 _check_dimensions(width, height)
-                if image_format not in ACCEPTED_FORMATS:
+                if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
                     raise ValidationError(f"{image_format} images are not supported.", code="format")
                 image.load()  # decode fully: catches truncated and corrupt files
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValidationError("The image has too many pixels.", code="too_many_pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
+                    width, height = height, width
+    except ValidationError:
+        raise
+    except Image.DecompressionBombError as error:  # Pillow's own bound, checked before we see the size
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        megapixels = f" ({int(claimed[1]) // 1_000_000} megapixels)" if claimed else ""
+        raise ValidationError(
+            f"The image has too many pixels{megapixels}; the limit is {_pixel_limit()}.", code="too_many_pixels"
+        ) from None
+    except Exception:  # noqa: BLE001 - on malformed input Pillow's decoders raise OSError, SyntaxError,
+        # ValueError, EOFError, struct.error, IndexError, ...: every one of them means "not an image we can read"
         raise ValidationError("The file is not a readable image.", code="invalid_image") from None
     finally:
         file.seek(0)
     return ImageInfo(width=width, height=height, format=image_format, sha256=digest.hexdigest())
 
 
+def image_file_name(name: str, image_format: str) -> str:
+    """``name`` with the extension of the decoded format ("IMG_1234" or "photo.txt" holding a JPEG -> "….jpg"),
+    so a stored file is never served as something it is not."""
+    stem = PurePath(name or "image").stem or "image"
+    return f"{stem}.{EXTENSIONS[image_format]}"
+
+
+def _pixel_limit() -> str:
+    limit = settings.UPLOAD_MAX_PIXELS
+    if Image.MAX_IMAGE_PIXELS:  # Pillow refuses from twice its own bound, whatever the setting says
+        limit = min(limit, 2 * Image.MAX_IMAGE_PIXELS)
+    return f"{limit // 1_000_000} megapixels" if limit >= 1_000_000 else f"{limit} pixels"
+
+
 def _check_dimensions(width: int, height: int) -> None:
     if width * height > settings.UPLOAD_MAX_PIXELS:
         raise ValidationError(
-            f"The image is {width}x{height} pixels; the limit is {settings.UPLOAD_MAX_PIXELS // 1_000_000} megapixels.",
+            f"The image has too many pixels ({width}x{height}); the limit is {_pixel_limit()}.",
             code="too_many_pixels",
         )
     if min(width, height) < settings.UPLOAD_MIN_SIDE:

@@ -1,5 +1,6 @@
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.urls import reverse
@@ -28,7 +29,10 @@ class Category(models.Model):
 
 
 class Product(models.Model):
-    sku = models.CharField("SKU", max_length=64, unique=True)
+    # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/".
+    sku = models.CharField(
+        "SKU", max_length=64, unique=True, validators=[RegexValidator(r"^[^/]+\Z", "A SKU cannot contain '/'.")]
+    )
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     price = models.DecimalField(max_digits=10, decimal_places=2)
@@ -55,6 +59,7 @@ class Product(models.Model):
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso_4217"),
             models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
+            models.CheckConstraint(condition=~Q(sku__contains="/"), name="product_sku_no_slash"),
             models.CheckConstraint(condition=~Q(title=""), name="product_title_not_empty"),
         ]
 

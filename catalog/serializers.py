@@ -54,7 +54,9 @@ class CategorySummarySerializer(serializers.ModelSerializer):
 
 
 class CategorySerializer(CategorySummarySerializer):
-    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="Slug of the parent, if any.")
+    parent = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True, help_text="Slug of the parent; null for a top category."
+    )
     url = serializers.SerializerMethodField(help_text="The category's page in the shop.")
 
     class Meta(CategorySummarySerializer.Meta):
@@ -108,10 +110,19 @@ class ProductSerializer(ProductSummarySerializer):
 # --- Input ----------------------------------------------------------------------------------------------
 
 
+class _SlugLookupField(serializers.SlugRelatedField):
+    """A slug that is checked for NUL before it is looked up: PostgreSQL text cannot hold one (a 500 otherwise)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ProductWriteSerializer(serializers.ModelSerializer):
     """What staff send to create or change a product; catalog.services does the writing."""
 
-    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    category = _SlugLookupField(slug_field="slug", queryset=Category.objects.all())
     price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils.text import slugify
 
-from catalog.images import inspect_image
+from catalog.images import image_file_name, inspect_image
 from catalog.models import Category, Product, ProductImage
 from catalog.thumbnails import thumbnail_make
 
@@ -92,7 +92,8 @@ def product_image_add(*, product: Product, file, position: int | None = None) ->
     image = ProductImage(
         product=product, position=position, width=info.width, height=info.height, content_hash=info.sha256
     )
-    image.file.save(file.name, file, save=False)
+    # Stored, and later served, under the extension of what it decodes as, never the name it came with.
+    image.file.save(image_file_name(file.name, info.format), file, save=False)
     thumbnail = thumbnail_make(file, name=file.name)
     image.thumbnail.save(thumbnail.name, thumbnail, save=False)
     image.save()

@@ -53,6 +53,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class ModelUnavailable(RuntimeError):
+    """The model cannot be loaded here (weights or reduction missing or damaged, runtime broken, out of memory).
+
+    Retrying the same work cannot help until an operator fixes the installation: callers record it (failed
+    images, a 503 for searches) instead of retrying in a loop. See docs/reliability.md.
+    """
+
+
+# After a failed load, calls fail fast with the same error for this long before the next attempt, so a broken
+# model is not reloaded for every request or task.
+LOAD_RETRY_SECONDS = 30.0
+
+
 class Embedder:
     """Identity on the class; the network and reduction load on first use, once per instance."""
 
@@ -72,6 +85,8 @@ class Embedder:
         self.threads = threads
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lookalike-models"
         self._network = None
+        self._load_error = ""  # why the last load failed, while it is fresh
+        self._load_failed_at = 0.0
         self._reduction = None
         self._pool = None
         self._lock = threading.Lock()
@@ -79,7 +94,12 @@ class Embedder:
     @property
     def reduction(self) -> Reduction:
         if self._reduction is None:
-            self._reduction = Reduction.load(reduction_path(model_name=self.name, dimensions=self.dimensions))
+            path = reduction_path(model_name=self.name, dimensions=self.dimensions)
+            try:
+                self._reduction = Reduction.load(path)
+            except Exception as error:  # missing, truncated or not an .npz: no vector of this space can be made
+                raise ModelUnavailable(f"cannot load the {self.name} reduction {path.name}: "
+                                       f"{type(error).__name__}: {error}") from error
         return self._reduction
 
     @property
@@ -93,8 +113,17 @@ class Embedder:
         if self._network is None:
             with self._lock:
                 if self._network is None:
+                    if self._load_error and time.monotonic() - self._load_failed_at < LOAD_RETRY_SECONDS:
+                        raise ModelUnavailable(self._load_error)
                     started = time.perf_counter()
-                    self._network = self._load()
+                    try:
+                        self._network = self._load()
+                    except Exception as error:  # damaged weights, broken runtime, out of memory
+                        logger.exception("cannot load %s", self.name)
+                        self._load_error = f"cannot load {self.name}: {type(error).__name__}: {error}"
+                        self._load_failed_at = time.monotonic()
+                        raise ModelUnavailable(self._load_error) from error
+                    self._load_error = ""
                     logger.info(
                         "loaded %s on %s in %.1f s; peak RSS %.0f MiB",
                         self.name,
@@ -103,6 +132,10 @@ class Embedder:
                         peak_rss_mb(),
                     )
         return self._network
+
+    def load(self) -> None:
+        """Load the network now rather than on first use; raises ``ModelUnavailable`` when it cannot be."""
+        self.network  # noqa: B018 - the property loads
 
     def _load(self):
         raise NotImplementedError

