@@ -1,0 +1,159 @@
+"""A shopper in a real browser: search by photo, box a region, More like this, category filter, empty states."""
+
+import re
+
+import pytest
+
+pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt")
+
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
+from tests.factories import collage
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_upload_a_photo_see_lookalikes_then_more_like_this(page, shop, test_images, screenshot):
+    page.goto("/")
+    screenshot(page, "home")
+    page.get_by_role("link", name="Search by photo").first.click()
+    expect(page.get_by_role("heading", name="Search by photo")).to_be_visible()
+
+    search_by_photo(page, test_images / "shoe-running-3.jpg")
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+    titles = card_titles(page)
+    assert titles[0] == shop["RUN-3"].title  # the very same photo is the best match
+    badges = page.locator(".results .match-badge").all_inner_texts()
+    assert len(badges) == len(titles) and all(re.fullmatch(r"\d+% match", badge) for badge in badges)
+    scores = [int(badge.split("%")[0]) for badge in badges]
+    assert scores == sorted(scores, reverse=True) and scores[0] >= 99
+    # The card's photo is served from media and really loads.
+    first_photo = page.locator(".results .product-card img").first
+    expect(first_photo).to_have_attribute("src", re.compile(r"^/media/"))
+    assert first_photo.evaluate("img => img.complete && img.naturalWidth > 0")
+    screenshot(page, "browser-search-results")
+
+    page.locator(".results .product-card-link", has_text=shop["RUN-3"].title).click()
+    expect(page).to_have_url(re.compile(r"/p/RUN-3/$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text(shop["RUN-3"].title)
+    page.get_by_role("link", name="More like this").click()
+    expect(page).to_have_url(re.compile(r"#more-like-this$"))
+    section = page.locator("#more-like-this")
+    expect(section.get_by_role("heading", name="More like this")).to_be_in_viewport()
+    wait_until_idle(page)
+    # In the product's own category (Shoes): the other running shoe, never the product itself.
+    expect(section.locator(".product-card-title")).to_have_text([shop["RUN-1"].title])
+    expect(section.locator(".match-badge")).to_have_text(re.compile(r"\d+% match"))
+    screenshot(page, "browser-more-like-this", readme=True)
+
+    # "All categories" widens More like this to every other product, still without the product itself.
+    section.get_by_role("link", name="All categories").click()
+    expect(page).to_have_url(re.compile(r"\?scope=all#more-like-this$"))
+    expect(page.locator("#more-like-this .product-card")).to_have_count(len(shop) - 1)
+    anywhere = {title.strip() for title in page.locator("#more-like-this .product-card-title").all_inner_texts()}
+    assert anywhere == {product.title for sku, product in shop.items() if sku != "RUN-3"}
+
+
+def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, tmp_path, screenshot):
+    photo = tmp_path / "chair-and-shirt.jpg"
+    collage(test_images).save(photo, quality=90)  # a chair on the left half, a T-shirt on the right
+    page.goto("/search/photo/")
+    search_by_photo(page, photo)
+    expect(page.get_by_text("Your photo", exact=True)).to_be_visible()
+    search_area = page.get_by_role("button", name="Search this area")
+    expect(search_area).to_be_disabled()  # nothing drawn yet
+
+    # Drag from the top-left of the T-shirt half to the bottom-right corner of the photo.
+    frame = page.locator("[data-region]").bounding_box()
+    page.mouse.move(frame["x"] + 0.52 * frame["width"], frame["y"] + 0.02 * frame["height"])
+    page.mouse.down()
+    page.mouse.move(frame["x"] + 0.99 * frame["width"], frame["y"] + 0.98 * frame["height"], steps=8)
+    page.mouse.up()
+    expect(page.locator("[data-region-box]")).to_be_visible()
+    expect(search_area).to_be_enabled()
+    search_area.click()
+
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    assert card_titles(page)[0] == shop["TEE-1"].title
+    # The box the server searched is in the photo's own pixels: the right half of the 1000x500 collage.
+    x0, y0, x1, y1 = map(float, page.locator("[data-photo-search-body]").get_attribute("data-box").split(","))
+    assert 500 <= x0 <= 530 and y0 <= 20 and x1 >= 980 and y1 >= 480
+    expect(page.locator("[data-region-box]")).to_be_visible()  # the searched box stays drawn
+    screenshot(page, "browser-search-region", readme=True)
+
+    page.get_by_role("button", name="Whole photo").click()
+    expect(page.get_by_text("Searched the boxed area")).to_be_hidden()
+    wait_until_idle(page)
+    assert page.locator("[data-photo-search-body]").get_attribute("data-box") == ""
+
+
+def test_category_filter_keeps_only_that_category(page, shop, test_images, settings, screenshot):
+    # Five products have little in common above the shop's threshold: lower it so that the photo of two cafe chairs
+    # (not in the catalog) finds chairs and shoes, and the filter has something to take away.
+    settings.SEARCH_MIN_SCORE = 0.1
+    chairs = shop["CHAIR-1"].category
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    everywhere = page.locator(".results .product-card-category").all_inner_texts()
+    assert {chairs.name, "Shoes"} <= set(everywhere)
+
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg", category_slug=chairs.slug)
+    expect(page.locator(".results-head")).to_contain_text(f"in {chairs.name}")
+    in_chairs = page.locator(".results .product-card-category").all_inner_texts()
+    assert in_chairs and set(in_chairs) == {chairs.name}
+    assert sorted(card_titles(page)) == sorted([shop["CHAIR-1"].title, shop["CHAIR-2"].title])
+    screenshot(page, "browser-search-category", readme=True)
+
+    # "All categories" searches the same photo again without the filter, no new upload needed.
+    page.locator(".results-head").get_by_role("link", name="All categories").click()
+    expect(page.locator(".results-head")).not_to_contain_text(f"in {chairs.name}")
+    wait_until_idle(page)
+    assert page.locator(".results .product-card-category").all_inner_texts() == everywhere
+
+
+def test_empty_states_when_nothing_is_similar_enough(page, shop, test_images, settings, screenshot):
+    settings.SEARCH_MIN_SCORE = 0.99  # the live server runs in this process, so it sees the override
+    chairs = shop["CHAIR-1"].category
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "plant-cactus.jpg")
+    expect(page.locator("#results-heading")).to_have_text("No lookalikes found")
+    expect(page.get_by_role("heading", name="Nothing similar enough in our catalog")).to_be_visible()
+    expect(page.get_by_role("link", name="Browse categories")).to_be_visible()
+    expect(page.locator(".results .product-card")).to_have_count(0)
+    screenshot(page, "browser-nothing-similar")
+
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "plant-cactus.jpg", category_slug=chairs.slug)
+    expect(page.get_by_role("heading", name=f"No similar products in {chairs.name}")).to_be_visible()
+    page.get_by_role("link", name="Search all categories").click()
+    expect(page.get_by_role("heading", name="Nothing similar enough in our catalog")).to_be_visible()
+
+
+def test_a_file_that_is_not_a_photo_gets_a_message_not_an_error_page(page, tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not really a JPEG")
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(str(fake))
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("[data-field-error]")).to_have_text(re.compile(r"\w"))  # a message, shown by the photo
+    expect(page.get_by_role("heading", name="Search by photo")).to_be_visible()
+    expect(page.locator("#results-heading")).to_have_count(0)
+
+
+def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
+    page = phone_page
+    page.goto("/search/photo/")
+    expect(page.get_by_text("Choose a photo")).to_be_visible()  # touch screens get words, not "drop a photo"
+    search_by_photo(page, test_images / "shoe-running-3.jpg")
+    first = page.locator(".results .product-card").first
+    first.scroll_into_view_if_needed()
+    expect(first).to_be_in_viewport()
+    wait_until_idle(page)
+    expect(first.locator(".product-card-title")).to_have_text(shop["RUN-3"].title)
+    expect(first.locator(".match-badge")).to_have_text(re.compile(r"\d+% match"))
+    # Nothing is wider than the phone's screen (no sideways scrolling).
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "browser-phone-results", readme=True)
