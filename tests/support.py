@@ -13,6 +13,7 @@ def wait_for(predicate, *, timeout=60.0, interval=0.2, message="condition"):
 
 def embedding_queue(broker_url):
     """The test broker's default Celery queue, emptied; call the result to read the id batches sent since."""
+    import base64
     import json
 
     import redis
@@ -23,7 +24,8 @@ def embedding_queue(broker_url):
     def batches():
         messages = [json.loads(raw) for raw in queue.lrange("celery", 0, -1)]
         assert all(m["headers"]["task"] == "search.tasks.embed_images" for m in messages)
-        return [eval(m["headers"]["argsrepr"])[0] for m in messages]  # repr of (ids,), written by Celery
+        # Celery's message body is base64 of the JSON [args, kwargs, options]; args is (image_ids,).
+        return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
 
     return batches
 
