@@ -10,3 +10,7 @@ class CatalogConfig(AppConfig):
         from pillow_heif import register_heif_opener
 
         register_heif_opener()
+
+        from catalog.page_cache import connect_signals
+
+        connect_signals()

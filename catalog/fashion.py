@@ -29,6 +29,7 @@ from PIL import Image
 
 from catalog.images import inspect_image
 from catalog.models import Category, Product, ProductImage
+from catalog.page_cache import catalog_changed
 from catalog.services import category_get_or_create_path
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -255,6 +256,7 @@ def _batch_load(*, items: list, categories: list[Category], summary: FashionLoad
             for product, image, _ in images:
                 image.product = product
             created = ProductImage.objects.bulk_create([image for _, image, _ in images])
+            catalog_changed()  # bulk writes send no signals
             image_embedding_dispatch(image_ids=[image.pk for image in created])
     except BaseException:
         for name in stored:  # the rows are gone with the transaction: so must their files be

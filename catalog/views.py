@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, render
 
 from catalog import selectors
 from catalog.models import Category, EmbeddingStatus
+from catalog.page_cache import cache_catalog_page
 from search.selectors import similar_products_to_product
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ SIMILAR_PRODUCTS = 8
 MAX_QUERY_LENGTH = 200
 
 
+@cache_catalog_page
 def home(request):
     roots = selectors.category_tree_roots()
     covers = selectors.category_cover_images(categories=roots)
@@ -34,6 +36,7 @@ def home(request):
     )
 
 
+@cache_catalog_page
 def category_detail(request, slug):
     category = get_object_or_404(Category, slug=slug)
     sort = request.GET.get("sort")
@@ -57,6 +60,7 @@ def category_detail(request, slug):
     )
 
 
+@cache_catalog_page
 def product_detail(request, sku):
     product = selectors.product_detail(sku=sku)
     if product is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -19,6 +20,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
+from catalog.page_cache import cache_catalog_page
 from search.query import InvalidBox
 from search.selectors import photo_search, search_space_model, similar_products_to_product
 from search.serializers import (
@@ -126,6 +128,7 @@ class SimilarProductsView(APIView):
         parameters=[SimilarQuerySerializer],
         responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR},
     )
+    @method_decorator(cache_catalog_page)
     def get(self, request, sku):
         product = catalog_selectors.product_detail(sku=sku)
         if product is None:

@@ -13,6 +13,32 @@ from tests.support import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGES = Path(__file__).resolve().parent / "images"
+MEASURED = pytest.StashKey[list]()
+
+
+def pytest_configure(config):
+    config.stash[MEASURED] = []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.stash[MEASURED]:
+        terminalreporter.section("measured")
+        for line in config.stash[MEASURED]:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def fresh_page_cache():
+    """Each test starts with no cached pages: a page cached by an earlier test's rolled-back catalog is not this one's."""
+    from catalog.page_cache import _new_version
+
+    _new_version()
+
+
+@pytest.fixture
+def measured(request):
+    """Call with a line of figures to print after the run (test output is captured, this is not)."""
+    return request.config.stash[MEASURED].append
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,11 @@ def embedding_queue(broker_url):
     return batches
 
 
+def embedding_dispatches(callbacks) -> list:
+    """The on-commit callbacks that queue embeddings, among those captured (others retire cached pages)."""
+    return [callback for callback in callbacks if "image_embedding_dispatch" in callback.__qualname__]
+
+
 def database_url(settings_dict: dict, *, name: str | None = None) -> str:
     """A URL for a Django DATABASES entry (the test database, during a test), for a subprocess's DATABASE_URL."""
     host, port = settings_dict["HOST"] or "", settings_dict["PORT"] or ""

@@ -129,6 +129,9 @@ SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.45)
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many vectors is searched exactly instead of through HNSW.
 SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=20_000)
+# Anonymous product, category and home pages and "More like this" are served from the cache while the catalog is
+# unchanged (catalog.page_cache); this only bounds how long an unused page is kept. 0 turns the cache off.
+PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=300)
 
 # --- Celery ---
 CELERY_BROKER_URL = REDIS_URL

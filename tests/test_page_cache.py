@@ -1,0 +1,91 @@
+"""Anonymous shopper pages come from the cache until the catalog changes, and never show a stale catalog."""
+
+import pytest
+from django.urls import reverse
+
+from catalog import services
+from catalog.models import ProductImage
+from search.models import ImageEmbedding
+from tests.factories import uploaded_file
+
+pytestmark = pytest.mark.django_db
+
+
+def _similar_skus(response) -> list[str]:
+    return [result["product"]["sku"] for result in response.json()["results"]]
+
+
+def test_a_product_page_is_served_from_the_cache_until_the_product_changes(client, catalog):
+    chair = catalog["CHAIR-1"]
+    url = chair.get_absolute_url()
+
+    first, second = client.get(url), client.get(url)
+    assert (first["X-Cache"], second["X-Cache"]) == ("miss", "hit")
+    assert second.content == first.content
+
+    services.product_update(product=chair, title="Reupholstered armchair")
+    changed = client.get(url)
+    assert changed["X-Cache"] == "miss"
+    assert b"Reupholstered armchair" in changed.content
+
+
+def test_a_new_product_shows_on_its_category_page_at_once(client, catalog):
+    chairs = catalog["CHAIR-1"].category
+    url = reverse("catalog:category", args=[chairs.slug])
+    client.get(url)
+    assert client.get(url)["X-Cache"] == "hit"
+
+    services.product_create(sku="CHAIR-9", title="Rocking chair", category=chairs, price="99.00")
+    assert b"Rocking chair" in client.get(url).content
+
+
+def test_more_like_this_changes_when_a_new_photo_is_embedded(client, catalog, test_images):
+    from search.services import images_embed
+
+    url = reverse("api:product-similar", args=["CHAIR-1"]) + "?scope=all"
+    before = client.get(url)
+    assert client.get(url)["X-Cache"] == "hit"
+    assert "CHAIR-3" not in _similar_skus(before)
+
+    chairs = catalog["CHAIR-1"].category
+    product = services.product_create(sku="CHAIR-3", title="Another armchair", category=chairs, price="130.00")
+    image = services.product_image_add(product=product, file=uploaded_file(test_images / "chair-armchair-blue.jpg"))
+    images_embed(image_ids=[image.pk])
+    assert ImageEmbedding.objects.filter(image=image).exists()
+
+    after = client.get(url)
+    assert after["X-Cache"] == "miss"
+    assert _similar_skus(after)[0] == "CHAIR-3"  # the same photo: the nearest of all
+
+
+def test_deleting_a_photo_retires_cached_pages(client, catalog):
+    chair = catalog["CHAIR-1"]
+    url = chair.get_absolute_url()
+    client.get(url)
+    ProductImage.objects.filter(product=chair).delete()
+    assert client.get(url)["X-Cache"] == "miss"
+
+
+def test_signed_in_users_and_sessions_bypass_the_cache(client, admin_user, catalog):
+    url = catalog["CHAIR-1"].get_absolute_url()
+    client.get(url)
+    client.force_login(admin_user)
+    assert "X-Cache" not in client.get(url)
+
+
+@pytest.mark.parametrize("status_url", ["/p/NO-SUCH-SKU/", "/c/no-such-category/"])
+def test_errors_are_not_cached(client, db, status_url):
+    assert client.get(status_url).status_code == 404
+    assert "X-Cache" not in client.get(status_url)
+
+
+def test_pages_still_render_when_the_cache_server_is_down(client, catalog, settings):
+    # A port nothing listens on: every cache call fails; the page is rendered as if there were no cache.
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    }
+    chair = catalog["CHAIR-1"]
+    response = client.get(chair.get_absolute_url())
+    assert response.status_code == 200 and "X-Cache" not in response
+    services.product_update(product=chair, title="Saved while the cache is down")  # the write is not refused
+    assert b"Saved while the cache is down" in client.get(chair.get_absolute_url()).content
