@@ -205,12 +205,12 @@ class Site:
         self.service.stop()
 
 
-def gunicorn_site(*, env: dict[str, str], log_path: Path) -> Site:
-    """The site as production runs it: gunicorn with one sync worker, so one process keeps its database connection."""
+def gunicorn_site(*, env: dict[str, str], log_path: Path, workers: int = 1) -> Site:
+    """The site as production runs it: gunicorn with sync workers (by default one, which keeps one database connection)."""
     from gunicorn.config import KNOWN_SETTINGS
 
     port = free_port()
-    args = [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+    args = [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
             "--timeout", "30", "--access-logfile", "-"]
     if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
         args.append("--no-control-socket")  # newer gunicorns share one control socket per user by default
