@@ -1,4 +1,4 @@
-"""Catalog import from a CSV file, one row at a time, through catalog.services.
+"""Catalog import from a CSV file, one row at a time, through catalog.services (photos prepared a few rows ahead).
 
 Columns: ``sku,title,category,price,description,images`` and optionally ``currency``. ``category`` is a path
 (``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
@@ -13,9 +13,12 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import re
 import stat
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -23,13 +26,15 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, transaction
 
 from catalog.models import Category, Product, ProductImage
 from catalog.services import (
     PATH_SEPARATOR,
+    PreparedImage,
     category_get_or_create_path,
+    image_prepare,
     product_image_add,
     product_upsert,
 )
@@ -41,6 +46,11 @@ DEFAULT_CURRENCY = "USD"
 # "http://...", "s3://...", "data:...": the importer reads local files only; fetching is the operator's job.
 URL_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|data:)", re.IGNORECASE)
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+# Photos are checked and thumbnailed in this many threads, up to this many photos ahead of the row being written
+# (each held in memory: at most UPLOAD_MAX_BYTES), reading this many rows ahead.
+PREPARE_THREADS = 2
+PREPARE_AHEAD_IMAGES = 8
+PREPARE_AHEAD_ROWS = 16
 
 _SKU_MAX = Product._meta.get_field("sku").max_length
 _TITLE_MAX = Product._meta.get_field("title").max_length
@@ -166,55 +176,140 @@ def catalog_csv_import(
         handle = open(path, "rb")
     except OSError as error:
         raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
-    with handle:
+    from search.services import image_embedding_batched
+
+    with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, image_embedding_batched():
         lines = _Lines(handle)
         reader = csv.reader(iter(lines))
         columns, ignored = _header_read(reader)
         summary = ImportSummary(ignored_columns=ignored)
         categories: dict[str, Category] = {}
-        while True:
-            start = lines.line + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as error:
-                summary.rows += 1
-                summary.failed.append(FailedRow(line=start, sku="", message=f"not valid CSV ({error})"))
-                continue
-            if not any(value.strip() for value in fields):
-                continue  # blank line
+        rows = _rows_read(reader, lines, columns, images_dir=images_dir)
+        for row in _images_prepared_ahead(rows, pool):
             summary.rows += 1
-            row = dict(zip(columns, fields))
-            sku = row.get("sku", "").strip()
             try:
-                if lines.bad_lines.intersection(range(start, lines.line + 1)):
-                    raise RowError("the row is not valid UTF-8 text; save the file as UTF-8")
-                if len(fields) != len(columns):
-                    raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
-                outcome, added = catalog_row_import(row=row, images_dir=images_dir, categories=categories)
+                if row.error is not None:
+                    raise row.error
+                outcome, added = catalog_row_import(item=row.item, categories=categories, prepared=row.prepared)
             except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
-                summary.failed.append(FailedRow(line=start, sku=sku, message=_error_message(error)))
+                summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
             else:
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
                 summary.images_added += added
             if on_row is not None:
-                on_row(lines.bytes_read, summary)
+                on_row(row.bytes_read, summary)
     return summary
 
 
-def catalog_row_import(*, row: dict[str, str], images_dir: Path, categories: dict[str, Category]) -> tuple[str, int]:
-    """Create or update one product from a CSV row; returns ("created"|"updated"|"unchanged", images added).
+@dataclass
+class _Row:
+    line: int
+    sku: str
+    bytes_read: int
+    item: CatalogRow | None = None
+    error: Exception | None = None  # why the row cannot be imported, found before touching the database
+    prepared: dict[Path, Future] = field(default_factory=dict)  # photo -> _image_read running or done
+    known: frozenset[str] = frozenset()  # content hashes of the photos the product had when the row was read
+
+
+def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -> Iterator[_Row]:
+    """The file's rows, parsed and checked as far as that needs no database; blank lines skipped."""
+    while True:
+        start = lines.line + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield _Row(line=start, sku="", bytes_read=lines.bytes_read, error=RowError(f"not valid CSV ({error})"))
+            continue
+        if not any(value.strip() for value in fields):
+            continue  # blank line
+        row = dict(zip(columns, fields))
+        result = _Row(line=start, sku=row.get("sku", "").strip(), bytes_read=lines.bytes_read)
+        try:
+            if lines.bad_lines.intersection(range(start, lines.line + 1)):
+                raise RowError("the row is not valid UTF-8 text; save the file as UTF-8")
+            if len(fields) != len(columns):
+                raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
+            result.item = catalog_row_parse(row=row, images_dir=images_dir)
+        except RowError as error:
+            result.error = error
+        yield result
+
+
+def _images_prepared_ahead(rows: Iterator[_Row], pool: ThreadPoolExecutor) -> Iterator[_Row]:
+    """The rows, their photos being read, checked and thumbnailed in ``pool`` ahead of the row being written (at
+    most PREPARE_AHEAD_IMAGES at a time, which bounds memory): that work needs no database, and Pillow and libwebp
+    release the GIL, so it runs on the other core while this thread waits for PostgreSQL (docs/import.md, "Speed").
+
+    Photos a product already has (one query per PREPARE_AHEAD_ROWS rows) are only hashed, so a re-import stays
+    cheap. The row's transaction still decides, by content hash under the row lock, what is added.
+    """
+    ahead: deque[_Row] = deque()
+    exhausted = False
+    while True:
+        if not exhausted and len(ahead) <= PREPARE_AHEAD_ROWS // 2:
+            batch = list(itertools.islice(rows, PREPARE_AHEAD_ROWS))
+            exhausted = len(batch) < PREPARE_AHEAD_ROWS
+            known = _content_hashes([row.item.sku for row in batch if row.item is not None])
+            for row in batch:
+                row.known = known.get(row.item.sku, frozenset()) if row.item is not None else frozenset()
+            ahead.extend(batch)
+        budget = PREPARE_AHEAD_IMAGES - sum(len(row.prepared) for row in ahead)
+        for row in ahead:
+            for _, image_path in row.item.images if row.item is not None else ():
+                if budget > 0 and image_path not in row.prepared:
+                    row.prepared[image_path] = pool.submit(_image_read, image_path, row.known)
+                    budget -= 1
+        if not ahead:
+            return
+        yield ahead.popleft()
+
+
+def _content_hashes(skus: list[str]) -> dict[str, frozenset[str]]:
+    hashes: dict[str, set[str]] = {}
+    if not skus:
+        return {}
+    pairs = ProductImage.objects.filter(product__sku__in=skus).values_list("product__sku", "content_hash")
+    for sku, content_hash in pairs:
+        hashes.setdefault(sku, set()).add(content_hash)
+    return {sku: frozenset(values) for sku, values in hashes.items()}
+
+
+def _image_read(path: Path, known: frozenset[str]) -> PreparedImage | str:
+    """The photo at ``path`` prepared for storing, or only its SHA-256 when the product has it already.
+
+    The bytes are read once and kept: what is stored is exactly what was checked.
+    """
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in known:
+        return digest
+    return image_prepare(ContentFile(data, name=path.name))
+
+
+def catalog_row_import(
+    *,
+    item: CatalogRow | None = None,
+    row: dict[str, str] | None = None,
+    images_dir: Path | None = None,
+    categories: dict[str, Category],
+    prepared: dict[Path, Future] | None = None,
+) -> tuple[str, int]:
+    """Create or update one product from a CSV row (``row``, or ``item`` already parsed); returns
+    ("created"|"updated"|"unchanged", images added).
 
     All or nothing: on any error the transaction rolls back and the files this row stored are deleted.
-    ``categories`` caches committed categories by path across rows.
+    ``categories`` caches committed categories by path across rows. ``prepared``: the row's photos as
+    ``_image_read`` gave them, by path (the rest are read here).
     """
-    item = catalog_row_parse(row=row, images_dir=images_dir)
+    item = item or catalog_row_parse(row=row, images_dir=images_dir)
     stored: list[str] = []
     try:
         with transaction.atomic():
             category = categories.get(item.category_path) or category_get_or_create_path(path=item.category_path)
-            outcome, added = _product_write(item=item, category=category, stored=stored)
+            outcome, added = _product_write(item=item, category=category, stored=stored, prepared=prepared or {})
     except BaseException:
         _stored_files_delete(stored)
         raise
@@ -222,7 +317,9 @@ def catalog_row_import(*, row: dict[str, str], images_dir: Path, categories: dic
     return outcome, added
 
 
-def _product_write(*, item: CatalogRow, category: Category, stored: list[str]) -> tuple[str, int]:
+def _product_write(
+    *, item: CatalogRow, category: Category, stored: list[str], prepared: dict[Path, Future]
+) -> tuple[str, int]:
     wanted = {
         "title": item.title, "description": item.description, "price": item.price,
         "currency": item.currency, "category": category,
@@ -232,15 +329,18 @@ def _product_write(*, item: CatalogRow, category: Category, stored: list[str]) -
 
     added = 0
     for written, image_path in item.images:
-        with open(image_path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        try:
+            image = prepared[image_path].result() if image_path in prepared else _image_read(image_path, frozenset())
+            digest = image if isinstance(image, str) else image.info.sha256
             if digest in have:  # already on the product (a re-import) or twice in this row
                 continue
-            handle.seek(0)
-            try:
-                image = product_image_add(product=product, file=File(handle, name=image_path.name))
-            except ValidationError as error:
-                raise RowError(f"image {written!r}: {_error_message(error)}") from None
+            if isinstance(image, str):  # the product had it when the row was read ahead, but no longer
+                image = _image_read(image_path, frozenset())
+            # A new product's photos are numbered here, sparing product_image_add a count query per photo.
+            position = added if outcome == "created" else None
+            image = product_image_add(product=product, prepared=image, position=position)
+        except ValidationError as error:
+            raise RowError(f"image {written!r}: {_error_message(error)}") from None
         stored.extend([image.file.name, image.thumbnail.name])
         have.add(digest)
         added += 1

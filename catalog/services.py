@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils.text import slugify
 
-from catalog.images import image_file_name, inspect_image
+from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import Category, Product, ProductImage
 from catalog.thumbnails import thumbnail_make
 
@@ -81,12 +84,33 @@ def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, 
     return product, "updated" if changed else "unchanged"
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image checked and thumbnailed, ready to store: the part of adding a photo that needs no database, so
+    the importer can do it for the next rows, in threads, while the current row is written."""
+
+    file: File
+    info: ImageInfo
+    thumbnail: ContentFile
+
+
+def image_prepare(file: File) -> PreparedImage:
+    """Validate ``file`` (ValidationError with a message users can read) and make its thumbnail, decoding it once."""
+    info = inspect_image(file, keep_image=True)  # at the thumbnail's size: see inspect_image
+    thumbnail = thumbnail_make(file, name=file.name, image=info.image)
+    return PreparedImage(file=file, info=replace(info, image=None), thumbnail=thumbnail)
+
+
 @transaction.atomic
-def product_image_add(*, product: Product, file, position: int | None = None) -> ProductImage:
-    """Validate and store an image; its embedding is queued once the transaction commits."""
+def product_image_add(
+    *, product: Product, file: File | None = None, position: int | None = None, prepared: PreparedImage | None = None
+) -> ProductImage:
+    """Validate and store an image (``file``, or one ``image_prepare`` made); its embedding is queued once the
+    transaction commits."""
     from search.services import image_embedding_dispatch
 
-    info = inspect_image(file)
+    prepared = prepared or image_prepare(file)
+    file, info = prepared.file, prepared.info
     if position is None:
         position = product.images.count()
     image = ProductImage(
@@ -94,8 +118,7 @@ def product_image_add(*, product: Product, file, position: int | None = None) ->
     )
     # Stored, and later served, under the extension of what it decodes as, never the name it came with.
     image.file.save(image_file_name(file.name, info.format), file, save=False)
-    thumbnail = thumbnail_make(file, name=file.name)
-    image.thumbnail.save(thumbnail.name, thumbnail, save=False)
+    image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
     image.save()
     image_embedding_dispatch(image_ids=[image.pk])
     return image

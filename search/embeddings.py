@@ -76,7 +76,10 @@ class Embedder:
     input_size: int
     fit: str = "pad"  # pad-to-square, measured better than centre-crop (docs/embeddings.md)
     trim: bool = True  # crop uniform background margins first
-    batch_size: int = 16  # images per network call: amortises per-call overhead, bounds memory
+    # Images per network call. onnxruntime runs lite0 as fast per image at 1 as at 16 (benchmarks.md), but its
+    # memory arena grows with the batch: a worker process peaked at 349 MB embedding tasks of 32 photos with 16,
+    # 259 with 8, 214 with 4, at the same CPU per image (docs/embeddings.md).
+    batch_size: int = 4
 
     def __init__(self, *, runtime: str = "onnx", threads: int = 0, cache_dir: Path | None = None):
         if runtime not in RUNTIMES:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 from django.db import transaction
 from django.utils import timezone
@@ -31,6 +32,39 @@ def _chunks(items: Sequence[int], size: int):
 
 # --- Queueing -------------------------------------------------------------------------------------------
 
+_batching = threading.local()  # .image_ids: committed ids not sent yet, inside image_embedding_batched()
+
+
+@contextmanager
+def image_embedding_batched() -> Iterator[None]:
+    """Within this block, images dispatched by many small transactions (an import commits each row) are sent
+    TASK_BATCH_SIZE to a task, as they commit, instead of one task each; the rest when the block ends.
+
+    A task of one image pays the per-task costs (message, queries, a model call) for one image: on an import of
+    real photos the worker spent 81 ms of CPU per image that way, 21 ms with tasks of 32 (docs/import.md). Ids still
+    held when the process dies were committed but never queued: the pending sweep sends them, as after a broker
+    outage.
+    """
+    if getattr(_batching, "image_ids", None) is not None:  # nested: the outer block sends
+        yield
+        return
+    _batching.image_ids = []
+    try:
+        yield
+    finally:
+        image_ids, _batching.image_ids = _batching.image_ids, None
+        if image_ids:
+            image_embedding_enqueue(image_ids=image_ids)
+
+
+def _batch_add(image_ids: list[int]) -> None:
+    held = _batching.image_ids
+    held.extend(image_ids)
+    if len(held) >= TASK_BATCH_SIZE:
+        full = len(held) - len(held) % TASK_BATCH_SIZE
+        image_embedding_enqueue(image_ids=held[:full])
+        del held[:full]
+
 
 def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> None:
     """Queue embedding tasks once the current transaction commits, so the worker sees the rows.
@@ -43,6 +77,9 @@ def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callabl
         return
 
     def enqueue():
+        if on_not_queued is None and getattr(_batching, "image_ids", None) is not None:
+            _batch_add(image_ids)
+            return
         not_queued = len(image_ids) - image_embedding_enqueue(image_ids=image_ids)
         if not_queued and on_not_queued is not None:
             on_not_queued(not_queued)
