@@ -127,8 +127,11 @@ EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR
 SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.45)
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
-# A category filter covering at most this many vectors is searched exactly instead of through HNSW.
-SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=20_000)
+# A category filter covering at most this many active products (their vectors) is searched exactly instead of
+# through HNSW; 5,000 is near where both cost the same at 200k-1M products (docs/search.md, bench/ann.py).
+SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=5_000)
+# HNSW candidate list size per search (pgvector's hnsw.ef_search): higher finds more of the true nearest, slower.
+SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 # Anonymous product, category and home pages and "More like this" are served from the cache while the catalog is
 # unchanged (catalog.page_cache); this only bounds how long an unused page is kept. 0 turns the cache off.
 PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=300)

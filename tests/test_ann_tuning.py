@@ -1,0 +1,74 @@
+"""The filtered vector search picks exact or HNSW by the filter's size and always returns the k nearest products."""
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from catalog.models import ProductImage
+from search.models import ImageEmbedding
+from search.selectors import search_space_model, similar_products_to_vector
+from tests.factories import CategoryFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def clustered():
+    """300 products with clustered vectors in 10 categories (30 each)."""
+    model = search_space_model()
+    rng = np.random.default_rng(11)
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    centres = rng.normal(size=(6, dims))
+    categories = [CategoryFactory() for _ in range(10)]
+    products = [ProductFactory(category=categories[i % 10]) for i in range(300)]
+    images = ProductImage.objects.bulk_create(
+        [ProductImage(product=p, file=f"x/{p.pk}.jpg", width=1, height=1, content_hash="b" * 64) for p in products]
+    )
+    vectors = centres[rng.integers(0, 6, size=300)] + rng.normal(scale=0.3, size=(300, dims))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ImageEmbedding.objects.bulk_create(
+        [ImageEmbedding(image=i, product_id=i.product_id, model=model, vector=v) for i, v in zip(images, vectors)]
+    )
+    return model, categories, products, vectors
+
+
+def _exact_top(products, vectors, query, category, k=12):
+    scored = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id == category.pk]
+    return [pk for _, pk in sorted(scored, reverse=True)[:k]]
+
+
+def _search(model, query, category):
+    with CaptureQueriesContext(connection) as queries:
+        results = similar_products_to_vector(vector=query, limit=12, category_ids=[category.pk], model=model)
+    return [r.product.pk for r in results], [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_small_category_is_searched_exactly_without_the_hnsw_order(settings, clustered):
+    settings.SEARCH_EXACT_MAX_VECTORS = 30  # the category holds exactly 30 products
+    model, categories, products, vectors = clustered
+    found, sql = _search(model, vectors[1], categories[0])
+    assert found == _exact_top(products, vectors, vectors[1], categories[0])
+    # No iterative-scan settings: the exact path; its ORDER BY is an expression the HNSW index cannot serve.
+    assert not any("hnsw.iterative_scan" in statement for statement in sql)
+    assert any("<=>" in statement and "+ 0" in statement for statement in sql)
+
+
+def test_a_category_over_the_limit_goes_through_hnsw(settings, clustered):
+    settings.SEARCH_EXACT_MAX_VECTORS = 29
+    model, categories, products, vectors = clustered
+    found, sql = _search(model, vectors[1], categories[0])
+    assert any("hnsw.iterative_scan" in statement for statement in sql)
+    assert found == _exact_top(products, vectors, vectors[1], categories[0])
+
+
+def test_an_iterative_scan_that_gives_up_early_falls_back_to_exact(settings, clustered):
+    """When hnsw.max_scan_tuples stops the scan before k products pass the filter, the k nearest still come back."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 0  # force the HNSW path
+    model, categories, products, vectors = clustered
+    with connection.cursor() as cursor:
+        # Both undone with the test's transaction. A table this small would otherwise be sorted, not walked.
+        cursor.execute("SET enable_sort = off")
+        cursor.execute("SET hnsw.max_scan_tuples = 1")
+    found, _ = _search(model, vectors[1], categories[0])
+    assert found == _exact_top(products, vectors, vectors[1], categories[0])
