@@ -20,7 +20,7 @@ django.setup()
 
 from catalog.models import Category  # noqa: E402
 from search.models import ImageEmbedding  # noqa: E402
-from search.query import query_vector  # noqa: E402
+from search.query import query_image_read, query_vector  # noqa: E402
 from search.selectors import search_space_model  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main():
     copies = []
     for path in sorted((Path(__file__).resolve().parent.parent / "tests" / "images").glob("*.jpg")):
         with path.open("rb") as handle:
-            copies.append(float(np.clip(vectors @ query_vector(file=handle, model=model), 0, 1).max()))
+            copies.append(float(np.clip(vectors @ query_vector(image=query_image_read(handle), model=model), 0, 1).max()))
     print("\nnear-duplicates: re-encoded downscaled copy vs its source (min/median): "
           f"{min(copies):.2f} / {np.median(copies):.2f}")
     print("other views of the same product (median/max): "

@@ -98,7 +98,7 @@ class PhotoSearchView(APIView):
         params = query.validated_data
         try:
             search = photo_search(
-                file=params["image"],
+                image=params["image"],
                 category=params.get("category"),
                 limit=params["limit"],
                 threshold=params.get("threshold"),

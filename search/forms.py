@@ -5,9 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from catalog.images import inspect_image
 from catalog.models import Category
-from search.query import Box, InvalidBox, upright_size
+from search.query import Box, InvalidBox, QueryImage, query_image_read
 
 RESULTS_PER_PAGE = 12
 MAX_RESULTS = 96  # "Show more" doubles the limit up to this
@@ -56,12 +55,12 @@ class PhotoSearchForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["category"].choices = category_choices()
-        self.upright_size: tuple[int, int] | None = None
+        self.query_image: QueryImage | None = None
 
     def clean_photo(self):
         photo = self.cleaned_data["photo"]
-        inspect_image(photo)  # decides by decoding; raises ValidationError with a message shoppers can read
-        self.upright_size = upright_size(photo)
+        # Decides by decoding (raises ValidationError with a message shoppers can read), and decodes only this once.
+        self.query_image = query_image_read(photo)
         return photo
 
     def clean_category(self) -> Category | None:
@@ -83,8 +82,8 @@ class PhotoSearchForm(forms.Form):
         if text:
             try:
                 box = Box.parse(text)
-                if self.upright_size is not None:
-                    box = box.clipped(*self.upright_size)
+                if self.query_image is not None:
+                    box = box.clipped(self.query_image.width, self.query_image.height)
             except InvalidBox as error:
                 self.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
             else:

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
+from catalog.images import inspect_image
 from search.embeddings import EMBEDDERS, Embedder, get_embedder
-
-# EXIF orientations that swap width and height (rotations by 90 or 270 degrees, with or without a flip).
-_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
-_EXIF_ORIENTATION = 0x0112
+from search.preprocessing import to_rgb
 
 
 class InvalidBox(ValueError):
@@ -50,14 +48,23 @@ class Box:
         return box
 
 
-def upright_size(file) -> tuple[int, int]:
-    """Width and height of the photo as shown, i.e. after its EXIF rotation."""
-    file.seek(0)
-    with Image.open(file) as image:
-        width, height = image.size
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    file.seek(0)
-    return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+# Query photos are decoded once, at the smallest JPEG scale that keeps both sides at least the largest model input.
+QUERY_DECODE_MIN_SIDE = max(embedder.input_size for embedder in EMBEDDERS.values())
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """A shopper's photo, checked and decoded once."""
+
+    pixels: Image.Image  # upright RGB; big JPEGs decoded at reduced size
+    width: int  # the upright original's size: boxes are measured in these pixels
+    height: int
+
+
+def query_image_read(file) -> QueryImage:
+    """Check an upload as every image upload is checked (raises ValidationError with the reason) and decode it."""
+    info = inspect_image(file, keep_image=True, keep_min_side=QUERY_DECODE_MIN_SIDE)
+    return QueryImage(pixels=to_rgb(ImageOps.exif_transpose(info.image)), width=info.width, height=info.height)
 
 
 def embedder_for_model(model: str) -> Embedder:
@@ -69,16 +76,14 @@ def embedder_for_model(model: str) -> Embedder:
     raise LookupError(f"no installed embedder produces space {model!r}")
 
 
-def query_vector(*, file, model: str, box: Box | None = None) -> np.ndarray:
-    """Embed an uploaded photo (or the ``box`` region of it) into the space ``model``."""
+def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np.ndarray:
+    """Embed a query photo (or the ``box`` region of it) into the space ``model``."""
     embedder = embedder_for_model(model)
+    pixels = image.pixels
     if box is not None:
-        width, height = upright_size(file)
-        box = box.clipped(width, height)
-    image = embedder.load_image(file)  # upright RGB; big JPEGs decoded at reduced size
-    if box is not None:
-        scale = image.width / width  # the reduced-size decode keeps the aspect ratio
-        image = image.crop(
+        box = box.clipped(image.width, image.height)
+        scale = pixels.width / image.width  # the reduced-size decode keeps the aspect ratio
+        pixels = pixels.crop(
             (round(box.x0 * scale), round(box.y0 * scale), round(box.x1 * scale), round(box.y1 * scale))
         )
-    return embedder.embed_images([image])[0]
+    return embedder.embed_images([pixels])[0]

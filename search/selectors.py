@@ -14,7 +14,7 @@ from catalog.models import Category, Product
 from catalog.selectors import category_descendant_ids
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
-from search.query import Box, query_vector
+from search.query import Box, QueryImage, query_image_read, query_vector
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
@@ -144,17 +144,21 @@ def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, floa
 
 def photo_search(
     *,
-    file,
+    image: QueryImage | None = None,
+    file=None,
     category: Category | None = None,
     limit: int = 12,
     threshold: float | None = None,
     box: Box | None = None,
 ) -> PhotoSearch:
-    """Products that look like an uploaded photo (or a region of it), optionally within a category tree."""
+    """Products that look like an uploaded photo (or a region of it), optionally within a category tree.
+
+    ``image``: the photo as the form or serializer decoded it while checking it; or ``file``, read here.
+    """
     started = time.perf_counter()
     threshold = settings.SEARCH_MIN_SCORE if threshold is None else threshold
     model = search_space_model()
-    vector = query_vector(file=file, model=model, box=box)
+    vector = query_vector(image=image or query_image_read(file), model=model, box=box)
     category_ids = category_descendant_ids(category=category) if category is not None else None
     results = similar_products_to_vector(
         vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold

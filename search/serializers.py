@@ -7,10 +7,9 @@ import math
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from catalog.images import inspect_image
 from catalog.models import Category
 from catalog.serializers import ProductSummarySerializer
-from search.query import Box, InvalidBox
+from search.query import Box, InvalidBox, QueryImage, query_image_read
 
 DEFAULT_LIMIT = 12
 MAX_LIMIT = 100
@@ -60,12 +59,11 @@ class PhotoSearchSerializer(_ScopeSerializer):
         help_text="Search only this region: x0,y0,x1,y1 in the uploaded photo's pixels, after its EXIF rotation.",
     )
 
-    def validate_image(self, file):
+    def validate_image(self, file) -> QueryImage:
         try:
-            inspect_image(file)
+            return query_image_read(file)  # decided by decoding, and decoded only this once
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.messages) from None
-        return file
 
     def validate_threshold(self, value: float) -> float:
         if not math.isfinite(value):  # "nan" passes the range checks

@@ -45,7 +45,7 @@ def photo(request):
         return _render(request, {"form": form}, status=400)
     data = form.cleaned_data
     try:
-        search = photo_search(file=data["photo"], category=data["category"], limit=data["limit"], box=data["box"])
+        search = photo_search(image=form.query_image, category=data["category"], limit=data["limit"], box=data["box"])
     except InvalidBox as error:  # the form checks boxes already; this keeps a missed case a form error too
         form.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
         return _render(request, {"form": form}, status=400)
@@ -53,7 +53,7 @@ def photo(request):
         logger.exception("photo search failed")
         return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
 
-    width, height = form.upright_size
+    width, height = form.query_image.width, form.query_image.height
     return _render(
         request,
         {
