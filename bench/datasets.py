@@ -1,4 +1,4 @@
-"""Real image sets for the benchmarks, all from package registries (see docs/benchmarks.md).
+"""Real image sets for the benchmarks, all from package registries (see docs/embeddings-benchmarks.md).
 
 - Fashion-MNIST (Debian ``dataset-fashion-mnist``, MIT): Zalando product photos, 28x28 grey,
   10 classes. Stored light-on-black; inverted here to dark-on-white, like catalog photos.

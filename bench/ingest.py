@@ -307,7 +307,7 @@ def report(result: dict, command: str) -> str:
     ]
     env = " ".join(f"{k}={v}" for k, v in result["env"].items())
     return "\n".join([
-        f"### Ingest: {result['products']:,} products with real photos, import + embedding",
+        f"## Ingest: {result['products']:,} products with real photos, import + embedding",
         "",
         f"`{command}`",
         "",

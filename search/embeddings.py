@@ -8,7 +8,7 @@ An embedder turns images into ``VECTOR_DIMENSIONS``-d unit vectors in three step
 
 The network runs on onnxruntime (exported once from the PyTorch module and cached on disk) or on
 PyTorch itself; both give the same vectors within 1e-4 (tested), so the runtime is not part of the id.
-See docs/embeddings.md for the choices and docs/benchmarks.md for the measurements behind them.
+See docs/embeddings.md for the choices and docs/embeddings-benchmarks.md for the measurements behind them.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Embedder:
     input_size: int
     fit: str = "pad"  # pad-to-square, measured better than centre-crop (docs/embeddings.md)
     trim: bool = True  # crop uniform background margins first
-    # Images per network call. onnxruntime runs lite0 as fast per image at 1 as at 16 (benchmarks.md), but its
+    # Images per network call. onnxruntime runs lite0 as fast per image at 1 as at 16 (embeddings-benchmarks.md), but its
     # memory arena grows with the batch: a worker process peaked at 349 MB embedding tasks of 32 photos with 16,
     # 259 with 8, 214 with 4, at the same CPU per image (docs/embeddings.md).
     batch_size: int = 4

@@ -94,7 +94,7 @@ class OnnxFeatures:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: the decode/resize threads that prepare the next
-        # batch get the cores (file-to-vector ~10 % faster, model-only ~5 % slower; benchmarks.md).
+        # batch get the cores (file-to-vector ~10 % faster, model-only ~5 % slower; embeddings-benchmarks.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

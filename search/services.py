@@ -18,7 +18,7 @@ from search.models import EmbeddingSpace, ImageEmbedding
 logger = logging.getLogger(__name__)
 
 # Image ids per task: images queued together are embedded by one batched model call (file-to-vector
-# throughput reaches ~120 img/s from about 32-64 images per call; docs/benchmarks.md).
+# throughput reaches ~120 img/s from about 32-64 images per call; docs/embeddings-benchmarks.md).
 TASK_BATCH_SIZE = 32
 # Errors that no retry can fix: the file is gone, unreadable or not an image.
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

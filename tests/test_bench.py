@@ -1,0 +1,35 @@
+"""The benchmark suite keeps working: every benchmark's smoke mode, run through bench.suite as a developer would.
+
+The figures of a smoke run mean nothing (tiny catalogs, a second per measurement); what is asserted is that each
+benchmark ran to the end against the real services and wrote its section with its targets.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from config import embedded
+from tests.services_support import ROOT
+
+
+@pytest.mark.worker
+def test_the_suite_runs_every_benchmark_in_smoke_mode(tmp_path):
+    output = tmp_path / "benchmarks.md"
+
+    # On the session's servers (embedded, or DATABASE_URL/REDIS_URL), in databases of the benchmarks' own.
+    env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
+    result = subprocess.run([sys.executable, "-m", "bench.suite", "--quick", "--output", str(output)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = output.read_text()
+    assert "exited with status" not in page
+    assert f"{os.cpu_count()} cores" in page
+    sections = {section.split("\n", 1)[0]: section for section in page.split("\n## ")[1:]}
+    for benchmark in ("ANN", "HTTP", "Ingest"):
+        (section,) = [text for heading, text in sections.items() if benchmark in heading]
+        table_headers = [line for line in section.splitlines() if line.startswith("| ") and "target" in line]
+        assert table_headers, f"the {benchmark} section states no targets"
+        assert f"-m bench.{benchmark.lower()}" in section  # and the command that measured it
