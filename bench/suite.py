@@ -78,8 +78,9 @@ def main() -> None:
 
     page = [
         "# Performance benchmarks",
-        "Written by `bench/suite.py`; do not edit by hand. The embedding model's own benchmarks (relevance, "
-        "reduction, model throughput, index size by model) are in [embeddings-benchmarks.md](embeddings-benchmarks.md).",
+        "Written by `bench/suite.py`; do not edit by hand. Which targets are met, by how much the others are missed, "
+        "what was tried and what would close the gaps: [performance.md](performance.md). The embedding model's own "
+        "benchmarks (relevance, reduction, model throughput) are in [embeddings-benchmarks.md](embeddings-benchmarks.md).",
         "\n".join(header),
         *sections,
     ]
