@@ -6,10 +6,11 @@ import io
 from decimal import Decimal
 
 import factory
+import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from catalog.models import Category, Product
+from catalog.models import Category, Product, ProductImage
 
 
 class CategoryFactory(factory.django.DjangoModelFactory):
@@ -31,6 +32,32 @@ class ProductFactory(factory.django.DjangoModelFactory):
     price = Decimal("19.99")
     currency = "USD"
     category = factory.SubFactory(CategoryFactory)
+
+
+def clustered_catalog(*, products: int, categories: int, clusters: int, seed: int):
+    """``products`` products spread round-robin over ``categories`` new categories, one image each, whose vectors lie
+    near one of ``clusters`` random centres (as real embeddings cluster by look), stored in the searched space.
+
+    Returns (model, categories, products, vectors), ``vectors`` in the order of ``products``.
+    """
+    from search.models import ImageEmbedding
+    from search.selectors import search_space_model
+
+    model = search_space_model()
+    rng = np.random.default_rng(seed)
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    centres = rng.normal(size=(clusters, dims))
+    created_categories = [CategoryFactory() for _ in range(categories)]
+    created = [ProductFactory(category=created_categories[i % categories]) for i in range(products)]
+    images = ProductImage.objects.bulk_create(
+        [ProductImage(product=p, file=f"x/{p.pk}.jpg", width=1, height=1, content_hash="a" * 64) for p in created]
+    )
+    vectors = centres[rng.integers(0, clusters, size=products)] + rng.normal(scale=0.3, size=(products, dims))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ImageEmbedding.objects.bulk_create(
+        [ImageEmbedding(image=i, product_id=i.product_id, model=model, vector=v) for i, v in zip(images, vectors)]
+    )
+    return model, created_categories, created, vectors
 
 
 def image_bytes(*, size=(320, 240), color=(200, 40, 40), fmt="JPEG", mode="RGB") -> bytes:

@@ -1,14 +1,11 @@
 """The filtered vector search picks exact or HNSW by the filter's size and always returns the k nearest products."""
 
-import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from catalog.models import ProductImage
-from search.models import ImageEmbedding
-from search.selectors import search_space_model, similar_products_to_vector
-from tests.factories import CategoryFactory, ProductFactory
+from search.selectors import similar_products_to_vector
+from tests.factories import clustered_catalog
 
 pytestmark = pytest.mark.django_db
 
@@ -16,21 +13,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def clustered():
     """300 products with clustered vectors in 10 categories (30 each)."""
-    model = search_space_model()
-    rng = np.random.default_rng(11)
-    dims = ImageEmbedding._meta.get_field("vector").dimensions
-    centres = rng.normal(size=(6, dims))
-    categories = [CategoryFactory() for _ in range(10)]
-    products = [ProductFactory(category=categories[i % 10]) for i in range(300)]
-    images = ProductImage.objects.bulk_create(
-        [ProductImage(product=p, file=f"x/{p.pk}.jpg", width=1, height=1, content_hash="b" * 64) for p in products]
-    )
-    vectors = centres[rng.integers(0, 6, size=300)] + rng.normal(scale=0.3, size=(300, dims))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ImageEmbedding.objects.bulk_create(
-        [ImageEmbedding(image=i, product_id=i.product_id, model=model, vector=v) for i, v in zip(images, vectors)]
-    )
-    return model, categories, products, vectors
+    return clustered_catalog(products=300, categories=10, clusters=6, seed=11)
 
 
 def _exact_top(products, vectors, query, category, k=12):

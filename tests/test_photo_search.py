@@ -1,14 +1,11 @@
 """Search by photo: real model, real pgvector; regions, thresholds, category filters through HNSW."""
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from catalog.models import ProductImage
-from search.models import ImageEmbedding
 from search.query import Box, InvalidBox
 from search.selectors import photo_search, search_space_model, similar_products_to_vector
-from tests.factories import CategoryFactory, ProductFactory, collage, jpeg_upload, uploaded_file
+from tests.factories import clustered_catalog, collage, jpeg_upload, uploaded_file
 
 pytestmark = pytest.mark.django_db
 
@@ -84,20 +81,7 @@ def test_threshold_hides_weak_matches(catalog, test_images):
 def test_one_in_twenty_category_returns_k_products_through_hnsw(settings):
     """Clustered vectors in 20 categories: a filtered query must still return k products of its category."""
     settings.SEARCH_EXACT_MAX_VECTORS = 0  # force the HNSW path
-    model = search_space_model()
-    rng = np.random.default_rng(7)
-    dims = ImageEmbedding._meta.get_field("vector").dimensions
-    centres = rng.normal(size=(8, dims))
-    categories = [CategoryFactory() for _ in range(20)]
-    products = [ProductFactory(category=categories[i % 20]) for i in range(600)]
-    images = ProductImage.objects.bulk_create(
-        [ProductImage(product=p, file=f"x/{p.pk}.jpg", width=1, height=1, content_hash="a" * 64) for p in products]
-    )
-    vectors = centres[rng.integers(0, 8, size=600)] + rng.normal(scale=0.3, size=(600, dims))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ImageEmbedding.objects.bulk_create(
-        [ImageEmbedding(image=i, product_id=i.product_id, model=model, vector=v) for i, v in zip(images, vectors)]
-    )
+    model, categories, products, vectors = clustered_catalog(products=600, categories=20, clusters=8, seed=7)
     query = vectors[1]  # a product outside category 0
     results = similar_products_to_vector(vector=query, limit=12, category_ids=[categories[0].pk], model=model)
     assert len(results) == 12
