@@ -86,17 +86,23 @@ def saleor_renders() -> list[tuple[Path, str]]:
     return renders
 
 
-def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A shopper's view of a product photo: random crop (60-95% per side), maybe mirrored, re-encoded."""
-    import io
-
+def random_view(image: Image.Image, rng: np.random.Generator, *, keep: tuple[float, float]) -> Image.Image:
+    """A random crop keeping ``keep[0]``-``keep[1]`` of each side, mirrored half of the time."""
     width, height = image.size
-    scale_w, scale_h = rng.uniform(0.6, 0.95, size=2)
-    crop_w, crop_h = int(width * scale_w), int(height * scale_h)
+    keep_w, keep_h = rng.uniform(*keep, size=2)
+    crop_w, crop_h = int(width * keep_w), int(height * keep_h)
     left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
     view = image.crop((left, top, left + crop_w, top + crop_h))
     if rng.random() < 0.5:
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return view
+
+
+def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A shopper's view of a product photo: random crop (60-95% per side), maybe mirrored, re-encoded."""
+    import io
+
+    view = random_view(image, rng, keep=(0.6, 0.95))
     buffer = io.BytesIO()
     view.save(buffer, "JPEG", quality=int(rng.integers(40, 90)))
     buffer.seek(0)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
-from bench.datasets import CACHE_DIR, saleor_renders, vendure_photos
+from bench.datasets import CACHE_DIR, random_view, saleor_renders, vendure_photos
 
 VERSION = 1
 PHOTO_DIR = CACHE_DIR / f"ingest-photos-v{VERSION}"
@@ -46,13 +46,7 @@ def _open_source(path: Path) -> Image.Image:
 
 
 def variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    width, height = image.size
-    keep_w, keep_h = rng.uniform(0.7, 1.0, size=2)
-    crop_w, crop_h = int(width * keep_w), int(height * keep_h)
-    left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
-    view = image.crop((left, top, left + crop_w, top + crop_h))
-    if rng.random() < 0.5:
-        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    view = random_view(image, rng, keep=(0.7, 1.0))
     for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         view = enhance(view).enhance(float(rng.uniform(0.85, 1.15)))
     long_side = int(rng.integers(LONG_SIDE[0], LONG_SIDE[1] + 1))
