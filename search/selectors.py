@@ -55,14 +55,16 @@ def similar_products_to_vector(
     Filters over few products are searched exactly (cheaper than walking the graph, and exact); others use the
     HNSW index with iterative scans, so a category filter still yields ``limit`` products when they exist.
     """
-    queryset = ImageEmbedding.objects.filter(model=model or search_space_model(), product__active=True)
+    model = model or search_space_model()
+    # Category and active are copies of the product's on the vector row: no join (see ImageEmbedding).
+    queryset = ImageEmbedding.objects.filter(model=model, active=True)
     if category_ids is not None:
-        queryset = queryset.filter(product__category_id__in=category_ids)
+        queryset = queryset.filter(category_id__in=category_ids)
     if exclude_product_id is not None:
         queryset = queryset.exclude(product_id=exclude_product_id)
     queryset = queryset.annotate(distance=CosineDistance("vector", vector))
     wanted = limit * OVERFETCH
-    if category_ids is not None and _few_products(category_ids):
+    if category_ids is not None and _few_vectors(model, category_ids):
         hits = _exact_hits(queryset, wanted)
     else:
         hits = _hnsw_hits(queryset, wanted)
@@ -73,25 +75,24 @@ def similar_products_to_vector(
     for product_id, hit_distance in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
         best.setdefault(product_id, hit_distance)
     ranked = [(p, _similarity(d)) for p, d in best.items() if _similarity(d) >= threshold][:limit]
-    products = Product.objects.select_related("category").prefetch_related("images").in_bulk([p for p, _ in ranked])
+    products = _products_for_cards([p for p, _ in ranked])
     return [SimilarProduct(product=products[p], score=score) for p, score in ranked if p in products]
 
 
-def _few_products(category_ids: list[int]) -> bool:
-    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS active products (about as many vectors).
+def _few_vectors(model: str, category_ids: list[int]) -> bool:
+    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors.
 
-    Counted in the (category, active) index alone and stopped at the limit, so deciding costs at most that many
-    index entries; counting the vectors themselves meant a join per row (over 100 ms for 10,000 at 200k products).
+    Counted in the partial (category, model) index alone and stopped at the limit, so deciding costs at most that
+    many index entries.
     """
     limit = settings.SEARCH_EXACT_MAX_VECTORS
-    matching = Product.objects.filter(category_id__in=category_ids, active=True)
-    matching = matching.order_by().values("category_id", "active")  # both in the index: an index-only scan
-    return matching[: limit + 1].count() <= limit
+    matching = ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True)
+    return matching.order_by().values("category_id")[: limit + 1].count() <= limit
 
 
 def _exact_hits(queryset, wanted: int) -> list[tuple[int, float]]:
-    # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (category
-    # index, then each product's vectors) and sorts them: exact, and never a scan of the whole table.
+    # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (one range of
+    # the category index) and sorts them: exact, and never a scan of the whole table.
     return list(queryset.order_by(F("distance") + 0).values_list("product_id", "distance")[:wanted])
 
 
@@ -104,6 +105,12 @@ def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float]]:
             [str(max(settings.SEARCH_HNSW_EF_SEARCH, wanted))],
         )
         return list(hits)
+
+
+def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:
+    # The full-text document is large (a tsvector of title and description) and no card shows it.
+    queryset = Product.objects.defer("search_document").select_related("category").prefetch_related("images")
+    return queryset.in_bulk(product_ids)
 
 
 def _similarity(cosine_distance: float) -> float:

@@ -1,0 +1,72 @@
+"""Each vector row carries its product's category and active flag, kept equal by PostgreSQL on every write path."""
+
+import pytest
+from django.db import connection
+
+from catalog.models import Product
+from search.models import ImageEmbedding
+from search.selectors import similar_products_to_vector
+from tests.factories import CategoryFactory, clustered_catalog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def clustered():
+    """60 products with clustered vectors in 3 categories (20 each)."""
+    return clustered_catalog(products=60, categories=3, clusters=4, seed=5)
+
+
+def _copies(product):
+    return set(ImageEmbedding.objects.filter(product=product).values_list("category_id", "active"))
+
+
+def test_a_new_vector_takes_its_products_category_and_flag(clustered):
+    _, categories, products, _ = clustered
+    # bulk_create in the factory sent no category at all: the insert trigger filled it in.
+    for product in products[:6]:
+        assert _copies(product) == {(product.category_id, True)}
+
+
+def test_moving_a_product_moves_its_vectors_and_search_follows(settings, clustered):
+    settings.SEARCH_EXACT_MAX_VECTORS = 0  # through the HNSW index
+    model, categories, products, vectors = clustered
+    product = products[0]
+    elsewhere = CategoryFactory()
+
+    product.category = elsewhere
+    product.save()
+
+    assert _copies(product) == {(elsewhere.pk, True)}
+    found = similar_products_to_vector(vector=vectors[0], limit=12, category_ids=[elsewhere.pk], model=model)
+    assert [r.product.pk for r in found] == [product.pk]
+    before = similar_products_to_vector(vector=vectors[0], limit=60, category_ids=[categories[0].pk], model=model)
+    assert product.pk not in {r.product.pk for r in before}
+
+
+@pytest.mark.parametrize("exact_max_vectors", [0, 1000], ids=["hnsw", "exact"])
+def test_a_product_deactivated_by_a_bulk_update_leaves_search(settings, clustered, exact_max_vectors):
+    settings.SEARCH_EXACT_MAX_VECTORS = exact_max_vectors
+    model, categories, products, vectors = clustered
+    hidden = products[0]
+    assert similar_products_to_vector(vector=vectors[0], limit=1, model=model)[0].product == hidden
+
+    Product.objects.filter(pk=hidden.pk).update(active=False)  # no save(), no signals: only the trigger sees it
+
+    assert _copies(hidden) == {(hidden.category_id, False)}
+    for category_ids in (None, [hidden.category_id]):
+        found = similar_products_to_vector(vector=vectors[0], limit=60, category_ids=category_ids, model=model)
+        assert found and hidden.pk not in {r.product.pk for r in found}
+    Product.objects.filter(pk=hidden.pk).update(active=True)
+    assert similar_products_to_vector(vector=vectors[0], limit=1, model=model)[0].product == hidden
+
+
+def test_a_vector_row_cannot_be_given_another_category(clustered):
+    _, categories, products, _ = clustered
+    product = products[0]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE search_imageembedding SET category_id = %s, active = false WHERE product_id = %s",
+            [categories[1].pk, product.pk],
+        )
+    assert _copies(product) == {(product.category_id, True)}
