@@ -63,10 +63,9 @@ def raw_sql_search(connection, model: str, query: np.ndarray, category_id: int |
     """The selector's nearest-vectors statement alone, over psycopg (no ORM, no product loading)."""
     from pgvector import HalfVector
 
-    where = "" if category_id is None else f" AND p.category_id = {int(category_id)}"
-    order = "(e.vector <=> %(q)s) + 0" if exact else "e.vector <=> %(q)s"
-    sql = (f"SELECT e.product_id, e.vector <=> %(q)s FROM search_imageembedding e JOIN catalog_product p"
-           f" ON p.id = e.product_id WHERE e.model = %(model)s AND p.active{where}"
+    where = "" if category_id is None else f" AND category_id = {int(category_id)}"
+    order = "(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"
+    sql = (f"SELECT product_id, vector <=> %(q)s FROM search_imageembedding WHERE model = %(model)s AND active{where}"
            f" ORDER BY {order} LIMIT {LIMIT * 4}")  # fmt: skip
     with connection.transaction():
         if not exact:
@@ -86,7 +85,7 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
     import psycopg
     from pgvector.psycopg import register_vector
 
-    from search.selectors import _few_products, similar_products_to_vector
+    from search.selectors import _few_vectors, similar_products_to_vector
 
     if ef_search is not None:
         settings.SEARCH_HNSW_EF_SEARCH = ef_search
@@ -116,8 +115,9 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
         def search(query):
             return similar_products_to_vector(vector=query, limit=LIMIT, category_ids=category_ids, model=catalog.model)
 
-        exact = category_ids is not None and _few_products(category_ids)
-        raw = psycopg.connect(catalog.database_url)
+        exact = category_ids is not None and _few_vectors(catalog.model, category_ids)
+        # Without server-side prepares, like Django's connections: a prepared statement's generic plan differs.
+        raw = psycopg.connect(catalog.database_url, prepare_threshold=None)
         register_vector(raw)
 
         def raw_search(query):
@@ -176,7 +176,7 @@ def main() -> None:
         settings.SEARCH_EXACT_MAX_VECTORS = args.exact_max_vectors
     results = []
     for catalog in catalogs:
-        queries, _ = query_vectors(args.queries + args.warmup, catalog.products)
+        queries, _ = query_vectors(args.queries + args.warmup)
         for ef_search in args.ef_search or [None]:
             results += measure(catalog, queries[args.warmup :], queries[: args.warmup], ef_search)
 

@@ -13,9 +13,10 @@ PostgreSQL server (the embedded one unless DATABASE_URL is set): Django migratio
   copied into ``$BENCH_CACHE_DIR/media``, so product pages render), one ImageEmbedding each;
 - the active EmbeddingSpace row for the configured embedder, and the HNSW index, rebuilt after the load and timed.
 
-Vectors are shaped like real ones: the shipped embeddings of the 10,000 Fashion-MNIST test images, then copies
-with random perturbations (as in bench/index_size.py), normalised, stored as halfvec. Product, image and
-embedding ids are all ``row + 1``, so ``catalog_vectors(N)[id - 1]`` is product ``id``'s vector.
+Vectors are shaped like real ones: the shipped embeddings of up to 60,000 real product images (Fashion-MNIST's
+training split), then new products between real neighbours (``catalog_vectors``), stored as halfvec. Queries are
+the embeddings of Fashion-MNIST's test images, in no catalog. Product, image and embedding ids are all ``row + 1``,
+so ``catalog_vectors(N)[id - 1]`` is product ``id``'s vector.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ DEPARTMENTS = {"Clothing": [0, 1, 2, 3, 4, 6], "Shoes": [5, 7, 9], "Accessories"
 CLEARANCE_SHARE, LIMITED_SHARE = 1 / 20, 1 / 500
 MISLABELLED_SHARE = 0.15
 PHOTOS = 6  # real photos the image rows point at
+TRAIN_IMAGES = 60_000  # Fashion-MNIST's training split
+VECTORS = "fm-train-neighbour-mix-v2"  # how the vectors are made; change it when catalog_vectors changes
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)  # every row's timestamps
 
 
@@ -62,6 +65,7 @@ class BenchCatalog:
     table_bytes: int  # search_imageembedding without its indexes (incl. TOAST)
     index_bytes: int  # the HNSW index
     vector_bytes: float  # stored size of one vector value
+    build: str = ""  # the vectors and the migrations it was built with: a catalog built otherwise is rebuilt
 
 
 def server_url() -> str:
@@ -78,40 +82,65 @@ def database_url(products: int) -> str:
 
 
 def catalog_vectors(rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The float16 unit vectors stored for ``rows`` products, and each one's Fashion-MNIST class."""
-    base, labels = _base_embeddings(rows)
+    """The float16 unit vectors stored for ``rows`` products, and each one's Fashion-MNIST class.
+
+    The first rows are the real embeddings of Fashion-MNIST's training images; the rest are new products between
+    two real neighbours: a random point on the segment from a real image to one of its 10 nearest real images,
+    plus a little noise. They fill the catalog along the manifold real photos lie on, as more products of the
+    same kinds would. (Isotropic noise around a few bases would make clumps whose members all lie at the same
+    distance from a query, a near-tie no real catalog has.)
+    """
+    base, labels = _real_embeddings("train", min(rows, TRAIN_IMAGES, max(1000, rows // 3)))
+    extra = rows - len(base)
+    if extra <= 0:
+        return base[:rows].astype(np.float16), labels[:rows]
     rng = np.random.default_rng(0)
-    copies = [base]
-    while sum(len(c) for c in copies) < rows:
-        # Per-copy noise of 0.2-0.6 of the vector's length: neighbours, not duplicates.
-        copies.append(base + _noise(rng, base.shape, rng.uniform(0.2, 0.6)))
-    vectors = np.concatenate(copies)[:rows]
-    classes = np.resize(labels, rows)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16), classes
+    neighbours = _nearest_real(base)
+    origin = rng.integers(0, len(base), size=extra)
+    partner = neighbours[origin, rng.integers(0, neighbours.shape[1], size=extra)]
+    along = rng.uniform(0.2, 0.8, size=(extra, 1)).astype(np.float32)
+    new = np.empty((extra, base.shape[1]), dtype=np.float32)
+    for start in range(0, extra, 100_000):  # in blocks: a million rows of float32 temporaries is 1.5 GB each
+        part = slice(start, start + 100_000)
+        mixed = base[origin[part]] * (1 - along[part]) + base[partner[part]] * along[part]
+        mixed += _noise(rng, mixed.shape, 0.1)
+        new[part] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+    return np.concatenate([base, new]).astype(np.float16), np.concatenate([labels, labels[origin]])
 
 
-def query_vectors(count: int, rows: int, *, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out queries: fresh perturbations (never stored) of the base embeddings, as float32 unit vectors."""
-    base, labels = _base_embeddings(rows)
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(base), size=count, replace=False)
-    scales = rng.uniform(0.2, 0.6, size=(count, 1))
-    queries = base[picks] + _noise(rng, (count, base.shape[1]), 1.0) * scales
-    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32), labels[picks]
+def query_vectors(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out queries: embeddings of Fashion-MNIST *test* images, photos of products that are in no catalog."""
+    return _real_embeddings("test", count)
 
 
 def _noise(rng: np.random.Generator, shape, scale) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32) * scale / np.sqrt(shape[1])
 
 
-def _base_embeddings(rows: int) -> tuple[np.ndarray, np.ndarray]:
-    from bench.common import cached_raw_features, embedder
+def _real_embeddings(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shipped (reduced, unit-length, float32) embeddings of the first ``count`` Fashion-MNIST ``split`` images."""
+    from bench.common import cached_raw_features, embedder, unit
     from bench.datasets import fashion_mnist, fashion_mnist_pil
 
     model = embedder("efficientnet-lite0")
-    images, labels = fashion_mnist("test", limit=min(10_000, max(1000, rows // 5)))
-    raw = cached_raw_features(model, f"fm-test-{len(images)}", lambda: fashion_mnist_pil(images))
-    return model.reduction.project(raw).astype(np.float32), labels
+    images, labels = fashion_mnist(split, limit=count)
+    raw = cached_raw_features(model, f"fm-{split}-{len(images)}", lambda: fashion_mnist_pil(images))
+    return unit(model.reduction.project(raw).astype(np.float32)), labels
+
+
+def _nearest_real(base: np.ndarray, k: int = 10) -> np.ndarray:
+    """For each real embedding, its k nearest other real embeddings (cosine): exact, by blocks, cached on disk."""
+    path = CACHE_DIR / "features" / f"fm-train-{len(base)}-nearest-{k}.npy"
+    if path.exists():
+        return np.load(path)
+    nearest = np.empty((len(base), k), dtype=np.int64)
+    for start in range(0, len(base), 500):
+        scores = base[start : start + 500] @ base.T
+        scores[np.arange(len(scores)), np.arange(start, start + len(scores))] = -np.inf  # not itself
+        nearest[start : start + len(scores)] = np.argpartition(-scores, k, axis=1)[:, :k]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, nearest)
+    return nearest
 
 
 def ensure_catalog(products: int, *, maintenance_work_mem: str = "2GB", rebuild: bool = False) -> BenchCatalog:
@@ -125,11 +154,11 @@ def ensure_catalog(products: int, *, maintenance_work_mem: str = "2GB", rebuild:
     if exists and not rebuild:
         with psycopg.connect(url) as connection:
             has_info = connection.execute("SELECT to_regclass(%s) IS NOT NULL", [INFO_TABLE]).fetchone()[0]
-            if has_info:
-                info = connection.execute(f"SELECT info FROM {INFO_TABLE}").fetchone()[0]
+            info = has_info and connection.execute(f"SELECT info FROM {INFO_TABLE}").fetchone()[0]
+            if info and info.get("build") == _build_id():
                 return BenchCatalog(**info)
     with psycopg.connect(server_url(), autocommit=True) as server:
-        # An incomplete build (interrupted) is started again from nothing.
+        # An incomplete build (interrupted), or one of other vectors, is started again from nothing.
         server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         server.execute(f"CREATE DATABASE {name}")
     catalog = _build(products, url, maintenance_work_mem)
@@ -137,6 +166,11 @@ def ensure_catalog(products: int, *, maintenance_work_mem: str = "2GB", rebuild:
         connection.execute(f"CREATE TABLE {INFO_TABLE} (info jsonb NOT NULL)")
         connection.execute(f"INSERT INTO {INFO_TABLE} VALUES (%s)", [json.dumps(asdict(catalog))])
     return catalog
+
+
+def _build_id() -> str:
+    migrations = sorted(path.name for app in ("catalog", "search") for path in (ROOT / app / "migrations").glob("0*.py"))
+    return hashlib.sha1(" ".join([VECTORS, *migrations]).encode()).hexdigest()[:12]
 
 
 def _migrate(url: str) -> None:
@@ -271,6 +305,7 @@ def _build(products: int, url: str, maintenance_work_mem: str) -> BenchCatalog:
         clearance_category_id=clearance, limited_category_id=limited, load_seconds=round(load_seconds, 1),
         index_build_seconds=round(build_seconds, 1), maintenance_work_mem=maintenance_work_mem,
         table_bytes=int(table_bytes), index_bytes=int(index_bytes), vector_bytes=float(vector_bytes),
+        build=_build_id(),
     )  # fmt: skip
 
 
