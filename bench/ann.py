@@ -189,18 +189,19 @@ def main() -> None:
     for r in results:
         target_ms, target_recall = TARGETS[r["case"]]
         always_k = r["min_results"] == min(LIMIT, r["vectors_in_filter"])
-        met = r["p95_ms"] <= target_ms and r["recall_at_12"] >= target_recall and always_k
+        quality = r["recall_at_12"] >= target_recall and always_k
+        met = [quality and p95 <= target_ms for p95 in (r["raw_sql_p95_ms"], r["p95_ms"])]
         rows.append([
             f"{r['rows']:,}", r["case"], f"{r['vectors_in_filter']:,}", r["path"], r["ef_search"], f"{r['p50_ms']:.2f}",
             f"{r['p95_ms']:.2f}", f"{r['raw_sql_p50_ms']:.2f} / {r['raw_sql_p95_ms']:.2f}", f"{r['recall_at_12']:.3f}",
             f"{r['min_results']} / {r['mean_results']:.1f}",
             f"{r['numpy_p50_ms']:.1f} / {r['numpy_p95_ms']:.1f}", f"{r['numpy_p50_ms'] / r['p50_ms']:.1f}x",
             f"p95 <= {target_ms:g} ms, recall >= {target_recall}, {LIMIT} results",
-            ("yes" if met else "no") if r["rows"] >= 1_000_000 else ("(yes)" if met else "(no)"),
+            " / ".join(("yes" if m else "no") if r["rows"] >= 1_000_000 else ("(yes)" if m else "(no)") for m in met),
         ])  # fmt: skip
     print(table(["rows", "case", "vectors in filter", "path", "ef_search", "app p50 ms", "app p95 ms",
                  "statement alone p50 / p95 ms", "recall@12",
-                 "results min / mean", "numpy p50 / p95 ms", "numpy / app (p50)", "target (1M)", "met"],
+                 "results min / mean", "numpy p50 / p95 ms", "numpy / app (p50)", "target (1M)", "met: SQL / app"],
                 rows))  # fmt: skip
     print()
     print(table(
@@ -214,9 +215,11 @@ def main() -> None:
         "\nNotes: targets apply at 1M (smaller sizes marked in parentheses). The 1-in-20 and 1-in-500 categories are"
         " random samples of the catalog (not correlated with look); the other categories follow the image's class."
         " 'app' is `similar_products_to_vector` (exact-or-HNSW decision, nearest vectors, then the products and their"
-        " images); 'statement alone' is its nearest-vectors SQL over psycopg. Recall@12 is against exact search over"
-        " the same float16 vectors; numpy runs in the same process on an in-memory float32 matrix, the filter as a"
-        " mask."
+        " images); 'statement alone' is its nearest-vectors SQL over psycopg, the ANN in SQL that the latency target"
+        " names ('met: SQL'); 'met: app' holds the whole call to the same target. Recall@12 is against exact search"
+        " over the same float16 vectors; numpy runs in the same process on an in-memory float32 matrix, the filter as"
+        " a mask. Catalog vectors: real Fashion-MNIST training-image embeddings, then products between real"
+        " neighbours (bench/catalog.py); queries: Fashion-MNIST test images, in no catalog."
     )
     if args.json:
         with open(args.json, "w") as file:
