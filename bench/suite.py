@@ -38,12 +38,33 @@ def machine_lines() -> list[str]:
     memory_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                          if line.startswith("MemTotal")))
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    matrix_ms, python_ms = speed_reference()
     return [
         f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {os.cpu_count()} cores ({cpu}), {memory_kb / 2**20:.0f} GiB memory, "
         f"Python {platform.python_version()}, {platform.platform()}",
         f"- Load average before the run: {load} (the machine is shared; see each section's notes)",
+        f"- Speed reference (to compare runs on different machines): numpy 200,000 x 384 float32 matrix times a"
+        f" vector {matrix_ms:.1f} ms, Python `sum(range(10**6))` {python_ms:.1f} ms (medians of 20)",
     ]
+
+
+def speed_reference() -> tuple[float, float]:
+    """Two fixed workloads, memory-bound and interpreter-bound: the machines these run on differ by 2-3x."""
+    import numpy as np
+
+    matrix = np.random.default_rng(0).standard_normal((200_000, 384), dtype=np.float32)
+    vector = matrix[0].copy()
+
+    def median_ms(work) -> float:
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            work()
+            timings.append(time.perf_counter() - started)
+        return float(np.median(timings) * 1000)
+
+    return median_ms(lambda: matrix @ vector), median_ms(lambda: sum(range(10**6)))
 
 
 def run_benchmark(module: str, arguments: list[str], *, env: dict) -> tuple[str, float]:
