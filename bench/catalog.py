@@ -158,7 +158,7 @@ def ensure_catalog(products: int, *, maintenance_work_mem: str = "2GB", rebuild:
             if info and info.get("build") == _build_id():
                 return BenchCatalog(**info)
     with psycopg.connect(server_url(), autocommit=True) as server:
-        # An incomplete build (interrupted), or one of other vectors, is started again from nothing.
+        # An incomplete build (interrupted), or one from other vectors or migrations, starts again from nothing.
         server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         server.execute(f"CREATE DATABASE {name}")
     catalog = _build(products, url, maintenance_work_mem)

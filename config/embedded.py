@@ -47,8 +47,9 @@ def tuning() -> dict[str, str]:
     """Server settings for vector search, sized to this machine as pgvector's docs advise.
 
     HNSW reads its graph through shared buffers: at the 128 MB default a million-vector index (1.2 GB) is read
-    page by page from the OS cache on every query (about 7 ms instead of under 1). A quarter of the memory is the
-    usual share; an index build below about 512 MB of maintenance memory spills to disk and takes 4x as long.
+    page by page from the OS cache on every query (measured: twice the latency; docs/performance.md). A quarter of
+    the memory is the usual share; an index build below about 512 MB of maintenance memory spills to disk and takes
+    4x as long.
     """
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return {
@@ -59,7 +60,8 @@ def tuning() -> dict[str, str]:
 
 def _ensure_tuned(server) -> None:
     """Apply ``tuning()`` once per data directory (shared_buffers needs a restart: done here, in about a second)."""
-    wanted = repr(tuning())
+    settings = tuning()
+    wanted = repr(settings)
     marker = PG_DATA / ".lookalike-tuning"
     if marker.exists() and marker.read_text() == wanted:
         return
@@ -69,7 +71,7 @@ def _ensure_tuned(server) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # processes starting together restart the server once
         if marker.exists() and marker.read_text() == wanted:
             return
-        for name, value in tuning().items():
+        for name, value in settings.items():
             server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
         # pg_ctl restart keeps the options the server was started with (its socket directory) from postmaster.opts.
         pgexec("pg_ctl", ("-w", "-D", str(PG_DATA), "restart", "-m", "fast"), bin_path=server.bin_path,
