@@ -52,7 +52,7 @@ def similar_products_to_vector(
 ) -> list[SimilarProduct]:
     """The ``limit`` active products whose best image is nearest to ``vector``, best first, scoring >= threshold.
 
-    Filters over few products are searched exactly (cheaper than walking the graph, and exact); others use the
+    Filters over few vectors are searched exactly (cheaper than walking the graph, and exact); others use the
     HNSW index with iterative scans, so a category filter still yields ``limit`` products when they exist.
     """
     model = model or search_space_model()
