@@ -117,7 +117,9 @@ def image_embedding_mark_pending(
         count = ProductImage.objects.filter(pk__in=image_ids).update(
             embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model=""
         )
-        ImageEmbedding.objects.filter(image_id__in=image_ids, model=active_embedder().id).delete()
+        # Every space's vector of these photos is stale (a replaced file) or unwanted (re-embed); the worker writes
+        # the configured model's. Needing no model id, this works even while the model cannot be loaded.
+        ImageEmbedding.objects.filter(image_id__in=image_ids).delete()
         image_embedding_dispatch(image_ids=image_ids, on_not_queued=on_not_queued)
     return count
 

@@ -97,6 +97,45 @@ def test_reembed_action_resets_and_queues(admin_client, product, django_capture_
     assert len(callbacks) == 1
 
 
+@pytest.fixture
+def reduction_file_missing(monkeypatch, tmp_path):
+    """A deployment whose reduction .npz went missing: the model cannot be identified, let alone loaded."""
+    from search import embeddings
+
+    monkeypatch.setattr(embeddings, "reduction_path", lambda **_: tmp_path / "gone.npz")
+    embeddings.get_embedder.cache_clear()  # a fresh embedder, which has not loaded its reduction yet
+    yield
+    embeddings.get_embedder.cache_clear()
+
+
+def test_reembed_works_while_the_model_cannot_be_identified(
+    admin_client, product, django_capture_on_commit_callbacks, request
+):
+    from catalog.services import product_image_add
+    from search.models import ImageEmbedding
+
+    image = product_image_add(product=product, file=uploaded_image())
+    search_services.images_embed(image_ids=[image.pk])
+    assert ImageEmbedding.objects.filter(image=image).exists()
+    request.getfixturevalue("reduction_file_missing")
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(
+            reverse("admin:catalog_product_changelist"),
+            {"action": "reembed_images", "_selected_action": [product.pk]},
+            follow=True,
+        )
+
+    assert response.status_code == 200 and "Queued 1 image(s)" in response.text
+    assert not ImageEmbedding.objects.filter(image=image).exists()  # no stale vector would mark it ready later
+    assert len(callbacks) == 1
+    # The worker's turn: the image fails with the reason instead of crashing.
+    assert search_services.images_embed(image_ids=[image.pk])["failed"] == 1
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.FAILED
+    assert image.embedding_error.startswith("model unavailable: cannot load the efficientnet-lite0 reduction")
+
+
 def test_anonymous_users_cannot_reach_the_admin(client):
     response = client.get(reverse("admin:catalog_product_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
