@@ -1,5 +1,6 @@
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -26,6 +27,18 @@ class Category(models.Model):
 
     def get_absolute_url(self):
         return reverse("catalog:category", kwargs={"slug": self.slug})
+
+    def clean(self):
+        super().clean()
+        # The database refuses a cycle too (migration 0005's trigger); this says so in words, on the form.
+        if self.parent_id is not None and self.pk is not None:
+            from catalog.categories import category_is_below  # the tree module imports this one
+
+            if category_is_below(category_id=self.parent_id, ancestor_id=self.pk):
+                raise ValidationError(
+                    {"parent": "A category cannot be placed under itself or one of its own subcategories."},
+                    code="category_cycle",
+                )
 
 
 class Product(models.Model):
