@@ -42,9 +42,14 @@ class Category(models.Model):
 
 
 class Product(models.Model):
-    # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/".
+    # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/", nor be "." or ".." (path segments
+    # that browsers and proxies resolve away: /p/../ is /, so such a product's page could never be reached).
     sku = models.CharField(
-        "SKU", max_length=64, unique=True, validators=[RegexValidator(r"^[^/]+\Z", "A SKU cannot contain '/'.")]
+        "SKU", max_length=64, unique=True, validators=[
+            RegexValidator(r"^[^/]+\Z", "A SKU cannot contain '/'."),
+            RegexValidator(r"^\.\.?\Z", "A SKU cannot be '.' or '..': its page address would lead elsewhere.",
+                           inverse_match=True),
+        ],
     )
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -73,6 +78,7 @@ class Product(models.Model):
             models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso_4217"),
             models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
             models.CheckConstraint(condition=~Q(sku__contains="/"), name="product_sku_no_slash"),
+            models.CheckConstraint(condition=~Q(sku__in=[".", ".."]), name="product_sku_not_dot_segment"),
             models.CheckConstraint(condition=~Q(title=""), name="product_title_not_empty"),
         ]
 
