@@ -32,6 +32,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.ApiJsonErrorsMiddleware",  # first: it sees every answer, and the exceptions of the others
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.RequestBodyLimitMiddleware",  # before anything that reads the body (CSRF, sessions)
