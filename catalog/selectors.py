@@ -18,8 +18,6 @@ from catalog.categories import (  # noqa: F401
     category_descendant_ids,
     category_list,
     category_parents,
-    category_paths,
-    category_tree,
     category_tree_roots,
     lineage,
 )
