@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, status, viewsets
@@ -18,7 +17,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog import selectors, services
-from catalog.models import Category, Product, ProductImage
+from catalog.models import Category, Product
 from catalog.serializers import (
     CategoryFilterSerializer,
     CategorySerializer,
@@ -52,34 +51,16 @@ def api_validation_error(error: DjangoValidationError) -> ValidationError:
     return ValidationError({"non_field_errors": error.messages})
 
 
-def _staff_products() -> QuerySet[Product]:
-    """Every product, inactive ones included, with all images (staff see what shoppers cannot)."""
-    return Product.objects.select_related("category").prefetch_related(
-        Prefetch("images", queryset=ProductImage.objects.order_by("position", "pk"))
+def _product_list(*, filters: dict, staff: bool):
+    return selectors.product_api_list(
+        category=filters.get("category"),
+        query=filters.get("q") or "",
+        sort=filters.get("sort") or selectors.DEFAULT_SORT,
+        min_price=filters.get("min_price"),
+        max_price=filters.get("max_price"),
+        staff=staff,
+        active=filters.get("active"),
     )
-
-
-def _product_list(*, filters: dict, staff: bool) -> QuerySet[Product]:
-    category = filters.get("category")
-    category_ids = selectors.category_descendant_ids(category=category) if category is not None else None
-    if filters.get("q"):
-        queryset = selectors.product_search(query=filters["q"])  # ranked, active products only
-        if category_ids is not None:
-            queryset = queryset.filter(category_id__in=category_ids)
-    elif staff:
-        sort = selectors.PRODUCT_SORTS[filters.get("sort") or selectors.DEFAULT_SORT]
-        queryset = _staff_products().order_by(*sort)
-        if category_ids is not None:
-            queryset = queryset.filter(category_id__in=category_ids)
-    else:
-        queryset = selectors.product_list(category_ids=category_ids, sort=filters.get("sort") or selectors.DEFAULT_SORT)
-    if staff and filters.get("active") is not None:
-        queryset = queryset.filter(active=filters["active"])
-    if filters.get("min_price") is not None:
-        queryset = queryset.filter(price__gte=filters["min_price"])
-    if filters.get("max_price") is not None:
-        queryset = queryset.filter(price__lte=filters["max_price"])
-    return queryset
 
 
 @extend_schema_view(
@@ -115,7 +96,7 @@ class ProductViewSet(viewsets.GenericViewSet):
 
     def _product(self, sku: str) -> Product:
         if is_staff(self.request):
-            product = _staff_products().filter(sku=sku).first()
+            product = selectors.product_detail_for_staff(sku=sku)
         else:
             product = selectors.product_detail(sku=sku)
         if product is None:
@@ -138,7 +119,7 @@ class ProductViewSet(viewsets.GenericViewSet):
             product = services.product_create(**serializer.validated_data)
         except DjangoValidationError as error:
             raise api_validation_error(error) from None
-        product = _staff_products().get(pk=product.pk)
+        product = selectors.product_detail_for_staff(sku=product.sku)
         data = ProductSerializer(product, context={"request": request}).data
         location = request.build_absolute_uri(reverse("api:product-detail", kwargs={"sku": product.sku}))
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
@@ -180,20 +161,25 @@ class ProductViewSet(viewsets.GenericViewSet):
     list=extend_schema(summary="List categories", parameters=[CategoryFilterSerializer]),
     retrieve=extend_schema(summary="One category"),
 )
-class CategoryViewSet(viewsets.ReadOnlyModelViewSet):
+class CategoryViewSet(viewsets.GenericViewSet):
     lookup_field = "slug"
     serializer_class = CategorySerializer
     pagination_class = Pagination
     permission_classes = [permissions.AllowAny]
-    queryset = Category.objects.select_related("parent").order_by("name", "pk")
+    queryset = Category.objects.none()  # reads go through catalog.selectors; this only names the model for the schema
 
-    def filter_queryset(self, queryset):
-        if self.action != "list":
-            return queryset
-        filters = CategoryFilterSerializer(data=self.request.query_params)
+    def list(self, request):
+        filters = CategoryFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        if filters.validated_data.get("parent") is not None:
-            queryset = queryset.filter(parent=filters.validated_data["parent"])
-        if filters.validated_data.get("root") is not None:
-            queryset = queryset.filter(parent__isnull=filters.validated_data["root"])
-        return queryset
+        categories = selectors.category_list(
+            parent=filters.validated_data.get("parent"), root=filters.validated_data.get("root")
+        )
+        page = self.paginate_queryset(categories)
+        return self.get_paginated_response(CategorySerializer(page, many=True, context={"request": request}).data)
+
+    def retrieve(self, request, slug):
+        try:
+            category = selectors.category_by_slug(slug=slug)
+        except selectors.UnknownCategory as error:
+            raise NotFound(str(error)) from None
+        return Response(CategorySerializer(category, context={"request": request}).data)

@@ -1,5 +1,6 @@
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -27,11 +28,28 @@ class Category(models.Model):
     def get_absolute_url(self):
         return reverse("catalog:category", kwargs={"slug": self.slug})
 
+    def clean(self):
+        super().clean()
+        # The database refuses a cycle too (migration 0005's trigger); this says so in words, on the form.
+        if self.parent_id is not None and self.pk is not None:
+            from catalog.categories import category_is_below  # the tree module imports this one
+
+            if category_is_below(category_id=self.parent_id, ancestor_id=self.pk):
+                raise ValidationError(
+                    {"parent": "A category cannot be placed under itself or one of its own subcategories."},
+                    code="category_cycle",
+                )
+
 
 class Product(models.Model):
-    # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/".
+    # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/", nor be "." or ".." (path segments
+    # that browsers and proxies resolve away: /p/../ is /, so such a product's page could never be reached).
     sku = models.CharField(
-        "SKU", max_length=64, unique=True, validators=[RegexValidator(r"^[^/]+\Z", "A SKU cannot contain '/'.")]
+        "SKU", max_length=64, unique=True, validators=[
+            RegexValidator(r"^[^/]+\Z", "A SKU cannot contain '/'."),
+            RegexValidator(r"^\.\.?\Z", "A SKU cannot be '.' or '..': its page address would lead elsewhere.",
+                           inverse_match=True),
+        ],
     )
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -60,6 +78,7 @@ class Product(models.Model):
             models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso_4217"),
             models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
             models.CheckConstraint(condition=~Q(sku__contains="/"), name="product_sku_no_slash"),
+            models.CheckConstraint(condition=~Q(sku__in=[".", ".."]), name="product_sku_not_dot_segment"),
             models.CheckConstraint(condition=~Q(title=""), name="product_title_not_empty"),
         ]
 

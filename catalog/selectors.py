@@ -1,50 +1,30 @@
-"""Reads for the shopper pages. Views call these; every list comes with what its template needs prefetched."""
+"""Reads for the shopper pages and the API. Views and API modules call these; every list comes with what its
+template or serializer needs prefetched."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db import connection
 from django.db.models import F, Prefetch, QuerySet, Window
 from django.db.models.functions import RowNumber
 
+# The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
+from catalog.categories import (  # noqa: F401
+    UnknownCategory,
+    category_ancestors,
+    category_by_slug,
+    category_children,
+    category_descendant_ids,
+    category_list,
+    category_parents,
+    category_tree_roots,
+    lineage,
+)
 from catalog.models import Category, Product, ProductImage
 
 PRODUCT_SORTS = {"title": ("title", "pk"), "newest": ("-created_at", "-pk")}
 DEFAULT_SORT = "title"
-
-
-def category_tree_roots() -> list[Category]:
-    return list(Category.objects.filter(parent__isnull=True).order_by("name"))
-
-
-def category_ancestors(*, category: Category) -> list[Category]:
-    """The category's ancestors, root first, without the category itself (one query)."""
-    table = Category._meta.db_table
-    sql = f"""
-        WITH RECURSIVE up(id, parent_id, depth) AS (
-            SELECT id, parent_id, 0 FROM {table} WHERE id = %s
-            UNION ALL
-            SELECT c.id, c.parent_id, up.depth + 1 FROM {table} c JOIN up ON c.id = up.parent_id
-        )
-        SELECT c.* FROM {table} c JOIN up ON c.id = up.id WHERE up.depth > 0 ORDER BY up.depth DESC
-    """
-    return list(Category.objects.raw(sql, [category.pk]))
-
-
-def category_descendant_ids(*, category: Category) -> list[int]:
-    """The category's id and those of all categories below it (one query)."""
-    table = Category._meta.db_table
-    sql = f"""
-        WITH RECURSIVE down(id) AS (
-            SELECT id FROM {table} WHERE id = %s
-            UNION
-            SELECT c.id FROM {table} c JOIN down ON c.parent_id = down.id
-        )
-        SELECT id FROM down ORDER BY id
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [category.pk])
-        return [row[0] for row in cursor.fetchall()]
 
 
 def category_cover_images(*, categories: list[Category]) -> dict[int, ProductImage]:
@@ -53,7 +33,7 @@ def category_cover_images(*, categories: list[Category]) -> dict[int, ProductIma
     Two queries whatever the number of categories: the (id, parent) pairs of the whole tree, and one
     image per leaf-most category that has any (DISTINCT ON); the tree walk happens in Python.
     """
-    parents = dict(Category.objects.values_list("id", "parent_id"))
+    parents = category_parents()
     wanted = {category.pk for category in categories}
     images = (
         ProductImage.objects.filter(product__active=True)
@@ -63,13 +43,9 @@ def category_cover_images(*, categories: list[Category]) -> dict[int, ProductIma
     )
     covers: dict[int, ProductImage] = {}
     for image in sorted(images, key=lambda image: image.product.created_at, reverse=True):
-        category_id = image.product.category_id
-        seen = set()
-        while category_id is not None and category_id not in seen:  # `seen` guards against a cycle
-            seen.add(category_id)
+        for category_id in lineage(parents, image.product.category_id):
             if category_id in wanted:
                 covers.setdefault(category_id, image)
-            category_id = parents.get(category_id)
     return covers
 
 
@@ -109,6 +85,51 @@ def product_detail(*, sku: str) -> Product | None:
     return (
         Product.objects.filter(sku=sku, active=True)
         .select_related("category")
-        .prefetch_related(Prefetch("images", queryset=ProductImage.objects.order_by("position", "pk")))
+        .prefetch_related(_all_images())
         .first()
     )
+
+
+def _all_images() -> Prefetch:
+    return Prefetch("images", queryset=ProductImage.objects.order_by("position", "pk"))
+
+
+def product_detail_for_staff(*, sku: str) -> Product | None:
+    """A product, active or not, with its category and all its images in gallery order, or None."""
+    return Product.objects.filter(sku=sku).select_related("category").prefetch_related(_all_images()).first()
+
+
+def product_api_list(
+    *,
+    category: Category | None = None,
+    query: str = "",
+    sort: str = DEFAULT_SORT,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    staff: bool = False,
+    active: bool | None = None,
+) -> QuerySet[Product]:
+    """The API's product list: ranked by ``query`` when given (active products only), otherwise sorted.
+
+    Shoppers see active products with their card image; ``staff`` see inactive ones too (optionally only
+    ``active`` or inactive ones) with all their images.
+    """
+    category_ids = category_descendant_ids(category=category) if category is not None else None
+    if query:
+        products = product_search(query=query)
+        if category_ids is not None:
+            products = products.filter(category_id__in=category_ids)
+    elif staff:
+        products = Product.objects.select_related("category").prefetch_related(_all_images())
+        products = products.order_by(*PRODUCT_SORTS.get(sort, PRODUCT_SORTS[DEFAULT_SORT]))
+        if category_ids is not None:
+            products = products.filter(category_id__in=category_ids)
+    else:
+        products = product_list(category_ids=category_ids, sort=sort)
+    if staff and active is not None:
+        products = products.filter(active=active)
+    if min_price is not None:
+        products = products.filter(price__gte=min_price)
+    if max_price is not None:
+        products = products.filter(price__lte=max_price)
+    return products

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from catalog.categories import UnknownCategory, category_by_slug, category_list, category_paths
 from catalog.models import Category, Product, ProductImage
 
 PATH_SEPARATOR = " > "
@@ -21,21 +22,8 @@ class CategoryPaths:
 
     def __getitem__(self, category_id: int) -> str:
         if self._paths is None:
-            self._paths = self._load()
+            self._paths = category_paths(separator=PATH_SEPARATOR)
         return self._paths[category_id]
-
-    @staticmethod
-    def _load() -> dict[int, str]:
-        rows = {pk: (name, parent) for pk, name, parent in Category.objects.values_list("id", "name", "parent_id")}
-        paths: dict[int, str] = {}
-        for pk in rows:
-            names, seen, current = [], set(), pk
-            while current is not None and current not in seen:  # `seen` guards against a cycle
-                seen.add(current)
-                name, current = rows[current]
-                names.append(name)
-            paths[pk] = PATH_SEPARATOR.join(reversed(names))
-        return paths
 
 
 def _absolute(request, url: str) -> str:
@@ -110,19 +98,29 @@ class ProductSerializer(ProductSummarySerializer):
 # --- Input ----------------------------------------------------------------------------------------------
 
 
-class _SlugLookupField(serializers.SlugRelatedField):
-    """A slug that is checked for NUL before it is looked up: PostgreSQL text cannot hold one (a 500 otherwise)."""
+class CategorySlugField(serializers.SlugRelatedField):
+    """A category given by its slug: looked up by catalog.categories.category_by_slug, which words the error."""
 
-    def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
+    def __init__(self, **kwargs):
+        # Names the model for the OpenAPI schema only; choices (the browsable API's form) come from get_queryset.
+        super().__init__(slug_field="slug", queryset=Category.objects.none(), **kwargs)
+
+    def get_queryset(self):
+        return category_list()
+
+    def to_internal_value(self, data) -> Category:
+        if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        try:
+            return category_by_slug(slug=data)
+        except UnknownCategory as error:
+            raise serializers.ValidationError(str(error)) from None
 
 
 class ProductWriteSerializer(serializers.ModelSerializer):
     """What staff send to create or change a product; catalog.services does the writing."""
 
-    category = _SlugLookupField(slug_field="slug", queryset=Category.objects.all())
+    category = CategorySlugField(help_text="The category's slug.")
     price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
 
@@ -141,7 +139,7 @@ class ProductImageUploadSerializer(serializers.Serializer):
 class ProductFilterSerializer(serializers.Serializer):
     """Query parameters of the product list."""
 
-    category = serializers.SlugField(required=False, help_text="A category slug; includes its subcategories.")
+    category = CategorySlugField(required=False, help_text="A category slug; includes its subcategories.")
     q = serializers.CharField(required=False, max_length=200, help_text="Full-text search in titles and descriptions.")
     min_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
     max_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
@@ -149,12 +147,6 @@ class ProductFilterSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None, help_text="Staff only: filter by active flag (default: all)."
     )
     sort = serializers.ChoiceField(choices=["title", "newest"], required=False, help_text="Ignored when q is given.")
-
-    def validate_category(self, slug: str) -> Category:
-        category = Category.objects.filter(slug=slug).first()
-        if category is None:
-            raise serializers.ValidationError(f"Unknown category '{slug}'.")
-        return category
 
     def validate(self, attrs):
         low, high = attrs.get("min_price"), attrs.get("max_price")
@@ -164,13 +156,7 @@ class ProductFilterSerializer(serializers.Serializer):
 
 
 class CategoryFilterSerializer(serializers.Serializer):
-    parent = serializers.SlugField(required=False, help_text="Only the direct children of this category.")
+    parent = CategorySlugField(required=False, help_text="Only the direct children of this category.")
     root = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="true: only top-level categories; false: only others."
     )
-
-    def validate_parent(self, slug: str) -> Category:
-        category = Category.objects.filter(slug=slug).first()
-        if category is None:
-            raise serializers.ValidationError(f"Unknown category '{slug}'.")
-        return category

@@ -4,10 +4,10 @@ import logging
 
 from django.core.paginator import Paginator
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
 from catalog import selectors
-from catalog.models import Category, EmbeddingStatus
+from catalog.models import EmbeddingStatus
 from catalog.page_cache import cache_catalog_page
 from search.selectors import similar_products_to_product
 
@@ -38,7 +38,10 @@ def home(request):
 
 @cache_catalog_page
 def category_detail(request, slug):
-    category = get_object_or_404(Category, slug=slug)
+    try:
+        category = selectors.category_by_slug(slug=slug)
+    except selectors.UnknownCategory as error:
+        raise Http404(str(error)) from None
     sort = request.GET.get("sort")
     if sort not in selectors.PRODUCT_SORTS:
         sort = selectors.DEFAULT_SORT
@@ -52,7 +55,7 @@ def category_detail(request, slug):
         {
             "category": category,
             "ancestors": ancestors,
-            "subcategories": list(category.children.all()),
+            "subcategories": selectors.category_children(category=category),
             "sort": sort,
             "current_root_slug": (ancestors[0] if ancestors else category).slug,
             **_paginate(request, products),

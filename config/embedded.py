@@ -3,7 +3,7 @@
 Used only when DATABASE_URL / REDIS_URL are not set. Both servers keep their data under
 ``STATE_DIR`` so the catalog survives restarts, and both are left running as daemons: every
 process (web, worker, manage.py, pytest) that imports the settings finds the running server
-and reuses it; ``manage.py services stop`` (or ``bin/lookalike stop``) shuts them down.
+and reuses it; ``python -m config.embedded stop`` (or ``bin/lookalike stop``) shuts them down.
 See docs/embedded-services.md for why these two components.
 """
 

@@ -1,9 +1,28 @@
-"""Refuse oversized request bodies before anything reads them, and URLs PostgreSQL cannot compare."""
+"""Request guards and the JSON shape of errors under /api/.
+
+RequestBodyLimitMiddleware refuses oversized request bodies before anything reads them, and URLs PostgreSQL
+cannot compare. ApiJsonErrorsMiddleware makes every error under /api/ a JSON answer with the right status,
+whatever produced it (DRF, Django's URL resolver, a request Django refuses before DRF parses it, a crash), in
+development (DEBUG) as in production.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.core import signals
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.http import Http404, HttpResponse, JsonResponse
+from django.utils.log import log_response
+
+API_PREFIX = "/api/"
 
 # Room for the multipart envelope and the other form fields around a file of UPLOAD_MAX_BYTES; a file that
 # fits in the slack but not the limit is refused later, with a field message, by the image check.
@@ -48,11 +67,111 @@ def _too_large(request, message: str) -> HttpResponse:
 
 
 def _answer(request, message: str, *, status: int) -> HttpResponse:
-    if request.path_info.startswith("/api/"):
+    if request.path_info.startswith(API_PREFIX):
         response = JsonResponse({"detail": message}, status=status)
     else:
         response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     # This answer skips CommonMiddleware, which sets the length. Without it the client reads until the server
     # closes the connection, and a server that reads the unread body first (Django's own) never does.
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+# --- JSON errors under /api/ ---
+
+# What a client of the API is told when the answer was not made by DRF (which words its own errors).
+STATUS_MESSAGES = {
+    400: "Bad request.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "The request is too large.",
+    500: "A server error occurred.",
+}
+# Headers of a replaced answer that still hold for its JSON replacement.
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Vary")
+
+
+class ApiJsonErrorsMiddleware:
+    """Every error under /api/ as ``{"detail": "..."}`` JSON with the right status. It must come first in MIDDLEWARE.
+
+    Django answers some API requests itself, in HTML: a path no URL matches (404), an exception (500, or the
+    debug page), and the requests it refuses as suspicious when they are parsed: more than
+    DATA_UPLOAD_MAX_NUMBER_FIELDS fields or parameters, more than DATA_UPLOAD_MAX_NUMBER_FILES files, a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE. Those reach process_exception (their type decides 400 or 413); whatever else
+    comes back as a non-JSON error is replaced here. DRF's own answers (JSON, or the browsable API's HTML when a
+    browser asks for it) are left alone.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and request.path_info.startswith(API_PREFIX)
+            and getattr(response, "accepted_renderer", None) is None  # not one DRF rendered
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            response = _json_error(STATUS_MESSAGES.get(response.status_code, "Error."), response.status_code,
+                                   replaced=response)
+        return response
+
+    def process_exception(self, request, exception):
+        if not request.path_info.startswith(API_PREFIX):
+            return None
+        # In DEBUG, DRF may raise an AttributeError of its own while handling the first exception (when that came
+        # before content negotiation, e.g. while parsing the query string): look at the chain, not the last one.
+        refused = _in_chain(exception, SuspiciousOperation)
+        if refused is not None:
+            return _refused(request, refused)
+        if _in_chain(exception, Http404) is not None:
+            return _json_error(STATUS_MESSAGES[404], 404)
+        if _in_chain(exception, PermissionDenied) is not None:
+            return _json_error(STATUS_MESSAGES[403], 403)
+        # A crash: reported as Django reports one (the signal, which also lets the test client re-raise it, and
+        # the django.request log with the traceback), answered in JSON instead of the debug or 500 page.
+        signals.got_request_exception.send(sender=None, request=request)
+        response = _json_error(STATUS_MESSAGES[500], 500)
+        log_response("%s: %s", "Internal Server Error", request.path, response=response, request=request,
+                     exception=exception)
+        return response
+
+
+def _in_chain(exception: BaseException, kind: type) -> BaseException | None:
+    seen = set()
+    while exception is not None and id(exception) not in seen:
+        if isinstance(exception, kind):
+            return exception
+        seen.add(id(exception))
+        exception = exception.__cause__ or exception.__context__
+    return None
+
+
+def _refused(request, exception: SuspiciousOperation) -> HttpResponse:
+    if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        request._mark_post_parse_error()  # as Django does: reading POST again would raise again
+    # Logged where Django logs them, so the same alerting sees them.
+    logging.getLogger(f"django.security.{exception.__class__.__name__}").error(
+        str(exception), extra={"status_code": 400, "request": request}
+    )
+    if isinstance(exception, RequestDataTooBig):
+        return _json_error(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.", 413)
+    if isinstance(exception, TooManyFieldsSent):
+        return _json_error(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields or query parameters.", 400
+        )
+    if isinstance(exception, TooManyFilesSent):
+        return _json_error(f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files.", 400)
+    return _json_error(STATUS_MESSAGES[400], 400)
+
+
+def _json_error(message: str, status: int, *, replaced: HttpResponse | None = None) -> JsonResponse:
+    response = JsonResponse({"detail": message}, status=status)
+    for header in KEPT_HEADERS:
+        if replaced is not None and header in replaced:
+            response[header] = replaced[header]
+    # Made outside CommonMiddleware, which sets the length (see _answer).
     response["Content-Length"] = str(len(response.content))
     return response

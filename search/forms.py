@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from catalog.categories import UnknownCategory, category_by_slug, category_tree
 from catalog.models import Category
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 
@@ -16,20 +17,7 @@ INDENT = "\u00a0\u00a0\u00a0"
 
 def category_choices() -> list[tuple[str, str]]:
     """("", "All categories") then every category as an indented tree, siblings by name (one query)."""
-    children: dict[int | None, list[Category]] = {}
-    for category in Category.objects.order_by("name", "pk"):
-        children.setdefault(category.parent_id, []).append(category)
-    choices = [("", "All categories")]
-    stack = [(category, 0) for category in reversed(children.get(None, []))]
-    seen = set()
-    while stack:
-        category, depth = stack.pop()
-        if category.pk in seen:  # a cycle made by hand in the database must not hang the page
-            continue
-        seen.add(category.pk)
-        choices.append((category.slug, INDENT * depth + category.name))
-        stack.extend((child, depth + 1) for child in reversed(children.get(category.pk, [])))
-    return choices
+    return [("", "All categories"), *((c.slug, INDENT * depth + c.name) for c, depth in category_tree())]
 
 
 class PhotoSearchForm(forms.Form):
@@ -67,10 +55,12 @@ class PhotoSearchForm(forms.Form):
         slug = self.cleaned_data["category"]
         if not slug:
             return None
-        category = Category.objects.filter(slug=slug).first()
-        if category is None:  # deleted between rendering the choices and validating them
-            raise ValidationError(self.fields["category"].error_messages["invalid_choice"], code="invalid_choice")
-        return category
+        try:
+            return category_by_slug(slug=slug)
+        except UnknownCategory:  # deleted between rendering the choices and validating them
+            raise ValidationError(
+                self.fields["category"].error_messages["invalid_choice"], code="invalid_choice"
+            ) from None
 
     def clean_limit(self) -> int:
         return self.cleaned_data["limit"] or RESULTS_PER_PAGE

@@ -7,29 +7,18 @@ import math
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from catalog.models import Category
-from catalog.serializers import ProductSummarySerializer
+from catalog.serializers import CategorySlugField, ProductSummarySerializer
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 
 DEFAULT_LIMIT = 12
 MAX_LIMIT = 100
 
 
-def _category(slug: str) -> Category:
-    category = Category.objects.filter(slug=slug).first()
-    if category is None:
-        raise serializers.ValidationError(f"Unknown category '{slug}'.")
-    return category
-
-
 class _ScopeSerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-    category = serializers.SlugField(
+    category = CategorySlugField(
         required=False, help_text="Only products in this category or below it (default: the whole catalog)."
     )
-
-    def validate_category(self, slug: str) -> Category:
-        return _category(slug)
 
 
 class SimilarQuerySerializer(_ScopeSerializer):

@@ -393,6 +393,17 @@ def test_invalid_products_get_400(staff_api, shelf, change, field):
     assert response.status_code == 400 and field in response.json()
 
 
+@pytest.mark.parametrize("sku", [".", ".."])
+def test_skus_that_are_path_segments_get_400_naming_sku(staff_api, shelf, sku):
+    """/p/./ and /p/../ resolve to other pages, so such a product's page could never be reached."""
+    message = "A SKU cannot be '.' or '..': its page address would lead elsewhere."
+    created = staff_api.post(PRODUCTS, {**NEW_PRODUCT, "sku": sku}, format="json")
+    assert created.status_code == 400 and created.json() == {"sku": [message]}
+    renamed = staff_api.patch(f"{PRODUCTS}SOFA-1/", {"sku": sku}, format="json")
+    assert renamed.status_code == 400 and renamed.json() == {"sku": [message]}
+    assert not Product.objects.filter(sku=sku).exists()
+
+
 def test_staff_upload_an_image_which_queues_its_embedding(
     staff_api, shelf, settings, django_capture_on_commit_callbacks
 ):

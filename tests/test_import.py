@@ -183,6 +183,24 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db
     assert len(_stored_files(media_root)) == 2 * ProductImage.objects.count() == 4  # photos and their thumbnails
 
 
+def test_skus_that_are_path_segments_are_reported_rows(db, shop):
+    """/p/./ and /p/../ resolve to other pages, so such a product's page could never be reached."""
+    text = (
+        HEADER
+        + ".,Dot chair,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # line 2
+        + "..,Dot dot chair,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # 3
+        + "OK-1,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # 4
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    message = "sku: A SKU cannot be '.' or '..': its page address would lead elsewhere."
+    assert [(failure.line, failure.sku, failure.message) for failure in summary.failed] == [
+        (2, ".", message), (3, "..", message),
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
 def test_relative_paths_are_looked_up_in_the_images_dir_and_may_not_leave_it(db, shop):
     text = (
         HEADER

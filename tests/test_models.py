@@ -24,7 +24,8 @@ def test_sku_is_unique(category):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("price", Decimal("-0.01")), ("currency", "usd"), ("currency", "EURO"), ("sku", ""), ("title", "")],
+    [("price", Decimal("-0.01")), ("currency", "usd"), ("currency", "EURO"), ("sku", ""), ("sku", "."), ("sku", ".."),
+     ("title", "")],
 )
 def test_product_field_checks(category, field, value):
     fields = {"sku": "OK-1", "title": "Lamp", "price": Decimal("5.00"), "currency": "USD", field: value}

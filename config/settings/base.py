@@ -32,6 +32,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.ApiJsonErrorsMiddleware",  # first: it sees every answer, and the exceptions of the others
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.RequestBodyLimitMiddleware",  # before anything that reads the body (CSRF, sessions)
@@ -105,7 +106,9 @@ STORAGES = {
 }
 
 # --- Uploads ---
-# Whole-request cap (Django rejects bigger bodies) and per-image caps enforced by the image validator.
+# UPLOAD_MAX_BYTES caps a request's body (config.middleware.RequestBodyLimitMiddleware refuses a bigger one from
+# its Content-Length; Django itself would stream any size of file to disk) and each image (the image validator).
+# DATA_UPLOAD_MAX_MEMORY_SIZE caps what Django reads into memory: the body less its files.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440

@@ -14,8 +14,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.models import Category, EmbeddingStatus, ProductImage
-from catalog.selectors import category_descendant_ids
+from catalog.models import EmbeddingStatus, ProductImage
+from catalog.selectors import UnknownCategory, category_by_slug, category_descendant_ids
 from search.embeddings import active_embedder
 from search.services import embedding_space_sync, image_embedding_enqueue, images_embed
 
@@ -36,9 +36,10 @@ class Command(BaseCommand):
     def handle(self, *args, category=None, only=None, batch_size=64, background=False, **options):
         images = ProductImage.objects.all()
         if category:
-            root = Category.objects.filter(slug=category).first()
-            if root is None:
-                raise CommandError(f"no category with slug {category!r}")
+            try:
+                root = category_by_slug(slug=category)
+            except UnknownCategory as error:
+                raise CommandError(str(error)) from None
             images = images.filter(product__category_id__in=category_descendant_ids(category=root))
         if only:
             statuses = {status.strip() for status in only.split(",") if status.strip()}

@@ -1,0 +1,82 @@
+"""Every error under /api/ is JSON with the right status, in development (DEBUG) and production settings alike.
+
+Django answers some API requests itself, before or around DRF: a path no URL matches, a request it refuses while
+parsing it (too many fields, parameters or files; a body over its memory limit), a crash. Those were HTML pages
+(or, in development, a debug page, or no answer at all: DRF's DEBUG handling raised while reporting the first error).
+The test client normally re-raises a view's exception; here it answers as a server would.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+
+from tests.factories import ProductFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])]
+
+TOO_MANY = "The request has more than 1000 fields or query parameters."
+
+
+@pytest.fixture
+def client(settings, debug):
+    settings.DEBUG = debug
+    return Client(raise_request_exception=False)
+
+
+def _json(response, status: int) -> dict:
+    assert response.status_code == status, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert int(response["Content-Length"]) == len(response.content)
+    return response.json()
+
+
+def test_an_unknown_api_path_is_a_json_404(client):
+    assert _json(client.get("/api/v1/nope/"), 404) == {"detail": "Not found."}
+    assert _json(client.post("/api/v1/nope/", {"a": "1"}), 404) == {"detail": "Not found."}
+
+
+def test_the_shop_keeps_its_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_too_many_query_parameters_is_a_json_400(client):
+    query = "&".join(f"p{n}=1" for n in range(1001))
+    assert _json(client.get(f"/api/v1/products/?{query}"), 400) == {"detail": TOO_MANY}
+    assert _json(client.get(f"/api/v1/categories/?{query}"), 400) == {"detail": TOO_MANY}
+
+
+def test_too_many_form_fields_is_a_json_400(client):
+    fields = {f"f{n}": "1" for n in range(1001)}
+    assert _json(client.post("/api/v1/search/", fields), 400) == {"detail": TOO_MANY}  # multipart
+    body = "&".join(f"f{n}=1" for n in range(1001))
+    urlencoded = client.post("/api/v1/search/", body, content_type="application/x-www-form-urlencoded")
+    assert _json(urlencoded, 400) == {"detail": TOO_MANY}
+
+
+def test_too_many_files_is_a_json_400(client, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = {f"image{n}": SimpleUploadedFile(f"{n}.jpg", b"not a photo") for n in range(3)}
+    assert _json(client.post("/api/v1/search/", files), 400) == {"detail": "The request has more than 2 files."}
+
+
+def test_a_form_body_over_the_memory_limit_is_a_json_413(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = "threshold=" + "9" * 2000
+    response = client.post("/api/v1/search/", body, content_type="application/x-www-form-urlencoded")
+    assert _json(response, 413) == {"detail": "The request body is larger than 1000 bytes."}
+
+
+def test_a_crash_is_a_json_500(client):
+    ProductFactory()
+    with connection.cursor() as cursor:  # a broken schema, undone with the test's transaction
+        cursor.execute("ALTER TABLE catalog_product RENAME TO catalog_product_gone")
+    assert _json(client.get("/api/v1/products/"), 500) == {"detail": "A server error occurred."}
+
+
+def test_drf_errors_stay_as_drf_words_them(client):
+    assert _json(client.delete("/api/v1/search/"), 405) == {"detail": 'Method "DELETE" not allowed.'}
+    assert _json(client.get("/api/v1/products/NOPE/"), 404) == {"detail": "No such product."}

@@ -1,0 +1,199 @@
+"""The category tree (catalog/categories.py): it stays a tree on every write path, and its walks end regardless.
+
+A cycle (A under B, B under A) is refused by ``full_clean()`` in words and by the database's trigger for writes
+that skip the model (bulk updates, raw SQL, a race of two transactions). The pages are checked against a cycle
+forced in with the trigger disabled, under a statement timeout, so a walk that loops fails the test, never hangs it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, connections, transaction
+from django.db.models import Case, Value, When
+from django.test import Client
+
+from catalog.categories import category_ancestors, category_descendant_ids, category_paths, category_tree
+from catalog.models import Category
+from tests.factories import CategoryFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chain():
+    """Home > Furniture > Sofas."""
+    home = CategoryFactory(name="Home", slug="home")
+    furniture = CategoryFactory(name="Furniture", slug="furniture", parent=home)
+    sofas = CategoryFactory(name="Sofas", slug="sofas", parent=furniture)
+    return home, furniture, sofas
+
+
+def _statement_timeout(seconds: int) -> None:
+    # A walk that loops is cancelled (an error) instead of holding the test forever.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL statement_timeout = '{seconds}s'")
+
+
+def _force_cycle(a: Category, b: Category) -> None:
+    """A under B and B under A, written with the tree's triggers off: what a hand edit could do before them."""
+    with connection.cursor() as cursor:
+        # Foreign keys are checked at commit: run the pending checks now, or the table cannot be altered.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE catalog_category DISABLE TRIGGER USER")
+        cursor.execute("UPDATE catalog_category SET parent_id = %s WHERE id = %s", [b.pk, a.pk])
+        cursor.execute("UPDATE catalog_category SET parent_id = %s WHERE id = %s", [a.pk, b.pk])
+        cursor.execute("ALTER TABLE catalog_category ENABLE TRIGGER USER")
+
+
+# --- refused on every write path ---
+
+
+def test_full_clean_refuses_a_category_under_its_own_subcategory(chain):
+    home, _, sofas = chain
+    home.parent = sofas
+    with pytest.raises(ValidationError) as refused:
+        home.full_clean()
+    assert refused.value.message_dict["parent"] == [
+        "A category cannot be placed under itself or one of its own subcategories."
+    ]
+
+
+def test_full_clean_refuses_a_category_under_itself(chain):
+    home, _, _ = chain
+    home.parent = home
+    with pytest.raises(ValidationError) as refused:
+        home.full_clean()
+    assert "A category cannot be placed under itself or one of its own subcategories." in refused.value.messages
+
+
+def test_full_clean_accepts_a_move_within_the_tree(chain):
+    home, furniture, sofas = chain
+    sofas.parent = home
+    sofas.full_clean()
+    sofas.save()
+    assert category_ancestors(category=sofas) == [home]
+    assert sorted(category_descendant_ids(category=home)) == sorted([home.pk, furniture.pk, sofas.pk])
+
+
+def test_database_refuses_a_cycle_made_by_raw_sql(chain):
+    home, _, sofas = chain
+    with pytest.raises(IntegrityError, match="cannot be placed under"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE catalog_category SET parent_id = %s WHERE id = %s", [sofas.pk, home.pk])
+    home.refresh_from_db()
+    assert home.parent_id is None
+
+
+def test_database_refuses_a_cycle_made_by_one_bulk_update():
+    # Both rows change in one statement: each is checked with the other already moved.
+    a, b = CategoryFactory(), CategoryFactory()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Category.objects.filter(pk__in=[a.pk, b.pk]).update(
+            parent=Case(When(pk=a.pk, then=Value(b.pk)), When(pk=b.pk, then=Value(a.pk)))
+        )
+
+
+def test_database_refuses_a_category_as_its_own_parent_on_insert():
+    with pytest.raises(IntegrityError), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO catalog_category (id, name, slug, parent_id) VALUES (%s, 'Loop', 'loop', %s)",
+                [987_654, 987_654],
+            )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_moves_cannot_make_a_cycle_between_them():
+    """A under B in one transaction, B under A in another: each alone is fine, together they are a cycle."""
+    a, b = CategoryFactory(), CategoryFactory()
+    first_moved, errors = threading.Event(), []
+
+    def move_a_under_b():
+        try:
+            with transaction.atomic():
+                Category.objects.filter(pk=a.pk).update(parent=b)
+                first_moved.set()
+                # Hold the move uncommitted until the second one waits on the tree's lock (a bounded wait: without
+                # the lock nothing ever waits, and the second move commits first).
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not _someone_waits_for_an_advisory_lock():
+                    time.sleep(0.05)
+        finally:
+            first_moved.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=move_a_under_b)
+    thread.start()
+    assert first_moved.wait(30)
+    try:
+        with transaction.atomic():
+            Category.objects.filter(pk=b.pk).update(parent=a)
+    except IntegrityError as error:
+        errors.append(error)
+    thread.join(30)
+    assert len(errors) == 1, "the second move made a cycle"
+    b.refresh_from_db()
+    assert b.parent_id is None
+
+
+def _someone_waits_for_an_advisory_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)")
+        return cursor.fetchone()[0]
+
+
+# --- the walks end even on a cycle forced past the trigger ---
+
+
+def test_walks_end_on_a_forced_cycle(chain):
+    home, furniture, sofas = chain
+    _force_cycle(furniture, sofas)
+    _statement_timeout(5)
+    assert category_ancestors(category=sofas) == [furniture]
+    assert sorted(category_descendant_ids(category=furniture)) == sorted([furniture.pk, sofas.pk])
+    assert category_paths(separator=" > ")[sofas.pk] == "Furniture > Sofas"
+    assert [category for category, _ in category_tree()] == [home]  # a loop hangs from no root
+
+
+@pytest.mark.parametrize("page", ["category", "product", "api-products", "api-category", "photo-search"])
+def test_pages_answer_on_a_forced_cycle(chain, settings, page):
+    settings.PAGE_CACHE_SECONDS = 0
+    _, furniture, sofas = chain
+    product = ProductFactory(category=sofas, sku="SOFA-1")
+    _force_cycle(furniture, sofas)
+    _statement_timeout(5)
+    url = {
+        "category": f"/c/{sofas.slug}/",
+        "product": f"/p/{product.sku}/",
+        "api-products": f"/api/v1/products/?category={furniture.slug}",
+        "api-category": f"/api/v1/categories/{sofas.slug}/",
+        "photo-search": "/search/photo/",
+    }[page]
+    response = Client().get(url)
+    assert response.status_code == 200
+
+
+# --- one lookup by slug, one message ---
+
+
+@pytest.mark.parametrize(
+    "method, url, data, status, field",
+    [
+        ("get", "/api/v1/products/?category=nope", None, 400, "category"),
+        ("get", "/api/v1/categories/?parent=nope", None, 400, "parent"),
+        ("get", "/api/v1/categories/nope/", None, 404, "detail"),
+        ("post", "/api/v1/products/", {"sku": "X-1", "title": "X", "price": "1.00", "category": "nope"}, 400,
+         "category"),
+        ("get", "/api/v1/products/SOFA-1/similar/?category=nope", None, 400, "category"),
+    ],
+)
+def test_an_unknown_category_slug_gets_one_message_everywhere(chain, admin_client, method, url, data, status, field):
+    ProductFactory(category=chain[2], sku="SOFA-1")
+    response = getattr(admin_client, method)(url, data, content_type="application/json")
+    assert response.status_code == status
+    message = response.json()[field]
+    assert (message if isinstance(message, str) else message[0]) == "Unknown category 'nope'."
