@@ -14,6 +14,7 @@ import codecs
 import csv
 import hashlib
 import itertools
+import logging
 import re
 import stat
 from collections import deque
@@ -27,7 +28,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
 
 from catalog.models import Category, Product, ProductImage
 from catalog.services import (
@@ -38,6 +39,8 @@ from catalog.services import (
     product_image_add,
     product_upsert,
 )
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("sku", "title", "category", "price", "description", "images")
 OPTIONAL_COLUMNS = ("currency",)
@@ -57,6 +60,7 @@ _TITLE_MAX = Product._meta.get_field("title").max_length
 _CATEGORY_NAME_MAX = Category._meta.get_field("name").max_length
 _PRICE_FIELD = Product._meta.get_field("price")
 _PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - _PRICE_FIELD.decimal_places)
+_PRICE_STEP = Decimal(1).scaleb(-_PRICE_FIELD.decimal_places)
 
 
 class CatalogImportError(Exception):
@@ -193,6 +197,12 @@ def catalog_csv_import(
                 outcome, added = catalog_row_import(item=row.item, categories=categories, prepared=row.prepared)
             except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
                 summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
+            except (OperationalError, InterfaceError):
+                raise  # the database is gone: every further row would fail the same way
+            except Exception as error:  # noqa: BLE001 - a cell nobody foresaw fails its row, never the import
+                logger.exception("import of line %s failed unexpectedly", row.line)
+                message = f"unexpected error ({type(error).__name__}: {error}); the log has the details"
+                summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=message))
             else:
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
                 summary.images_added += added
@@ -360,6 +370,10 @@ def _stored_files_delete(names: list[str]) -> None:
 
 def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     """Check a row's values without touching the database. Raises RowError naming the first problem."""
+    for column, value in row.items():
+        # PostgreSQL text cannot hold one, and the OS refuses it in a path: caught here, before any query sees it.
+        if "\x00" in value:
+            raise RowError(f"{column} contains a NUL character")
     sku = row["sku"].strip()
     if not sku:
         raise RowError("sku is empty")
@@ -408,14 +422,15 @@ def _price_parse(text: str) -> Decimal:
         price = Decimal(text)
     except InvalidOperation:
         raise RowError(f"price {text!r} is not a number; write it like 12.50") from None
-    if not price.is_finite():
+    if not price.is_finite():  # NaN, sNaN, Infinity: before any comparison (sNaN raises on one)
         raise RowError(f"price {text!r} is not a number; write it like 12.50")
     if price < 0:
         raise RowError(f"price {text!r} is negative")
-    if price != price.quantize(Decimal(1).scaleb(-_PRICE_FIELD.decimal_places)):
-        raise RowError(f"price {text!r} has more than {_PRICE_FIELD.decimal_places} decimal places")
+    # The size before the decimal places: quantizing 1e26 or 1e309 exceeds the context's precision and raises.
     if price >= _PRICE_LIMIT:
         raise RowError(f"price {text!r} is too large; the limit is {_PRICE_LIMIT - Decimal('0.01')}")
+    if price.as_tuple().exponent < -_PRICE_FIELD.decimal_places and price != price.quantize(_PRICE_STEP):
+        raise RowError(f"price {text!r} has more than {_PRICE_FIELD.decimal_places} decimal places")
     return price
 
 
