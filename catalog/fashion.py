@@ -31,6 +31,7 @@ from catalog.images import inspect_image
 from catalog.models import Category, Product, ProductImage
 from catalog.page_cache import catalog_changed
 from catalog.services import category_get_or_create_path
+from catalog.signals import photos_added
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install -y dataset-fashion-mnist"
@@ -199,8 +200,6 @@ def fashion_products_load(
 
 
 def _batch_load(*, items: list, categories: list[Category], summary: FashionLoadSummary) -> None:
-    from search.services import image_embedding_dispatch
-
     skus = [fashion_sku(split=split, index=index) for split, index, *_ in items]
     existing = {product.sku: product for product in Product.objects.filter(sku__in=skus)}
     hashes: dict[int, set[str]] = {}
@@ -257,7 +256,7 @@ def _batch_load(*, items: list, categories: list[Category], summary: FashionLoad
                 image.product = product
             created = ProductImage.objects.bulk_create([image for _, image, _ in images])
             catalog_changed()  # bulk writes send no signals
-            image_embedding_dispatch(image_ids=[image.pk for image in created])
+            photos_added.send(sender=ProductImage, image_ids=[image.pk for image in created], on_not_queued=None)
     except BaseException:
         for name in stored:  # the rows are gone with the transaction: so must their files be
             storage.delete(name)

@@ -39,6 +39,7 @@ from catalog.services import (
     product_image_add,
     product_upsert,
 )
+from catalog.signals import bulk_load_announced
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +181,7 @@ def catalog_csv_import(
         handle = open(path, "rb")
     except OSError as error:
         raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
-    from search.services import image_embedding_batched
-
-    with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, image_embedding_batched():
+    with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, bulk_load_announced():
         lines = _Lines(handle)
         reader = csv.reader(iter(lines))
         columns, ignored = _header_read(reader)

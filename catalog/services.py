@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import Category, Product, ProductImage
+from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
 PATH_SEPARATOR = ">"
@@ -101,24 +103,105 @@ def image_prepare(file: File) -> PreparedImage:
     return PreparedImage(file=file, info=replace(info, image=None), thumbnail=thumbnail)
 
 
-@transaction.atomic
 def product_image_add(
-    *, product: Product, file: File | None = None, position: int | None = None, prepared: PreparedImage | None = None
+    *,
+    product: Product,
+    file: File | None = None,
+    position: int | None = None,
+    prepared: PreparedImage | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
 ) -> ProductImage:
-    """Validate and store an image (``file``, or one ``image_prepare`` made); its embedding is queued once the
-    transaction commits."""
-    from search.services import image_embedding_dispatch
-
-    prepared = prepared or image_prepare(file)
-    file, info = prepared.file, prepared.info
-    if position is None:
-        position = product.images.count()
-    image = ProductImage(
-        product=product, position=position, width=info.width, height=info.height, content_hash=info.sha256
+    """Validate and store an image (``file``, or one ``image_prepare`` made) with its thumbnail; apps that derive
+    data from photos hear of it (``photos_added``: search queues its embedding once the transaction commits)."""
+    (image,) = product_images_add(
+        product=product, prepared=[prepared or image_prepare(file)],
+        positions=None if position is None else [position], on_not_queued=on_not_queued,
     )
-    # Stored, and later served, under the extension of what it decodes as, never the name it came with.
-    image.file.save(image_file_name(file.name, info.format), file, save=False)
-    image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
-    image.save()
-    image_embedding_dispatch(image_ids=[image.pk])
     return image
+
+
+@transaction.atomic
+def product_images_add(
+    *,
+    product: Product,
+    prepared: Sequence[PreparedImage],
+    positions: Sequence[int] | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
+) -> list[ProductImage]:
+    """Store several prepared images on one product, announced together (one embedding task for all).
+
+    ``positions`` default to after the product's current images. ``on_not_queued``: see catalog/signals.py.
+    """
+    if positions is None:
+        first = product.images.count()
+        positions = range(first, first + len(prepared))
+    images = []
+    for item, position in zip(prepared, positions, strict=True):
+        image = ProductImage(product=product, position=position)
+        _image_file_store(image, item)
+        image.save()
+        images.append(image)
+    photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
+    return images
+
+
+@transaction.atomic
+def product_image_update(
+    *,
+    image: ProductImage,
+    file: File | None = None,
+    prepared: PreparedImage | None = None,
+    product: Product | None = None,
+    position: int | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
+) -> ProductImage:
+    """Replace a photo's file (a new thumbnail; ``photo_files_changed`` makes search drop and recompute its
+    vectors), move it to another product, or renumber it. What is not given stays.
+
+    A photo's vector rows follow it to another product in the database itself (search migration 0003), so bulk
+    updates are as safe as this. Replaced files are deleted once the transaction commits.
+    """
+    image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
+    if product is not None:
+        image.product = product
+    if position is not None:
+        image.position = position
+    replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
+    if replaced:
+        _image_file_store(image, prepared or image_prepare(file))
+    image.save()
+    if replaced:
+        photo_files_changed.send(sender=ProductImage, image_ids=[image.pk], on_not_queued=on_not_queued)
+        _files_delete_on_commit(replaced)
+    return image
+
+
+@transaction.atomic
+def product_image_delete(*, image: ProductImage) -> None:
+    """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
+    files = [image.file.name, image.thumbnail.name]
+    ProductImage.objects.filter(pk=image.pk).delete()
+    _files_delete_on_commit(files)
+
+
+def product_images_reembed(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> int:
+    """An admin asks for the photos' derived data (vectors) to be computed afresh; returns how many photos."""
+    with transaction.atomic():
+        image_ids = list(ProductImage.objects.filter(pk__in=list(image_ids)).values_list("pk", flat=True))
+        if image_ids:
+            photo_files_changed.send(sender=ProductImage, image_ids=image_ids, on_not_queued=on_not_queued)
+    return len(image_ids)
+
+
+def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
+    info = prepared.info
+    image.width, image.height, image.content_hash = info.width, info.height, info.sha256
+    # Stored, and later served, under the extension of what it decodes as, never the name it came with.
+    image.file.save(image_file_name(prepared.file.name, info.format), prepared.file, save=False)
+    image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
+
+
+def _files_delete_on_commit(names: list[str]) -> None:
+    storage = ProductImage._meta.get_field("file").storage
+    names = [name for name in names if name]  # bound now; images loaded in bulk may have no thumbnail
+    transaction.on_commit(lambda: [storage.delete(name) for name in names])
