@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
@@ -17,21 +18,42 @@ from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
 PATH_SEPARATOR = ">"
+# Tries of a get-or-create that lost a race (each loss means another transaction committed what it wanted).
+CREATE_ATTEMPTS = 5
 
 
 def category_get_or_create_path(*, path: str) -> Category:
-    """Return the leaf of a path like ``Home > Furniture > Sofas``, creating missing levels."""
+    """Return the leaf of a path like ``Home > Furniture > Sofas``, creating missing levels.
+
+    Safe while another transaction creates the same path (two imports at once): see ``_category_get_or_create``.
+    """
     names = [part.strip() for part in path.split(PATH_SEPARATOR) if part.strip()]
     if not names:
         raise ValueError("a category path needs at least one name")
     parent = None
     for depth, name in enumerate(names):
-        category = Category.objects.filter(parent=parent, name=name).first()
-        if category is None:
-            slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
-            category = Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
-        parent = category
+        slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
+        parent = _category_get_or_create(name=name, parent=parent, slug_base=slug_base)
     return parent
+
+
+def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:
+    """The category ``name`` under ``parent``, created with a free slug if there is none.
+
+    Two transactions may both find none and both insert: the second insert waits for the first to commit, then
+    violates a unique constraint, (parent, name) or the slug. In a savepoint that costs only the attempt: the
+    category is then read again, and if the clash was another category's slug the next free one is tried.
+    """
+    for attempt in range(CREATE_ATTEMPTS):
+        category = Category.objects.filter(parent=parent, name=name).first()
+        if category is not None:
+            return category
+        try:
+            with transaction.atomic():
+                return Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
+        except IntegrityError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise  # not a race that looking again resolves
 
 
 def _unique_slug(base: str) -> str:
@@ -72,14 +94,22 @@ def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, 
     """Create the product with this SKU, or update the fields that differ (imports are idempotent by SKU).
 
     Returns the product and "created", "updated" or "unchanged". ``lock`` holds the row until the transaction
-    ends, so two imports of one SKU cannot both add the same photo.
+    ends, so two imports of one SKU cannot both add the same photo. Safe while another transaction creates the
+    same SKU: its check (full_clean) or its insert (which waits for the other to commit) fails in a savepoint, and
+    the product is updated instead.
     """
     products = Product.objects.select_related("category")
     if lock:
         products = products.select_for_update(of=("self",))
     product = products.filter(sku=sku).first()
     if product is None:
-        return product_create(sku=sku, **fields), "created"
+        try:
+            with transaction.atomic():
+                return product_create(sku=sku, **fields), "created"
+        except (IntegrityError, ValidationError):
+            product = products.filter(sku=sku).first()
+            if product is None:
+                raise  # not a race on the SKU: another check refused the row
     changed = {name: value for name, value in fields.items() if getattr(product, name) != value}
     if changed:
         product_update(product=product, **changed)

@@ -501,3 +501,48 @@ def test_a_cell_a_spreadsheet_would_run_is_written_as_text(cell):
     buffer = io.StringIO()
     spreadsheet_csv_writer(buffer).writerow([cell, 7, "plain", ""])
     assert next(csv.reader(io.StringIO(buffer.getvalue()))) == ["'" + cell, "7", "plain", ""]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
+    """Issue 13: two imports at once reported dozens of false failures (unique violations on category slug and
+    product sku) from their get-then-create races, though the data ended right."""
+    import threading
+
+    from django.db import connection
+
+    photos = sorted(path.name for path in (shop / "photos").glob("*.jpg"))[:4]
+    rows = [
+        f"RACE-{n},Racer {n},Race > Kind {n % 7} > Sub {n % 3},{n}.50,,"
+        + (f"photos/{photos[n]}|photos/{photos[(n + 1) % 4]}" if n < len(photos) else "")
+        for n in range(40)
+    ]
+    path = _write(shop, HEADER + "\n".join(rows) + "\n")
+    start = threading.Barrier(2)
+    summaries, errors = [], []
+
+    def run():
+        try:
+            start.wait()
+            summaries.append(catalog_csv_import(path=path))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors
+    assert [[str(failure) for failure in summary.failed] for summary in summaries] == [[], []]
+    assert sorted(summary.created + summary.updated + summary.unchanged for summary in summaries) == [40, 40]
+    assert Product.objects.count() == 40
+    assert Category.objects.filter(name="Race").count() == 1
+    assert Category.objects.filter(parent__name="Race").count() == 7
+    assert Category.objects.filter(parent__parent__name="Race").count() == 21
+    for product in Product.objects.filter(images__isnull=False).distinct():
+        hashes = list(product.images.values_list("content_hash", flat=True))
+        assert len(hashes) == len(set(hashes)) == 2, product.sku
