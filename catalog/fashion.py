@@ -30,7 +30,7 @@ from PIL import Image
 from catalog.images import inspect_image
 from catalog.models import Category, Product, ProductImage
 from catalog.page_cache import catalog_changed
-from catalog.services import category_get_or_create_path
+from catalog.services import LoadSummary, category_get_or_create_path
 from catalog.signals import photos_added
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -69,14 +69,6 @@ _CENTS = ("00", "50", "95", "99")
 
 class FashionDataMissing(Exception):
     """The dataset files are not installed; the message says how to install them."""
-
-
-@dataclass
-class FashionLoadSummary:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    images_added: int = 0
 
 
 def fashion_dataset_dir() -> Path:
@@ -169,7 +161,7 @@ def fashion_products_load(
     directory: Path | None = None,
     on_batch: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
-) -> FashionLoadSummary:
+) -> LoadSummary:
     """Create or update the first ``limit`` Fashion-MNIST products (train split first), with their photos.
 
     Idempotent by SKU: existing products get changed fields updated and a missing photo (by content hash) added;
@@ -181,7 +173,7 @@ def fashion_products_load(
     limit = total if limit is None else max(0, min(limit, total))
     labels = {prefix: fashion_labels_read(directory=directory, prefix=prefix) for _, prefix, _ in SPLITS}
     categories = [category_get_or_create_path(path=kind.category_path) for kind in CLASSES]
-    summary = FashionLoadSummary()
+    summary = LoadSummary()
     number, left = 0, limit
     for split, prefix, _ in SPLITS:
         if left <= 0:
@@ -199,7 +191,7 @@ def fashion_products_load(
     return summary
 
 
-def _batch_load(*, items: list, categories: list[Category], summary: FashionLoadSummary) -> None:
+def _batch_load(*, items: list, categories: list[Category], summary: LoadSummary) -> None:
     skus = [fashion_sku(split=split, index=index) for split, index, *_ in items]
     existing = {product.sku: product for product in Product.objects.filter(sku__in=skus)}
     hashes: dict[int, set[str]] = {}

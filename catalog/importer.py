@@ -33,11 +33,12 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from catalog.models import Category, Product, ProductImage
 from catalog.services import (
     PATH_SEPARATOR,
+    LoadSummary,
+    PhotoRefused,
     PreparedImage,
     category_get_or_create_path,
     image_prepare,
-    product_image_add,
-    product_upsert,
+    product_with_photos_upsert,
 )
 from catalog.signals import bulk_load_announced
 
@@ -81,17 +82,6 @@ class FailedRow:
     def __str__(self) -> str:
         where = f"line {self.line}" + (f" (sku {self.sku})" if self.sku else "")
         return f"{where}: {self.message}"
-
-
-@dataclass
-class ImportSummary:
-    rows: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    images_added: int = 0
-    failed: list[FailedRow] = field(default_factory=list)
-    ignored_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,8 +153,8 @@ def catalog_csv_import(
     *,
     path: Path,
     images_dir: Path | None = None,
-    on_row: Callable[[int, ImportSummary], None] | None = None,
-) -> ImportSummary:
+    on_row: Callable[[int, LoadSummary], None] | None = None,
+) -> LoadSummary:
     """Import every row of the CSV at ``path``; a bad row is recorded in the summary and the rest go on.
 
     Relative image paths are looked up in ``images_dir`` (default: the CSV's folder) and may not leave it.
@@ -185,7 +175,7 @@ def catalog_csv_import(
         lines = _Lines(handle)
         reader = csv.reader(iter(lines))
         columns, ignored = _header_read(reader)
-        summary = ImportSummary(ignored_columns=ignored)
+        summary = LoadSummary(ignored_columns=ignored)
         categories: dict[str, Category] = {}
         rows = _rows_read(reader, lines, columns, images_dir=images_dir)
         for row in _images_prepared_ahead(rows, pool):
@@ -203,8 +193,7 @@ def catalog_csv_import(
                 message = f"unexpected error ({type(error).__name__}: {error}); the log has the details"
                 summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=message))
             else:
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
-                summary.images_added += added
+                summary.count(outcome, added)
             if on_row is not None:
                 on_row(row.bytes_read, summary)
     return summary
@@ -314,11 +303,20 @@ def catalog_row_import(
     ``_image_read`` gave them, by path (the rest are read here).
     """
     item = item or catalog_row_parse(row=row, images_dir=images_dir)
+    prepared = prepared or {}
     stored: list[str] = []
     try:
         with transaction.atomic():
             category = categories.get(item.category_path) or category_get_or_create_path(path=item.category_path)
-            outcome, added = _product_write(item=item, category=category, stored=stored, prepared=prepared or {})
+            fields = {
+                "title": item.title, "description": item.description, "price": item.price,
+                "currency": item.currency, "category": category,
+            }
+            photos = [_CsvPhoto(name=written, path=path, ahead=prepared.get(path)) for written, path in item.images]
+            _, outcome, added = product_with_photos_upsert(sku=item.sku, fields=fields, photos=photos, stored=stored)
+    except PhotoRefused as error:
+        _stored_files_delete(stored)
+        raise RowError(str(error)) from None
     except BaseException:
         _stored_files_delete(stored)
         raise
@@ -326,36 +324,28 @@ def catalog_row_import(
     return outcome, added
 
 
-def _product_write(
-    *, item: CatalogRow, category: Category, stored: list[str], prepared: dict[Path, Future]
-) -> tuple[str, int]:
-    wanted = {
-        "title": item.title, "description": item.description, "price": item.price,
-        "currency": item.currency, "category": category,
-    }
-    product, outcome = product_upsert(sku=item.sku, lock=True, **wanted)
-    have = set() if outcome == "created" else set(product.images.values_list("content_hash", flat=True))
+@dataclass
+class _CsvPhoto:
+    """A row's photo for product_with_photos_upsert, as ``_image_read`` gives it: read ahead (``ahead``) or here."""
 
-    added = 0
-    for written, image_path in item.images:
-        try:
-            image = prepared[image_path].result() if image_path in prepared else _image_read(image_path, frozenset())
-            digest = image if isinstance(image, str) else image.info.sha256
-            if digest in have:  # already on the product (a re-import) or twice in this row
-                continue
-            if isinstance(image, str):  # the product had it when the row was read ahead, but no longer
-                image = _image_read(image_path, frozenset())
-            # A new product's photos are numbered here, sparing product_image_add a count query per photo.
-            position = added if outcome == "created" else None
-            image = product_image_add(product=product, prepared=image, position=position)
-        except ValidationError as error:
-            raise RowError(f"image {written!r}: {_error_message(error)}") from None
-        stored.extend([image.file.name, image.thumbnail.name])
-        have.add(digest)
-        added += 1
-    if added and outcome == "unchanged":
-        outcome = "updated"
-    return outcome, added
+    name: str  # as written in the CSV
+    path: Path
+    ahead: Future | None = None
+    _read: PreparedImage | str | None = None
+
+    def _image(self) -> PreparedImage | str:
+        if self._read is None:
+            self._read = self.ahead.result() if self.ahead is not None else _image_read(self.path, frozenset())
+        return self._read
+
+    def sha256(self) -> str:
+        image = self._image()
+        return image if isinstance(image, str) else image.info.sha256
+
+    def prepare(self) -> PreparedImage:
+        image = self._image()
+        # Only hashed when read ahead, because the product had it; it no longer has: read it whole now.
+        return _image_read(self.path, frozenset()) if isinstance(image, str) else image
 
 
 def _stored_files_delete(names: list[str]) -> None:

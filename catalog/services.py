@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -114,6 +115,74 @@ def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, 
     if changed:
         product_update(product=product, **changed)
     return product, "updated" if changed else "unchanged"
+
+
+@dataclass
+class LoadSummary:
+    """What a load of products with photos did: the CSV import, the demo and the Fashion-MNIST loaders."""
+
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    images_added: int = 0
+    categories: set[int] = field(default_factory=set)  # the leaf categories the products went to
+    failed: list = field(default_factory=list)  # rows that were not loaded (the importer's FailedRow)
+    ignored_columns: tuple[str, ...] = ()  # CSV columns the importer does not know
+
+    def count(self, outcome: str, images_added: int = 0) -> None:
+        """Count one product's ``outcome`` ("created", "updated" or "unchanged") and the photos it gained."""
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.images_added += images_added
+
+
+class PhotoSource(Protocol):
+    """A photo to give a product, read lazily: loaders know their files (paths, bytes read ahead in threads)."""
+
+    name: str  # as the source wrote it, for messages
+
+    def sha256(self) -> str: ...
+
+    def prepare(self) -> PreparedImage: ...
+
+
+class PhotoRefused(Exception):
+    """A photo of a product with photos cannot be stored; ``error`` (a ValidationError) says why."""
+
+    def __init__(self, photo: PhotoSource, error: ValidationError):
+        super().__init__(f"image {photo.name!r}: {' '.join(error.messages)}")
+        self.photo, self.error = photo, error
+
+
+def product_with_photos_upsert(
+    *, sku: str, fields: dict, photos: Iterable[PhotoSource], stored: list[str]
+) -> tuple[Product, str, int]:
+    """Create or update the product with this SKU (``product_upsert``, row locked) and add the photos it lacks,
+    compared by content hash; photos are never removed, so ones an admin added survive. The one upsert the CSV
+    import and the demo loader share.
+
+    Returns (product, "created"|"updated"|"unchanged", photos added). Appends the names of the files it stores
+    to ``stored`` so the caller can delete them if its transaction rolls back. Raises PhotoRefused.
+    """
+    product, outcome = product_upsert(sku=sku, lock=True, **fields)
+    have = set() if outcome == "created" else set(product.images.values_list("content_hash", flat=True))
+    added = 0
+    for photo in photos:
+        try:
+            digest = photo.sha256()
+            if digest in have:  # already on the product (a re-load) or twice in this row
+                continue
+            # A new product's photos are numbered here, sparing product_image_add a count query per photo.
+            position = added if outcome == "created" else None
+            image = product_image_add(product=product, prepared=photo.prepare(), position=position)
+        except ValidationError as error:
+            raise PhotoRefused(photo, error) from None
+        stored.extend([image.file.name, image.thumbnail.name])
+        have.add(digest)
+        added += 1
+    if added and outcome == "unchanged":
+        outcome = "updated"
+    return product, outcome, added
 
 
 @dataclass(frozen=True)
