@@ -4,10 +4,13 @@ Data: the Debian package ``dataset-fashion-mnist`` (MIT), four IDX files under /
 Each 28x28 grey image is stored light-on-black; it becomes a catalog photo by inverting it to dark-on-white and
 enlarging it to a 224 px PNG (the model's input size).
 
-70,000 products one by one through catalog.services take tens of minutes, mostly per-row queries and one
-task per photo. So products are written in batches with bulk inserts, after the same checks the services make
-(``Product.clean_fields``, ``inspect_image`` on every PNG; the database enforces the constraints), and each
-batch queues its embeddings in batched tasks once it commits. Sources and licence: docs/demo-data.md.
+70,000 products one by one through catalog.services take tens of minutes: ``product_with_photos_upsert``, which
+the CSV import and the photo demo share, makes about 24 queries a product (``full_clean`` checks each constraint
+with a query) and a thumbnail a photo; 1,000 articles took 21 s that way, in batches of 500 per transaction, and
+3-4 s here (a test run on the 2-core machine, issue 13). So products are written in batches with bulk inserts,
+after the same checks the services make (``Product.clean_fields``, ``inspect_image`` on every PNG; the database
+enforces the constraints), and each batch announces its photos (``catalog.signals.photos_added``: search queues
+their embeddings in batched tasks) once it commits. Sources and licence: docs/demo-data.md.
 """
 
 from __future__ import annotations
