@@ -25,10 +25,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.core.files.base import ContentFile
-from django.db import transaction
 
 from catalog.models import Category
-from catalog.services import LoadSummary, category_get_or_create_path, image_prepare, product_with_photos_upsert
+from catalog.services import (
+    LoadSummary,
+    ProductWithPhotos,
+    category_get_or_create_path,
+    image_prepare,
+    products_with_photos_upsert,
+)
 from config.embedded import STATE_DIR
 
 DEFAULT_CACHE_DIR = STATE_DIR / "cache" / "demo"
@@ -355,19 +360,20 @@ def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
             categories[item.category_path] = category_get_or_create_path(path=item.category_path)
         category = categories[item.category_path]
         summary.categories.add(category.pk)
-        with transaction.atomic():
-            fields = {
-                "title": item.title, "description": item.description, "price": item.price,
-                "currency": item.currency, "category": category,
-            }
-            photos = [_DemoPhoto(path) for path in item.images]
-            _, outcome, added = product_with_photos_upsert(sku=item.sku, fields=fields, photos=photos, stored=[])
-        summary.count(outcome, added)
+        fields = {
+            "title": item.title, "description": item.description, "price": item.price,
+            "currency": item.currency, "category": category,
+        }
+        photos = [_DemoPhoto(path) for path in item.images]
+        (result,) = products_with_photos_upsert(
+            items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=[]
+        )
+        summary.count(result.outcome, result.images_added)
     return summary
 
 
 class _DemoPhoto:
-    """A demo photo for product_with_photos_upsert: hashed first, decoded only when the product lacks it."""
+    """A demo photo for products_with_photos_upsert: hashed first, decoded only when the product lacks it."""
 
     def __init__(self, path: Path):
         self.path, self.name = path, path.name

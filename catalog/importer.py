@@ -38,7 +38,8 @@ from catalog.services import (
     PreparedImage,
     category_get_or_create_path,
     image_prepare,
-    product_with_photos_upsert,
+    ProductWithPhotos,
+    products_with_photos_upsert,
 )
 from catalog.signals import bulk_load_announced
 
@@ -313,7 +314,9 @@ def catalog_row_import(
                 "currency": item.currency, "category": category,
             }
             photos = [_CsvPhoto(name=written, path=path, ahead=prepared.get(path)) for written, path in item.images]
-            _, outcome, added = product_with_photos_upsert(sku=item.sku, fields=fields, photos=photos, stored=stored)
+            (result,) = products_with_photos_upsert(
+                items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=stored
+            )
     except PhotoRefused as error:
         _stored_files_delete(stored)
         raise RowError(str(error)) from None
@@ -321,12 +324,12 @@ def catalog_row_import(
         _stored_files_delete(stored)
         raise
     categories[item.category_path] = category  # only now: a rolled-back category must not be reused
-    return outcome, added
+    return result.outcome, result.images_added
 
 
 @dataclass
 class _CsvPhoto:
-    """A row's photo for product_with_photos_upsert, as ``_image_read`` gives it: read ahead (``ahead``) or here."""
+    """A row's photo for products_with_photos_upsert, as ``_image_read`` gives it: read ahead (``ahead``) or here."""
 
     name: str  # as written in the CSV
     path: Path

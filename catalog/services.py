@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 from decimal import Decimal
+from typing import Protocol
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import Category, Product, ProductImage
+from catalog.page_cache import catalog_changed
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
@@ -91,32 +93,6 @@ def product_update(*, product: Product, **fields) -> Product:
     return product
 
 
-def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, str]:
-    """Create the product with this SKU, or update the fields that differ (imports are idempotent by SKU).
-
-    Returns the product and "created", "updated" or "unchanged". ``lock`` holds the row until the transaction
-    ends, so two imports of one SKU cannot both add the same photo. Safe while another transaction creates the
-    same SKU: its check (full_clean) or its insert (which waits for the other to commit) fails in a savepoint, and
-    the product is updated instead.
-    """
-    products = Product.objects.select_related("category")
-    if lock:
-        products = products.select_for_update(of=("self",))
-    product = products.filter(sku=sku).first()
-    if product is None:
-        try:
-            with transaction.atomic():
-                return product_create(sku=sku, **fields), "created"
-        except (IntegrityError, ValidationError):
-            product = products.filter(sku=sku).first()
-            if product is None:
-                raise  # not a race on the SKU: another check refused the row
-    changed = {name: value for name, value in fields.items() if getattr(product, name) != value}
-    if changed:
-        product_update(product=product, **changed)
-    return product, "updated" if changed else "unchanged"
-
-
 @dataclass
 class LoadSummary:
     """What a load of products with photos did: the CSV import, the demo and the Fashion-MNIST loaders."""
@@ -154,35 +130,128 @@ class PhotoRefused(Exception):
         self.photo, self.error = photo, error
 
 
-def product_with_photos_upsert(
-    *, sku: str, fields: dict, photos: Iterable[PhotoSource], stored: list[str]
-) -> tuple[Product, str, int]:
-    """Create or update the product with this SKU (``product_upsert``, row locked) and add the photos it lacks,
-    compared by content hash; photos are never removed, so ones an admin added survive. The one upsert the CSV
-    import and the demo loader share.
+@dataclass(frozen=True)
+class ProductWithPhotos:
+    """A product as a loader describes it: its SKU, the fields it should have, and photos it should have."""
 
-    Returns (product, "created"|"updated"|"unchanged", photos added). Appends the names of the files it stores
-    to ``stored`` so the caller can delete them if its transaction rolls back. Raises PhotoRefused.
+    sku: str
+    fields: dict  # title, description, price, currency, category
+    photos: Sequence[PhotoSource] = ()
+
+
+@dataclass(frozen=True)
+class Upserted:
+    product: Product
+    outcome: str  # "created", "updated" (a field changed, or a photo was added) or "unchanged"
+    images_added: int
+
+
+@transaction.atomic
+def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: list[str]) -> list[Upserted]:
+    """Create or update products by SKU and add the photos each lacks (compared by content hash): the one write
+    path of the CSV import (a row at a time), the photo demo (a product at a time) and Fashion-MNIST (500 at a
+    time). Photos are never removed, so ones an admin added survive; loading again changes nothing.
+
+    Set-based, so a batch costs a few queries rather than a few per product. The products' rows stay locked
+    until the caller's transaction ends, so two loads of one SKU cannot both add a photo; one that another
+    transaction creates meanwhile is updated instead (see ``_products_lock_or_create``). The photos are
+    announced together (``photos_added``: one embedding task per 32). Appends the names of the files it stores
+    to ``stored``, for the caller to delete if its transaction rolls back. Raises PhotoRefused, ValidationError.
     """
-    product, outcome = product_upsert(sku=sku, lock=True, **fields)
-    have = set() if outcome == "created" else set(product.images.values_list("content_hash", flat=True))
-    added = 0
-    for photo in photos:
+    products, created = _products_lock_or_create(items)
+    changed = _products_update(items, products, created)
+    have: dict[int, list[str]] = {}
+    for product_id, content_hash in ProductImage.objects.filter(
+        product__in=[products[item.sku] for item in items if item.sku not in created]
+    ).values_list("product_id", "content_hash"):
+        have.setdefault(product_id, []).append(content_hash)
+
+    results, images = [], []
+    for item in items:
+        product = products[item.sku]
+        known = have.get(product.pk, [])
+        position, known = len(known), set(known)
+        added = 0
+        for photo in item.photos:
+            try:
+                digest = photo.sha256()
+                if digest in known:  # already on the product (a re-load) or twice in this item
+                    continue
+                prepared = photo.prepare()
+            except ValidationError as error:
+                raise PhotoRefused(photo, error) from None
+            image = ProductImage(product=product, position=position + added)
+            _image_file_store(image, prepared)
+            stored.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+            images.append(image)
+            known.add(digest)
+            added += 1
+        outcome = "created" if item.sku in created else "updated" if added or item.sku in changed else "unchanged"
+        results.append(Upserted(product=product, outcome=outcome, images_added=added))
+    ProductImage.objects.bulk_create(images)
+    if created or changed or images:
+        catalog_changed()  # bulk writes send no signals
+    if images:
+        photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=None)
+    return results
+
+
+def _products_lock_or_create(items: Sequence[ProductWithPhotos]) -> tuple[dict[str, Product], set[str]]:
+    """The items' products by SKU, locked (in pk order, as every loader locks them), the missing ones inserted;
+    and the SKUs inserted.
+
+    Another transaction may insert one of the missing SKUs first: our insert then waits for it to commit and
+    violates the SKU's unique constraint. In a savepoint that costs only the attempt: the products are locked
+    again, now including that one, which is updated instead of created.
+    """
+    wanted = {item.sku: item.fields for item in items}
+    if len(wanted) != len(items):
+        raise ValueError("a batch names a SKU twice")
+    for attempt in range(CREATE_ATTEMPTS):
+        products = {
+            product.sku: product
+            for product in Product.objects.select_related("category").select_for_update(of=("self",))
+            .filter(sku__in=wanted).order_by("pk")
+        }
+        missing = [Product(sku=sku, **fields) for sku, fields in wanted.items() if sku not in products]
+        for product in missing:
+            # Field checks with messages people can read; uniqueness and constraints are the database's to keep
+            # (full_clean would spend a query on each).
+            product.full_clean(validate_unique=False, validate_constraints=False)
         try:
-            digest = photo.sha256()
-            if digest in have:  # already on the product (a re-load) or twice in this row
-                continue
-            # A new product's photos are numbered here, sparing product_image_add a count query per photo.
-            position = added if outcome == "created" else None
-            image = product_image_add(product=product, prepared=photo.prepare(), position=position)
-        except ValidationError as error:
-            raise PhotoRefused(photo, error) from None
-        stored.extend([image.file.name, image.thumbnail.name])
-        have.add(digest)
-        added += 1
-    if added and outcome == "unchanged":
-        outcome = "updated"
-    return product, outcome, added
+            with transaction.atomic():
+                Product.objects.bulk_create(missing)  # PostgreSQL returns the new primary keys
+        except IntegrityError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise  # not a race that looking again resolves
+            continue
+        products.update((product.sku, product) for product in missing)
+        return products, {product.sku for product in missing}
+    raise AssertionError("unreachable")
+
+
+def _products_update(
+    items: Sequence[ProductWithPhotos], products: dict[str, Product], created: set[str]
+) -> set[str]:
+    """Give the existing products the fields that differ; returns their SKUs."""
+    changed, names = [], set()
+    for item in items:
+        if item.sku in created:
+            continue
+        product = products[item.sku]
+        differ = [name for name, value in item.fields.items() if getattr(product, name) != value]
+        if differ:
+            for name in differ:
+                setattr(product, name, item.fields[name])
+            product.full_clean(validate_unique=False, validate_constraints=False)
+            changed.append(product)
+            names.update(differ)
+    if changed:
+        now = timezone.now()
+        for product in changed:
+            product.updated_at = now
+        Product.objects.bulk_update(changed, [*sorted(names), "updated_at"])
+    return {product.sku for product in changed}
 
 
 @dataclass(frozen=True)
@@ -192,7 +261,7 @@ class PreparedImage:
 
     file: File
     info: ImageInfo
-    thumbnail: ContentFile
+    thumbnail: ContentFile | None  # None for photos no larger than a thumbnail (Fashion-MNIST's 224 px)
 
 
 def image_prepare(file: File) -> PreparedImage:
@@ -297,7 +366,8 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
     image.width, image.height, image.content_hash = info.width, info.height, info.sha256
     # Stored, and later served, under the extension of what it decodes as, never the name it came with.
     image.file.save(image_file_name(prepared.file.name, info.format), prepared.file, save=False)
-    image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
+    if prepared.thumbnail is not None:
+        image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
 
 
 def _files_delete_on_commit(names: list[str]) -> None:
