@@ -6,9 +6,15 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog.images import image_file_name, inspect_image
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
-from search.services import image_embedding_mark_pending
+from catalog.services import (
+    image_prepare,
+    product_image_add,
+    product_image_delete,
+    product_image_update,
+    product_images_add,
+    product_images_reembed,
+)
 
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
 
@@ -43,6 +49,8 @@ def near_duplicate(image: ProductImage) -> str:
 
 
 class ProductImageForm(forms.ModelForm):
+    """Checks an upload; catalog.services stores it (with its thumbnail), the admin classes below call them."""
+
     # A plain file field: inspect_image decides by decoding, with messages that name the limits. Django's
     # ImageField would refuse a photo by its name ("IMG_1234", "photo.jpeg.txt") and a bomb with a vague message.
     file = forms.FileField(widget=AdminFileWidget)
@@ -51,13 +59,12 @@ class ProductImageForm(forms.ModelForm):
         model = ProductImage
         fields = ["product", "file", "position"]
 
+    prepared = None  # the new upload, checked and thumbnailed (decoded once), for the service to store
+
     def clean_file(self):
         file = self.cleaned_data["file"]
         if isinstance(file, UploadedFile):  # a new upload, not the stored file
-            info = inspect_image(file)
-            file.name = image_file_name(file.name, info.format)  # stored, and served, as what it decodes as
-            self.instance.content_hash = info.sha256
-            self.instance.width, self.instance.height = info.width, info.height
+            self.prepared = image_prepare(file)
         return file
 
 
@@ -103,7 +110,7 @@ def queue_down_notice(request):
 
 
 def _reembed(modeladmin, request, image_ids):
-    count = image_embedding_mark_pending(image_ids=image_ids, on_not_queued=queue_down_notice(request))
+    count = product_images_reembed(image_ids=image_ids, on_not_queued=queue_down_notice(request))
     modeladmin.message_user(request, f"Queued {count} image(s) for embedding.", messages.SUCCESS)
 
 
@@ -156,12 +163,31 @@ class ProductAdmin(admin.ModelAdmin):
         return f"{obj.num_ready}/{obj.num_images}"
 
     def save_formset(self, request, form, formset, change):
-        super().save_formset(request, form, formset, change)
-        if formset.model is ProductImage:
-            # New files, and files replaced in place, need (new) vectors once this request commits.
-            changed = [f.instance.pk for f in formset.forms if f.instance.pk and "file" in f.changed_data]
-            if changed:
-                image_embedding_mark_pending(image_ids=changed, on_not_queued=queue_down_notice(request))
+        if formset.model is not ProductImage:
+            return super().save_formset(request, form, formset, change)
+        # Photos are written by catalog.services (thumbnails, vectors' copies, embedding), never by the formset.
+        notice = queue_down_notice(request)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for image_form in formset.initial_forms:
+            image = image_form.instance
+            if formset.can_delete and formset._should_delete_form(image_form):
+                product_image_delete(image=image)
+                formset.deleted_objects.append(image)
+            elif image_form.has_changed():
+                product_image_update(
+                    image=image, prepared=image_form.prepared, position=image_form.cleaned_data["position"],
+                    on_not_queued=notice,
+                )
+                formset.changed_objects.append((image, image_form.changed_data))
+        added = [
+            image_form for image_form in formset.extra_forms
+            if image_form.has_changed() and not (formset.can_delete and formset._should_delete_form(image_form))
+        ]
+        if added:  # announced together: one embedding task for the lot
+            formset.new_objects = product_images_add(
+                product=form.instance, prepared=[image_form.prepared for image_form in added],
+                positions=[image_form.cleaned_data["position"] for image_form in added], on_not_queued=notice,
+            )
 
     @admin.action(description="Re-embed the images of the selected products")
     def reembed_images(self, request, queryset):
@@ -198,9 +224,28 @@ class ProductImageAdmin(admin.ModelAdmin):
         return obj.embedding_error[:80]
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if "file" in form.changed_data:
-            image_embedding_mark_pending(image_ids=[obj.pk], on_not_queued=queue_down_notice(request))
+        notice = queue_down_notice(request)
+        if change:
+            image = product_image_update(
+                image=obj, prepared=form.prepared, product=form.cleaned_data["product"],
+                position=form.cleaned_data["position"], on_not_queued=notice,
+            )
+        else:
+            image = product_image_add(
+                product=form.cleaned_data["product"], prepared=form.prepared,
+                position=form.cleaned_data["position"], on_not_queued=notice,
+            )
+        # The admin logs and redirects with ``obj``: make it the stored photo.
+        obj.pk = image.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        product_image_delete(image=obj)
+
+    def delete_queryset(self, request, queryset):
+        for image in queryset:
+            product_image_delete(image=image)
 
     @admin.action(description="Re-embed the selected images")
     def reembed(self, request, queryset):

@@ -20,15 +20,20 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from django.core.files import File
-from django.db import transaction
+from django.core.files.base import ContentFile
 
 from catalog.models import Category
-from catalog.services import category_get_or_create_path, product_image_add, product_upsert
+from catalog.services import (
+    LoadSummary,
+    ProductWithPhotos,
+    category_get_or_create_path,
+    image_prepare,
+    products_with_photos_upsert,
+)
 from config.embedded import STATE_DIR
 
 DEFAULT_CACHE_DIR = STATE_DIR / "cache" / "demo"
@@ -52,15 +57,6 @@ class DemoProduct:
     images: tuple[Path, ...]
     description: str = ""
     currency: str = "USD"
-
-
-@dataclass
-class DemoLoadSummary:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    images_added: int = 0
-    categories: set[int] = field(default_factory=set)
 
 
 # --- Sources ------------------------------------------------------------------------------------------
@@ -351,44 +347,40 @@ def demo_products_collect(
 
 # --- Loading ------------------------------------------------------------------------------------------
 
-def demo_products_load(*, products: Iterable[DemoProduct]) -> DemoLoadSummary:
+def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
     """Create or update each product by SKU and add the photos it lacks (compared by content hash).
 
     Re-running changes nothing. Images are never removed, so photos an admin added survive. Each product is
     its own transaction: its embedding tasks are queued when it commits.
     """
-    summary = DemoLoadSummary()
+    summary = LoadSummary()
     categories: dict[str, Category] = {}
     for item in products:
         if item.category_path not in categories:
             categories[item.category_path] = category_get_or_create_path(path=item.category_path)
         category = categories[item.category_path]
         summary.categories.add(category.pk)
-        with transaction.atomic():
-            outcome, added = _product_load(item=item, category=category)
-        setattr(summary, outcome, getattr(summary, outcome) + 1)
-        summary.images_added += added
+        fields = {
+            "title": item.title, "description": item.description, "price": item.price,
+            "currency": item.currency, "category": category,
+        }
+        photos = [_DemoPhoto(path) for path in item.images]
+        (result,) = products_with_photos_upsert(
+            items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=[]
+        )
+        summary.count(result.outcome, result.images_added)
     return summary
 
 
-def _product_load(*, item: DemoProduct, category: Category) -> tuple[str, int]:
-    wanted = {
-        "title": item.title, "description": item.description, "price": item.price,
-        "currency": item.currency, "category": category,
-    }
-    product, outcome = product_upsert(sku=item.sku, **wanted)
+class _DemoPhoto:
+    """A demo photo for products_with_photos_upsert: hashed first, decoded only when the product lacks it."""
 
-    have = set(product.images.values_list("content_hash", flat=True))
-    added = 0
-    for path in item.images:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            if digest in have:
-                continue
-            handle.seek(0)
-            product_image_add(product=product, file=File(handle, name=path.name))
-        have.add(digest)
-        added += 1
-    if added and outcome == "unchanged":
-        outcome = "updated"
-    return outcome, added
+    def __init__(self, path: Path):
+        self.path, self.name = path, path.name
+
+    def sha256(self) -> str:
+        with open(self.path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def prepare(self):
+        return image_prepare(ContentFile(self.path.read_bytes(), name=self.path.name))

@@ -4,10 +4,10 @@ Data: the Debian package ``dataset-fashion-mnist`` (MIT), four IDX files under /
 Each 28x28 grey image is stored light-on-black; it becomes a catalog photo by inverting it to dark-on-white and
 enlarging it to a 224 px PNG (the model's input size).
 
-70,000 products one by one through catalog.services take tens of minutes, mostly per-row queries and one
-task per photo. So products are written in batches with bulk inserts, after the same checks the services make
-(``Product.clean_fields``, ``inspect_image`` on every PNG; the database enforces the constraints), and each
-batch queues its embeddings in batched tasks once it commits. Sources and licence: docs/demo-data.md.
+Products are written through ``catalog.services.products_with_photos_upsert``, the write path the CSV import and
+the photo demo share, 500 to a transaction: it works set-based (a few queries a batch, bulk inserts), so 70,000
+products take minutes, not the tens of minutes a product at a time would. Each batch announces its photos once
+(search queues their embeddings in tasks of 32 when it commits). Sources and licence: docs/demo-data.md.
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.utils import timezone
 from PIL import Image
 
 from catalog.images import inspect_image
-from catalog.models import Category, Product, ProductImage
-from catalog.page_cache import catalog_changed
-from catalog.services import category_get_or_create_path
+from catalog.models import Category, ProductImage
+from catalog.services import (
+    LoadSummary,
+    PreparedImage,
+    ProductWithPhotos,
+    category_get_or_create_path,
+    products_with_photos_upsert,
+)
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install -y dataset-fashion-mnist"
@@ -68,14 +71,6 @@ _CENTS = ("00", "50", "95", "99")
 
 class FashionDataMissing(Exception):
     """The dataset files are not installed; the message says how to install them."""
-
-
-@dataclass
-class FashionLoadSummary:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    images_added: int = 0
 
 
 def fashion_dataset_dir() -> Path:
@@ -168,7 +163,7 @@ def fashion_products_load(
     directory: Path | None = None,
     on_batch: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
-) -> FashionLoadSummary:
+) -> LoadSummary:
     """Create or update the first ``limit`` Fashion-MNIST products (train split first), with their photos.
 
     Idempotent by SKU: existing products get changed fields updated and a missing photo (by content hash) added;
@@ -180,7 +175,7 @@ def fashion_products_load(
     limit = total if limit is None else max(0, min(limit, total))
     labels = {prefix: fashion_labels_read(directory=directory, prefix=prefix) for _, prefix, _ in SPLITS}
     categories = [category_get_or_create_path(path=kind.category_path) for kind in CLASSES]
-    summary = FashionLoadSummary()
+    summary = LoadSummary()
     number, left = 0, limit
     for split, prefix, _ in SPLITS:
         if left <= 0:
@@ -198,75 +193,42 @@ def fashion_products_load(
     return summary
 
 
-def _batch_load(*, items: list, categories: list[Category], summary: FashionLoadSummary) -> None:
-    from search.services import image_embedding_dispatch
-
-    skus = [fashion_sku(split=split, index=index) for split, index, *_ in items]
-    existing = {product.sku: product for product in Product.objects.filter(sku__in=skus)}
-    hashes: dict[int, set[str]] = {}
-    for product_id, content_hash in ProductImage.objects.filter(product__in=existing.values()).values_list(
-        "product_id", "content_hash"
-    ):
-        hashes.setdefault(product_id, set()).add(content_hash)
-
-    new_products, changed_products, images = [], [], []
+def _batch_load(*, items: list, categories: list[Category], summary: LoadSummary) -> None:
+    batch = []
     for split, index, number, label, pixels in items:
-        # category_id, not category: comparing the related object would cost a query per existing product.
-        fields = {**fashion_product_fields(split=split, index=index, number=number, label=label),
-                  "category_id": categories[label].pk}
-        product = existing.get(fields["sku"])
-        if product is None:
-            product = Product(**fields)
-            product.clean_fields()  # the field checks product_create makes; the constraints are the database's
-            new_products.append(product)
-            have = set()
-        else:
-            changed = [name for name, value in fields.items() if getattr(product, name) != value]
-            for name in changed:
-                setattr(product, name, fields[name])
-            if changed:
-                product.clean_fields()
-                changed_products.append(product)
-            have = hashes.get(product.pk, set())
-        png = fashion_photo_png(pixels=pixels)
-        if hashlib.sha256(png).hexdigest() in have:  # reloading: the photo is there (decoding it again is not needed)
-            continue
-        photo = ContentFile(png, name=f"{fields['sku'].lower()}.png")
-        info = inspect_image(photo)  # the check every upload gets
-        images.append(
-            (product, ProductImage(position=len(have), width=info.width, height=info.height,
-                                   content_hash=info.sha256), photo)
-        )
-
-    storage = ProductImage._meta.get_field("file").storage
+        fields = fashion_product_fields(split=split, index=index, number=number, label=label)
+        sku = fields.pop("sku")
+        batch.append(ProductWithPhotos(sku=sku, fields={**fields, "category": categories[label]},
+                                       photos=[_FashionPhoto(sku=sku, pixels=pixels)]))
     stored: list[str] = []
     try:
-        for _, image, photo in images:
-            image.file = storage.save(image.file.field.generate_filename(image, photo.name), photo)
-            stored.append(image.file.name)
-        with transaction.atomic():
-            Product.objects.bulk_create(new_products)  # PostgreSQL returns the new primary keys
-            if changed_products:
-                now = timezone.now()
-                for product in changed_products:
-                    product.updated_at = now
-                Product.objects.bulk_update(
-                    changed_products, ["title", "description", "price", "currency", "category_id", "updated_at"]
-                )
-            for product, image, _ in images:
-                image.product = product
-            created = ProductImage.objects.bulk_create([image for _, image, _ in images])
-            catalog_changed()  # bulk writes send no signals
-            image_embedding_dispatch(image_ids=[image.pk for image in created])
+        results = products_with_photos_upsert(items=batch, stored=stored)  # one transaction a batch
     except BaseException:
+        storage = ProductImage._meta.get_field("file").storage
         for name in stored:  # the rows are gone with the transaction: so must their files be
             storage.delete(name)
         raise
-    # An existing product counts as updated when a field changed or it only lacked its photo.
-    new_ids = {id(product) for product in new_products}
-    updated_ids = {id(product) for product in changed_products}
-    updated_ids |= {id(product) for product, _, _ in images if id(product) not in new_ids}
-    summary.created += len(new_products)
-    summary.updated += len(updated_ids)
-    summary.unchanged += len(items) - len(new_products) - len(updated_ids)
-    summary.images_added += len(images)
+    for result in results:
+        summary.count(result.outcome, result.images_added)
+
+
+class _FashionPhoto:
+    """One article's photo, made from its pixels when the product lacks it."""
+
+    def __init__(self, *, sku: str, pixels: np.ndarray):
+        self.name, self.pixels = f"{sku.lower()}.png", pixels
+        self._png: bytes | None = None
+
+    @property
+    def png(self) -> bytes:
+        if self._png is None:
+            self._png = fashion_photo_png(pixels=self.pixels)
+        return self._png
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.png).hexdigest()
+
+    def prepare(self) -> PreparedImage:
+        photo = ContentFile(self.png, name=self.name)
+        # The check every upload gets. No thumbnail: at 224 px the photo is smaller than one (640 px).
+        return PreparedImage(file=photo, info=inspect_image(photo), thumbnail=None)

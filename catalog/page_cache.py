@@ -103,8 +103,7 @@ def connect_signals() -> None:
     """Every model a shopper page shows; bulk writes that bypass signals call ``catalog_changed`` themselves."""
     from django.db.models.signals import post_delete, post_save
 
-    for model in ("catalog.Category", "catalog.Product", "catalog.ProductImage", "search.EmbeddingSpace"):
+    for model in ("catalog.Category", "catalog.Product", "catalog.ProductImage"):
         post_save.connect(_on_catalog_write, sender=model, dispatch_uid=f"page-cache-save-{model}")
         post_delete.connect(_on_catalog_write, sender=model, dispatch_uid=f"page-cache-delete-{model}")
-    # Not post_delete: retired vectors are deleted in bulk and no page shows them; an image's deletion cascades.
-    post_save.connect(_on_catalog_write, sender="search.ImageEmbedding", dispatch_uid="page-cache-save-vector")
+    # Apps built on the catalog connect their own models (search: search/handlers.py).

@@ -2,34 +2,61 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Protocol
 
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import Category, Product, ProductImage
+from catalog.page_cache import catalog_changed
+from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
 PATH_SEPARATOR = ">"
+# Tries of a get-or-create that lost a race (each loss means another transaction committed what it wanted).
+CREATE_ATTEMPTS = 5
 
 
 def category_get_or_create_path(*, path: str) -> Category:
-    """Return the leaf of a path like ``Home > Furniture > Sofas``, creating missing levels."""
+    """Return the leaf of a path like ``Home > Furniture > Sofas``, creating missing levels.
+
+    Safe while another transaction creates the same path (two imports at once): see ``_category_get_or_create``.
+    """
     names = [part.strip() for part in path.split(PATH_SEPARATOR) if part.strip()]
     if not names:
         raise ValueError("a category path needs at least one name")
     parent = None
     for depth, name in enumerate(names):
-        category = Category.objects.filter(parent=parent, name=name).first()
-        if category is None:
-            slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
-            category = Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
-        parent = category
+        slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
+        parent = _category_get_or_create(name=name, parent=parent, slug_base=slug_base)
     return parent
+
+
+def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:
+    """The category ``name`` under ``parent``, created with a free slug if there is none.
+
+    Two transactions may both find none and both insert: the second insert waits for the first to commit, then
+    violates a unique constraint, (parent, name) or the slug. In a savepoint that costs only the attempt: the
+    category is then read again, and if the clash was another category's slug the next free one is tried.
+    """
+    for attempt in range(CREATE_ATTEMPTS):
+        category = Category.objects.filter(parent=parent, name=name).first()
+        if category is not None:
+            return category
+        try:
+            with transaction.atomic():
+                return Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
+        except IntegrityError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise  # not a race that looking again resolves
 
 
 def _unique_slug(base: str) -> str:
@@ -66,22 +93,165 @@ def product_update(*, product: Product, **fields) -> Product:
     return product
 
 
-def product_upsert(*, sku: str, lock: bool = False, **fields) -> tuple[Product, str]:
-    """Create the product with this SKU, or update the fields that differ (imports are idempotent by SKU).
+@dataclass
+class LoadSummary:
+    """What a load of products with photos did: the CSV import, the demo and the Fashion-MNIST loaders."""
 
-    Returns the product and "created", "updated" or "unchanged". ``lock`` holds the row until the transaction
-    ends, so two imports of one SKU cannot both add the same photo.
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    images_added: int = 0
+    categories: set[int] = field(default_factory=set)  # the leaf categories the products went to
+    failed: list = field(default_factory=list)  # rows that were not loaded (the importer's FailedRow)
+    ignored_columns: tuple[str, ...] = ()  # CSV columns the importer does not know
+
+    def count(self, outcome: str, images_added: int = 0) -> None:
+        """Count one product's ``outcome`` ("created", "updated" or "unchanged") and the photos it gained."""
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.images_added += images_added
+
+
+class PhotoSource(Protocol):
+    """A photo to give a product, read lazily: loaders know their files (paths, bytes read ahead in threads)."""
+
+    name: str  # as the source wrote it, for messages
+
+    def sha256(self) -> str: ...
+
+    def prepare(self) -> PreparedImage: ...
+
+
+class PhotoRefused(Exception):
+    """A photo of a product with photos cannot be stored; ``error`` (a ValidationError) says why."""
+
+    def __init__(self, photo: PhotoSource, error: ValidationError):
+        super().__init__(f"image {photo.name!r}: {' '.join(error.messages)}")
+        self.photo, self.error = photo, error
+
+
+@dataclass(frozen=True)
+class ProductWithPhotos:
+    """A product as a loader describes it: its SKU, the fields it should have, and photos it should have."""
+
+    sku: str
+    fields: dict  # title, description, price, currency, category
+    photos: Sequence[PhotoSource] = ()
+
+
+@dataclass(frozen=True)
+class Upserted:
+    product: Product
+    outcome: str  # "created", "updated" (a field changed, or a photo was added) or "unchanged"
+    images_added: int
+
+
+@transaction.atomic
+def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: list[str]) -> list[Upserted]:
+    """Create or update products by SKU and add the photos each lacks (compared by content hash): the one write
+    path of the CSV import (a row at a time), the photo demo (a product at a time) and Fashion-MNIST (500 at a
+    time). Photos are never removed, so ones an admin added survive; loading again changes nothing.
+
+    Set-based, so a batch costs a few queries rather than a few per product. The products' rows stay locked
+    until the caller's transaction ends, so two loads of one SKU cannot both add a photo; one that another
+    transaction creates meanwhile is updated instead (see ``_products_lock_or_create``). The photos are
+    announced together (``photos_added``: one embedding task per 32). Appends the names of the files it stores
+    to ``stored``, for the caller to delete if its transaction rolls back. Raises PhotoRefused, ValidationError.
     """
-    products = Product.objects.select_related("category")
-    if lock:
-        products = products.select_for_update(of=("self",))
-    product = products.filter(sku=sku).first()
-    if product is None:
-        return product_create(sku=sku, **fields), "created"
-    changed = {name: value for name, value in fields.items() if getattr(product, name) != value}
+    products, created = _products_lock_or_create(items)
+    changed = _products_update(items, products, created)
+    have: dict[int, list[str]] = {}
+    for product_id, content_hash in ProductImage.objects.filter(
+        product__in=[products[item.sku] for item in items if item.sku not in created]
+    ).values_list("product_id", "content_hash"):
+        have.setdefault(product_id, []).append(content_hash)
+
+    results, images = [], []
+    for item in items:
+        product = products[item.sku]
+        known = have.get(product.pk, [])
+        position, known = len(known), set(known)
+        added = 0
+        for photo in item.photos:
+            try:
+                digest = photo.sha256()
+                if digest in known:  # already on the product (a re-load) or twice in this item
+                    continue
+                prepared = photo.prepare()
+            except ValidationError as error:
+                raise PhotoRefused(photo, error) from None
+            image = ProductImage(product=product, position=position + added)
+            _image_file_store(image, prepared)
+            stored.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+            images.append(image)
+            known.add(digest)
+            added += 1
+        outcome = "created" if item.sku in created else "updated" if added or item.sku in changed else "unchanged"
+        results.append(Upserted(product=product, outcome=outcome, images_added=added))
+    ProductImage.objects.bulk_create(images)
+    if created or changed or images:
+        catalog_changed()  # bulk writes send no signals
+    if images:
+        photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=None)
+    return results
+
+
+def _products_lock_or_create(items: Sequence[ProductWithPhotos]) -> tuple[dict[str, Product], set[str]]:
+    """The items' products by SKU, locked (in pk order, as every loader locks them), the missing ones inserted;
+    and the SKUs inserted.
+
+    Another transaction may insert one of the missing SKUs first: our insert then waits for it to commit and
+    violates the SKU's unique constraint. In a savepoint that costs only the attempt: the products are locked
+    again, now including that one, which is updated instead of created.
+    """
+    wanted = {item.sku: item.fields for item in items}
+    if len(wanted) != len(items):
+        raise ValueError("a batch names a SKU twice")
+    for attempt in range(CREATE_ATTEMPTS):
+        products = {
+            product.sku: product
+            for product in Product.objects.select_related("category").select_for_update(of=("self",))
+            .filter(sku__in=wanted).order_by("pk")
+        }
+        missing = [Product(sku=sku, **fields) for sku, fields in wanted.items() if sku not in products]
+        for product in missing:
+            # Field checks with messages people can read; uniqueness and constraints are the database's to keep
+            # (full_clean would spend a query on each).
+            product.full_clean(validate_unique=False, validate_constraints=False)
+        try:
+            with transaction.atomic():
+                Product.objects.bulk_create(missing)  # PostgreSQL returns the new primary keys
+        except IntegrityError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise  # not a race that looking again resolves
+            continue
+        products.update((product.sku, product) for product in missing)
+        return products, {product.sku for product in missing}
+    raise AssertionError("unreachable")
+
+
+def _products_update(
+    items: Sequence[ProductWithPhotos], products: dict[str, Product], created: set[str]
+) -> set[str]:
+    """Give the existing products the fields that differ; returns their SKUs."""
+    changed, names = [], set()
+    for item in items:
+        if item.sku in created:
+            continue
+        product = products[item.sku]
+        differ = [name for name, value in item.fields.items() if getattr(product, name) != value]
+        if differ:
+            for name in differ:
+                setattr(product, name, item.fields[name])
+            product.full_clean(validate_unique=False, validate_constraints=False)
+            changed.append(product)
+            names.update(differ)
     if changed:
-        product_update(product=product, **changed)
-    return product, "updated" if changed else "unchanged"
+        now = timezone.now()
+        for product in changed:
+            product.updated_at = now
+        Product.objects.bulk_update(changed, [*sorted(names), "updated_at"])
+    return {product.sku for product in changed}
 
 
 @dataclass(frozen=True)
@@ -91,7 +261,7 @@ class PreparedImage:
 
     file: File
     info: ImageInfo
-    thumbnail: ContentFile
+    thumbnail: ContentFile | None  # None for photos no larger than a thumbnail (Fashion-MNIST's 224 px)
 
 
 def image_prepare(file: File) -> PreparedImage:
@@ -101,24 +271,106 @@ def image_prepare(file: File) -> PreparedImage:
     return PreparedImage(file=file, info=replace(info, image=None), thumbnail=thumbnail)
 
 
-@transaction.atomic
 def product_image_add(
-    *, product: Product, file: File | None = None, position: int | None = None, prepared: PreparedImage | None = None
+    *,
+    product: Product,
+    file: File | None = None,
+    position: int | None = None,
+    prepared: PreparedImage | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
 ) -> ProductImage:
-    """Validate and store an image (``file``, or one ``image_prepare`` made); its embedding is queued once the
-    transaction commits."""
-    from search.services import image_embedding_dispatch
-
-    prepared = prepared or image_prepare(file)
-    file, info = prepared.file, prepared.info
-    if position is None:
-        position = product.images.count()
-    image = ProductImage(
-        product=product, position=position, width=info.width, height=info.height, content_hash=info.sha256
+    """Validate and store an image (``file``, or one ``image_prepare`` made) with its thumbnail; apps that derive
+    data from photos hear of it (``photos_added``: search queues its embedding once the transaction commits)."""
+    (image,) = product_images_add(
+        product=product, prepared=[prepared or image_prepare(file)],
+        positions=None if position is None else [position], on_not_queued=on_not_queued,
     )
-    # Stored, and later served, under the extension of what it decodes as, never the name it came with.
-    image.file.save(image_file_name(file.name, info.format), file, save=False)
-    image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
-    image.save()
-    image_embedding_dispatch(image_ids=[image.pk])
     return image
+
+
+@transaction.atomic
+def product_images_add(
+    *,
+    product: Product,
+    prepared: Sequence[PreparedImage],
+    positions: Sequence[int] | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
+) -> list[ProductImage]:
+    """Store several prepared images on one product, announced together (one embedding task for all).
+
+    ``positions`` default to after the product's current images. ``on_not_queued``: see catalog/signals.py.
+    """
+    if positions is None:
+        first = product.images.count()
+        positions = range(first, first + len(prepared))
+    images = []
+    for item, position in zip(prepared, positions, strict=True):
+        image = ProductImage(product=product, position=position)
+        _image_file_store(image, item)
+        image.save()
+        images.append(image)
+    photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
+    return images
+
+
+@transaction.atomic
+def product_image_update(
+    *,
+    image: ProductImage,
+    file: File | None = None,
+    prepared: PreparedImage | None = None,
+    product: Product | None = None,
+    position: int | None = None,
+    on_not_queued: Callable[[int], None] | None = None,
+) -> ProductImage:
+    """Replace a photo's file (a new thumbnail; ``photo_files_changed`` makes search drop and recompute its
+    vectors), move it to another product, or renumber it. What is not given stays.
+
+    A photo's vector rows follow it to another product in the database itself (search migration 0003), so bulk
+    updates are as safe as this. Replaced files are deleted once the transaction commits.
+    """
+    image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
+    if product is not None:
+        image.product = product
+    if position is not None:
+        image.position = position
+    replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
+    if replaced:
+        _image_file_store(image, prepared or image_prepare(file))
+    image.save()
+    if replaced:
+        photo_files_changed.send(sender=ProductImage, image_ids=[image.pk], on_not_queued=on_not_queued)
+        _files_delete_on_commit(replaced)
+    return image
+
+
+@transaction.atomic
+def product_image_delete(*, image: ProductImage) -> None:
+    """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
+    files = [image.file.name, image.thumbnail.name]
+    ProductImage.objects.filter(pk=image.pk).delete()
+    _files_delete_on_commit(files)
+
+
+def product_images_reembed(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> int:
+    """An admin asks for the photos' derived data (vectors) to be computed afresh; returns how many photos."""
+    with transaction.atomic():
+        image_ids = list(ProductImage.objects.filter(pk__in=list(image_ids)).values_list("pk", flat=True))
+        if image_ids:
+            photo_files_changed.send(sender=ProductImage, image_ids=image_ids, on_not_queued=on_not_queued)
+    return len(image_ids)
+
+
+def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
+    info = prepared.info
+    image.width, image.height, image.content_hash = info.width, info.height, info.sha256
+    # Stored, and later served, under the extension of what it decodes as, never the name it came with.
+    image.file.save(image_file_name(prepared.file.name, info.format), prepared.file, save=False)
+    if prepared.thumbnail is not None:
+        image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
+
+
+def _files_delete_on_commit(names: list[str]) -> None:
+    storage = ProductImage._meta.get_field("file").storage
+    names = [name for name in names if name]  # bound now; images loaded in bulk may have no thumbnail
+    transaction.on_commit(lambda: [storage.delete(name) for name in names])

@@ -8,7 +8,7 @@ from pathlib import PurePath
 from django.core.files.base import ContentFile
 from PIL import Image, ImageOps
 
-from search.preprocessing import to_rgb
+from catalog.pixels import to_rgb
 
 # Cards are at most ~300 CSS px wide; 640 px stays sharp on 2x screens.
 THUMBNAIL_MAX_SIDE = 640

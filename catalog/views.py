@@ -6,10 +6,9 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
 
-from catalog import selectors
+from catalog import hooks, selectors
 from catalog.models import EmbeddingStatus
 from catalog.page_cache import cache_catalog_page
-from search.selectors import similar_products_to_product
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +72,7 @@ def product_detail(request, sku):
     images = list(product.images.all())
     ancestors = selectors.category_ancestors(category=product.category)
     try:
-        similar_products = similar_products_to_product(
-            product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids
-        )
+        similar_products = hooks.similar_products(product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids)
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
         similar_products = None

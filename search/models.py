@@ -42,8 +42,9 @@ class ImageEmbedding(models.Model):
     image = models.ForeignKey("catalog.ProductImage", on_delete=models.CASCADE, related_name="embeddings")
     # Denormalised from the image and its product so that ANN queries and their filters read one table: an HNSW
     # scan checks a candidate's category on the row it already has instead of joining the product, and an exact
-    # search of a small category is one range of an index. ``category`` and ``active`` are kept equal to the
-    # product's by PostgreSQL triggers (migration 0002), so no write path, bulk updates included, leaves them stale.
+    # search of a small category is one range of an index. ``product`` is kept equal to the image's, and
+    # ``category`` and ``active`` to the product's, by PostgreSQL triggers (migrations 0002, 0003), so no write
+    # path, bulk updates and photos moved to another product included, leaves them stale.
     product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
     category = models.ForeignKey("catalog.Category", on_delete=models.PROTECT, related_name="+")
     active = models.BooleanField(default=True)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageChops, ImageOps
 
+from catalog.pixels import WHITE, to_rgb  # noqa: F401 - to_rgb is part of this module's pipeline (step 1)
+
 PREPROCESSING_VERSION = 3
-WHITE = (255, 255, 255)
 
 # A pixel is background when every channel is within this distance of the background colour; JPEG
 # noise and soft studio shadows stay below it, product edges do not.
@@ -27,8 +28,6 @@ TRIM_TOLERANCE = 24
 TRIM_MIN_UNIFORM_BORDER = 0.5
 # Margin kept around the trimmed product, as a share of its longer side.
 TRIM_KEEP_MARGIN = 0.04
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # and 32-bit int/float
 
 
 def load_rgb(source, *, draft_size: int | None = None) -> Image.Image:
@@ -44,28 +43,6 @@ def load_rgb(source, *, draft_size: int | None = None) -> Image.Image:
         image.draft("RGB", (draft_size, draft_size))
     image = ImageOps.exif_transpose(image)
     return to_rgb(image)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode (palette, CMYK, 16-bit, greyscale, with or without alpha) -> 8-bit RGB."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # Pillow clips 16-bit values to 255 when converting; scale by the real range instead.
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((array - low) * scale).round().astype(np.uint8))  # 2-D uint8: mode L
-    if image.mode == "P" or "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = Image.new("RGB", image.size, WHITE)
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    if image.mode == "CMYK":
-        # Pillow's naive CMYK->RGB; good enough for features (no ICC transform without littlecms profiles).
-        return image.convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 def border_colour(pixels: np.ndarray) -> tuple[np.ndarray, float]:

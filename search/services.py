@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
@@ -23,6 +24,7 @@ TASK_BATCH_SIZE = 32
 # Errors that no retry can fix: the file is gone, unreadable or not an image.
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
+EMBED_IMAGES_TASK = "search.tasks.embed_images"
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -89,12 +91,11 @@ def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callabl
 
 def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
     """Send tasks now, in batches. With the broker down the images stay pending for the sweep; returns how many went."""
-    from search.tasks import embed_images
-
     sent: list[int] = []
     for chunk in _chunks(image_ids, TASK_BATCH_SIZE):
         try:
-            embed_images.delay(chunk, force=force)
+            # By name: search.tasks imports this module, never the reverse.
+            current_app.send_task(EMBED_IMAGES_TASK, args=[chunk], kwargs={"force": force})
         except Exception:  # kombu raises many types for an unreachable broker; none may fail the caller
             logger.warning("could not queue embedding of %d image(s); the pending sweep retries", len(image_ids) - len(sent),
                            exc_info=True)

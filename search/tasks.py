@@ -1,7 +1,10 @@
-"""Celery tasks: thin wrappers that take ids and call services."""
+"""Celery tasks: thin wrappers that take ids and call services (which send them by name, so this module imports
+them and never the reverse)."""
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+
+from search import services
 
 
 @shared_task(
@@ -12,13 +15,9 @@ from django.db import InterfaceError, OperationalError
     acks_late=True,
 )
 def embed_images(image_ids: list[int], force: bool = False) -> dict[str, int]:
-    from search.services import images_embed
-
-    return images_embed(image_ids=image_ids, force=force)
+    return services.images_embed(image_ids=image_ids, force=force)
 
 
 @shared_task
 def embedding_sweep() -> dict:
-    from search.services import embedding_sweep as sweep
-
-    return sweep()
+    return services.embedding_sweep()

@@ -168,3 +168,122 @@ def test_a_near_duplicate_upload_is_flagged_with_a_link_to_the_other_product(adm
     response = admin_client.get(reverse("admin:catalog_product_change", args=[copy_product.pk]))
     assert reverse("admin:catalog_product_change", args=[original.pk]) in response.text
     assert "CHAIR-ORIG" in response.text and "⚠" in response.text
+
+
+# --- Photos written through catalog.services (issue 13) ------------------------------------------------
+
+
+def _stored(media_root, name) -> bool:
+    return bool(name) and (media_root / name).is_file()
+
+
+def _embedded_photo(product, test_images, name="chair-shell-black.jpg"):
+    from catalog.services import product_image_add
+    from tests.factories import uploaded_file
+
+    image = product_image_add(product=product, file=uploaded_file(test_images / name))
+    search_services.images_embed(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.READY
+    return image
+
+
+def _inline_change(product, image, **fields):
+    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
+                         currency=product.currency)
+    data.update({"images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "1", "images-0-id": str(image.pk),
+                 "images-0-product": str(product.pk), "images-0-position": str(image.position)})
+    data.update({f"images-0-{name}": value for name, value in fields.items()})
+    return data
+
+
+def test_a_photo_uploaded_in_the_admin_gets_a_thumbnail(admin_client, media_root):
+    """Issue 13: admin uploads were stored without a thumbnail, so grids served the full-size original."""
+    data = _product_form(CategoryFactory())
+    data["images-TOTAL_FORMS"] = "1"
+    data["images-0-file"] = uploaded_image("front.jpg", size=(1600, 1200))
+    response = admin_client.post(reverse("admin:catalog_product_add"), data)
+    assert response.status_code == 302, response.content[:2000]
+
+    image = ProductImage.objects.get()
+    assert _stored(media_root, image.thumbnail.name) and image.thumbnail.name.endswith(".webp")
+    assert image.card_url == image.thumbnail.url
+
+
+def test_a_photo_replaced_in_the_product_page_gets_a_new_thumbnail_and_new_vectors(
+    admin_client, product, test_images, media_root, settings, django_capture_on_commit_callbacks
+):
+    """Issue 13: a replaced photo kept its old thumbnail (grids showed the old photo, search the new one)."""
+    from search.models import ImageEmbedding
+    from tests.factories import uploaded_file
+
+    image = _embedded_photo(product, test_images)
+    old_file, old_thumbnail, old_hash = image.file.name, image.thumbnail.name, image.content_hash
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+
+    data = _inline_change(product, image, file=uploaded_file(test_images / "tshirt-turquoise-front.jpg"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+    assert response.status_code == 302, response.content[:3000]
+
+    image.refresh_from_db()
+    assert image.content_hash != old_hash and image.thumbnail.name != old_thumbnail
+    assert _stored(media_root, image.file.name) and _stored(media_root, image.thumbnail.name)
+    assert not _stored(media_root, old_file) and not _stored(media_root, old_thumbnail)
+    assert image.embedding_status == EmbeddingStatus.PENDING
+    assert not ImageEmbedding.objects.filter(image=image).exists()
+    assert sent() == [[image.pk]]
+
+
+def test_a_photo_replaced_on_its_own_page_gets_a_new_thumbnail(admin_client, product, test_images, media_root):
+    from tests.factories import uploaded_file
+
+    image = _embedded_photo(product, test_images)
+    old_thumbnail = image.thumbnail.name
+    response = admin_client.post(
+        reverse("admin:catalog_productimage_change", args=[image.pk]),
+        {"product": product.pk, "position": 0, "file": uploaded_file(test_images / "tshirt-turquoise-front.jpg")},
+    )
+    assert response.status_code == 302, response.content[:3000]
+    image.refresh_from_db()
+    assert image.thumbnail.name != old_thumbnail and _stored(media_root, image.thumbnail.name)
+    assert image.embedding_status == EmbeddingStatus.PENDING
+
+
+def test_a_photo_moved_to_another_product_in_the_admin_is_found_under_its_new_product(
+    admin_client, product, test_images
+):
+    """Issue 13: the vector row kept the old product and category, so photo search returned the old product."""
+    from search.models import ImageEmbedding
+    from search.selectors import similar_products_to_vector
+
+    image = _embedded_photo(product, test_images)
+    other = ProductFactory()  # in another category
+    response = admin_client.post(
+        reverse("admin:catalog_productimage_change", args=[image.pk]),
+        {"product": other.pk, "position": 0, "file": ""},
+    )
+    assert response.status_code == 302, response.content[:3000]
+
+    image.refresh_from_db()
+    assert image.product == other and image.embedding_status == EmbeddingStatus.READY  # the same file
+    row = ImageEmbedding.objects.get(image=image)
+    assert (row.product_id, row.category_id) == (other.pk, other.category_id)
+    found = similar_products_to_vector(vector=row.vector, limit=5, model=row.model)
+    assert [result.product for result in found] == [other]
+    in_new_category = similar_products_to_vector(vector=row.vector, limit=5, model=row.model,
+                                                 category_ids=[other.category_id])
+    assert [result.product for result in in_new_category] == [other]
+
+
+def test_a_photo_deleted_in_the_admin_takes_its_files_along(
+    admin_client, product, test_images, media_root, django_capture_on_commit_callbacks
+):
+    image = _embedded_photo(product, test_images)
+    files = [image.file.name, image.thumbnail.name]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]),
+                                     _inline_change(product, image, DELETE="on"))
+    assert response.status_code == 302, response.content[:3000]
+    assert not ProductImage.objects.exists()
+    assert not any(_stored(media_root, name) for name in files)

@@ -17,6 +17,7 @@ from catalog.fashion import CLASSES, fashion_dataset_dir, fashion_price
 from catalog.importer import CatalogImportError, catalog_csv_import
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import product_image_add
+from catalog.spreadsheet import spreadsheet_csv_writer
 from tests.factories import uploaded_file
 from tests.support import embedding_dispatches, embedding_queue, wait_for
 
@@ -263,7 +264,8 @@ def test_embeddings_are_queued_after_each_row_commits(db, shop, settings, django
 
     assert len(summary.failed) == 1
     images = list(ProductImage.objects.order_by("pk"))
-    assert len(embedding_dispatches(callbacks)) == len(images) == 3  # the failed row queued nothing
+    assert len(images) == 3 and len(embedding_dispatches(callbacks)) == 2  # a row's photos together; the failed
+    # row queued nothing
     assert sorted(pk for batch in sent() for pk in batch) == [image.pk for image in images]
     assert all(image.embedding_queued_at is not None for image in images)
 
@@ -453,3 +455,113 @@ def test_a_real_worker_embeds_what_the_import_and_the_fashion_demo_add(celery_wo
     wait_for(none_pending, timeout=120, message="the worker to embed every imported image")
     assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
     assert ImageEmbedding.objects.count() == ProductImage.objects.count() == 13
+
+
+# --- Hostile cells (issue 13) ---------------------------------------------------------------------------
+
+HOSTILE = [  # (row bytes after the sku, the message its row gets)
+    (b"Chair,Home,1e26,,photos/chair-cafe-pair.jpg", "price '1e26' is too large; the limit is 99999999.99"),
+    (b"Chair,Home,1e309,,photos/chair-cafe-pair.jpg", "price '1e309' is too large; the limit is 99999999.99"),
+    (b"Chair,Home,-1e400,,photos/chair-cafe-pair.jpg", "price '-1e400' is negative"),
+    (b"Chair,Home,1e-999999999,,photos/chair-cafe-pair.jpg", "price '1e-999999999' has more than 2 decimal places"),
+    (b"Chair,Home,NaN,,photos/chair-cafe-pair.jpg", "price 'NaN' is not a number; write it like 12.50"),
+    (b"Chair,Home,sNaN,,photos/chair-cafe-pair.jpg", "price 'sNaN' is not a number; write it like 12.50"),
+    (b"Chair,Home,-Infinity,,photos/chair-cafe-pair.jpg", "price '-Infinity' is not a number; write it like 12.50"),
+    (b"Chair,Home,1,,photos/chair-cafe-pair.jpg\x00.jpg", "images contains a NUL character"),
+    (b"Ch\x00air,Home,1,,photos/chair-cafe-pair.jpg", "title contains a NUL character"),
+    (b"Chair,Ho\x00me,1,,photos/chair-cafe-pair.jpg", "category contains a NUL character"),
+    (b"Chair,Home,1,a\x00b,photos/chair-cafe-pair.jpg", "description contains a NUL character"),
+    (b"Chair,Home,1\x00,,photos/chair-cafe-pair.jpg", "price contains a NUL character"),
+    (b"Chair,Home,1,,photos/chair-cafe-pair.jpg\xff", "the row is not valid UTF-8 text; save the file as UTF-8"),
+    (b"C" * 300 + b",Home,1,,", "title is 300 characters long; the limit is 200"),
+    (b"Chair," + b"Home > " * 2 + b"H" * 500 + b",1,,", "category name 'HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH'... "
+                                                          "is longer than 120 characters"),
+    (b"Chair,Home,1," + b"d" * 200_000 + b",", "not valid CSV (field larger than field limit (131072))"),
+]
+
+
+def test_hostile_cells_are_reported_rows_and_the_import_goes_on(db, shop):
+    """Issue 13: a price of 1e26 or 1e309 (InvalidOperation), a NUL in an image path (ValueError) or in a SKU (a
+    DataError from the read-ahead query) aborted the whole import with a traceback."""
+    lines = [f"BAD-{n},".encode() + cells for n, (cells, _) in enumerate(HOSTILE)]
+    lines.insert(3, b"NUL\x00SKU,Chair,Home,1,,photos/chair-cafe-pair.jpg")
+    path = shop / "catalog.csv"
+    path.write_bytes(HEADER.encode() + b"\n".join(lines) + b"\nOK-1,Chair,Home,1,,photos/chair-cafe-pair.jpg\n")
+
+    summary = catalog_csv_import(path=path)
+
+    messages = [message for _, message in HOSTILE]
+    messages.insert(3, "sku contains a NUL character")
+    assert [f.message for f in summary.failed] == messages
+    assert [f.line for f in summary.failed] == list(range(2, 2 + len(messages)))
+    assert summary.rows == len(messages) + 1
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
+def test_the_errors_file_neutralises_cells_a_spreadsheet_would_run(db, shop, tmp_path):
+    """Issue 13: cells starting with = + - @ (or a tab or CR) went into --errors as they came: formula injection."""
+    formulas = ["=HYPERLINK(A1)", "+1+1", "-2+3", "@SUM(A1)"]
+    rows = "".join(f'"{sku}",Chair,Home,abc,,\n' for sku in formulas)
+    path = _write(shop, HEADER + rows)
+
+    with pytest.raises(CommandError):
+        call_command("import_catalog", str(path), "--errors", str(tmp_path / "errors.csv"),
+                     verbosity=0, stdout=io.StringIO(), stderr=io.StringIO())
+
+    with open(tmp_path / "errors.csv", newline="", encoding="utf-8") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert [row for row in cells if row.lstrip("'").startswith(tuple("=+-@\t\r"))]  # the rows are all there
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'=HYPERLINK(A1)" in cells and "'-2+3" in cells
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@A1", "\t=1", "\r=1"])
+def test_a_cell_a_spreadsheet_would_run_is_written_as_text(cell):
+    buffer = io.StringIO()
+    spreadsheet_csv_writer(buffer).writerow([cell, 7, "plain", ""])
+    assert next(csv.reader(io.StringIO(buffer.getvalue()))) == ["'" + cell, "7", "plain", ""]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
+    """Issue 13: two imports at once reported dozens of false failures (unique violations on category slug and
+    product sku) from their get-then-create races, though the data ended right."""
+    import threading
+
+    from django.db import connection
+
+    photos = sorted(path.name for path in (shop / "photos").glob("*.jpg"))[:4]
+    rows = [
+        f"RACE-{n},Racer {n},Race > Kind {n % 7} > Sub {n % 3},{n}.50,,"
+        + (f"photos/{photos[n]}|photos/{photos[(n + 1) % 4]}" if n < len(photos) else "")
+        for n in range(40)
+    ]
+    path = _write(shop, HEADER + "\n".join(rows) + "\n")
+    start = threading.Barrier(2)
+    summaries, errors = [], []
+
+    def run():
+        try:
+            start.wait()
+            summaries.append(catalog_csv_import(path=path))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors
+    assert [[str(failure) for failure in summary.failed] for summary in summaries] == [[], []]
+    assert sorted(summary.created + summary.updated + summary.unchanged for summary in summaries) == [40, 40]
+    assert Product.objects.count() == 40
+    assert Category.objects.filter(name="Race").count() == 1
+    assert Category.objects.filter(parent__name="Race").count() == 7
+    assert Category.objects.filter(parent__parent__name="Race").count() == 21
+    for product in Product.objects.filter(images__isnull=False).distinct():
+        hashes = list(product.images.values_list("content_hash", flat=True))
+        assert len(hashes) == len(set(hashes)) == 2, product.sku

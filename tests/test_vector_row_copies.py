@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from catalog.models import Product
+from catalog.models import Product, ProductImage
 from search.models import ImageEmbedding
 from search.selectors import similar_products_to_vector
 from tests.factories import CategoryFactory, clustered_catalog
@@ -70,3 +70,30 @@ def test_a_vector_row_cannot_be_given_another_category(clustered):
             [categories[1].pk, product.pk],
         )
     assert _copies(product) == {(product.category_id, True)}
+
+
+def test_a_photo_moved_to_another_product_by_a_bulk_update_takes_its_vector_along(settings, clustered):
+    """Issue 13: a ProductImage given another product (same file) kept its vector under the old product."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 0
+    model, categories, products, vectors = clustered
+    old, new = products[0], products[1]  # round-robin: categories 0 and 1
+    ProductImage.objects.filter(product=old).update(product=new)  # no save(), no signals: only the database sees it
+
+    assert _copies(old) == set()
+    assert _copies(new) == {(new.category_id, True)}
+    found = similar_products_to_vector(vector=vectors[0], limit=1, model=model)
+    assert [r.product.pk for r in found] == [new.pk]
+    in_new_category = similar_products_to_vector(vector=vectors[0], limit=60, category_ids=[new.category_id],
+                                                 model=model)
+    assert new.pk in {r.product.pk for r in in_new_category}
+    in_old_category = similar_products_to_vector(vector=vectors[0], limit=60, category_ids=[old.category_id],
+                                                 model=model)
+    assert old.pk not in {r.product.pk for r in in_old_category}
+
+
+def test_a_vector_row_cannot_be_given_another_product_than_its_photos(clustered):
+    _, _, products, _ = clustered
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE search_imageembedding SET product_id = %s WHERE product_id = %s",
+                       [products[1].pk, products[0].pk])
+    assert {row.product_id for row in ImageEmbedding.objects.filter(image__product=products[0])} == {products[0].pk}

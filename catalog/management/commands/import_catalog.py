@@ -1,6 +1,5 @@
 """Import products from a CSV file (see docs/import.md). Safe to re-run: rows are matched by SKU."""
 
-import csv
 import sys
 import time
 from pathlib import Path
@@ -9,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, CatalogImportError, catalog_csv_import
+from catalog.spreadsheet import spreadsheet_csv_writer
 
 ERRORS_SHOWN = 50
 
@@ -61,7 +61,7 @@ class Command(BaseCommand):
             self.stderr.write(f"... and {more} more failed row(s){hint}")
         if errors:
             with open(errors, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
+                writer = spreadsheet_csv_writer(handle)  # cells like =HYPERLINK(...) stay text
                 writer.writerow(["line", "sku", "error"])
                 writer.writerows([failure.line, failure.sku, failure.message] for failure in summary.failed)
 
