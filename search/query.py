@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 from PIL import Image, ImageOps
 
 from catalog.images import inspect_image
@@ -86,4 +87,4 @@ def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np
         pixels = pixels.crop(
             (round(box.x0 * scale), round(box.y0 * scale), round(box.x1 * scale), round(box.y1 * scale))
         )
-    return embedder.embed_images([pixels])[0]
+    return embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS)[0]

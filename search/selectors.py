@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import CharField, F
+from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
 from catalog.selectors import category_descendant_ids
+from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.query import Box, QueryImage, query_image_read, query_vector
@@ -26,10 +28,20 @@ def search_space_model() -> str:
     return active or active_embedder().id
 
 
+def search_cutoff(model: str) -> float:
+    """The cosine similarity below which nothing counts as similar enough in space ``model``: the operator's
+    ``SEARCH_MIN_SCORE`` when set, else the space's own calibration (search/calibration.py)."""
+    if settings.SEARCH_MIN_SCORE is not None:
+        return settings.SEARCH_MIN_SCORE
+    stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
+    return space_cutoff(stored, default=default_cutoff())
+
+
 @dataclass(frozen=True)
 class SimilarProduct:
     product: Product
-    score: float  # cosine similarity mapped to [0, 1]; 1 is identical
+    score: float  # the match score shown to shoppers: 0.5 at the catalog's cut-off, 1 for the same photo
+    similarity: float  # cosine similarity of the best-matching image, clipped to [0, 1]
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,8 @@ class PhotoSearch:
     results: list[SimilarProduct]
     model: str
     took_ms: float
-    threshold: float
+    threshold: float  # the least match score a result needed
+    cutoff: float  # the cosine similarity that match score 0.5 stands for
     category: Category | None = None
 
 
@@ -49,8 +62,10 @@ def similar_products_to_vector(
     exclude_product_id: int | None = None,
     model: str | None = None,
     threshold: float = 0.0,
+    cutoff: float | None = None,
 ) -> list[SimilarProduct]:
-    """The ``limit`` active products whose best image is nearest to ``vector``, best first, scoring >= threshold.
+    """The ``limit`` active products whose best image is nearest to ``vector``, best first, with a match score
+    (search/calibration.py) of at least ``threshold``; ``cutoff`` is the space's, read here unless given.
 
     Filters over few vectors are searched exactly (cheaper than walking the graph, and exact); others use the
     HNSW index with iterative scans, so a category filter still yields ``limit`` products when they exist.
@@ -74,9 +89,13 @@ def similar_products_to_vector(
     best: dict[int, float] = {}
     for product_id, hit_distance in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
         best.setdefault(product_id, hit_distance)
-    ranked = [(p, _similarity(d)) for p, d in best.items() if _similarity(d) >= threshold][:limit]
-    products = _products_for_cards([p for p, _ in ranked])
-    return [SimilarProduct(product=products[p], score=score) for p, score in ranked if p in products]
+    cutoff = search_cutoff(model) if cutoff is None else cutoff
+    scored = ((p, _similarity(d)) for p, d in best.items())
+    ranked = [(p, sim, match) for p, sim in scored if (match := match_score(sim, cutoff)) >= threshold][:limit]
+    products = _products_for_cards([p for p, _, _ in ranked])
+    return [
+        SimilarProduct(product=products[p], score=match, similarity=sim) for p, sim, match in ranked if p in products
+    ]
 
 
 def _few_vectors(model: str, category_ids: list[int]) -> bool:
@@ -149,6 +168,35 @@ def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, floa
     return (hit[0], _similarity(hit[1])) if hit else None
 
 
+def nearest_other_category_similarities(*, model: str, sample: int) -> list[float]:
+    """For up to ``sample`` active products of space ``model``, the similarity of the product's first vector to the
+    nearest vector of an active product in another category: what the calibration (search/calibration.py) reads.
+    Products whose category is the only one give nothing.
+
+    The products are spread over the catalog by a hash of their id: the same sample each time for the same catalog.
+    """
+    searchable = ImageEmbedding.objects.filter(model=model, active=True)
+    product_ids = list(
+        searchable.annotate(spread=MD5(Cast("product_id", output_field=CharField())))
+        .order_by("spread", "product_id")
+        .values_list("product_id", flat=True)
+        .distinct()[:sample]
+    )
+    firsts = (
+        searchable.filter(product_id__in=product_ids)
+        .order_by("product_id", "image__position", "image_id")
+        .distinct("product_id")
+        .values_list("category_id", "vector")
+    )
+    similarities = []
+    for category_id, vector in firsts:
+        others = searchable.exclude(category_id=category_id).annotate(distance=CosineDistance("vector", vector))
+        hits = _hnsw_hits(others, 1)
+        if hits:
+            similarities.append(_similarity(hits[0][1]))
+    return similarities
+
+
 def photo_search(
     *,
     image: QueryImage | None = None,
@@ -161,14 +209,18 @@ def photo_search(
     """Products that look like an uploaded photo (or a region of it), optionally within a category tree.
 
     ``image``: the photo as the form or serializer decoded it while checking it; or ``file``, read here.
+    ``threshold``: the least match score; by default the catalog's cut-off (match score 0.5).
     """
     started = time.perf_counter()
-    threshold = settings.SEARCH_MIN_SCORE if threshold is None else threshold
+    threshold = MATCH_THRESHOLD if threshold is None else threshold
     model = search_space_model()
+    cutoff = search_cutoff(model)
     vector = query_vector(image=image or query_image_read(file), model=model, box=box)
     category_ids = category_descendant_ids(category=category) if category is not None else None
     results = similar_products_to_vector(
-        vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold
+        vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff
     )
     took_ms = (time.perf_counter() - started) * 1000
-    return PhotoSearch(results=results, model=model, took_ms=took_ms, threshold=threshold, category=category)
+    return PhotoSearch(
+        results=results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category
+    )

@@ -40,7 +40,8 @@ class PhotoSearchSerializer(_ScopeSerializer):
         required=False,
         min_value=0,
         max_value=1,
-        help_text="Least similarity in [0, 1] a result needs; 0 disables the cut-off. Default: the server's setting.",
+        help_text="Least match score in [0, 1] a result needs; 0 disables the cut-off. Default 0.5: the catalog's "
+        "own cut-off for 'similar enough' (docs/search.md).",
     )
     box = serializers.CharField(
         required=False,
@@ -68,7 +69,11 @@ class PhotoSearchSerializer(_ScopeSerializer):
 
 class SearchResultSerializer(serializers.Serializer):
     product = ProductSummarySerializer()
-    score = serializers.FloatField(help_text="Similarity in [0, 1]; higher is more similar.")
+    score = serializers.FloatField(
+        help_text="Match score in [0, 1], calibrated to the catalog: 1 is the same photo, 0.5 the catalog's cut-off "
+        "for 'similar enough'."
+    )
+    similarity = serializers.FloatField(help_text="Cosine similarity of the best-matching photo, in [0, 1].")
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -78,4 +83,5 @@ class SearchResponseSerializer(serializers.Serializer):
 
 
 class PhotoSearchResponseSerializer(SearchResponseSerializer):
-    threshold = serializers.FloatField(help_text="The similarity cut-off that was applied.")
+    threshold = serializers.FloatField(help_text="The least match score a result needed.")
+    cutoff = serializers.FloatField(help_text="The cosine similarity that a match score of 0.5 stands for.")

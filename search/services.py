@@ -13,6 +13,8 @@ from django.utils import timezone
 from PIL import Image
 
 from catalog.models import EmbeddingStatus, ProductImage
+from catalog.page_cache import catalog_changed
+from search import calibration
 from search.embeddings import Embedder, ModelUnavailable, active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 
@@ -303,7 +305,34 @@ def retired_vectors_delete(*, limit: int = 10_000) -> int:
     return deleted
 
 
-def embedding_sweep() -> dict[str, int | str]:
-    """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, free old vectors."""
-    space = embedding_space_sync()
-    return {"space": space.model, "requeued": pending_images_requeue(), "deleted": retired_vectors_delete()}
+def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> EmbeddingSpace:
+    """Compute the space's "nothing similar enough" cut-off from its vectors (search/calibration.py) when the
+    catalog has changed enough since the last time, or when ``force``d. Returns the space as stored afterwards."""
+    from search.selectors import nearest_other_category_similarities
+
+    vectors = ImageEmbedding.objects.filter(model=space.model, active=True).count()
+    if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors):
+        return space
+    similarities = nearest_other_category_similarities(model=space.model, sample=calibration.SAMPLE_PRODUCTS)
+    enough = len(similarities) >= calibration.MIN_PRODUCTS
+    space.min_score = calibration.cutoff_from_neighbours(
+        similarities, quantile=calibration.neighbour_quantile(), highest=calibration.default_cutoff()
+    ) if enough else None
+    space.calibrated_vectors = vectors
+    space.calibrated_at = timezone.now()
+    space.save(update_fields=["min_score", "calibrated_vectors", "calibrated_at"])
+    logger.info("space %s calibrated on %d products: cut-off %s", space.model, len(similarities), space.min_score)
+    catalog_changed()  # cached pages show match scores made with the old cut-off
+    return space
+
+
+def embedding_sweep() -> dict[str, int | str | float | None]:
+    """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, recalibrate the
+    cut-off when the catalog has changed enough, free old vectors."""
+    space = embedding_space_calibrate(space=embedding_space_sync())
+    return {
+        "space": space.model,
+        "min_score": space.min_score,
+        "requeued": pending_images_requeue(),
+        "deleted": retired_vectors_delete(),
+    }

@@ -108,7 +108,7 @@ def catalog(test_images):
     """Chairs, shoes and a T-shirt from real photos, embedded with the real model; returns products by SKU."""
     from catalog import services as catalog_services
     from catalog.models import EmbeddingStatus, Product, ProductImage
-    from search.services import images_embed
+    from search.services import embedding_sweep, images_embed
     from tests.factories import uploaded_file
 
     photos = {
@@ -124,4 +124,5 @@ def catalog(test_images):
         catalog_services.product_image_add(product=product, file=uploaded_file(test_images / photo))
     images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
     assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+    embedding_sweep()  # calibrates the cut-off, as the beat schedule does
     return {product.sku: product for product in Product.objects.all()}

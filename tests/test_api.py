@@ -63,13 +63,18 @@ def test_search_by_photo_returns_ranked_products_in_the_documented_shape(api, ca
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"results", "model", "took_ms", "threshold"}
+    assert set(body) == {"results", "model", "took_ms", "threshold", "cutoff"}
     assert body["model"] == search_space_model()
-    assert body["took_ms"] > 0 and body["threshold"] == 0
+    assert body["took_ms"] > 0 and body["threshold"] == 0 and 0 < body["cutoff"] < 1
     assert sorted(skus(response)[:2]) == ["CHAIR-1", "CHAIR-2"]
+    assert all(set(result) == {"product", "score", "similarity"} for result in body["results"])
     scores = [result["score"] for result in body["results"]]
     assert len(scores) == 5 and all(0 <= score <= 1 for score in scores)
     assert scores == sorted(scores, reverse=True)
+    # The match score is the calibrated form of the similarity: one half exactly at the cut-off.
+    for result in body["results"]:
+        above = result["similarity"] >= body["cutoff"]
+        assert (result["score"] >= 0.5) == above
     product = body["results"][0]["product"]
     assert set(product) == {"id", "sku", "title", "url", "image_url", "price", "currency", "category"}
     assert product["url"] == f"http://testserver/p/{product['sku']}/"

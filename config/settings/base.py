@@ -113,7 +113,7 @@ UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=50_000_000)
-UPLOAD_MIN_SIDE = env.int("UPLOAD_MIN_SIDE", default=32)
+UPLOAD_MIN_SIDE = env.int("UPLOAD_MIN_SIDE", default=8)
 
 # --- Embeddings ---
 EMBEDDING_MODEL = env("EMBEDDING_MODEL", default="efficientnet-lite0")
@@ -123,11 +123,21 @@ EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx")  # or "torch", the 
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
+# A reduction fitted elsewhere (bench/fit_reduction.py --save-to) instead of the shipped search/spaces/ file; its
+# content hash is part of the space id, so changing it rebuilds the vectors in the background like a model change.
+EMBEDDING_REDUCTION_FILE = env("EMBEDDING_REDUCTION_FILE", default="")
 
 # --- Search ---
-# Similarity (cosine, mapped to [0, 1]) below which a photo search shows "nothing similar enough".
-# 0.45 balances kept good matches against rejected junk on real photos: see docs/search.md.
-SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=0.45)
+# Cosine similarity below which a photo search shows "nothing similar enough". Unset (the default), each embedding
+# space computes its own from the catalog's vectors (search/calibration.py, docs/search.md); set it to pin one.
+SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=None)
+# The calibration's fitted constants (search/calibration.py NEIGHBOUR_QUANTILE and DEFAULT_CUTOFF when unset); the
+# relevance benchmark sets the ones it fitted without the domain it measures.
+SEARCH_CUTOFF_QUANTILE = env.float("SEARCH_CUTOFF_QUANTILE", default=None)
+SEARCH_CUTOFF_DEFAULT = env.float("SEARCH_CUTOFF_DEFAULT", default=None)
+# Views of a shopper's photo embedded per search (1-3; the catalog always has 3). 3 matches best; 1 is the fastest
+# (docs/relevance.md measures both).
+SEARCH_QUERY_VIEWS = min(3, max(1, env.int("SEARCH_QUERY_VIEWS", default=3)))
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many active products (their vectors) is searched exactly instead of

@@ -134,6 +134,7 @@ def corpus() -> dict[str, bytes]:
         "exif-upright.jpg": upright,
         "exif-rotated.jpg": rotated,
         "jpeg-named.txt": full,
+        "small-12x8.png": encoded(photo("shoe-running-2.jpg", 12), "PNG"),  # the shorter side at UPLOAD_MIN_SIDE
     }
 
 

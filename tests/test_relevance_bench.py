@@ -1,0 +1,55 @@
+"""The relevance benchmark: its numpy measures, and its smoke run through the API of a real instance."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.retrieval import auc, class_precision, query_scores
+from config import embedded
+from tests.services_support import ROOT
+
+
+def test_query_scores_rank_products_by_their_best_image():
+    catalog = np.array([[1, 0], [0.8, 0.6], [0, 1]], dtype=np.float32)
+    products = np.array(["a", "a", "b"])
+    scores = query_scores(catalog=catalog, products=products, instance=np.array([[0.6, 0.8], [1, 0.1]]),
+                          instance_products=np.array(["a", "b"]), absent=np.array([[-1, 0]]))
+    assert list(scores.instance_rank) == [0, 1]  # a's second photo is nearest the first query; b is second for the other
+    assert scores.instance_top[0] == pytest.approx(0.96)
+    assert scores.absent_top[0] == pytest.approx(0.0)
+
+
+def test_auc_counts_pairs_ordered_and_ties_half():
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    assert auc([0.5], [0.5]) == 0.5
+
+
+def test_class_precision_skips_the_query_product_itself():
+    vectors = np.array([[1, 0], [0.99, 0.1], [0.9, 0.2], [0, 1]], dtype=np.float32)
+    products = np.array(["p", "p", "q", "r"])
+    groups = np.array(["shoes", "shoes", "shoes", "chairs"])
+    assert class_precision(vectors, products, groups, queries=np.array([0]), k=1) == 1.0  # q, not p's own photo
+    assert class_precision(vectors, products, groups, queries=np.array([0]), k=2) == 0.5
+
+
+@pytest.mark.network  # the two photo domains are fetched from the package registries once
+@pytest.mark.worker
+@pytest.mark.system
+def test_the_benchmark_runs_through_the_api_of_a_running_instance(tmp_path):
+    output = tmp_path / "relevance.md"
+    env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
+    env.pop("DATABASE_URL", None)  # the benchmark makes its shops on the embedded server
+    env.pop("REDIS_URL", None)
+    result = subprocess.run([sys.executable, "-m", "bench.relevance", "--quick", "--write", str(output)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = output.read_text()
+    for domain in ("vendure", "saleor"):
+        (row,) = [line for line in page.splitlines() if line.startswith(f"| {domain} |")]
+        assert row.count("→") == 4  # baseline → shipped for R@1, R@10, P@10 and AUC
+    assert "three query views" in page and "Targets missed" in page
