@@ -61,14 +61,14 @@ def brands(count: int, rng: np.random.Generator) -> list[str]:
 INSERT = """
 INSERT INTO catalog_product (sku, title, description, price, currency, category_id, active, created_at, updated_at)
 SELECT 'TXT-' || i,
-       initcap(b[1 + (i * 7919) %% cardinality(b)]) || ' ' || c[1 + (i * 31) %% cardinality(c)] || ' '
-           || m[1 + (i * 17) %% cardinality(m)] || ' ' || n[1 + (i * 13) %% cardinality(n)],
-       initcap(a[1 + (i * 11) %% cardinality(a)]) || ' ' || n[1 + (i * 13) %% cardinality(n)] || ' in '
-           || m[1 + (i * 5) %% cardinality(m)] || ', by ' || initcap(b[1 + (i * 104729) %% cardinality(b)]) || '. '
-           || initcap(a[1 + (i * 3) %% cardinality(a)]) || ' and ' || a[1 + (i * 19) %% cardinality(a)] || '.',
+       initcap(b[(1 + i * 7919 %% cardinality(b))::int]) || ' ' || c[(1 + i * 31 %% cardinality(c))::int] || ' '
+           || m[(1 + i * 17 %% cardinality(m))::int] || ' ' || n[(1 + i * 13 %% cardinality(n))::int],
+       initcap(a[(1 + i * 11 %% cardinality(a))::int]) || ' ' || n[(1 + i * 13 %% cardinality(n))::int] || ' in '
+           || m[(1 + i * 5 %% cardinality(m))::int] || ', by ' || initcap(b[(1 + i * 104729 %% cardinality(b))::int]) || '. '
+           || initcap(a[(1 + i * 3 %% cardinality(a))::int]) || ' and ' || a[(1 + i * 19 %% cardinality(a))::int] || '.',
        (i %% 500) + 9.99, 'USD', %(category)s, true, now(), now()
 FROM (SELECT %(b)s::text[] AS b, %(c)s::text[] AS c, %(m)s::text[] AS m, %(n)s::text[] AS n, %(a)s::text[] AS a)
-     AS arrays, generate_series(%(first)s::int, %(last)s::int) AS i
+     AS arrays, generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 
 
