@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.text_search --quick        # 20,000 products, about a minute
     .venv/bin/python -m bench.text_search                # 200,000 products, a few minutes (the load is most of it)
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench.text_search  # a server with pg_trgm
+    # on a server with pg_trgm:
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench.text_search
 
 Builds (or reuses) the database ``lookalike_bench_text_<N>`` on the project's PostgreSQL server (the embedded one
 unless DATABASE_URL is set): Django migrations, then N products whose titles and descriptions draw on 60 product
@@ -45,8 +46,10 @@ PAGE = 24
 
 
 def typo(word: str) -> str:
-    """Two neighbouring letters swapped, the commonest slip ("chair" -> "chiar")."""
-    return word[:2] + word[3] + word[2] + word[4:]
+    """The first two different neighbouring letters after the first two swapped, the commonest slip ("chair" ->
+    "chiar", "kettle" -> "ketlte")."""
+    i = next(i for i in range(2, len(word) - 1) if word[i] != word[i + 1])
+    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
 
 
 def brands(count: int, rng: np.random.Generator) -> list[str]:
@@ -54,7 +57,8 @@ def brands(count: int, rng: np.random.Generator) -> list[str]:
     names: set[str] = set()
     while len(names) < count:
         syllables = rng.integers(2, 4)
-        names.add("".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(syllables)) + rng.choice(["", "n", "x"]))
+        stem = "".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(syllables))
+        names.add(stem + rng.choice(["", "n", "x"]))
     return sorted(names)
 
 
@@ -64,8 +68,10 @@ SELECT 'TXT-' || i,
        initcap(b[(1 + i * 7919 %% cardinality(b))::int]) || ' ' || c[(1 + i * 31 %% cardinality(c))::int] || ' '
            || m[(1 + i * 17 %% cardinality(m))::int] || ' ' || n[(1 + i * 13 %% cardinality(n))::int],
        initcap(a[(1 + i * 11 %% cardinality(a))::int]) || ' ' || n[(1 + i * 13 %% cardinality(n))::int] || ' in '
-           || m[(1 + i * 5 %% cardinality(m))::int] || ', by ' || initcap(b[(1 + i * 104729 %% cardinality(b))::int]) || '. '
-           || initcap(a[(1 + i * 3 %% cardinality(a))::int]) || ' and ' || a[(1 + i * 19 %% cardinality(a))::int] || '.',
+           || m[(1 + i * 5 %% cardinality(m))::int] || ', by '
+           || initcap(b[(1 + i * 104729 %% cardinality(b))::int]) || '. '
+           || initcap(a[(1 + i * 3 %% cardinality(a))::int]) || ' and '
+           || a[(1 + i * 19 %% cardinality(a))::int] || '.',
        (i %% 500) + 9.99, 'USD', %(category)s, true, now(), now()
 FROM (SELECT %(b)s::text[] AS b, %(c)s::text[] AS c, %(m)s::text[] AS m, %(n)s::text[] AS n, %(a)s::text[] AS a)
      AS arrays, generate_series(%(first)s::bigint, %(last)s::bigint) AS i
@@ -103,18 +109,11 @@ def ensure_database(products: int, rebuild: bool) -> str:
             connection.execute(INSERT, {"category": category, "first": first, "last": last, **arrays})
             print(f"  loaded {last:,} products", file=sys.stderr)
         connection.execute("VACUUM ANALYZE")
-        connection.execute("CREATE TABLE bench_text_info (load_seconds float NOT NULL)")
-        connection.execute("INSERT INTO bench_text_info VALUES (%s)", [time.perf_counter() - started])
+        connection.execute("CREATE TABLE bench_text_info AS SELECT %s::float AS load_seconds, "
+                           "pg_total_relation_size('catalog_searchword')"
+                           " + pg_total_relation_size('catalog_searchwordvariant') AS vocabulary_bytes",
+                           [time.perf_counter() - started])
     return url
-
-
-def median_ms(run, repeats: int) -> float:
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - started)
-    return 1000 * float(np.median(timings))
 
 
 def measure(url: str, repeats: int) -> None:
@@ -128,13 +127,18 @@ def measure(url: str, repeats: int) -> None:
     from django.db.models import F
 
     from catalog.models import Product
-    from catalog.selectors import product_search
+    from catalog.selectors import _with_card_image, product_search
     from catalog.typos import corrections, text_search_strategy
 
     def exact_page(query: str):  # product_search as it was before typo tolerance
         search = SearchQuery(query, search_type="websearch", config="english")
-        queryset = Product.objects.filter(active=True, search_document=search).annotate(
-            rank=SearchRank(F("search_document"), search)).order_by("-rank", "title", "pk")
+        queryset = (
+            Product.objects.filter(active=True, search_document=search)
+            .select_related("category")
+            .annotate(rank=SearchRank(F("search_document"), search))
+            .order_by("-rank", "title", "pk")
+        )
+        queryset = _with_card_image(queryset)
         return queryset.count(), list(queryset[:PAGE])
 
     def page(query: str):
@@ -144,27 +148,34 @@ def measure(url: str, repeats: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM catalog_product")
         products = cursor.fetchone()[0]
-        cursor.execute("SELECT (SELECT count(*) FROM catalog_searchword), (SELECT count(*) FROM catalog_searchwordvariant),"
-                       " pg_total_relation_size('catalog_searchword') + pg_total_relation_size('catalog_searchwordvariant'),"
-                       " (SELECT load_seconds FROM bench_text_info)")
+        cursor.execute("SELECT (SELECT count(*) FROM catalog_searchword),"
+                       " (SELECT count(*) FROM catalog_searchwordvariant), vocabulary_bytes, load_seconds"
+                       " FROM bench_text_info")
         words, variants, vocabulary_bytes, load_seconds = cursor.fetchone()
     strategies = ["variants"] + (["trigram"] if text_search_strategy() == "trigram" else [])
     typos = [typo(word) for word in QUERIES]
     assert all(page(t)[0] >= page(w)[0] > 0 for t, w in zip(typos, QUERIES)), "a typo missed what was meant"
 
+    strategy = text_search_strategy()
+    modes = [
+        ("exact full-text page (before), words as typed", exact_page, QUERIES),
+        (f"product_search page ({strategy}), words as typed", page, QUERIES),
+        (f"product_search page ({strategy}), one swap per word", page, typos),
+        *[(f"corrections() alone ({s})", lambda q, s=s: corrections(words=[q], strategy=s), typos) for s in strategies],
+    ]
+    # Round-robin over modes and queries, so that load from elsewhere on the machine falls on all of them alike.
+    timings = {(m, q): [] for m, (_, _, queries) in enumerate(modes) for q in queries}
+    for repeat in range(repeats + 1):  # the first round warms the caches and is not counted
+        for m, (_, run, queries) in enumerate(modes):
+            for query in queries:
+                started = time.perf_counter()
+                run(query)
+                if repeat:
+                    timings[m, query].append(1000 * (time.perf_counter() - started))
     rows = []
-
-    def add(label: str, run, queries: list[str]):
-        for query in queries:  # warm-up
-            run(query)
-        per_query = [median_ms(lambda q=query: run(q), repeats) for query in queries]
+    for m, (label, _, queries) in enumerate(modes):
+        per_query = [float(np.median(timings[m, q])) for q in queries]
         rows.append((label, round(float(np.median(per_query)), 2), round(max(per_query), 2)))
-
-    add("exact full-text page (before), words as typed", exact_page, QUERIES)
-    add(f"product_search page ({text_search_strategy()}), words as typed", page, QUERIES)
-    add(f"product_search page ({text_search_strategy()}), one swap per word", page, typos)
-    for strategy in strategies:
-        add(f"corrections() alone ({strategy})", lambda q, s=strategy: corrections(words=[q], strategy=s), typos)
 
     insert_ms = {}
     for triggers in ("on", "off"):

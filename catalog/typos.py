@@ -5,11 +5,11 @@ The vocabulary is every 4-to-40-letter word of the catalog's titles and descript
 Candidates come from one of two strategies, and one rule accepts them (``allowed_typos``: an edit distance that grows
 with the word's length, as in most shop search engines):
 
-- ``"variants"`` (every server, including the embedded one, which has no pg_trgm): a typed word and a vocabulary word
-  that share a variant are at most one edit apart; a few primary-key look-ups per word, whatever the catalog's size.
+- ``"variants"`` (every server, including the embedded one, which has no pg_trgm): every vocabulary word one edit from
+  a typed word shares a variant with it; a few primary-key look-ups per word, whatever the catalog's size.
 - ``"trigram"`` (servers with pg_trgm): the same look-ups plus pg_trgm's ``%`` on a trigram index of the words, which
-  also finds two typos in a long word that share no variant ("sweattshirtt"). Trigrams alone miss a swap in a short word ("chiar" shares 2 of
-  10 trigrams with "chair"), hence both.
+  also finds two typos in a long word that share no variant ("sweattshirtt"). Trigrams alone miss a swap in a short
+  word ("chiar" shares 2 of 10 trigrams with "chair"), hence both.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def corrections(*, words: list[str], strategy: str | None = None) -> dict[str, l
     ]
     params: list = [list(typed), list(variants)]
     if strategy == "trigram":
-        sql.append("SELECT q.word, s.word FROM unnest(%s::text[]) AS q(word) JOIN catalog_searchword AS s ON s.word %% q.word")
+        sql.append(
+            "SELECT q.word, s.word FROM unnest(%s::text[]) AS q(word) JOIN catalog_searchword AS s ON s.word %% q.word"
+        )
         params.append(words)
     with connection.cursor() as cursor:
         cursor.execute(" UNION ".join(sql), params)

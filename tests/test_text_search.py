@@ -1,6 +1,10 @@
 """Typo-tolerant text search (catalog.typos, catalog.selectors.product_search) on the server the suite runs against:
 the embedded one has no pg_trgm (the "variants" strategy), plain PostgreSQL's contrib has it ("trigram")."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.db import connection
 from django.urls import reverse
@@ -9,6 +13,8 @@ from catalog import services
 from catalog.models import Product
 from catalog.selectors import product_search
 from catalog.typos import corrections, edit_distance, text_search_strategy
+from config import embedded
+from tests.services_support import ROOT
 from tests.factories import CategoryFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,3 +149,17 @@ def test_the_page_and_the_api_find_typos(client, shop):
     assert page.status_code == 200 and titles(page.context["products"]) == titles(shop["hoodies"])
     assert api.status_code == 200
     assert {item["title"] for item in api.json()["results"]} == titles(shop["sneakers"])
+
+
+def test_the_bench_runs_in_smoke_mode():
+    # On this session's server (embedded, or DATABASE_URL), in a database of the bench's own.
+    env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.text_search", "--products", "300", "--repeats", "1", "--rebuild"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "300 products; vocabulary" in result.stdout
+    assert "| corrections() alone (variants) |" in result.stdout
+    assert ("| corrections() alone (trigram) |" in result.stdout) == server_has_pg_trgm()

@@ -2,9 +2,9 @@
 
 ``catalog_searchword`` holds every distinct word (4 to 40 letters, lower-cased by the 'simple' text search
 configuration: no stemming, so a typo is compared with the word as written) of any product's title or description.
-``catalog_searchwordvariant`` holds each word and each of its one-letter deletions: a misspelt word that shares a
-variant with a vocabulary word is at most one edit (insertion, deletion, substitution, swap) from it ("symmetric
-delete" spelling correction), and finding such words is a few index look-ups whatever the vocabulary's size.
+``catalog_searchwordvariant`` holds each word and each of its one-letter deletions: every vocabulary word one edit
+(insertion, deletion, substitution, swap) from a misspelt word shares a variant with it ("symmetric delete" spelling
+correction), so finding candidates is a few index look-ups whatever the vocabulary's size.
 
 Statement-level triggers keep both current on every write path (services, admin, bulk loads, COPY), in one pass per
 statement. Words of deleted or edited products stay: a correction to a word nothing contains any more finds nothing.
