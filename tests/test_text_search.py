@@ -1,11 +1,13 @@
 """Typo-tolerant text search (catalog.typos, catalog.selectors.product_search) on the server the suite runs against:
 the embedded one has no pg_trgm (the "variants" strategy), plain PostgreSQL's contrib has it ("trigram")."""
 
+import io
 import os
 import subprocess
 import sys
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 
@@ -15,6 +17,7 @@ from catalog.selectors import product_search
 from catalog.typos import corrections, edit_distance, text_search_strategy
 from config import embedded
 from tests.services_support import ROOT
+from tests.test_demo import _real_products
 from tests.factories import CategoryFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +166,12 @@ def test_the_bench_runs_in_smoke_mode():
     assert "300 products; vocabulary" in result.stdout
     assert "| corrections() alone (variants) |" in result.stdout
     assert ("| corrections() alone (trigram) |" in result.stdout) == server_has_pg_trgm()
+
+
+def test_the_demo_catalog_forgives_typos():
+    _real_products()  # skip when the demo's packages are unavailable
+    call_command("load_demo", verbosity=0, stdout=io.StringIO())
+
+    for typed, meant in [("hodie", "hoodie"), ("sneakres", "sneakers"), ("chiar", "chair")]:
+        assert found(typed) == found(meant) != set()
+    assert {"Mustard Hoodie", "White Hoodie", "Black Hoodie", "Blue Hoodie"} <= found("hodie")
