@@ -3,10 +3,13 @@ template or serializer needs prefetched."""
 
 from __future__ import annotations
 
+import operator
+import re
 from decimal import Decimal
+from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import F, Prefetch, QuerySet, Window
+from django.db.models import BooleanField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
 from django.db.models.functions import RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
@@ -22,6 +25,7 @@ from catalog.categories import (  # noqa: F401
     lineage,
 )
 from catalog.models import Category, Product, ProductImage
+from catalog.typos import MAX_WORDS, corrections
 
 PRODUCT_SORTS = {"title": ("title", "pk"), "newest": ("-created_at", "-pk")}
 DEFAULT_SORT = "title"
@@ -66,18 +70,45 @@ def product_list(*, category_ids: list[int] | None = None, sort: str = DEFAULT_S
 
 
 def product_search(*, query: str) -> QuerySet[Product]:
-    """Full-text search over title (weight A) and description (B), best match first."""
+    """Full-text search over title (weight A) and description (B), forgiving typos (catalog.typos): products that
+    match the words as typed come first, then those that match only with corrected words; best match first within."""
     query = query.strip()
     if not query:
         return Product.objects.none()
-    search_query = SearchQuery(query, search_type="websearch", config="english")
+    as_typed = SearchQuery(query, search_type="websearch", config="english")
+    searched, matches_as_typed = as_typed, Value(True)
+    terms = _query_terms(query)
+    included = [word for word, excluded in terms.items() if not excluded]
+    if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
+        searched = as_typed | _tolerant_query(terms, fixes)
+        matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
     queryset = (
-        Product.objects.filter(active=True, search_document=search_query)
+        Product.objects.filter(active=True, search_document=searched)
         .select_related("category")
-        .annotate(rank=SearchRank(F("search_document"), search_query))
-        .order_by("-rank", "title", "pk")
+        .annotate(as_typed=matches_as_typed, rank=SearchRank(F("search_document"), searched))
+        .order_by("-as_typed", "-rank", "title", "pk")
     )
     return _with_card_image(queryset)
+
+
+def _query_terms(query: str) -> dict[str, bool]:
+    """The distinct lower-case words of ``query`` in order, each with whether it is excluded (after a leading "-")."""
+    terms: dict[str, bool] = {}
+    for chunk in query.lower().split():
+        for word in re.findall(r"[^\W_]+", chunk):
+            terms.setdefault(word, chunk.startswith("-"))
+    return terms
+
+
+def _tolerant_query(terms: dict[str, bool], fixes: dict[str, list[str]]) -> SearchQuery:
+    """Every included word or one of its corrections, and none of the excluded words."""
+    parts = [
+        SearchQuery(word, config="english", invert=True)
+        if excluded
+        else reduce(operator.or_, [SearchQuery(w, config="english") for w in [word, *fixes.get(word, [])]])
+        for word, excluded in terms.items()
+    ]
+    return reduce(operator.and_, parts)
 
 
 def product_detail(*, sku: str) -> Product | None:

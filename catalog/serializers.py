@@ -140,7 +140,11 @@ class ProductFilterSerializer(serializers.Serializer):
     """Query parameters of the product list."""
 
     category = CategorySlugField(required=False, help_text="A category slug; includes its subcategories.")
-    q = serializers.CharField(required=False, max_length=200, help_text="Full-text search in titles and descriptions.")
+    q = serializers.CharField(
+        required=False, max_length=200,
+        help_text="Full-text search in titles and descriptions, forgiving typos (\"hodie\" finds hoodies); products "
+        "that match the words as typed come first.",
+    )
     min_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
     max_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
     active = serializers.BooleanField(

@@ -1,0 +1,177 @@
+"""Typo-tolerant text search (catalog.typos, catalog.selectors.product_search) on the server the suite runs against:
+the embedded one has no pg_trgm (the "variants" strategy), plain PostgreSQL's contrib has it ("trigram")."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+
+from catalog import services
+from catalog.models import Product
+from catalog.selectors import product_search
+from catalog.typos import corrections, edit_distance, text_search_strategy
+from config import embedded
+from tests.services_support import ROOT
+from tests.test_demo import _real_products
+from tests.factories import CategoryFactory, ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def server_has_pg_trgm() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_trgm')")
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def shop():
+    return {
+        "hoodies": [
+            ProductFactory(title="Grey zip hoodie", description="Brushed cotton, kangaroo pocket."),
+            ProductFactory(title="Navy pullover", description="A warm hoodie for cold days."),
+        ],
+        "sneakers": [ProductFactory(title="White leather sneakers", description="Low-top, rubber sole.")],
+        "chairs": [
+            ProductFactory(title="Oak dining chair", description="Solid oak."),
+            ProductFactory(title="Folding chairs, set of two", description="Steel frame."),
+        ],
+        "other": [
+            ProductFactory(title="Walnut coffee table", description="Solid wood, oiled finish."),
+            ProductFactory(title="Sweatshirt, plain", description="Heavy fleece."),
+        ],
+    }
+
+
+def found(query: str) -> set[str]:
+    return {product.title for product in product_search(query=query)}
+
+
+def titles(products) -> set[str]:
+    return {product.title for product in products}
+
+
+def test_the_strategy_follows_the_servers_extensions():
+    assert text_search_strategy() == ("trigram" if server_has_pg_trgm() else "variants")
+
+
+@pytest.mark.parametrize("typed, meant", [("hodie", "hoodies"), ("sneakres", "sneakers"), ("chiar", "chairs")])
+def test_a_typo_finds_what_was_meant(shop, typed, meant):
+    assert found(typed) == titles(shop[meant])
+    assert found(typed.upper()) == titles(shop[meant])
+
+
+@pytest.mark.parametrize("strategy", ["variants", "trigram"])
+def test_each_strategy_corrects_one_typo_per_word(shop, strategy):
+    if strategy == "trigram" and not server_has_pg_trgm():
+        pytest.skip("this server has no pg_trgm")
+    assert corrections(words=["hodie", "sneakres", "chiar", "oiledd"], strategy=strategy) == {
+        "hodie": ["hoodie"],
+        "sneakres": ["sneakers"],
+        "chiar": ["chair"],
+        "oiledd": ["oiled"],
+    }
+
+
+def test_two_typos_in_a_long_word(shop):
+    # A deletion on each side shares a variant: the variants find it too.
+    assert corrections(words=["sweatshrtt"], strategy="variants") == {"sweatshrtt": ["sweatshirt"]}
+    # Two extra letters share no variant, only trigrams.
+    assert corrections(words=["sweattshirtt"], strategy="variants") == {}
+    if server_has_pg_trgm():
+        assert corrections(words=["sweattshirtt"], strategy="trigram") == {"sweattshirtt": ["sweatshirt"]}
+        assert found("sweattshirtt") == {"Sweatshirt, plain"}
+
+
+def test_words_as_typed_rank_above_corrections(shop):
+    # Only in the description (weight B), where the corrected word is in titles (A): a rank alone would put it last.
+    mug = ProductFactory(title="Latin mug", description="Printed with hodie, Latin for today.")
+    results = list(product_search(query="hodie"))
+    assert results[0] == mug
+    assert set(results[1:]) == set(shop["hoodies"])
+
+
+def test_every_word_must_match_as_typed_or_corrected(shop):
+    assert found("grey hodie") == {"Grey zip hoodie"}
+    assert found("oak chiar") == {"Oak dining chair"}
+    assert found("hodie -grey") == {"Navy pullover"}
+
+
+def test_short_words_are_not_corrected(shop):
+    # "oka" is one swap from "oak", but words under five letters have too many neighbours to guess.
+    assert found("oka") == set()
+
+
+@pytest.mark.parametrize("query", ["xqzvbn", "plutonium", "chiarxx", "hoodiexyz"])
+def test_a_query_with_no_plausible_correction_finds_nothing(shop, query):
+    assert found(query) == set()
+
+
+def test_injection_like_and_operator_characters_are_only_text(shop):
+    assert found("hodie'); DROP TABLE catalog_product; --") == set()
+    assert found("hodie & | ! :* ( ) \\ ' <-> \"") == titles(shop["hoodies"])
+    assert Product.objects.count() == 7
+
+
+def test_a_very_long_query_is_safe(shop):
+    assert found("hodie " * 5000) == titles(shop["hoodies"])
+    assert found(" ".join(f"hodie{i}" for i in range(2000))) == set()
+    assert found("h" * 100_000) == set()
+
+
+def test_the_vocabulary_follows_every_write_path(shop):
+    category = CategoryFactory()
+    Product.objects.bulk_create([Product(sku="LAMP-1", title="Brass floor lantern", price=10, category=category)])
+    services.product_create(sku="RUG-1", title="Woollen carpet", price="20", category=category)
+    services.product_update(product=shop["chairs"][0], description="Beech, lacquered.")
+    Product.objects.filter(pk=shop["other"][0].pk).update(title="Walnut side table", description="Teak veneer.")
+
+    assert found("lantren") == {"Brass floor lantern"}
+    assert found("carpte") == {"Woollen carpet"}
+    assert found("lacqered") == {"Oak dining chair"}
+    assert found("vaneer") == {"Walnut side table"}
+
+
+def test_edit_distance_counts_a_swap_as_one_edit_and_gives_up_past_the_limit():
+    assert edit_distance("chiar", "chair", limit=1) == 1
+    assert edit_distance("hodie", "hoodie", limit=1) == 1
+    assert edit_distance("abc", "bca", limit=1) is None
+    assert edit_distance("sweatshrtt", "sweatshirt", limit=2) == 2
+    assert edit_distance("chair", "chair", limit=0) == 0
+
+
+def test_the_page_and_the_api_find_typos(client, shop):
+    page = client.get(reverse("catalog:text_search"), {"q": "hodie"})
+    api = client.get("/api/v1/products/", {"q": "sneakres"})
+
+    assert page.status_code == 200 and titles(page.context["products"]) == titles(shop["hoodies"])
+    assert api.status_code == 200
+    assert {item["title"] for item in api.json()["results"]} == titles(shop["sneakers"])
+
+
+def test_the_bench_runs_in_smoke_mode():
+    # On this session's server (embedded, or DATABASE_URL), in a database of the bench's own.
+    env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.text_search", "--products", "300", "--repeats", "1", "--rebuild"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "300 products; vocabulary" in result.stdout
+    assert "| corrections() alone (variants) |" in result.stdout
+    assert ("| corrections() alone (trigram) |" in result.stdout) == server_has_pg_trgm()
+
+
+def test_the_demo_catalog_forgives_typos():
+    _real_products()  # skip when the demo's packages are unavailable
+    call_command("load_demo", verbosity=0, stdout=io.StringIO())
+
+    for typed, meant in [("hodie", "hoodie"), ("sneakres", "sneakers"), ("chiar", "chair")]:
+        assert found(typed) == found(meant) != set()
+    assert {"Mustard Hoodie", "White Hoodie", "Black Hoodie", "Blue Hoodie"} <= found("hodie")
