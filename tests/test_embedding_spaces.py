@@ -114,3 +114,25 @@ def test_a_switch_before_any_sync_keeps_the_stored_space_active(small_catalog, s
     assert services.embedding_space_sync().model == get_embedder(LITE0).id
     assert EmbeddingSpace.objects.get(model=get_embedder(LITE2).id).state == EmbeddingSpace.State.BUILDING
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+
+
+def test_an_upgraded_pipeline_rebuilds_in_the_background_while_search_answers(small_catalog):
+    """An install upgraded from a release whose vectors have another id (here the old learned-whitening space):
+    the stored space keeps answering while the new pipeline's vectors are built, then search switches and the
+    new space is calibrated in the same sweep."""
+    old_space = "efficientnet-lite0-v2p3-lw384-4ce6bc70"
+    ImageEmbedding.objects.update(model=old_space)  # what the previous release stored
+    EmbeddingSpace.objects.update(model=old_space)
+    new_space = get_embedder(LITE0).id
+
+    assert services.embedding_sweep()["space"] == old_space
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    assert search_space_model() == old_space
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"  # answered from the old vectors
+
+    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert services.embedding_sweep()["space"] == new_space
+    assert search_space_model() == new_space
+    assert EmbeddingSpace.objects.get(model=new_space).calibrated_vectors == 4
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+    assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}  # old vectors freed
