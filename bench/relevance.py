@@ -234,21 +234,21 @@ def fresh_services() -> tuple[str, str]:
     return f"postgres://postgres@/{DATABASE}?host={server.get_postmaster_info().socket_dir}", broker
 
 
-def write_catalog_csv(path: Path, split: DomainSplit) -> dict[str, str]:
-    """One product per row, its group as the category; returns sku -> group."""
+def write_catalog_csv(path: Path, split: DomainSplit) -> dict[str, Item]:
+    """One product per row, its group as the category; returns sku -> the product's first item."""
     by_product: dict[str, list[Item]] = {}
     for item in split.catalog:
         by_product.setdefault(item.product, []).append(item)
-    groups = {}
+    rows = {}
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["sku", "title", "category", "price", "description", "images"])
         for index, (product, items) in enumerate(sorted(by_product.items())):
             sku = f"R{index:05d}"
-            groups[sku] = items[0].group
+            rows[sku] = items[0]
             writer.writerow([sku, product[:200], f"{split.name} > {items[0].group}", "10.00", "",
                              "|".join(str(item.path) for item in items)])
-    return groups
+    return rows
 
 
 class Shop:
@@ -264,7 +264,9 @@ class Shop:
         run = lambda *args: subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,  # noqa: E731
                                            check=True, capture_output=True, text=True)
         run("migrate", "-v", "0")
-        self.groups = write_catalog_csv(work / "catalog.csv", split)
+        rows = write_catalog_csv(work / "catalog.csv", split)
+        self.groups = {sku: item.group for sku, item in rows.items()}
+        self.sku_of_product = {item.product: sku for sku, item in rows.items()}
         worker = start_worker(env=self.env, concurrency=1, pool="solo", log_path=work / "worker.log", project=ROOT)
         try:
             imported = run("import_catalog", str(work / "catalog.csv"), "-v", "0")
@@ -273,7 +275,6 @@ class Shop:
             stop_worker(worker)
         self.import_summary = imported.stdout.strip().splitlines()[-1:] or [""]
         self.calibration = run("calibrate").stdout.strip()
-        self.skus = {row[1]: row[0] for row in self._rows(database_url, "SELECT sku, title FROM catalog_product")}
         self.site_env = {key: value for key, value in env.items()}
         self.database_url, self.broker_url = database_url, broker_url
         self.site = Site(database_url=database_url, redis_url=broker_url, media_root=str(work / "media"),
@@ -324,8 +325,8 @@ class Shop:
         self.site.stop()
 
 
-def measure_shop(shop: Shop, split: DomainSplit, product_of_sku: dict[str, str]) -> dict:
-    sku_of_product = {product: sku for sku, product in product_of_sku.items()}
+def measure_shop(shop: Shop, split: DomainSplit) -> dict:
+    sku_of_product = shop.sku_of_product
     ranks, instance_top, right_scores, found, latencies = [], [], [], [], []
     for item, photo in zip(split.instance, split.snapshots["instance"], strict=True):
         answer, elapsed = shop.request("POST", "/api/v1/search/", photo=photo, fields={"threshold": "0", "limit": "10"})
@@ -412,7 +413,7 @@ def run(args) -> dict:
             split = splits[name]
             shop = Shop(split, work=work, env=env)
             try:
-                shipped = measure_shop(shop, split, shop.skus)
+                shipped = measure_shop(shop, split)
                 if name == names[0]:
                     photos = split.snapshots["instance"][:10]
                     repeats = 5 if args.quick else 40

@@ -1,4 +1,5 @@
-"""The category tree: the lookup by slug, the walks up and down, and the check that keeps it a tree.
+"""The category tree: the lookup by slug and the walks up and down (the check that keeps it a tree, which
+Category.clean needs, is catalog.models.category_is_below).
 
 The database refuses a cycle as well (the trigger of migration 0005), so no write path can make one; the walks
 are bounded anyway, because a walk that loops holds a worker and a database backend until something kills it.
@@ -82,21 +83,6 @@ def category_descendant_ids(*, category: Category) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [category.pk])
         return [row[0] for row in cursor.fetchall()]
-
-
-def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
-    """Whether ``ancestor_id`` is ``category_id`` itself or one of its ancestors (one query)."""
-    sql = f"""
-        WITH RECURSIVE up(id) AS (
-            SELECT %s::bigint
-            UNION
-            SELECT c.parent_id FROM {_TABLE} c JOIN up ON c.id = up.id WHERE c.parent_id IS NOT NULL
-        )
-        SELECT EXISTS (SELECT 1 FROM up WHERE id = %s)
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [category_id, ancestor_id])
-        return cursor.fetchone()[0]
 
 
 # --- Whole-tree walks, in memory: pages that need every category's path load the small tree once ---

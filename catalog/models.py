@@ -2,7 +2,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
 from django.urls import reverse
 
@@ -32,13 +32,28 @@ class Category(models.Model):
         super().clean()
         # The database refuses a cycle too (migration 0005's trigger); this says so in words, on the form.
         if self.parent_id is not None and self.pk is not None:
-            from catalog.categories import category_is_below  # the tree module imports this one
-
             if category_is_below(category_id=self.parent_id, ancestor_id=self.pk):
                 raise ValidationError(
                     {"parent": "A category cannot be placed under itself or one of its own subcategories."},
                     code="category_cycle",
                 )
+
+
+def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
+    """Whether ``ancestor_id`` is ``category_id`` itself or one of its ancestors (one query; UNION drops repeats, so
+    the walk ends even on a cycle). Here rather than in catalog/categories.py because ``Category.clean`` needs it."""
+    table = Category._meta.db_table
+    sql = f"""
+        WITH RECURSIVE up(id) AS (
+            SELECT %s::bigint
+            UNION
+            SELECT c.parent_id FROM {table} c JOIN up ON c.id = up.id WHERE c.parent_id IS NOT NULL
+        )
+        SELECT EXISTS (SELECT 1 FROM up WHERE id = %s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [category_id, ancestor_id])
+        return cursor.fetchone()[0]
 
 
 class Product(models.Model):
