@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from config import embedded
 from tests.services_support import ROOT
+
+pytestmark = pytest.mark.system
 
 
 def _start(state_dir) -> str:
