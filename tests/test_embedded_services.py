@@ -16,7 +16,9 @@ pytestmark = pytest.mark.system
 def _start(state_dir) -> str:
     env = {**os.environ, "LOOKALIKE_STATE_DIR": str(state_dir)}
     result = subprocess.run([sys.executable, "-c", "from config.embedded import postgres_url; print(postgres_url())"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    log = state_dir / "postgres" / "log"
+    assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.is_file() else "")
     return result.stdout.strip().splitlines()[-1]
 
 
