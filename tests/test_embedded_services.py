@@ -5,15 +5,20 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from config import embedded
 from tests.services_support import ROOT
+
+pytestmark = pytest.mark.system
 
 
 def _start(state_dir) -> str:
     env = {**os.environ, "LOOKALIKE_STATE_DIR": str(state_dir)}
     result = subprocess.run([sys.executable, "-c", "from config.embedded import postgres_url; print(postgres_url())"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    log = state_dir / "postgres" / "log"
+    assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.is_file() else "")
     return result.stdout.strip().splitlines()[-1]
 
 

@@ -23,6 +23,9 @@ from search.embeddings import (
 )
 from search.onnx_runtime import onnx_path
 from search.preprocessing import PREPROCESSING_VERSION
+from tests.support import bench_data_missing
+
+pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).resolve().parent / "images"
@@ -197,13 +200,12 @@ def test_lite2_embeds_into_the_same_column_shape(onnx_cache):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.system
 @pytest.mark.network  # the benchmarks fetch their photo sets from the package registries once
 @pytest.mark.parametrize("bench", ["throughput"])
 def test_benchmark_smoke_runs_print_a_table(bench):
-    from bench.datasets import FASHION_MNIST_DIR
-
-    if not FASHION_MNIST_DIR.is_dir():
-        pytest.skip("apt-get install dataset-fashion-mnist")
+    if missing := bench_data_missing(fashion_mnist=bench != "throughput", photos=True):
+        pytest.skip(missing)
     result = subprocess.run(
         [sys.executable, "-m", f"bench.{bench}", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )

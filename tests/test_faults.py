@@ -36,6 +36,8 @@ from tests.services_support import (
 )
 from tests.support import database_url, wait_for
 
+pytestmark = pytest.mark.system
+
 QUEUE_DOWN_NOTICE = "the task queue cannot be reached right now"
 
 

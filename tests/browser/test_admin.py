@@ -13,7 +13,7 @@ from catalog.services import category_get_or_create_path
 from tests.browser.pages import card_titles, search_by_photo
 from tests.support import wait_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 def test_admin_adds_a_product_with_a_photo_and_shoppers_find_it_by_photo(

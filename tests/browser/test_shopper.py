@@ -11,7 +11,7 @@ from playwright.sync_api import expect  # noqa: E402
 from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
 from tests.factories import collage
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_upload_a_photo_see_lookalikes_then_more_like_this(page, shop, test_images, screenshot):
