@@ -17,11 +17,11 @@ reports for a domain was measured on data the fit never saw.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 import numpy as np
 
-from bench.retrieval import Scores, product_scores, query_scores, unit
+from bench.retrieval import Scores, query_scores, unit
+from bench.splits import DEFAULT_SIZES, DomainFeatures, domain_features, prepare_domains
 from search.calibration import LOWEST_CUTOFF
 from search.embeddings import VECTOR_DIMENSIONS
 from search.reduction import Reduction, reduction_path
@@ -30,19 +30,6 @@ QUANTILES = np.round(np.arange(0.0, 1.001, 0.05), 2)
 DEFAULT_CUTOFFS = np.round(np.arange(0.40, 0.701, 0.02), 2)
 FOUND_CAP = 0.95  # finding more instance matches than this earns nothing more: it would cost empty answers
 FOUND_WEIGHT = 2.0  # a found instance query counts twice an emptied absent one
-
-
-@dataclass(frozen=True)
-class DomainFeatures:
-    """Raw (view-averaged, 1280-d) features of one domain's benchmark split."""
-
-    name: str
-    catalog: np.ndarray
-    products: np.ndarray  # product of each catalog row
-    groups: np.ndarray  # group (the shop's category) of each catalog row
-    instance: np.ndarray  # snapshots of catalog photos
-    instance_products: np.ndarray
-    absent: np.ndarray  # snapshots of held-out photos
 
 
 def fit_reduction(domains: list[DomainFeatures], *, provenance: dict) -> Reduction:
@@ -88,7 +75,6 @@ def fit_calibration(domains: list[DomainFeatures], reduction: Reduction) -> tupl
 
 
 def main() -> None:
-    from bench.relevance import DEFAULT_SIZES, domain_features, prepare_domains
     from search.embeddings import get_embedder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import http.client
-import io
 import json
 import os
 import shutil
@@ -39,122 +37,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from bench.common import machine, table
 from bench.datasets import CACHE_DIR
 from bench.domains import DOMAINS, Item
-from bench.fit_reduction import DomainFeatures, fit_calibration, fit_reduction
+from bench.fit_reduction import fit_calibration, fit_reduction
 from bench.retrieval import auc, class_precision, query_scores
-from bench.shopper import snapshot
+from bench.splits import (
+    DEFAULT_SIZES, QUICK_DOMAINS, QUICK_SIZES, SNAPSHOT_VERSION, DomainSplit, cached, decoded, domain_features,
+    prepare_domains,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "lookalike_bench_relevance"
 REDIS_DB = 6
-SNAPSHOT_VERSION = 1  # bump when bench/shopper.py changes: cached features of snapshots are keyed by it
 
 
-@dataclass(frozen=True)
-class Sizes:
-    catalog: int  # at most this many catalog photos (whole products)
-    instance: int  # instance queries
-    absent: int  # absent queries
-    class_queries: int  # More like this queries
-
-
-DEFAULT_SIZES = Sizes(catalog=300, instance=120, absent=80, class_queries=80)
-QUICK_SIZES = Sizes(catalog=16, instance=6, absent=4, class_queries=4)
-QUICK_DOMAINS = ("vendure", "saleor")
 TARGETS = {"R@1": 0.95, "AUC": 0.93, "found": 0.93, "absent-empty": 0.60}
 CURVE_THRESHOLDS = (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
-
-
-@dataclass
-class DomainSplit:
-    name: str
-    catalog: list[Item]
-    instance: list[Item]  # catalog photos whose snapshots are queried
-    absent: list[Item]  # held-out photos whose snapshots are queried
-    class_queries: list[Item]  # catalog products whose More like this is read
-    snapshots: dict[str, list[bytes]] = field(default_factory=dict)  # "instance"/"absent" -> JPEG files
-
-
-def _stable(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def _sample(items: list[Item], count: int) -> list[Item]:
-    return sorted(items, key=lambda item: _stable(str(item.path)))[:count]
-
-
-def split_domain(name: str, items: list[Item], sizes: Sizes) -> DomainSplit:
-    groups = sorted({item.group for item in items})
-    held_out = set(groups[1::4])
-    kept = [item for item in items if item.group not in held_out]
-    catalog, products = [], set()
-    for item in sorted(kept, key=lambda item: (_stable(item.product), str(item.path))):  # whole products
-        if len(catalog) >= sizes.catalog and item.product not in products:
-            break
-        catalog.append(item)
-        products.add(item.product)
-    firsts = list({item.product: item for item in reversed(catalog)}.values())
-    absent = [item for item in items if item.group in held_out]
-    return DomainSplit(name=name, catalog=catalog, instance=_sample(catalog, sizes.instance),
-                       absent=_sample(absent, sizes.absent), class_queries=_sample(firsts, sizes.class_queries))
-
-
-def prepare_domains(*, sizes: Sizes, names=None) -> list[DomainSplit]:
-    splits = []
-    for name in names or DOMAINS:
-        split = split_domain(name, DOMAINS[name].items(), sizes)
-        for kind in ("instance", "absent"):
-            split.snapshots[kind] = [
-                snapshot(Image.open(item.path), np.random.default_rng(int(_stable(f"{kind}{item.path}")[:8], 16)))
-                for item in getattr(split, kind)
-            ]
-        splits.append(split)
-    return splits
-
-
-# --- Offline features --------------------------------------------------------------------------------------
-
-
-def _cached(key: str, compute) -> np.ndarray:
-    path = CACHE_DIR / "relevance" / f"{_stable(key)[:16]}.npy"
-    if path.exists():
-        return np.load(path)
-    values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, values)
-    return values
-
-
-def _decoded(split: DomainSplit, kind: str, load) -> list:
-    if kind == "catalog":
-        return [load(item.path) for item in split.catalog]
-    return [load(io.BytesIO(data)) for data in split.snapshots[kind]]
-
-
-def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
-    """The shipped pipeline's raw features of a split (cached on disk by model id, split and snapshot version)."""
-
-    def features(kind: str) -> np.ndarray:
-        paths = [str(item.path) for item in getattr(split, kind)]
-        key = f"{embedder.name}-v{embedder.version}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
-        return _cached(key, lambda: embedder.raw_features(_decoded(split, kind, embedder.load_image)))
-
-    return DomainFeatures(
-        name=split.name, catalog=features("catalog"), products=np.array([item.product for item in split.catalog]),
-        groups=np.array([item.group for item in split.catalog]),
-        instance=features("instance"), instance_products=np.array([item.product for item in split.instance]),
-        absent=features("absent"),
-    )
-
 
 class Baseline:
     """Raw pretrained features, the 2017 way: average-pooled EfficientNet-Lite0, padded to a square, one view."""
@@ -176,12 +80,12 @@ class Baseline:
         from search.preprocessing import load_rgb, to_model_input
 
         def compute():
-            images = _decoded(split, kind, load_rgb)
+            images = decoded(split, kind, load_rgb)
             inputs = [to_model_input(image, 224, fit="pad", trim=False) for image in images]
             return np.concatenate([self.network(np.stack(inputs[i : i + 16])) for i in range(0, len(inputs), 16)])
 
         paths = [str(item.path) for item in getattr(split, kind)]
-        return _cached(f"baseline-{kind}-s{SNAPSHOT_VERSION}-{paths}", compute)
+        return cached(f"baseline-{kind}-s{SNAPSHOT_VERSION}-{paths}", compute)
 
     def measure(self, split: DomainSplit) -> dict:
         catalog = self.features(split, "catalog")
@@ -476,7 +380,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--domains", nargs="+", choices=sorted(DOMAINS))
-    parser.add_argument("--quick", action="store_true", help="smoke test: two small domains, shipped fits")
+    parser.add_argument("--quick", action="store_true", help="smoke test: one small domain, shipped fits")
     parser.add_argument("--write", type=Path, help="also write the report to this markdown file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -1,0 +1,127 @@
+"""The relevance benchmark's data: each domain split into a shop's catalog and its queries, shopper-style snapshots of
+the queries, and the shipped pipeline's features of all of them (cached on disk).
+
+Used by bench/relevance.py (through the API) and bench/fit_reduction.py (the fits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from bench.datasets import CACHE_DIR
+from bench.domains import DOMAINS, Item
+from bench.shopper import snapshot
+
+SNAPSHOT_VERSION = 1  # bump when bench/shopper.py changes: cached features of snapshots are keyed by it
+
+
+@dataclass(frozen=True)
+class DomainFeatures:
+    """Raw (view-averaged, 1280-d) features of one domain's benchmark split."""
+
+    name: str
+    catalog: np.ndarray
+    products: np.ndarray  # product of each catalog row
+    groups: np.ndarray  # group (the shop's category) of each catalog row
+    instance: np.ndarray  # snapshots of catalog photos
+    instance_products: np.ndarray
+    absent: np.ndarray  # snapshots of held-out photos
+
+
+@dataclass(frozen=True)
+class Sizes:
+    catalog: int  # at most this many catalog photos (whole products)
+    instance: int  # instance queries
+    absent: int  # absent queries
+    class_queries: int  # More like this queries
+
+
+DEFAULT_SIZES = Sizes(catalog=300, instance=120, absent=80, class_queries=80)
+QUICK_SIZES = Sizes(catalog=16, instance=6, absent=4, class_queries=4)
+QUICK_DOMAINS = ("saleor",)
+
+@dataclass
+class DomainSplit:
+    name: str
+    catalog: list[Item]
+    instance: list[Item]  # catalog photos whose snapshots are queried
+    absent: list[Item]  # held-out photos whose snapshots are queried
+    class_queries: list[Item]  # catalog products whose More like this is read
+    snapshots: dict[str, list[bytes]] = field(default_factory=dict)  # "instance"/"absent" -> JPEG files
+
+
+def _stable(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _sample(items: list[Item], count: int) -> list[Item]:
+    return sorted(items, key=lambda item: _stable(str(item.path)))[:count]
+
+
+def split_domain(name: str, items: list[Item], sizes: Sizes) -> DomainSplit:
+    groups = sorted({item.group for item in items})
+    held_out = set(groups[1::4])
+    kept = [item for item in items if item.group not in held_out]
+    catalog, products = [], set()
+    for item in sorted(kept, key=lambda item: (_stable(item.product), str(item.path))):  # whole products
+        if len(catalog) >= sizes.catalog and item.product not in products:
+            break
+        catalog.append(item)
+        products.add(item.product)
+    firsts = list({item.product: item for item in reversed(catalog)}.values())
+    absent = [item for item in items if item.group in held_out]
+    return DomainSplit(name=name, catalog=catalog, instance=_sample(catalog, sizes.instance),
+                       absent=_sample(absent, sizes.absent), class_queries=_sample(firsts, sizes.class_queries))
+
+
+def prepare_domains(*, sizes: Sizes, names=None) -> list[DomainSplit]:
+    splits = []
+    for name in names or DOMAINS:
+        split = split_domain(name, DOMAINS[name].items(), sizes)
+        for kind in ("instance", "absent"):
+            split.snapshots[kind] = [
+                snapshot(Image.open(item.path), np.random.default_rng(int(_stable(f"{kind}{item.path}")[:8], 16)))
+                for item in getattr(split, kind)
+            ]
+        splits.append(split)
+    return splits
+
+
+# --- Offline features --------------------------------------------------------------------------------------
+
+
+def cached(key: str, compute) -> np.ndarray:
+    path = CACHE_DIR / "relevance" / f"{_stable(key)[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    values = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, values)
+    return values
+
+
+def decoded(split: DomainSplit, kind: str, load) -> list:
+    if kind == "catalog":
+        return [load(item.path) for item in split.catalog]
+    return [load(io.BytesIO(data)) for data in split.snapshots[kind]]
+
+
+def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
+    """The shipped pipeline's raw features of a split (cached on disk by model id, split and snapshot version)."""
+
+    def features(kind: str) -> np.ndarray:
+        paths = [str(item.path) for item in getattr(split, kind)]
+        key = f"{embedder.name}-v{embedder.version}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
+        return cached(key, lambda: embedder.raw_features(decoded(split, kind, embedder.load_image)))
+
+    return DomainFeatures(
+        name=split.name, catalog=features("catalog"), products=np.array([item.product for item in split.catalog]),
+        groups=np.array([item.group for item in split.catalog]),
+        instance=features("instance"), instance_products=np.array([item.product for item in split.instance]),
+        absent=features("absent"),
+    )
