@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -17,7 +18,8 @@ from bench.datasets import CACHE_DIR
 from bench.domains import DOMAINS, Item
 from bench.shopper import snapshot
 
-SNAPSHOT_VERSION = 1  # bump when bench/shopper.py changes: cached features of snapshots are keyed by it
+SNAPSHOT_VERSION = 2  # bump when bench/shopper.py or the query sampling changes: cached features are keyed by it
+SNAPSHOTS_PER_PHOTO = 3
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,15 @@ def split_domain(name: str, items: list[Item], sizes: Sizes) -> DomainSplit:
         products.add(item.product)
     firsts = list({item.product: item for item in reversed(catalog)}.values())
     absent = [item for item in items if item.group in held_out]
-    return DomainSplit(name=name, catalog=catalog, instance=_sample(catalog, sizes.instance),
-                       absent=_sample(absent, sizes.absent), class_queries=_sample(firsts, sizes.class_queries))
+    return DomainSplit(name=name, catalog=catalog, instance=_queries(catalog, sizes.instance),
+                       absent=_queries(absent, sizes.absent), class_queries=_sample(firsts, sizes.class_queries))
+
+
+def _queries(items: list[Item], count: int) -> list[Item]:
+    """``count`` photos to snapshot: each sampled photo once, and again (another snapshot) while a small domain has
+    too few, up to SNAPSHOTS_PER_PHOTO each, so small domains are not measured on a handful of queries."""
+    sampled = _sample(items, count)
+    return [sampled[index % len(sampled)] for index in range(min(count, SNAPSHOTS_PER_PHOTO * len(sampled)))]
 
 
 def prepare_domains(*, sizes: Sizes, names=None) -> list[DomainSplit]:
@@ -84,10 +93,12 @@ def prepare_domains(*, sizes: Sizes, names=None) -> list[DomainSplit]:
     for name in names or DOMAINS:
         split = split_domain(name, DOMAINS[name].items(), sizes)
         for kind in ("instance", "absent"):
-            split.snapshots[kind] = [
-                snapshot(Image.open(item.path), np.random.default_rng(int(_stable(f"{kind}{item.path}")[:8], 16)))
-                for item in getattr(split, kind)
-            ]
+            taken: dict[Path, int] = {}
+            split.snapshots[kind] = []
+            for item in getattr(split, kind):
+                taken[item.path] = taken.get(item.path, -1) + 1  # the nth snapshot of this photo
+                seed = int(_stable(f"{kind}{item.path}#{taken[item.path]}")[:8], 16)
+                split.snapshots[kind].append(snapshot(Image.open(item.path), np.random.default_rng(seed)))
         splits.append(split)
     return splits
 
