@@ -34,8 +34,8 @@ from tests.support import database_url
 pytestmark = [pytest.mark.system, pytest.mark.network]  # the demo catalog comes from the package registries once
 
 CLIENTS = 32
-# Long enough for every client to get many answers and for whole-catalog reindexes (about 7 s each beside the load
-# on 2 cores) to overlap the load from start to end; each added second costs two in every test run.
+# Long enough for every client to get many answers while a whole-catalog reindex (three views per photo: 15-25 s
+# beside the load on 2 cores) overlaps the load from its start; each added second costs two in every test run.
 SECONDS = int(os.environ.get("LOAD_SECONDS", "20"))
 WEB_WORKERS = 3  # docker-compose.yml's WEB_CONCURRENCY default
 QUERY_SKU = "VEN-runx-running-shoe"  # a 1600x1067 demo photo; its own product must be among the results
@@ -129,7 +129,7 @@ def test_32_clients_search_by_photo_while_a_reindex_runs_without_errors(db, demo
 
     measured(_summary_line(f"photo search, {CLIENTS} clients, {SECONDS} s, during {len(reindexes)} reindexes", summary))
     _assert_clean(summary, demo_site)
-    assert len(reindexes) >= 2 and set(reindexes) == {0}
+    assert len(reindexes) >= 1 and set(reindexes) == {0}  # the first starts with the load and ends after it or within
     # The catalog is whole afterwards: every image ready, with exactly one vector in the searched space.
     images = ProductImage.objects.count()
     assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()

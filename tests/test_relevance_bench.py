@@ -49,6 +49,7 @@ def test_the_benchmark_runs_through_the_api_of_a_running_instance(tmp_path):
 
     assert result.returncode == 0, result.stderr[-3000:]
     page = output.read_text()
-    (row,) = [line for line in page.splitlines() if line.startswith("| saleor |")]
-    assert row.count("→") == 4  # baseline → shipped for R@1, R@10, P@10 and AUC
+    (measured, curve) = [line for line in page.splitlines() if line.startswith("| saleor |")]
+    assert measured.count("→") == 4  # baseline → shipped for R@1, R@10, P@10 and AUC
+    assert curve.count(" / ") == 7  # found / absent-empty at each match threshold of the trade-off table
     assert "three query views" in page and "Targets missed" in page
