@@ -9,6 +9,7 @@ test server (pg_basebackup) and a gunicorn site on both, and asks each server wh
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 from django.db import connections, router
@@ -21,6 +22,7 @@ from config import db_router
 from search.models import ImageEmbedding
 from search.selectors import similar_products_to_product
 from tests.factories import uploaded_file
+from tests.support import wait_for
 
 REPLICA = "replica_1"
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
@@ -156,3 +158,158 @@ def test_a_replica_that_cannot_be_reached_is_skipped_and_the_primary_answers(
     assert db_router.replica_down(REPLICA)
     # Tried once, then skipped: the second request did not wait for a connection attempt.
     assert len([r for r in caplog.records if "cannot be reached" in r.getMessage()]) == 1
+
+
+# --- A real standby, the site as production runs it ---------------------------------------------------------------
+
+APP = "lookalike-replica-test"  # the site's connections, told apart from this test's own
+MAX_CLUSTER_BYTES = 2 * 2**30  # the standby copies the whole test server: bounded, so the test stays short
+TABLES = ("catalog_product", "search_imageembedding")
+
+
+def _standby_or_skip(settings_dict: dict):
+    """A started standby of the test server, or a skip that says why one cannot be made from this server."""
+    import psycopg
+
+    from tests.services_support import Standby
+    from tests.support import database_url
+
+    host = settings_dict["HOST"] or ""
+    if not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")):
+        pytest.skip(f"DATABASE_URL's server ({host}) is not on this machine: no standby of it can be started here")
+    with psycopg.connect(database_url(settings_dict), autocommit=True) as primary:
+        version, may_replicate, wal_level, size = primary.execute(
+            "SELECT current_setting('server_version_num')::int / 10000,"
+            " (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user),"
+            " current_setting('wal_level'), (SELECT sum(pg_database_size(datname)) FROM pg_database)"
+        ).fetchone()
+    if version != 18:
+        pytest.skip(f"the test server runs PostgreSQL {version}; the bundled pg_basebackup copies only 18")
+    if not may_replicate:
+        pytest.skip(f"role {settings_dict['USER']} has no REPLICATION permission on the test server")
+    if wal_level not in ("replica", "logical"):
+        pytest.skip(f"the test server's wal_level is {wal_level}: it cannot feed a standby")
+    if size > MAX_CLUSTER_BYTES:
+        pytest.skip(f"the test server holds {size / 2**30:.1f} GB: copying it for a standby takes too long for a test")
+    standby = Standby(primary_host=host, primary_port=settings_dict["PORT"] or None, user=settings_dict["USER"])
+    try:
+        return standby.start()
+    except Exception as error:
+        standby.destroy()
+        if os.environ.get("DATABASE_URL"):  # an external server may refuse replication connections (pg_hba.conf)
+            pytest.skip(f"the test server would not feed a standby: {error}")
+        raise
+
+
+class Server:
+    """What one server tells about the site's work on it: reads per table, whether it is a standby."""
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.connection = psycopg.connect(url, autocommit=True)
+
+    def scans(self) -> dict[str, int]:
+        """Reads of each table (sequential and index scans), once the site's connections are closed.
+
+        The site runs with CONN_MAX_AGE=0; a backend writes its counters as it exits, before it leaves
+        pg_stat_activity.
+        """
+        wait_for(lambda: not self.connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP]).fetchone()[0],
+            timeout=30, message="the site's connections to close")
+        rows = self.connection.execute(
+            "SELECT relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+            " WHERE relname = ANY(%s)", [list(TABLES)]).fetchall()
+        return dict(rows)
+
+    def lsn(self, function: str) -> str:
+        return self.connection.execute(f"SELECT {function}()").fetchone()[0]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {table: after[table] - before[table] for table in TABLES}
+
+
+@pytest.mark.system
+@pytest.mark.django_db(transaction=True)
+def test_a_real_standby_serves_searches_until_it_stops_and_the_site_keeps_answering(
+    catalog, admin_user, media_root, test_images, settings, tmp_path
+):
+    import json
+
+    from django.db import connection
+
+    from tests.services_support import django_env, get, gunicorn_site, post_multipart, request
+    from tests.support import database_url
+
+    standby = _standby_or_skip(connection.settings_dict)
+    name = connection.settings_dict["NAME"]
+    primary_url = database_url(connection.settings_dict)
+    replica_url = standby.url(name)
+    primary, replica = Server(primary_url), None
+    site = None
+    try:
+        replica = Server(replica_url)
+        assert replica.connection.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        caught_up = primary.lsn("pg_current_wal_lsn")
+        wait_for(lambda: replica.connection.execute(
+            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [caught_up]).fetchone()[0],
+            timeout=60, message="the standby to replay the catalog")
+        env = django_env(
+            database_url=f"{primary_url}{'&' if '?' in primary_url else '?'}application_name={APP}",
+            redis_url=settings.REDIS_URL, media_root=media_root,
+            DATABASE_REPLICA_URLS=f"{replica_url}&application_name={APP}",
+            CONN_MAX_AGE="0", PAGE_CACHE_SECONDS="0",
+        )
+        site = gunicorn_site(env=env, log_path=tmp_path / "site.log")
+        with connection.cursor() as cursor:  # this process's reads (the catalog fixture's) counted before, not after
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+        photo = test_images / "chair-cafe-pair.jpg"
+
+        def shop() -> list[int]:
+            return [
+                get(f"{site.url}/p/CHAIR-1/?scope=all").status,
+                get(f"{site.url}/api/v1/products/CHAIR-1/similar/").status,
+                post_multipart(f"{site.url}/api/v1/search/", fields={}, files={"image": photo}).status,
+            ]
+
+        # Product page, More like this and photo search: every product and vector read on the standby.
+        before = (primary.scans(), replica.scans())
+        assert shop() == [200, 200, 200], site.service.log()[-3000:]
+        on_primary, on_replica = _delta(before[0], primary.scans()), _delta(before[1], replica.scans())
+        assert on_replica["search_imageembedding"] > 0 and on_replica["catalog_product"] > 0, on_replica
+        assert on_primary == {"catalog_product": 0, "search_imageembedding": 0}, on_primary
+
+        # With the standby's replay paused, what is new exists only on the primary: who answers shows who served.
+        replica.connection.execute("SELECT pg_wal_replay_pause()")
+        token = Token.objects.create(user=admin_user).key
+        created = request(f"{site.url}/api/v1/products/", headers={
+            "Authorization": f"Token {token}", "Content-Type": "application/json"},
+            data=json.dumps({"sku": "NEW-1", "title": "New", "price": "9.00", "category": catalog["CHAIR-1"].category.slug}).encode())
+        assert created.status == 201, created.text  # a standby cannot write: the primary took it
+        assert "lookalike_primary=" in created.headers.get("Set-Cookie", "")
+        assert get(f"{site.url}/p/NEW-1/", headers={"Cookie": "lookalike_primary=1"}).status == 200  # the writer
+        assert get(f"{site.url}/p/NEW-1/").status == 404  # another shopper, on the standby that has not replayed it
+        replica.connection.execute("SELECT pg_wal_replay_resume()")
+        wait_for(lambda: get(f"{site.url}/p/NEW-1/").status == 200, timeout=30, message="the standby to catch up")
+
+        # The standby goes away: the site answers from the primary.
+        replica.close()
+        replica = None
+        standby.stop("immediate")
+        before = primary.scans()
+        assert shop() == [200, 200, 200], site.service.log()[-3000:]
+        assert shop() == [200, 200, 200]  # and again, now without trying the standby
+        assert _delta(before, primary.scans())["search_imageembedding"] > 0
+        assert "read replica replica_1 cannot be reached" in site.service.log()
+    finally:
+        if site is not None:
+            site.stop()
+        if replica is not None:
+            replica.close()
+        primary.close()
+        standby.destroy()
