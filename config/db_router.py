@@ -22,6 +22,12 @@ aliases ``replica_1``, ``replica_2``, ... The rule, and why it is this way round
   failed connect per process per period, not a timeout per request. With none left, the primary answers. A replica
   that dies in the middle of a request fails that request only.
 
+- **Cached pages stay honest.** A shopper on a replica sees the catalog as of the replica's lag (milliseconds when
+  healthy). The page cache (catalog/page_cache.py) would stretch that to a cache lifetime by storing a lagging
+  replica's page under the version of a newer change, so each version carries the primary's WAL position at the
+  change (``primary_wal_position``) and a page is stored only when its reads had replayed that far
+  (``reads_replayed``).
+
 Raw SQL that must run on the same server as a query (session settings such as ``hnsw.ef_search``) takes the
 query's alias: ``queryset.db`` (search/selectors.py). Raw SQL through ``django.db.connection`` reads the primary.
 """
@@ -92,6 +98,36 @@ def _pick_replica() -> str:
         if _usable(alias):
             return alias
     return DEFAULT_DB_ALIAS
+
+
+# A WAL position no server reaches: stands for "not known", so nothing counts as having replayed it.
+UNREACHED_WAL_POSITION = "FFFFFFFF/FFFFFFFF"
+
+
+def primary_wal_position() -> str:
+    """The primary's WAL position now ("" without replicas): what a replica must have replayed to show the present."""
+    if not replica_aliases():
+        return ""
+    try:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            return cursor.fetchone()[0]
+    except DatabaseError:
+        return UNREACHED_WAL_POSITION
+
+
+def reads_replayed(position: str) -> bool:
+    """Whether this request's reads came from a server that shows the primary as of ``position``: the primary
+    itself, or a replica that has replayed that far (one query). True with no position."""
+    state = _routing.get()
+    if not position or state is None or state.chosen in (None, DEFAULT_DB_ALIAS):
+        return True
+    try:
+        with connections[state.chosen].cursor() as cursor:
+            cursor.execute("SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [position])
+            return cursor.fetchone()[0]
+    except DatabaseError:
+        return False
 
 
 class PrimaryReplicaRouter:

@@ -289,11 +289,12 @@ class Response:
         return json.loads(self.body)
 
 
-def request(url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 15) -> Response:
+def request(url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 15,
+            method: str | None = None) -> Response:
     """One HTTP request; an HTTP error status is a Response too, a refused connection a status of 0."""
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}),
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}, method=method),
                                     timeout=timeout) as reply:
             return Response(reply.status, reply.read(), dict(reply.headers), time.monotonic() - started)
     except urllib.error.HTTPError as error:

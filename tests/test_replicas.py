@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 from django.db import connections, router
@@ -262,48 +263,64 @@ def test_a_real_standby_serves_searches_until_it_stops_and_the_site_keeps_answer
         env = django_env(
             database_url=f"{primary_url}{'&' if '?' in primary_url else '?'}application_name={APP}",
             redis_url=settings.REDIS_URL, media_root=media_root,
-            DATABASE_REPLICA_URLS=f"{replica_url}&application_name={APP}",
-            CONN_MAX_AGE="0", PAGE_CACHE_SECONDS="0",
+            DATABASE_REPLICA_URLS=f"{replica_url}&application_name={APP}", CONN_MAX_AGE="0",
         )
         site = gunicorn_site(env=env, log_path=tmp_path / "site.log")
         with connection.cursor() as cursor:  # this process's reads (the catalog fixture's) counted before, not after
             cursor.execute("SELECT pg_stat_force_next_flush()")
         photo = test_images / "chair-cafe-pair.jpg"
 
-        def shop() -> list[int]:
+        def shop(sku: str) -> list[int]:
+            """Product page, More like this, photo search; ``sku`` not asked for before, so no page is cached."""
             return [
-                get(f"{site.url}/p/CHAIR-1/?scope=all").status,
-                get(f"{site.url}/api/v1/products/CHAIR-1/similar/").status,
+                get(f"{site.url}/p/{sku}/?scope=all").status,
+                get(f"{site.url}/api/v1/products/{sku}/similar/").status,
                 post_multipart(f"{site.url}/api/v1/search/", fields={}, files={"image": photo}).status,
             ]
 
+        def page(sku: str, **headers) -> tuple[str, str]:
+            response = get(f"{site.url}/p/{sku}/", headers=headers)
+            assert response.status == 200, response.text
+            title = re.search(r"<h1[^>]*>(.*?)</h1>", response.text, re.S).group(1).strip()
+            return title, response.headers.get("X-Cache", "")
+
         # Product page, More like this and photo search: every product and vector read on the standby.
         before = (primary.scans(), replica.scans())
-        assert shop() == [200, 200, 200], site.service.log()[-3000:]
+        assert shop("CHAIR-1") == [200, 200, 200], site.service.log()[-3000:]
         on_primary, on_replica = _delta(before[0], primary.scans()), _delta(before[1], replica.scans())
         assert on_replica["search_imageembedding"] > 0 and on_replica["catalog_product"] > 0, on_replica
         assert on_primary == {"catalog_product": 0, "search_imageembedding": 0}, on_primary
 
-        # With the standby's replay paused, what is new exists only on the primary: who answers shows who served.
+        # With the standby's replay paused, a change exists only on the primary: what a page shows tells who served it.
         replica.connection.execute("SELECT pg_wal_replay_pause()")
         token = Token.objects.create(user=admin_user).key
-        created = request(f"{site.url}/api/v1/products/", headers={
+        changed = request(f"{site.url}/api/v1/products/CHAIR-2/", headers={
             "Authorization": f"Token {token}", "Content-Type": "application/json"},
-            data=json.dumps({"sku": "NEW-1", "title": "New", "price": "9.00", "category": catalog["CHAIR-1"].category.slug}).encode())
-        assert created.status == 201, created.text  # a standby cannot write: the primary took it
-        assert "lookalike_primary=" in created.headers.get("Set-Cookie", "")
-        assert get(f"{site.url}/p/NEW-1/", headers={"Cookie": "lookalike_primary=1"}).status == 200  # the writer
-        assert get(f"{site.url}/p/NEW-1/").status == 404  # another shopper, on the standby that has not replayed it
+            data=json.dumps({"title": "Renamed chair"}).encode(), method="PATCH")
+        assert changed.status == 200, changed.text  # a standby cannot write: the primary took it
+        assert "lookalike_primary=" in changed.headers.get("Set-Cookie", "")
+        # Another shopper reads the lagging standby; its page is served but not cached under the new version.
+        assert page("CHAIR-2") == ("Title of CHAIR-2", "miss")
+        assert page("CHAIR-2") == ("Title of CHAIR-2", "miss")
+        # The writer reads the primary (its cookie), and that page may be cached: it is the present.
+        assert page("CHAIR-2", Cookie="lookalike_primary=1") == ("Renamed chair", "miss")
+        assert page("CHAIR-2") == ("Renamed chair", "hit")
         replica.connection.execute("SELECT pg_wal_replay_resume()")
-        wait_for(lambda: get(f"{site.url}/p/NEW-1/").status == 200, timeout=30, message="the standby to catch up")
+        caught_up = primary.lsn("pg_current_wal_lsn")
+        wait_for(lambda: replica.connection.execute(
+            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [caught_up]).fetchone()[0],
+            timeout=60, message="the standby to catch up")
+        # A standby that has caught up renders pages that are cached again.
+        assert page("RUN-3") == ("Title of RUN-3", "miss")
+        assert page("RUN-3") == ("Title of RUN-3", "hit")
 
         # The standby goes away: the site answers from the primary.
         replica.close()
         replica = None
         standby.stop("immediate")
         before = primary.scans()
-        assert shop() == [200, 200, 200], site.service.log()[-3000:]
-        assert shop() == [200, 200, 200]  # and again, now without trying the standby
+        assert shop("RUN-1") == [200, 200, 200], site.service.log()[-3000:]
+        assert shop("TEE-1") == [200, 200, 200]  # and again, now without trying the standby
         assert _delta(before, primary.scans())["search_imageembedding"] > 0
         assert "read replica replica_1 cannot be reached" in site.service.log()
     finally:
