@@ -124,7 +124,8 @@ def report(results: dict, command: str) -> str:
         f"## One and two database servers at {results['products']:,} products\n\n"
         f"Command: `{command}` ({machine()})",
         f"gunicorn, {results['workers']} sync workers, production settings, page cache off; {results['clients']} "
-        f"clients for {results['seconds']:g} s per row, variants alternated {results['rounds']} times; standby copied in {results['standby_copy_seconds']:.1f} s.",
+        f"clients for {results['seconds']:g} s per row, variants alternated {results['rounds']} times; "
+        f"standby copied in {results['standby_copy_seconds']:.1f} s.",
         table(["servers", "endpoint", "requests", "req/s", "p50 ms", "p95 ms", "errors", "CPU ms: site",
                "primary", "standby"], rows),
     ])
