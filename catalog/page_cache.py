@@ -3,10 +3,12 @@
 Product, category and home pages and "More like this" are read far more often than the catalog changes, and
 rendering them (queries, an ANN search, templates) costs milliseconds each time. Each cached response is keyed by
 a catalog version; any save or delete of a product, category, image, vector or embedding space writes a new
-version (``catalog_changed``), so a shopper never sees a page older than the last change, and
-``PAGE_CACHE_SECONDS`` only bounds how long unused entries linger. Signed-in users and requests carrying a
-session or messages cookie bypass the cache (their pages may hold per-user content), and so does everything
-while the cache server is unreachable.
+version (``catalog_changed``), so a shopper never sees a cached page older than the last change, and
+``PAGE_CACHE_SECONDS`` only bounds how long unused entries linger. With read replicas (config/db_router.py) a
+version also carries the primary's WAL position at the change, and a page rendered from a replica that has not
+replayed that far is served but not stored: such a page is as stale as the replica's lag, never for a whole cache
+lifetime. Signed-in users and requests carrying a session or messages cookie bypass the cache (their pages may
+hold per-user content), and so does everything while the cache server is unreachable.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from config import db_router
+
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "catalog:version"
@@ -27,15 +31,17 @@ VERSION_KEY = "catalog:version"
 
 def catalog_changed() -> None:
     """Retire every cached page: now (for requests inside this transaction) and again once it commits."""
-    _new_version()
+    _new_version(committed=False)
     connection = transaction.get_connection()
     if not any(callback is _new_version for _, callback, _ in connection.run_on_commit):  # once per transaction
         transaction.on_commit(_new_version)
 
 
-def _new_version() -> None:
+def _new_version(*, committed: bool = True) -> None:
+    # Before the commit no replica can have the change (and no query may risk the writer's transaction).
+    position = db_router.primary_wal_position() if committed else db_router.UNREACHED_WAL_POSITION
     try:
-        cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+        cache.set(VERSION_KEY, f"{uuid.uuid4().hex}@{position}", None)
     except Exception:  # the cache being down must not fail the write; nothing can be served from it either
         logger.warning("could not retire cached pages", exc_info=True)
 
@@ -79,16 +85,19 @@ def cache_catalog_page(view):
         response = view(request, *args, **kwargs)
         if _cacheable_response(response):
             response["X-Cache"] = "miss"
+            position = version.partition("@")[2]
             if getattr(response, "is_rendered", True):
-                _store(key, response)
+                _store(key, response, position)
             else:  # a DRF or template response is rendered after the view returns
-                response.add_post_render_callback(lambda rendered: _store(key, rendered))
+                response.add_post_render_callback(lambda rendered: _store(key, rendered, position))
         return response
 
     return cached_view
 
 
-def _store(key: str, response) -> None:
+def _store(key: str, response, position: str) -> None:
+    if not db_router.reads_replayed(position):
+        return
     try:
         cache.set(key, response, settings.PAGE_CACHE_SECONDS)
     except Exception:

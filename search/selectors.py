@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connections, transaction
 from django.db.models import CharField, F
 from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
@@ -116,8 +116,9 @@ def _exact_hits(queryset, wanted: int) -> list[tuple[int, float]]:
 
 
 def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float]]:
-    hits = queryset.order_by("distance").values_list("product_id", "distance")[:wanted]
-    with transaction.atomic(), connection.cursor() as cursor:
+    alias = queryset.db  # the server the router picked for this read (a replica or the primary): set it there
+    hits = queryset.using(alias).order_by("distance").values_list("product_id", "distance")[:wanted]
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8); settings in one round trip.
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
@@ -155,10 +156,12 @@ def similar_products_to_product(
 
 def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
     """The most similar other image in space ``model`` and its score: a near-duplicate candidate."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    queryset = ImageEmbedding.objects.filter(model=model)
+    alias = queryset.db  # SET LOCAL tunes the server the query runs on
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         hit = (
-            ImageEmbedding.objects.filter(model=model)
+            queryset.using(alias)
             .exclude(image_id=image_id)
             .annotate(distance=CosineDistance("vector", vector))
             .order_by("distance")

