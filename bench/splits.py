@@ -17,6 +17,7 @@ from PIL import Image
 from bench.datasets import CACHE_DIR
 from bench.domains import DOMAINS, Item
 from bench.shopper import snapshot
+from search.preprocessing import PREPROCESSING_VERSION
 
 SNAPSHOT_VERSION = 2  # bump when bench/shopper.py or the query sampling changes: cached features are keyed by it
 SNAPSHOTS_PER_PHOTO = 3
@@ -127,7 +128,7 @@ def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
 
     def features(kind: str) -> np.ndarray:
         paths = [str(item.path) for item in getattr(split, kind)]
-        key = f"{embedder.name}-v{embedder.version}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
+        key = f"{embedder.name}-v{embedder.version}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
         return cached(key, lambda: embedder.raw_features(decoded(split, kind, embedder.load_image)))
 
     return DomainFeatures(

@@ -4,11 +4,14 @@ One pipeline serves catalog photos (product on a plain background, any aspect ra
 snapshots (phone photos: EXIF-rotated, cluttered edges) alike:
 
 1. ``load_rgb``: decode upright RGB; large JPEGs at reduced size (DCT scaling); transparency on white.
-2. ``trim_margins``: crop uniform background margins, so the product, not the studio, fills the frame.
-3. ``to_model_input``: pad to a square with the background colour (never crop the product away),
-   resize, normalise for EfficientNet-Lite.
-4. ``model_views``: the views whose features are averaged into one vector, for catalog photos and shopper
-   photos alike: the padded photo, its mirror image and a centre crop (docs/relevance.md measures why).
+2. ``model_views``: the views whose features are averaged into one vector, for catalog photos and shopper
+   photos alike: the photo padded to a square (never crop the product away), its mirror image and a centre crop,
+   resized and normalised for EfficientNet-Lite (docs/embeddings.md measures why).
+
+``trim_margins`` (crop uniform background margins) and ``to_model_input`` (one view, optionally trimmed) remain for
+the benchmarks; searching no longer trims: a shopper's photo has a
+background of its own, and trimming only the catalog's white studio margins left the two framed differently
+(R@1 0.01-0.07 lower on the benchmark domains).
 
 Any change here changes the vectors: bump ``PREPROCESSING_VERSION`` so ``Embedder.id`` changes too.
 """
@@ -20,7 +23,7 @@ from PIL import Image, ImageChops, ImageOps
 
 from catalog.pixels import WHITE, to_rgb  # noqa: F401 - to_rgb is part of this module's pipeline (step 1)
 
-PREPROCESSING_VERSION = 4
+PREPROCESSING_VERSION = 5
 
 # A pixel is background when every channel is within this distance of the background colour; JPEG
 # noise and soft studio shadows stay below it, product edges do not.
@@ -30,7 +33,7 @@ TRIM_TOLERANCE = 24
 TRIM_MIN_UNIFORM_BORDER = 0.5
 # Margin kept around the trimmed product, as a share of its longer side.
 TRIM_KEEP_MARGIN = 0.04
-# The centre view keeps this share of each side of the (trimmed) photo.
+# The centre view keeps this share of each side of the photo.
 CENTRE_VIEW_KEEP = 0.8
 
 
@@ -145,15 +148,13 @@ def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
     """The views of one photo that its vector averages: padded, mirrored, centre crop; float32 CHW each.
 
     A shopper's snapshot is framed, mirrored and cropped differently from the catalog photo; averaging the same
-    three views on both sides makes the two vectors agree more than either single view does (docs/relevance.md).
-    The trim is done once and shared by the views.
+    three views on both sides makes the two vectors agree more than either single view does (docs/embeddings.md).
     """
-    trimmed, fill = trim_margins(image)
-    padded = pad_to_square(trimmed, fill, size=size)
-    width, height = trimmed.size
+    padded = pad_to_square(image, WHITE, size=size)
+    width, height = image.size
     keep_w, keep_h = max(1, round(width * CENTRE_VIEW_KEEP)), max(1, round(height * CENTRE_VIEW_KEEP))
     left, top = (width - keep_w) // 2, (height - keep_h) // 2
-    centre = pad_to_square(trimmed.crop((left, top, left + keep_w, top + keep_h)), fill, size=size)
+    centre = pad_to_square(image.crop((left, top, left + keep_w, top + keep_h)), WHITE, size=size)
     return [
         _normalised(padded),
         _normalised(padded.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
