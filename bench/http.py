@@ -188,7 +188,9 @@ def run(args) -> dict:
     photo = query_photo()
     results: dict = {"products": args.products, "workers": args.workers, "seconds": args.seconds, "rows": []}
 
-    for variant, (env, endpoints) in VARIANTS.items():
+    # The smoke run checks that every endpoint works at two client counts; the side-by-side variants are for real runs.
+    variants = dict(list(VARIANTS.items())[:1]) if args.quick else VARIANTS
+    for variant, (env, endpoints) in variants.items():
         flush_page_cache(redis_url)
         site = Site(database_url=catalog.database_url, redis_url=redis_url, media_root=catalog.media_root,
                     static_root=str(scratch / "static"), workers=args.workers, env=env,
