@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
@@ -336,3 +339,15 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
         "requeued": pending_images_requeue(),
         "deleted": retired_vectors_delete(),
     }
+
+
+def query_vector_keep(*, model: str, vector) -> str:
+    """Keep a photo search's query vector (never the photo) for SEARCH_QUERY_KEEP_SECONDS under a new random
+    token, so that a chip, a price range or another order refines the search without uploading the photo again.
+    Read back with search.selectors.query_vector_kept."""
+    from search.selectors import KEPT_QUERY_PREFIX  # selectors read what this writes
+
+    token = secrets.token_urlsafe(16)  # 22 characters, 128 random bits: not guessable, so not shareable by chance
+    values = [round(float(value), 6) for value in vector]
+    cache.set(KEPT_QUERY_PREFIX + token, {"model": model, "vector": values}, settings.SEARCH_QUERY_KEEP_SECONDS)
+    return token
