@@ -47,12 +47,13 @@ class SearchAnonThrottle(AnonRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
-def _results(search_results) -> list[dict]:
+def _result(result) -> dict:
     # Four decimals: finer differences are below the model's and halfvec's precision.
-    return [
-        {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
-        for result in search_results
-    ]
+    return {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
+
+
+def _results(search_results) -> list[dict]:
+    return [{**_result(result), "duplicates": [_result(d) for d in result.duplicates]} for result in search_results]
 
 
 def _facets(categories) -> dict:
@@ -92,6 +93,7 @@ class PhotoSearchView(APIView):
                             },
                             "score": 0.91,
                             "similarity": 0.86,
+                            "duplicates": [],
                         }
                     ],
                     "facets": {"categories": [

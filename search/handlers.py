@@ -27,7 +27,9 @@ def bulk_load(sender, **kwargs):
 
 def _similar_products(*, product, limit, category_ids, form: RefineForm | None = None):
     refine = form.refine() if form is not None else NO_REFINE
-    return similar_products_to_product(product=product, limit=limit, category_ids=category_ids, refine=refine)
+    return similar_products_to_product(
+        product=product, limit=limit, category_ids=category_ids, refine=refine, fold=True
+    )
 
 
 def _space_or_vector_saved(sender, **kwargs) -> None:

@@ -3,8 +3,10 @@ listings. Pure functions over matches already read (search.selectors reads them)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+
+import numpy as np
 
 # The orders a shopper may ask for; "best" (most similar first) is the default.
 SORTS = {
@@ -50,3 +52,26 @@ def sorted_matches(matches: list, sort: str) -> list:
     if sort == "newest":
         return sorted(matches, key=lambda match: (match.product.created_at, match.product.pk), reverse=True)
     return list(matches)
+
+
+def fold_duplicates(matches: list, vectors: dict[int, np.ndarray], *, min_similarity: float) -> list:
+    """``matches`` (each with ``.image_id`` and ``.duplicates``) in their order, each one whose best image has a
+    cosine similarity of at least ``min_similarity`` to an earlier kept match's best image folded into that
+    match's ``duplicates`` instead: the same photo listed twice shows once, "+1 similar listing".
+
+    ``vectors``: the best images' vectors by image id. Compared with the kept matches only, so a chain of small
+    differences does not fold a different-looking product.
+    """
+    kept: list = []
+    kept_vectors: list[np.ndarray] = []
+    for match in matches:
+        vector = vectors.get(match.image_id)
+        if vector is not None and kept_vectors:
+            similarities = np.stack(kept_vectors) @ vector
+            nearest = int(np.argmax(similarities))
+            if similarities[nearest] >= min_similarity:
+                kept[nearest] = replace(kept[nearest], duplicates=(*kept[nearest].duplicates, match))
+                continue
+        kept.append(match)
+        kept_vectors.append(vector if vector is not None else np.zeros_like(next(iter(vectors.values()))))
+    return kept

@@ -21,7 +21,7 @@ from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, spa
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.query import Box, QueryImage, query_image_read, query_vector
-from search.refine import NO_REFINE, Refine, sorted_matches
+from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
@@ -122,10 +122,13 @@ def vector_matches(
     cutoff: float | None = None,
     refine: Refine = NO_REFINE,
     pool: int = 0,
+    fold: bool = False,
 ) -> Matches:
     """The active products whose best image is nearest to ``vector`` with a match score of at least ``threshold``:
     the best ``max(limit, pool)`` of them (the pool) are counted by category, put in ``refine.sort`` order, and the
-    first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first.
+    first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
+    whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
+    folded into that one's ``duplicates`` and does not count towards ``limit``.
 
     Filters (category, price) run in SQL. Filters over few vectors are searched exactly (cheaper than walking the
     graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's products
@@ -166,7 +169,19 @@ def vector_matches(
         for p, sim, score, image_id in ranked
         if p in products
     ]
-    return Matches(results=sorted_matches(matches, refine.sort)[:limit], categories=_category_facets(matches))
+    ordered = sorted_matches(matches, refine.sort)
+    if fold and len(ordered) > 1:
+        ordered = fold_duplicates(
+            ordered, _unit_vectors(model, [m.image_id for m in ordered]),
+            min_similarity=settings.NEAR_DUPLICATE_MIN_SCORE,
+        )
+    return Matches(results=ordered[:limit], categories=_category_facets(matches))
+
+
+def _unit_vectors(model: str, image_ids: list[int]) -> dict[int, np.ndarray]:
+    rows = ImageEmbedding.objects.filter(model=model, image_id__in=image_ids).values_list("image_id", "vector")
+    vectors = {image_id: np.asarray(vector, dtype=np.float32) for image_id, vector in rows}
+    return {image_id: vector / (np.linalg.norm(vector) or 1.0) for image_id, vector in vectors.items()}
 
 
 def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
@@ -220,14 +235,24 @@ def _similarity(cosine_distance: float) -> float:
 
 
 def similar_products_to_product(
-    *, product: Product, limit: int = 12, category_ids: list[int] | None = None, refine: Refine = NO_REFINE
+    *,
+    product: Product,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    refine: Refine = NO_REFINE,
+    fold: bool = False,
 ) -> list[SimilarProduct]:
     """More like this: uses the product's stored vectors (no model call); never lists the product itself."""
-    return product_matches(product=product, limit=limit, category_ids=category_ids, refine=refine).results
+    return product_matches(product=product, limit=limit, category_ids=category_ids, refine=refine, fold=fold).results
 
 
 def product_matches(
-    *, product: Product, limit: int = 12, category_ids: list[int] | None = None, refine: Refine = NO_REFINE
+    *,
+    product: Product,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    refine: Refine = NO_REFINE,
+    fold: bool = True,
 ) -> Matches:
     """More like this with its facets. In the default order every nearest product is listed, however weak (a
     product page always has neighbours); another order, or a price filter, keeps only real matches (match score
@@ -243,7 +268,8 @@ def product_matches(
     refined = refine != NO_REFINE
     return vector_matches(
         vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model,
-        threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined else 0,
+        threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined or fold else 0,
+        fold=fold,
     )
 
 
@@ -319,7 +345,7 @@ def photo_search(
     category_ids = category_descendant_ids(category=category) if category is not None else None
     matches = vector_matches(
         vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff,
-        refine=refine, pool=MATCH_POOL,
+        refine=refine, pool=MATCH_POOL, fold=True,
     )
     took_ms = (time.perf_counter() - started) * 1000
     return PhotoSearch(

@@ -125,13 +125,22 @@ class PhotoSearchSerializer(_RefineSerializer):
             raise serializers.ValidationError(str(error)) from None
 
 
-class SearchResultSerializer(serializers.Serializer):
+class FoldedResultSerializer(serializers.Serializer):
     product = ProductSummarySerializer()
     score = serializers.FloatField(
         help_text="Match score in [0, 1], calibrated to the catalog: 1 is the same photo, 0.5 the catalog's cut-off "
         "for 'similar enough'."
     )
     similarity = serializers.FloatField(help_text="Cosine similarity of the best-matching photo, in [0, 1].")
+
+
+class SearchResultSerializer(FoldedResultSerializer):
+    duplicates = FoldedResultSerializer(
+        many=True,
+        help_text="Lower-ranked matches whose best photo is a near-duplicate of this result's (cosine similarity at "
+        "least NEAR_DUPLICATE_MIN_SCORE, the admin's near-duplicate cut-off): the same look listed again, folded "
+        "here. They do not count towards `limit`.",
+    )
 
 
 class CategoryFacetSerializer(serializers.Serializer):

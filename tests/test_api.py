@@ -67,7 +67,7 @@ def test_search_by_photo_returns_ranked_products_in_the_documented_shape(api, ca
     assert body["model"] == search_space_model()
     assert body["took_ms"] > 0 and body["threshold"] == 0 and 0 < body["cutoff"] < 1
     assert sorted(skus(response)[:2]) == ["CHAIR-1", "CHAIR-2"]
-    assert all(set(result) == {"product", "score", "similarity"} for result in body["results"])
+    assert all(set(result) == {"product", "score", "similarity", "duplicates"} for result in body["results"])
     scores = [result["score"] for result in body["results"]]
     assert len(scores) == 5 and all(0 <= score <= 1 for score in scores)
     assert scores == sorted(scores, reverse=True)
