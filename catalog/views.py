@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 24
 RECENT_PRODUCTS = 12
 SIMILAR_PRODUCTS = 8
+OTHER_COLOURS = 6
 MAX_QUERY_LENGTH = 200
 
 
@@ -76,9 +77,10 @@ def product_detail(request, sku):
         similar_products = hooks.similar_products(
             product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids, form=similar_form
         )
+        other_colours = hooks.other_colours(product=product, limit=OTHER_COLOURS)
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
-        similar_products = None
+        similar_products, other_colours = None, []
     return render(
         request,
         "catalog/product.html",
@@ -91,6 +93,7 @@ def product_detail(request, sku):
             "similar_form": similar_form,
             "similar_keep": [("scope", "all")] if scope_all else [],
             "similar_products": similar_products,
+            "other_colours": other_colours,
             "similar_unavailable": similar_products is None,
             # An image is "ready" once it has a vector in the active space; the images are prefetched already.
             "has_vectors": any(image.embedding_status == EmbeddingStatus.READY for image in images),

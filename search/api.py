@@ -56,8 +56,8 @@ def _results(search_results) -> list[dict]:
     return [{**_result(result), "duplicates": [_result(d) for d in result.duplicates]} for result in search_results]
 
 
-def _facets(categories) -> dict:
-    return {"categories": categories}
+def _facets(matches) -> dict:
+    return {"categories": matches.categories, "colours": matches.colours}
 
 
 class PhotoSearchView(APIView):
@@ -99,7 +99,7 @@ class PhotoSearchView(APIView):
                     "facets": {"categories": [
                         {"slug": "home-furniture-sofas", "name": "Sofas", "path": "Home > Furniture > Sofas",
                          "count": 8},
-                    ]},
+                    ], "colours": [{"colour": "grey", "count": 6}, {"colour": "blue", "count": 2}]},
                     "query": "mH3v0d1wq8ZtY2kR5xJc4A",
                     "model": "efficientnet-lite0-v3p4-pca384-0c1d2e3f",
                     "took_ms": 38.2,
@@ -131,7 +131,7 @@ class PhotoSearchView(APIView):
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         data = {
             "results": _results(search.results),
-            "facets": _facets(search.categories),
+            "facets": _facets(search),
             "query": token,
             "model": search.model,
             "took_ms": round(search.took_ms, 1),
@@ -175,7 +175,7 @@ class SimilarProductsView(APIView):
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         data = {
             "results": _results(matches.results),
-            "facets": _facets(matches.categories),
+            "facets": _facets(matches),
             "model": model,
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
         }

@@ -9,7 +9,7 @@ from catalog import hooks, signals
 from catalog.page_cache import catalog_changed
 from search.forms import RefineForm
 from search.refine import NO_REFINE
-from search.selectors import similar_products_to_product
+from search.selectors import other_colour_products, similar_products_to_product
 from search.services import image_embedding_batched, image_embedding_dispatch, image_embedding_mark_pending
 
 
@@ -41,7 +41,7 @@ def connect() -> None:
     signals.photos_added.connect(photos_added, dispatch_uid="search-photos-added")
     signals.photo_files_changed.connect(photo_files_changed, dispatch_uid="search-photo-files-changed")
     signals.bulk_load.connect(bulk_load, dispatch_uid="search-bulk-load")
-    hooks.similar_products_register(_similar_products, form=RefineForm)
+    hooks.similar_products_register(_similar_products, form=RefineForm, other_colours=other_colour_products)
     # Not post_delete of vectors: retired ones are deleted in bulk and no page shows them; an image's deletion
     # cascades (and the image's own deletion retires the pages).
     post_save.connect(_space_or_vector_saved, sender="search.EmbeddingSpace", dispatch_uid="page-cache-save-space")

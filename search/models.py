@@ -55,6 +55,8 @@ class ImageEmbedding(models.Model):
     category = models.ForeignKey("catalog.Category", on_delete=models.PROTECT, related_name="+")
     active = models.BooleanField(default=True)
     price = models.DecimalField(max_digits=10, decimal_places=2)
+    # The photo's main colour family (its ``colours[1]``; "" until computed), kept by the triggers of migration 0006.
+    colour = models.CharField(max_length=12, blank=True, default="")
     model = models.CharField(max_length=100)
     vector = HalfVectorField(dimensions=VECTOR_DIMENSIONS)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -76,6 +78,7 @@ class ImageEmbedding(models.Model):
             ),
             # Exact search within a narrow price range: one range scan of the searchable rows of one space.
             models.Index(fields=["model", "price"], name="imageembedding_model_price", condition=Q(active=True)),
+            models.Index(fields=["model", "colour"], name="imageembedding_model_colour", condition=Q(active=True)),
         ]
 
     def __str__(self):

@@ -1,5 +1,5 @@
-"""How a shopper narrows and orders visual matches: price range, sort order, and the folding of near-duplicate
-listings. Pure functions over matches already read (search.selectors reads them); no queries here."""
+"""How a shopper narrows and orders visual matches: price range, colour, sort order, and the folding of
+near-duplicate listings. Pure functions over matches already read (search.selectors reads them); no queries here."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ class Refine:
     min_price: Decimal | None = None
     max_price: Decimal | None = None
     sort: str = DEFAULT_SORT
+    colour: str | None = None  # a family of search.colours.FAMILIES: the main colour of the best-matching photo
 
     @property
     def filtered(self) -> bool:
         """Whether any filter narrows the vector rows in SQL (the ANN query must then keep scanning)."""
-        return self.min_price is not None or self.max_price is not None
+        return self.min_price is not None or self.max_price is not None or self.colour is not None
 
     def rows(self, queryset):
         """``queryset`` of vector rows narrowed to these filters (the rows carry copies of the product's fields)."""
@@ -37,6 +38,8 @@ class Refine:
             queryset = queryset.filter(price__gte=self.min_price)
         if self.max_price is not None:
             queryset = queryset.filter(price__lte=self.max_price)
+        if self.colour is not None:
+            queryset = queryset.filter(colour=self.colour)
         return queryset
 
 

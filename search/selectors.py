@@ -56,6 +56,7 @@ class SimilarProduct:
     score: float  # the match score shown to shoppers: 0.5 at the catalog's cut-off, 1 for the same photo
     similarity: float  # cosine similarity of the best-matching image, clipped to [0, 1]
     image_id: int | None = None  # that best-matching image
+    colour: str = ""  # that image's main colour family ("" until computed)
     # Lower-ranked matches whose best image is a near-duplicate of this one's (search.refine.fold_duplicates).
     duplicates: tuple[SimilarProduct, ...] = ()
 
@@ -67,9 +68,16 @@ class CategoryFacet:
 
 
 @dataclass(frozen=True)
+class ColourFacet:
+    colour: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Matches:
     results: list[SimilarProduct]  # at most ``limit``, in the asked order
     categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, most first
+    colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colour of the best photo
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class PhotoSearch:
     cutoff: float  # the cosine similarity that match score 0.5 stands for
     category: Category | None = None
     categories: list[CategoryFacet] = field(default_factory=list)
+    colours: list[ColourFacet] = field(default_factory=list)
     refine: Refine = NO_REFINE
     vector: object = None  # the query vector (numpy), for keeping it (search.services.query_vector_keep)
 
@@ -130,7 +139,7 @@ def vector_matches(
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
     folded into that one's ``duplicates`` and does not count towards ``limit``.
 
-    Filters (category, price) run in SQL. Filters over few vectors are searched exactly (cheaper than walking the
+    Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking the
     graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's products
     when they exist.
     """
@@ -150,23 +159,23 @@ def vector_matches(
         hits = _exact_hits(queryset, wanted)
     else:
         hits = _hnsw_hits(queryset, wanted)
-        if filtered and len({product_id for product_id, _, _ in hits}) < pool:
+        if filtered and len({hit[0] for hit in hits}) < pool:
             # The iterative scan gave up (hnsw.max_scan_tuples) before finding enough: read the filter's rows.
             hits = _exact_hits(queryset, wanted)
-    best: dict[int, tuple[float, int]] = {}
-    for product_id, hit_distance, image_id in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
-        best.setdefault(product_id, (hit_distance, image_id))
+    best: dict[int, tuple[float, int, str]] = {}
+    for product_id, hit_distance, image_id, colour in sorted(hits, key=lambda hit: hit[1]):  # relaxed: re-sort
+        best.setdefault(product_id, (hit_distance, image_id, colour))
     cutoff = search_cutoff(model) if cutoff is None else cutoff
     ranked = []
-    for product_id, (hit_distance, image_id) in best.items():
+    for product_id, (hit_distance, image_id, colour) in best.items():
         similarity = _similarity(hit_distance)
         if (score := match_score(similarity, cutoff)) >= threshold:
-            ranked.append((product_id, similarity, score, image_id))
+            ranked.append((product_id, similarity, score, image_id, colour))
     ranked = ranked[:pool]
     products = _products_for_cards([product_id for product_id, *_ in ranked])
     matches = [
-        SimilarProduct(product=products[p], score=score, similarity=sim, image_id=image_id)
-        for p, sim, score, image_id in ranked
+        SimilarProduct(product=products[p], score=score, similarity=sim, image_id=image_id, colour=colour)
+        for p, sim, score, image_id, colour in ranked
         if p in products
     ]
     ordered = sorted_matches(matches, refine.sort)
@@ -175,7 +184,7 @@ def vector_matches(
             ordered, _unit_vectors(model, [m.image_id for m in ordered]),
             min_similarity=settings.NEAR_DUPLICATE_MIN_SCORE,
         )
-    return Matches(results=ordered[:limit], categories=_category_facets(matches))
+    return Matches(results=ordered[:limit], categories=_category_facets(matches), colours=_colour_facets(matches))
 
 
 def _unit_vectors(model: str, image_ids: list[int]) -> dict[int, np.ndarray]:
@@ -195,6 +204,11 @@ def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
     ]
 
 
+def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
+    counts = Counter(match.colour for match in matches if match.colour)
+    return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
 def _few_rows(rows) -> bool:
     """Whether ``rows`` (filtered vector rows) number at most SEARCH_EXACT_MAX_VECTORS; stops counting there, so
     deciding costs at most that many index entries (the partial category and price indexes hold ``model``)."""
@@ -207,14 +221,14 @@ def _few_vectors(model: str, category_ids: list[int]) -> bool:
     return _few_rows(ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True))
 
 
-def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int]]:
+def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
     # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (one range of
     # the category index) and sorts them: exact, and never a scan of the whole table.
-    return list(queryset.order_by(F("distance") + 0).values_list("product_id", "distance", "image_id")[:wanted])
+    return list(queryset.order_by(F("distance") + 0).values_list("product_id", "distance", "image_id", "colour")[:wanted])
 
 
-def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int]]:
-    hits = queryset.order_by("distance").values_list("product_id", "distance", "image_id")[:wanted]
+def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
+    hits = queryset.order_by("distance").values_list("product_id", "distance", "image_id", "colour")[:wanted]
     with transaction.atomic(), connection.cursor() as cursor:
         # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8); settings in one round trip.
         cursor.execute(
@@ -271,6 +285,30 @@ def product_matches(
         threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined or fold else 0,
         fold=fold,
     )
+
+
+def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarProduct]:
+    """"Same look, other colours": close matches (match score 0.5 or more) in the product's category tree whose
+    best photo's main colour differs from that of the product's first photo; best first, one per colour family
+    first so that the row shows the colours there are."""
+    model = search_space_model()
+    first = (
+        ImageEmbedding.objects.filter(product=product, model=model)
+        .order_by("image__position", "image_id")
+        .values_list("vector", "colour")
+        .first()
+    )
+    if first is None or not first[1]:
+        return []
+    vector, colour = first
+    matches = vector_matches(
+        vector=vector, limit=MATCH_POOL, category_ids=category_descendant_ids(category=product.category),
+        exclude_product_id=product.pk, model=model, threshold=MATCH_THRESHOLD,
+    ).results
+    others = [match for match in matches if match.colour and match.colour != colour]
+    seen: set[str] = set()
+    firsts = [m for m in others if m.colour not in seen and not seen.add(m.colour)]
+    return (firsts + [m for m in others if m not in firsts])[:limit]
 
 
 def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
@@ -350,7 +388,7 @@ def photo_search(
     took_ms = (time.perf_counter() - started) * 1000
     return PhotoSearch(
         results=matches.results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category,
-        categories=matches.categories, refine=refine, vector=vector,
+        categories=matches.categories, colours=matches.colours, refine=refine, vector=vector,
     )
 
 

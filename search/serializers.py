@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from catalog.serializers import CategoryPaths, CategorySlugField, ProductSummarySerializer
+from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.refine import DEFAULT_SORT, SORTS, Refine
 from search.selectors import query_vector_kept
@@ -39,6 +40,13 @@ class _RefineSerializer(_ScopeSerializer):
         "never lets a weaker match in.",
     )
 
+    colour = serializers.ChoiceField(
+        choices=list(FAMILIES),
+        required=False,
+        help_text="Only matches whose best-matching photo is mainly this colour family (computed from the product's "
+        "own pixels, not its background).",
+    )
+
     def validate(self, attrs):
         attrs = super().validate(attrs)
         low, high = attrs.get("min_price"), attrs.get("max_price")
@@ -48,7 +56,10 @@ class _RefineSerializer(_ScopeSerializer):
 
     def refine(self) -> Refine:
         data = self.validated_data
-        return Refine(min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data["sort"])
+        return Refine(
+            min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data["sort"],
+            colour=data.get("colour"),
+        )
 
 
 class SimilarQuerySerializer(_RefineSerializer):
@@ -153,12 +164,23 @@ class CategoryFacetSerializer(serializers.Serializer):
         return self.context.setdefault("category_paths", CategoryPaths())[facet.category.pk]
 
 
+class ColourFacetSerializer(serializers.Serializer):
+    colour = serializers.ChoiceField(choices=list(FAMILIES))
+    count = serializers.IntegerField(help_text="Matches whose best-matching photo is mainly this colour.")
+
+
 class FacetsSerializer(serializers.Serializer):
     categories = CategoryFacetSerializer(
         many=True,
         help_text="The categories of the matches, most matches first: what the photo most likely shows. Counted over "
-        "the best matches that passed the cut-off and the price filter (at most 48, or `limit` when larger), before "
-        "`limit` is applied; pass one's slug as `category` to search within it.",
+        "the best matches that passed the cut-off and the price and colour filters (at most 48, or `limit` when "
+        "larger), before `limit` is applied and before near-duplicates are folded; pass one's slug as `category` to "
+        "search within it.",
+    )
+    colours = ColourFacetSerializer(
+        many=True,
+        help_text="The main colours of the same matches, most first; pass one as `colour` to keep only it. Photos "
+        "whose colours are not computed yet are not counted.",
     )
 
 

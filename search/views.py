@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods
 from PIL import Image, ImageOps
 
 from catalog.categories import UnknownCategory, category_by_slug
+from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb
 from search.query import InvalidBox
@@ -108,6 +109,17 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
         {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug}
         for facet in search.categories
     ]
+    without_colour = [("query", token)] + ([("category", category_slug)] if category_slug else [])
+    without_colour += refine_form.query_items(colour=False)
+
+    def colour_url(colour: str) -> str:
+        return reverse("search:photo") + "?" + urlencode(without_colour + ([("colour", colour)] if colour else []))
+
+    swatches = [
+        {"facet": facet, "hex": SWATCHES[facet.colour], "url": colour_url(facet.colour),
+         "current": facet.colour == search.refine.colour}
+        for facet in search.colours
+    ]
     return _render(
         request,
         {
@@ -117,6 +129,8 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
             "query_photo": query_photo,
             "token": token,
             "chips": chips,
+            "swatches": swatches,
+            "any_colour_url": colour_url("") if search.refine.colour else "",
             "refine_form": refine_form,
             "refine_keep": [("query", token)] + ([("category", category_slug)] if category_slug else []),
             "this_url": url(category_slug),
