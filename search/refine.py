@@ -16,6 +16,8 @@ SORTS = {
     "newest": "Newest",
 }
 DEFAULT_SORT = "best"
+# How a results page says the order it shows.
+SORT_NOTES = {"best": "best match first", "price": "cheapest first", "-price": "dearest first", "newest": "newest first"}
 
 
 @dataclass(frozen=True)

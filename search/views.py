@@ -21,6 +21,7 @@ from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb
 from search.query import InvalidBox
+from search.refine import SORT_NOTES
 from search.selectors import PhotoSearch, photo_search, query_vector_kept
 from search.services import query_vector_keep
 
@@ -129,6 +130,7 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
             "query_photo": query_photo,
             "token": token,
             "chips": chips,
+            "sort_note": SORT_NOTES[search.refine.sort],
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
             "refine_form": refine_form,
