@@ -275,8 +275,8 @@ def _build(products: int, url: str, maintenance_work_mem: str) -> BenchCatalog:
                 for row in tqdm(range(products), desc="vectors", unit_scale=True, file=sys.stderr):
                     copy.write_row((row + 1, row + 1, row + 1, model, HalfVector(vectors[row]), EPOCH))
             cursor.execute(
-                "INSERT INTO search_embeddingspace (model, state, created_at, activated_at)"
-                " VALUES (%s, 'active', now(), now())",
+                "INSERT INTO search_embeddingspace (model, state, created_at, activated_at, calibrated_vectors)"
+                " VALUES (%s, 'active', now(), now(), 0)",
                 [model],
             )
             for table in ("catalog_category", "catalog_product", "catalog_productimage", "search_imageembedding"):
