@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SYNONYMS = {"navy": "blue", "gray": "grey", "cream": "beige", "tan": "beige"}
+SYNONYMS = {"navy": "blue", "gray": "grey", "cream": "beige", "tan": "beige", "mustard": "yellow"}
 SKIPPED_PATHS = re.compile(r"juice|wine|beer|drink|grocer", re.I)
 
 

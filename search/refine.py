@@ -17,7 +17,9 @@ SORTS = {
 }
 DEFAULT_SORT = "best"
 # How a results page says the order it shows.
-SORT_NOTES = {"best": "best match first", "price": "cheapest first", "-price": "dearest first", "newest": "newest first"}
+SORT_NOTES = {
+    "best": "best match first", "price": "cheapest first", "-price": "dearest first", "newest": "newest first",
+}
 
 
 @dataclass(frozen=True)

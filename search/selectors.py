@@ -139,13 +139,13 @@ def vector_matches(
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
     folded into that one's ``duplicates`` and does not count towards ``limit``.
 
-    Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking the
-    graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's products
-    when they exist.
+    Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
+    the graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's
+    products when they exist.
     """
     model = model or search_space_model()
     pool = max(limit, pool)
-    # Category, active and price are copies of the product's on the vector row: no join (see ImageEmbedding).
+    # Category, active, price and colour are copies on the vector row: no join (see ImageEmbedding).
     rows = ImageEmbedding.objects.filter(model=model, active=True)
     if category_ids is not None:
         rows = rows.filter(category_id__in=category_ids)
@@ -211,7 +211,7 @@ def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
 
 def _few_rows(rows) -> bool:
     """Whether ``rows`` (filtered vector rows) number at most SEARCH_EXACT_MAX_VECTORS; stops counting there, so
-    deciding costs at most that many index entries (the partial category and price indexes hold ``model``)."""
+    deciding costs at most that many index entries (the partial category, price and colour indexes hold ``model``)."""
     limit = settings.SEARCH_EXACT_MAX_VECTORS
     return rows.order_by().values("model")[: limit + 1].count() <= limit
 
@@ -224,7 +224,8 @@ def _few_vectors(model: str, category_ids: list[int]) -> bool:
 def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
     # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (one range of
     # the category index) and sorts them: exact, and never a scan of the whole table.
-    return list(queryset.order_by(F("distance") + 0).values_list("product_id", "distance", "image_id", "colour")[:wanted])
+    ordered = queryset.order_by(F("distance") + 0)
+    return list(ordered.values_list("product_id", "distance", "image_id", "colour")[:wanted])
 
 
 def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:

@@ -78,14 +78,15 @@ class PhotoSearchSerializer(_RefineSerializer):
 
     image = serializers.FileField(
         required=False,
-        help_text="The photo to match (JPEG, PNG, WebP, ...); checked by decoding it. Required unless `query` is given.",
+        help_text="The photo to match (JPEG, PNG, WebP, ...); checked by decoding it. Required unless `query` is "
+        "given.",
     )
     query = serializers.CharField(
         required=False,
         max_length=64,
         help_text="Instead of `image`: the `query` token an earlier answer returned, to refine that search (another "
         "category, price range or order) without uploading the photo again. Only the photo's vector is kept, never "
-        "the photo, for 30 minutes; an expired token is a 400 on this field.",
+        "the photo, for 30 minutes (SEARCH_QUERY_KEEP_SECONDS); an expired token is a 400 on this field.",
     )
     threshold = serializers.FloatField(
         required=False,
