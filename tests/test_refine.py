@@ -65,14 +65,20 @@ def test_an_iterative_scan_that_gives_up_on_a_price_range_falls_back_to_exact(se
 
 
 @pytest.mark.parametrize("sort", ["price", "-price", "newest"])
-def test_sorting_reorders_the_matches_that_passed_the_cut_off_and_lets_no_weak_one_in(priced, sort):
+def test_sorting_reorders_the_matches_that_passed_the_cut_off_and_lets_no_weak_one_in(settings, priced, sort):
     model, products, vectors = priced
+    # Exact searches (a price filter that keeps every product, over few rows): the two calls read the same matches,
+    # whatever state earlier tests left the HNSW graph in.
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000
+    every_price = Decimal(0)
     # A cut-off that leaves some but not all of the pool: the real catalog's situation.
-    best = vector_matches(vector=vectors[3], limit=300, model=model, cutoff=0.5, threshold=0.5, pool=48)
+    best = vector_matches(vector=vectors[3], limit=300, model=model, cutoff=0.5, threshold=0.5, pool=48,
+                          refine=Refine(min_price=every_price))
     assert 12 < len(best.results) < 300
     best_pks = [r.product.pk for r in best.results][:48]
     ordered = vector_matches(
-        vector=vectors[3], limit=48, model=model, cutoff=0.5, threshold=0.5, pool=48, refine=Refine(sort=sort)
+        vector=vectors[3], limit=48, model=model, cutoff=0.5, threshold=0.5, pool=48,
+        refine=Refine(min_price=every_price, sort=sort),
     )
     found = [r.product for r in ordered.results]
     assert sorted(p.pk for p in found) == sorted(best_pks)  # the same matches, none weaker
@@ -85,8 +91,12 @@ def test_sorting_reorders_the_matches_that_passed_the_cut_off_and_lets_no_weak_o
     assert all(r.score >= 0.5 for r in ordered.results)
 
 
-def test_the_limit_applies_after_sorting_the_pool(priced):
+def test_the_limit_applies_after_sorting_the_pool(settings, priced):
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
     model, products, vectors = priced
-    pool = vector_matches(vector=vectors[3], limit=48, model=model, pool=48).results
-    cheapest = vector_matches(vector=vectors[3], limit=5, model=model, pool=48, refine=Refine(sort="price")).results
+    every_price = Decimal(0)
+    pool = vector_matches(vector=vectors[3], limit=48, model=model, pool=48,
+                          refine=Refine(min_price=every_price)).results
+    cheapest = vector_matches(vector=vectors[3], limit=5, model=model, pool=48,
+                              refine=Refine(min_price=every_price, sort="price")).results
     assert [r.product.pk for r in cheapest] == [r.product.pk for r in sorted(pool, key=lambda r: r.product.price)[:5]]

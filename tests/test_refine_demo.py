@@ -17,7 +17,9 @@ from catalog.models import Product, ProductImage
 from search.services import embedding_sweep, images_embed
 from tests.test_demo import _real_products
 
-pytestmark = [pytest.mark.django_db, pytest.mark.network]
+# system: it loads and embeds the whole demo catalog (~100 photos, about 20 s on two cores), and the HNSW graph keeps
+# those rolled-back vectors as dead entries until a vacuum, which changes what later approximate searches visit.
+pytestmark = [pytest.mark.django_db, pytest.mark.network, pytest.mark.system]
 
 
 def test_a_hoodie_photo_offers_hoodies_first_with_their_colours(settings):
