@@ -159,8 +159,9 @@ def vector_matches(
         hits = _exact_hits(queryset, wanted)
     else:
         hits = _hnsw_hits(queryset, wanted)
-        if filtered and len({hit[0] for hit in hits}) < pool:
-            # The iterative scan gave up (hnsw.max_scan_tuples) before finding enough: read the filter's rows.
+        if len({hit[0] for hit in hits}) < pool and (filtered or _few_rows(rows)):
+            # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
+            # entries) before finding enough: read the filter's rows, or a small space's, exactly.
             hits = _exact_hits(queryset, wanted)
     best: dict[int, tuple[float, int, str]] = {}
     for product_id, hit_distance, image_id, colour in sorted(hits, key=lambda hit: hit[1]):  # relaxed: re-sort

@@ -100,3 +100,17 @@ def test_the_limit_applies_after_sorting_the_pool(settings, priced):
     cheapest = vector_matches(vector=vectors[3], limit=5, model=model, pool=48,
                               refine=Refine(min_price=every_price, sort="price")).results
     assert [r.product.pk for r in cheapest] == [r.product.pk for r in sorted(pool, key=lambda r: r.product.price)[:5]]
+
+
+def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_exactly(priced):
+    """A graph full of dead entries (here: 290 of 300 products' vectors deleted, not yet vacuumed) must not lose a
+    small catalog's matches to a walk that stopped early."""
+    model, products, vectors = priced
+    kept = products[:10]
+    ImageEmbedding.objects.exclude(product__in=kept).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")
+        cursor.execute("SET hnsw.max_scan_tuples = 1")
+    query = vectors[200]  # near deleted vectors: the walk meets dead entries first
+    found = [m.product.pk for m in vector_matches(vector=query, limit=12, model=model).results]
+    assert found == _exact_top(kept, vectors[:10], query, lambda p: True)
