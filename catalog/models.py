@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.exceptions import ValidationError
@@ -136,11 +137,19 @@ class ProductImage(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     near_duplicate_score = models.FloatField(null=True, blank=True, editable=False)
+    # The product's dominant colour families in this photo, most pixels first ("black", "white"), set when the photo
+    # is embedded (search/colours.py); null until then, and for photos from before colours were computed until the
+    # sweep reaches them.
+    colours = ArrayField(models.CharField(max_length=12), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["position", "pk"]
-        indexes = [models.Index(fields=["content_hash"], name="productimage_content_hash_idx")]
+        indexes = [
+            models.Index(fields=["content_hash"], name="productimage_content_hash_idx"),
+            # The sweep's backfill of colours: the photos that have none yet.
+            models.Index(fields=["id"], name="productimage_no_colours_idx", condition=Q(colours__isnull=True)),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(embedding_status__in=EmbeddingStatus.values), name="productimage_status_valid"

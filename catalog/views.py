@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 24
 RECENT_PRODUCTS = 12
 SIMILAR_PRODUCTS = 8
+OTHER_COLOURS = 6
 MAX_QUERY_LENGTH = 200
 
 
@@ -71,11 +72,15 @@ def product_detail(request, sku):
     category_ids = None if scope_all else selectors.category_descendant_ids(category=product.category)
     images = list(product.images.all())
     ancestors = selectors.category_ancestors(category=product.category)
+    similar_form = hooks.similar_products_form(request.GET)  # price range and order, when search provides them
     try:
-        similar_products = hooks.similar_products(product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids)
+        similar_products = hooks.similar_products(
+            product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids, form=similar_form
+        )
+        other_colours = hooks.other_colours(product=product, limit=OTHER_COLOURS)
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
-        similar_products = None
+        similar_products, other_colours = None, []
     return render(
         request,
         "catalog/product.html",
@@ -85,7 +90,10 @@ def product_detail(request, sku):
             "breadcrumb": [*ancestors, product.category],
             "current_root_slug": (ancestors[0] if ancestors else product.category).slug,
             "scope_all": scope_all,
+            "similar_form": similar_form,
+            "similar_keep": [("scope", "all")] if scope_all else [],
             "similar_products": similar_products,
+            "other_colours": other_colours,
             "similar_unavailable": similar_products is None,
             # An image is "ready" once it has a vector in the active space; the images are prefetched already.
             "has_vectors": any(image.embedding_status == EmbeddingStatus.READY for image in images),

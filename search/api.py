@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 from catalog import selectors as catalog_selectors
 from catalog.page_cache import cache_catalog_page
 from search.query import InvalidBox
-from search.selectors import photo_search, search_space_model, similar_products_to_product
+from search.selectors import photo_search, product_matches, search_space_model
+from search.services import query_vector_keep
 from search.serializers import (
     PhotoSearchSerializer,
     PhotoSearchResponseSerializer,
@@ -46,12 +47,17 @@ class SearchAnonThrottle(AnonRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
-def _results(search_results) -> list[dict]:
+def _result(result) -> dict:
     # Four decimals: finer differences are below the model's and halfvec's precision.
-    return [
-        {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
-        for result in search_results
-    ]
+    return {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
+
+
+def _results(search_results) -> list[dict]:
+    return [{**_result(result), "duplicates": [_result(d) for d in result.duplicates]} for result in search_results]
+
+
+def _facets(matches) -> dict:
+    return {"categories": matches.categories, "colours": matches.colours}
 
 
 class PhotoSearchView(APIView):
@@ -87,8 +93,14 @@ class PhotoSearchView(APIView):
                             },
                             "score": 0.91,
                             "similarity": 0.86,
+                            "duplicates": [],
                         }
                     ],
+                    "facets": {"categories": [
+                        {"slug": "home-furniture-sofas", "name": "Sofas", "path": "Home > Furniture > Sofas",
+                         "count": 8},
+                    ], "colours": [{"colour": "grey", "count": 6}, {"colour": "blue", "count": 2}]},
+                    "query": "mH3v0d1wq8ZtY2kR5xJc4A",
                     "model": "efficientnet-lite0-v3p4-pca384-0c1d2e3f",
                     "took_ms": 38.2,
                     "threshold": 0.5,
@@ -103,12 +115,15 @@ class PhotoSearchView(APIView):
         params = query.validated_data
         try:
             search = photo_search(
-                image=params["image"],
+                image=params.get("image"),
+                kept=params.get("query"),
                 category=params.get("category"),
                 limit=params["limit"],
                 threshold=params.get("threshold"),
                 box=params.get("box"),
+                refine=query.refine(),
             )
+            token = query_vector_keep(model=search.model, vector=search.vector)
         except InvalidBox as error:  # only decidable against the photo: a box wholly outside it
             raise ValidationError({"box": [str(error)]}) from None
         except Exception:
@@ -116,6 +131,8 @@ class PhotoSearchView(APIView):
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         data = {
             "results": _results(search.results),
+            "facets": _facets(search),
+            "query": token,
             "model": search.model,
             "took_ms": round(search.took_ms, 1),
             "threshold": search.threshold,
@@ -130,7 +147,9 @@ class SimilarProductsView(APIView):
     @extend_schema(
         operation_id="products_similar",
         summary="Products that look like this one",
-        description="Uses the product's stored vectors (no model call); the product itself is never listed.",
+        description="Uses the product's stored vectors (no model call); the product itself is never listed. In the "
+        "default order every nearest product is listed; a price filter or another order keeps only real matches "
+        "(match score 0.5 or more).",
         parameters=[SimilarQuerySerializer],
         responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR},
     )
@@ -147,15 +166,16 @@ class SimilarProductsView(APIView):
         started = time.perf_counter()
         try:
             category_ids = catalog_selectors.category_descendant_ids(category=category) if category else None
-            results = similar_products_to_product(
-                product=product, limit=query.validated_data["limit"], category_ids=category_ids
+            matches = product_matches(
+                product=product, limit=query.validated_data["limit"], category_ids=category_ids, refine=query.refine()
             )
             model = search_space_model()
         except Exception:
             logger.exception("more-like-this failed for product %s", product.pk)
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         data = {
-            "results": _results(results),
+            "results": _results(matches.results),
+            "facets": _facets(matches),
             "model": model,
             "took_ms": round((time.perf_counter() - started) * 1000, 1),
         }

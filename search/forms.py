@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from catalog.categories import UnknownCategory, category_by_slug, category_tree
 from catalog.models import Category
 from search.query import Box, InvalidBox, QueryImage, query_image_read
+from search.colours import FAMILIES
+from search.refine import DEFAULT_SORT, SORTS, Refine
 
 RESULTS_PER_PAGE = 12
 MAX_RESULTS = 96  # "Show more" doubles the limit up to this
@@ -79,3 +81,49 @@ class PhotoSearchForm(forms.Form):
             else:
                 cleaned["box"] = box
         return cleaned
+
+
+class RefineForm(forms.Form):
+    """Price range and order of visual matches, from a query string: the photo page and "More like this"."""
+
+    min_price = forms.DecimalField(
+        required=False, min_value=0, max_digits=10, decimal_places=2, label="Min price",
+        widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Min", "step": "any", "inputmode": "decimal"}),
+    )
+    max_price = forms.DecimalField(
+        required=False, min_value=0, max_digits=10, decimal_places=2, label="Max price",
+        widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Max", "step": "any", "inputmode": "decimal"}),
+    )
+    sort = forms.ChoiceField(
+        required=False, choices=list(SORTS.items()), label="Sort by", widget=forms.Select(attrs={"class": "select"}),
+        error_messages={"invalid_choice": "Sort by best match, price or newest."},
+    )
+    # Set by the colour swatches (links); carried as a hidden field when the price or the order changes.
+    colour = forms.ChoiceField(
+        required=False, choices=[("", "Any colour"), *((family, family.title()) for family in FAMILIES)],
+        widget=forms.HiddenInput, error_messages={"invalid_choice": "There is no such colour to filter by."},
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        low, high = cleaned.get("min_price"), cleaned.get("max_price")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_price", "The highest price must not be below the lowest.")
+        return cleaned
+
+    def refine(self) -> Refine:
+        """The valid refinements (an invalid field counts as not given: the page still shows results)."""
+        data = self.cleaned_data if self.is_bound and (self.is_valid() or True) else {}
+        return Refine(
+            min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data.get("sort") or DEFAULT_SORT,
+            colour=data.get("colour") or None,
+        )
+
+    def query_items(self, *, colour: bool = True) -> list[tuple[str, str]]:
+        """The valid refinements as query-string pairs, for links that keep them (chips, "show more"); without
+        the colour for the swatches, which set their own."""
+        refine = self.refine()
+        items = [("min_price", refine.min_price), ("max_price", refine.max_price)]
+        items.append(("sort", refine.sort if refine.sort != DEFAULT_SORT else None))
+        items.append(("colour", refine.colour if colour else None))
+        return [(key, str(value)) for key, value in items if value is not None]

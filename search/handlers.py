@@ -7,7 +7,9 @@ from django.db.models.signals import post_save
 
 from catalog import hooks, signals
 from catalog.page_cache import catalog_changed
-from search.selectors import similar_products_to_product
+from search.forms import RefineForm
+from search.refine import NO_REFINE
+from search.selectors import other_colour_products, similar_products_to_product
 from search.services import image_embedding_batched, image_embedding_dispatch, image_embedding_mark_pending
 
 
@@ -23,6 +25,13 @@ def bulk_load(sender, **kwargs):
     return image_embedding_batched()
 
 
+def _similar_products(*, product, limit, category_ids, form: RefineForm | None = None):
+    refine = form.refine() if form is not None else NO_REFINE
+    return similar_products_to_product(
+        product=product, limit=limit, category_ids=category_ids, refine=refine, fold=True
+    )
+
+
 def _space_or_vector_saved(sender, **kwargs) -> None:
     # "More like this" on cached product pages reads the vectors and the active space.
     catalog_changed()
@@ -32,7 +41,7 @@ def connect() -> None:
     signals.photos_added.connect(photos_added, dispatch_uid="search-photos-added")
     signals.photo_files_changed.connect(photo_files_changed, dispatch_uid="search-photo-files-changed")
     signals.bulk_load.connect(bulk_load, dispatch_uid="search-bulk-load")
-    hooks.similar_products_register(similar_products_to_product)
+    hooks.similar_products_register(_similar_products, form=RefineForm, other_colours=other_colour_products)
     # Not post_delete of vectors: retired ones are deleted in bulk and no page shows them; an image's deletion
     # cascades (and the image's own deletion retires the pages).
     post_save.connect(_space_or_vector_saved, sender="search.EmbeddingSpace", dispatch_uid="page-cache-save-space")

@@ -49,11 +49,14 @@ class ImageEmbedding(models.Model):
     # Denormalised from the image and its product so that ANN queries and their filters read one table: an HNSW
     # scan checks a candidate's category on the row it already has instead of joining the product, and an exact
     # search of a small category is one range of an index. ``product`` is kept equal to the image's, and
-    # ``category`` and ``active`` to the product's, by PostgreSQL triggers (migrations 0002, 0003), so no write
-    # path, bulk updates and photos moved to another product included, leaves them stale.
+    # ``category``, ``active`` and ``price`` to the product's, by PostgreSQL triggers (migrations 0002, 0003, 0005),
+    # so no write path, bulk updates and photos moved to another product included, leaves them stale.
     product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
     category = models.ForeignKey("catalog.Category", on_delete=models.PROTECT, related_name="+")
     active = models.BooleanField(default=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    # The photo's main colour family (its ``colours[1]``; "" until computed), kept by the triggers of migration 0006.
+    colour = models.CharField(max_length=12, blank=True, default="")
     model = models.CharField(max_length=100)
     vector = HalfVectorField(dimensions=VECTOR_DIMENSIONS)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -73,6 +76,9 @@ class ImageEmbedding(models.Model):
             models.Index(
                 fields=["category", "model"], name="imageembedding_category_model", condition=Q(active=True)
             ),
+            # Exact search within a narrow price range: one range scan of the searchable rows of one space.
+            models.Index(fields=["model", "price"], name="imageembedding_model_price", condition=Q(active=True)),
+            models.Index(fields=["model", "colour"], name="imageembedding_model_colour", condition=Q(active=True)),
         ]
 
     def __str__(self):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections, transaction
 from django.db.models import CharField, F
 from django.db.models.functions import MD5, Cast
@@ -17,9 +21,18 @@ from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, spa
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.query import Box, QueryImage, query_image_read, query_vector
+from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
+# How many of the best matches a photo search counts by category and re-orders when asked for another sort: the
+# matches beyond these are too many to read for every search, and rarely what a shopper sorts for.
+MATCH_POOL = 48
+# pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
+HNSW_EF_SEARCH_MAX = 1000
+# Kept query vectors: a cache key prefix, and what a token looks like (search.services.query_vector_keep).
+KEPT_QUERY_PREFIX = "search:query:"
+KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def search_space_model() -> str:
@@ -42,6 +55,29 @@ class SimilarProduct:
     product: Product
     score: float  # the match score shown to shoppers: 0.5 at the catalog's cut-off, 1 for the same photo
     similarity: float  # cosine similarity of the best-matching image, clipped to [0, 1]
+    image_id: int | None = None  # that best-matching image
+    colour: str = ""  # that image's main colour family ("" until computed)
+    # Lower-ranked matches whose best image is a near-duplicate of this one's (search.refine.fold_duplicates).
+    duplicates: tuple[SimilarProduct, ...] = ()
+
+
+@dataclass(frozen=True)
+class CategoryFacet:
+    category: Category
+    count: int  # matches in this category (not below it)
+
+
+@dataclass(frozen=True)
+class ColourFacet:
+    colour: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Matches:
+    results: list[SimilarProduct]  # at most ``limit``, in the asked order
+    categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, most first
+    colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colour of the best photo
 
 
 @dataclass(frozen=True)
@@ -52,6 +88,18 @@ class PhotoSearch:
     threshold: float  # the least match score a result needed
     cutoff: float  # the cosine similarity that match score 0.5 stands for
     category: Category | None = None
+    categories: list[CategoryFacet] = field(default_factory=list)
+    colours: list[ColourFacet] = field(default_factory=list)
+    refine: Refine = NO_REFINE
+    vector: object = None  # the query vector (numpy), for keeping it (search.services.query_vector_keep)
+
+
+@dataclass(frozen=True)
+class KeptQuery:
+    """An earlier photo search's query vector, kept for a while so that it can be refined without the photo."""
+
+    model: str
+    vector: object  # numpy float32
 
 
 def similar_products_to_vector(
@@ -65,64 +113,130 @@ def similar_products_to_vector(
     cutoff: float | None = None,
 ) -> list[SimilarProduct]:
     """The ``limit`` active products whose best image is nearest to ``vector``, best first, with a match score
-    (search/calibration.py) of at least ``threshold``; ``cutoff`` is the space's, read here unless given.
+    (search/calibration.py) of at least ``threshold``; ``cutoff`` is the space's, read here unless given."""
+    return vector_matches(
+        vector=vector, limit=limit, category_ids=category_ids, exclude_product_id=exclude_product_id, model=model,
+        threshold=threshold, cutoff=cutoff,
+    ).results
 
-    Filters over few vectors are searched exactly (cheaper than walking the graph, and exact); others use the
-    HNSW index with iterative scans, so a category filter still yields ``limit`` products when they exist.
+
+def vector_matches(
+    *,
+    vector,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    exclude_product_id: int | None = None,
+    model: str | None = None,
+    threshold: float = 0.0,
+    cutoff: float | None = None,
+    refine: Refine = NO_REFINE,
+    pool: int = 0,
+    fold: bool = False,
+) -> Matches:
+    """The active products whose best image is nearest to ``vector`` with a match score of at least ``threshold``:
+    the best ``max(limit, pool)`` of them (the pool) are counted by category, put in ``refine.sort`` order, and the
+    first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
+    whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
+    folded into that one's ``duplicates`` and does not count towards ``limit``.
+
+    Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
+    the graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's
+    products when they exist.
     """
     model = model or search_space_model()
-    # Category and active are copies of the product's on the vector row: no join (see ImageEmbedding).
-    queryset = ImageEmbedding.objects.filter(model=model, active=True)
+    pool = max(limit, pool)
+    # Category, active, price and colour are copies on the vector row: no join (see ImageEmbedding).
+    rows = ImageEmbedding.objects.filter(model=model, active=True)
     if category_ids is not None:
-        queryset = queryset.filter(category_id__in=category_ids)
+        rows = rows.filter(category_id__in=category_ids)
+    rows = refine.rows(rows)
     if exclude_product_id is not None:
-        queryset = queryset.exclude(product_id=exclude_product_id)
-    queryset = queryset.annotate(distance=CosineDistance("vector", vector))
-    wanted = limit * OVERFETCH
-    if category_ids is not None and _few_vectors(model, category_ids):
+        rows = rows.exclude(product_id=exclude_product_id)
+    queryset = rows.annotate(distance=CosineDistance("vector", vector))
+    wanted = pool * OVERFETCH
+    filtered = category_ids is not None or refine.filtered
+    if filtered and _few_rows(rows):
         hits = _exact_hits(queryset, wanted)
     else:
         hits = _hnsw_hits(queryset, wanted)
-        if category_ids is not None and len({product_id for product_id, _ in hits}) < limit:
-            # The iterative scan gave up (hnsw.max_scan_tuples) before finding enough: read the filter's rows.
+        if len({hit[0] for hit in hits}) < pool and (filtered or _few_rows(rows)):
+            # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
+            # entries) before finding enough: read the filter's rows, or a small space's, exactly.
             hits = _exact_hits(queryset, wanted)
-    best: dict[int, float] = {}
-    for product_id, hit_distance in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
-        best.setdefault(product_id, hit_distance)
+    best: dict[int, tuple[float, int, str]] = {}
+    for product_id, hit_distance, image_id, colour in sorted(hits, key=lambda hit: hit[1]):  # relaxed: re-sort
+        best.setdefault(product_id, (hit_distance, image_id, colour))
     cutoff = search_cutoff(model) if cutoff is None else cutoff
-    scored = ((p, _similarity(d)) for p, d in best.items())
-    ranked = [(p, sim, match) for p, sim in scored if (match := match_score(sim, cutoff)) >= threshold][:limit]
-    products = _products_for_cards([p for p, _, _ in ranked])
+    ranked = []
+    for product_id, (hit_distance, image_id, colour) in best.items():
+        similarity = _similarity(hit_distance)
+        if (score := match_score(similarity, cutoff)) >= threshold:
+            ranked.append((product_id, similarity, score, image_id, colour))
+    ranked = ranked[:pool]
+    products = _products_for_cards([product_id for product_id, *_ in ranked])
+    matches = [
+        SimilarProduct(product=products[p], score=score, similarity=sim, image_id=image_id, colour=colour)
+        for p, sim, score, image_id, colour in ranked
+        if p in products
+    ]
+    ordered = sorted_matches(matches, refine.sort)
+    if fold and len(ordered) > 1:
+        ordered = fold_duplicates(
+            ordered, _unit_vectors(model, [m.image_id for m in ordered]),
+            min_similarity=settings.NEAR_DUPLICATE_MIN_SCORE,
+        )
+    return Matches(results=ordered[:limit], categories=_category_facets(matches), colours=_colour_facets(matches))
+
+
+def _unit_vectors(model: str, image_ids: list[int]) -> dict[int, np.ndarray]:
+    rows = ImageEmbedding.objects.filter(model=model, image_id__in=image_ids).values_list("image_id", "vector")
+    vectors = {image_id: np.asarray(vector, dtype=np.float32) for image_id, vector in rows}
+    return {image_id: vector / (np.linalg.norm(vector) or 1.0) for image_id, vector in vectors.items()}
+
+
+def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
+    if not matches:
+        return []
+    counts = Counter(match.product.category_id for match in matches)
+    categories = {match.product.category_id: match.product.category for match in matches}
     return [
-        SimilarProduct(product=products[p], score=match, similarity=sim) for p, sim, match in ranked if p in products
+        CategoryFacet(category=categories[category_id], count=count)
+        for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
     ]
 
 
-def _few_vectors(model: str, category_ids: list[int]) -> bool:
-    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors.
+def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
+    counts = Counter(match.colour for match in matches if match.colour)
+    return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
-    Counted in the partial (category, model) index alone and stopped at the limit, so deciding costs at most that
-    many index entries.
-    """
+
+def _few_rows(rows) -> bool:
+    """Whether ``rows`` (filtered vector rows) number at most SEARCH_EXACT_MAX_VECTORS; stops counting there, so
+    deciding costs at most that many index entries (the partial category, price and colour indexes hold ``model``)."""
     limit = settings.SEARCH_EXACT_MAX_VECTORS
-    matching = ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True)
-    return matching.order_by().values("category_id")[: limit + 1].count() <= limit
+    return rows.order_by().values("model")[: limit + 1].count() <= limit
 
 
-def _exact_hits(queryset, wanted: int) -> list[tuple[int, float]]:
+def _few_vectors(model: str, category_ids: list[int]) -> bool:
+    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors (see ``_few_rows``)."""
+    return _few_rows(ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True))
+
+
+def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
     # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (one range of
     # the category index) and sorts them: exact, and never a scan of the whole table.
-    return list(queryset.order_by(F("distance") + 0).values_list("product_id", "distance")[:wanted])
+    ordered = queryset.order_by(F("distance") + 0)
+    return list(ordered.values_list("product_id", "distance", "image_id", "colour")[:wanted])
 
 
-def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float]]:
+def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
     alias = queryset.db  # the server the router picked for this read (a replica or the primary): set it there
-    hits = queryset.using(alias).order_by("distance").values_list("product_id", "distance")[:wanted]
+    hits = queryset.using(alias).order_by("distance").values_list("product_id", "distance", "image_id", "colour")[:wanted]
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8); settings in one round trip.
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
-            [str(max(settings.SEARCH_HNSW_EF_SEARCH, wanted))],
+            [str(min(HNSW_EF_SEARCH_MAX, max(settings.SEARCH_HNSW_EF_SEARCH, wanted)))],
         )
         return list(hits)
 
@@ -138,9 +252,28 @@ def _similarity(cosine_distance: float) -> float:
 
 
 def similar_products_to_product(
-    *, product: Product, limit: int = 12, category_ids: list[int] | None = None
+    *,
+    product: Product,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    refine: Refine = NO_REFINE,
+    fold: bool = False,
 ) -> list[SimilarProduct]:
     """More like this: uses the product's stored vectors (no model call); never lists the product itself."""
+    return product_matches(product=product, limit=limit, category_ids=category_ids, refine=refine, fold=fold).results
+
+
+def product_matches(
+    *,
+    product: Product,
+    limit: int = 12,
+    category_ids: list[int] | None = None,
+    refine: Refine = NO_REFINE,
+    fold: bool = True,
+) -> Matches:
+    """More like this with its facets. In the default order every nearest product is listed, however weak (a
+    product page always has neighbours); another order, or a price filter, keeps only real matches (match score
+    0.5 or more) so that the cheapest or newest is never a poor lookalike."""
     model = search_space_model()
     vectors = list(
         ImageEmbedding.objects.filter(product=product, model=model)
@@ -148,10 +281,37 @@ def similar_products_to_product(
         .values_list("vector", flat=True)[:1]
     )
     if not vectors:
-        return []
-    return similar_products_to_vector(
-        vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model
+        return Matches(results=[])
+    refined = refine != NO_REFINE
+    return vector_matches(
+        vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model,
+        threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined or fold else 0,
+        fold=fold,
     )
+
+
+def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarProduct]:
+    """"Same look, other colours": close matches (match score 0.5 or more) in the product's category tree whose
+    best photo's main colour differs from that of the product's first photo; best first, one per colour family
+    first so that the row shows the colours there are."""
+    model = search_space_model()
+    first = (
+        ImageEmbedding.objects.filter(product=product, model=model)
+        .order_by("image__position", "image_id")
+        .values_list("vector", "colour")
+        .first()
+    )
+    if first is None or not first[1]:
+        return []
+    vector, colour = first
+    matches = vector_matches(
+        vector=vector, limit=MATCH_POOL, category_ids=category_descendant_ids(category=product.category),
+        exclude_product_id=product.pk, model=model, threshold=MATCH_THRESHOLD,
+    ).results
+    others = [match for match in matches if match.colour and match.colour != colour]
+    seen: set[str] = set()
+    firsts = [m for m in others if m.colour not in seen and not seen.add(m.colour)]
+    return (firsts + [m for m in others if m not in firsts])[:limit]
 
 
 def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
@@ -204,26 +364,43 @@ def photo_search(
     *,
     image: QueryImage | None = None,
     file=None,
+    kept: KeptQuery | None = None,
     category: Category | None = None,
     limit: int = 12,
     threshold: float | None = None,
     box: Box | None = None,
+    refine: Refine = NO_REFINE,
 ) -> PhotoSearch:
     """Products that look like an uploaded photo (or a region of it), optionally within a category tree.
 
-    ``image``: the photo as the form or serializer decoded it while checking it; or ``file``, read here.
+    ``image``: the photo as the form or serializer decoded it while checking it; or ``file``, read here; or
+    ``kept``, the vector of an earlier search (query_vector_kept), for refining it without the photo.
     ``threshold``: the least match score; by default the catalog's cut-off (match score 0.5).
     """
     started = time.perf_counter()
     threshold = MATCH_THRESHOLD if threshold is None else threshold
-    model = search_space_model()
+    model = kept.model if kept is not None else search_space_model()
     cutoff = search_cutoff(model)
-    vector = query_vector(image=image or query_image_read(file), model=model, box=box)
+    if kept is not None:
+        vector = kept.vector
+    else:
+        vector = query_vector(image=image or query_image_read(file), model=model, box=box)
     category_ids = category_descendant_ids(category=category) if category is not None else None
-    results = similar_products_to_vector(
-        vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff
+    matches = vector_matches(
+        vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff,
+        refine=refine, pool=MATCH_POOL, fold=True,
     )
     took_ms = (time.perf_counter() - started) * 1000
     return PhotoSearch(
-        results=results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category
+        results=matches.results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category,
+        categories=matches.categories, colours=matches.colours, refine=refine, vector=vector,
     )
+
+
+def query_vector_kept(*, token: str) -> KeptQuery | None:
+    """The query vector kept under ``token`` by search.services.query_vector_keep, if it has not expired and its
+    space is still the one searched (after a model switch its vector compares with nothing)."""
+    kept = cache.get(KEPT_QUERY_PREFIX + token) if KEPT_QUERY_TOKEN.fullmatch(token or "") else None
+    if kept is None or kept["model"] != search_space_model():
+        return None
+    return KeptQuery(model=kept["model"], vector=np.asarray(kept["vector"], dtype=np.float32))

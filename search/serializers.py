@@ -7,8 +7,11 @@ import math
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from catalog.serializers import CategorySlugField, ProductSummarySerializer
+from catalog.serializers import CategoryPaths, CategorySlugField, ProductSummarySerializer
+from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
+from search.refine import DEFAULT_SORT, SORTS, Refine
+from search.selectors import query_vector_kept
 
 DEFAULT_LIMIT = 12
 MAX_LIMIT = 100
@@ -21,7 +24,45 @@ class _ScopeSerializer(serializers.Serializer):
     )
 
 
-class SimilarQuerySerializer(_ScopeSerializer):
+class _RefineSerializer(_ScopeSerializer):
+    min_price = serializers.DecimalField(
+        required=False, max_digits=10, decimal_places=2, min_value=0,
+        help_text="Only matches at this price or more (in the products' own currency).",
+    )
+    max_price = serializers.DecimalField(
+        required=False, max_digits=10, decimal_places=2, min_value=0, help_text="Only matches at this price or less."
+    )
+    sort = serializers.ChoiceField(
+        choices=list(SORTS),
+        default=DEFAULT_SORT,
+        help_text="best: most similar first (default); price: cheapest first; -price: dearest first; newest: newest "
+        "first. Sorting re-orders the best matches that passed the cut-off (at most 48, or `limit` when larger): it "
+        "never lets a weaker match in.",
+    )
+
+    colour = serializers.ChoiceField(
+        choices=list(FAMILIES),
+        required=False,
+        help_text="Only matches whose best-matching photo is mainly this colour family (computed from the product's "
+        "own pixels, not its background).",
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError({"max_price": ["max_price must not be below min_price."]})
+        return attrs
+
+    def refine(self) -> Refine:
+        data = self.validated_data
+        return Refine(
+            min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data["sort"],
+            colour=data.get("colour"),
+        )
+
+
+class SimilarQuerySerializer(_RefineSerializer):
     """Query parameters of "more like this": like the product page, the product's own category tree by default."""
 
     scope = serializers.ChoiceField(
@@ -32,10 +73,21 @@ class SimilarQuerySerializer(_ScopeSerializer):
     )
 
 
-class PhotoSearchSerializer(_ScopeSerializer):
-    """A photo to match, and what to match it against."""
+class PhotoSearchSerializer(_RefineSerializer):
+    """A photo to match (or an earlier search's `query` token), and what to match it against."""
 
-    image = serializers.FileField(help_text="The photo to match (JPEG, PNG, WebP, ...); checked by decoding it.")
+    image = serializers.FileField(
+        required=False,
+        help_text="The photo to match (JPEG, PNG, WebP, ...); checked by decoding it. Required unless `query` is "
+        "given.",
+    )
+    query = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="Instead of `image`: the `query` token an earlier answer returned, to refine that search (another "
+        "category, price range or order) without uploading the photo again. Only the photo's vector is kept, never "
+        "the photo, for 30 minutes (SEARCH_QUERY_KEEP_SECONDS); an expired token is a 400 on this field.",
+    )
     threshold = serializers.FloatField(
         required=False,
         min_value=0,
@@ -55,6 +107,24 @@ class PhotoSearchSerializer(_ScopeSerializer):
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.messages) from None
 
+    def validate_query(self, token: str):
+        kept = query_vector_kept(token=token)
+        if kept is None:
+            raise serializers.ValidationError("This search has expired or never existed: send the photo again.")
+        return kept
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "image" in attrs and "query" in attrs:
+            raise serializers.ValidationError({"query": ["Send either image or query, not both."]})
+        if "image" not in attrs and "query" not in attrs:
+            raise serializers.ValidationError(
+                {"image": ["No file was submitted: send a photo (image), or the query token of an earlier search."]}
+            )
+        if "query" in attrs and "box" in attrs:
+            raise serializers.ValidationError({"box": ["A box needs the photo: send the image with it."]})
+        return attrs
+
     def validate_threshold(self, value: float) -> float:
         if not math.isfinite(value):  # "nan" passes the range checks
             raise serializers.ValidationError("A valid number is required.")
@@ -67,7 +137,7 @@ class PhotoSearchSerializer(_ScopeSerializer):
             raise serializers.ValidationError(str(error)) from None
 
 
-class SearchResultSerializer(serializers.Serializer):
+class FoldedResultSerializer(serializers.Serializer):
     product = ProductSummarySerializer()
     score = serializers.FloatField(
         help_text="Match score in [0, 1], calibrated to the catalog: 1 is the same photo, 0.5 the catalog's cut-off "
@@ -76,12 +146,56 @@ class SearchResultSerializer(serializers.Serializer):
     similarity = serializers.FloatField(help_text="Cosine similarity of the best-matching photo, in [0, 1].")
 
 
+class SearchResultSerializer(FoldedResultSerializer):
+    duplicates = FoldedResultSerializer(
+        many=True,
+        help_text="Lower-ranked matches whose best photo is a near-duplicate of this result's (cosine similarity at "
+        "least NEAR_DUPLICATE_MIN_SCORE, the admin's near-duplicate cut-off): the same look listed again, folded "
+        "here. They do not count towards `limit`.",
+    )
+
+
+class CategoryFacetSerializer(serializers.Serializer):
+    slug = serializers.CharField(source="category.slug")
+    name = serializers.CharField(source="category.name")
+    path = serializers.SerializerMethodField(help_text="Ancestors and the category itself, root first.")
+    count = serializers.IntegerField(help_text="Matches in this category (not below it).")
+
+    def get_path(self, facet) -> str:
+        return self.context.setdefault("category_paths", CategoryPaths())[facet.category.pk]
+
+
+class ColourFacetSerializer(serializers.Serializer):
+    colour = serializers.ChoiceField(choices=list(FAMILIES))
+    count = serializers.IntegerField(help_text="Matches whose best-matching photo is mainly this colour.")
+
+
+class FacetsSerializer(serializers.Serializer):
+    categories = CategoryFacetSerializer(
+        many=True,
+        help_text="The categories of the matches, most matches first: what the photo most likely shows. Counted over "
+        "the best matches that passed the cut-off and the price and colour filters (at most 48, or `limit` when "
+        "larger), before `limit` is applied and before near-duplicates are folded; pass one's slug as `category` to "
+        "search within it.",
+    )
+    colours = ColourFacetSerializer(
+        many=True,
+        help_text="The main colours of the same matches, most first; pass one as `colour` to keep only it. Photos "
+        "whose colours are not computed yet are not counted.",
+    )
+
+
 class SearchResponseSerializer(serializers.Serializer):
-    results = SearchResultSerializer(many=True, help_text="Best match first.")
+    results = SearchResultSerializer(many=True, help_text="In the asked order: best match first by default.")
+    facets = FacetsSerializer()
     model = serializers.CharField(help_text="The embedding space the search compared against.")
     took_ms = serializers.FloatField()
 
 
 class PhotoSearchResponseSerializer(SearchResponseSerializer):
+    query = serializers.CharField(
+        help_text="A token for this search's photo (its vector, never the photo, kept for 30 minutes): send it as "
+        "`query` instead of `image` to refine the search."
+    )
     threshold = serializers.FloatField(help_text="The least match score a result needed.")
     cutoff = serializers.FloatField(help_text="The cosine similarity that a match score of 0.5 stands for.")

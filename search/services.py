@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
@@ -15,8 +18,10 @@ from PIL import Image
 from catalog.models import EmbeddingStatus, ProductImage
 from catalog.page_cache import catalog_changed
 from search import calibration
+from search.colours import dominant_colours
 from search.embeddings import Embedder, ModelUnavailable, active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
+from search.preprocessing import load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,9 @@ TASK_BATCH_SIZE = 32
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
+# Photos whose colours one sweep fills in (each is decoded at about COLOUR_DRAFT_SIZE px: a few ms).
+COLOUR_BACKFILL_BATCH = 200
+COLOUR_DRAFT_SIZE = 256
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -205,8 +213,9 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
 
     if decoded:
         vectors = embedder.embed_images(decoded)
-        for image_id, vector in zip(decoded_ids, vectors):
-            image_embedding_store(image_id=image_id, model=embedder.id, vector=vector)
+        for image_id, vector, pixels in zip(decoded_ids, vectors, decoded):
+            image_embedding_store(image_id=image_id, model=embedder.id, vector=vector,
+                                  colours=dominant_colours(pixels))
             image_near_duplicate_flag(image_id=image_id, model=embedder.id, vector=vector)
         outcome["embedded"] = len(decoded)
     return outcome
@@ -223,11 +232,13 @@ def image_near_duplicate_flag(*, image_id: int, model: str, vector) -> None:
     ProductImage.objects.filter(pk=image_id).update(near_duplicate_of=duplicate[0], near_duplicate_score=duplicate[1])
 
 
-def image_embedding_store(*, image_id: int, model: str, vector) -> None:
+def image_embedding_store(*, image_id: int, model: str, vector, colours: list[str] | None = None) -> None:
     with transaction.atomic():
         image = ProductImage.objects.select_for_update().filter(pk=image_id).first()
         if image is None:  # deleted while we computed
             return
+        if colours is not None:  # first: the vector row copies the main colour from the photo (search migration 0006)
+            ProductImage.objects.filter(pk=image_id).update(colours=colours)
         ImageEmbedding.objects.update_or_create(
             image=image, model=model, defaults={"vector": vector, "product_id": image.product_id}
         )
@@ -328,11 +339,41 @@ def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> 
 
 def embedding_sweep() -> dict[str, int | str | float | None]:
     """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, recalibrate the
-    cut-off when the catalog has changed enough, free old vectors."""
+    cut-off when the catalog has changed enough, free old vectors, fill in the colours of older photos."""
     space = embedding_space_calibrate(space=embedding_space_sync())
     return {
         "space": space.model,
         "min_score": space.min_score,
         "requeued": pending_images_requeue(),
         "deleted": retired_vectors_delete(),
+        "coloured": image_colours_backfill(),
     }
+
+
+def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
+    """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
+    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever."""
+    done = 0
+    for image in ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")[:limit]:
+        try:
+            with image.file.open("rb") as file:
+                colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
+        except TRANSIENT_OS_ERRORS:
+            raise
+        except PERMANENT_ERRORS:
+            colours = []
+        # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
+        done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
+    return done
+
+
+def query_vector_keep(*, model: str, vector) -> str:
+    """Keep a photo search's query vector (never the photo) for SEARCH_QUERY_KEEP_SECONDS under a new random
+    token, so that a chip, a price range or another order refines the search without uploading the photo again.
+    Read back with search.selectors.query_vector_kept."""
+    from search.selectors import KEPT_QUERY_PREFIX  # selectors read what this writes
+
+    token = secrets.token_urlsafe(16)  # 22 characters, 128 random bits: not guessable, so not shareable by chance
+    values = [round(float(value), 6) for value in vector]
+    cache.set(KEPT_QUERY_PREFIX + token, {"model": model, "vector": values}, settings.SEARCH_QUERY_KEEP_SECONDS)
+    return token

@@ -8,15 +8,22 @@ import io
 import logging
 from dataclasses import dataclass
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from PIL import Image, ImageOps
 
-from search.forms import MAX_RESULTS, PhotoSearchForm
+from catalog.categories import UnknownCategory, category_by_slug
+from search.colours import SWATCHES
+from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb
 from search.query import InvalidBox
-from search.selectors import photo_search
+from search.refine import SORT_NOTES
+from search.selectors import PhotoSearch, photo_search, query_vector_kept
+from search.services import query_vector_keep
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ class QueryPhoto:
 @require_http_methods(["GET", "POST"])
 def photo(request):
     if request.method == "GET":
+        if "query" in request.GET:
+            return _refined(request)
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})
 
@@ -46,6 +55,7 @@ def photo(request):
     data = form.cleaned_data
     try:
         search = photo_search(image=form.query_image, category=data["category"], limit=data["limit"], box=data["box"])
+        token = query_vector_keep(model=search.model, vector=search.vector)
     except InvalidBox as error:  # the form checks boxes already; this keeps a missed case a form error too
         form.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
         return _render(request, {"form": form}, status=400)
@@ -54,17 +64,83 @@ def photo(request):
         return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
 
     width, height = form.query_image.width, form.query_image.height
+    query_photo = _query_photo(data["photo"], width=width, height=height, box=data["box"])
+    return _results(request, search, token=token, limit=data["limit"], refine_form=RefineForm(auto_id="refine_%s"),
+                    query_photo=query_photo)
+
+
+def _refined(request):
+    """A search refined by its kept query vector (a chip, a price range, an order, "show more"): no photo."""
+    kept = query_vector_kept(token=request.GET["query"])
+    if kept is None:
+        return _render(request, {"form": PhotoSearchForm(), "expired": True}, status=410)
+    refine_form = RefineForm(request.GET, auto_id="refine_%s")
+    try:
+        category = category_by_slug(slug=request.GET["category"]) if request.GET.get("category") else None
+    except UnknownCategory:
+        category = None  # deleted since the chip was drawn: the whole catalog, as an old link can only ask
+    limit = _limit(request.GET.get("limit"))
+    try:
+        search = photo_search(kept=kept, category=category, limit=limit, refine=refine_form.refine())
+    except Exception:
+        logger.exception("refined photo search failed")
+        return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
+    return _results(
+        request, search, token=request.GET["query"], limit=limit, refine_form=refine_form, query_photo=None
+    )
+
+
+def _limit(text: str | None) -> int:
+    try:
+        return min(MAX_RESULTS, max(1, int(text or RESULTS_PER_PAGE)))
+    except ValueError:
+        return RESULTS_PER_PAGE
+
+
+def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_form: RefineForm, query_photo):
+    refine_items = refine_form.query_items()
+    category_slug = search.category.slug if search.category else ""
+
+    def url(category: str, *, more: bool = False) -> str:  # every control's link: shareable while the token lives
+        items = [("query", token)] + ([("category", category)] if category else []) + refine_items
+        items += [("limit", str(min(limit * 2, MAX_RESULTS)))] if more else []
+        return reverse("search:photo") + "?" + urlencode(items)
+
+    chips = [
+        {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug}
+        for facet in search.categories
+    ]
+    without_colour = [("query", token)] + ([("category", category_slug)] if category_slug else [])
+    without_colour += refine_form.query_items(colour=False)
+
+    def colour_url(colour: str) -> str:
+        return reverse("search:photo") + "?" + urlencode(without_colour + ([("colour", colour)] if colour else []))
+
+    swatches = [
+        {"facet": facet, "hex": SWATCHES[facet.colour], "url": colour_url(facet.colour),
+         "current": facet.colour == search.refine.colour}
+        for facet in search.colours
+    ]
     return _render(
         request,
         {
             # A fresh form for "try another photo", keeping the chosen category.
-            "form": PhotoSearchForm(initial={"category": data["category"].slug if data["category"] else ""}),
+            "form": PhotoSearchForm(initial={"category": category_slug}),
             "search": search,
-            "query_photo": _query_photo(data["photo"], width=width, height=height, box=data["box"]),
-            "limit": data["limit"],
-            "next_limit": min(data["limit"] * 2, MAX_RESULTS),
+            "query_photo": query_photo,
+            "token": token,
+            "chips": chips,
+            "sort_note": SORT_NOTES[search.refine.sort],
+            "swatches": swatches,
+            "any_colour_url": colour_url("") if search.refine.colour else "",
+            "refine_form": refine_form,
+            "refine_keep": [("query", token)] + ([("category", category_slug)] if category_slug else []),
+            "this_url": url(category_slug),
+            "all_url": url(""),
+            "more_url": url(category_slug, more=True),
+            "limit": limit,
             # Fewer results than asked for means nothing else passed the threshold.
-            "has_more": len(search.results) >= data["limit"] and data["limit"] < MAX_RESULTS,
+            "has_more": len(search.results) >= limit and limit < MAX_RESULTS,
         },
     )
 

@@ -95,8 +95,8 @@ def _point_at_existing_rows(case, existing: dict[str, list[str]], choice: int) -
             if choice < len(existing[name]):
                 values[name] = existing[name][choice]
     # Generated "binary" images are 1x1 pixels (always refused as too small): send a real photo half the time,
-    # so that searches find products and uploads store images.
-    if "image" in body and choice % 2 == 0:
+    # so that searches find products and uploads store images. Only in a multipart body: JSON cannot carry bytes.
+    if "image" in body and choice % 2 == 0 and "multipart" in (case.media_type or ""):
         body["image"] = _photo()
 
 

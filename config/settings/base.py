@@ -167,6 +167,9 @@ NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=5_000)
 # HNSW candidate list size per search (pgvector's hnsw.ef_search): higher finds more of the true nearest, slower.
 SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
+# How long a photo search's query vector (never the photo) is kept so that chips, price and sort refine it without
+# a new upload; a refining link older than this asks for the photo again.
+SEARCH_QUERY_KEEP_SECONDS = env.int("SEARCH_QUERY_KEEP_SECONDS", default=30 * 60)
 # Anonymous product, category and home pages and "More like this" are served from the cache while the catalog is
 # unchanged (catalog.page_cache); this only bounds how long an unused page is kept. 0 turns the cache off.
 PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=300)

@@ -1,7 +1,8 @@
-// Search by photo, enhanced: drag-and-drop and paste, upload progress, region boxes, "show more" and
-// "all categories" without choosing the photo again. The page works without this script (plain form POST).
+// Search by photo, enhanced: drag-and-drop and paste, upload progress, region boxes, and refining (category
+// chips, price, sort, "show more") in place. The page works without this script (plain form POST, GET links).
 //
-// The photo is kept only in this page's memory (`photo`), never on the server: every search sends it again.
+// The photo is kept only in this page's memory (`photo`), never on the server: a new box sends it again. Refining
+// needs no photo: its links carry the token of the query's kept vector (search.services.query_vector_keep).
 (function () {
   "use strict";
 
@@ -135,12 +136,6 @@
     // "current" keeps the box of the current results, "region" takes the one just drawn.
     var current = { category: body.dataset.category, box: "current", limit: "" };
     switch (action.dataset.action) {
-      case "show-more":
-        current.limit = action.dataset.limit;
-        break;
-      case "search-all":
-        current.category = "";
-        break;
       case "search-region":
         if (!region) return;
         current.box = "region";
@@ -246,7 +241,9 @@
 
   function replaceBody(fresh) {
     body.innerHTML = fresh.innerHTML;
-    ["category", "limit", "box"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
+    ["category", "limit", "box", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
+    // The results' own address (the kept query's token, no photo): shareable, and a reload shows them again.
+    if (body.dataset.url) history.replaceState(null, "", body.dataset.url);
     document.title = (body.querySelector("#results-heading") ? "Lookalikes of your photo" : "Search by photo") + " · Lookalike";
     enhance();
   }
@@ -272,6 +269,61 @@
     requestError.hidden = false;
     requestError.scrollIntoView({ block: "nearest" });
   }
+
+  // ---------- Refining: chips, price, sort, "show more" ----------
+
+  // Plain GET links and a GET form carrying the query token: here they replace only the results, so the photo
+  // (and any box drawn on it) stays, and the address bar shows the refined search's shareable URL.
+  root.addEventListener("click", function (event) {
+    var link = event.target.closest("a[data-refine]");
+    if (!link || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+    event.preventDefault();
+    if (!busy) refine(link.href, link.dataset.refine === "more");
+  });
+
+  root.addEventListener("submit", function (event) {
+    var form = event.target.closest("[data-refine-form]");
+    if (!form) return;
+    event.preventDefault();
+    var query = new URLSearchParams();
+    new FormData(form).forEach(function (value, key) { if (value !== "") query.append(key, value); });
+    if (!busy) refine(form.action.split("?")[0] + "?" + query.toString(), false);
+  });
+
+  function refine(url, more) {
+    var shown = body.querySelectorAll(".results .product-card").length;
+    setBusy(true);
+    setProgress("Searching…", 1);
+    fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+      .then(function (response) {
+        return response.text().then(function (html) { return { status: response.status, html: html }; });
+      })
+      .then(function (answer) {
+        setBusy(false);
+        var page = new DOMParser().parseFromString(answer.html, "text/html");
+        var fresh = page.querySelector("[data-photo-search-body]");
+        var results = fresh && fresh.querySelector(".results");
+        var current = body.querySelector(".results");
+        if (answer.status === 410) return fail("This search has expired. Please choose your photo again.");
+        if (answer.status !== 200 || !results || !current) return fail("That search could not be run. Please try again.");
+        current.replaceWith(document.importNode(results, true));
+        ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
+        history.pushState(null, "", url);
+        if (more) {
+          var first = body.querySelectorAll(".results .product-card-link")[shown];
+          if (first) first.focus({ preventScroll: true });
+        } else {
+          body.querySelector("#results-heading").focus({ preventScroll: true });
+        }
+      })
+      .catch(function () {
+        setBusy(false);
+        fail("The connection failed. Check that you are online and try again.");
+      });
+  }
+
+  // Back and forward between refined searches: the address is the state, so load it.
+  window.addEventListener("popstate", function () { location.reload(); });
 
   // ---------- Drawing a region ----------
 

@@ -21,10 +21,12 @@
     });
   });
 
-  // Sort select: apply on change (a noscript button covers the no-JS case).
-  document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
-    select.addEventListener("change", function () {
-      select.form.submit();
-    });
+  // Sort select: apply on change (a noscript button covers the no-JS case). Delegated, so forms that a script
+  // puts in later are covered too; requestSubmit lets such a script take the submission over.
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select.matches || !select.matches("form[data-autosubmit] select")) return;
+    if (select.form.requestSubmit) select.form.requestSubmit();
+    else select.form.submit();
   });
 })();

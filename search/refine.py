@@ -1,0 +1,84 @@
+"""How a shopper narrows and orders visual matches: price range, colour, sort order, and the folding of
+near-duplicate listings. Pure functions over matches already read (search.selectors reads them); no queries here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import numpy as np
+
+# The orders a shopper may ask for; "best" (most similar first) is the default.
+SORTS = {
+    "best": "Best match",
+    "price": "Price: low to high",
+    "-price": "Price: high to low",
+    "newest": "Newest",
+}
+DEFAULT_SORT = "best"
+# How a results page says the order it shows.
+SORT_NOTES = {
+    "best": "best match first", "price": "cheapest first", "-price": "dearest first", "newest": "newest first",
+}
+
+
+@dataclass(frozen=True)
+class Refine:
+    """Filters and order applied to the products that passed the similarity cut-off (never instead of it)."""
+
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    sort: str = DEFAULT_SORT
+    colour: str | None = None  # a family of search.colours.FAMILIES: the main colour of the best-matching photo
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter narrows the vector rows in SQL (the ANN query must then keep scanning)."""
+        return self.min_price is not None or self.max_price is not None or self.colour is not None
+
+    def rows(self, queryset):
+        """``queryset`` of vector rows narrowed to these filters (the rows carry copies of the product's fields)."""
+        if self.min_price is not None:
+            queryset = queryset.filter(price__gte=self.min_price)
+        if self.max_price is not None:
+            queryset = queryset.filter(price__lte=self.max_price)
+        if self.colour is not None:
+            queryset = queryset.filter(colour=self.colour)
+        return queryset
+
+
+NO_REFINE = Refine()
+
+
+def sorted_matches(matches: list, sort: str) -> list:
+    """``matches`` (best first, each with ``.product``) in the shopper's order; ties keep the best match first."""
+    if sort == "price":
+        return sorted(matches, key=lambda match: match.product.price)
+    if sort == "-price":
+        return sorted(matches, key=lambda match: -match.product.price)
+    if sort == "newest":
+        return sorted(matches, key=lambda match: (match.product.created_at, match.product.pk), reverse=True)
+    return list(matches)
+
+
+def fold_duplicates(matches: list, vectors: dict[int, np.ndarray], *, min_similarity: float) -> list:
+    """``matches`` (each with ``.image_id`` and ``.duplicates``) in their order, each one whose best image has a
+    cosine similarity of at least ``min_similarity`` to an earlier kept match's best image folded into that
+    match's ``duplicates`` instead: the same photo listed twice shows once, "+1 similar listing".
+
+    ``vectors``: the best images' vectors by image id. Compared with the kept matches only, so a chain of small
+    differences does not fold a different-looking product.
+    """
+    kept: list = []
+    kept_vectors: list[np.ndarray] = []
+    for match in matches:
+        vector = vectors.get(match.image_id)
+        if vector is not None and kept_vectors:
+            similarities = np.stack(kept_vectors) @ vector
+            nearest = int(np.argmax(similarities))
+            if similarities[nearest] >= min_similarity:
+                kept[nearest] = replace(kept[nearest], duplicates=(*kept[nearest].duplicates, match))
+                continue
+        kept.append(match)
+        kept_vectors.append(vector if vector is not None else np.zeros_like(next(iter(vectors.values()))))
+    return kept

@@ -1,0 +1,96 @@
+"""A shopper refines a photo search in a real browser: category chips, sort, price range and colour swatches, all
+without uploading the photo again, each leaving a shareable URL; on a desktop and on a 390 px phone."""
+
+import re
+
+import pytest
+
+pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt")
+
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def everything_matches(settings):
+    settings.SEARCH_MIN_SCORE = 0  # the five-product test catalog: let every product count as a match
+
+
+def _uploads(page) -> list[str]:
+    """Records every request that sends a photo (a POST) from now on."""
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    return posts
+
+
+def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, test_images, screenshot,
+                                                                 everything_matches):
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    chips = page.locator(".looks-like .chip")
+    expect(chips).to_have_text([re.compile(r"^Chairs \(2\)"), re.compile(r"^Shoes \(2\)"), re.compile(r"^Tops \(1\)")])
+    # The results' own address replaced the POST's: a reload or a shared link shows them again.
+    expect(page).to_have_url(re.compile(r"/search/photo/\?query=[\w-]{22}$"))
+    posts = _uploads(page)
+
+    chips.filter(has_text="Shoes").click()
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(r"\?query=[\w-]{22}&category=[\w-]+$"))
+    assert sorted(card_titles(page)) == sorted([shop["RUN-1"].title, shop["RUN-3"].title])
+    expect(page.locator(".looks-like .chip[aria-current]")).to_have_text(re.compile("^Shoes"))
+    expect(page.locator("[data-query-img]")).to_be_visible()  # the photo stays, as it was never sent again
+
+    page.get_by_label("Sort by").select_option("-price")  # applies at once
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(r"&sort=-price$"))
+    assert card_titles(page) == [shop["RUN-3"].title, shop["RUN-1"].title]  # 65.00, then 60.00
+
+    page.get_by_role("link", name="All categories").first.click()
+    wait_until_idle(page)
+    prices = [float(p.replace("$", "").replace(",", "")) for p in page.locator(".results .price").all_inner_texts()]
+    assert len(prices) == 5 and prices == sorted(prices, reverse=True)
+    screenshot(page, "browser-refine", readme=True)
+
+    page.locator(".swatch[data-colour=blue]").click()
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(r"&colour=blue$"))
+    assert card_titles(page) == [shop["CHAIR-1"].title, shop["TEE-1"].title]  # blue, dearest first
+
+    page.get_by_label("Highest price").fill("50")
+    page.get_by_role("button", name="Apply").click()
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(r"max_price=50"))
+    expect(page).to_have_url(re.compile(r"colour=blue"))
+    assert card_titles(page) == [shop["TEE-1"].title]
+    assert posts == []  # every refinement was a GET with the query token
+
+    # The URL is shareable: opened afresh it shows the same results, without the photo (never kept).
+    url = page.url
+    page.goto(url)
+    assert card_titles(page) == [shop["TEE-1"].title]
+    expect(page.get_by_text("Your earlier photo")).to_be_visible()
+
+
+def test_refining_on_a_phone(phone_page, shop, test_images, screenshot, everything_matches):
+    page = phone_page
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    chip = page.locator(".looks-like .chip").filter(has_text="Chairs")
+    chip.scroll_into_view_if_needed()
+    chip.tap()
+    wait_until_idle(page)
+    assert sorted(card_titles(page)) == sorted([shop["CHAIR-1"].title, shop["CHAIR-2"].title])
+    page.get_by_label("Sort by").select_option("price")
+    wait_until_idle(page)
+    assert card_titles(page) == [shop["CHAIR-2"].title, shop["CHAIR-1"].title]  # 80.00, then 120.00
+    controls = page.locator(".refine-form")
+    controls.scroll_into_view_if_needed()
+    # Nothing is wider than the phone's screen (no sideways scrolling), controls included.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = controls.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.locator(".looks-like").scroll_into_view_if_needed()
+    screenshot(page, "browser-phone-refine")

@@ -1,0 +1,145 @@
+"""Dominant colours: computed from the product's own pixels (not its background) on real photos and snapshots,
+stored when a photo is embedded, backfilled by the sweep, and used to filter and facet visual matches."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+
+from bench.shopper import snapshot
+from catalog import services as catalog_services
+from catalog.models import Category, ProductImage
+from search.colours import FAMILIES, dominant_colours, pixel_families
+from search.models import ImageEmbedding
+from search.preprocessing import load_rgb
+from search.services import embedding_sweep, images_embed
+from tests.factories import uploaded_file
+
+
+@pytest.mark.parametrize("photo, colour", [
+    ("chair-armchair-blue.jpg", "blue"),  # in a room: no plain background
+    ("chair-shell-black.jpg", "black"),  # on a light grey floor and wall
+    ("shoe-running-1.jpg", "black"),  # a black shoe on white: the white is background, not the shoe
+    ("shoe-running-2.jpg", "black"),
+    ("shoe-plimsoll-yellow-side.jpg", "yellow"),
+    ("shoe-plimsoll-yellow-angle.jpg", "yellow"),
+    ("tshirt-turquoise-front.jpg", "blue"),
+])
+def test_the_main_colour_of_real_photos_is_the_products(test_images, photo, colour):
+    assert dominant_colours(load_rgb(test_images / photo, draft_size=256))[0] == colour
+
+
+@pytest.mark.parametrize("photo, colour", [("shoe-plimsoll-yellow-angle.jpg", "yellow"),
+                                           ("tshirt-turquoise-back.jpg", "blue")])
+def test_shopper_snapshots_with_backgrounds_still_show_the_products_colour(test_images, photo, colour):
+    rng = np.random.default_rng(3)
+    with Image.open(test_images / photo) as original:
+        original.load()
+        found = [dominant_colours(load_rgb(io.BytesIO(snapshot(original, rng)))) for _ in range(4)]
+    assert all(colour in colours for colours in found), found
+
+
+def test_a_plain_background_never_counts():
+    image = Image.new("RGB", (200, 200), (255, 255, 255))
+    image.paste((200, 30, 30), (60, 60, 140, 140))  # a small red product on a large white background
+    assert dominant_colours(image) == ["red"]
+
+
+def test_pixel_families_name_the_basic_colours():
+    samples = {"red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 220, 40), "green": (40, 160, 60),
+               "blue": (30, 80, 220), "purple": (120, 50, 200), "pink": (240, 120, 190), "brown": (110, 70, 30),
+               "black": (20, 20, 22), "white": (250, 250, 250), "grey": (150, 150, 150), "beige": (225, 205, 170)}
+    pixels = np.array([list(samples.values())], dtype=np.int16)
+    assert [FAMILIES[i] for i in pixel_families(pixels)[0]] == list(samples)
+
+
+@pytest.mark.django_db
+def test_colours_are_stored_when_embedded_and_copied_onto_the_vector_rows(catalog):
+    colours = dict(ProductImage.objects.values_list("product__sku", "colours"))
+    assert colours["CHAIR-1"][0] == "blue" and colours["TEE-1"][0] == "blue" and colours["RUN-1"][0] == "black"
+    rows = dict(ImageEmbedding.objects.values_list("product__sku", "colour"))
+    assert rows == {sku: found[0] for sku, found in colours.items()}
+
+
+@pytest.mark.django_db
+def test_the_sweep_backfills_colours_of_older_photos(catalog):
+    before = dict(ProductImage.objects.values_list("pk", "colours"))
+    ProductImage.objects.update(colours=None)  # as photos embedded before colours existed
+    assert set(ImageEmbedding.objects.values_list("colour", flat=True)) == {""}
+    assert embedding_sweep()["coloured"] == len(before)
+    assert dict(ProductImage.objects.values_list("pk", "colours")) == before
+    assert "" not in set(ImageEmbedding.objects.values_list("colour", flat=True))
+    assert embedding_sweep()["coloured"] == 0  # bounded, and nothing left to do
+
+
+@pytest.fixture
+def api(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "10000/min"}}
+    return APIClient()
+
+
+@pytest.mark.django_db
+def test_the_colour_filter_returns_exactly_the_matches_of_that_colour(api, catalog, test_images):
+    def search(**fields):
+        response = api.post("/api/v1/search/", {"image": uploaded_file(test_images / "chair-cafe-pair.jpg"),
+                                                "threshold": "0", **fields}, format="multipart")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    everything = search()
+    main = dict(ImageEmbedding.objects.values_list("product__sku", "colour"))
+    expected = sorted(sku for sku, colour in main.items() if colour == "blue")
+    assert expected == ["CHAIR-1", "TEE-1"]
+    assert sorted(r["product"]["sku"] for r in search(colour="blue")["results"]) == expected
+    counts = {facet["colour"]: facet["count"] for facet in everything["facets"]["colours"]}
+    assert counts == {colour: list(main.values()).count(colour) for colour in set(main.values())}
+    assert [f["count"] for f in everything["facets"]["colours"]] == sorted(counts.values(), reverse=True)
+    bad = api.post("/api/v1/search/", {"image": uploaded_file(test_images / "chair-cafe-pair.jpg"), "colour": "teal"},
+                   format="multipart")
+    assert bad.status_code == 400 and list(bad.json()) == ["colour"]
+    similar = api.get("/api/v1/products/CHAIR-1/similar/", {"scope": "all", "colour": "black"})
+    assert similar.status_code == 200
+    assert {r["product"]["sku"] for r in similar.json()["results"]} <= {"CHAIR-2", "RUN-1", "RUN-3"}
+    assert api.get("/api/v1/products/CHAIR-1/similar/", {"colour": "teal"}).json() == {
+        "colour": ['"teal" is not a valid choice.']}
+
+
+@pytest.mark.django_db
+def test_swatches_on_the_results_page_filter_by_colour(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0
+    page = client.post("/search/photo/", {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg")})
+    html = page.content.decode()
+    assert 'data-colour="blue"' in html and 'data-colour="black"' in html
+    blue = client.get("/search/photo/", {"query": page.context["token"], "colour": "blue"})
+    assert sorted(item.product.sku for item in blue.context["search"].results) == ["CHAIR-1", "TEE-1"]
+    assert 'name="colour" value="blue"' in blue.content.decode()  # the price/sort form keeps the colour
+    assert "Any colour" in blue.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_product_page_lists_the_same_look_in_other_colours(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0.3
+    with Image.open(test_images / "tshirt-turquoise-front.jpg") as photo:
+        red, green, blue = photo.convert("RGB").split()
+        buffer = io.BytesIO()
+        Image.merge("RGB", (blue, red, green)).save(buffer, "JPEG", quality=90)  # the same T-shirt, dyed
+    tops = Category.objects.get(name="Tops")
+    dyed = catalog_services.product_create(sku="TEE-2", title="The same T-shirt, dyed", category=tops, price="15")
+    image = catalog_services.product_image_add(
+        product=dyed, file=SimpleUploadedFile("dyed.jpg", buffer.getvalue(), content_type="image/jpeg"))
+    images_embed(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.colours[0] != "blue"
+
+    page = client.get("/p/TEE-1/")
+    assert [item.product.sku for item in page.context["other_colours"]] == ["TEE-2"]
+    assert "Same look, other colours" in page.content.decode()
+    # The blue armchair: the black shell chair passes this cut-off, in another colour; the T-shirts are elsewhere.
+    assert [item.product.sku for item in client.get("/p/CHAIR-1/").context["other_colours"]] == ["CHAIR-2"]
+    settings.SEARCH_MIN_SCORE = 0.9
+    assert client.get("/p/CHAIR-1/", {"v": "2"}).context["other_colours"] == []  # only close ones (a new page)

@@ -1,0 +1,96 @@
+"""Near-duplicate listings fold under the higher-ranked result: nested in the API, "+1 similar listing" on pages."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+
+from catalog import services as catalog_services
+from catalog.models import Category, ProductImage
+from search.refine import fold_duplicates
+from search.selectors import SimilarProduct
+from search.services import images_embed
+from tests.factories import ProductFactory, uploaded_file
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def generous_throttle(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "10000/min"}}
+    settings.SEARCH_MIN_SCORE = 0  # every product matches
+
+
+@pytest.fixture
+def relisted(catalog, test_images):
+    """The catalog plus CHAIR-2's photo listed again by another seller: resized and re-compressed, dearer."""
+    buffer = io.BytesIO()
+    with Image.open(test_images / "chair-shell-black.jpg") as photo:
+        photo.convert("RGB").resize((photo.width * 3 // 4, photo.height * 3 // 4)).save(buffer, "JPEG", quality=70)
+    chairs = Category.objects.get(name="Chairs")
+    copy = catalog_services.product_create(sku="CHAIR-2-AGAIN", title="Shell chair, black", category=chairs,
+                                           price="95.00")
+    image = catalog_services.product_image_add(
+        product=copy, file=SimpleUploadedFile("again.jpg", buffer.getvalue(), content_type="image/jpeg"))
+    images_embed(image_ids=[image.pk])
+    return catalog
+
+
+def _vector(*values):
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _match(pk, image_id):
+    return SimilarProduct(product=ProductFactory.build(pk=pk), score=1, similarity=1, image_id=image_id)
+
+
+def test_fold_keeps_order_and_folds_only_near_duplicates_of_kept_results():
+    vectors = {1: _vector(1, 0, 0), 2: _vector(0, 1, 0), 3: _vector(0.99, 0.05, 0), 4: _vector(0.7, 0.7, 0)}
+    folded = fold_duplicates([_match(10, 1), _match(20, 2), _match(30, 3), _match(40, 4)], vectors, min_similarity=0.9)
+    assert [m.product.pk for m in folded] == [10, 20, 40]
+    assert [d.product.pk for d in folded[0].duplicates] == [30]
+    assert folded[1].duplicates == () and folded[2].duplicates == ()  # 0.7 from both: not a near-duplicate
+
+
+def test_the_api_nests_a_relisted_photo_under_the_better_ranked_listing(relisted, test_images):
+    response = APIClient().post(
+        "/api/v1/search/", {"image": uploaded_file(test_images / "chair-shell-black.jpg")}, format="multipart")
+    results = response.json()["results"]
+    top = [result["product"]["sku"] for result in results]
+    assert top[0] == "CHAIR-2" and "CHAIR-2-AGAIN" not in top
+    assert [d["product"]["sku"] for d in results[0]["duplicates"]] == ["CHAIR-2-AGAIN"]
+    assert set(results[0]["duplicates"][0]) == {"product", "score", "similarity"}
+    assert all(result["duplicates"] == [] for result in results[1:])
+    # The facets still count it: it is a match.
+    chairs = next(f for f in response.json()["facets"]["categories"] if f["name"] == "Chairs")
+    assert chairs["count"] == 3
+
+
+def test_folded_listings_do_not_count_towards_the_limit(relisted, test_images):
+    response = APIClient().post(
+        "/api/v1/search/", {"image": uploaded_file(test_images / "chair-shell-black.jpg"), "limit": "2"},
+        format="multipart")
+    assert [r["product"]["sku"] for r in response.json()["results"]] == ["CHAIR-2", "CHAIR-1"]
+
+
+def test_sorting_by_price_folds_under_the_first_listed(relisted, test_images):
+    response = APIClient().post(
+        "/api/v1/search/", {"image": uploaded_file(test_images / "chair-shell-black.jpg"), "sort": "-price"},
+        format="multipart")
+    results = response.json()["results"]
+    assert [r["product"]["sku"] for r in results][:2] == ["CHAIR-1", "CHAIR-2-AGAIN"]  # 120.00, then 95.00
+    assert [d["product"]["sku"] for d in results[1]["duplicates"]] == ["CHAIR-2"]
+
+
+def test_the_results_page_offers_the_folded_listing_behind_a_details(client, relisted, test_images):
+    page = client.post("/search/photo/", {"photo": uploaded_file(test_images / "chair-shell-black.jpg")})
+    html = page.content.decode()
+    assert html.count("data-duplicates") == 1
+    assert "+1 similar listing<" in html and "Shell chair, black" in html
+    assert ProductImage.objects.filter(product__sku="CHAIR-2-AGAIN").exists()

@@ -1,0 +1,116 @@
+"""Price filters and sort orders on visual matches: filtered in SQL on the vector rows' price copy, exact or through
+HNSW like the category filter, and sorted only after the similarity cut-off."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from catalog.models import Product
+from search.models import ImageEmbedding
+from search.refine import Refine
+from search.selectors import vector_matches
+from tests.factories import clustered_catalog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def priced():
+    """300 clustered products priced 0.00 to 299.00 by position (prices set after the vectors: the trigger copies)."""
+    model, categories, products, vectors = clustered_catalog(products=300, categories=10, clusters=6, seed=5)
+    for index, product in enumerate(products):
+        Product.objects.filter(pk=product.pk).update(price=Decimal(index))
+        product.price = Decimal(index)
+    return model, products, vectors
+
+
+def _exact_top(products, vectors, query, keep, k=12):
+    scored = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if keep(p)]
+    return [pk for _, pk in sorted(scored, reverse=True)[:k]]
+
+
+def _search(model, query, refine, **kwargs):
+    with CaptureQueriesContext(connection) as queries:
+        matches = vector_matches(vector=query, limit=12, model=model, refine=refine, **kwargs)
+    return [r.product.pk for r in matches.results], [q["sql"] for q in queries.captured_queries]
+
+
+def test_the_price_copy_follows_the_product(priced):
+    model, products, _ = priced
+    assert ImageEmbedding.objects.get(product=products[7]).price == Decimal("7.00")
+    Product.objects.filter(pk=products[7].pk).update(price=Decimal("1234.50"))
+    assert ImageEmbedding.objects.get(product=products[7]).price == Decimal("1234.50")
+
+
+@pytest.mark.parametrize("exact_max, path", [(10_000, "exact"), (0, "hnsw")])
+def test_a_narrow_price_range_still_returns_the_k_nearest_in_it(settings, priced, exact_max, path):
+    settings.SEARCH_EXACT_MAX_VECTORS = exact_max
+    model, products, vectors = priced
+    refine = Refine(min_price=Decimal("100"), max_price=Decimal("129.99"))  # 30 of 300 products
+    found, sql = _search(model, vectors[3], refine)
+    assert found == _exact_top(products, vectors, vectors[3], lambda p: 100 <= p.price < 130)
+    assert any("hnsw.iterative_scan" in statement for statement in sql) == (path == "hnsw")
+
+
+def test_an_iterative_scan_that_gives_up_on_a_price_range_falls_back_to_exact(settings, priced):
+    settings.SEARCH_EXACT_MAX_VECTORS = 0
+    model, products, vectors = priced
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")
+        cursor.execute("SET hnsw.max_scan_tuples = 1")
+    found, _ = _search(model, vectors[3], Refine(min_price=Decimal("280")))
+    assert found == _exact_top(products, vectors, vectors[3], lambda p: p.price >= 280)
+
+
+@pytest.mark.parametrize("sort", ["price", "-price", "newest"])
+def test_sorting_reorders_the_matches_that_passed_the_cut_off_and_lets_no_weak_one_in(settings, priced, sort):
+    model, products, vectors = priced
+    # Exact searches (a price filter that keeps every product, over few rows): the two calls read the same matches,
+    # whatever state earlier tests left the HNSW graph in.
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000
+    every_price = Decimal(0)
+    # A cut-off that leaves some but not all of the pool: the real catalog's situation.
+    best = vector_matches(vector=vectors[3], limit=300, model=model, cutoff=0.5, threshold=0.5, pool=48,
+                          refine=Refine(min_price=every_price))
+    assert 12 < len(best.results) < 300
+    best_pks = [r.product.pk for r in best.results][:48]
+    ordered = vector_matches(
+        vector=vectors[3], limit=48, model=model, cutoff=0.5, threshold=0.5, pool=48,
+        refine=Refine(min_price=every_price, sort=sort),
+    )
+    found = [r.product for r in ordered.results]
+    assert sorted(p.pk for p in found) == sorted(best_pks)  # the same matches, none weaker
+    keys = {
+        "price": lambda p: (p.price, 0),
+        "-price": lambda p: (-p.price, 0),
+        "newest": lambda p: (-p.created_at.timestamp(), -p.pk),
+    }[sort]
+    assert [p.pk for p in found] == [p.pk for p in sorted(found, key=keys)]
+    assert all(r.score >= 0.5 for r in ordered.results)
+
+
+def test_the_limit_applies_after_sorting_the_pool(settings, priced):
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
+    model, products, vectors = priced
+    every_price = Decimal(0)
+    pool = vector_matches(vector=vectors[3], limit=48, model=model, pool=48,
+                          refine=Refine(min_price=every_price)).results
+    cheapest = vector_matches(vector=vectors[3], limit=5, model=model, pool=48,
+                              refine=Refine(min_price=every_price, sort="price")).results
+    assert [r.product.pk for r in cheapest] == [r.product.pk for r in sorted(pool, key=lambda r: r.product.price)[:5]]
+
+
+def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_exactly(priced):
+    """A graph full of dead entries (here: 290 of 300 products' vectors deleted, not yet vacuumed) must not lose a
+    small catalog's matches to a walk that stopped early."""
+    model, products, vectors = priced
+    kept = products[:10]
+    ImageEmbedding.objects.exclude(product__in=kept).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")
+        cursor.execute("SET hnsw.max_scan_tuples = 1")
+    query = vectors[200]  # near deleted vectors: the walk meets dead entries first
+    found = [m.product.pk for m in vector_matches(vector=query, limit=12, model=model).results]
+    assert found == _exact_top(kept, vectors[:10], query, lambda p: True)

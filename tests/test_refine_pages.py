@@ -1,0 +1,104 @@
+"""Refining a photo search on the page (category chips, price, sort, show more) by the kept query vector, and
+"More like this" with a price range and an order: every control is a GET URL that can be shared."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+
+from catalog.models import Category
+from tests.factories import uploaded_file
+
+pytestmark = pytest.mark.django_db
+
+URL = "/search/photo/"
+
+
+def _skus(response) -> list[str]:
+    return [item.product.sku for item in response.context["search"].results]
+
+
+def _links(response, attribute: str) -> dict[str, str]:
+    """Each link's text (without tags) by its href, for links with ``attribute``."""
+    html = response.content.decode()
+    return {
+        re.sub(r"<[^>]+>", "", unescape(text)).strip(): unescape(href)
+        for href, text in re.findall(rf'<a[^>]+href="([^"]+)"[^>]*{attribute}[^>]*>(.*?)</a>', html, re.S)
+    }
+
+
+@pytest.fixture
+def searched(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0  # every product matches: the chips count all of them
+    return client.post(URL, {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg")})
+
+
+def test_chips_show_what_the_photo_looks_like_most_first(searched):
+    html = searched.content.decode()
+    assert "Looks like:" in html
+    chips = _links(searched, "data-chip")
+    assert list(chips) == ["Chairs (2)", "Shoes (2)", "Tops (1)"]
+    token = searched.context["token"]
+    assert chips["Chairs (2)"] == f"{URL}?query={token}&category={Category.objects.get(name='Chairs').slug}"
+
+
+def test_a_chip_scopes_the_search_without_the_photo(client, searched):
+    chips = _links(searched, "data-chip")
+    scoped = client.get(chips["Shoes (2)"])  # a GET: nothing uploaded
+    assert scoped.status_code == 200
+    assert sorted(_skus(scoped)) == ["RUN-1", "RUN-3"]
+    html = scoped.content.decode()
+    assert "Your earlier photo" in html and "data:image/jpeg" not in html  # the photo was never kept
+    # The chip of the current category is marked; "All categories" leads back to the whole catalog.
+    assert re.search(r'<a class="chip"[^>]+aria-current="true">Shoes', html)
+    everything = client.get(_links(scoped, "data-refine")["All categories"])
+    assert sorted(_skus(everything)) == sorted(_skus(searched))
+
+
+def test_price_and_sort_controls_refine_and_keep_the_category(client, searched):
+    token = searched.context["token"]
+    html = searched.content.decode()
+    assert f'<input type="hidden" name="query" value="{token}">' in html
+    shoes = Category.objects.get(name="Shoes").slug
+    response = client.get(URL, {"query": token, "category": "", "sort": "price", "max_price": "100"})
+    assert _skus(response) == ["TEE-1", "RUN-1", "RUN-3", "CHAIR-2"]
+    dearest = client.get(URL, {"query": token, "category": shoes, "sort": "-price"})
+    assert _skus(dearest) == ["RUN-3", "RUN-1"]
+    # The refined page's own links keep the refinements: a chip keeps the price range and the order.
+    chips = _links(response, "data-chip")
+    assert chips["Shoes (2)"].endswith(f"category={shoes}&max_price=100&sort=price")
+    assert _skus(client.get(chips["Shoes (2)"])) == ["RUN-1", "RUN-3"]
+
+
+def test_a_bad_price_is_a_message_on_the_page_and_the_rest_still_applies(client, searched):
+    token = searched.context["token"]
+    response = client.get(URL, {"query": token, "min_price": "cheap", "sort": "price"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "data-refine-errors" in html and "Enter a number." in html
+    assert _skus(response)[0] == "TEE-1"  # still sorted by price, without the bad filter
+    reversed_range = client.get(URL, {"query": token, "min_price": "100", "max_price": "10"})
+    assert "The highest price must not be below the lowest." in reversed_range.content.decode()
+
+
+def test_an_expired_search_asks_for_the_photo_again(client, catalog):
+    response = client.get(URL, {"query": "x" * 22, "category": "chairs"})
+    assert response.status_code == 410
+    html = response.content.decode()
+    assert "That search has expired" in html
+    assert "data-photo-form" in html
+
+
+def test_more_like_this_on_the_product_page_takes_price_and_sort(client, catalog, settings):
+    settings.SEARCH_MIN_SCORE = 0
+    page = client.get("/p/CHAIR-1/", {"scope": "all", "sort": "price", "max_price": "70"})
+    assert page.status_code == 200
+    assert [item.product.sku for item in page.context["similar_products"]] == ["TEE-1", "RUN-1", "RUN-3"]
+    html = page.content.decode()
+    assert '<input type="hidden" name="scope" value="all">' in html  # the form keeps "all categories"
+    assert 'data-refine-form' in html
+    bad = client.get("/p/CHAIR-1/", {"sort": "cheapest"})
+    assert bad.status_code == 200
+    assert "Sort by best match, price or newest." in bad.content.decode()
