@@ -27,7 +27,7 @@ MIN_PRODUCTS = 5
 DEFAULT_CUTOFF = 0.52
 # The share of the nearest-other-category similarities that lies below the cut-off (SEARCH_CUTOFF_QUANTILE overrides
 # it). Both overrides exist for the relevance benchmark, which passes the values it fitted without the measured domain.
-NEIGHBOUR_QUANTILE = 0.9
+NEIGHBOUR_QUANTILE = 1.0
 # How many products the calibration samples (each costs one nearest-neighbour query).
 SAMPLE_PRODUCTS = 500
 # Recalibrate once the number of vectors has changed by this share since the last calibration.
