@@ -83,7 +83,7 @@ def test_bad_refinements_are_400s_naming_the_field(api, catalog, test_images, fi
 
 
 def test_more_like_this_takes_a_price_range_and_a_sort(api, catalog, settings):
-    settings.SEARCH_MIN_SCORE = 0.3  # of RUN-1's neighbours only RUN-3 passes it
+    settings.SEARCH_MIN_SCORE = 0.2  # of RUN-1's neighbours only RUN-3 (0.28) passes it; the next is 0.11
     url = "/api/v1/products/RUN-1/similar/"
     # The default order lists every neighbour, however weak (a product page always has some)...
     assert skus(api.get(url, {"scope": "all"}))[0] == "RUN-3"
