@@ -173,13 +173,12 @@ class Shop:
         self.sku_of_product = {item.product: sku for sku, item in rows.items()}
         worker = start_worker(env=self.env, concurrency=1, pool="solo", log_path=work / "worker.log", project=ROOT)
         try:
-            imported = run("import_catalog", str(work / "catalog.csv"), "-v", "0")
+            run("import_catalog", str(work / "catalog.csv"), "-v", "0")
             self._wait_embedded(database_url, timeout=1800)
         finally:
             stop_worker(worker)
-        self.import_summary = imported.stdout.strip().splitlines()[-1:] or [""]
         self.calibration = run("calibrate").stdout.strip()
-        self.site_env = {key: value for key, value in env.items()}
+        self.site_env = dict(env)
         self.database_url, self.broker_url = database_url, broker_url
         self.site = Site(database_url=database_url, redis_url=broker_url, media_root=str(work / "media"),
                          static_root=str(work / "static"), workers=1, env=env, log=work / "gunicorn.log")

@@ -37,19 +37,17 @@ def _postgres_cpu(data_dir: Path) -> float:
     pid = int((data_dir / "postmaster.pid").read_text().split()[0])
     postmaster = psutil.Process(pid)
     reaped = postmaster.cpu_times()
-    total = reaped.children_user + reaped.children_system
-    for process in [postmaster, *postmaster.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return reaped.children_user + reaped.children_system + _cpu_seconds([postmaster, *postmaster.children(True)])
 
 
 def _site_cpu(site: Site) -> float:
+    return _cpu_seconds(psutil.Process(site.process.pid).children(recursive=True))
+
+
+def _cpu_seconds(processes) -> float:
+    """User and system CPU seconds of the processes still alive."""
     total = 0.0
-    for process in psutil.Process(site.process.pid).children(recursive=True):
+    for process in processes:
         try:
             times = process.cpu_times()
             total += times.user + times.system
