@@ -16,7 +16,7 @@ from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
-from catalog.selectors import category_descendant_ids
+from catalog.selectors import category_descendant_ids, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
@@ -48,6 +48,18 @@ def search_cutoff(model: str) -> float:
         return settings.SEARCH_MIN_SCORE
     stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
     return space_cutoff(stored, default=default_cutoff())
+
+
+def search_space_and_cutoff() -> tuple[str, float]:
+    """``search_space_model()`` and its ``search_cutoff``, read together: one query for every photo search."""
+    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", "min_score").first()
+    if active is None:  # a new install: no space yet
+        model = search_space_model()
+        return model, search_cutoff(model)
+    model, stored = active
+    if settings.SEARCH_MIN_SCORE is not None:
+        return model, settings.SEARCH_MIN_SCORE
+    return model, space_cutoff(stored, default=default_cutoff())
 
 
 @dataclass(frozen=True)
@@ -242,9 +254,7 @@ def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
 
 
 def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:
-    # The full-text document is large (a tsvector of title and description) and no card shows it.
-    queryset = Product.objects.defer("search_document").select_related("category").prefetch_related("images")
-    return queryset.in_bulk(product_ids)
+    return product_cards(product_ids=product_ids) if product_ids else {}
 
 
 def _similarity(cosine_distance: float) -> float:
@@ -379,8 +389,10 @@ def photo_search(
     """
     started = time.perf_counter()
     threshold = MATCH_THRESHOLD if threshold is None else threshold
-    model = kept.model if kept is not None else search_space_model()
-    cutoff = search_cutoff(model)
+    if kept is not None:
+        model, cutoff = kept.model, search_cutoff(kept.model)
+    else:
+        model, cutoff = search_space_and_cutoff()
     if kept is not None:
         vector = kept.vector
     else:
