@@ -61,7 +61,8 @@ def _with_card_image(queryset: QuerySet[Product]) -> QuerySet[Product]:
     return queryset.prefetch_related(Prefetch("images", queryset=first_images, to_attr="card_images"))
 
 
-PRODUCT_CARD_FIELDS = ["id", "sku", "title", "price", "currency", "category_id", "active"]
+# What cards show, and what search results are sorted by (price, created_at).
+PRODUCT_CARD_FIELDS = ["id", "sku", "title", "price", "currency", "category_id", "active", "created_at"]
 
 
 def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
@@ -77,13 +78,15 @@ def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
     rows = Product.objects.filter(pk__in=product_ids).values(
         *PRODUCT_CARD_FIELDS, "category__slug", "category__name", "category__parent_id", image=Subquery(first_image)
     )
-    cards, alias = {}, rows.db
+    cards, categories, alias = {}, {}, rows.db
     for row in rows:
         product = _loaded(Product, alias, {name: row[name] for name in PRODUCT_CARD_FIELDS})
-        product.category = _loaded(Category, alias, {
-            "id": row["category_id"], "slug": row["category__slug"], "name": row["category__name"],
-            "parent_id": row["category__parent_id"],
-        })
+        if (category := categories.get(row["category_id"])) is None:
+            category = categories[row["category_id"]] = _loaded(Category, alias, {
+                "id": row["category_id"], "slug": row["category__slug"], "name": row["category__name"],
+                "parent_id": row["category__parent_id"],
+            })
+        product.category = category
         image = row["image"]
         product.card_images = [_loaded(ProductImage, alias, image)] if image else []
         cards[product.pk] = product

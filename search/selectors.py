@@ -193,17 +193,29 @@ def vector_matches(
     ]
     ordered = sorted_matches(matches, refine.sort)
     if fold and len(ordered) > 1:
+        minimum = settings.NEAR_DUPLICATE_MIN_SCORE
+        pairs = _near_duplicate_pairs(model, [m.image_id for m in ordered], min_similarity=minimum)
         ordered = fold_duplicates(
-            ordered, _unit_vectors(model, [m.image_id for m in ordered]),
-            min_similarity=settings.NEAR_DUPLICATE_MIN_SCORE,
+            ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
         )
     return Matches(results=ordered[:limit], categories=_category_facets(matches), colours=_colour_facets(matches))
 
 
-def _unit_vectors(model: str, image_ids: list[int]) -> dict[int, np.ndarray]:
-    rows = ImageEmbedding.objects.filter(model=model, image_id__in=image_ids).values_list("image_id", "vector")
-    vectors = {image_id: np.asarray(vector, dtype=np.float32) for image_id, vector in rows}
-    return {image_id: vector / (np.linalg.norm(vector) or 1.0) for image_id, vector in vectors.items()}
+def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: float) -> dict[tuple[int, int], float]:
+    """The pairs of these images (lower id first) whose vectors have a cosine similarity of at least
+    ``min_similarity``, with it. PostgreSQL compares the up to MATCH_POOL^2 / 2 pairs in C and returns the few close
+    ones, where reading every vector into Python to compare them there cost more than the ANN statement."""
+    table = ImageEmbedding._meta.db_table
+    alias = ImageEmbedding.objects.all().db  # the server the router picks for this read
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"""SELECT a.image_id, b.image_id, 1 - (a.vector <=> b.vector)
+                FROM {table} a JOIN {table} b ON b.model = a.model AND b.image_id > a.image_id
+                WHERE a.model = %s AND a.image_id = ANY(%s) AND b.image_id = ANY(%s)
+                  AND a.vector <=> b.vector <= %s""",
+            [model, image_ids, image_ids, 1.0 - min_similarity],
+        )
+        return {(first, second): similarity for first, second, similarity in cursor.fetchall()}
 
 
 def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
