@@ -75,7 +75,7 @@ def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
         card=JSONObject(id="pk", product_id="product_id", file="file", thumbnail="thumbnail", width="width",
                         height="height", position="position")
     )[:1]
-    rows = Product.objects.filter(pk__in=product_ids).values(
+    rows = Product.objects.filter(pk__in=product_ids).order_by().values(  # the caller orders; no sort by title
         *PRODUCT_CARD_FIELDS, "category__slug", "category__name", "category__parent_id", image=Subquery(first_image)
     )
     cards, categories, alias = {}, {}, rows.db
