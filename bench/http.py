@@ -127,13 +127,14 @@ class Site:
 
 
 def load(site: Site, *, clients: int, seconds: float, paths: Path | None = None, photo: Path | None = None,
-         max_requests: int | None = None, scratch: Path) -> dict:
+         fields: dict[str, str] | None = None, max_requests: int | None = None, scratch: Path) -> dict:
     """One bench.loadgen run in its own process; returns its summary."""
     out = scratch / f"load-{time.monotonic_ns()}.json"
     command = [sys.executable, "-m", "bench.loadgen", "--base", site.url, "--clients", str(clients),
                "--duration", str(seconds), "--json", str(out)]
     if photo:
         command += ["--post", "/api/v1/search/", "--photo", str(photo), "--expect", '"results"']
+        command += [argument for name, value in (fields or {}).items() for argument in ("--field", f"{name}={value}")]
     else:
         command += ["--paths", str(paths)]
     if max_requests:

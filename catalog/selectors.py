@@ -9,8 +9,8 @@ from decimal import Decimal
 from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import BooleanField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
-from django.db.models.functions import RowNumber
+from django.db.models import BooleanField, ExpressionWrapper, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, Window
+from django.db.models.functions import JSONObject, RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
 from catalog.categories import (  # noqa: F401
@@ -59,6 +59,45 @@ def _with_card_image(queryset: QuerySet[Product]) -> QuerySet[Product]:
         rank=Window(RowNumber(), partition_by=[F("product_id")], order_by=[F("position").asc(), F("pk").asc()])
     ).filter(rank=1)
     return queryset.prefetch_related(Prefetch("images", queryset=first_images, to_attr="card_images"))
+
+
+# What cards show, and what search results are sorted by (price, created_at).
+PRODUCT_CARD_FIELDS = ["id", "sku", "title", "price", "currency", "category_id", "active", "created_at"]
+
+
+def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
+    """Products by id with what a card shows (category, and ``card_images``: the lowest-position image or nothing),
+    in one query of plain values: search results need no more, and building them costs less than the model.
+
+    The products are read-only stand-ins (no description or search document); use product_detail for a page.
+    """
+    first_image = ProductImage.objects.filter(product_id=OuterRef("pk")).order_by("position", "pk").values(
+        card=JSONObject(id="pk", product_id="product_id", file="file", thumbnail="thumbnail", width="width",
+                        height="height", position="position")
+    )[:1]
+    rows = Product.objects.filter(pk__in=product_ids).order_by().values(  # the caller orders; no sort by title
+        *PRODUCT_CARD_FIELDS, "category__slug", "category__name", "category__parent_id", image=Subquery(first_image)
+    )
+    cards, categories, alias = {}, {}, rows.db
+    for row in rows:
+        product = _loaded(Product, alias, {name: row[name] for name in PRODUCT_CARD_FIELDS})
+        if (category := categories.get(row["category_id"])) is None:
+            category = categories[row["category_id"]] = _loaded(Category, alias, {
+                "id": row["category_id"], "slug": row["category__slug"], "name": row["category__name"],
+                "parent_id": row["category__parent_id"],
+            })
+        product.category = category
+        image = row["image"]
+        product.card_images = [_loaded(ProductImage, alias, image)] if image else []
+        cards[product.pk] = product
+    return cards
+
+
+def _loaded(model, alias: str, values: dict):
+    """An instance as the ORM would load it from these column values; the columns not given are deferred (reading
+    one loads it, and save() writes only the loaded ones, so a partial instance never blanks a column)."""
+    names = [field.attname for field in model._meta.concrete_fields if field.attname in values]
+    return model.from_db(alias, names, [values[name] for name in names])
 
 
 def product_list(*, category_ids: list[int] | None = None, sort: str = DEFAULT_SORT) -> QuerySet[Product]:

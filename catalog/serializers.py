@@ -80,7 +80,7 @@ class ProductSummarySerializer(serializers.ModelSerializer):
         return _absolute(self.context.get("request"), product.get_absolute_url())
 
     def get_image_url(self, product: Product) -> str | None:
-        # Lists prefetch only the first image (card_images); details and search results prefetch all, in order.
+        # Lists and search results carry only the first image (card_images); details prefetch all, in order.
         images = getattr(product, "card_images", None)
         if images is None:
             images = product.images.all()

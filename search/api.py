@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from catalog import selectors as catalog_selectors
 from catalog.page_cache import cache_catalog_page
 from search.query import InvalidBox
+from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
 from search.services import query_vector_keep
 from search.serializers import (
@@ -45,19 +46,6 @@ class SearchAnonThrottle(AnonRateThrottle):
     def get_rate(self):
         # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-
-def _result(result) -> dict:
-    # Four decimals: finer differences are below the model's and halfvec's precision.
-    return {"product": result.product, "score": round(result.score, 4), "similarity": round(result.similarity, 4)}
-
-
-def _results(search_results) -> list[dict]:
-    return [{**_result(result), "duplicates": [_result(d) for d in result.duplicates]} for result in search_results]
-
-
-def _facets(matches) -> dict:
-    return {"categories": matches.categories, "colours": matches.colours}
 
 
 class PhotoSearchView(APIView):
@@ -129,16 +117,8 @@ class PhotoSearchView(APIView):
         except Exception:
             logger.exception("photo search failed")
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        data = {
-            "results": _results(search.results),
-            "facets": _facets(search),
-            "query": token,
-            "model": search.model,
-            "took_ms": round(search.took_ms, 1),
-            "threshold": search.threshold,
-            "cutoff": round(search.cutoff, 4),
-        }
-        return Response(PhotoSearchResponseSerializer(data, context={"request": request}).data)
+        # The shape PhotoSearchResponseSerializer documents, built without DRF's per-field cost (search/responses.py).
+        return Response(photo_search_response(search, token=token, request=request))
 
 
 class SimilarProductsView(APIView):
@@ -173,10 +153,5 @@ class SimilarProductsView(APIView):
         except Exception:
             logger.exception("more-like-this failed for product %s", product.pk)
             return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        data = {
-            "results": _results(matches.results),
-            "facets": _facets(matches),
-            "model": model,
-            "took_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
-        return Response(SearchResponseSerializer(data, context={"request": request}).data)
+        took_ms = (time.perf_counter() - started) * 1000
+        return Response(search_response(matches, model=model, took_ms=took_ms, request=request))

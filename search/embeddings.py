@@ -195,7 +195,8 @@ class Embedder:
         if not items:
             return features
         starts = range(0, len(items), self.batch_size)
-        pool = self._thread_pool()
+        # One item (a shopper's photo) has nothing to overlap with: handing it to a thread only adds a wait.
+        pool = self._thread_pool() if len(items) > 1 else None
         network = self.network  # load before the first batch is prepared
 
         def run(views: list[np.ndarray]) -> np.ndarray:

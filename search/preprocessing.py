@@ -155,8 +155,6 @@ def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
     keep_w, keep_h = max(1, round(width * CENTRE_VIEW_KEEP)), max(1, round(height * CENTRE_VIEW_KEEP))
     left, top = (width - keep_w) // 2, (height - keep_h) // 2
     centre = pad_to_square(image.crop((left, top, left + keep_w, top + keep_h)), WHITE, size=size)
-    return [
-        _normalised(padded),
-        _normalised(padded.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-        _normalised(centre),
-    ]
+    front = _normalised(padded)
+    # The mirror view is the padded view's columns reversed: the same numbers as normalising a flipped image.
+    return [front, np.ascontiguousarray(front[:, :, ::-1]), _normalised(centre)]

@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+# Fewer rows than this (a shopper's query, a worker's small batch) are projected in numpy's own loop rather than by
+# BLAS: OpenBLAS wakes its thread pool even for one row, and with web workers sharing the cores that took 10-20 ms
+# (bench.photo_search) for what costs 0.1-0.4 ms on one thread. The two differ by float rounding only (~1e-6).
+BLAS_MIN_ROWS = 8
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -44,7 +48,10 @@ class Reduction:
         return f"{self.provenance['method']}{self.dimensions}-{self.digest[:8]}"
 
     def project(self, raw: np.ndarray) -> np.ndarray:
-        return l2_normalise((l2_normalise(raw) - self.mean) @ self.projection)
+        centred = l2_normalise(raw) - self.mean
+        if len(centred) < BLAS_MIN_ROWS:
+            return l2_normalise(np.einsum("ij,jk->ik", centred, self.projection))
+        return l2_normalise(centred @ self.projection)
 
     @classmethod
     def fit(cls, sources: list[np.ndarray], *, dimensions: int, provenance: dict) -> Reduction:
@@ -61,8 +68,8 @@ class Reduction:
 
     @classmethod
     def _build(cls, mean: np.ndarray, projection: np.ndarray, provenance: dict) -> Reduction:
-        digest = hashlib.sha256(mean.tobytes() + projection.tobytes()).hexdigest()
-        return cls(mean=mean, projection=projection, provenance=provenance, digest=digest)
+        digest = hashlib.sha256(mean.tobytes() + projection.tobytes()).hexdigest()  # C order whatever the layout
+        return cls(mean=mean, projection=np.ascontiguousarray(projection), provenance=provenance, digest=digest)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,9 @@ near-duplicate listings. Pure functions over matches already read (search.select
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-
-import numpy as np
 
 # The orders a shopper may ask for; "best" (most similar first) is the default.
 SORTS = {
@@ -61,24 +60,28 @@ def sorted_matches(matches: list, sort: str) -> list:
     return list(matches)
 
 
-def fold_duplicates(matches: list, vectors: dict[int, np.ndarray], *, min_similarity: float) -> list:
+def fold_duplicates(matches: list, similarity: Callable[[int, int], float], *, min_similarity: float) -> list:
     """``matches`` (each with ``.image_id`` and ``.duplicates``) in their order, each one whose best image has a
     cosine similarity of at least ``min_similarity`` to an earlier kept match's best image folded into that
-    match's ``duplicates`` instead: the same photo listed twice shows once, "+1 similar listing".
+    match's ``duplicates`` instead (the most similar such match's, the first on a tie): the same photo listed twice
+    shows once, "+1 similar listing".
 
-    ``vectors``: the best images' vectors by image id. Compared with the kept matches only, so a chain of small
-    differences does not fold a different-looking product.
+    ``similarity(image_id, image_id)``: the cosine similarity of two best images; it need only be right for pairs at
+    ``min_similarity`` or more. Compared with the kept matches only, so a chain of small differences does not fold
+    a different-looking product.
     """
     kept: list = []
-    kept_vectors: list[np.ndarray] = []
     for match in matches:
-        vector = vectors.get(match.image_id)
-        if vector is not None and kept_vectors:
-            similarities = np.stack(kept_vectors) @ vector
-            nearest = int(np.argmax(similarities))
-            if similarities[nearest] >= min_similarity:
-                kept[nearest] = replace(kept[nearest], duplicates=(*kept[nearest].duplicates, match))
-                continue
-        kept.append(match)
-        kept_vectors.append(vector if vector is not None else np.zeros_like(next(iter(vectors.values()))))
+        nearest, best = None, min_similarity
+        if match.image_id is not None:
+            for index, keeper in enumerate(kept):
+                if keeper.image_id is None:
+                    continue
+                value = similarity(keeper.image_id, match.image_id)
+                if value > best or (nearest is None and value == best):
+                    nearest, best = index, value
+        if nearest is None:
+            kept.append(match)
+        else:
+            kept[nearest] = replace(kept[nearest], duplicates=(*kept[nearest].duplicates, match))
     return kept

@@ -16,7 +16,7 @@ from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
-from catalog.selectors import category_descendant_ids
+from catalog.selectors import category_descendant_ids, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
@@ -48,6 +48,18 @@ def search_cutoff(model: str) -> float:
         return settings.SEARCH_MIN_SCORE
     stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
     return space_cutoff(stored, default=default_cutoff())
+
+
+def search_space_and_cutoff() -> tuple[str, float]:
+    """``search_space_model()`` and its ``search_cutoff``, read together: one query for every photo search."""
+    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", "min_score").first()
+    if active is None:  # a new install: no space yet
+        model = search_space_model()
+        return model, search_cutoff(model)
+    model, stored = active
+    if settings.SEARCH_MIN_SCORE is not None:
+        return model, settings.SEARCH_MIN_SCORE
+    return model, space_cutoff(stored, default=default_cutoff())
 
 
 @dataclass(frozen=True)
@@ -181,17 +193,29 @@ def vector_matches(
     ]
     ordered = sorted_matches(matches, refine.sort)
     if fold and len(ordered) > 1:
+        minimum = settings.NEAR_DUPLICATE_MIN_SCORE
+        pairs = _near_duplicate_pairs(model, [m.image_id for m in ordered], min_similarity=minimum)
         ordered = fold_duplicates(
-            ordered, _unit_vectors(model, [m.image_id for m in ordered]),
-            min_similarity=settings.NEAR_DUPLICATE_MIN_SCORE,
+            ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
         )
     return Matches(results=ordered[:limit], categories=_category_facets(matches), colours=_colour_facets(matches))
 
 
-def _unit_vectors(model: str, image_ids: list[int]) -> dict[int, np.ndarray]:
-    rows = ImageEmbedding.objects.filter(model=model, image_id__in=image_ids).values_list("image_id", "vector")
-    vectors = {image_id: np.asarray(vector, dtype=np.float32) for image_id, vector in rows}
-    return {image_id: vector / (np.linalg.norm(vector) or 1.0) for image_id, vector in vectors.items()}
+def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: float) -> dict[tuple[int, int], float]:
+    """The pairs of these images (lower id first) whose vectors have a cosine similarity of at least
+    ``min_similarity``, with it. PostgreSQL compares the up to MATCH_POOL^2 / 2 pairs in C and returns the few close
+    ones, where reading every vector into Python to compare them there cost more than the ANN statement."""
+    table = ImageEmbedding._meta.db_table
+    alias = ImageEmbedding.objects.all().db  # the server the router picks for this read
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"""SELECT a.image_id, b.image_id, 1 - (a.vector <=> b.vector)
+                FROM {table} a JOIN {table} b ON b.model = a.model AND b.image_id > a.image_id
+                WHERE a.model = %s AND a.image_id = ANY(%s) AND b.image_id = ANY(%s)
+                  AND a.vector <=> b.vector <= %s""",
+            [model, image_ids, image_ids, 1.0 - min_similarity],
+        )
+        return {(first, second): similarity for first, second, similarity in cursor.fetchall()}
 
 
 def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
@@ -242,9 +266,7 @@ def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
 
 
 def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:
-    # The full-text document is large (a tsvector of title and description) and no card shows it.
-    queryset = Product.objects.defer("search_document").select_related("category").prefetch_related("images")
-    return queryset.in_bulk(product_ids)
+    return product_cards(product_ids=product_ids) if product_ids else {}
 
 
 def _similarity(cosine_distance: float) -> float:
@@ -379,8 +401,10 @@ def photo_search(
     """
     started = time.perf_counter()
     threshold = MATCH_THRESHOLD if threshold is None else threshold
-    model = kept.model if kept is not None else search_space_model()
-    cutoff = search_cutoff(model)
+    if kept is not None:
+        model, cutoff = kept.model, search_cutoff(kept.model)
+    else:
+        model, cutoff = search_space_and_cutoff()
     if kept is not None:
         vector = kept.vector
     else:

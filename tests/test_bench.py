@@ -38,3 +38,19 @@ def test_the_suite_runs_every_benchmark_in_smoke_mode(tmp_path):
         table_headers = [line for line in section.splitlines() if line.startswith("| ") and "target" in line]
         assert table_headers, f"the {benchmark} section states no targets"
         assert f"-m bench.{benchmark.lower()}" in section  # and the command that measured it
+
+
+def test_the_photo_search_floor_benchmark_runs_in_smoke_mode():
+    """bench.photo_search (not yet in bench.suite): the floor, the request and HTTP in one run, each with its target."""
+    if missing := bench_data_missing(fashion_mnist=True, photos=True):  # its catalog is bench.catalog's
+        pytest.skip(missing)
+    env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
+    result = subprocess.run([sys.executable, "-m", "bench.photo_search", "--quick"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = result.stdout
+    assert "-m bench.photo_search" in section
+    for check in ("in process / (model + ANN)", "3 views / 1 view", "searches/s at", "p50 at 1 client"):
+        assert check in section
+    assert "| check | target | measured |" in section

@@ -303,3 +303,46 @@ def test_docker_compose_reads_the_replica_profile(tmp_path):
     rendered = yaml.safe_load(result.stdout)
     assert rendered["services"]["db-replica"]["profiles"] == ["replica"]
     assert "profiles" not in rendered["services"]["db"]
+
+
+def test_gunicorn_shares_the_cores_out_among_web_workers_for_the_model(tmp_path):
+    """gunicorn.conf.py: each web worker gets cores / workers model threads (at least one) unless
+    EMBEDDING_THREADS is set, so the workers do not all run a thread per core at once."""
+    import runpy
+    import socket
+    import time
+    import urllib.request
+
+    model_threads = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["model_threads"]
+    assert [model_threads(cores=2, workers=3), model_threads(cores=16, workers=3), model_threads(cores=4, workers=4)] \
+        == [1, 5, 1]
+
+    (tmp_path / "envapp.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [os.environ.get('EMBEDDING_THREADS', '').encode()]\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if key != "EMBEDDING_THREADS"}
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    process = subprocess.Popen(
+        [str(gunicorn), "envapp:app", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--chdir", str(tmp_path),
+         "--config", str(ROOT / "gunicorn.conf.py")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "gunicorn did not start"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert body == str(max(1, len(os.sched_getaffinity(0)) // 2))

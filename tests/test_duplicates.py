@@ -52,7 +52,8 @@ def _match(pk, image_id):
 
 def test_fold_keeps_order_and_folds_only_near_duplicates_of_kept_results():
     vectors = {1: _vector(1, 0, 0), 2: _vector(0, 1, 0), 3: _vector(0.99, 0.05, 0), 4: _vector(0.7, 0.7, 0)}
-    folded = fold_duplicates([_match(10, 1), _match(20, 2), _match(30, 3), _match(40, 4)], vectors, min_similarity=0.9)
+    folded = fold_duplicates([_match(10, 1), _match(20, 2), _match(30, 3), _match(40, 4)],
+                             lambda a, b: float(vectors[a] @ vectors[b]), min_similarity=0.9)
     assert [m.product.pk for m in folded] == [10, 20, 40]
     assert [d.product.pk for d in folded[0].duplicates] == [30]
     assert folded[1].duplicates == () and folded[2].duplicates == ()  # 0.7 from both: not a near-duplicate
