@@ -64,18 +64,22 @@ def exact_top(matrix: np.ndarray, query: np.ndarray, mask: np.ndarray | None, k:
 
 
 def raw_sql_search(connection, model: str, query: np.ndarray, category_id: int | None, exact: bool, ef_search: int):
-    """The selector's nearest-vectors statement alone, over psycopg (no ORM, no product loading)."""
+    """The selector's nearest-vectors statement alone, over psycopg (no ORM, no product loading), sent as the app
+    sends it: client-side binding, and on the HNSW path its settings in the same message (one round trip)."""
     from pgvector import HalfVector
 
     where = "" if category_id is None else f" AND category_id = {int(category_id)}"
     order = "(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"
     sql = (f"SELECT product_id, vector <=> %(q)s FROM search_imageembedding WHERE model = %(model)s AND active{where}"
            f" ORDER BY {order} LIMIT {LIMIT * 4}")  # fmt: skip
-    with connection.transaction():
-        if not exact:
-            connection.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                               " set_config('hnsw.ef_search', %s, true)", [str(max(ef_search, LIMIT * 4))])  # fmt: skip
-        return connection.execute(sql, {"q": HalfVector(query), "model": model}).fetchall()
+    if not exact:
+        sql = (f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {max(ef_search, LIMIT * 4)};"
+               f" {sql}")  # fmt: skip
+    cursor = connection.cursor()
+    cursor.execute(sql, {"q": HalfVector(query), "model": model})
+    while cursor.nextset():
+        pass
+    return cursor.fetchall()
 
 
 def statement_index(connection, model: str, query: np.ndarray, category_id, exact: bool, ef_search: int) -> str:
@@ -132,8 +136,9 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
             return similar_products_to_vector(vector=query, limit=LIMIT, category_ids=category_ids, model=catalog.model)
 
         exact = category_ids is not None and _few_vectors(catalog.model, category_ids)
-        # Without server-side prepares, like Django's connections: a prepared statement's generic plan differs.
-        raw = psycopg.connect(catalog.database_url, prepare_threshold=None)
+        # Like Django's connections: autocommit, client-side binding, so no server-side prepares (whose generic plan
+        # differs from the app's).
+        raw = psycopg.connect(catalog.database_url, autocommit=True, cursor_factory=psycopg.ClientCursor)
         register_vector(raw)
 
         def raw_search(query):

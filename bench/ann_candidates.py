@@ -11,7 +11,7 @@ on first use and kept (timed, with their size); ``--drop`` removes them again.
 Candidates (all return the 48 nearest rows, like the app's statement for 12 products):
 
 - ``hnsw ef=E``: the shipped statement, the halfvec HNSW index, iterative scan, ef_search E (``... off``: no
-  iterative scan);
+  iterative scan; ``... 1rt``: settings and statement in one message instead of BEGIN, set_config, it, COMMIT);
 - ``bq C``: HNSW over ``binary_quantize(vector)::bit(384)`` (Hamming), its C nearest re-ranked by the halfvec;
 - ``sub D C``: HNSW over the first D of the (PCA, variance-ordered) dimensions, C nearest re-ranked by all 384;
 - ``partial ef=E``: (1-in-20 category only) a partial halfvec HNSW index holding that category's rows alone.
@@ -58,7 +58,15 @@ def statement(kind: str, filtered: bool, candidates: int) -> str:
             f" ORDER BY distance LIMIT {WANTED}")  # fmt: skip
 
 
-def run(connection, sql: str, ef_search: int, params: dict, iterative: bool = True):
+def run(connection, sql: str, ef_search: int, params: dict, iterative: bool = True, one_trip=None):
+    if one_trip is not None:  # the settings and the statement in one message (client-side binding), no BEGIN/COMMIT
+        cursor = one_trip.cursor()
+        mode = "relaxed_order" if iterative else "off"
+        cursor.execute(f"SET LOCAL hnsw.iterative_scan = {mode}; SET LOCAL hnsw.ef_search = {int(ef_search)}; {sql}",
+                       params)  # fmt: skip
+        while cursor.nextset():
+            pass
+        return cursor.fetchall()
     with connection.transaction():
         connection.execute("SELECT set_config('hnsw.iterative_scan', %s, true),"
                            " set_config('hnsw.ef_search', %s, true)",
@@ -92,12 +100,16 @@ def main() -> None:
     catalog = ensure_catalog(args.rows)
     connection = psycopg.connect(catalog.database_url, autocommit=True, prepare_threshold=None)
     register_vector(connection)
+    client = psycopg.connect(catalog.database_url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+    register_vector(client)
     if args.drop:
         for name in ("bench_bq_hnsw", "bench_sub128_hnsw", "bench_partial_hnsw"):
             connection.execute(f"DROP INDEX IF EXISTS {name}")
         return
-    unfiltered = args.candidate or ["hnsw ef=100", "hnsw ef=200", "bq 200", "bq 400", "bq 800"]
-    filtered = args.filtered if args.filtered is not None else ["hnsw ef=100", "partial ef=100", "bq 400"]
+    unfiltered = args.candidate or ["hnsw ef=100", "hnsw ef=100 1rt", "hnsw ef=100 off 1rt", "hnsw ef=200 1rt",
+                                    "bq 200", "bq 400", "bq 800"]  # fmt: skip
+    filtered = args.filtered if args.filtered is not None else ["hnsw ef=100", "partial ef=100", "partial ef=100 1rt",
+                                                                "bq 400"]  # fmt: skip
     needed = {parse(name)[0] for name in unfiltered + filtered} - {"hnsw"}
     built = []
     connection.execute("SET maintenance_work_mem = '2GB'")
@@ -131,7 +143,8 @@ def main() -> None:
                 name, kind, ef_search, candidates = plans[(number + step) % len(plans)]
                 sql = statement(kind, mask is not None, candidates)
                 started = time.perf_counter()
-                found = run(connection, sql, ef_search, params, iterative=not name.endswith(" off"))
+                found = run(connection, sql, ef_search, params, iterative=" off" not in name,
+                            one_trip=client if name.endswith(" 1rt") else None)  # fmt: skip
                 elapsed = time.perf_counter() - started
                 if number < args.warmup:
                     continue
