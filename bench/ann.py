@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -91,7 +92,8 @@ def statement_index(connection, model: str, query: np.ndarray, category_id, exac
     sql = (f"EXPLAIN SELECT product_id FROM search_imageembedding WHERE model = %(model)s AND active{where}"
            f" ORDER BY {order} LIMIT {LIMIT * 4}")  # fmt: skip
     plan = [row[0] for row in connection.execute(sql, {"q": HalfVector(query), "model": model}).fetchall()]
-    return next((line.split(" using ")[1].split()[0] for line in plan if " using " in line), "none")
+    found = (re.search(r"Index (?:Only )?Scan using (\S+)|Bitmap Index Scan on (\S+)", line) for line in plan)
+    return next((match.group(1) or match.group(2) for match in found if match), "none")
 
 
 def percentile_ms(timings: list[float], q: float) -> float:
@@ -240,8 +242,8 @@ def main() -> None:
     print(
         "\nNotes: targets apply at 1M (smaller sizes marked in parentheses); the issue's figures in bold. The 1-in-20"
         " and 1-in-500 categories are random samples of the catalog (not correlated with look); the other categories"
-        " follow the image's class. 'statement' is the app's nearest-vectors SQL alone over psycopg (its settings"
-        " in the same transaction), the ANN in SQL that the latency target names; 'index read' is the index its"
+        " follow the image's class. 'statement' is the app's nearest-vectors SQL alone over psycopg, sent as the"
+        " app sends it (its HNSW settings in the same message), the ANN in SQL that the latency target names; 'index read' is the index its"
         " plan reads (a large category's own partial HNSW index, search/category_indexes.py, when it has one). 'app"
         " call' is `similar_products_to_vector` (exact-or-HNSW decision, nearest vectors, cut-off, then the products"
         " and their images); 'app - statement' is the median over queries of the app call's time minus the"
