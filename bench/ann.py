@@ -16,22 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from bench.catalog import BenchCatalog, catalog_vectors, ensure_catalog, query_vectors, server_url
+from bench.catalog import (
+    BenchCatalog, catalog_vectors, category_index_sizes, ensure_catalog, query_vectors, server_url,
+)
 from bench.common import machine, table
 
 LIMIT = 12
 WARMUP = 20
-TARGETS = {  # (p95 ms, recall@12) at 1M
+TARGETS = {  # (statement p95 ms, recall@12) at 1M
     "no filter": (5.0, 0.98),
     "1 in 20 category": (15.0, 0.95),
     "1 in 500 category": (15.0, 0.95),
 }
+APP_OVER_STATEMENT_MS = 3.0  # the whole app call within this of the statement alone (median of per-query differences)
 
 
 def setup_django(url: str) -> None:
@@ -60,18 +65,35 @@ def exact_top(matrix: np.ndarray, query: np.ndarray, mask: np.ndarray | None, k:
 
 
 def raw_sql_search(connection, model: str, query: np.ndarray, category_id: int | None, exact: bool, ef_search: int):
-    """The selector's nearest-vectors statement alone, over psycopg (no ORM, no product loading)."""
+    """The selector's nearest-vectors statement alone, over psycopg (no ORM, no product loading), sent as the app
+    sends it: client-side binding, and on the HNSW path its settings in the same message (one round trip)."""
     from pgvector import HalfVector
 
     where = "" if category_id is None else f" AND category_id = {int(category_id)}"
     order = "(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"
     sql = (f"SELECT product_id, vector <=> %(q)s FROM search_imageembedding WHERE model = %(model)s AND active{where}"
            f" ORDER BY {order} LIMIT {LIMIT * 4}")  # fmt: skip
-    with connection.transaction():
-        if not exact:
-            connection.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                               " set_config('hnsw.ef_search', %s, true)", [str(max(ef_search, LIMIT * 4))])  # fmt: skip
-        return connection.execute(sql, {"q": HalfVector(query), "model": model}).fetchall()
+    if not exact:
+        sql = (f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {max(ef_search, LIMIT * 4)};"
+               f" {sql}")  # fmt: skip
+    cursor = connection.cursor()
+    cursor.execute(sql, {"q": HalfVector(query), "model": model})
+    while cursor.nextset():
+        pass
+    return cursor.fetchall()
+
+
+def statement_index(connection, model: str, query: np.ndarray, category_id, exact: bool, ef_search: int) -> str:
+    """The index the nearest-vectors statement's plan reads (the whole catalog's HNSW, a category's, or a btree)."""
+    from pgvector import HalfVector
+
+    where = "" if category_id is None else f" AND category_id = {int(category_id)}"
+    order = "(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"
+    sql = (f"EXPLAIN SELECT product_id FROM search_imageembedding WHERE model = %(model)s AND active{where}"
+           f" ORDER BY {order} LIMIT {LIMIT * 4}")  # fmt: skip
+    plan = [row[0] for row in connection.execute(sql, {"q": HalfVector(query), "model": model}).fetchall()]
+    found = (re.search(r"Index (?:Only )?Scan using (\S+)|Bitmap Index Scan on (\S+)", line) for line in plan)
+    return next((match.group(1) or match.group(2) for match in found if match), "none")
 
 
 def percentile_ms(timings: list[float], q: float) -> float:
@@ -89,7 +111,7 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
 
     if ef_search is not None:
         settings.SEARCH_HNSW_EF_SEARCH = ef_search
-    use_database(f"lookalike_bench_{catalog.products}")
+    use_database(urlsplit(catalog.database_url).path.lstrip("/"))
     vectors, _ = catalog_vectors(catalog.products)
     matrix = vectors.astype(np.float32)
     # Renormalised like PostgreSQL's cosine distance does, so float16 rounding cannot reorder near-ties.
@@ -116,8 +138,9 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
             return similar_products_to_vector(vector=query, limit=LIMIT, category_ids=category_ids, model=catalog.model)
 
         exact = category_ids is not None and _few_vectors(catalog.model, category_ids)
-        # Without server-side prepares, like Django's connections: a prepared statement's generic plan differs.
-        raw = psycopg.connect(catalog.database_url, prepare_threshold=None)
+        # Like Django's connections: autocommit, client-side binding, so no server-side prepares (whose generic plan
+        # differs from the app's).
+        raw = psycopg.connect(catalog.database_url, autocommit=True, cursor_factory=psycopg.ClientCursor)
         register_vector(raw)
 
         def raw_search(query):
@@ -127,6 +150,7 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
             search(query)
             raw_search(query)
             exact_top(matrix, query, mask)
+        index = statement_index(raw, catalog.model, warmup[0], category_id, exact, settings.SEARCH_HNSW_EF_SEARCH)
         sql_times, raw_times, numpy_times, recalls, counts = [], [], [], [], []
         for query in queries:
             started = time.perf_counter()
@@ -144,11 +168,12 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
         raw.close()
         results.append({
             "rows": catalog.products, "case": name, "vectors_in_filter": allowed,
-            "ef_search": settings.SEARCH_HNSW_EF_SEARCH, "path": "exact" if exact else "hnsw",
+            "ef_search": settings.SEARCH_HNSW_EF_SEARCH, "path": "exact" if exact else "hnsw", "index": index,
             "p50_ms": percentile_ms(sql_times, 50), "p95_ms": percentile_ms(sql_times, 95),
             "recall_at_12": float(np.mean(recalls)), "min_recall_at_12": float(np.min(recalls)),
             "min_results": int(np.min(counts)), "mean_results": float(np.mean(counts)),
             "raw_sql_p50_ms": percentile_ms(raw_times, 50), "raw_sql_p95_ms": percentile_ms(raw_times, 95),
+            "app_minus_sql_median_ms": float(np.median(np.subtract(sql_times, raw_times)) * 1000),
             "numpy_p50_ms": percentile_ms(numpy_times, 50), "numpy_p95_ms": percentile_ms(numpy_times, 95),
         })  # fmt: skip
         print(f"  {catalog.products:,} {name}: {results[-1]}", file=sys.stderr)
@@ -188,38 +213,45 @@ def main() -> None:
     rows = []
     for r in results:
         target_ms, target_recall = TARGETS[r["case"]]
-        always_k = r["min_results"] == min(LIMIT, r["vectors_in_filter"])
-        quality = r["recall_at_12"] >= target_recall and always_k
-        met = [quality and p95 <= target_ms for p95 in (r["raw_sql_p95_ms"], r["p95_ms"])]
+        k = min(LIMIT, r["vectors_in_filter"])
+        met = (r["raw_sql_p95_ms"] <= target_ms and r["recall_at_12"] >= target_recall and r["min_results"] == k
+               and r["app_minus_sql_median_ms"] <= APP_OVER_STATEMENT_MS)  # fmt: skip
         rows.append([
-            f"{r['rows']:,}", r["case"], f"{r['vectors_in_filter']:,}", r["path"], r["ef_search"], f"{r['p50_ms']:.2f}",
-            f"{r['p95_ms']:.2f}", f"{r['raw_sql_p50_ms']:.2f} / {r['raw_sql_p95_ms']:.2f}", f"{r['recall_at_12']:.3f}",
-            f"{r['min_results']} / {r['mean_results']:.1f}",
-            f"{r['numpy_p50_ms']:.1f} / {r['numpy_p95_ms']:.1f}", f"{r['numpy_p50_ms'] / r['p50_ms']:.1f}x",
-            f"p95 <= {target_ms:g} ms, recall >= {target_recall}, {LIMIT} results",
-            " / ".join(("yes" if m else "no") if r["rows"] >= 1_000_000 else ("(yes)" if m else "(no)") for m in met),
+            f"{r['rows']:,}", r["case"], f"{r['vectors_in_filter']:,}", f"{r['path']} ({r['index']})", r["ef_search"],
+            f"{r['raw_sql_p50_ms']:.2f} / **{r['raw_sql_p95_ms']:.2f}** (<= {target_ms:g})",
+            f"**{r['recall_at_12']:.3f}** (>= {target_recall})", f"{r['min_results']} / {r['mean_results']:.1f} ({k})",
+            f"{r['p50_ms']:.2f} / {r['p95_ms']:.2f}",
+            f"**{r['app_minus_sql_median_ms']:.2f}** (<= {APP_OVER_STATEMENT_MS:g}); p95s {r['p95_ms'] - r['raw_sql_p95_ms']:+.2f}",
+            f"{r['numpy_p50_ms']:.1f} / {r['numpy_p95_ms']:.1f}", f"{r['numpy_p50_ms'] / r['raw_sql_p50_ms']:.1f}x",
+            ("yes" if met else "no") if r["rows"] >= 1_000_000 else ("(yes)" if met else "(no)"),
         ])  # fmt: skip
-    print(table(["rows", "case", "vectors in filter", "path", "ef_search", "app p50 ms", "app p95 ms",
-                 "statement alone p50 / p95 ms", "recall@12",
-                 "results min / mean", "numpy p50 / p95 ms", "numpy / app (p50)", "target (1M)", "met: SQL / app"],
+    print(table(["rows", "case", "vectors in filter", "path (index read)", "ef_search",
+                 "statement p50 / p95 ms (target)", "recall@12 (target)", "results min / mean (target)",
+                 "app call p50 / p95 ms", "app - statement ms: median per query (target)", "numpy p50 / p95 ms",
+                 "numpy / statement (p50)", "all targets met (1M)"],
                 rows))  # fmt: skip
     print()
+    category_indexes = [category_index_sizes(c.database_url) for c in catalogs]
     print(table(
         ["rows", "bytes/vector (stored)", "table MB", "HNSW index MB", "index bytes/row", "index build s",
-         "maintenance_work_mem", "load s"],
+         "category indexes: count / MB", "maintenance_work_mem", "load s"],
         [[f"{c.products:,}", f"{c.vector_bytes:.0f}", f"{c.table_bytes / 1e6:.0f}", f"{c.index_bytes / 1e6:.0f}",
-          f"{c.index_bytes / c.products:.0f}", f"{c.index_build_seconds:.1f}", c.maintenance_work_mem,
-          f"{c.load_seconds:.0f}"] for c in catalogs],
+          f"{c.index_bytes / c.products:.0f}", f"{c.index_build_seconds:.1f}", f"{n} / {size / 1e6:.0f}",
+          c.maintenance_work_mem, f"{c.load_seconds:.0f}"] for c, (n, size) in zip(catalogs, category_indexes)],
     ))  # fmt: skip
     print(
-        "\nNotes: targets apply at 1M (smaller sizes marked in parentheses). The 1-in-20 and 1-in-500 categories are"
-        " random samples of the catalog (not correlated with look); the other categories follow the image's class."
-        " 'app' is `similar_products_to_vector` (exact-or-HNSW decision, nearest vectors, then the products and their"
-        " images); 'statement alone' is its nearest-vectors SQL over psycopg, the ANN in SQL that the latency target"
-        " names ('met: SQL'); 'met: app' holds the whole call to the same target. Recall@12 is against exact search"
-        " over the same float16 vectors; numpy runs in the same process on an in-memory float32 matrix, the filter as"
-        " a mask. Catalog vectors: real Fashion-MNIST training-image embeddings, then products between real"
-        " neighbours (bench/catalog.py); queries: Fashion-MNIST test images, in no catalog."
+        "\nNotes: targets apply at 1M (smaller sizes marked in parentheses); the issue's figures in bold. The 1-in-20"
+        " and 1-in-500 categories are random samples of the catalog (not correlated with look); the other categories"
+        " follow the image's class. 'statement' is the app's nearest-vectors SQL alone over psycopg, sent as the"
+        " app sends it (its HNSW settings in the same message), the ANN in SQL that the latency target names; 'index read' is the index its"
+        " plan reads (a large category's own partial HNSW index, search/category_indexes.py, when it has one). 'app"
+        " call' is `similar_products_to_vector` (exact-or-HNSW decision, nearest vectors, cut-off, then the products"
+        " and their images); 'app - statement' is the median over queries of the app call's time minus the"
+        " statement's, both run back to back on the same query. 'all targets met': statement p95, recall, k results"
+        " and app - statement together. Recall@12 is against exact search over the same float16 vectors; numpy runs"
+        " in the same process on an in-memory float32 matrix, the filter as a mask. Catalog vectors: real"
+        " Fashion-MNIST training-image embeddings, then products between real neighbours (bench/catalog.py);"
+        " queries: Fashion-MNIST test images, in no catalog."
     )
     if args.json:
         with open(args.json, "w") as file:

@@ -256,13 +256,18 @@ def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
 def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
     alias = queryset.db  # the server the router picked for this read (a replica or the primary): set it there
     hits = queryset.using(alias).order_by("distance").values_list("product_id", "distance", "image_id", "colour")[:wanted]
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8); settings in one round trip.
+    sql, params = hits.query.sql_with_params()
+    ef_search = min(HNSW_EF_SEARCH_MAX, max(settings.SEARCH_HNSW_EF_SEARCH, wanted))
+    with connections[alias].cursor() as cursor:
+        # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8). The settings and the query go
+        # in one message, which PostgreSQL runs as one transaction (SET LOCAL lasts for it): one round trip, where
+        # BEGIN, the settings, the query and COMMIT took four (Django's cursors bind client-side, which allows it).
         cursor.execute(
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
-            [str(min(HNSW_EF_SEARCH_MAX, max(settings.SEARCH_HNSW_EF_SEARCH, wanted)))],
+            f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {int(ef_search)}; {sql}", params
         )
-        return list(hits)
+        while cursor.nextset():  # past the two SETs' empty results
+            pass
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:

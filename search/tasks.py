@@ -21,3 +21,11 @@ def embed_images(image_ids: list[int], force: bool = False) -> dict[str, int]:
 @shared_task
 def embedding_sweep() -> dict:
     return services.embedding_sweep()
+
+
+@shared_task(time_limit=3600, soft_time_limit=3500)  # one index build of a large category can take many minutes
+def category_indexes_sync() -> dict[str, list[str]]:
+    from search.category_indexes import category_indexes_sync
+    from search.selectors import search_space_model
+
+    return category_indexes_sync(model=search_space_model())

@@ -165,6 +165,10 @@ NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many active products (their vectors) is searched exactly instead of
 # through HNSW; 5,000 is near where both cost the same at 200k-1M products (docs/search.md, bench/ann.py).
 SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=5_000)
+# A category (with its descendants) holding more vectors than that, but at most this share of the catalog's, gets
+# its own partial HNSW index (search/category_indexes.py): 1-in-20 categories searched like a 20x smaller catalog.
+# 0 turns them off (the sync then drops them).
+SEARCH_CATEGORY_INDEX_MAX_SHARE = env.float("SEARCH_CATEGORY_INDEX_MAX_SHARE", default=0.25)
 # HNSW candidate list size per search (pgvector's hnsw.ef_search): higher finds more of the true nearest, slower.
 SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 # How long a photo search's query vector (never the photo) is kept so that chips, price and sort refine it without
@@ -245,4 +249,6 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     # Switch embedding spaces when a new model is complete, re-queue lost work, free retired vectors.
     "embedding-sweep": {"task": "search.tasks.embedding_sweep", "schedule": env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)},
+    # Build or drop the per-category HNSW indexes as categories grow and shrink (one build per run).
+    "category-indexes": {"task": "search.tasks.category_indexes_sync", "schedule": env.float("CATEGORY_INDEX_SYNC_SECONDS", default=900.0)},
 }

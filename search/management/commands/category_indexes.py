@@ -1,0 +1,25 @@
+"""Build (or drop) every per-category HNSW index the catalog wants now (search/category_indexes.py).
+
+    manage.py category_indexes          what Celery beat does one index at a time, all at once
+"""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from search.category_indexes import category_indexes_sync
+from search.selectors import search_space_model
+
+
+class Command(BaseCommand):
+    help = "Create the missing per-category HNSW indexes and drop the unwanted ones, all in one run."
+
+    def handle(self, *args, **options):
+        started = time.perf_counter()
+        done = category_indexes_sync(model=search_space_model(), limit=None)
+        for name in done["dropped"]:
+            self.stdout.write(f"dropped {name}")
+        for name in done["created"]:
+            self.stdout.write(f"created {name}")
+        self.stdout.write(f"{len(done['created'])} created, {len(done['dropped'])} dropped in "
+                          f"{time.perf_counter() - started:.1f} s")  # fmt: skip

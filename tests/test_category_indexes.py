@@ -1,0 +1,104 @@
+"""Large categories get their own partial HNSW index, which searches of them (or below them) use by themselves."""
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from catalog.models import Category, Product
+from search.category_indexes import category_indexes_sync, existing_category_indexes
+from search.models import ImageEmbedding
+from search.selectors import similar_products_to_vector
+from tests.factories import CategoryFactory, clustered_catalog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def clustered(settings):
+    """300 products in 10 categories of 30; a category of more than 20 vectors is too large for exact search."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 20
+    settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0.25
+    return clustered_catalog(products=300, categories=10, clusters=6, seed=11)
+
+
+def _exact_top(products, vectors, query, category_ids, k=12):
+    scored = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id in category_ids]
+    return [pk for _, pk in sorted(scored, reverse=True)[:k]]
+
+
+def _index_used(model, vector, category_ids) -> str:
+    from pgvector.django import CosineDistance
+
+    rows = ImageEmbedding.objects.filter(model=model, active=True, category_id__in=category_ids)
+    plan = rows.annotate(distance=CosineDistance("vector", vector)).order_by("distance")[:48].explain()
+    return next((line.split(" using ")[1].split()[0] for line in plan.splitlines() if " using " in line), "")
+
+
+def _no_sorting():
+    with connection.cursor() as cursor:
+        # Undone with the test's transaction. A table this small would otherwise be sorted, not walked.
+        cursor.execute("SET enable_sort = off")
+
+
+def test_each_large_category_gets_an_index_that_its_searches_use(clustered):
+    model, categories, products, vectors = clustered
+    done = category_indexes_sync(model=model, limit=None)
+    assert len(done["created"]) == 10 and done["dropped"] == []
+    assert all(existing_category_indexes().values())
+    _no_sorting()
+    used = _index_used(model, vectors[1], [categories[3].pk])
+    assert used.startswith(f"imageembedding_c{categories[3].pk}_")
+    found = similar_products_to_vector(vector=vectors[1], limit=12, category_ids=[categories[3].pk], model=model)
+    assert [r.product.pk for r in found] == _exact_top(products, vectors, vectors[1], {categories[3].pk})
+
+
+def test_a_parent_category_is_indexed_with_its_descendants(clustered, settings):
+    model, categories, products, vectors = clustered
+    parent = CategoryFactory()
+    Category.objects.filter(pk__in=[categories[0].pk, categories[1].pk]).update(parent=parent)
+    settings.SEARCH_EXACT_MAX_VECTORS = 40  # single categories (30) are searched exactly; the parent (60) is not
+    done = category_indexes_sync(model=model, limit=None)
+    assert [name.split("_")[1] for name in done["created"]] == [f"c{parent.pk}"]
+    _no_sorting()
+    subtree = [parent.pk, categories[0].pk, categories[1].pk]
+    assert _index_used(model, vectors[5], subtree) == done["created"][0]
+    found = similar_products_to_vector(vector=vectors[5], limit=12, category_ids=subtree, model=model)
+    assert [r.product.pk for r in found] == _exact_top(products, vectors, vectors[5], set(subtree))
+
+
+def test_one_build_per_run_largest_first_and_unwanted_indexes_are_dropped(clustered, settings):
+    model, categories, products, vectors = clustered
+    Product.objects.filter(pk__in=[p.pk for p in products[:20] if p.category_id != categories[7].pk]).update(
+        category=categories[7]
+    )  # the vector rows follow (a trigger): category 7 is now the largest
+    first = category_indexes_sync(model=model)
+    assert [name.split("_")[1] for name in first["created"]] == [f"c{categories[7].pk}"]
+    assert len(category_indexes_sync(model=model)["created"]) == 1
+    settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0  # turned off: every category index goes
+    assert len(category_indexes_sync(model=model)["dropped"]) == 2
+    assert existing_category_indexes() == {}
+
+
+def test_a_new_descendant_replaces_the_index_of_its_parent(clustered, settings):
+    model, categories, products, vectors = clustered
+    settings.SEARCH_EXACT_MAX_VECTORS = 25
+    category_indexes_sync(model=model, limit=None)
+    before = {name for name in existing_category_indexes() if name.startswith(f"imageembedding_c{categories[2].pk}_")}
+    CategoryFactory(parent=categories[2])  # the index's predicate no longer covers the category's filter
+    done = category_indexes_sync(model=model, limit=None)
+    assert done["dropped"] == list(before)
+    assert len(done["created"]) == 1 and done["created"][0].startswith(f"imageembedding_c{categories[2].pk}_")
+
+
+def test_the_command_builds_them_concurrently_outside_a_transaction(transactional_db, settings):
+    settings.SEARCH_EXACT_MAX_VECTORS = 20
+    settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0.25
+    clustered_catalog(products=120, categories=4, clusters=3, seed=3)
+    try:
+        call_command("category_indexes")
+        indexes = existing_category_indexes()
+        assert len(indexes) == 4 and all(indexes.values())
+    finally:
+        settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0
+        call_command("category_indexes")  # other tests reuse this database
+    assert existing_category_indexes() == {}
