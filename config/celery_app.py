@@ -14,6 +14,7 @@ app.autodiscover_tasks()
 def _pool_processes_announce(sender, **kwargs):
     """Tell the embedder how many processes share the cores (EMBEDDING_POOL_PROCESSES, inherited by each pool
     process): with EMBEDDING_THREADS=0 each then runs the network on its share of the cores, not on all of them."""
-    pool = getattr(sender, "pool_cls", "")
+    pool = getattr(sender, "pool_cls", "")  # "prefork", or the class the command line hands over
     prefork = "prefork" in f"{getattr(pool, '__module__', '')} {pool}"
-    os.environ["EMBEDDING_POOL_PROCESSES"] = str(sender.concurrency if prefork else 1)
+    concurrency = sender.concurrency if isinstance(sender.concurrency, int) else os.cpu_count()  # "auto": a core each
+    os.environ["EMBEDDING_POOL_PROCESSES"] = str(concurrency if prefork else 1)
