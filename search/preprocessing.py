@@ -155,8 +155,6 @@ def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
     keep_w, keep_h = max(1, round(width * CENTRE_VIEW_KEEP)), max(1, round(height * CENTRE_VIEW_KEEP))
     left, top = (width - keep_w) // 2, (height - keep_h) // 2
     centre = pad_to_square(image.crop((left, top, left + keep_w, top + keep_h)), WHITE, size=size)
-    return [
-        _normalised(padded),
-        _normalised(padded.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-        _normalised(centre),
-    ]
+    padded = _normalised(padded)
+    # The mirror image flipped in the array (CHW: the last axis), the same numbers as flipping the pixels first.
+    return [padded, np.ascontiguousarray(padded[:, :, ::-1]), _normalised(centre)]
