@@ -8,9 +8,11 @@ What runs is what production runs (docker-compose.yml): production settings, `ce
 a fresh MEDIA_ROOT. The photos are distinct variants of the real Vendure and Saleor photos (bench/photos.py),
 one per product, 1000-1600 px JPEGs, cached in $BENCH_CACHE_DIR.
 
-Measured: the import's wall time; the time from the start of the import until every photo is embedded
-(end-to-end images/s, the figure with the target); CPU seconds per row (import) and per image (worker), which
-other jobs on the machine disturb less than wall time; peak RSS of the import process and of the worker (main
+Measured, each beside its target (issue 12) and its ratio to it: the time from the start of the import until every
+photo is embedded (end-to-end images/s, >= 40 on two cores), the import's CPU per row (<= 20 ms) and the worker's
+peak PSS (<= 600 MB). Beside them: the import's wall time; CPU seconds per image of the worker and of PostgreSQL,
+which other jobs on the machine disturb less than wall time, their sum and the rate it allows on idle cores, and the
+network's own CPU per image (the floor of the worker's); peak RSS of the import process and of the worker (main
 process, each pool process, their sum) sampled every 0.2 s from /proc, and the sum of PSS, which counts the
 pages the pool processes share with the main one once.
 """
@@ -41,7 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DATABASE = "lookalike_bench_ingest"
 REDIS_DB = 7  # 0: development, 1: tests
-TARGET_IMAGES_PER_SECOND = 80
+# Issue 12: >= 40 images/s end to end on two cores (import and worker sharing them), <= 20 ms of import CPU per
+# row, <= 600 MB worker PSS.
+TARGET_IMAGES_PER_SECOND = 40
+TARGET_IMPORT_CPU_MS = 20
 TARGET_WORKER_MB = 600
 MB = 1024 * 1024
 
@@ -215,6 +220,7 @@ def run(*, products: int, concurrency: int, pool: str, extra_env: dict[str, str]
     import psycopg
 
     items = photos(products)
+    load_average = " ".join(f"{value:.1f}" for value in os.getloadavg())  # other jobs on the machine
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-ingest-"))
     try:
         csv_path = work / "products.csv"
@@ -256,6 +262,7 @@ def run(*, products: int, concurrency: int, pool: str, extra_env: dict[str, str]
         finally:
             peaks = sampler.stop()
             stop_worker(worker)
+        network_cpu = network_cpu_ms_per_image([path for path, _ in items], env=env, project=project)
         failures = counts.get("failed", 0)
         if failures:
             print(f"warning: {failures} images failed to embed", file=sys.stderr)
@@ -274,36 +281,79 @@ def run(*, products: int, concurrency: int, pool: str, extra_env: dict[str, str]
             "end_to_end_images_per_second": round(images / done_at, 1),
             "import_cpu_ms_per_row": round(1000 * peaks.cpu_seconds("import") / products, 1),
             "worker_cpu_ms_per_image": round(1000 * peaks.cpu_seconds("worker") / max(images, 1), 1),
-            "postgres_cpu_ms_per_image": round(1000 * postgres_cpu / max(images, 1), 1),
+            "network_cpu_ms_per_image": network_cpu,
+        "postgres_cpu_ms_per_image": round(1000 * postgres_cpu / max(images, 1), 1),
             "import_peak_rss_mb": round(peaks.import_rss / MB),
             "worker_main_peak_rss_mb": round(peaks.worker_main_rss / MB),
             "worker_child_peak_rss_mb": round(peaks.worker_child_rss / MB),
             "worker_total_peak_rss_mb": round(peaks.worker_total_rss / MB),
             "worker_total_peak_pss_mb": round(peaks.worker_total_pss / MB),
-            "media_mb": round(sum(f.stat().st_size for f in (work / "media").rglob("*") if f.is_file()) / MB),
+            "load_average": load_average,
+        "media_mb": round(sum(f.stat().st_size for f in (work / "media").rglob("*") if f.is_file()) / MB),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _ratio(value: float, target: float, *, at_least: bool) -> str:
+    """The value as a multiple of its target, and whether that meets it."""
+    ratio = value / target if target else float("inf")
+    met = value >= target if at_least else value <= target
+    return f"{ratio:.2f}x target, {'met' if met else 'missed'}"
+
+
+def network_cpu_ms_per_image(paths: list[Path], *, env: dict[str, str], project: Path) -> float:
+    """CPU the network alone spends on one photo (its three views, one thread), median of 3 passes over up to 16
+    photos: the floor of the worker's CPU per image, which no change outside the model lowers."""
+    code = (
+        "import json, statistics, sys, time\n"
+        "import numpy as np\n"
+        "from search.embeddings import active_embedder\n"
+        "embedder = active_embedder()\n"
+        "views = [embedder.model_views(embedder.load_image(p)) for p in json.loads(sys.argv[1])]\n"
+        "network = embedder.network\n"
+        "network(views[0])\n"
+        "def once():\n"
+        "    start = time.process_time()\n"
+        "    for i in range(0, len(views), embedder.batch_size):\n"
+        "        network(np.concatenate(views[i : i + embedder.batch_size]))\n"
+        "    return (time.process_time() - start) * 1000 / len(views)\n"
+        "print(statistics.median(once() for _ in range(3)))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", "import sys, django; django.setup(); exec(sys.argv.pop(1))", code,
+         json.dumps([str(path) for path in paths[:16]])],
+        env={**env, "EMBEDDING_THREADS": "1"}, cwd=project, check=True, capture_output=True, text=True,
+    ).stdout
+    return round(float(output.split()[-1]), 1)
+
+
 def report(result: dict, command: str) -> str:
-    e2e, worker_mb = result["end_to_end_images_per_second"], result["worker_total_peak_pss_mb"]
-    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
+    e2e, import_cpu = result["end_to_end_images_per_second"], result["import_cpu_ms_per_row"]
+    worker_cpu, postgres_cpu = result["worker_cpu_ms_per_image"], result["postgres_cpu_ms_per_image"]
+    worker_mb = result["worker_total_peak_pss_mb"]
+    # Every image costs the import, the worker and PostgreSQL this much CPU on the same cores: what that allows.
+    cpu_per_image = import_cpu * result["products"] / max(result["images"], 1) + worker_cpu + postgres_cpu
+    ceiling = 1000 * (os.cpu_count() or 1) / cpu_per_image if cpu_per_image else float("inf")
     rows = [
         ("end-to-end images/s (import start -> last image ready)", e2e, f">= {TARGET_IMAGES_PER_SECOND}",
-         f"{verdict(e2e >= TARGET_IMAGES_PER_SECOND)} ({e2e / TARGET_IMAGES_PER_SECOND:.0%})"),
+         _ratio(e2e, TARGET_IMAGES_PER_SECOND, at_least=True)),
+        ("import CPU per row, ms", import_cpu, f"<= {TARGET_IMPORT_CPU_MS}",
+         _ratio(import_cpu, TARGET_IMPORT_CPU_MS, at_least=False)),
+        ("worker total peak PSS (shared pages once), MB", worker_mb, f"<= {TARGET_WORKER_MB}",
+         _ratio(worker_mb, TARGET_WORKER_MB, at_least=False)),
+        ("worker CPU per image, ms (all its processes)", worker_cpu, "", ""),
+        ("of which the network alone (three views, one thread), ms", result["network_cpu_ms_per_image"], "", ""),
+        ("PostgreSQL CPU per image, ms (import, worker and this benchmark's polling)", postgres_cpu, "", ""),
+        (f"CPU per image, all three, ms -> images/s {os.cpu_count()} idle cores allow", f"{cpu_per_image:.1f}",
+         f"<= {1000 * (os.cpu_count() or 1) / TARGET_IMAGES_PER_SECOND:.0f} for the rate",
+         f"{ceiling:.1f}/s ({ceiling / TARGET_IMAGES_PER_SECOND:.2f}x target)"),
         ("import alone: s (rows/s)", f"{result['import_seconds']} ({result['import_rows_per_second']})", "", ""),
         ("images ready when the import ended", f"{result['embedded_at_import_end']} of {result['images']}", "", ""),
-        ("import CPU per row, ms", result["import_cpu_ms_per_row"], "", ""),
-        ("worker CPU per image, ms (all its processes)", result["worker_cpu_ms_per_image"], "", ""),
-        ("PostgreSQL CPU per image, ms (import, worker and this benchmark's polling)",
-         result["postgres_cpu_ms_per_image"], "", ""),
         ("import process peak RSS, MB", result["import_peak_rss_mb"], "", ""),
         ("worker main process peak RSS, MB", result["worker_main_peak_rss_mb"], "", ""),
         ("largest pool process peak RSS, MB", result["worker_child_peak_rss_mb"], "", ""),
         ("worker total peak RSS (sum), MB", result["worker_total_peak_rss_mb"], "", ""),
-        ("worker total peak PSS (shared pages once), MB", worker_mb, f"<= {TARGET_WORKER_MB}",
-         verdict(worker_mb <= TARGET_WORKER_MB)),
     ]
     env = " ".join(f"{k}={v}" for k, v in result["env"].items())
     return "\n".join([
@@ -313,12 +363,14 @@ def report(result: dict, command: str) -> str:
         "",
         f"{machine()}; `celery -A config worker --concurrency={result['concurrency']}` ({result['pool']}"
         f"{', ' + env if env else ''}), production settings, embedded PostgreSQL, one 1000-1600 px JPEG per product "
-        f"(bench/photos.py); {result['failed']} failed; media written: {result['media_mb']} MB.",
+        f"(bench/photos.py); {result['failed']} failed; media written: {result['media_mb']} MB; load average "
+        f"{result['load_average']} before the run.",
         "",
-        table(["figure", "value", "target", ""], rows),
+        table(["figure", "value", "target", "ratio"], rows),
         "",
         "The import and the worker share the two cores; the end-to-end rate is what a catalog manager waits for.",
-        "CPU per row/image is the steadier figure when other jobs share the machine.",
+        "CPU per row/image is the steadier figure when other jobs share the machine; the CPU ceiling says what",
+        "rate that CPU allows on idle cores.",
     ])
 
 

@@ -1,10 +1,12 @@
-"""Catalog import from a CSV file, one row at a time, through catalog.services (photos prepared a few rows ahead).
+"""Catalog import from a CSV file, a few rows per transaction, through catalog.services (photos prepared ahead).
 
 Columns: ``sku,title,category,price,description,images`` and optionally ``currency``. ``category`` is a path
 (``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
 
-Every row is its own transaction: a row fails as a whole (no product without its photos, no category left over,
-no stored file left behind, no embedding queued) and the import goes on with the next one. Rows are matched by
+Every row is all or nothing: a row fails as a whole (no product without its photos, no category left over,
+no stored file left behind, no embedding queued) and the import goes on with the next one. Rows are written
+WRITE_BATCH_ROWS to a transaction; when one of them fails the batch is rolled back and its rows are written again
+one transaction each, so that only the failing row fails, with its own message. Rows are matched by
 SKU, so importing the same file again changes nothing. The file is streamed, never read whole. See docs/import.md.
 """
 
@@ -57,6 +59,9 @@ CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 PREPARE_THREADS = 2
 PREPARE_AHEAD_IMAGES = 8
 PREPARE_AHEAD_ROWS = 16
+# Rows (with at most this many photos together) written in one transaction: a row alone paid ~8 round trips,
+# a commit and a cache bump (docs/import.md, "Speed"). Photos in memory: this many plus PREPARE_AHEAD_IMAGES.
+WRITE_BATCH_ROWS = 8
 
 _SKU_MAX = Product._meta.get_field("sku").max_length
 _TITLE_MAX = Product._meta.get_field("title").max_length
@@ -179,25 +184,74 @@ def catalog_csv_import(
         summary = LoadSummary(ignored_columns=ignored)
         categories: dict[str, Category] = {}
         rows = _rows_read(reader, lines, columns, images_dir=images_dir)
-        for row in _images_prepared_ahead(rows, pool):
-            summary.rows += 1
-            try:
-                if row.error is not None:
-                    raise row.error
-                outcome, added = catalog_row_import(item=row.item, categories=categories, prepared=row.prepared)
-            except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
-                summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
-            except (OperationalError, InterfaceError):
-                raise  # the database is gone: every further row would fail the same way
-            except Exception as error:  # noqa: BLE001 - a cell nobody foresaw fails its row, never the import
-                logger.exception("import of line %s failed unexpectedly", row.line)
-                message = f"unexpected error ({type(error).__name__}: {error}); the log has the details"
-                summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=message))
-            else:
-                summary.count(outcome, added)
-            if on_row is not None:
-                on_row(row.bytes_read, summary)
+        for batch in _write_batches(_images_prepared_ahead(rows, pool)):
+            _rows_write(batch, categories=categories, summary=summary, on_row=on_row)
     return summary
+
+
+def _write_batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
+    """The rows in order, grouped for ``_rows_write``: at most WRITE_BATCH_ROWS rows to write and as many photos,
+    never one SKU twice (its second row updates what the first wrote)."""
+    batch: list[_Row] = []
+    skus: set[str] = set()
+    photos = 0
+    for row in rows:
+        count = len(row.item.images) if row.item is not None else 0
+        if batch and row.item is not None and (
+            row.item.sku in skus or len(skus) >= WRITE_BATCH_ROWS or photos + count > WRITE_BATCH_ROWS
+        ):
+            yield batch
+            batch, skus, photos = [], set(), 0
+        batch.append(row)
+        if row.item is not None:
+            skus.add(row.item.sku)
+            photos += count
+    if batch:
+        yield batch
+
+
+def _rows_write(
+    batch: list[_Row],
+    *,
+    categories: dict[str, Category],
+    summary: LoadSummary,
+    on_row: Callable[[int, LoadSummary], None] | None,
+) -> None:
+    """Write the batch's rows in one transaction; if any of them fails, roll back and write each in its own, so the
+    summary records exactly the rows that fail alone, with their messages, in file order."""
+    writable = [row for row in batch if row.error is None]
+    outcomes: list[tuple[str, int]] = []
+    if len(writable) > 1:
+        try:
+            outcomes = catalog_rows_import(
+                items=[row.item for row in writable], categories=categories,
+                prepared=[row.prepared for row in writable],
+            )
+        except (OperationalError, InterfaceError):
+            raise  # the database is gone: every further row would fail the same way
+        except Exception:  # noqa: BLE001 - which row, and why, is found by writing each alone below
+            outcomes = []
+    written = dict(zip((id(row) for row in writable), outcomes))
+    for row in batch:
+        summary.rows += 1
+        try:
+            if row.error is not None:
+                raise row.error
+            outcome, added = written.get(id(row)) or catalog_row_import(
+                item=row.item, categories=categories, prepared=row.prepared
+            )
+        except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
+            summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as error:  # noqa: BLE001 - a cell nobody foresaw fails its row, never the import
+            logger.exception("import of line %s failed unexpectedly", row.line)
+            message = f"unexpected error ({type(error).__name__}: {error}); the log has the details"
+            summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=message))
+        else:
+            summary.count(outcome, added)
+        if on_row is not None:
+            on_row(row.bytes_read, summary)
 
 
 @dataclass
@@ -304,27 +358,41 @@ def catalog_row_import(
     ``_image_read`` gave them, by path (the rest are read here).
     """
     item = item or catalog_row_parse(row=row, images_dir=images_dir)
-    prepared = prepared or {}
+    (result,) = catalog_rows_import(items=[item], categories=categories, prepared=[prepared or {}])
+    return result
+
+
+def catalog_rows_import(
+    *, items: list[CatalogRow], categories: dict[str, Category], prepared: list[dict[Path, Future]]
+) -> list[tuple[str, int]]:
+    """``catalog_row_import`` for several rows of distinct SKUs in one transaction: all of them or none (then no
+    stored file is left behind). Raises RowError for a refused photo, without saying which row it was."""
     stored: list[str] = []
+    found: dict[str, Category] = {}
     try:
         with transaction.atomic():
-            category = categories.get(item.category_path) or category_get_or_create_path(path=item.category_path)
-            fields = {
-                "title": item.title, "description": item.description, "price": item.price,
-                "currency": item.currency, "category": category,
-            }
-            photos = [_CsvPhoto(name=written, path=path, ahead=prepared.get(path)) for written, path in item.images]
-            (result,) = products_with_photos_upsert(
-                items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=stored
-            )
+            products = []
+            for item, photos_ahead in zip(items, prepared, strict=True):
+                category_path = item.category_path
+                category = (categories.get(category_path) or found.get(category_path)
+                            or category_get_or_create_path(path=category_path))
+                found[category_path] = category
+                fields = {
+                    "title": item.title, "description": item.description, "price": item.price,
+                    "currency": item.currency, "category": category,
+                }
+                photos = [_CsvPhoto(name=written, path=path, ahead=photos_ahead.get(path))
+                          for written, path in item.images]
+                products.append(ProductWithPhotos(sku=item.sku, fields=fields, photos=photos))
+            results = products_with_photos_upsert(items=products, stored=stored)
     except PhotoRefused as error:
         _stored_files_delete(stored)
         raise RowError(str(error)) from None
     except BaseException:
         _stored_files_delete(stored)
         raise
-    categories[item.category_path] = category  # only now: a rolled-back category must not be reused
-    return result.outcome, result.images_added
+    categories.update(found)  # only now: a rolled-back category must not be reused
+    return [(result.outcome, result.images_added) for result in results]
 
 
 @dataclass

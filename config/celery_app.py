@@ -1,9 +1,20 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("lookalike")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _pool_processes_announce(sender, **kwargs):
+    """Tell the embedder how many processes share the cores (EMBEDDING_POOL_PROCESSES, inherited by each pool
+    process): with EMBEDDING_THREADS=0 each then runs the network on its share of the cores, not on all of them."""
+    pool = getattr(sender, "pool_cls", "")  # "prefork", or the class the command line hands over
+    prefork = "prefork" in f"{getattr(pool, '__module__', '')} {pool}"
+    concurrency = sender.concurrency if isinstance(sender.concurrency, int) else os.cpu_count()  # "auto": a core each
+    os.environ["EMBEDDING_POOL_PROCESSES"] = str(concurrency if prefork else 1)

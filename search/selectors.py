@@ -343,19 +343,33 @@ def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarPr
 
 def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
     """The most similar other image in space ``model`` and its score: a near-duplicate candidate."""
+    return nearest_other_images(vectors={image_id: vector}, model=model).get(image_id)
+
+
+def nearest_other_images(
+    *, vectors: dict[int, object], model: str, ignore_later: bool = False
+) -> dict[int, tuple[int, float]]:
+    """``nearest_other_image`` for several images (image id -> its vector), in one transaction; images of an empty
+    space are left out. ``ignore_later``: no image is compared with those after it in ``vectors``."""
     queryset = ImageEmbedding.objects.filter(model=model)
     alias = queryset.db  # SET LOCAL tunes the server the query runs on
+    nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        hit = (
-            queryset.using(alias)
-            .exclude(image_id=image_id)
-            .annotate(distance=CosineDistance("vector", vector))
-            .order_by("distance")
-            .values_list("image_id", "distance")
-            .first()
-        )
-    return (hit[0], _similarity(hit[1])) if hit else None
+        image_ids = list(vectors)
+        for position, (image_id, vector) in enumerate(vectors.items()):
+            excluded = image_ids[position:] if ignore_later else [image_id]
+            hit = (
+                queryset.using(alias)
+                .exclude(image_id__in=excluded)
+                .annotate(distance=CosineDistance("vector", vector))
+                .order_by("distance")
+                .values_list("image_id", "distance")
+                .first()
+            )
+            if hit:
+                nearest[image_id] = (hit[0], _similarity(hit[1]))
+    return nearest
 
 
 def nearest_other_category_similarities(*, model: str, sample: int) -> list[float]:

@@ -7,6 +7,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from celery import current_app
 from django.conf import settings
@@ -153,6 +154,13 @@ def pending_images_requeue(*, stale_after_seconds: int = 600, limit: int = 5000)
 # --- Embedding ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoredVector:
+    image_id: int
+    vector: object  # 1-d array of VECTOR_DIMENSIONS floats
+    colours: list[str] | None = None
+
+
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
     """Compute and store vectors of the configured model for these images, in one batched model call.
 
@@ -213,36 +221,71 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
 
     if decoded:
         vectors = embedder.embed_images(decoded)
-        for image_id, vector, pixels in zip(decoded_ids, vectors, decoded):
-            image_embedding_store(image_id=image_id, model=embedder.id, vector=vector,
-                                  colours=dominant_colours(pixels))
-            image_near_duplicate_flag(image_id=image_id, model=embedder.id, vector=vector)
+        stored = image_embeddings_store(model=embedder.id, items=[
+            StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels))
+            for image_id, vector, pixels in zip(decoded_ids, vectors, decoded)
+        ])
+        images_near_duplicate_flag(items=stored, model=embedder.id)
         outcome["embedded"] = len(decoded)
     return outcome
 
 
 def image_near_duplicate_flag(*, image_id: int, model: str, vector) -> None:
     """Record the most similar other image when it looks like the same photo (admins see it on upload)."""
+    images_near_duplicate_flag(items=[StoredVector(image_id=image_id, vector=vector)], model=model)
+
+
+def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> None:
+    """``image_near_duplicate_flag`` for several images: their nearest neighbours read in one transaction, the
+    flags written in one statement (a task of 32 photos spent 5 round trips on each one by one)."""
     from django.conf import settings
 
-    from search.selectors import nearest_other_image
+    from search.selectors import nearest_other_images
 
-    nearest = nearest_other_image(image_id=image_id, model=model, vector=vector)
-    duplicate = nearest if nearest and nearest[1] >= settings.NEAR_DUPLICATE_MIN_SCORE else (None, None)
-    ProductImage.objects.filter(pk=image_id).update(near_duplicate_of=duplicate[0], near_duplicate_score=duplicate[1])
+    if not items:
+        return
+    # In batch order, each image compared with the images before it only, as when they were stored one by one:
+    # of two copies of a photo, the later one is flagged as the duplicate of the earlier.
+    nearest = nearest_other_images(vectors={item.image_id: item.vector for item in items}, model=model,
+                                   ignore_later=True)
+    flags = []
+    for item in items:
+        hit = nearest.get(item.image_id)
+        duplicate = hit if hit and hit[1] >= settings.NEAR_DUPLICATE_MIN_SCORE else (None, None)
+        flags.append(ProductImage(pk=item.image_id, near_duplicate_of_id=duplicate[0], near_duplicate_score=duplicate[1]))
+    ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
 
 
 def image_embedding_store(*, image_id: int, model: str, vector, colours: list[str] | None = None) -> None:
+    image_embeddings_store(model=model, items=[StoredVector(image_id=image_id, vector=vector, colours=colours)])
+
+
+def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list[StoredVector]:
+    """Store the vectors (and colours) of several images in one transaction and mark them ready; returns the items
+    stored: an image deleted while its vector was computed is skipped. A few statements for the whole batch, where
+    one at a time cost each image 8 round trips."""
     with transaction.atomic():
-        image = ProductImage.objects.select_for_update().filter(pk=image_id).first()
-        if image is None:  # deleted while we computed
-            return
-        if colours is not None:  # first: the vector row copies the main colour from the photo (search migration 0006)
-            ProductImage.objects.filter(pk=image_id).update(colours=colours)
-        ImageEmbedding.objects.update_or_create(
-            image=image, model=model, defaults={"vector": vector, "product_id": image.product_id}
+        products = dict(
+            ProductImage.objects.select_for_update().filter(pk__in=[item.image_id for item in items])
+            .order_by("pk").values_list("pk", "product_id")
         )
-        _mark_ready(image_id=image_id, model=model)
+        items = [item for item in items if item.image_id in products]
+        if not items:
+            return []
+        # First: the vector row copies the main colour from the photo (search migration 0006).
+        coloured = [ProductImage(pk=item.image_id, colours=item.colours) for item in items if item.colours is not None]
+        if coloured:
+            ProductImage.objects.bulk_update(coloured, ["colours"])
+        ImageEmbedding.objects.bulk_create(
+            # category, active, price and colour: the triggers fill them in from the product and the photo.
+            [ImageEmbedding(image_id=item.image_id, model=model, vector=item.vector,
+                            product_id=products[item.image_id]) for item in items],
+            update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "product"],
+        )
+        ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
+            embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
+        )
+    return items
 
 
 def _mark_ready(*, image_id: int, model: str) -> None:

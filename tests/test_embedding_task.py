@@ -137,3 +137,21 @@ def test_images_queued_together_travel_in_one_task(product, settings, django_cap
     with django_capture_on_commit_callbacks(execute=True):
         services.image_embedding_mark_pending(image_ids=ids)
     assert sent() == [ids]
+
+
+def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(product, test_images):
+    from tests.factories import uploaded_file
+
+    photo = test_images / "chair-cafe-pair.jpg"
+    first, second = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    other = _add_image(product, color=(20, 40, 200))
+    assert services.images_embed(image_ids=[first.pk, second.pk, other.pk])["embedded"] == 3
+    first, second, other = (ProductImage.objects.get(pk=image.pk) for image in (first, second, other))
+    assert first.near_duplicate_of_id is None  # stored in one batch, compared as if one after the other
+    assert second.near_duplicate_of_id == first.pk and second.near_duplicate_score > 0.99
+    assert other.near_duplicate_of_id is None
+    assert "blue" in other.colours and first.colours
+    vectors = ImageEmbedding.objects.filter(image__in=[first, second, other])
+    assert {(row.image_id, row.product_id, row.colour) for row in vectors} == {
+        (image.pk, product.pk, image.colours[0]) for image in (first, second, other)
+    }

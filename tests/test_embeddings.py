@@ -222,3 +222,20 @@ def test_load_images_returns_each_bad_file_as_its_error(lite0, tmp_path):
     good = [loaded[0], loaded[2]]
     assert all(isinstance(image, Image.Image) for image in good)
     assert np.allclose(lite0.embed_images(good), lite0.embed_files(paths), atol=1e-5)
+
+
+def test_a_prefork_workers_processes_share_the_cores_between_them(monkeypatch):
+    import os
+
+    from celery.concurrency.prefork import TaskPool
+
+    from config.celery_app import app
+    from search.embeddings import default_threads
+
+    monkeypatch.delenv("EMBEDDING_POOL_PROCESSES", raising=False)  # restored afterwards, whatever the worker sets
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert default_threads() == 0  # outside a worker: the runtime's default, every core
+    app.WorkController(app=app, concurrency=2, pool_cls=TaskPool)  # as `celery worker --concurrency=2` builds it
+    assert default_threads() == 2
+    app.WorkController(app=app, concurrency=2, pool_cls="threads")  # one process: its threads share one network
+    assert default_threads() == 0

@@ -255,7 +255,7 @@ def test_a_category_created_by_a_failed_row_is_created_again_for_the_next_row(db
     assert Category.objects.filter(pk=sofa.category_id, name="Sofas", parent__name="Home").exists()
 
 
-def test_embeddings_are_queued_after_each_row_commits(db, shop, settings, django_capture_on_commit_callbacks):
+def test_embeddings_are_queued_after_the_rows_commit(db, shop, settings, django_capture_on_commit_callbacks):
     sent = embedding_queue(settings.CELERY_BROKER_URL)
     text = GOOD + "BAD-1,Broken,Home > Broken,1,,photos/missing.jpg\n"
 
@@ -264,8 +264,9 @@ def test_embeddings_are_queued_after_each_row_commits(db, shop, settings, django
 
     assert len(summary.failed) == 1
     images = list(ProductImage.objects.order_by("pk"))
-    assert len(images) == 3 and len(embedding_dispatches(callbacks)) == 2  # a row's photos together; the failed
-    # row queued nothing
+    # The two good rows were written in one transaction (importer.WRITE_BATCH_ROWS), their photos announced together
+    # once it committed; the failed row queued nothing.
+    assert len(images) == 3 and len(embedding_dispatches(callbacks)) == 1
     assert sorted(pk for batch in sent() for pk in batch) == [image.pk for image in images]
     assert all(image.embedding_queued_at is not None for image in images)
 
@@ -565,3 +566,25 @@ def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
     for product in Product.objects.filter(images__isnull=False).distinct():
         hashes = list(product.images.values_list("content_hash", flat=True))
         assert len(hashes) == len(set(hashes)) == 2, product.sku
+
+
+def test_a_row_failing_inside_a_batch_fails_alone_and_leaves_no_files(db, shop, media_root):
+    (shop / "photos" / "notes.jpg").write_text("not a photo")  # refused only when decoded, inside the transaction
+    text = (
+        HEADER
+        + "OK-1,Chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n"
+        + "BAD-1,Notes,Home > Notes,1,,photos/notes.jpg\n"
+        + "OK-2,T-shirt,Clothing > Tops,12,,photos/tshirt-turquoise-front.jpg\n"
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(f.line, f.sku) for f in summary.failed] == [(3, "BAD-1")]
+    assert "not a readable image" in summary.failed[0].message
+    assert (summary.rows, summary.created, summary.images_added) == (3, 2, 2)
+    assert sorted(Product.objects.values_list("sku", flat=True)) == ["OK-1", "OK-2"]
+    assert not Category.objects.filter(name="Notes").exists()
+    stored = {image.file.path for image in ProductImage.objects.all()} | {
+        image.thumbnail.path for image in ProductImage.objects.all()
+    }
+    assert {str(path) for path in _stored_files(media_root)} == stored  # the rolled-back batch's files are gone
