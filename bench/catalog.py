@@ -119,13 +119,31 @@ def _noise(rng: np.random.Generator, shape, scale) -> np.ndarray:
 
 def _real_embeddings(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Shipped (reduced, unit-length, float32) embeddings of the first ``count`` Fashion-MNIST ``split`` images."""
-    from bench.common import cached_raw_features, embedder, unit
+    from bench.common import embedder, unit
     from bench.datasets import fashion_mnist, fashion_mnist_pil
 
     model = embedder("efficientnet-lite0")
     images, labels = fashion_mnist(split, limit=count)
-    raw = cached_raw_features(model, f"fm-{split}-{len(images)}", lambda: fashion_mnist_pil(images))
+    raw = _first_raw_features(model, split, images)
     return unit(model.reduction.project(raw).astype(np.float32)), labels
+
+
+def _first_raw_features(model, split: str, images: np.ndarray) -> np.ndarray:
+    """Raw features of a split's first ``len(images)`` images, from one cache file per split that grows as more are
+    asked for: catalogs of different sizes embed each image once (a quick suite run embeds 1,666 images, not
+    877 + 1,000 + 1,666)."""
+    from bench.common import raw_features_path
+    from bench.datasets import fashion_mnist_pil
+
+    path = raw_features_path(model, f"fm-{split}-first")
+    done = np.load(path) if path.exists() else np.empty((0, model.raw_dimensions), dtype=np.float32)
+    if len(done) < len(images):
+        exact = raw_features_path(model, f"fm-{split}-{len(images)}")  # this size's file, as earlier runs cached it
+        more = np.load(exact)[len(done):] if exact.exists() else model.raw_features(fashion_mnist_pil(images[len(done):]))
+        done = np.concatenate([done, more.astype(done.dtype)])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, done)
+    return done[: len(images)]
 
 
 def _nearest_real(base: np.ndarray, k: int = 10) -> np.ndarray:

@@ -8,6 +8,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -22,14 +23,18 @@ def embedder(name: str, *, runtime: str = "onnx", threads: int = 0) -> Embedder:
 
 def cached_raw_features(model: Embedder, key: str, images: Callable[[], Sequence]) -> np.ndarray:
     """Raw 1280-d features of ``images()``, cached on disk by model, preprocessing and ``key``."""
-    tag = f"{model.name}-v{model.version}-p{PREPROCESSING_VERSION}-{key}"
-    path = CACHE_DIR / "features" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}-{model.name}.npy"
+    path = raw_features_path(model, key)
     if path.exists():
         return np.load(path)
     features = model.raw_features(images())
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, features)
     return features
+
+
+def raw_features_path(model: Embedder, key: str) -> Path:
+    tag = f"{model.name}-v{model.version}-p{PREPROCESSING_VERSION}-{key}"
+    return CACHE_DIR / "features" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}-{model.name}.npy"
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
