@@ -291,7 +291,8 @@ class Response:
 
 def request(url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = 15,
             method: str | None = None) -> Response:
-    """One HTTP request; an HTTP error status is a Response too, a refused connection a status of 0."""
+    """One HTTP request; an HTTP error status is a Response too, a refused or unanswered (timed out) connection a
+    status of 0: a server still starting on a loaded machine can accept and then answer late."""
     started = time.monotonic()
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}, method=method),
@@ -299,7 +300,7 @@ def request(url: str, *, data: bytes | None = None, headers: dict | None = None,
             return Response(reply.status, reply.read(), dict(reply.headers), time.monotonic() - started)
     except urllib.error.HTTPError as error:
         return Response(error.code, error.read(), dict(error.headers), time.monotonic() - started)
-    except (urllib.error.URLError, ConnectionError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
         return Response(0, b"", {}, time.monotonic() - started)
 
 
