@@ -141,7 +141,7 @@ UPLOAD_MIN_SIDE = env.int("UPLOAD_MIN_SIDE", default=8)
 EMBEDDING_MODEL = env("EMBEDDING_MODEL", default="efficientnet-lite0")
 EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx")  # or "torch", the reference implementation
 # Threads per process for inference; 0 lets the runtime decide (every core; in a prefork Celery worker, the cores
-# divided among its processes). Web workers keep every core: sharing them out measured slower (docs/performance.md).
+# divided among its processes). Web workers keep every core: sharing them out gained nothing consistent (docs/performance.md).
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
