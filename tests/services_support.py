@@ -269,8 +269,12 @@ def gunicorn_site(*, env: dict[str, str], log_path: Path, workers: int = 1) -> S
         args.append("--no-control-socket")  # newer gunicorns share one control socket per user by default
     service = Service(args, env=env, log_path=log_path)
     site = Site(service=service, url=f"http://127.0.0.1:{port}")
-    wait_for(lambda: service.alive and get(site.url + "/healthz").status != 0, timeout=60, interval=0.2,
-             message="gunicorn to answer")
+    try:
+        wait_for(lambda: service.alive and get(site.url + "/healthz").status != 0, timeout=60, interval=0.2,
+                 message="gunicorn to answer")
+    except BaseException:
+        service.stop()  # a fixture that fails to start leaves no server behind
+        raise
     return site
 
 
