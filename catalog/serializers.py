@@ -26,7 +26,8 @@ class CategoryPaths:
         return self._paths[category_id]
 
 
-def _absolute(request, url: str) -> str:
+def absolute_url(request, url: str) -> str:
+    """``url`` made absolute for the request (as DRF does for file fields); as it is without a request."""
     return request.build_absolute_uri(url) if request is not None else url
 
 
@@ -51,7 +52,7 @@ class CategorySerializer(CategorySummarySerializer):
         fields = ["id", "slug", "name", "path", "parent", "url"]
 
     def get_url(self, category: Category) -> str:
-        return _absolute(self.context.get("request"), category.get_absolute_url())
+        return absolute_url(self.context.get("request"), category.get_absolute_url())
 
 
 class ProductImageSerializer(serializers.ModelSerializer):
@@ -62,7 +63,7 @@ class ProductImageSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "width", "height", "position", "embedding_status"]
 
     def get_url(self, image: ProductImage) -> str:
-        return _absolute(self.context.get("request"), image.file.url)
+        return absolute_url(self.context.get("request"), image.file.url)
 
 
 class ProductSummarySerializer(serializers.ModelSerializer):
@@ -77,7 +78,7 @@ class ProductSummarySerializer(serializers.ModelSerializer):
         fields = ["id", "sku", "title", "url", "image_url", "price", "currency", "category"]
 
     def get_url(self, product: Product) -> str:
-        return _absolute(self.context.get("request"), product.get_absolute_url())
+        return absolute_url(self.context.get("request"), product.get_absolute_url())
 
     def get_image_url(self, product: Product) -> str | None:
         # Lists and search results carry only the first image (card_images); details prefetch all, in order.
@@ -85,7 +86,7 @@ class ProductSummarySerializer(serializers.ModelSerializer):
         if images is None:
             images = product.images.all()
         first = next(iter(images), None)
-        return _absolute(self.context.get("request"), first.file.url) if first is not None else None
+        return absolute_url(self.context.get("request"), first.file.url) if first is not None else None
 
 
 class ProductSerializer(ProductSummarySerializer):

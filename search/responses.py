@@ -10,28 +10,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from catalog.categories import category_paths
 from catalog.models import Product
-from catalog.serializers import PATH_SEPARATOR
+from catalog.serializers import CategoryPaths, absolute_url
 
 # As DRF's DecimalField for Product.price writes it: quantized to the column's places, fixed-point text.
 _PRICE_STEP = Decimal(1).scaleb(-Product._meta.get_field("price").decimal_places)
-
-
-class _Paths:
-    """Category display paths, read in one query only if a result or facet needs one."""
-
-    def __init__(self):
-        self._paths: dict[int, str] | None = None
-
-    def __getitem__(self, category_id: int) -> str:
-        if self._paths is None:
-            self._paths = category_paths(separator=PATH_SEPARATOR)
-        return self._paths[category_id]
-
-
-def _absolute(request, url: str) -> str:
-    return request.build_absolute_uri(url) if request is not None else url
 
 
 def _price(value: Decimal) -> str:
@@ -49,8 +32,8 @@ def product_card(product: Product, *, request, paths) -> dict:
         "id": product.pk,
         "sku": product.sku,
         "title": product.title,
-        "url": _absolute(request, product.get_absolute_url()),
-        "image_url": _absolute(request, first.file.url) if first is not None else None,
+        "url": absolute_url(request, product.get_absolute_url()),
+        "image_url": absolute_url(request, first.file.url) if first is not None else None,
         "price": _price(product.price),
         "currency": product.currency,
         "category": {"slug": category.slug, "name": category.name, "path": paths[category.pk]},
@@ -68,7 +51,7 @@ def _folded(result, *, request, paths) -> dict:
 
 def search_response(matches, *, model: str, took_ms: float, request) -> dict:
     """SearchResponseSerializer's output for ``matches`` (search.selectors.Matches or PhotoSearch)."""
-    paths = _Paths()
+    paths = CategoryPaths()
     return {
         "results": [
             {**_folded(result, request=request, paths=paths),
