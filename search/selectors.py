@@ -46,7 +46,13 @@ def search_cutoff(model: str) -> float:
     ``SEARCH_MIN_SCORE`` when set, else the space's own calibration (search/calibration.py)."""
     if settings.SEARCH_MIN_SCORE is not None:
         return settings.SEARCH_MIN_SCORE
-    stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
+    return _cutoff(EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first())
+
+
+def _cutoff(stored: float | None) -> float:
+    """The cut-off for a space whose stored calibration is ``stored``: the operator's pin first."""
+    if settings.SEARCH_MIN_SCORE is not None:
+        return settings.SEARCH_MIN_SCORE
     return space_cutoff(stored, default=default_cutoff())
 
 
@@ -57,9 +63,7 @@ def search_space_and_cutoff() -> tuple[str, float]:
         model = search_space_model()
         return model, search_cutoff(model)
     model, stored = active
-    if settings.SEARCH_MIN_SCORE is not None:
-        return model, settings.SEARCH_MIN_SCORE
-    return model, space_cutoff(stored, default=default_cutoff())
+    return model, _cutoff(stored)
 
 
 @dataclass(frozen=True)
