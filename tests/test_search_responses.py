@@ -54,19 +54,22 @@ def catalog_with_a_copy(catalog, test_images):
     return catalog
 
 
+def _documented_photo_search(search, *, token: str, request) -> dict:
+    """What PhotoSearchResponseSerializer, the API schema's source, gives for ``search``."""
+    return PhotoSearchResponseSerializer(
+        {**_serializer_data(search), "query": token, "model": search.model, "took_ms": round(search.took_ms, 1),
+         "threshold": search.threshold, "cutoff": round(search.cutoff, 4)},
+        context={"request": request},
+    ).data
+
 @pytest.mark.parametrize("photo", ["chair-armchair-blue.jpg", "chair-cafe-pair.jpg", "shoe-running-2.jpg"])
 def test_photo_search_json_is_what_the_documented_serializer_gives(catalog_with_a_copy, test_images, request_, photo):
     search = photo_search(file=uploaded_file(test_images / photo), threshold=0.0)
     assert search.results and search.categories
 
     lean = photo_search_response(search, token="t0ken", request=request_)
-    documented = PhotoSearchResponseSerializer(
-        {**_serializer_data(search), "query": "t0ken", "model": search.model, "took_ms": round(search.took_ms, 1),
-         "threshold": search.threshold, "cutoff": round(search.cutoff, 4)},
-        context={"request": request_},
-    ).data
 
-    assert _json(lean) == _json(documented)
+    assert _json(lean) == _json(_documented_photo_search(search, token="t0ken", request=request_))
     if photo == "chair-armchair-blue.jpg":  # the copy is folded under the original: duplicates are covered too
         assert lean["results"][0]["duplicates"]
 
@@ -88,12 +91,7 @@ def test_an_empty_answer_has_the_documented_shape(catalog, test_images, request_
     assert not search.results
 
     lean = photo_search_response(search, token="t", request=request_)
-    documented = PhotoSearchResponseSerializer(
-        {**_serializer_data(search), "query": "t", "model": search.model, "took_ms": round(search.took_ms, 1),
-         "threshold": search.threshold, "cutoff": round(search.cutoff, 4)},
-        context={"request": request_},
-    ).data
-    assert _json(lean) == _json(documented)
+    assert _json(lean) == _json(_documented_photo_search(search, token="t", request=request_))
 
 
 def test_a_card_of_a_product_without_photos_has_no_image_url(request_):
