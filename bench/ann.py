@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.catalog import (
-    BenchCatalog, catalog_vectors, category_index_sizes, ensure_catalog, query_vectors, server_url,
+    QUICK_PRODUCTS, BenchCatalog, catalog_vectors, category_index_sizes, ensure_catalog, query_vectors, server_url,
 )
 from bench.common import machine, table
 
@@ -187,11 +187,11 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, action="append", help="override SEARCH_HNSW_EF_SEARCH (sweep)")
     parser.add_argument("--exact-max-vectors", type=int, help="override SEARCH_EXACT_MAX_VECTORS")
     parser.add_argument("--warmup", type=int, default=WARMUP, help="untimed queries per case first")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 5,000 products, 30 queries")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_PRODUCTS} products, 30 queries")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.quick:
-        args.rows, args.queries = [5000], 30
+        args.rows, args.queries = [QUICK_PRODUCTS], 30
     sizes = args.rows or [200_000, 1_000_000]
     catalogs = [ensure_catalog(rows) for rows in sizes]
     setup_django(server_url())

@@ -49,6 +49,9 @@ PHOTOS = 6  # real photos the image rows point at
 TRAIN_IMAGES = 60_000  # Fashion-MNIST's training split
 VECTORS = "fm-train-neighbour-mix-v2"  # how the vectors are made; change it when catalog_vectors changes
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)  # every row's timestamps
+# The catalog size of every benchmark's smoke mode (--quick): one catalog, built once, that a smoke run of the suite
+# shares, with as few real images to embed as will do to show each benchmark runs to the end.
+QUICK_PRODUCTS = 500
 
 
 @dataclass

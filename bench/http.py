@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.catalog import ROOT, ensure_catalog
+from bench.catalog import QUICK_PRODUCTS, ROOT, ensure_catalog
 from bench.common import machine, table
 from bench.datasets import vendure_photos
 
@@ -271,11 +271,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint and client count")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS))
     parser.add_argument("--working-set", type=int, default=500, help="distinct products the GET load cycles over")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2,000 products, 1 s per row")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_PRODUCTS} products, 1 s per row")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
-        args.products, args.seconds, args.clients, args.working_set, args.workers = 2000, 1.0, [1, 8], 20, 2
+        args.products, args.seconds, args.clients, args.working_set, args.workers = QUICK_PRODUCTS, 1.0, [1, 8], 20, 2
     results = run(args)
     command = "python -m bench.http " + " ".join(sys.argv[1:])
     print(report(results, command.strip()))

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.catalog import ensure_catalog
+from bench.catalog import QUICK_PRODUCTS, ensure_catalog
 from bench.common import machine, table
 
 TARGETS = {
@@ -222,10 +222,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--no-http", action="store_true", help="the in-process part only")
     parser.add_argument("--profile", type=int, metavar="N", help="profile N in-process searches; no HTTP part")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 5 rounds, 1 s per HTTP row, shipped only")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_PRODUCTS} products, 5 rounds, 1 s per HTTP row, shipped only")
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.seconds, args.workers = 5, 1.0, 2
+        args.products, args.repeats, args.seconds, args.workers = QUICK_PRODUCTS, 5, 1.0, 2
 
     from bench.http import bench_redis_url, query_photo
     from config.embedded import redis_url as embedded_redis_url
