@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from search.selectors import similar_products_to_vector
 from tests.factories import clustered_catalog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 @pytest.fixture

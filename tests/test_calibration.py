@@ -10,7 +10,7 @@ from search.selectors import photo_search, search_space_model
 from search.services import embedding_space_calibrate, embedding_space_sync, embedding_sweep, images_embed
 from tests.factories import uploaded_file
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 SHOES = ["shoe-plimsoll-yellow-angle.jpg", "shoe-plimsoll-yellow-side.jpg", "shoe-running-1.jpg",
          "shoe-running-2.jpg", "shoe-running-3.jpg"]

@@ -20,7 +20,7 @@ from catalog.categories import category_ancestors, category_descendant_ids, cate
 from catalog.models import Category
 from tests.factories import CategoryFactory, ProductFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 @pytest.fixture

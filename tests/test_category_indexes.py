@@ -10,7 +10,7 @@ from search.models import ImageEmbedding
 from search.selectors import similar_products_to_vector
 from tests.factories import CategoryFactory, clustered_catalog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_product
 from tests.factories import uploaded_file
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 LITE0, LITE2 = "efficientnet-lite0", "efficientnet-lite2"
 

@@ -8,7 +8,7 @@ from django.db import DataError, IntegrityError, transaction
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from tests.factories import CategoryFactory, ProductFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 def _refused(**kwargs):  # bulk_create: no model-level save() logic, only the database decides

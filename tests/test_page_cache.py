@@ -8,7 +8,7 @@ from catalog.models import ProductImage
 from search.models import ImageEmbedding
 from tests.factories import uploaded_file
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 def _similar_skus(response) -> list[str]:

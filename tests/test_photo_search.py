@@ -7,7 +7,7 @@ from search.query import Box, InvalidBox
 from search.selectors import photo_search, search_space_model, similar_products_to_vector
 from tests.factories import clustered_catalog, collage, jpeg_upload, uploaded_file
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 def _skus(search):

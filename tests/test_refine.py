@@ -13,7 +13,7 @@ from search.refine import Refine
 from search.selectors import vector_matches
 from tests.factories import clustered_catalog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.services_support import ROOT
 from tests.test_demo import _real_products
 from tests.factories import CategoryFactory, ProductFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
 
 def server_has_pg_trgm() -> bool:

@@ -8,7 +8,7 @@ from search.selectors import similar_products_to_product
 from tests.factories import uploaded_file
 from tests.support import wait_for
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.servers]
 
 
 def _add(sku, title, category, photo):
