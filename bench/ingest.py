@@ -377,7 +377,7 @@ def report(result: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", type=int, default=10_000)
-    parser.add_argument("--quick", action="store_true", help="60 products: a smoke test (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="24 products: a smoke test (~20 s)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes (compose default: 2)")
     parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -387,7 +387,7 @@ def main() -> None:
                         help="run another checkout of the project (e.g. `git archive` of an older commit): before/after")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    products = 60 if args.quick else args.products
+    products = 24 if args.quick else args.products
     extra_env = dict(item.split("=", 1) for item in args.env)
     result = run(products=products, concurrency=args.concurrency, pool=args.pool, extra_env=extra_env,
                  timeout=args.timeout, project=args.project.resolve())
