@@ -3,7 +3,9 @@
 from decimal import Decimal
 
 import pytest
-from django.db import DataError, IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from tests.factories import CategoryFactory, ProductFactory
@@ -22,14 +24,34 @@ def test_sku_is_unique(category):
     _refused(model=Product, sku="ABC-1", title="Other", price=Decimal("1.00"), category=category)
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [("price", Decimal("-0.01")), ("currency", "usd"), ("currency", "EURO"), ("sku", ""), ("sku", "."), ("sku", ".."),
-     ("title", "")],
-)
+# Each of Product's check constraints, with values that break it.
+PRODUCT_CHECKS = {
+    "product_price_not_negative": [("price", Decimal("-0.01"))],
+    "product_currency_iso_4217": [("currency", "usd"), ("currency", "EURO"), ("currency", "US1")],
+    "product_sku_not_empty": [("sku", "")],
+    "product_sku_no_slash": [("sku", "a/b")],
+    "product_sku_not_dot_segment": [("sku", "."), ("sku", "..")],
+    "product_title_not_empty": [("title", "")],
+}
+PRODUCT_BREAKS = [case for cases in PRODUCT_CHECKS.values() for case in cases]
+
+
+@pytest.mark.parametrize("field, value", PRODUCT_BREAKS)
 def test_product_field_checks(category, field, value):
     fields = {"sku": "OK-1", "title": "Lamp", "price": Decimal("5.00"), "currency": "USD", field: value}
     _refused(model=Product, category=category, **fields)
+
+
+@pytest.mark.parametrize("field, value", PRODUCT_BREAKS)
+def test_full_clean_names_the_field_of_every_product_check_without_asking_the_database(category, field, value):
+    # Product.validate_constraints asks nothing: the field rules must refuse all the database would.
+    assert {c.name for c in Product._meta.constraints} == set(PRODUCT_CHECKS)
+    product = Product(sku="OK-1", title="Lamp", price=Decimal("5.00"), currency="USD", category=category)
+    setattr(product, field, value)
+    with pytest.raises(ValidationError) as refused, CaptureQueriesContext(connection) as queries:
+        product.full_clean(exclude=["category"])
+    assert set(refused.value.message_dict) == {field}
+    assert not [query for query in queries if "_check" in query["sql"]]
 
 
 def test_category_names_unique_among_siblings_and_roots():
