@@ -9,8 +9,9 @@ from decimal import Decimal
 from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import BooleanField, ExpressionWrapper, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, Window
-from django.db.models.functions import JSONObject, RowNumber
+from django.db import connection, connections, router
+from django.db.models import BooleanField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
+from django.db.models.functions import RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
 from catalog.categories import (  # noqa: F401
@@ -63,31 +64,55 @@ def _with_card_image(queryset: QuerySet[Product]) -> QuerySet[Product]:
 
 # What cards show, and what search results are sorted by (price, created_at).
 PRODUCT_CARD_FIELDS = ["id", "sku", "title", "price", "currency", "category_id", "active", "created_at"]
+CATEGORY_CARD_FIELDS = ["id", "slug", "name", "parent_id"]
+IMAGE_CARD_FIELDS = ["id", "product_id", "file", "thumbnail", "width", "height", "position"]
+
+
+def _card_sql() -> str:
+    """The cards statement, written once: the ORM took 2 ms a search to compile its equivalent (values, a join
+    and a JSON subquery), four times what PostgreSQL takes to run it."""
+    quote = connection.ops.quote_name
+
+    def columns(model, names):  # attname -> quoted column
+        return {name: quote(model._meta.get_field(name).column) for name in names}
+
+    product, category, image = (columns(Product, PRODUCT_CARD_FIELDS), columns(Category, CATEGORY_CARD_FIELDS),
+                                columns(ProductImage, IMAGE_CARD_FIELDS))
+    image_json = ", ".join(f"'{name}', i.{column}" for name, column in image.items())
+    return (
+        f"SELECT {', '.join(f'p.{column}' for column in product.values())}, "
+        f"{', '.join(f'c.{column}' for column in category.values())}, "
+        f"(SELECT json_build_object({image_json}) FROM {quote(ProductImage._meta.db_table)} i"
+        f" WHERE i.{image['product_id']} = p.{product['id']} ORDER BY i.{image['position']}, i.{image['id']} LIMIT 1)"
+        f" FROM {quote(Product._meta.db_table)} p"
+        f" JOIN {quote(Category._meta.db_table)} c ON c.{category['id']} = p.{product['category_id']}"
+        f" WHERE p.{product['id']} = ANY(%s)"
+    )
+
+
+CARD_SQL = _card_sql()
 
 
 def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
     """Products by id with what a card shows (category, and ``card_images``: the lowest-position image or nothing),
-    in one query of plain values: search results need no more, and building them costs less than the model.
+    in one statement: search results need no more, and building them costs less than the model. Unordered: the
+    caller orders.
 
     The products are read-only stand-ins (no description or search document); use product_detail for a page.
     """
-    first_image = ProductImage.objects.filter(product_id=OuterRef("pk")).order_by("position", "pk").values(
-        card=JSONObject(id="pk", product_id="product_id", file="file", thumbnail="thumbnail", width="width",
-                        height="height", position="position")
-    )[:1]
-    rows = Product.objects.filter(pk__in=product_ids).order_by().values(  # the caller orders; no sort by title
-        *PRODUCT_CARD_FIELDS, "category__slug", "category__name", "category__parent_id", image=Subquery(first_image)
-    )
-    cards, categories, alias = {}, {}, rows.db
+    alias = router.db_for_read(Product)  # a replica where there is one, as for any shopper read
+    with connections[alias].cursor() as cursor:
+        cursor.execute(CARD_SQL, [list(product_ids)])
+        rows = cursor.fetchall()
+    cards, categories = {}, {}
+    products, category_end = len(PRODUCT_CARD_FIELDS), len(PRODUCT_CARD_FIELDS) + len(CATEGORY_CARD_FIELDS)
     for row in rows:
-        product = _loaded(Product, alias, {name: row[name] for name in PRODUCT_CARD_FIELDS})
-        if (category := categories.get(row["category_id"])) is None:
-            category = categories[row["category_id"]] = _loaded(Category, alias, {
-                "id": row["category_id"], "slug": row["category__slug"], "name": row["category__name"],
-                "parent_id": row["category__parent_id"],
-            })
+        product = _loaded(Product, alias, dict(zip(PRODUCT_CARD_FIELDS, row[:products])))
+        if (category := categories.get(product.category_id)) is None:
+            category = categories[product.category_id] = _loaded(
+                Category, alias, dict(zip(CATEGORY_CARD_FIELDS, row[products:category_end])))
         product.category = category
-        image = row["image"]
+        image = row[category_end]
         product.card_images = [_loaded(ProductImage, alias, image)] if image else []
         cards[product.pk] = product
     return cards
