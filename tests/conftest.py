@@ -42,9 +42,8 @@ def live_vector_graph(request):
     them, a search may miss a live neighbour that a catalog's own graph would give, so what a test found depended
     on which tests ran before it. Rebuilt here, inside the test's transaction, from the live rows (none or a few)."""
     marker = request.node.get_closest_marker("django_db")
-    transactional = marker is not None and marker.kwargs.get("transaction") or "transactional_db" in request.fixturenames
-    if marker is None or transactional:  # transactional tests start from truncated tables
-        return
+    if marker is None or marker.kwargs.get("transaction") or "transactional_db" in request.fixturenames:
+        return  # no database, or a transactional test: it starts from truncated tables
     request.getfixturevalue("db")
     from django.db import connection
 
