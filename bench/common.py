@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets import CACHE_DIR
-from search.embeddings import EMBEDDERS, Embedder
+from search.embeddings import EMBEDDERS, INT8, Embedder
 from search.preprocessing import PREPROCESSING_VERSION
 
 
-def embedder(name: str, *, runtime: str = "onnx", threads: int = 0) -> Embedder:
+def embedder(name: str, *, runtime: str = INT8, threads: int = 0) -> Embedder:
     return EMBEDDERS[name](runtime=runtime, threads=threads, cache_dir=CACHE_DIR / "models")
 
 
@@ -33,7 +33,7 @@ def cached_raw_features(model: Embedder, key: str, images: Callable[[], Sequence
 
 
 def raw_features_path(model: Embedder, key: str) -> Path:
-    tag = f"{model.name}-v{model.version}-p{PREPROCESSING_VERSION}-{key}"
+    tag = f"{model.network_id}-p{PREPROCESSING_VERSION}-{key}"
     return CACHE_DIR / "features" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}-{model.name}.npy"
 
 

@@ -83,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     embedder = get_embedder(args.model)
     domains = [domain_features(embedder, split) for split in prepare_domains(sizes=DEFAULT_SIZES)]
-    reduction = fit_reduction(domains, provenance={"model": args.model, "views": "photo, mirror, centre 0.8"})
+    reduction = fit_reduction(domains, provenance={"model": args.model, "network": embedder.network_id,
+                                                   "views": "photo, mirror, centre 0.8"})
     quantile, default = fit_calibration(domains, reduction)
     for domain in domains:
         scores, neighbours = simulate(domain, reduction)

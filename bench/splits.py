@@ -128,7 +128,7 @@ def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
 
     def features(kind: str) -> np.ndarray:
         paths = [str(item.path) for item in getattr(split, kind)]
-        key = f"{embedder.name}-v{embedder.version}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
+        key = f"{embedder.network_id}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
         return cached(key, lambda: embedder.raw_features(decoded(split, kind, embedder.load_image)))
 
     return DomainFeatures(

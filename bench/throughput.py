@@ -1,4 +1,4 @@
-"""Embedding throughput and worker memory on this machine, PyTorch eager vs onnxruntime side by side.
+"""Embedding throughput and worker memory on this machine, PyTorch eager vs onnxruntime (float32, int8) side by side.
 
     .venv/bin/python -m bench.throughput [--model efficientnet-lite0] [--repeats 5] [--quick]
 
@@ -25,14 +25,16 @@ from PIL import Image
 
 from bench.common import embedder, machine, median_seconds, table
 from bench.datasets import vendure_photos
+from search.embeddings import INT8, RUNTIMES
 from search.preprocessing import to_model_input
 
 
 def model_only(args) -> None:
     photos = vendure_photos()
-    configs = [("torch", 2, 1), ("torch", 2, 16), ("onnx", 2, 1), ("onnx", 2, 8), ("onnx", 2, 16), ("onnx", 1, 16)]
+    configs = [("torch", 2, 1), ("torch", 2, 16), ("onnx", 2, 1), ("onnx", 2, 8), ("onnx", 1, 3), ("onnx", 1, 16),
+               (INT8, 2, 1), (INT8, 2, 8), (INT8, 1, 3), (INT8, 1, 16)]  # 3: a shopper's photo as its three views
     if args.quick:
-        configs = [("torch", 2, 8), ("onnx", 2, 8)]
+        configs = [("torch", 2, 8), ("onnx", 2, 8), (INT8, 2, 8)]
     networks = {}
     for runtime, threads, _ in configs:
         if (runtime, threads) not in networks:
@@ -74,6 +76,8 @@ def file_to_vector(args) -> None:
 
     single = embedder(args.model, threads=1)
     single.embed_files(photos[:2])
+    float32 = embedder(args.model, runtime="onnx")
+    float32.embed_files(photos[:2])
 
     def whole(model=model, per_call=16) -> None:
         for start in range(0, len(photos), per_call):
@@ -86,16 +90,18 @@ def file_to_vector(args) -> None:
         ["decode (draft) + trim + pad + resize, 1 thread", len(photos) / median_seconds(preprocess, repeats=args.repeats)],
         ["file to vector, 1 thread, 16 files per call", len(photos) / median_seconds(lambda: whole(single), repeats=args.repeats)],
         ["file to vector, 2 threads, 16 files per call", len(photos) / median_seconds(whole, repeats=args.repeats)],
+        ["file to vector, 2 threads, 16 files per call, float32 network",
+         len(photos) / median_seconds(lambda: whole(float32), repeats=args.repeats)],
         [f"file to vector, 2 threads, {len(photos)} files per call (decode overlaps the network)",
          len(photos) / median_seconds(lambda: whole(per_call=len(photos)), repeats=args.repeats)],
     ]
-    print(f"\nFile to vector, {args.model}: {len(photos)} JPEGs, {len(sizes)} sizes, mostly 1600x1067, median of {args.repeats} runs\n")
+    print(f"\nFile to vector, {args.model} ({model.runtime} unless said): {len(photos)} JPEGs, {len(sizes)} sizes, mostly 1600x1067, median of {args.repeats} runs\n")
     print(table(["step", "images/s"], [[name, f"{value:.0f}"] for name, value in rows]))
 
 
 def worker_memory(args) -> None:
     rows = []
-    for runtime in ("onnx", "torch"):
+    for runtime in (INT8, "onnx", "torch"):
         command = [sys.executable, "-m", "bench.throughput", "--model", args.model, "--memory-child", runtime]
         if args.quick:
             command.append("--quick")
@@ -122,7 +128,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke test: few images, few configurations")
-    parser.add_argument("--memory-child", choices=["onnx", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=RUNTIMES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         return memory_child(args)

@@ -7,8 +7,9 @@ An embedder turns images into ``VECTOR_DIMENSIONS``-d unit vectors in three step
     ->  network + pooling.py (1280-d generalised-mean pooled features per view, averaged over the views)
     ->  reduction.py (PCA to 384-d, fitted offline, shipped in search/spaces/)
 
-The network runs on onnxruntime (exported once from the PyTorch module and cached on disk) or on
-PyTorch itself; both give the same vectors within 1e-4 (tested), so the runtime is not part of the id.
+The network runs on onnxruntime, quantised to int8 (the default) or in float32 (exported once from the PyTorch
+module and cached on disk), or on PyTorch itself. float32 on onnxruntime and PyTorch give the same vectors within
+1e-4 (tested), so they share an id; the int8 network computes slightly different vectors, its own space.
 See docs/embeddings.md for the choices and docs/embeddings-benchmarks.md for the measurements behind them.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.onnx_runtime import quantisation_digest
 from search.preprocessing import PREPROCESSING_VERSION, load_rgb, model_views
 from search.reduction import Reduction, reduction_path
 
@@ -35,7 +37,8 @@ logger = logging.getLogger(__name__)
 VECTOR_DIMENSIONS = 384
 # Width of the pooled features that the reduction is fitted on.
 RAW_DIMENSIONS = 1280
-RUNTIMES = ("onnx", "torch")
+INT8 = "onnx-int8"
+RUNTIMES = (INT8, "onnx", "torch")
 
 
 def peak_rss_mb() -> float:
@@ -81,7 +84,7 @@ class Embedder:
     batch_size: int = 2
 
     def __init__(
-        self, *, runtime: str = "onnx", threads: int = 0, cache_dir: Path | None = None, reduction_file: Path | None = None
+        self, *, runtime: str = INT8, threads: int = 0, cache_dir: Path | None = None, reduction_file: Path | None = None
     ):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown embedding runtime {runtime!r}; choose one of {RUNTIMES}")
@@ -110,8 +113,14 @@ class Embedder:
 
     @property
     def id(self) -> str:
-        """Stored with every vector; changes with the model, the preprocessing or the reduction."""
-        return f"{self.name}-v{self.version}p{PREPROCESSING_VERSION}-{self.reduction.id}"
+        """Stored with every vector; changes with the model, its precision, the preprocessing or the reduction."""
+        return f"{self.network_id}p{PREPROCESSING_VERSION}-{self.reduction.id}"
+
+    @property
+    def network_id(self) -> str:
+        """The network's part of ``id``: its raw features are the same wherever this is the same."""
+        version = f"{self.name}-v{self.version}"
+        return f"{version}-int8-{quantisation_digest()}" if self.runtime == INT8 else version
 
     @property
     def network(self):
@@ -251,6 +260,8 @@ class EfficientNetLiteEmbedder(Embedder):
         return model.eval()
 
     def _load(self):
+        if self.runtime == INT8:
+            return self._load_onnx(int8=True)  # no fallback: another runtime would compute another space
         if self.runtime == "onnx":
             try:
                 return self._load_onnx()
@@ -274,8 +285,15 @@ class EfficientNetLiteEmbedder(Embedder):
 
         return features
 
-    def _load_onnx(self):
-        from search.onnx_runtime import OnnxFeatures, export_features, onnx_path
+    def _load_onnx(self, *, int8: bool = False):
+        from search.onnx_runtime import (
+            OnnxFeatures,
+            export_features,
+            int8_path,
+            onnx_path,
+            quantisation_images,
+            quantise_features,
+        )
         from search.pooling import pooled_network
 
         import onnxruntime  # noqa: F401  (fail before exporting if the runtime is missing)
@@ -283,6 +301,11 @@ class EfficientNetLiteEmbedder(Embedder):
         path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
         if not path.exists():
             export_features(pooled_module=pooled_network(self.torch_model()), input_size=self.input_size, path=path)
+        if int8:
+            float_path, path = path, int8_path(path)
+            if not path.exists():
+                samples = (self.model_views(self.load_image(image)) for image in quantisation_images())
+                quantise_features(float_path=float_path, path=path, samples=samples)
         return OnnxFeatures(path, threads=self.threads)
 
 
@@ -327,13 +350,13 @@ def _runtime_settings() -> dict:
         from config.embedded import STATE_DIR
 
         return {
-            "runtime": getattr(settings, "EMBEDDING_RUNTIME", "onnx"),
+            "runtime": getattr(settings, "EMBEDDING_RUNTIME", INT8),
             "threads": int(getattr(settings, "EMBEDDING_THREADS", 0)) or default_threads(),
             "cache_dir": Path(getattr(settings, "EMBEDDING_CACHE_DIR", "") or STATE_DIR / "models"),
             "reduction_file": getattr(settings, "EMBEDDING_REDUCTION_FILE", "") or None,
         }
     return {
-        "runtime": os.environ.get("EMBEDDING_RUNTIME", "onnx"),
+        "runtime": os.environ.get("EMBEDDING_RUNTIME", INT8),
         "threads": int(os.environ.get("EMBEDDING_THREADS", "0")) or default_threads(),
         "cache_dir": os.environ.get("EMBEDDING_CACHE_DIR") or None,
         "reduction_file": os.environ.get("EMBEDDING_REDUCTION_FILE") or None,

@@ -1,9 +1,13 @@
-"""Run the EfficientNet-Lite feature extractor with onnxruntime: ~5x PyTorch eager on 2 CPU cores.
+"""Run the EfficientNet-Lite feature extractor with onnxruntime: ~5x PyTorch eager on 2 CPU cores, ~2x more in int8.
 
 PyTorch stays the reference: the ONNX graph is exported from the very PyTorch module (network and pooling,
 ``search/pooling.py``) that ``embeddings.py`` builds from the packaged weights, once per machine, and cached on disk under a name
 keyed by the weights file's sha256 (tests/test_embeddings.py checks that both give the same vectors).
 Workers that find the cached file never import torch, which saves memory and start-up time.
+
+The int8 graph (the default runtime, ``onnx-int8``) is quantised from that export, also once per machine: weights
+per channel, activations with ranges observed on a fixed set of generic photos that ship with the code
+(``spaces/quantisation/``, none from a benchmark domain), so every machine derives the same graph.
 """
 
 from __future__ import annotations
@@ -69,6 +73,65 @@ def export_features(*, pooled_module, input_size: int, path: Path) -> Path:
         if os.path.exists(temp):
             os.unlink(temp)
     logger.info("exported %s", path)
+    return path
+
+
+# Photos whose activations set the int8 ranges (public domain and CC0, see spaces/quantisation/LICENSES.md).
+QUANTISATION_IMAGES = Path(__file__).resolve().parent / "spaces" / "quantisation"
+QUANTISATION_VERSION = 1  # bump when the quantisation settings change
+
+
+@cache
+def quantisation_digest() -> str:
+    """Names the int8 graph: changes with the settings and with the sample photos, so a change is a new space."""
+    digest = hashlib.sha256(f"v{QUANTISATION_VERSION}".encode())
+    for path in quantisation_images():
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def quantisation_images() -> list[Path]:
+    return sorted(QUANTISATION_IMAGES.glob("*.jpg"))
+
+
+def int8_path(float_path: Path) -> Path:
+    return float_path.with_name(f"{float_path.stem}-int8-{quantisation_digest()}.onnx")
+
+
+def quantise_features(*, float_path: Path, path: Path, samples) -> Path:
+    """Static int8 quantisation of the exported graph into ``path`` (atomic, like the export).
+
+    ``samples`` yields network inputs, (n, 3, s, s) float32, whose activation ranges (min and max) become the
+    quantisation ranges. QDQ format with per-channel weights: onnxruntime fuses each convolution with its ReLU6 and
+    runs it on integer kernels. The GeM pooling stays float32. Measured: 2.2x faster per photo than float32, and
+    no relevance lost on any held-out domain (docs/embeddings.md).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.inputs = iter(samples)
+
+        def get_next(self):
+            batch = next(self.inputs, None)
+            return None if batch is None else {"images": np.ascontiguousarray(batch, dtype=np.float32)}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f"{path.name}.") as work:
+        prepared, quantised = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
+        quant_pre_process(str(float_path), str(prepared))  # shape inference and graph clean-up, as recommended
+        quantize_static(
+            str(prepared),
+            str(quantised),
+            Samples(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(quantised, path)
+    logger.info("quantised %s", path)
     return path
 
 
