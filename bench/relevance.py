@@ -18,6 +18,8 @@ For each domain of bench/domains.py:
    - at the defaults (no threshold): found = the right product is among the results; absent-empty = no result;
    - class: ``GET /api/v1/products/<sku>/similar/?scope=all&limit=10``: the share of the same group (P@10);
    - AUC: how well the top score tells instance from absent queries.
+   Results are read in the order a shopper sees them: each result, then the near-duplicate listings folded under
+   it (its ``duplicates``), then the next result; ranks and P@10 count the first ten products of that order.
 5. **The baseline in the same run**: raw pretrained features (EfficientNet-Lite0 average-pooled, the photo padded to
    a square, one view, 1280-d cosine) on the same photos and snapshots, computed in numpy.
 
@@ -228,19 +230,29 @@ class Shop:
         self.site.stop()
 
 
+def shown(answer: dict, count: int = 10) -> list[dict]:
+    """The first ``count`` products of an answer in the order a shopper sees them: each result, then the
+    near-duplicate listings folded under it ("+N similar listings"), then the next result."""
+    listed = []
+    for result in answer["results"]:
+        listed += [result, *result.get("duplicates", ())]
+    return listed[:count]
+
+
 def measure_shop(shop: Shop, split: DomainSplit) -> dict:
     sku_of_product = shop.sku_of_product
     ranks, instance_top, right_scores, found, latencies = [], [], [], [], []
     for item, photo in zip(split.instance, split.snapshots["instance"], strict=True):
         answer, elapsed = shop.request("POST", "/api/v1/search/", photo=photo, fields={"threshold": "0", "limit": "10"})
         latencies.append(elapsed)
-        skus = [result["product"]["sku"] for result in answer["results"]]
+        listed = shown(answer)
+        skus = [result["product"]["sku"] for result in listed]
         right = sku_of_product[item.product]
         ranks.append(skus.index(right) if right in skus else 10)
         instance_top.append(answer["results"][0]["score"] if answer["results"] else 0.0)
-        right_scores.append(answer["results"][ranks[-1]]["score"] if ranks[-1] < 10 else 0.0)
+        right_scores.append(listed[ranks[-1]]["score"] if ranks[-1] < 10 else 0.0)
         default, _ = shop.request("POST", "/api/v1/search/", photo=photo, fields={"limit": "10"})
-        found.append(right in [result["product"]["sku"] for result in default["results"]])
+        found.append(right in [result["product"]["sku"] for result in shown(default)])
     absent_top, empty = [], []
     for photo in split.snapshots["absent"]:
         answer, _ = shop.request("POST", "/api/v1/search/", photo=photo, fields={"threshold": "0", "limit": "1"})
@@ -250,7 +262,7 @@ def measure_shop(shop: Shop, split: DomainSplit) -> dict:
     shares = []
     for item in split.class_queries:
         answer, _ = shop.request("GET", f"/api/v1/products/{sku_of_product[item.product]}/similar/?scope=all&limit=10")
-        same = [shop.groups[result["product"]["sku"]] == item.group for result in answer["results"]]
+        same = [shop.groups[result["product"]["sku"]] == item.group for result in shown(answer)]
         shares.append(float(np.mean(same)) if same else 0.0)
     ranks = np.array(ranks)
     return {

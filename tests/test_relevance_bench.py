@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from bench.relevance import shown
 from bench.retrieval import auc, class_precision, query_scores
 from config import embedded
 from tests.services_support import ROOT
@@ -34,6 +35,16 @@ def test_class_precision_skips_the_query_product_itself():
     groups = np.array(["shoes", "shoes", "shoes", "chairs"])
     assert class_precision(vectors, products, groups, queries=np.array([0]), k=1) == 1.0  # q, not p's own photo
     assert class_precision(vectors, products, groups, queries=np.array([0]), k=2) == 0.5
+
+
+def test_answers_are_read_in_the_order_a_shopper_sees_them():
+    def result(sku, *duplicates):
+        return {"product": {"sku": sku}, "duplicates": [{"product": {"sku": d}} for d in duplicates]}
+
+    answer = {"results": [result("a", "a-red", "a-blue"), result("b"), result("c", "c-grey")]}
+    assert [r["product"]["sku"] for r in shown(answer)] == ["a", "a-red", "a-blue", "b", "c", "c-grey"]
+    assert [r["product"]["sku"] for r in shown(answer, count=4)] == ["a", "a-red", "a-blue", "b"]
+    assert shown({"results": []}) == []
 
 
 @pytest.mark.network  # the domain's photos are fetched from the package registries once
