@@ -298,12 +298,13 @@ class EfficientNetLiteEmbedder(Embedder):
 
         import onnxruntime  # noqa: F401  (fail before exporting if the runtime is missing)
 
-        path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
-        if not path.exists():
-            export_features(pooled_module=pooled_network(self.torch_model()), input_size=self.input_size, path=path)
-        if int8:
-            float_path, path = path, int8_path(path)
-            if not path.exists():
+        float_path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
+        path = int8_path(float_path) if int8 else float_path
+        if not path.exists():  # a cached int8 graph needs neither the export nor torch
+            if not float_path.exists():
+                export_features(pooled_module=pooled_network(self.torch_model()), input_size=self.input_size,
+                                path=float_path)
+            if int8:
                 samples = (self.model_views(self.load_image(image)) for image in quantisation_images())
                 quantise_features(float_path=float_path, path=path, samples=samples)
         return OnnxFeatures(path, threads=self.threads)
