@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DATABASE = "lookalike_bench_ingest"
 REDIS_DB = 7  # 0: development, 1: tests
+QUICK_IMPORT_ROWS = 24  # --quick: enough rows to show the import and the worker run to the end
 # Issue 12: >= 40 images/s end to end on two cores (import and worker sharing them), <= 20 ms of import CPU per
 # row, <= 600 MB worker PSS.
 TARGET_IMAGES_PER_SECOND = 40
@@ -377,7 +378,7 @@ def report(result: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", type=int, default=10_000)
-    parser.add_argument("--quick", action="store_true", help="24 products: a smoke test (~20 s)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMPORT_ROWS} products: a smoke test (~20 s)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes (compose default: 2)")
     parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -387,7 +388,7 @@ def main() -> None:
                         help="run another checkout of the project (e.g. `git archive` of an older commit): before/after")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    products = 24 if args.quick else args.products
+    products = QUICK_IMPORT_ROWS if args.quick else args.products
     extra_env = dict(item.split("=", 1) for item in args.env)
     result = run(products=products, concurrency=args.concurrency, pool=args.pool, extra_env=extra_env,
                  timeout=args.timeout, project=args.project.resolve())
