@@ -176,7 +176,7 @@ class Embedder:
 
     def model_views(self, image, views: int | None = None) -> np.ndarray:
         """One RGB image -> (views, 3, s, s) network inputs: all of them, or the first ``views``."""
-        return np.stack(model_views(image, self.input_size)[:views])
+        return model_views(image, self.input_size)[:views]
 
     def embed_files(self, sources) -> np.ndarray:
         """Files or paths -> (n, dimensions) float32 array of unit-length vectors."""

@@ -138,14 +138,23 @@ def to_model_input(image: Image.Image, size: int, *, fit: str = "pad", trim: boo
     return _normalised(square)
 
 
-def _normalised(square: Image.Image) -> np.ndarray:
-    array = np.asarray(square, dtype=np.float32)
-    array = array * (1.0 / 127.5) - 1.0
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+# EfficientNet-Lite's input normalisation: mean 0.5, std 0.5 on [0, 1] pixels, i.e. x / 127.5 - 1.
+_SCALE = np.float32(1 / 127.5)
 
 
-def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
-    """The views of one photo that its vector averages: padded, mirrored, centre crop; float32 CHW each.
+def _normalised(square: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+    """``square`` as float32 CHW in [-1, 1], written into ``out`` when given: one pass from the uint8 pixels
+    instead of converting, scaling and transposing into three temporaries (a third of a query's preprocessing)."""
+    if out is None:
+        out = np.empty((3, square.height, square.width), dtype=np.float32)
+    np.multiply(np.asarray(square).transpose(2, 0, 1), _SCALE, out=out)
+    out -= np.float32(1.0)
+    return out
+
+
+def model_views(image: Image.Image, size: int) -> np.ndarray:
+    """The views of one photo that its vector averages, as one (3, 3, size, size) float32 array: padded, mirrored,
+    centre crop.
 
     A shopper's snapshot is framed, mirrored and cropped differently from the catalog photo; averaging the same
     three views on both sides makes the two vectors agree more than either single view does (docs/embeddings.md).
@@ -155,6 +164,9 @@ def model_views(image: Image.Image, size: int) -> list[np.ndarray]:
     keep_w, keep_h = max(1, round(width * CENTRE_VIEW_KEEP)), max(1, round(height * CENTRE_VIEW_KEEP))
     left, top = (width - keep_w) // 2, (height - keep_h) // 2
     centre = pad_to_square(image.crop((left, top, left + keep_w, top + keep_h)), WHITE, size=size)
-    front = _normalised(padded)
+    views = np.empty((3, 3, size, size), dtype=np.float32)
+    _normalised(padded, views[0])
     # The mirror view is the padded view's columns reversed: the same numbers as normalising a flipped image.
-    return [front, np.ascontiguousarray(front[:, :, ::-1]), _normalised(centre)]
+    views[1] = views[0][:, :, ::-1]
+    _normalised(centre, views[2])
+    return views

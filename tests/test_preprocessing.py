@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.preprocessing import centre_crop, load_rgb, pad_to_square, to_model_input, trim_margins
+from search.preprocessing import (
+    CENTRE_VIEW_KEEP,
+    centre_crop,
+    load_rgb,
+    model_views,
+    pad_to_square,
+    to_model_input,
+    trim_margins,
+)
 
 RED, BLUE, WHITE = (220, 20, 20), (20, 20, 220), (255, 255, 255)
 
@@ -148,6 +156,23 @@ def test_model_input_is_normalised_chw(fit):
     assert array.dtype == np.float32
     assert array.min() >= -1.0 and array.max() <= 1.0
     assert np.isclose(array[:, 0, 0], 1.0).all()  # white background -> +1
+
+
+def test_model_views_are_the_padded_photo_its_mirror_and_the_centre_crop():
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (150, 250, 3), dtype=np.uint8))
+    views = model_views(photo, 64)
+
+    def expected(image):  # the plain numpy normalisation: the stored vectors were computed with these numbers
+        return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) * (1.0 / 127.5) - 1.0
+
+    keep_w, keep_h = round(250 * CENTRE_VIEW_KEEP), round(150 * CENTRE_VIEW_KEEP)
+    left, top = (250 - keep_w) // 2, (150 - keep_h) // 2
+    centre = photo.crop((left, top, left + keep_w, top + keep_h))
+    assert views.shape == (3, 3, 64, 64) and views.dtype == np.float32
+    padded = pad_to_square(photo, WHITE, size=64)
+    np.testing.assert_array_equal(views[0], expected(padded))
+    np.testing.assert_array_equal(views[1], expected(padded.transpose(Image.FLIP_LEFT_RIGHT)))
+    np.testing.assert_array_equal(views[2], expected(pad_to_square(centre, WHITE, size=64)))
 
 
 def test_trimmed_product_fills_the_model_input():
