@@ -9,14 +9,20 @@ version also carries the primary's WAL position at the change, and a page render
 replayed that far is served but not stored: such a page is as stale as the replica's lag, never for a whole cache
 lifetime. Signed-in users and requests carrying a session or messages cookie bypass the cache (their pages may
 hold per-user content), and so does everything while the cache server is unreachable.
+
+The same version keeps small reads that every search repeats (the active embedding space, the category paths) in
+each process: ``kept_per_catalog_version``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from functools import wraps
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -27,6 +33,10 @@ from config import db_router
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "catalog:version"
+# A value kept per version is read afresh after this long anyway: the bound on its age should a change's new version
+# have been lost (the cache server was unreachable during the write).
+KEPT_SECONDS = 60.0
+T = TypeVar("T")
 
 
 def catalog_changed() -> None:
@@ -73,7 +83,7 @@ def cache_catalog_page(view):
         if not _cacheable_request(request):
             return view(request, *args, **kwargs)
         try:
-            version = cache.get(VERSION_KEY) or "0"
+            version = _version()
             key = _key(request, version)
             response = cache.get(key)
         except Exception:
@@ -102,6 +112,44 @@ def _store(key: str, response, position: str) -> None:
         cache.set(key, response, settings.PAGE_CACHE_SECONDS)
     except Exception:
         logger.warning("page cache unavailable", exc_info=True)
+
+
+def kept_per_catalog_version(read: Callable[[], T]) -> Callable[[], T]:
+    """``read`` (a query of the catalog, no arguments) run once per catalog version in each process: one cache
+    lookup instead of a statement on every call. The value is shared: callers must not change it.
+
+    Kept only when it is sure to be committed and current: not when read inside a transaction (it could be rolled
+    back, and the version written before its commit would then stay), and from a replica only once that has replayed
+    the version's change; and for KEPT_SECONDS at most. While the cache server is unreachable ``read`` runs every time.
+    """
+    kept: list[tuple[str, float, T]] = []  # [(version, when, value)]: replaced whole, never seen half-written
+
+    @wraps(read)
+    def current() -> T:
+        try:
+            version = _version()
+        except Exception:
+            return read()
+        entry = kept[0] if kept else None
+        if entry and entry[0] == version and time.monotonic() - entry[1] < KEPT_SECONDS:
+            return entry[2]
+        value = read()
+        if not transaction.get_connection().in_atomic_block and db_router.reads_replayed(version.partition("@")[2]):
+            kept[:] = [(version, time.monotonic(), value)]
+        return value
+
+    current.forget = kept.clear  # for tests
+    return current
+
+
+def _version() -> str:
+    """The catalog's version; a new one when the cache server has none (it was restarted, keeping nothing): a
+    version never comes back, so a value kept under one before the restart is never taken for the present."""
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        fresh = f"{uuid.uuid4().hex}@{db_router.primary_wal_position()}"
+        version = fresh if cache.add(VERSION_KEY, fresh, None) else cache.get(VERSION_KEY) or fresh
+    return version
 
 
 def _on_catalog_write(sender, **kwargs) -> None:

@@ -16,6 +16,7 @@ from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
+from catalog.page_cache import kept_per_catalog_version
 from catalog.selectors import category_descendant_ids, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
@@ -35,10 +36,16 @@ KEPT_QUERY_PREFIX = "search:query:"
 KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
+@kept_per_catalog_version
+def _active_space() -> tuple[str, float | None] | None:
+    """The active space's model and stored calibration; None on a new install. Every search reads it."""
+    return EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", "min_score").first()
+
+
 def search_space_model() -> str:
     """The embedder id whose vectors searches compare: the active space, or on a new install the configured model."""
-    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", flat=True).first()
-    return active or active_embedder().id
+    active = _active_space()
+    return active[0] if active else active_embedder().id
 
 
 def search_cutoff(model: str) -> float:
@@ -46,6 +53,9 @@ def search_cutoff(model: str) -> float:
     ``SEARCH_MIN_SCORE`` when set, else the space's own calibration (search/calibration.py)."""
     if settings.SEARCH_MIN_SCORE is not None:
         return settings.SEARCH_MIN_SCORE
+    active = _active_space()
+    if active and active[0] == model:
+        return _cutoff(active[1])
     return _cutoff(EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first())
 
 
@@ -54,16 +64,6 @@ def _cutoff(stored: float | None) -> float:
     if settings.SEARCH_MIN_SCORE is not None:
         return settings.SEARCH_MIN_SCORE
     return space_cutoff(stored, default=default_cutoff())
-
-
-def search_space_and_cutoff() -> tuple[str, float]:
-    """``search_space_model()`` and its ``search_cutoff``, read together: one query for every photo search."""
-    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", "min_score").first()
-    if active is None:  # a new install: no space yet
-        model = search_space_model()
-        return model, search_cutoff(model)
-    model, stored = active
-    return model, _cutoff(stored)
 
 
 @dataclass(frozen=True)
@@ -424,10 +424,8 @@ def photo_search(
     """
     started = time.perf_counter()
     threshold = MATCH_THRESHOLD if threshold is None else threshold
-    if kept is not None:
-        model, cutoff = kept.model, search_cutoff(kept.model)
-    else:
-        model, cutoff = search_space_and_cutoff()
+    model = kept.model if kept is not None else search_space_model()
+    cutoff = search_cutoff(model)
     if kept is not None:
         vector = kept.vector
     else:

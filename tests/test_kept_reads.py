@@ -1,0 +1,76 @@
+"""Reads that every search repeats (the active space and its cut-off, the category paths) are kept in the process
+while the catalog is unchanged, and never outlive a change (catalog.page_cache.kept_per_catalog_version).
+
+Transactional tests: inside a test's transaction nothing is kept, by design."""
+
+import pytest
+from django.core.cache import cache
+from django.db import transaction
+
+from catalog import services
+from catalog.page_cache import VERSION_KEY, kept_per_catalog_version
+from catalog.serializers import CategoryPaths
+from search.models import EmbeddingSpace
+from search.selectors import search_cutoff, search_space_model
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
+
+
+@pytest.fixture
+def counted():
+    """A kept read that returns how many times it has really run."""
+    runs = []
+
+    @kept_per_catalog_version
+    def read():
+        runs.append(None)
+        return len(runs)
+
+    return read
+
+
+def test_a_kept_read_runs_once_until_the_catalog_changes(counted):
+    assert [counted(), counted(), counted()] == [1, 1, 1]
+    services.category_get_or_create_path(path="Home > Lamps")
+    assert [counted(), counted()] == [2, 2]
+
+
+def test_what_is_read_inside_a_transaction_is_not_kept(counted):
+    with transaction.atomic():  # what it reads may be rolled back, while the version written before stays
+        assert [counted(), counted()] == [1, 2]
+    assert [counted(), counted()] == [3, 3]
+
+
+def test_a_cache_server_that_lost_the_version_gets_a_new_one(counted):
+    counted()
+    cache.delete(VERSION_KEY)  # a restarted cache server keeps nothing
+    assert [counted(), counted()] == [2, 2]
+
+
+def test_a_kept_read_runs_every_time_while_the_cache_server_is_down(counted, settings):
+    settings.CACHES = {  # a port nothing listens on
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    }
+    assert [counted(), counted()] == [1, 2]
+
+
+def test_searches_see_a_new_space_cut_off_and_category_at_once(settings):
+    settings.SEARCH_MIN_SCORE = None
+    space = EmbeddingSpace.objects.create(model="space-a", state=EmbeddingSpace.State.ACTIVE, min_score=0.61)
+    assert (search_space_model(), search_cutoff("space-a")) == ("space-a", 0.61)
+    assert search_space_model() == "space-a"  # kept
+
+    space.min_score = 0.47  # a recalibration
+    space.save(update_fields=["min_score"])
+    assert search_cutoff("space-a") == 0.47
+
+    space.state = EmbeddingSpace.State.RETIRED
+    space.save(update_fields=["state"])
+    EmbeddingSpace.objects.create(model="space-b", state=EmbeddingSpace.State.ACTIVE, min_score=0.52)
+    assert (search_space_model(), search_cutoff("space-b")) == ("space-b", 0.52)
+
+    sofas = services.category_get_or_create_path(path="Home > Sofas")
+    assert CategoryPaths()[sofas.pk] == "Home > Sofas"
+    sofas.name = "Couches"
+    sofas.save(update_fields=["name"])
+    assert CategoryPaths()[sofas.pk] == "Home > Couches"
