@@ -138,7 +138,6 @@ def kept_per_catalog_version(read: Callable[[], T]) -> Callable[[], T]:
             kept[:] = [(version, time.monotonic(), value)]
         return value
 
-    current.forget = kept.clear  # for tests
     return current
 
 

@@ -55,14 +55,9 @@ def search_cutoff(model: str) -> float:
         return settings.SEARCH_MIN_SCORE
     active = _active_space()
     if active and active[0] == model:
-        return _cutoff(active[1])
-    return _cutoff(EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first())
-
-
-def _cutoff(stored: float | None) -> float:
-    """The cut-off for a space whose stored calibration is ``stored``: the operator's pin first."""
-    if settings.SEARCH_MIN_SCORE is not None:
-        return settings.SEARCH_MIN_SCORE
+        stored = active[1]
+    else:  # another space: a kept query's, moments after a switch
+        stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
     return space_cutoff(stored, default=default_cutoff())
 
 
