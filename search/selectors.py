@@ -55,10 +55,25 @@ def search_cutoff(model: str) -> float:
         return settings.SEARCH_MIN_SCORE
     active = _active_space()
     if active and active[0] == model:
-        stored = active[1]
-    else:  # another space: a kept query's, moments after a switch
-        stored = EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first()
+        return _cutoff(active[1])
+    # Another space: a kept query's, moments after a switch.
+    return _cutoff(EmbeddingSpace.objects.filter(model=model).values_list("min_score", flat=True).first())
+
+
+def _cutoff(stored: float | None) -> float:
+    """The cut-off for a space whose stored calibration is ``stored``: the operator's pin first."""
+    if settings.SEARCH_MIN_SCORE is not None:
+        return settings.SEARCH_MIN_SCORE
     return space_cutoff(stored, default=default_cutoff())
+
+
+def search_space_and_cutoff() -> tuple[str, float]:
+    """``search_space_model()`` and its ``search_cutoff`` from one kept read: what every photo search needs."""
+    active = _active_space()
+    if active is None:  # a new install: no space yet
+        model = search_space_model()
+        return model, search_cutoff(model)
+    return active[0], _cutoff(active[1])
 
 
 @dataclass(frozen=True)
@@ -419,8 +434,10 @@ def photo_search(
     """
     started = time.perf_counter()
     threshold = MATCH_THRESHOLD if threshold is None else threshold
-    model = kept.model if kept is not None else search_space_model()
-    cutoff = search_cutoff(model)
+    if kept is not None:
+        model, cutoff = kept.model, search_cutoff(kept.model)
+    else:
+        model, cutoff = search_space_and_cutoff()
     if kept is not None:
         vector = kept.vector
     else:
