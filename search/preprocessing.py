@@ -143,8 +143,8 @@ _SCALE = np.float32(1 / 127.5)
 
 
 def _normalised(square: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
-    """``square`` as float32 CHW in [-1, 1], written into ``out`` when given: one pass from the uint8 pixels
-    instead of converting, scaling and transposing into three temporaries (a third of a query's preprocessing)."""
+    """``square`` as float32 CHW in [-1, 1], written into ``out`` when given (one pass from the uint8 pixels, no
+    temporaries)."""
     if out is None:
         out = np.empty((3, square.height, square.width), dtype=np.float32)
     np.multiply(np.asarray(square).transpose(2, 0, 1), _SCALE, out=out)
