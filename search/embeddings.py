@@ -15,9 +15,11 @@ See docs/embeddings.md for the choices and docs/embeddings-benchmarks.md for the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -255,8 +257,10 @@ class EfficientNetLiteEmbedder(Embedder):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        # weights_path given: from_pretrained reads the packaged file and never downloads.
-        model = EfficientNet.from_pretrained(self.name, weights_path=self.weights_path())
+        # weights_path given: from_pretrained reads the packaged file and never downloads. It prints a line when done:
+        # to stderr, so that nothing but a command's own output reaches its stdout (benchmarks write markdown there).
+        with contextlib.redirect_stdout(sys.stderr):
+            model = EfficientNet.from_pretrained(self.name, weights_path=self.weights_path())
         return model.eval()
 
     def _load(self):
