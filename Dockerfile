@@ -67,4 +67,5 @@ USER app
 EXPOSE 8000
 ENTRYPOINT ["lookalike-entrypoint"]
 # gunicorn reads its worker count from WEB_CONCURRENCY.
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--timeout", "60"]
+CMD ["gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn", "--bind", "0.0.0.0:8000", \
+     "--access-logfile", "-", "--timeout", "60"]

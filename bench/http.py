@@ -13,8 +13,8 @@ and production settings (HTTPS redirect off: there is no proxy in front), the em
 
 The GET pages cycle over a working set of ``--working-set`` products (the popular ones a shop serves most),
 warmed up first. Everything is measured with the shipped settings (page cache on, persistent database connections,
-onnxruntime using every core in each worker), then side by side: photo search with one model thread per worker,
-the GET pages with the page cache off (every request renders: what a product outside the working set costs) and
+the workers sharing the cores for the model: config/gunicorn.py), then side by side: photo search with every core
+for each worker's model (the setting before 2026-12-06), the GET pages with the page cache off (every request renders: what a product outside the working set costs) and
 with neither (a new database connection per request).
 """
 
@@ -41,7 +41,8 @@ PHOTO, PAGES = "photo search", ("More like this", "product page", "category page
 # Settings compared side by side: (environment, endpoints measured). The first is what ships.
 VARIANTS = {
     "shipped": ({}, (PHOTO, *PAGES)),
-    "one model thread per worker": ({"EMBEDDING_THREADS": "1"}, (PHOTO,)),
+    # Before 2026-12-06 each worker ran the model on every core; now the workers share them (config/gunicorn.py).
+    "every core for each worker": ({"EMBEDDING_THREADS": str(os.cpu_count())}, (PHOTO,)),
     "no page cache": ({"PAGE_CACHE_SECONDS": "0"}, PAGES),
     "no page cache, no connection reuse": ({"PAGE_CACHE_SECONDS": "0", "CONN_MAX_AGE": "0"}, PAGES),
 }
@@ -96,7 +97,8 @@ class Site:
                            env=environment, check=True)
         with open(log, "w") as output:
             self.process = subprocess.Popen(
-                [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+                [str(BIN / "gunicorn"), "config.wsgi:application", "--config", "python:config.gunicorn",
+                 "--bind", f"127.0.0.1:{self.port}",
                  "--workers", str(workers), "--access-logfile", "-", "--timeout", "60"],
                 cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )

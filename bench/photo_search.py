@@ -14,8 +14,9 @@ bench.http sends:
      the model, the SQL, the JSON), with 3 views and with 1;
    the floor is model + ANN statement, and the request is measured against it (target: at most 1.5x);
 2. over HTTP, as bench.http serves it (gunicorn, ``--workers`` sync workers, production settings): photo searches
-   per second and latency at 1 and 8 clients; with 1 view at 1 client; and at 8 clients with one model thread per
-   worker (``EMBEDDING_THREADS=1``, the cores shared out among the workers instead of every core for each).
+   per second and latency at 1 and 8 clients (the workers share the cores for the model: config/gunicorn.py); with
+   1 view at 1 client; and at 8 clients with every core for each worker's model (``EMBEDDING_THREADS`` = the core
+   count: the setting before 2026-12-06).
 
 ``--profile N`` prints cProfile's top functions over N more in-process searches instead of the HTTP part.
 """
@@ -128,7 +129,7 @@ def over_http(args, catalog, photo: Path, redis_url: str) -> list[dict]:
     variants = [
         ("shipped", {}, args.clients),
         ("1 view", {"SEARCH_QUERY_VIEWS": "1"}, [1]),
-        ("one model thread per worker", {"EMBEDDING_THREADS": "1"}, [max(args.clients)]),
+        ("every core for each worker", {"EMBEDDING_THREADS": str(os.cpu_count())}, [max(args.clients)]),
     ]
     if args.quick:
         variants = variants[:1]

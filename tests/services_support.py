@@ -263,8 +263,8 @@ def gunicorn_site(*, env: dict[str, str], log_path: Path, workers: int = 1) -> S
     from gunicorn.config import KNOWN_SETTINGS
 
     port = free_port()
-    args = [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--timeout", "30", "--access-logfile", "-"]
+    args = [str(BIN / "gunicorn"), "config.wsgi:application", "--config", "python:config.gunicorn",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "30", "--access-logfile", "-"]
     if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
         args.append("--no-control-socket")  # newer gunicorns share one control socket per user by default
     service = Service(args, env=env, log_path=log_path)

@@ -87,6 +87,7 @@ def test_app_services_share_one_image_and_differ_in_command(compose):
         assert service["environment"] == web["environment"], name
         assert service["volumes"] == web["volumes"], name
     assert _command(web).startswith("gunicorn config.wsgi")
+    assert "--config python:config.gunicorn" in _command(web)  # the workers share the cores for the model
     assert "--workers ${WEB_CONCURRENCY" in _command(web)
     assert _command(services["worker"]).startswith("celery -A config worker")
     assert _command(services["beat"]).startswith("celery -A config beat")
@@ -178,6 +179,15 @@ def test_dockerfile_installs_requirements_and_collects_static(dockerfile):
     assert any("manage.py collectstatic --noinput" in run for run in runs)
     # No registry or index host is baked into the image definition: operators pass one as a build arg.
     assert not re.search(r"https?://(?!127\.0\.0\.1)", dockerfile)
+
+
+def test_the_images_default_command_is_the_web_services(dockerfile, compose):
+    import json
+
+    default = " ".join(json.loads(next(args for keyword, args in _instructions(dockerfile) if keyword == "CMD")))
+    web = _command(compose["services"]["web"])
+    assert default.startswith("gunicorn config.wsgi:application --config python:config.gunicorn")
+    assert web.startswith("gunicorn config.wsgi:application --config python:config.gunicorn")
 
 
 def test_dockerfile_runs_as_an_unprivileged_user(dockerfile):

@@ -296,6 +296,25 @@ def test_load_images_returns_each_bad_file_as_its_error(lite0, tmp_path):
     assert np.allclose(lite0.embed_images(good), lite0.embed_files(paths), atol=1e-5)
 
 
+def test_gunicorn_workers_share_the_cores_between_them(monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from gunicorn.app.wsgiapp import WSGIApplication
+    from gunicorn.config import Config
+
+    from search.embeddings import default_threads
+
+    monkeypatch.delenv("EMBEDDING_POOL_PROCESSES", raising=False)  # restored afterwards, whatever the hook sets
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    site = WSGIApplication.__new__(WSGIApplication)  # the settings gunicorn reads for `--config python:config.gunicorn`
+    site.cfg = Config()
+    site.load_config_from_module_name_or_filename("python:config.gunicorn")
+    site.cfg.set("workers", 3)
+    site.cfg.on_starting(SimpleNamespace(cfg=site.cfg))  # what the master runs before it forks the workers
+    assert default_threads() == 2
+
+
 def test_a_prefork_workers_processes_share_the_cores_between_them(monkeypatch):
     import os
 
