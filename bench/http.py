@@ -14,8 +14,8 @@ and production settings (HTTPS redirect off: there is no proxy in front), the em
 The GET pages cycle over a working set of ``--working-set`` products (the popular ones a shop serves most),
 warmed up first. Everything is measured with the shipped settings (page cache on, persistent database connections,
 the workers sharing the cores for the model: config/gunicorn.py), then side by side: photo search with every core
-for each worker's model (the setting before 2026-12-06), the GET pages with the page cache off (every request renders: what a product outside the working set costs) and
-with neither (a new database connection per request).
+for each worker's model (the setting before 2026-12-06), the GET pages with the page cache off (every request
+renders: what a product outside the working set costs) and with neither (a new database connection per request).
 """
 
 from __future__ import annotations
