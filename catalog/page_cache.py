@@ -51,9 +51,18 @@ def _new_version(*, committed: bool = True) -> None:
     # Before the commit no replica can have the change (and no query may risk the writer's transaction).
     position = db_router.primary_wal_position() if committed else db_router.UNREACHED_WAL_POSITION
     try:
-        cache.set(VERSION_KEY, f"{uuid.uuid4().hex}@{position}", None)
+        cache.set(VERSION_KEY, _version_at(position), None)
     except Exception:  # the cache being down must not fail the write; nothing can be served from it either
         logger.warning("could not retire cached pages", exc_info=True)
+
+
+def _version_at(position: str) -> str:
+    """A new, never repeated version, carrying the primary's WAL position that a replica must have replayed."""
+    return f"{uuid.uuid4().hex}@{position}"
+
+
+def _position(version: str) -> str:
+    return version.partition("@")[2]
 
 
 def _cacheable_request(request) -> bool:
@@ -95,7 +104,7 @@ def cache_catalog_page(view):
         response = view(request, *args, **kwargs)
         if _cacheable_response(response):
             response["X-Cache"] = "miss"
-            position = version.partition("@")[2]
+            position = _position(version)
             if getattr(response, "is_rendered", True):
                 _store(key, response, position)
             else:  # a DRF or template response is rendered after the view returns
@@ -134,7 +143,7 @@ def kept_per_catalog_version(read: Callable[[], T]) -> Callable[[], T]:
         if entry and entry[0] == version and time.monotonic() - entry[1] < KEPT_SECONDS:
             return entry[2]
         value = read()
-        if not transaction.get_connection().in_atomic_block and db_router.reads_replayed(version.partition("@")[2]):
+        if not transaction.get_connection().in_atomic_block and db_router.reads_replayed(_position(version)):
             kept[:] = [(version, time.monotonic(), value)]
         return value
 
@@ -146,7 +155,7 @@ def _version() -> str:
     version never comes back, so a value kept under one before the restart is never taken for the present."""
     version = cache.get(VERSION_KEY)
     if version is None:
-        fresh = f"{uuid.uuid4().hex}@{db_router.primary_wal_position()}"
+        fresh = _version_at(db_router.primary_wal_position())
         version = fresh if cache.add(VERSION_KEY, fresh, None) else cache.get(VERSION_KEY) or fresh
     return version
 
