@@ -10,8 +10,8 @@ replayed that far is served but not stored: such a page is as stale as the repli
 lifetime. Signed-in users and requests carrying a session or messages cookie bypass the cache (their pages may
 hold per-user content), and so does everything while the cache server is unreachable.
 
-The same version keeps small reads that every search repeats (the active embedding space, the category paths) in
-each process: ``kept_per_catalog_version``.
+The same version keeps small reads that every search repeats (the active embedding space, the category paths, whether
+a category filter is small enough to search exactly) in each process: ``kept_per_catalog_version``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ VERSION_KEY = "catalog:version"
 # A value kept per version is read afresh after this long anyway: the bound on its age should a change's new version
 # have been lost (the cache server was unreachable during the write).
 KEPT_SECONDS = 60.0
+# The most argument sets a kept read keeps values for in one process (one per category filter, say).
+KEPT_VALUES = 1024
 T = TypeVar("T")
 
 
@@ -123,28 +125,31 @@ def _store(key: str, response, position: str) -> None:
         logger.warning("page cache unavailable", exc_info=True)
 
 
-def kept_per_catalog_version(read: Callable[[], T]) -> Callable[[], T]:
-    """``read`` (a query of the catalog, no arguments) run once per catalog version in each process: one cache
-    lookup instead of a statement on every call. The value is shared: callers must not change it.
+def kept_per_catalog_version(read: Callable[..., T]) -> Callable[..., T]:
+    """``read`` (a query of the catalog) run once per catalog version in each process, for each set of arguments (at
+    most KEPT_VALUES sets, which must be hashable): one cache lookup instead of a statement on every call. The value
+    is shared: callers must not change it.
 
     Kept only when it is sure to be committed and current: not when read inside a transaction (it could be rolled
     back, and the version written before its commit would then stay), and from a replica only once that has replayed
     the version's change; and for KEPT_SECONDS at most. While the cache server is unreachable ``read`` runs every time.
     """
-    kept: list[tuple[str, float, T]] = []  # [(version, when, value)]: replaced whole, never seen half-written
+    kept: dict[tuple, tuple[str, float, T]] = {}  # arguments -> (version, when, value); entries replaced whole
 
     @wraps(read)
-    def current() -> T:
+    def current(*args) -> T:
         try:
             version = _version()
         except Exception:
-            return read()
-        entry = kept[0] if kept else None
+            return read(*args)
+        entry = kept.get(args)
         if entry and entry[0] == version and time.monotonic() - entry[1] < KEPT_SECONDS:
             return entry[2]
-        value = read()
+        value = read(*args)
         if not transaction.get_connection().in_atomic_block and db_router.reads_replayed(_position(version)):
-            kept[:] = [(version, time.monotonic(), value)]
+            if len(kept) >= KEPT_VALUES:
+                kept.clear()  # values of older versions, or of arguments seldom asked: all read again at once
+            kept[args] = (version, time.monotonic(), value)
         return value
 
     return current

@@ -181,7 +181,7 @@ def vector_matches(
     queryset = rows.annotate(distance=CosineDistance("vector", vector))
     wanted = pool * OVERFETCH
     filtered = category_ids is not None or refine.filtered
-    if filtered and _few_rows(rows):
+    if filtered and (_few_rows(rows) if refine.filtered else _few_vectors(model, category_ids)):
         hits = _exact_hits(queryset, wanted)
     else:
         hits = _hnsw_hits(queryset, wanted)
@@ -248,16 +248,23 @@ def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 
-def _few_rows(rows) -> bool:
-    """Whether ``rows`` (filtered vector rows) number at most SEARCH_EXACT_MAX_VECTORS; stops counting there, so
-    deciding costs at most that many index entries (the partial category, price and colour indexes hold ``model``)."""
-    limit = settings.SEARCH_EXACT_MAX_VECTORS
+def _few_rows(rows, limit: int | None = None) -> bool:
+    """Whether ``rows`` (filtered vector rows) number at most ``limit`` (SEARCH_EXACT_MAX_VECTORS); stops counting
+    there, so deciding costs at most that many index entries (the partial category, price and colour indexes hold
+    ``model``)."""
+    limit = settings.SEARCH_EXACT_MAX_VECTORS if limit is None else limit
     return rows.order_by().values("model")[: limit + 1].count() <= limit
 
 
-def _few_vectors(model: str, category_ids: list[int]) -> bool:
-    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors (see ``_few_rows``)."""
-    return _few_rows(ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True))
+def _few_vectors(model: str, category_ids: list[int] | tuple[int, ...]) -> bool:
+    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors (see ``_few_rows``). Kept per
+    catalog version: counting a large category's first vectors cost as much as searching it (2 ms at 1M rows)."""
+    return _vectors_at_most(model, tuple(category_ids), settings.SEARCH_EXACT_MAX_VECTORS)
+
+
+@kept_per_catalog_version
+def _vectors_at_most(model: str, category_ids: tuple[int, ...], limit: int) -> bool:
+    return _few_rows(ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True), limit)
 
 
 def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:

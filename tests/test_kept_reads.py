@@ -1,17 +1,21 @@
-"""Reads that every search repeats (the active space and its cut-off, the category paths) are kept in the process
-while the catalog is unchanged, and never outlive a change (catalog.page_cache.kept_per_catalog_version).
+"""Reads that every search repeats (the active space and its cut-off, the category paths, whether a category filter is
+small enough to search exactly) are kept in the process while the catalog is unchanged, and never outlive a change (catalog.page_cache.kept_per_catalog_version).
 
 Transactional tests: inside a test's transaction nothing is kept, by design."""
 
 import pytest
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from catalog import services
 from catalog.page_cache import VERSION_KEY, kept_per_catalog_version
 from catalog.serializers import CategoryPaths
+from catalog.models import ProductImage
 from search.models import EmbeddingSpace
-from search.selectors import search_cutoff, search_space_model
+from search.selectors import _few_vectors, search_cutoff, search_space_model
+from search.services import image_embedding_store
+from tests.factories import ProductFactory, clustered_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
 
@@ -33,6 +37,18 @@ def test_a_kept_read_runs_once_until_the_catalog_changes(counted):
     assert [counted(), counted(), counted()] == [1, 1, 1]
     services.category_get_or_create_path(path="Home > Lamps")
     assert [counted(), counted()] == [2, 2]
+
+
+def test_a_kept_read_keeps_a_value_for_each_set_of_arguments():
+    runs = []
+
+    @kept_per_catalog_version
+    def doubled(number):
+        runs.append(number)
+        return 2 * number
+
+    assert [doubled(1), doubled(2), doubled(1), doubled(2)] == [2, 4, 2, 4]
+    assert runs == [1, 2]
 
 
 def test_what_is_read_inside_a_transaction_is_not_kept(counted):
@@ -74,3 +90,19 @@ def test_searches_see_a_new_space_cut_off_and_category_at_once(settings):
     sofas.name = "Couches"
     sofas.save(update_fields=["name"])
     assert CategoryPaths()[sofas.pk] == "Home > Couches"
+
+
+def test_a_category_is_counted_once_until_its_vectors_change(settings):
+    settings.SEARCH_EXACT_MAX_VECTORS = 3
+    model, (lamps,), _, vectors = clustered_catalog(products=3, categories=1, clusters=1, seed=3)
+    assert _few_vectors(model, [lamps.pk])  # three vectors: searched exactly
+    with CaptureQueriesContext(connection) as queries:
+        assert _few_vectors(model, [lamps.pk])
+    assert not queries.captured_queries
+
+    fourth = ProductFactory(category=lamps)
+    image = ProductImage.objects.create(product=fourth, file="x/4.jpg", width=1, height=1, content_hash="b" * 64)
+    image_embedding_store(image_id=image.pk, model=model, vector=vectors[0])
+    assert not _few_vectors(model, [lamps.pk])  # four: past the limit, searched with the index
+    settings.SEARCH_EXACT_MAX_VECTORS = 4
+    assert _few_vectors(model, [lamps.pk])  # a decision is kept for its limit only
