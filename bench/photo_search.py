@@ -67,9 +67,8 @@ def in_process(args, photo: Path) -> dict:
     from django.test import Client, override_settings
 
     from search.query import embedder_for_model, query_image_read
+    from search.nearest import VectorRows
     from search.selectors import MATCH_POOL, OVERFETCH, _hnsw_hits, search_space_model
-    from search.models import ImageEmbedding
-    from pgvector.django import CosineDistance
 
     data = photo.read_bytes()
     upload = lambda: SimpleUploadedFile(photo.name, data, "image/jpeg")  # noqa: E731
@@ -79,7 +78,7 @@ def in_process(args, photo: Path) -> dict:
     views = embedder.model_views(image.pixels, 3)
     network = embedder.network
     vector = embedder.embed_images([image.pixels], views=3)[0]
-    rows = ImageEmbedding.objects.filter(model=model, active=True).annotate(distance=CosineDistance("vector", vector))
+    rows = VectorRows(model=model)
     client = Client()
 
     def search(view_count: int):
@@ -91,7 +90,7 @@ def in_process(args, photo: Path) -> dict:
     parts = {
         "model, 3 views": lambda: network(views),
         "model, 1 view": lambda: network(views[:1]),
-        "ANN statement": lambda: _hnsw_hits(rows, MATCH_POOL * OVERFETCH),
+        "ANN statement": lambda: _hnsw_hits(rows, vector, MATCH_POOL * OVERFETCH),
         "photo search, 3 views": lambda: search(3),
         "photo search, 1 view": lambda: search(1),
     }

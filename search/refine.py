@@ -35,16 +35,6 @@ class Refine:
         """Whether any filter narrows the vector rows in SQL (the ANN query must then keep scanning)."""
         return self.min_price is not None or self.max_price is not None or self.colour is not None
 
-    def rows(self, queryset):
-        """``queryset`` of vector rows narrowed to these filters (the rows carry copies of the product's fields)."""
-        if self.min_price is not None:
-            queryset = queryset.filter(price__gte=self.min_price)
-        if self.max_price is not None:
-            queryset = queryset.filter(price__lte=self.max_price)
-        if self.colour is not None:
-            queryset = queryset.filter(colour=self.colour)
-        return queryset
-
 
 NO_REFINE = Refine()
 

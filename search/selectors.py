@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connections, transaction
-from django.db.models import CharField, F
+from django.db import connections, router, transaction
+from django.db.models import CharField
 from django.db.models.functions import MD5, Cast
 from pgvector.django import CosineDistance
 
@@ -21,6 +21,7 @@ from catalog.selectors import category_descendant_ids, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
+from search.nearest import Hit, VectorRows, count_statement, nearest_statement
 from search.query import Box, QueryImage, query_image_read, query_vector
 from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
 
@@ -171,24 +172,19 @@ def vector_matches(
     """
     model = model or search_space_model()
     pool = max(limit, pool)
-    # Category, active, price and colour are copies on the vector row: no join (see ImageEmbedding).
-    rows = ImageEmbedding.objects.filter(model=model, active=True)
-    if category_ids is not None:
-        rows = rows.filter(category_id__in=category_ids)
-    rows = refine.rows(rows)
-    if exclude_product_id is not None:
-        rows = rows.exclude(product_id=exclude_product_id)
-    queryset = rows.annotate(distance=CosineDistance("vector", vector))
+    rows = VectorRows(
+        model=model, category_ids=None if category_ids is None else tuple(category_ids), refine=refine,
+        exclude_product_id=exclude_product_id,
+    )
     wanted = pool * OVERFETCH
-    filtered = category_ids is not None or refine.filtered
-    if filtered and (_few_rows(rows) if refine.filtered else _few_vectors(model, category_ids)):
-        hits = _exact_hits(queryset, wanted)
+    if rows.filtered and _few_rows(rows):
+        hits = _exact_hits(rows, vector, wanted)
     else:
-        hits = _hnsw_hits(queryset, wanted)
-        if len({hit[0] for hit in hits}) < pool and (filtered or _few_rows(rows)):
+        hits = _hnsw_hits(rows, vector, wanted)
+        if len({hit[0] for hit in hits}) < pool and (rows.filtered or _few_rows(rows)):
             # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
             # entries) before finding enough: read the filter's rows, or a small space's, exactly.
-            hits = _exact_hits(queryset, wanted)
+            hits = _exact_hits(rows, vector, wanted)
     best: dict[int, tuple[float, int, str]] = {}
     for product_id, hit_distance, image_id, colour in sorted(hits, key=lambda hit: hit[1]):  # relaxed: re-sort
         best.setdefault(product_id, (hit_distance, image_id, colour))
@@ -220,8 +216,7 @@ def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: f
     ``min_similarity``, with it. PostgreSQL compares the up to MATCH_POOL^2 / 2 pairs in C and returns the few close
     ones, where reading every vector into Python to compare them there cost more than the ANN statement."""
     table = ImageEmbedding._meta.db_table
-    alias = ImageEmbedding.objects.all().db  # the server the router picks for this read
-    with connections[alias].cursor() as cursor:
+    with connections[_read_alias()].cursor() as cursor:
         cursor.execute(
             f"""SELECT a.image_id, b.image_id, 1 - (a.vector <=> b.vector)
                 FROM {table} a JOIN {table} b ON b.model = a.model AND b.image_id > a.image_id
@@ -248,38 +243,43 @@ def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 
-def _few_rows(rows, limit: int | None = None) -> bool:
-    """Whether ``rows`` (filtered vector rows) number at most ``limit`` (SEARCH_EXACT_MAX_VECTORS); stops counting
-    there, so deciding costs at most that many index entries (the partial category, price and colour indexes hold
-    ``model``)."""
-    limit = settings.SEARCH_EXACT_MAX_VECTORS if limit is None else limit
-    return rows.order_by().values("model")[: limit + 1].count() <= limit
-
-
-def _few_vectors(model: str, category_ids: list[int] | tuple[int, ...]) -> bool:
-    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors (see ``_few_rows``). Kept per
-    catalog version: counting a large category's first vectors cost as much as searching it (2 ms at 1M rows)."""
-    return _vectors_at_most(model, tuple(category_ids), settings.SEARCH_EXACT_MAX_VECTORS)
+def _few_rows(rows: VectorRows) -> bool:
+    """Whether ``rows`` number at most SEARCH_EXACT_MAX_VECTORS, so that reading them all is cheaper than walking the
+    graph. A category filter's answer is kept per catalog version: counting a large category's first vectors cost as
+    much as searching it (2 ms at 1M vectors, docs/performance.md)."""
+    limit = settings.SEARCH_EXACT_MAX_VECTORS
+    if rows.category_ids is not None and not rows.refine.filtered:  # a product left out (More like this) or not
+        return _category_rows_at_most(rows.model, rows.category_ids, limit)
+    return _rows_at_most(rows, limit)
 
 
 @kept_per_catalog_version
-def _vectors_at_most(model: str, category_ids: tuple[int, ...], limit: int) -> bool:
-    return _few_rows(ImageEmbedding.objects.filter(category_id__in=category_ids, model=model, active=True), limit)
+def _category_rows_at_most(model: str, category_ids: tuple[int, ...], limit: int) -> bool:
+    return _rows_at_most(VectorRows(model=model, category_ids=category_ids), limit)
 
 
-def _exact_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
-    # "+ 0" keeps the HNSW index from serving the order, so PostgreSQL reads only the filter's rows (one range of
-    # the category index) and sorts them: exact, and never a scan of the whole table.
-    ordered = queryset.order_by(F("distance") + 0)
-    return list(ordered.values_list("product_id", "distance", "image_id", "colour")[:wanted])
+def _rows_at_most(rows: VectorRows, limit: int) -> bool:
+    with connections[_read_alias()].cursor() as cursor:
+        cursor.execute(*count_statement(rows, limit))
+        return cursor.fetchone()[0] <= limit
 
 
-def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
-    alias = queryset.db  # the server the router picked for this read (a replica or the primary): set it there
-    hits = queryset.using(alias).order_by("distance").values_list("product_id", "distance", "image_id", "colour")[:wanted]
-    sql, params = hits.query.sql_with_params()
+def _few_vectors(model: str, category_ids: list[int]) -> bool:
+    """Whether the categories hold at most SEARCH_EXACT_MAX_VECTORS searchable vectors (see ``_few_rows``)."""
+    return _few_rows(VectorRows(model=model, category_ids=tuple(category_ids)))
+
+
+def _exact_hits(rows: VectorRows, vector, wanted: int) -> list[Hit]:
+    sql, params = nearest_statement(rows, vector, wanted, exact=True)
+    with connections[_read_alias()].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _hnsw_hits(rows: VectorRows, vector, wanted: int) -> list[Hit]:
+    sql, params = nearest_statement(rows, vector, wanted, exact=False)
     ef_search = min(HNSW_EF_SEARCH_MAX, max(settings.SEARCH_HNSW_EF_SEARCH, wanted))
-    with connections[alias].cursor() as cursor:
+    with connections[_read_alias()].cursor() as cursor:
         # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8). The settings and the query go
         # in one message, which PostgreSQL runs as one transaction (SET LOCAL lasts for it): one round trip, where
         # BEGIN, the settings, the query and COMMIT took four (Django's cursors bind client-side, which allows it).
@@ -288,7 +288,12 @@ def _hnsw_hits(queryset, wanted: int) -> list[tuple[int, float, int, str]]:
         )
         while cursor.nextset():  # past the two SETs' empty results
             pass
-        return [tuple(row) for row in cursor.fetchall()]
+        return cursor.fetchall()
+
+
+def _read_alias() -> str:
+    """The server the router picks for a shopper's read of vectors (a replica where there is one)."""
+    return router.db_for_read(ImageEmbedding)
 
 
 def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:
@@ -415,8 +420,7 @@ def nearest_other_category_similarities(*, model: str, sample: int) -> list[floa
     )
     similarities = []
     for category_id, vector in firsts:
-        others = searchable.exclude(category_id=category_id).annotate(distance=CosineDistance("vector", vector))
-        hits = _hnsw_hits(others, 1)
+        hits = _hnsw_hits(VectorRows(model=model, exclude_category_id=category_id), vector, 1)
         if hits:
             similarities.append(_similarity(hits[0][1]))
     return similarities

@@ -6,7 +6,7 @@ from django.db import connection
 
 from catalog.models import Category, Product
 from search.category_indexes import category_indexes_sync, existing_category_indexes
-from search.models import ImageEmbedding
+from search.nearest import VectorRows, nearest_statement
 from search.selectors import similar_products_to_vector
 from tests.factories import CategoryFactory, clustered_catalog
 
@@ -27,11 +27,12 @@ def _exact_top(products, vectors, query, category_ids, k=12):
 
 
 def _index_used(model, vector, category_ids) -> str:
-    from pgvector.django import CosineDistance
-
-    rows = ImageEmbedding.objects.filter(model=model, active=True, category_id__in=category_ids)
-    plan = rows.annotate(distance=CosineDistance("vector", vector)).order_by("distance")[:48].explain()
-    return next((line.split(" using ")[1].split()[0] for line in plan.splitlines() if " using " in line), "")
+    """The index the plan of a search's own statement reads."""
+    sql, params = nearest_statement(VectorRows(model=model, category_ids=tuple(category_ids)), vector, 48, exact=False)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = [row[0] for row in cursor.fetchall()]
+    return next((line.split(" using ")[1].split()[0] for line in plan if " using " in line), "")
 
 
 def _no_sorting():
