@@ -59,7 +59,8 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             # Pillow warns from 89 MP and refuses from twice that; below its refusal our own limit decides,
             # so the message can name UPLOAD_MAX_PIXELS and the image's size.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
+            image = Image.open(file)
+            try:
                 width, height = image.size
                 image_format = image.format
                 _check_dimensions(width, height)
@@ -72,7 +73,10 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
                 image.load()  # decode fully: catches truncated and corrupt files
                 if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
                     width, height = height, width
-                kept = image.copy() if keep_image else None  # closing the file discards the pixels
+            finally:
+                if not keep_image:
+                    image.close()  # closing discards the pixels: kept ones are handed over without a copy
+            kept = image if keep_image else None
     except ValidationError:
         raise
     except Image.DecompressionBombError as error:  # Pillow's own bound, checked before we see the size

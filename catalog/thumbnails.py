@@ -6,7 +6,7 @@ import io
 from pathlib import PurePath
 
 from django.core.files.base import ContentFile
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from catalog.pixels import to_rgb
 
@@ -30,7 +30,7 @@ def thumbnail_make(file=None, *, name: str, image: Image.Image | None = None) ->
     """A WebP copy of an (already validated) image, upright, at most THUMBNAIL_MAX_SIDE pixels on its long side.
 
     ``image``: the photo as ``inspect_image(..., keep_image=True)`` decoded it (at reduced size), so that it is
-    not decoded a second time; otherwise ``file`` is decoded here.
+    not decoded a second time; it is used up (shrunk in place). Otherwise ``file`` is decoded here.
     """
     if image is None:
         file.seek(0)
@@ -42,7 +42,9 @@ def thumbnail_make(file=None, *, name: str, image: Image.Image | None = None) ->
         file.seek(0)
         return thumbnail
     # The same conversion the model sees: 16-bit scaled by its range, transparency on white (cards are white).
-    upright = to_rgb(ImageOps.exif_transpose(image))
+    # Turned only when EXIF says so: exif_transpose copies the pixels even when it has nothing to turn.
+    turned = image.getexif().get(ExifTags.Base.Orientation, 1) != 1
+    upright = to_rgb(ImageOps.exif_transpose(image) if turned else image)
     # Bicubic: ~25% cheaper than Lanczos here, and within 0.4 grey levels of it on average at these scales.
     upright.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
