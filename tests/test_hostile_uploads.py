@@ -45,6 +45,7 @@ import io
 import json
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -390,12 +391,16 @@ def test_an_exif_rotated_photo_is_searched_upright(entry, entry_points, catalog)
             return [(r.product.sku, r.similarity) for r in answer.response.context["search"].results]
         return [(r["product"]["sku"], r["similarity"]) for r in answer.response.json()["results"]]
 
-    def ranking(results):  # products at the floor of 0 are tied, in no particular order
-        return [sku for sku, similarity in results if similarity > 0], {sku for sku, s in results if s <= 0}
-
     def assert_same(rotated, upright):
-        assert upright and ranking(rotated) == ranking(upright)
-        assert all(abs(a - b) < 0.02 for (_, a), (_, b) in zip(rotated, upright)), (rotated, upright)
+        # Each product within the noise of its similarity, so in the same order but for products whose similarities
+        # differ by less than twice it (near the floor of 0 they differ by less than that, and int8 kernels of
+        # some CPUs swapped two of them).
+        before, after = dict(upright), dict(rotated)
+        assert upright and after.keys() == before.keys(), (rotated, upright)
+        assert all(abs(after[sku] - before[sku]) < 0.02 for sku in before), (rotated, upright)
+        position = {sku: index for index, (sku, _) in enumerate(rotated)}
+        apart = [(a, b) for (a, x), (b, y) in combinations(upright, 2) if x - y >= 0.04]
+        assert apart and all(position[a] < position[b] for a, b in apart), (rotated, upright)
 
     upright = search("exif-upright.jpg")
     assert upright[0][0] in SHOES
