@@ -4,11 +4,18 @@ the query preview in search (which imports this; the catalog never imports searc
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 WHITE = (255, 255, 255)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # and 32-bit int/float
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A decoded ``image`` turned as its EXIF orientation says, or ``image`` itself when it says nothing:
+    exif_transpose copies the pixels even when it has nothing to turn."""
+    turned = image.getexif().get(ExifTags.Base.Orientation, 1) != 1
+    return ImageOps.exif_transpose(image) if turned else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

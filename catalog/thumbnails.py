@@ -6,9 +6,9 @@ import io
 from pathlib import PurePath
 
 from django.core.files.base import ContentFile
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image
 
-from catalog.pixels import to_rgb
+from catalog.pixels import to_rgb, upright
 
 # Cards are at most ~300 CSS px wide; 640 px stays sharp on 2x screens.
 THUMBNAIL_MAX_SIDE = 640
@@ -42,11 +42,9 @@ def thumbnail_make(file=None, *, name: str, image: Image.Image | None = None) ->
         file.seek(0)
         return thumbnail
     # The same conversion the model sees: 16-bit scaled by its range, transparency on white (cards are white).
-    # Turned only when EXIF says so: exif_transpose copies the pixels even when it has nothing to turn.
-    turned = image.getexif().get(ExifTags.Base.Orientation, 1) != 1
-    upright = to_rgb(ImageOps.exif_transpose(image) if turned else image)
+    rgb = to_rgb(upright(image))
     # Bicubic: ~25% cheaper than Lanczos here, and within 0.4 grey levels of it on average at these scales.
-    upright.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC)
+    rgb.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
-    upright.save(buffer, format="WEBP", quality=82, method=WEBP_METHOD)
+    rgb.save(buffer, format="WEBP", quality=82, method=WEBP_METHOD)
     return ContentFile(buffer.getvalue(), name=f"{PurePath(name).stem}.webp")

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from PIL import Image, ImageOps
+from PIL import Image
 
 from catalog.images import inspect_image
+from catalog.pixels import upright
 from search.embeddings import EMBEDDERS, Embedder, get_embedder
 from search.preprocessing import to_rgb
 
@@ -65,7 +66,7 @@ class QueryImage:
 def query_image_read(file) -> QueryImage:
     """Check an upload as every image upload is checked (raises ValidationError with the reason) and decode it."""
     info = inspect_image(file, keep_image=True, keep_min_side=QUERY_DECODE_MIN_SIDE)
-    return QueryImage(pixels=to_rgb(ImageOps.exif_transpose(info.image)), width=info.width, height=info.height)
+    return QueryImage(pixels=to_rgb(upright(info.image)), width=info.width, height=info.height)
 
 
 def embedder_for_model(model: str) -> Embedder:
