@@ -3,8 +3,11 @@ small enough to search exactly) are kept in the process while the catalog is unc
 
 Transactional tests: inside a test's transaction nothing is kept, by design."""
 
+import uuid
+
 import pytest
 from django.core.cache import cache
+from django.core.signals import request_finished, request_started
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -37,6 +40,26 @@ def test_a_kept_read_runs_once_until_the_catalog_changes(counted):
     assert [counted(), counted(), counted()] == [1, 1, 1]
     services.category_get_or_create_path(path="Home > Lamps")
     assert [counted(), counted()] == [2, 2]
+
+
+def test_a_request_reads_the_version_once_and_then_sees_only_its_own_writes(counted):
+    def another_process_changes_the_catalog():
+        cache.set(VERSION_KEY, f"{uuid.uuid4().hex}@{cache.get(VERSION_KEY).partition('@')[2]}", None)
+
+    request_started.send(sender=__name__)
+    try:
+        assert counted() == 1
+        another_process_changes_the_catalog()
+        assert counted() == 1  # the request goes on with the version it read first
+        services.category_get_or_create_path(path="Home > Lamps")
+        assert [counted(), counted()] == [2, 2]  # its own write, seen at once
+        another_process_changes_the_catalog()
+        assert counted() == 2
+    finally:
+        request_finished.send(sender=__name__)
+    assert counted() == 3  # the next request (or a task) reads the version again
+    another_process_changes_the_catalog()
+    assert counted() == 4  # outside a request: every read asks the cache server
 
 
 def test_a_kept_read_keeps_a_value_for_each_set_of_arguments():
