@@ -33,7 +33,8 @@ MATCH_POOL = 48
 # pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
 HNSW_EF_SEARCH_MAX = 1000
 # Kept query vectors: a cache key prefix, and what a token looks like (search.services.query_vector_keep).
-KEPT_QUERY_PREFIX = "search:query:"
+KEPT_QUERY_PREFIX = "search:query:f32:"  # the format in the key: entries of another format are never read as this
+KEPT_QUERY_DTYPE = "<f4"
 KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
@@ -471,4 +472,4 @@ def query_vector_kept(*, token: str) -> KeptQuery | None:
     kept = cache.get(KEPT_QUERY_PREFIX + token) if KEPT_QUERY_TOKEN.fullmatch(token or "") else None
     if kept is None or kept["model"] != search_space_model():
         return None
-    return KeptQuery(model=kept["model"], vector=np.asarray(kept["vector"], dtype=np.float32))
+    return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy())
