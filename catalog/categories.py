@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from catalog.models import Category
+from catalog.page_cache import kept_per_catalog_version
 
 _TABLE = Category._meta.db_table
 
@@ -103,6 +104,13 @@ def lineage(parents: dict[int, int | None], category_id: int) -> list[int]:
         ids.append(current)
         current = parents.get(current)
     return ids
+
+
+@kept_per_catalog_version
+def category_cards() -> dict[int, Category]:
+    """Every category by id, with what a facet or a card shows (slug, name, parent), read once per catalog version.
+    The instances are shared: read them, never change them."""
+    return {category.pk: category for category in Category.objects.only("id", "slug", "name", "parent_id")}
 
 
 def category_paths(*, separator: str) -> dict[int, str]:

@@ -18,6 +18,7 @@ from catalog.categories import (  # noqa: F401
     UnknownCategory,
     category_ancestors,
     category_by_slug,
+    category_cards,
     category_children,
     category_descendant_ids,
     category_list,

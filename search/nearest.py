@@ -8,6 +8,7 @@ vector row (search.models.ImageEmbedding), so a statement reads one table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from pgvector import HalfVector
 
@@ -15,8 +16,8 @@ from search.models import ImageEmbedding
 from search.refine import NO_REFINE, Refine
 
 TABLE = ImageEmbedding._meta.db_table
-# product id, cosine distance, image id, the image's main colour
-Hit = tuple[int, float, int, str]
+# product id, cosine distance, image id, the image's main colour, the product's category id and price
+Hit = tuple[int, float, int, str, int, Decimal]
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,12 @@ class VectorRows:
 
 
 def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> tuple[str, list]:
-    """The ``wanted`` rows nearest ``vector``, as (product id, cosine distance, image id, colour): by the HNSW index,
-    or ``exact``: the filter's rows read (one range of a filter's index) and sorted, never a walk of the graph."""
+    """The ``wanted`` rows nearest ``vector``, as ``Hit``s: by the HNSW index, or ``exact``: the filter's rows read
+    (one range of a filter's index) and sorted, never a walk of the graph."""
     where, params = rows.where()
-    select = f"SELECT product_id, vector <=> %s AS distance, image_id, colour FROM {TABLE} WHERE {where}"
+    select = (
+        f"SELECT product_id, vector <=> %s AS distance, image_id, colour, category_id, price FROM {TABLE} WHERE {where}"
+    )
     params = [(vector if isinstance(vector, HalfVector) else HalfVector(vector)).to_text(), *params]
     if exact:  # OFFSET 0 keeps the ordering outside, where the HNSW index cannot serve it
         return f"SELECT * FROM ({select} OFFSET 0) AS filtered ORDER BY distance LIMIT {int(wanted)}", params

@@ -40,13 +40,14 @@ NO_REFINE = Refine()
 
 
 def sorted_matches(matches: list, sort: str) -> list:
-    """``matches`` (best first, each with ``.product``) in the shopper's order; ties keep the best match first."""
+    """``matches`` (best first, each with ``.price``, ``.product_id`` and, for "newest", ``.created_at``) in the
+    shopper's order; ties keep the best match first."""
     if sort == "price":
-        return sorted(matches, key=lambda match: match.product.price)
+        return sorted(matches, key=lambda match: match.price)
     if sort == "-price":
-        return sorted(matches, key=lambda match: -match.product.price)
+        return sorted(matches, key=lambda match: -match.price)
     if sort == "newest":
-        return sorted(matches, key=lambda match: (match.product.created_at, match.product.pk), reverse=True)
+        return sorted(matches, key=lambda match: (match.created_at, match.product_id), reverse=True)
     return list(matches)
 
 

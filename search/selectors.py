@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
@@ -17,7 +19,7 @@ from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
 from catalog.page_cache import kept_per_catalog_version
-from catalog.selectors import category_descendant_ids, product_cards
+from catalog.selectors import category_cards, category_descendant_ids, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
@@ -186,30 +188,65 @@ def vector_matches(
             # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
             # entries) before finding enough: read the filter's rows, or a small space's, exactly.
             hits = _exact_hits(rows, vector, wanted)
-    best: dict[int, tuple[float, int, str]] = {}
-    for product_id, hit_distance, image_id, colour in sorted(hits, key=lambda hit: hit[1]):  # relaxed: re-sort
-        best.setdefault(product_id, (hit_distance, image_id, colour))
+    best: dict[int, Hit] = {}
+    for hit in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
+        best.setdefault(hit[0], hit)
     cutoff = search_cutoff(model) if cutoff is None else cutoff
-    ranked = []
-    for product_id, (hit_distance, image_id, colour) in best.items():
-        similarity = _similarity(hit_distance)
+    candidates = []
+    for product_id, distance, image_id, colour, category_id, price in best.values():
+        similarity = _similarity(distance)
         if (score := match_score(similarity, cutoff)) >= threshold:
-            ranked.append((product_id, similarity, score, image_id, colour))
-    ranked = ranked[:pool]
-    products = _products_for_cards([product_id for product_id, *_ in ranked])
-    matches = [
-        SimilarProduct(product=products[p], score=score, similarity=sim, image_id=image_id, colour=colour)
-        for p, sim, score, image_id, colour in ranked
-        if p in products
-    ]
-    ordered = sorted_matches(matches, refine.sort)
+            candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price))
+            if len(candidates) == pool:
+                break
+    products = {}
+    if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
+        products = _products_for_cards([c.product_id for c in candidates])
+        candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
+                      if c.product_id in products]
+    ordered = sorted_matches(candidates, refine.sort)
     if fold and len(ordered) > 1:
         minimum = settings.NEAR_DUPLICATE_MIN_SCORE
-        pairs = _near_duplicate_pairs(model, [m.image_id for m in ordered], min_similarity=minimum)
+        pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
         ordered = fold_duplicates(
             ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
         )
-    return Matches(results=ordered[:limit], categories=_category_facets(matches), colours=_colour_facets(matches))
+    return Matches(
+        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates),
+        colours=_colour_facets(candidates),
+    )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A product's best hit in a search's pool, before its card is read: what its order, folding and the facets need
+    (the vector row carries the product's category and price). Only the products shown get a card."""
+
+    product_id: int
+    similarity: float
+    score: float
+    image_id: int
+    colour: str
+    category_id: int
+    price: Decimal
+    created_at: datetime | None = None  # read for the newest-first order only
+    duplicates: tuple[_Candidate, ...] = ()
+
+
+def _with_cards(shown: list[_Candidate], products: dict[int, Product]) -> list[SimilarProduct]:
+    """The shown candidates (with their folded duplicates) as results with their products' cards, read in one
+    statement unless given; a product gone since its vector was read is left out."""
+    wanted = [c.product_id for match in shown for c in (match, *match.duplicates) if c.product_id not in products]
+    products = {**products, **_products_for_cards(wanted)}
+
+    def result(candidate: _Candidate) -> SimilarProduct:
+        return SimilarProduct(
+            product=products[candidate.product_id], score=candidate.score, similarity=candidate.similarity,
+            image_id=candidate.image_id, colour=candidate.colour,
+            duplicates=tuple(result(c) for c in candidate.duplicates if c.product_id in products),
+        )
+
+    return [result(match) for match in shown if match.product_id in products]
 
 
 def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: float) -> dict[tuple[int, int], float]:
@@ -228,19 +265,21 @@ def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: f
         return {(first, second): similarity for first, second, similarity in cursor.fetchall()}
 
 
-def _category_facets(matches: list[SimilarProduct]) -> list[CategoryFacet]:
-    if not matches:
+def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
+    if not candidates:
         return []
-    counts = Counter(match.product.category_id for match in matches)
-    categories = {match.product.category_id: match.product.category for match in matches}
+    counts = Counter(candidate.category_id for candidate in candidates)
+    categories = category_cards()
+    if not counts.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
+        categories = category_cards.__wrapped__()
     return [
         CategoryFacet(category=categories[category_id], count=count)
         for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
     ]
 
 
-def _colour_facets(matches: list[SimilarProduct]) -> list[ColourFacet]:
-    counts = Counter(match.colour for match in matches if match.colour)
+def _colour_facets(candidates: list[_Candidate]) -> list[ColourFacet]:
+    counts = Counter(candidate.colour for candidate in candidates if candidate.colour)
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 

@@ -1,6 +1,8 @@
 """Price filters and sort orders on visual matches: filtered in SQL on the vector rows' price copy, exact or through
 HNSW like the category filter, and sorted only after the similarity cut-off."""
 
+import re
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -114,3 +116,21 @@ def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_ex
     query = vectors[200]  # near deleted vectors: the walk meets dead entries first
     found = [m.product.pk for m in vector_matches(vector=query, limit=12, model=model).results]
     assert found == _exact_top(kept, vectors[:10], query, lambda p: True)
+
+
+def test_the_facets_count_the_whole_pool_and_only_the_shown_products_cards_are_read(settings, priced):
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
+    model, products, vectors = priced
+    every_price = Refine(min_price=Decimal(0))
+    pool = vector_matches(vector=vectors[3], limit=48, model=model, pool=48, refine=every_price).results
+    with CaptureQueriesContext(connection) as queries:
+        shown = vector_matches(vector=vectors[3], limit=5, model=model, pool=48, refine=every_price)
+
+    assert [r.product.pk for r in shown.results] == [r.product.pk for r in pool[:5]]
+    counted = Counter(r.product.category.slug for r in pool)
+    assert {facet.category.slug: facet.count for facet in shown.categories} == counted
+    assert [f.category.name for f in shown.categories] == [f.category.name for f in sorted(
+        shown.categories, key=lambda f: (-f.count, f.category.name))]
+    card_reads = [re.search(r"ANY\('\{([0-9,]*)\}'", q["sql"]) for q in queries.captured_queries
+                  if "json_build_object" in q["sql"]]
+    assert [sorted(map(int, read[1].split(","))) for read in card_reads] == [sorted(r.product.pk for r in pool[:5])]
