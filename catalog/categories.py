@@ -106,11 +106,14 @@ def lineage(parents: dict[int, int | None], category_id: int) -> list[int]:
     return ids
 
 
-@kept_per_catalog_version
 def category_cards() -> dict[int, Category]:
-    """Every category by id, with what a facet or a card shows (slug, name, parent), read once per catalog version.
-    The instances are shared: read them, never change them."""
+    """Every category by id, with what a facet or a card shows (slug, name, parent), in one query."""
     return {category.pk: category for category in Category.objects.only("id", "slug", "name", "parent_id")}
+
+
+# The same, read once per catalog version: search facets show some on every search. The instances are shared: read
+# them, never change them.
+kept_category_cards = kept_per_catalog_version(category_cards)
 
 
 def category_paths(*, separator: str) -> dict[int, str]:

@@ -24,6 +24,7 @@ from catalog.categories import (  # noqa: F401
     category_list,
     category_parents,
     category_tree_roots,
+    kept_category_cards,
     lineage,
 )
 from catalog.models import Category, Product, ProductImage

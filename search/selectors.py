@@ -19,7 +19,7 @@ from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
 from catalog.page_cache import kept_per_catalog_version
-from catalog.selectors import category_cards, category_descendant_ids, product_cards
+from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, product_cards
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
@@ -269,9 +269,9 @@ def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
     if not candidates:
         return []
     counts = Counter(candidate.category_id for candidate in candidates)
-    categories = category_cards()
+    categories = kept_category_cards()
     if not counts.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
-        categories = category_cards.__wrapped__()
+        categories = category_cards()
     return [
         CategoryFacet(category=categories[category_id], count=count)
         for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
