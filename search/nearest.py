@@ -72,6 +72,17 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
     return f"{select} ORDER BY distance LIMIT {int(wanted)}", params
 
 
+def nearest_other_statement(model: str, vector, excluded: list[int]) -> tuple[str, list]:
+    """The image of space ``model`` nearest ``vector``, as (image id, cosine distance), of every row but the
+    ``excluded`` images, searchable or not (a near-duplicate is flagged whichever product it belongs to)."""
+    params = [(vector if isinstance(vector, HalfVector) else HalfVector(vector)).to_text(), model, list(excluded)]
+    return (
+        f"SELECT image_id, vector <=> %s AS distance FROM {TABLE} WHERE model = %s AND image_id <> ALL(%s)"
+        " ORDER BY distance LIMIT 1",
+        params,
+    )
+
+
 def count_statement(rows: VectorRows, limit: int) -> tuple[str, list]:
     """How many of ``rows`` there are, counting no further than ``limit`` + 1: deciding whether there are at most
     ``limit`` costs at most that many index entries (the partial category, price and colour indexes hold ``model``)."""

@@ -15,7 +15,6 @@ from django.core.cache import cache
 from django.db import connections, router, transaction
 from django.db.models import CharField
 from django.db.models.functions import MD5, Cast
-from pgvector.django import CosineDistance
 
 from catalog.models import Category, Product
 from catalog.page_cache import kept_per_catalog_version
@@ -23,7 +22,7 @@ from catalog.selectors import category_cards, category_descendant_ids, kept_cate
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
-from search.nearest import Hit, VectorRows, count_statement, nearest_statement
+from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
 from search.query import Box, QueryImage, query_image_read, query_vector
 from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
 
@@ -417,23 +416,15 @@ def nearest_other_images(
 ) -> dict[int, tuple[int, float]]:
     """``nearest_other_image`` for several images (image id -> its vector), in one transaction; images of an empty
     space are left out. ``ignore_later``: no image is compared with those after it in ``vectors``."""
-    queryset = ImageEmbedding.objects.filter(model=model)
-    alias = queryset.db  # SET LOCAL tunes the server the query runs on
+    alias = router.db_for_read(ImageEmbedding)  # SET LOCAL tunes the server the statements run on
     nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         image_ids = list(vectors)
         for position, (image_id, vector) in enumerate(vectors.items()):
             excluded = image_ids[position:] if ignore_later else [image_id]
-            hit = (
-                queryset.using(alias)
-                .exclude(image_id__in=excluded)
-                .annotate(distance=CosineDistance("vector", vector))
-                .order_by("distance")
-                .values_list("image_id", "distance")
-                .first()
-            )
-            if hit:
+            cursor.execute(*nearest_other_statement(model, vector, excluded))
+            if hit := cursor.fetchone():
                 nearest[image_id] = (hit[0], _similarity(hit[1]))
     return nearest
 
