@@ -66,7 +66,7 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
     select = (
         f"SELECT product_id, vector <=> %s AS distance, image_id, colour, category_id, price FROM {TABLE} WHERE {where}"
     )
-    params = [(vector if isinstance(vector, HalfVector) else HalfVector(vector)).to_text(), *params]
+    params = [_vector_param(vector), *params]
     if exact:  # OFFSET 0 keeps the ordering outside, where the HNSW index cannot serve it
         return f"SELECT * FROM ({select} OFFSET 0) AS filtered ORDER BY distance LIMIT {int(wanted)}", params
     return f"{select} ORDER BY distance LIMIT {int(wanted)}", params
@@ -75,12 +75,17 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
 def nearest_other_statement(model: str, vector, excluded: list[int]) -> tuple[str, list]:
     """The image of space ``model`` nearest ``vector``, as (image id, cosine distance), of every row but the
     ``excluded`` images, searchable or not (a near-duplicate is flagged whichever product it belongs to)."""
-    params = [(vector if isinstance(vector, HalfVector) else HalfVector(vector)).to_text(), model, list(excluded)]
+    params = [_vector_param(vector), model, list(excluded)]
     return (
         f"SELECT image_id, vector <=> %s AS distance FROM {TABLE} WHERE model = %s AND image_id <> ALL(%s)"
         " ORDER BY distance LIMIT 1",
         params,
     )
+
+
+def _vector_param(vector) -> str:
+    """A query vector (numpy, a list or a HalfVector) as the halfvec text the statements compare with."""
+    return (vector if isinstance(vector, HalfVector) else HalfVector(vector)).to_text()
 
 
 def count_statement(rows: VectorRows, limit: int) -> tuple[str, list]:

@@ -331,7 +331,7 @@ def _hnsw_hits(rows: VectorRows, vector, wanted: int) -> list[Hit]:
 
 
 def _read_alias() -> str:
-    """The server the router picks for a shopper's read of vectors (a replica where there is one)."""
+    """The server the router picks for a read of vectors (a replica where the request may use one)."""
     return router.db_for_read(ImageEmbedding)
 
 
@@ -416,7 +416,7 @@ def nearest_other_images(
 ) -> dict[int, tuple[int, float]]:
     """``nearest_other_image`` for several images (image id -> its vector), in one transaction; images of an empty
     space are left out. ``ignore_later``: no image is compared with those after it in ``vectors``."""
-    alias = router.db_for_read(ImageEmbedding)  # SET LOCAL tunes the server the statements run on
+    alias = _read_alias()  # SET LOCAL tunes the server the statements run on
     nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
