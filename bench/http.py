@@ -43,6 +43,8 @@ VARIANTS = {
     "shipped": ({}, (PHOTO, *PAGES)),
     # Before 2026-12-06 each worker ran the model on every core; now the workers share them (config/gunicorn.py).
     "every core for each worker": ({"EMBEDDING_THREADS": str(os.cpu_count())}, (PHOTO,)),
+    # Before 2026-12-06 evening a search running alone kept its worker's share too (search/lone_search.py).
+    "each worker's share, alone too": ({"SEARCH_EVERY_CORE_WHEN_ALONE": "false"}, (PHOTO,)),
     "no page cache": ({"PAGE_CACHE_SECONDS": "0"}, PAGES),
     "no page cache, no connection reuse": ({"PAGE_CACHE_SECONDS": "0", "CONN_MAX_AGE": "0"}, PAGES),
 }

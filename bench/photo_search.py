@@ -15,7 +15,8 @@ bench.http sends:
    the floor is model + ANN statement, and the request is measured against it (target: at most 1.5x);
 2. over HTTP, as bench.http serves it (gunicorn, ``--workers`` sync workers, production settings): photo searches
    per second and latency at 1 and 8 clients (the workers share the cores for the model: config/gunicorn.py); with
-   1 view at 1 client; and at 8 clients with every core for each worker's model (``EMBEDDING_THREADS`` = the core
+   1 view at 1 client; at 1 client without the lone search's every core (``SEARCH_EVERY_CORE_WHEN_ALONE=false``:
+   the setting before 2026-12-06 evening); and at 8 clients with every core for each worker's model (``EMBEDDING_THREADS`` = the core
    count: the setting before 2026-12-06).
 
 ``--profile N`` prints cProfile's top functions over N more in-process searches instead of the HTTP part.
@@ -128,6 +129,7 @@ def over_http(args, catalog, photo: Path, redis_url: str) -> list[dict]:
     variants = [
         ("shipped", {}, args.clients),
         ("1 view", {"SEARCH_QUERY_VIEWS": "1"}, [1]),
+        ("each worker's share, alone too", {"SEARCH_EVERY_CORE_WHEN_ALONE": "false"}, [1]),
         ("every core for each worker", {"EMBEDDING_THREADS": str(os.cpu_count())}, [max(args.clients)]),
     ]
     if args.quick:

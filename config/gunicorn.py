@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import os
 
+from search import lone_search
+
 
 def on_starting(server) -> None:
     """Tell the embedder how many workers share the cores (EMBEDDING_POOL_PROCESSES, inherited by each worker), as
     config/celery_app.py does for a prefork Celery worker: with EMBEDDING_THREADS=0 each worker then runs the network
     on its share of the cores. On 2 cores, 3 workers of one thread each served 3-13 % more photo searches at 8
-    clients than 3 workers of every core each, at the same latency for one client (docs/performance.md)."""
+    clients than 3 workers of every core each, at the same latency for one client (docs/performance.md). A search
+    that runs alone on the host still gets every core (search/lone_search.py)."""
     os.environ["EMBEDDING_POOL_PROCESSES"] = str(server.cfg.workers)
+    lone_search.share_among_workers(slots=server.cfg.workers * server.cfg.threads)
+
+
+def child_exit(server, worker) -> None:
+    lone_search.worker_exited(worker.pid)

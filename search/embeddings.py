@@ -96,6 +96,7 @@ class Embedder:
         # Another fitted reduction than the shipped one (EMBEDDING_REDUCTION_FILE): the benchmark's held-out fits.
         self.reduction_file = Path(reduction_file) if reduction_file else None
         self._network = None
+        self._network_on_every_core = None
         self._load_error = ""  # why the last load failed, while it is fresh
         self._load_failed_at = 0.0
         self._reduction = None
@@ -150,6 +151,19 @@ class Embedder:
                     )
         return self._network
 
+    def network_on_every_core(self):
+        """``network`` with a thread on every core, for a search running alone on its host (search/lone_search.py);
+        ``network`` itself where it already has them, or where its threads are not its own to set (PyTorch's are
+        the process's)."""
+        network = self.network
+        if not self.threads or self.threads >= (os.cpu_count() or 1) or not hasattr(network, "with_threads"):
+            return network
+        if self._network_on_every_core is None:
+            with self._lock:
+                if self._network_on_every_core is None:
+                    self._network_on_every_core = network.with_threads(0)
+        return self._network_on_every_core
+
     def load(self) -> None:
         """Load the network now rather than on first use; raises ``ModelUnavailable`` when it cannot be."""
         self.network  # noqa: B018 - the property loads
@@ -184,17 +198,19 @@ class Embedder:
         """Files or paths -> (n, dimensions) float32 array of unit-length vectors."""
         return self.reduction.project(self._features(lambda source: self.model_views(self.load_image(source)), sources))
 
-    def embed_images(self, images, *, views: int | None = None) -> np.ndarray:
-        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors; ``views``: see ``raw_features``."""
-        return self.reduction.project(self.raw_features(images, views=views))
+    def embed_images(self, images, *, views: int | None = None, every_core: bool = False) -> np.ndarray:
+        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors; ``views``, ``every_core``: see
+        ``raw_features``."""
+        return self.reduction.project(self.raw_features(images, views=views, every_core=every_core))
 
-    def raw_features(self, images, *, views: int | None = None) -> np.ndarray:
+    def raw_features(self, images, *, views: int | None = None, every_core: bool = False) -> np.ndarray:
         """RGB PIL images -> (n, RAW_DIMENSIONS) features before the reduction: each view's pooled features made
         unit-length, then averaged, so no view outweighs the others. ``views`` < 3 uses only the first views
-        (the photo; then its mirror): cheaper, a little less exact (SEARCH_QUERY_VIEWS)."""
-        return self._features(lambda image: self.model_views(image, views), images)
+        (the photo; then its mirror): cheaper, a little less exact (SEARCH_QUERY_VIEWS). ``every_core``: run the
+        network on ``network_on_every_core``, the same vectors sooner when the other cores are idle."""
+        return self._features(lambda image: self.model_views(image, views), images, every_core=every_core)
 
-    def _features(self, prepare, items) -> np.ndarray:
+    def _features(self, prepare, items, *, every_core: bool = False) -> np.ndarray:
         """Prepare items (each to its views) and run the network on them, ``batch_size`` items per call.
 
         With 2+ threads the next batch is decoded and resized (Pillow's C code releases the GIL)
@@ -208,7 +224,7 @@ class Embedder:
         starts = range(0, len(items), self.batch_size)
         # One item (a shopper's photo) has nothing to overlap with: handing it to a thread only adds a wait.
         pool = self._thread_pool() if len(items) > 1 else None
-        network = self.network  # load before the first batch is prepared
+        network = self.network_on_every_core() if every_core else self.network  # load before preparing a batch
 
         def run(views: list[np.ndarray]) -> np.ndarray:
             pooled = network(np.concatenate(views)).reshape(len(views), len(views[0]), -1)

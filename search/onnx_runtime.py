@@ -146,6 +146,7 @@ class OnnxFeatures:
     def __init__(self, path: Path, *, threads: int = 0):
         import onnxruntime
 
+        self.path = path
         options = onnxruntime.SessionOptions()
         # 0 lets onnxruntime use every core; set EMBEDDING_THREADS=1 with several prefork workers
         # per machine, or they fight over the same cores.
@@ -157,6 +158,10 @@ class OnnxFeatures:
         # batch get the cores (file-to-vector ~10 % faster, model-only ~5 % slower; embeddings-benchmarks.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def with_threads(self, threads: int) -> OnnxFeatures:
+        """Another session of the same graph, on ``threads`` threads (0: every core)."""
+        return OnnxFeatures(self.path, threads=threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (features,) = self.session.run(["features"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})

@@ -10,6 +10,7 @@ from PIL import Image
 
 from catalog.images import inspect_image
 from catalog.pixels import upright
+from search import lone_search
 from search.embeddings import EMBEDDERS, Embedder, get_embedder
 from search.preprocessing import to_rgb
 
@@ -88,4 +89,6 @@ def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np
         pixels = pixels.crop(
             (round(box.x0 * scale), round(box.y0 * scale), round(box.x1 * scale), round(box.y1 * scale))
         )
-    return embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS)[0]
+    with lone_search.searching() as alone:
+        every_core = alone and settings.SEARCH_EVERY_CORE_WHEN_ALONE
+        return embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS, every_core=every_core)[0]

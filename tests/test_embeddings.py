@@ -303,9 +303,11 @@ def test_gunicorn_workers_share_the_cores_between_them(monkeypatch):
     from gunicorn.app.wsgiapp import WSGIApplication
     from gunicorn.config import Config
 
+    from search import lone_search
     from search.embeddings import default_threads
 
     monkeypatch.delenv("EMBEDDING_POOL_PROCESSES", raising=False)  # restored afterwards, whatever the hook sets
+    monkeypatch.setattr(lone_search, "_running", None)  # the table the hook shares, dropped afterwards
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
     site = WSGIApplication.__new__(WSGIApplication)  # the settings gunicorn reads for `--config python:config.gunicorn`
     site.cfg = Config()

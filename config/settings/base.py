@@ -162,6 +162,9 @@ SEARCH_CUTOFF_DEFAULT = env.float("SEARCH_CUTOFF_DEFAULT", default=None)
 # Views of a shopper's photo embedded per search (1-3; the catalog always has 3). 3 matches best; 1 is the fastest
 # (docs/relevance.md measures both).
 SEARCH_QUERY_VIEWS = min(3, max(1, env.int("SEARCH_QUERY_VIEWS", default=3)))
+# A photo search that finds no other running on the host embeds the photo on every core instead of its worker's
+# share (search/lone_search.py); turn off where other services need the idle cores.
+SEARCH_EVERY_CORE_WHEN_ALONE = env.bool("SEARCH_EVERY_CORE_WHEN_ALONE", default=True)
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many active products (their vectors) is searched exactly instead of

@@ -1,0 +1,57 @@
+"""Which photo searches run alone on their host: a lone search may run the network on every core.
+
+gunicorn's workers each run the network on their share of the cores (config/gunicorn.py), which serves the most
+searches when many shoppers search at once. With one shopper the other cores sit idle while the network runs on
+one, so a search that finds no other search running on the host uses every core: a photo's three query views take
+about two thirds of the time (docs/performance.md).
+
+The gunicorn master shares a table of the searches running before it forks the workers: one slot per search in
+progress, holding its worker's pid. A worker that dies mid-search leaves its slot taken; the master frees it when
+it hears of the death (``worker_exited``). Where no table is shared (runserver, a shell, tests, Celery), a search
+keeps the threads it was given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Iterator
+
+_running = None  # multiprocessing.Array of pids, shared by the gunicorn master with the workers it forks
+
+
+def share_among_workers(*, slots: int) -> None:
+    """Called by the master before it forks: ``slots`` is how many searches can run at once on the host."""
+    global _running
+    _running = multiprocessing.Array("i", max(1, slots))
+
+
+def worker_exited(pid: int) -> None:
+    """Called by the master when a worker exits: free the slots of any search it died in."""
+    if _running is None:
+        return
+    with _running.get_lock():
+        for index, holder in enumerate(_running):
+            if holder == pid:
+                _running[index] = 0
+
+
+@contextlib.contextmanager
+def searching() -> Iterator[bool]:
+    """Hold a slot while the search runs; yields True when no other search was running as it started."""
+    if _running is None:
+        yield False
+        return
+    pid = os.getpid()
+    with _running.get_lock():
+        taken = [index for index, holder in enumerate(_running) if holder]
+        free = next((index for index, holder in enumerate(_running) if not holder), None)
+        if free is not None:
+            _running[free] = pid
+    try:
+        yield not taken and free is not None
+    finally:
+        if free is not None:
+            with _running.get_lock():
+                _running[free] = 0
