@@ -5,8 +5,8 @@ searches when many shoppers search at once. With one shopper the other cores sit
 one, so a search that finds no other search running on the host uses every core: a photo's three query views take
 about two thirds of the time (docs/performance.md).
 
-The gunicorn master shares a table of the searches running before it forks the workers: one slot per search in
-progress, holding its worker's pid. A worker that dies mid-search leaves its slot taken; the master frees it when
+The gunicorn master shares a table of the searches running before it forks the workers: a search holds a slot,
+with its worker's pid, while its photo is embedded. A worker that dies mid-search leaves its slot taken; the master frees it when
 it hears of the death (``worker_exited``). Where no table is shared (runserver, a shell, tests, Celery), a search
 keeps the threads it was given.
 """
@@ -39,7 +39,7 @@ def worker_exited(pid: int) -> None:
 
 @contextlib.contextmanager
 def searching() -> Iterator[bool]:
-    """Hold a slot while the search runs; yields True when no other search was running as it started."""
+    """Hold a slot while a query photo is embedded; yields True when no other search held one as it started."""
     if _running is None:
         yield False
         return
