@@ -72,6 +72,10 @@
       showChosen(event.target.files[0]);
     }
   });
+  // A photo chosen before this script ran (on a slow connection, or restored by the browser on Back) is shown too.
+  root.querySelectorAll("[data-photo-input]").forEach(function (input) {
+    if (input.files && input.files.length) showChosen(input.files[0]);
+  });
 
   function dropZone(event) {
     return event.target.closest && event.target.closest("[data-drop-zone]");

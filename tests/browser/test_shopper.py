@@ -157,3 +157,18 @@ def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
     # Nothing is wider than the phone's screen (no sideways scrolling).
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "browser-phone-results", readme=True)
+
+
+def test_a_photo_chosen_before_the_pages_script_ran_is_shown(page, shop, test_images):
+    held = []
+    # The page's script is slow to arrive, as on a poor connection: held until the shopper has chosen a photo.
+    page.route("**/photo-search*.js", lambda route: held.append(route))
+    page.goto("/search/photo/", wait_until="commit")
+    page.locator("#id_photo").set_input_files(str(test_images / "shoe-running-3.jpg"))
+    page.wait_for_function("() => document.querySelector('#id_photo').files.length === 1")
+    expect(page.locator("[data-drop-name]")).to_have_text("")  # nothing has run yet
+    assert held, "the page asked for its script"
+    held[0].continue_()
+    expect(page.locator("[data-drop-name]")).to_contain_text("shoe-running-3.jpg")
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")
