@@ -16,8 +16,8 @@ bench.http sends:
 2. over HTTP, as bench.http serves it (gunicorn, ``--workers`` sync workers, production settings): photo searches
    per second and latency at 1 and 8 clients (the workers share the cores for the model: config/gunicorn.py); with
    1 view at 1 client; at 1 client without the lone search's every core (``SEARCH_EVERY_CORE_WHEN_ALONE=false``:
-   the setting before 2026-12-06 evening); and at 8 clients with every core for each worker's model (``EMBEDDING_THREADS`` = the core
-   count: the setting before 2026-12-06).
+   the setting before 2026-12-06 evening); and at 8 clients with every core for each worker's model
+   (``EMBEDDING_THREADS`` = the core count: the setting before 2026-12-06).
 
 ``--profile N`` prints cProfile's top functions over N more in-process searches instead of the HTTP part.
 """

@@ -6,9 +6,9 @@ one, so a search that finds no other search running on the host uses every core:
 about two thirds of the time (docs/performance.md).
 
 The gunicorn master shares a table of the searches running before it forks the workers: a search holds a slot,
-with its worker's pid, while its photo is embedded. A worker that dies mid-search leaves its slot taken; the master frees it when
-it hears of the death (``worker_exited``). Where no table is shared (runserver, a shell, tests, Celery), a search
-keeps the threads it was given.
+with its worker's pid, while its photo is embedded. A worker that dies mid-search leaves its slot taken; the master
+frees it when it hears of the death (``worker_exited``). Where no table is shared (runserver, a shell, tests,
+Celery), a search keeps the threads it was given.
 """
 
 from __future__ import annotations
@@ -43,14 +43,13 @@ def searching() -> Iterator[bool]:
     if _running is None:
         yield False
         return
-    pid = os.getpid()
     with _running.get_lock():
-        taken = [index for index, holder in enumerate(_running) if holder]
-        free = next((index for index, holder in enumerate(_running) if not holder), None)
+        holders = _running[:]
+        free = next((index for index, holder in enumerate(holders) if not holder), None)
         if free is not None:
-            _running[free] = pid
+            _running[free] = os.getpid()
     try:
-        yield not taken and free is not None
+        yield free is not None and not any(holders)
     finally:
         if free is not None:
             with _running.get_lock():
