@@ -14,17 +14,28 @@ Celery), a search keeps the threads it was given.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
 
 _running = None  # multiprocessing.Array of pids, shared by the gunicorn master with the workers it forks
 
 
 def share_among_workers(*, slots: int) -> None:
-    """Called by the master before it forks: ``slots`` is how many searches can run at once on the host."""
+    """Called by the master before it forks: ``slots`` is how many searches can run at once on the host.
+
+    Where the host cannot share memory and a lock between processes (no /dev/shm, as in some sandboxes), the site
+    still starts: every search keeps its worker's share of the cores, as without this module."""
     global _running
-    _running = multiprocessing.Array("i", max(1, slots))
+    try:
+        _running = multiprocessing.Array("i", max(1, slots))
+    except OSError:
+        logger.warning("cannot share the table of running searches; each search keeps its worker's cores",
+                       exc_info=True)
+        _running = None
 
 
 def worker_exited(pid: int) -> None:

@@ -46,6 +46,18 @@ def test_outside_gunicorn_a_search_keeps_its_threads(monkeypatch):
         assert not alone
 
 
+def test_a_host_that_cannot_share_the_table_still_serves_every_search_on_its_share(monkeypatch, caplog):
+    def no_shared_memory(*args, **kwargs):
+        raise OSError(38, "Function not implemented")  # what sem_open gives where /dev/shm is missing
+
+    monkeypatch.setattr(lone_search, "_running", None)
+    monkeypatch.setattr(multiprocessing, "Array", no_shared_memory)
+    lone_search.share_among_workers(slots=3)
+    assert "cannot share the table of running searches" in caplog.text
+    with lone_search.searching() as alone:
+        assert not alone
+
+
 def test_a_search_is_alone_only_while_no_other_worker_is_searching(shared_table):
     with lone_search.searching() as alone:
         assert alone
