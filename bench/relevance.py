@@ -6,9 +6,10 @@
 For each domain of bench/domains.py:
 
 1. **Split.** Every fourth group (by name) is held out of the catalog: photos of things the shop does not sell.
-2. **Fit without the domain.** The PCA reduction and the calibration's two constants are fitted on the other
-   domains only (bench/fit_reduction.py); the instance gets them through EMBEDDING_REDUCTION_FILE,
-   SEARCH_CUTOFF_QUANTILE and SEARCH_CUTOFF_DEFAULT. ``--quick`` uses the shipped ones.
+2. **Fit without the domain.** The reduction (learned whitening, its shrinkage chosen among those domains) and the
+   calibration's two constants are fitted on the other domains only (bench/fit_reduction.py); the instance gets
+   them through EMBEDDING_REDUCTION_FILE, SEARCH_CUTOFF_QUANTILE and SEARCH_CUTOFF_DEFAULT. ``--quick`` uses the
+   shipped ones.
 3. **A new shop.** A fresh database; ``manage.py import_catalog`` imports the catalog, a Celery worker embeds it,
    ``manage.py calibrate`` computes the cut-off (what the beat sweep does by itself); gunicorn serves it.
 4. **Queries, through the API**, one client:

@@ -17,10 +17,13 @@ from PIL import Image
 from bench.datasets import CACHE_DIR
 from bench.domains import DOMAINS, Item
 from bench.shopper import snapshot
+from bench.training_pairs import other_photo
 from search.preprocessing import PREPROCESSING_VERSION
 
 SNAPSHOT_VERSION = 2  # bump when bench/shopper.py or the query sampling changes: cached features are keyed by it
 SNAPSHOTS_PER_PHOTO = 3
+PAIRS_VERSION = 1  # bump when bench/training_pairs.py changes: cached features are keyed by it
+PAIRS_PER_PHOTO = 2  # other photos of each catalog photo, for fitting the learned whitening
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,12 @@ class DomainFeatures:
     instance: np.ndarray  # snapshots of catalog photos
     instance_products: np.ndarray
     absent: np.ndarray  # snapshots of held-out photos
+    other_photos: np.ndarray  # PAIRS_PER_PHOTO other photos of each catalog photo (bench/training_pairs.py), in turn
+
+    @property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(catalog photos, other photos of the same products), row by row: what the learned whitening is fitted on."""
+        return np.tile(self.catalog, (PAIRS_PER_PHOTO, 1)), self.other_photos
 
 
 @dataclass(frozen=True)
@@ -131,9 +140,24 @@ def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
         key = f"{embedder.network_id}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
         return cached(key, lambda: embedder.raw_features(decoded(split, kind, embedder.load_image)))
 
+    def other_photos() -> np.ndarray:
+        paths = [str(item.path) for item in split.catalog]
+        key = f"{embedder.network_id}p{PREPROCESSING_VERSION}-pairs{PAIRS_VERSION}x{PAIRS_PER_PHOTO}-{paths}"
+
+        def compute() -> np.ndarray:
+            photos = []
+            for turn in range(PAIRS_PER_PHOTO):
+                for item in split.catalog:
+                    seed = int(_stable(f"pair{item.path}#{turn}")[:8], 16)
+                    photos.append(embedder.load_image(io.BytesIO(other_photo(Image.open(item.path),
+                                                                             np.random.default_rng(seed)))))
+            return embedder.raw_features(photos)
+
+        return cached(key, compute)
+
     return DomainFeatures(
         name=split.name, catalog=features("catalog"), products=np.array([item.product for item in split.catalog]),
         groups=np.array([item.group for item in split.catalog]),
         instance=features("instance"), instance_products=np.array([item.product for item in split.instance]),
-        absent=features("absent"),
+        absent=features("absent"), other_photos=other_photos(),
     )
