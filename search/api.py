@@ -89,7 +89,7 @@ class PhotoSearchView(APIView):
                          "count": 8},
                     ], "colours": [{"colour": "grey", "count": 6}, {"colour": "blue", "count": 2}]},
                     "query": "mH3v0d1wq8ZtY2kR5xJc4A",
-                    "model": "efficientnet-lite0-v3p4-pca384-0c1d2e3f",
+                    "model": "efficientnet-lite0-v3-int8-12ba3bcdp5-lw384-421c8d24",
                     "took_ms": 38.2,
                     "threshold": 0.5,
                     "cutoff": 0.55,

@@ -24,10 +24,10 @@ MATCH_THRESHOLD = 0.5
 # better served by it than by the default, which suits catalogs of look-alike drawings (docs/search.md).
 MIN_PRODUCTS = 5
 # The highest cut-off, and the cut-off of a space that cannot be calibrated (SEARCH_CUTOFF_DEFAULT overrides it).
-DEFAULT_CUTOFF = 0.54
+DEFAULT_CUTOFF = 0.46
 # The share of the nearest-other-category similarities that lies below the cut-off (SEARCH_CUTOFF_QUANTILE overrides
 # it). Both overrides exist for the relevance benchmark, which passes the values it fitted without the measured domain.
-NEIGHBOUR_QUANTILE = 0.95
+NEIGHBOUR_QUANTILE = 1.0
 # How many products the calibration samples (each costs one nearest-neighbour query).
 SAMPLE_PRODUCTS = 500
 # Recalibrate once the number of vectors has changed by this share since the last calibration.

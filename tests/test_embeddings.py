@@ -255,10 +255,11 @@ def test_views_of_one_product_are_near_and_unrelated_products_far(photo_vectors)
     v = photo_vectors
     same_product = [("shoe-plimsoll-yellow-side", "shoe-plimsoll-yellow-angle"),
                     ("tshirt-turquoise-front", "tshirt-turquoise-back")]  # fmt: skip
+    # The whitened space scores two photos of one product 0.45-0.6 and unrelated products near 0.
     for a, b in same_product:
-        assert _cosine(v[a], v[b]) > 0.6
-    assert _cosine(v["shoe-running-1"], v["plant-cactus"]) < 0.25
-    assert _cosine(v["chair-shell-black"], v["tshirt-turquoise-back"]) < 0.25
+        assert _cosine(v[a], v[b]) > 0.4
+    assert _cosine(v["shoe-running-1"], v["plant-cactus"]) < 0.15
+    assert _cosine(v["chair-shell-black"], v["tshirt-turquoise-back"]) < 0.15
     # A running shoe is nearer to another running shoe than to any chair, plant or T-shirt.
     unrelated = [n for n in v if not n.startswith("shoe-")]
     assert _cosine(v["shoe-running-1"], v["shoe-running-2"]) > max(_cosine(v["shoe-running-1"], v[n]) for n in unrelated)

@@ -58,7 +58,8 @@ def test_sort_orders_the_matches(api, catalog, test_images, sort, expected):
 
 
 def test_sorting_by_price_never_lets_a_weak_match_in(api, catalog, test_images, settings):
-    settings.SEARCH_MIN_SCORE = 0.3  # a fixed cut-off: the chairs pass it, the shoes and the T-shirt do not
+    # A fixed cut-off: the chairs (0.24, 0.36) pass it, the shoes and the T-shirt (0.01 at most) do not.
+    settings.SEARCH_MIN_SCORE = 0.15
     best = skus(search(api, test_images))
     cheapest = skus(search(api, test_images, sort="price"))
     assert sorted(best) == ["CHAIR-1", "CHAIR-2"]
@@ -83,7 +84,7 @@ def test_bad_refinements_are_400s_naming_the_field(api, catalog, test_images, fi
 
 
 def test_more_like_this_takes_a_price_range_and_a_sort(api, catalog, settings):
-    settings.SEARCH_MIN_SCORE = 0.2  # of RUN-1's neighbours only RUN-3 (0.28) passes it; the next is 0.11
+    settings.SEARCH_MIN_SCORE = 0.12  # of RUN-1's neighbours only RUN-3 (0.16) passes it; the next is 0.08
     url = "/api/v1/products/RUN-1/similar/"
     # The default order lists every neighbour, however weak (a product page always has some)...
     assert skus(api.get(url, {"scope": "all"}))[0] == "RUN-3"
