@@ -9,7 +9,7 @@ products differ most. It is fitted once, offline, by ``bench/fit_reduction.py`` 
 weighted equally (never by the running app: the space must not drift between workers), and its content hash is part
 of ``Embedder.id``, so a refit is a new embedding space. Judged on domains it was not fitted on, it found the right
 product more often than PCA on five of six, and told sold from unsold better on five (docs/relevance.md); the
-whitening of PCA's own variances, fitted on two domains, had lost more than it gained.
+whitening of the first release, fitted and judged on two domains only, had lost more than it gained elsewhere.
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ class Reduction:
         if pairs:
             changes = [l2_normalise(a).astype(np.float64) - l2_normalise(b).astype(np.float64) for a, b in pairs]
             within = sum(change.T @ change / len(change) for change in changes) / len(changes)
-            within /= np.trace(within) / len(within)  # mean variance 1, as the identity it is blended with
-            within = (1 - shrinkage) * within + shrinkage * np.eye(len(within))
-            spread, axes = np.linalg.eigh(within)
-            whitening = (axes / np.sqrt(spread)) @ axes.T
+            if (variance := np.trace(within) / len(within)) > 0:  # pairs of identical photos teach nothing
+                within /= variance  # mean variance 1, as the identity it is blended with
+                within = (1 - shrinkage) * within + shrinkage * np.eye(len(within))
+                spread, axes = np.linalg.eigh(within)
+                whitening = (axes / np.sqrt(spread)) @ axes.T
         scatter = sum(((f - mean) @ whitening).T @ ((f - mean) @ whitening) / len(f) for f in features) / len(features)
         spread, axes = np.linalg.eigh(scatter)
         projection = whitening @ axes[:, np.argsort(spread)[::-1][:dimensions]]

@@ -54,3 +54,11 @@ def test_full_shrinkage_is_pca_and_a_refit_gives_the_same_file():
     again = Reduction.fit([catalog], pairs=[(catalog, others)], shrinkage=0.5, dimensions=DIMENSIONS, provenance={})
     assert again.digest == Reduction.fit([catalog], pairs=[(catalog, others)], shrinkage=0.5,
                                          dimensions=DIMENSIONS, provenance={}).digest
+
+
+def test_pairs_of_identical_photos_leave_pca():
+    rng = np.random.default_rng(RNG_SEED)
+    catalog, _, queries = _shop(rng)
+    pca = Reduction.fit([catalog], dimensions=DIMENSIONS, provenance={})
+    same = Reduction.fit([catalog], pairs=[(catalog, catalog)], shrinkage=0.3, dimensions=DIMENSIONS, provenance={})
+    np.testing.assert_allclose(same.project(queries), pca.project(queries), atol=1e-5)

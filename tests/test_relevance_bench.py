@@ -64,3 +64,57 @@ def test_the_benchmark_runs_through_the_api_of_a_running_instance(tmp_path):
     assert measured.count("→") == 4  # baseline → shipped for R@1, R@10, P@10 and AUC
     assert curve.count(" / ") == 7  # found / absent-empty at each match threshold of the trade-off table
     assert "three query views" in page and "Targets missed" in page
+
+
+def _domain(name: str, rng, *, nuisance: float, products: int = 60):
+    """A benchmark domain in miniature: products of 4 groups, shoppers' photos of them, photos of a 5th group."""
+    from bench.splits import PAIRS_PER_PHOTO, DomainFeatures
+
+    extent = 24
+    groups = np.repeat(np.arange(5), products // 4 + 1)[: products + 20]
+    identity = rng.normal(0, 1.0, size=(len(groups), extent)) + 1.5 * np.eye(extent)[groups * 3]
+
+    def photos(rows):
+        backdrop = np.zeros((len(rows), extent))
+        backdrop[:, -4:] = rng.normal(0, nuisance, size=(len(rows), 4))
+        return identity[rows] + backdrop + rng.normal(0, 0.2, size=(len(rows), extent))
+
+    sold = np.flatnonzero(groups < 4)[:products]
+    absent = np.flatnonzero(groups == 4)
+    return DomainFeatures(
+        name=name, catalog=photos(sold), products=sold.astype(str), groups=groups[sold].astype(str),
+        instance=photos(sold), instance_products=sold.astype(str), absent=photos(absent),
+        other_photos=photos(np.tile(sold, PAIRS_PER_PHOTO)),
+    )
+
+
+def test_the_shrinkage_is_chosen_on_held_out_domains_and_whitens_what_photos_of_a_product_change(monkeypatch):
+    from bench import fit_reduction
+    from bench.fit_reduction import SHRINKAGES, choose_shrinkage
+
+    monkeypatch.setattr(fit_reduction, "VECTOR_DIMENSIONS", 16)  # of the miniature domains' 24
+    rng = np.random.default_rng(3)
+    domains = [_domain(name, rng, nuisance=4.0) for name in "abc"]
+    chosen = choose_shrinkage(domains[:2])
+    assert chosen in SHRINKAGES and chosen < 1.0  # the backdrop hides the products from PCA
+
+    def right_first(shrinkage: float) -> float:  # on the third domain, which chose nothing
+        scores, _ = fit_reduction.simulate(domains[2], fit_reduction._fit(domains[:2], shrinkage, {}))
+        return float((scores.instance_rank == 0).mean())
+
+    assert right_first(chosen) > right_first(1.0) + 0.2
+
+
+def test_the_calibration_is_fitted_to_the_targets_where_a_cut_off_meets_them():
+    from bench.fit_reduction import EMPTY_TARGET, FOUND_TARGET, cutoff, fit_calibration, simulate
+    from search.reduction import Reduction
+
+    rng = np.random.default_rng(5)
+    domains = [_domain(name, rng, nuisance=0.3) for name in "abc"]
+    identity = Reduction._build(np.zeros(24, np.float32), np.eye(24, dtype=np.float32), {"method": "none"})
+    quantile, default = fit_calibration(domains, identity)
+    for domain in domains:
+        scores, neighbours = simulate(domain, identity)
+        threshold = cutoff(neighbours, quantile, default)
+        assert ((scores.instance_top >= threshold) & (scores.instance_rank < 10)).mean() >= FOUND_TARGET
+        assert (scores.absent_top < threshold).mean() >= EMPTY_TARGET
