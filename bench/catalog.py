@@ -68,7 +68,8 @@ class BenchCatalog:
     table_bytes: int  # search_imageembedding without its indexes (incl. TOAST)
     index_bytes: int  # the HNSW index
     vector_bytes: float  # stored size of one vector value
-    build: str = ""  # the vectors and the migrations it was built with: a catalog built otherwise is rebuilt
+    build: str = ""  # the vectors and the migrations it was built with: a catalog built otherwise (or for another
+    # space than ``model``) is rebuilt
 
 
 def server_url() -> str:
@@ -176,11 +177,14 @@ def ensure_catalog(products: int, *, maintenance_work_mem: str = "2GB", rebuild:
         with psycopg.connect(url) as connection:
             has_info = connection.execute("SELECT to_regclass(%s) IS NOT NULL", [INFO_TABLE]).fetchone()[0]
             info = has_info and connection.execute(f"SELECT info FROM {INFO_TABLE}").fetchone()[0]
-            if info and info.get("build") == _build_id():
+            # Built with these vectors and migrations, for the space the embedder now produces (a new reduction
+            # file is a new space, with other vectors).
+            if info and info.get("build") == _build_id() and info.get("model") == _model_id(url):
                 _category_indexes(url)  # as the beat task keeps them: built once, then checked
                 return BenchCatalog(**info)
     with psycopg.connect(server_url(), autocommit=True) as server:
-        # An incomplete build (interrupted), or one from other vectors or migrations, starts again from nothing.
+        # An incomplete build (interrupted), or one from other vectors, migrations or space, starts again from
+        # nothing.
         server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         server.execute(f"CREATE DATABASE {name}")
     catalog = _build(products, url, maintenance_work_mem)
