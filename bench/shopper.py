@@ -29,7 +29,7 @@ MIN_WORKING_SIDE = 224
 MAX_WORKING_SIDE = 640
 
 
-def _rgba(image: Image.Image) -> Image.Image:
+def product_cutout(image: Image.Image) -> Image.Image:
     """The product as RGBA: transparency kept, a uniform border colour made transparent (the studio background)."""
     if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
@@ -75,7 +75,7 @@ def background(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
 
 def snapshot(image: Image.Image, rng: np.random.Generator) -> bytes:
     """One shopper-style snapshot of ``image``: the JPEG file a shopper would upload."""
-    product = _rgba(image)
+    product = product_cutout(image)
     long_side = max(product.size)
     scale = 1.0
     if min(product.size) < MIN_WORKING_SIDE:

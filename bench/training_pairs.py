@@ -21,7 +21,7 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from bench.shopper import MAX_WORKING_SIDE, MIN_WORKING_SIDE, _rgba
+from bench.shopper import MAX_WORKING_SIDE, MIN_WORKING_SIDE, product_cutout
 
 
 def _backdrop(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -43,7 +43,7 @@ def _backdrop(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
 
 def other_photo(image: Image.Image, rng: np.random.Generator) -> bytes:
     """Another photo of the product in ``image``, as the file a shopper might send."""
-    product = _rgba(image)
+    product = product_cutout(image)
     scale = 1.0
     if min(product.size) < MIN_WORKING_SIDE:
         scale = MIN_WORKING_SIDE / min(product.size)
