@@ -118,3 +118,23 @@ def test_the_calibration_is_fitted_to_the_targets_where_a_cut_off_meets_them():
         threshold = cutoff(neighbours, quantile, default)
         assert ((scores.instance_top >= threshold) & (scores.instance_rank < 10)).mean() >= FOUND_TARGET
         assert (scores.absent_top < threshold).mean() >= EMPTY_TARGET
+
+
+def test_the_fits_other_photos_are_decodable_repeatable_and_of_the_whole_product(test_images):
+    import io
+
+    from PIL import Image
+
+    from bench.training_pairs import other_photo
+
+    with Image.open(test_images / "shoe-running-1.jpg") as photo:
+        first = other_photo(photo, np.random.default_rng(11))
+        assert first == other_photo(photo, np.random.default_rng(11))  # the same on every machine
+        assert first != other_photo(photo, np.random.default_rng(12))
+    tiny = Image.new("RGBA", (28, 28), (0, 0, 0, 0))
+    tiny.paste((200, 30, 30, 255), (8, 8, 20, 20))  # a red square on transparency, as an emoji or a drawing
+    with Image.open(io.BytesIO(other_photo(tiny, np.random.default_rng(3)))) as made:
+        assert min(made.size) >= 100  # enlarged first, as a photo of a small picture is
+        pixels = np.asarray(made.convert("RGB"), dtype=np.int16)
+    reddish = (pixels[..., 0] - pixels[..., 1:].max(axis=2)) > 60
+    assert reddish.mean() > 0.05  # the product is still in the photo
