@@ -77,7 +77,8 @@ class Reduction:
                 within = (1 - shrinkage) * within + shrinkage * np.eye(len(within))
                 spread, axes = np.linalg.eigh(within)
                 whitening = (axes / np.sqrt(spread)) @ axes.T
-        scatter = sum(((f - mean) @ whitening).T @ ((f - mean) @ whitening) / len(f) for f in features) / len(features)
+        whitened = [(f - mean) @ whitening for f in features]
+        scatter = sum(w.T @ w / len(w) for w in whitened) / len(whitened)
         spread, axes = np.linalg.eigh(scatter)
         projection = whitening @ axes[:, np.argsort(spread)[::-1][:dimensions]]
         # eigh's signs are arbitrary; fix them so a refit on the same data gives the same file.
