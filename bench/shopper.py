@@ -73,19 +73,21 @@ def background(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8))
 
 
-def snapshot(image: Image.Image, rng: np.random.Generator) -> bytes:
-    """One shopper-style snapshot of ``image``: the JPEG file a shopper would upload."""
-    product = product_cutout(image)
-    long_side = max(product.size)
+def at_working_size(product: Image.Image, resample: Image.Resampling) -> Image.Image:
+    """``product`` enlarged to MIN_WORKING_SIDE on its short side or shrunk to MAX_WORKING_SIDE on its long side."""
     scale = 1.0
     if min(product.size) < MIN_WORKING_SIDE:
         scale = MIN_WORKING_SIDE / min(product.size)
-    elif long_side > MAX_WORKING_SIDE:
-        scale = MAX_WORKING_SIDE / long_side
-    if scale != 1.0:
-        product = product.resize(
-            (max(1, round(product.width * scale)), max(1, round(product.height * scale))), Image.Resampling.BICUBIC
-        )
+    elif max(product.size) > MAX_WORKING_SIDE:
+        scale = MAX_WORKING_SIDE / max(product.size)
+    if scale == 1.0:
+        return product
+    return product.resize((max(1, round(product.width * scale)), max(1, round(product.height * scale))), resample)
+
+
+def snapshot(image: Image.Image, rng: np.random.Generator) -> bytes:
+    """One shopper-style snapshot of ``image``: the JPEG file a shopper would upload."""
+    product = at_working_size(product_cutout(image), Image.Resampling.BICUBIC)
     # 1. on a new background, with a margin of it around the product
     margin = rng.uniform(0.05, 0.25)
     canvas_size = (round(product.width * (1 + 2 * margin)), round(product.height * (1 + 2 * margin)))

@@ -21,7 +21,7 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from bench.shopper import MAX_WORKING_SIDE, MIN_WORKING_SIDE, product_cutout
+from bench.shopper import at_working_size, product_cutout
 
 
 def _backdrop(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -43,15 +43,7 @@ def _backdrop(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
 
 def other_photo(image: Image.Image, rng: np.random.Generator) -> bytes:
     """Another photo of the product in ``image``, as the file a shopper might send."""
-    product = product_cutout(image)
-    scale = 1.0
-    if min(product.size) < MIN_WORKING_SIDE:
-        scale = MIN_WORKING_SIDE / min(product.size)
-    elif max(product.size) > MAX_WORKING_SIDE:
-        scale = MAX_WORKING_SIDE / max(product.size)
-    if scale != 1.0:
-        product = product.resize((max(1, round(product.width * scale)), max(1, round(product.height * scale))),
-                                 Image.Resampling.BILINEAR)
+    product = at_working_size(product_cutout(image), Image.Resampling.BILINEAR)
     margin = rng.uniform(0.0, 0.35)
     canvas = _backdrop((round(product.width * (1 + 2 * margin)), round(product.height * (1 + 2 * margin))), rng)
     canvas.paste(product, ((canvas.width - product.width) // 2, (canvas.height - product.height) // 2), product)
