@@ -154,7 +154,6 @@ def test_the_page_and_the_api_find_typos(client, shop):
     assert {item["title"] for item in api.json()["results"]} == titles(shop["sneakers"])
 
 
-@pytest.mark.system  # a benchmark in its own processes: run once, not again against the system services
 def test_the_bench_runs_in_smoke_mode():
     # On this session's server (embedded, or DATABASE_URL), in a database of the bench's own.
     env = {**os.environ, "LOOKALIKE_STATE_DIR": str(embedded.STATE_DIR)}
