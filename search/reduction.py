@@ -69,7 +69,7 @@ class Reduction:
         features = [l2_normalise(source).astype(np.float64) for source in sources]
         mean = sum(f.mean(axis=0) for f in features) / len(features)
         whitening = np.eye(len(mean))
-        if pairs:
+        if pairs and shrinkage < 1:  # at 1 the blend below is the identity: PCA, without an eigendecomposition
             changes = [l2_normalise(a).astype(np.float64) - l2_normalise(b).astype(np.float64) for a, b in pairs]
             within = sum(change.T @ change / len(change) for change in changes) / len(changes)
             if (variance := np.trace(within) / len(within)) > 0:  # pairs of identical photos teach nothing
