@@ -80,13 +80,17 @@ def _refined(request):
     except UnknownCategory:
         category = None  # deleted since the chip was drawn: the whole catalog, as an old link can only ask
     limit = _limit(request.GET.get("limit"))
+    # The empty state's way out: the nearest products whatever their score, each still showing its own match.
+    closest = request.GET.get("closest") == "1"
     try:
-        search = photo_search(kept=kept, category=category, limit=limit, refine=refine_form.refine())
+        search = photo_search(kept=kept, category=category, limit=limit, threshold=0 if closest else None,
+                              refine=refine_form.refine())
     except Exception:
         logger.exception("refined photo search failed")
         return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
     return _results(
-        request, search, token=request.GET["query"], limit=limit, refine_form=refine_form, query_photo=None
+        request, search, token=request.GET["query"], limit=limit, refine_form=refine_form, query_photo=None,
+        closest=closest,
     )
 
 
@@ -97,21 +101,27 @@ def _limit(text: str | None) -> int:
         return RESULTS_PER_PAGE
 
 
-def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_form: RefineForm, query_photo):
+def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_form: RefineForm, query_photo,
+             closest: bool = False):
     refine_items = refine_form.query_items()
     category_slug = search.category.slug if search.category else ""
 
-    def url(category: str, *, more: bool = False) -> str:  # every control's link: shareable while the token lives
-        items = [("query", token)] + ([("category", category)] if category else []) + refine_items
+    def url(category: str, *, more: bool = False, closest: bool = closest) -> str:
+        # Every control's link: shareable while the token lives, and in the mode ("closest" or not) it was made in.
+        items = [("query", token)] + ([("closest", "1")] if closest else [])
+        items += ([("category", category)] if category else []) + refine_items
         items += [("limit", str(min(limit * 2, MAX_RESULTS)))] if more else []
         return reverse("search:photo") + "?" + urlencode(items)
+
+    # What every refinement keeps: the query, its mode and its category.
+    scope = [("query", token)] + ([("closest", "1")] if closest else [])
+    scope += [("category", category_slug)] if category_slug else []
 
     chips = [
         {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug}
         for facet in search.categories
     ]
-    without_colour = [("query", token)] + ([("category", category_slug)] if category_slug else [])
-    without_colour += refine_form.query_items(colour=False)
+    without_colour = scope + refine_form.query_items(colour=False)
 
     def colour_url(colour: str) -> str:
         return reverse("search:photo") + "?" + urlencode(without_colour + ([("colour", colour)] if colour else []))
@@ -134,10 +144,13 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
             "refine_form": refine_form,
-            "refine_keep": [("query", token)] + ([("category", category_slug)] if category_slug else []),
+            "refine_keep": scope,
             "this_url": url(category_slug),
             "all_url": url(""),
             "more_url": url(category_slug, more=True),
+            "closest": closest,
+            "closest_url": url(category_slug, closest=True),
+            "similar_url": url(category_slug, closest=False),
             "limit": limit,
             # Fewer results than asked for means nothing else passed the threshold.
             "has_more": len(search.results) >= limit and limit < MAX_RESULTS,

@@ -79,6 +79,7 @@ def test_a_photo_finds_similar_products_with_match_badges(client, catalog, test_
     html = response.content.decode()
     assert "Title of RUN-3" in html
     assert re.search(r"\d+% match", html)
+    assert "match-badge-weak" not in html  # every result passed the cut-off: none is greyed
     assert "$65.00" in html  # RUN-3, the best match, with its price
     # The query photo comes back inline: there is no stored copy to link to.
     assert 'src="data:image/jpeg;base64,' in html
@@ -129,6 +130,45 @@ def test_nothing_similar_anywhere_says_so_plainly(client, catalog, test_images, 
     assert response.status_code == 200
     assert "Nothing similar enough in our catalog" in html
     assert "product-card" not in html
+
+
+def _link(response, text: str) -> str:
+    """The href of the link whose text is ``text``."""
+    match = re.search(rf'<a[^>]+href="([^"]+)"[^>]*>\s*{re.escape(text)}\s*</a>', response.content.decode())
+    assert match, f"no link {text!r}"
+    return match.group(1).replace("&amp;", "&")
+
+
+def test_the_empty_state_shows_the_closest_products_on_request(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0.9
+    empty = _post(client, uploaded_file(test_images / "plant-cactus.jpg"))
+    assert "Nothing similar enough in our catalog" in empty.content.decode()
+
+    closest = client.get(_link(empty, "Show the closest products anyway"))  # the kept query vector, no upload
+
+    assert closest.status_code == 200
+    html = closest.content.decode()
+    assert "Closest products" in html and "similar enough or not" in html
+    results = closest.context["search"].results
+    assert len(results) == len(catalog)  # the nearest products though none passed the cut-off, each with its own match
+    assert all(result.score < 0.5 for result in results)
+    assert [result.similarity for result in results] == sorted((r.similarity for r in results), reverse=True)
+    assert html.count("match-badge match-badge-weak") == len(catalog)  # shown greyed: below the cut-off
+    # Refining keeps the mode; "Only similar enough" leads back to the empty state.
+    assert closest.context["chips"] and all("closest=1" in chip["url"] for chip in closest.context["chips"])
+    back = client.get(_link(closest, "Only similar enough"))
+    assert "Nothing similar enough in our catalog" in back.content.decode() and not _skus(back)
+
+
+def test_an_empty_category_offers_its_closest_products(client, catalog, test_images, settings):
+    settings.SEARCH_MIN_SCORE = 0.9
+    empty = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"), category="clothing")
+    assert "No similar products in Clothing" in empty.content.decode()
+
+    closest = client.get(_link(empty, "Show the closest anyway"))
+
+    assert closest.context["search"].category.slug == "clothing"
+    assert set(_skus(closest)) == {"RUN-1", "RUN-3", "TEE-1"}  # shoes and tops, never the chairs
 
 
 def test_show_more_asks_for_twice_as_many(client, catalog, test_images, settings):

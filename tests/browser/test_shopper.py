@@ -124,6 +124,16 @@ def test_empty_states_when_nothing_is_similar_enough(page, shop, test_images, se
     expect(page.get_by_role("link", name="Browse categories")).to_be_visible()
     expect(page.locator(".results .product-card")).to_have_count(0)
     screenshot(page, "browser-nothing-similar")
+    # One click shows the nearest products anyway, in place: the photo stays, every card says its own low match.
+    page.get_by_role("link", name="Show the closest products anyway").click()
+    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    expect(page.locator("[data-closest-note]")).to_be_visible()
+    expect(page.locator(".results .product-card")).to_have_count(len(shop))
+    expect(page.locator("[data-query-img]")).to_be_visible()
+    assert "closest=1" in page.url
+    screenshot(page, "browser-closest", readme=True)
+    page.get_by_role("link", name="Only similar enough").click()
+    expect(page.get_by_role("heading", name="Nothing similar enough in our catalog")).to_be_visible()
 
     page.goto("/search/photo/")
     search_by_photo(page, test_images / "plant-cactus.jpg", category_slug=chairs.slug)
