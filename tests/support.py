@@ -1,4 +1,6 @@
+import re
 import time
+from html import unescape
 
 
 def wait_for(predicate, *, timeout=60.0, interval=0.2, message="condition"):
@@ -73,3 +75,12 @@ def bench_data_missing(*, fashion_mnist: bool = False, photos: bool = False) -> 
         except (OSError, subprocess.CalledProcessError) as error:  # no npm, or no registry to fetch from
             return f"the benchmark photo sets cannot be fetched (npm pack @vendure/create, pip download saleor): {error}"
     return ""
+
+
+def page_links(response, attribute: str) -> dict[str, str]:
+    """The href of each link that has ``attribute``, by the link's text (tags stripped)."""
+    html = response.content.decode()
+    return {
+        re.sub(r"<[^>]+>", "", unescape(text)).strip(): unescape(href)
+        for href, text in re.findall(rf'<a[^>]+href="([^"]+)"[^>]*{attribute}[^>]*>(.*?)</a>', html, re.S)
+    }

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import re
-from html import unescape
 
 import pytest
 
 from catalog.models import Category
 from tests.factories import uploaded_file
+from tests.support import page_links
 
 pytestmark = pytest.mark.django_db
 
@@ -18,15 +18,6 @@ URL = "/search/photo/"
 
 def _skus(response) -> list[str]:
     return [item.product.sku for item in response.context["search"].results]
-
-
-def _links(response, attribute: str) -> dict[str, str]:
-    """Each link's text (without tags) by its href, for links with ``attribute``."""
-    html = response.content.decode()
-    return {
-        re.sub(r"<[^>]+>", "", unescape(text)).strip(): unescape(href)
-        for href, text in re.findall(rf'<a[^>]+href="([^"]+)"[^>]*{attribute}[^>]*>(.*?)</a>', html, re.S)
-    }
 
 
 @pytest.fixture
@@ -38,14 +29,14 @@ def searched(client, catalog, test_images, settings):
 def test_chips_show_what_the_photo_looks_like_most_first(searched):
     html = searched.content.decode()
     assert "Looks like:" in html
-    chips = _links(searched, "data-chip")
+    chips = page_links(searched, "data-chip")
     assert list(chips) == ["Chairs (2)", "Shoes (2)", "Tops (1)"]
     token = searched.context["token"]
     assert chips["Chairs (2)"] == f"{URL}?query={token}&category={Category.objects.get(name='Chairs').slug}"
 
 
 def test_a_chip_scopes_the_search_without_the_photo(client, searched):
-    chips = _links(searched, "data-chip")
+    chips = page_links(searched, "data-chip")
     scoped = client.get(chips["Shoes (2)"])  # a GET: nothing uploaded
     assert scoped.status_code == 200
     assert sorted(_skus(scoped)) == ["RUN-1", "RUN-3"]
@@ -53,7 +44,7 @@ def test_a_chip_scopes_the_search_without_the_photo(client, searched):
     assert "Your earlier photo" in html and "data:image/jpeg" not in html  # the photo was never kept
     # The chip of the current category is marked; "All categories" leads back to the whole catalog.
     assert re.search(r'<a class="chip"[^>]+aria-current="true">Shoes', html)
-    everything = client.get(_links(scoped, "data-refine")["All categories"])
+    everything = client.get(page_links(scoped, "data-refine")["All categories"])
     assert sorted(_skus(everything)) == sorted(_skus(searched))
 
 
@@ -67,7 +58,7 @@ def test_price_and_sort_controls_refine_and_keep_the_category(client, searched):
     dearest = client.get(URL, {"query": token, "category": shoes, "sort": "-price"})
     assert _skus(dearest) == ["RUN-3", "RUN-1"]
     # The refined page's own links keep the refinements: a chip keeps the price range and the order.
-    chips = _links(response, "data-chip")
+    chips = page_links(response, "data-chip")
     assert chips["Shoes (2)"].endswith(f"category={shoes}&max_price=100&sort=price")
     assert _skus(client.get(chips["Shoes (2)"])) == ["RUN-1", "RUN-3"]
 

@@ -15,6 +15,7 @@ from PIL import Image
 from catalog.context_processors import NAVIGATION_CACHE_KEY
 from search.models import EmbeddingSpace
 from tests.factories import collage, jpeg_upload, uploaded_file, uploaded_image
+from tests.support import page_links
 
 pytestmark = pytest.mark.django_db
 
@@ -132,19 +133,13 @@ def test_nothing_similar_anywhere_says_so_plainly(client, catalog, test_images, 
     assert "product-card" not in html
 
 
-def _link(response, text: str) -> str:
-    """The href of the link whose text is ``text``."""
-    match = re.search(rf'<a[^>]+href="([^"]+)"[^>]*>\s*{re.escape(text)}\s*</a>', response.content.decode())
-    assert match, f"no link {text!r}"
-    return match.group(1).replace("&amp;", "&")
-
-
 def test_the_empty_state_shows_the_closest_products_on_request(client, catalog, test_images, settings):
     settings.SEARCH_MIN_SCORE = 0.9
     empty = _post(client, uploaded_file(test_images / "plant-cactus.jpg"))
     assert "Nothing similar enough in our catalog" in empty.content.decode()
 
-    closest = client.get(_link(empty, "Show the closest products anyway"))  # the kept query vector, no upload
+    # The kept query vector: no new upload.
+    closest = client.get(page_links(empty, "data-refine")["Show the closest products anyway"])
 
     assert closest.status_code == 200
     html = closest.content.decode()
@@ -156,7 +151,7 @@ def test_the_empty_state_shows_the_closest_products_on_request(client, catalog, 
     assert html.count("match-badge match-badge-weak") == len(catalog)  # shown greyed: below the cut-off
     # Refining keeps the mode; "Only similar enough" leads back to the empty state.
     assert closest.context["chips"] and all("closest=1" in chip["url"] for chip in closest.context["chips"])
-    back = client.get(_link(closest, "Only similar enough"))
+    back = client.get(page_links(closest, "data-refine")["Only similar enough"])
     assert "Nothing similar enough in our catalog" in back.content.decode() and not _skus(back)
 
 
@@ -165,7 +160,7 @@ def test_an_empty_category_offers_its_closest_products(client, catalog, test_ima
     empty = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"), category="clothing")
     assert "No similar products in Clothing" in empty.content.decode()
 
-    closest = client.get(_link(empty, "Show the closest anyway"))
+    closest = client.get(page_links(empty, "data-refine")["Show the closest anyway"])
 
     assert closest.context["search"].category.slug == "clothing"
     assert set(_skus(closest)) == {"RUN-1", "RUN-3", "TEE-1"}  # shoes and tops, never the chairs
