@@ -106,16 +106,18 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
     refine_items = refine_form.query_items()
     category_slug = search.category.slug if search.category else ""
 
-    def url(category: str, *, more: bool = False, closest: bool = closest) -> str:
-        # Every control's link: shareable while the token lives, and in the mode ("closest" or not) it was made in.
+    def scoped(category: str, *, closest: bool = closest) -> list[tuple[str, str]]:
+        """What every refinement keeps: the query, its mode ("closest" or not) and its category."""
         items = [("query", token)] + ([("closest", "1")] if closest else [])
-        items += ([("category", category)] if category else []) + refine_items
+        return items + ([("category", category)] if category else [])
+
+    def url(category: str, *, more: bool = False, closest: bool = closest) -> str:
+        # Every control's link: shareable while the token lives.
+        items = scoped(category, closest=closest) + refine_items
         items += [("limit", str(min(limit * 2, MAX_RESULTS)))] if more else []
         return reverse("search:photo") + "?" + urlencode(items)
 
-    # What every refinement keeps: the query, its mode and its category.
-    scope = [("query", token)] + ([("closest", "1")] if closest else [])
-    scope += [("category", category_slug)] if category_slug else []
+    scope = scoped(category_slug)
 
     chips = [
         {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug}
