@@ -311,7 +311,8 @@ def embedding_space_sync() -> EmbeddingSpace:
     - Nothing active yet (new install): the configured model's space is active at once.
     - The configured model differs from the active one: its space is created as *building* and every image is
       marked pending for it (the sweep queues them in bounded batches); search stays on the active space.
-    - The building space has every image processed: it becomes active and the old one retired, in one transaction.
+    - The building space has every image processed, and a vector of every image searchable in the active one: it
+      becomes active and the old one retired, in one transaction. Images that failed in it keep it building.
     """
     configured = active_embedder().id
     with transaction.atomic():
@@ -338,8 +339,21 @@ def embedding_space_sync() -> EmbeddingSpace:
             return active
         if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
             return active
+        left_out = _vectors_missing_from(model=configured, searchable_in=active.model)
+        if left_out:
+            # A switch now would drop these photos out of search and the retired vectors would then be deleted: a
+            # model that could not load, or a worker that died mid-batch, must not cost the shop its catalog.
+            logger.warning("space %s not switched to: %d images searchable in %s failed in it (the admin lists "
+                           "them; `reindex --only failed` retries)", configured, left_out, active.model)
+            return active
         logger.info("space %s complete: search switches from %s", configured, active.model)
         return _space_activate(model=configured, previous=active)
+
+
+def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
+    """How many images that have a vector in ``searchable_in`` have none in ``model``."""
+    present = ImageEmbedding.objects.filter(model=model).values("image_id")
+    return ImageEmbedding.objects.filter(model=searchable_in).exclude(image_id__in=present).count()
 
 
 def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:

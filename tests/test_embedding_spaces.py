@@ -1,12 +1,14 @@
 """Model switches: search keeps answering from the old space until the new one is complete; spaces never mix."""
 
+from pathlib import Path
+
 import pytest
 from django.core.management import call_command
 
 from catalog import services as catalog_services
 from catalog.models import EmbeddingStatus, ProductImage
 from search import services
-from search.embeddings import get_embedder
+from search.embeddings import EfficientNetLite2, get_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_product
 from tests.factories import uploaded_file
@@ -69,6 +71,33 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     assert services.retired_vectors_delete(limit=3) == 3
     services.embedding_sweep()
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
+
+
+def test_a_new_model_that_cannot_load_never_replaces_the_searchable_space(small_catalog, settings, tmp_path):
+    """Images that failed in the new space are processed, but switching to it would drop them out of search and the
+    sweep would then free their old vectors: search stays on the old space until the failures are redone."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    damaged = tmp_path / "lite2.pth"  # a weights file cut short (a broken install, a full disk)
+    damaged.write_bytes(Path(get_embedder(LITE2).weights_path()).read_bytes()[:4096])
+
+    class DamagedLite2(EfficientNetLite2):
+        def weights_path(self):
+            return str(damaged)
+
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    ids = list(ProductImage.objects.values_list("pk", flat=True))
+    assert services.images_embed(image_ids=ids, embedder=DamagedLite2(cache_dir=tmp_path))["failed"] == len(ids)
+    assert not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
+
+    for _ in range(2):  # the switch is due on every sweep: none may take it
+        assert services.embedding_sweep()["space"] == old_space
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    assert ImageEmbedding.objects.filter(model=old_space).count() == len(ids)
+    assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
+
+    call_command("reindex", only="failed", stdout=open("/dev/null", "w"))  # the operator repaired the model
+    assert search_space_model() == new_space
 
 
 def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
