@@ -32,8 +32,9 @@ def _similar_products(*, product, limit, category_ids, form: RefineForm | None =
     )
 
 
-def _space_or_vector_saved(sender, **kwargs) -> None:
-    # "More like this" on cached product pages reads the vectors and the active space.
+def _space_saved(sender, **kwargs) -> None:
+    # "More like this" on cached product pages reads the active space. Vectors are stored in bulk, with no signal:
+    # services.image_embeddings_store retires the pages itself.
     catalog_changed()
 
 
@@ -44,5 +45,4 @@ def connect() -> None:
     hooks.similar_products_register(_similar_products, form=RefineForm, other_colours=other_colour_products)
     # Not post_delete of vectors: retired ones are deleted in bulk and no page shows them; an image's deletion
     # cascades (and the image's own deletion retires the pages).
-    post_save.connect(_space_or_vector_saved, sender="search.EmbeddingSpace", dispatch_uid="page-cache-save-space")
-    post_save.connect(_space_or_vector_saved, sender="search.ImageEmbedding", dispatch_uid="page-cache-save-vector")
+    post_save.connect(_space_saved, sender="search.EmbeddingSpace", dispatch_uid="page-cache-save-space")

@@ -406,16 +406,12 @@ def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarPr
     return (firsts + [m for m in others if m not in firsts])[:limit]
 
 
-def nearest_other_image(*, image_id: int, model: str, vector) -> tuple[int, float] | None:
-    """The most similar other image in space ``model`` and its score: a near-duplicate candidate."""
-    return nearest_other_images(vectors={image_id: vector}, model=model).get(image_id)
-
-
 def nearest_other_images(
     *, vectors: dict[int, object], model: str, ignore_later: bool = False
 ) -> dict[int, tuple[int, float]]:
-    """``nearest_other_image`` for several images (image id -> its vector), in one transaction; images of an empty
-    space are left out. ``ignore_later``: no image is compared with those after it in ``vectors``."""
+    """The most similar other image in space ``model`` and its score (a near-duplicate candidate) for several images
+    (image id -> its vector), in one transaction; images of an empty space are left out. ``ignore_later``: no image
+    is compared with those after it in ``vectors``."""
     alias = _read_alias()  # SET LOCAL tunes the server the statements run on
     nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:

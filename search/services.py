@@ -231,14 +231,10 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     return outcome
 
 
-def image_near_duplicate_flag(*, image_id: int, model: str, vector) -> None:
-    """Record the most similar other image when it looks like the same photo (admins see it on upload)."""
-    images_near_duplicate_flag(items=[StoredVector(image_id=image_id, vector=vector)], model=model)
-
-
 def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> None:
-    """``image_near_duplicate_flag`` for several images: their nearest neighbours read in one transaction, the
-    flags written in one statement (a task of 32 photos spent 5 round trips on each one by one)."""
+    """Record each image's most similar other image when it looks like the same photo (admins see it on upload):
+    their nearest neighbours read in one transaction, the flags written in one statement (a task of 32 photos spent
+    5 round trips on each one by one)."""
     from django.conf import settings
 
     from search.selectors import nearest_other_images
@@ -286,6 +282,9 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list
         ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
             embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
         )
+        # Bulk writes send no signals: a product page cached before its photos were embedded says "Similar products
+        # appear once ...", and other pages' More like this lists lack the product.
+        catalog_changed()
     return items
 
 

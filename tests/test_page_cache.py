@@ -58,6 +58,25 @@ def test_more_like_this_changes_when_a_new_photo_is_embedded(client, catalog, te
     assert _similar_skus(after)[0] == "CHAIR-3"  # the same photo: the nearest of all
 
 
+def test_a_product_page_cached_before_its_photo_was_embedded_is_retired_by_the_vector(client, catalog, test_images):
+    from search.services import images_embed
+
+    chairs = catalog["CHAIR-1"].category
+    product = services.product_create(sku="CHAIR-3", title="Another armchair", category=chairs, price="130.00")
+    image = services.product_image_add(product=product, file=uploaded_file(test_images / "chair-armchair-blue.jpg"))
+    url = product.get_absolute_url()
+    client.get(url)
+    waiting = client.get(url)
+    assert waiting["X-Cache"] == "hit"
+    assert b"Similar products appear once" in waiting.content
+
+    images_embed(image_ids=[image.pk])  # what the worker does: vectors are stored in bulk, with no model signal
+    ready = client.get(url)
+    assert ready["X-Cache"] == "miss"
+    assert b"Similar products appear once" not in ready.content
+    assert catalog["CHAIR-1"].get_absolute_url().encode() in ready.content  # its More like this
+
+
 def test_deleting_a_photo_retires_cached_pages(client, catalog):
     chair = catalog["CHAIR-1"]
     url = chair.get_absolute_url()
