@@ -20,6 +20,8 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import Http404, HttpResponse, JsonResponse
+from django.middleware.common import CommonMiddleware
+from django.urls import is_valid_path
 from django.utils.log import log_response
 
 API_PREFIX = "/api/"
@@ -114,8 +116,10 @@ class ApiJsonErrorsMiddleware:
             and getattr(response, "accepted_renderer", None) is None  # not one DRF rendered
             and not response.get("Content-Type", "").startswith("application/json")
         ):
-            response = _json_error(STATUS_MESSAGES.get(response.status_code, "Error."), response.status_code,
-                                   replaced=response)
+            message = STATUS_MESSAGES.get(response.status_code, "Error.")
+            if response.status_code == 404 and _slash_missing(request):
+                message = f"Not found. API paths end with a slash: {request.path}/"
+            response = _json_error(message, response.status_code, replaced=response)
         return response
 
     def process_exception(self, request, exception):
@@ -137,6 +141,20 @@ class ApiJsonErrorsMiddleware:
         log_response("%s: %s", "Internal Server Error", request.path, response=response, request=request,
                      exception=exception)
         return response
+
+
+class ApiAwareCommonMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, but an /api/ path without its trailing slash is not redirected: the redirect
+    loses a POST's body (and in DEBUG Django raises instead of redirecting one). The client gets a JSON 404 that
+    names the path it meant."""
+
+    def should_redirect_with_slash(self, request):
+        return not request.path_info.startswith(API_PREFIX) and super().should_redirect_with_slash(request)
+
+
+def _slash_missing(request) -> bool:
+    path = request.path_info
+    return not path.endswith("/") and is_valid_path(f"{path}/", getattr(request, "urlconf", None))
 
 
 def _in_chain(exception: BaseException, kind: type) -> BaseException | None:

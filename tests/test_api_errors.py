@@ -38,6 +38,18 @@ def test_an_unknown_api_path_is_a_json_404(client):
     assert _json(client.post("/api/v1/nope/", {"a": "1"}), 404) == {"detail": "Not found."}
 
 
+def test_an_api_path_without_its_slash_is_a_json_404_that_names_the_path(client):
+    # Not a redirect: following one would drop the uploaded photo (and DEBUG refused to redirect a POST at all).
+    expected = {"detail": "Not found. API paths end with a slash: /api/v1/search/"}
+    assert _json(client.post("/api/v1/search", {"image": SimpleUploadedFile("photo.jpg", b"any bytes")}), 404) == expected
+    assert _json(client.get("/api/v1/categories"), 404)["detail"].endswith("/api/v1/categories/")
+
+
+def test_the_shop_still_adds_a_missing_slash(client, debug):
+    response = client.get("/search/photo")
+    assert response.status_code == 301 and response["Location"] == "/search/photo/"
+
+
 def test_the_shop_keeps_its_html_404(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404 and response["Content-Type"].startswith("text/html")

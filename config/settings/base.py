@@ -38,7 +38,7 @@ MIDDLEWARE = [
     "config.middleware.RequestBodyLimitMiddleware",  # before anything that reads the body (CSRF, sessions)
     "config.db_router.ReplicaRoutingMiddleware",  # before sessions: a session saved is a write of the request
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "config.middleware.ApiAwareCommonMiddleware",  # Django's CommonMiddleware, no slash redirects under /api/
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
