@@ -14,6 +14,7 @@ from catalog.services import (
     product_image_update,
     product_images_add,
     product_images_reembed,
+    products_delete,
 )
 
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
@@ -188,6 +189,12 @@ class ProductAdmin(admin.ModelAdmin):
                 product=form.instance, prepared=[image_form.prepared for image_form in added],
                 positions=[image_form.cleaned_data["position"] for image_form in added], on_not_queued=notice,
             )
+
+    def delete_model(self, request, obj):
+        products_delete(products=[obj])
+
+    def delete_queryset(self, request, queryset):
+        products_delete(products=queryset)
 
     @admin.action(description="Re-embed the images of the selected products")
     def reembed_images(self, request, queryset):

@@ -357,6 +357,18 @@ def product_image_delete(*, image: ProductImage) -> None:
     _files_delete_on_commit(files)
 
 
+def products_delete(*, products: Iterable[Product]) -> int:
+    """Delete products with their photos (their vectors go with them: a cascade) and, once the transaction commits,
+    the photos' files; returns how many products were deleted."""
+    product_ids = [product.pk for product in products]
+    with transaction.atomic():
+        files = ProductImage.objects.filter(product_id__in=product_ids).values_list("file", "thumbnail")
+        names = [name for pair in files for name in pair]
+        _, deleted = Product.objects.filter(pk__in=product_ids).delete()
+        _files_delete_on_commit(names)
+    return deleted.get(Product._meta.label, 0)
+
+
 def product_images_reembed(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> int:
     """An admin asks for the photos' derived data (vectors) to be computed afresh; returns how many photos."""
     with transaction.atomic():

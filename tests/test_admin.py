@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from catalog.models import EmbeddingStatus, Product, ProductImage
 from search import services as search_services
+from search.models import ImageEmbedding
 from tests.factories import CategoryFactory, ProductFactory, uploaded_image
 from tests.support import embedding_queue
 
@@ -112,7 +113,6 @@ def test_reembed_works_while_the_model_cannot_be_identified(
     admin_client, product, django_capture_on_commit_callbacks, request
 ):
     from catalog.services import product_image_add
-    from search.models import ImageEmbedding
 
     image = product_image_add(product=product, file=uploaded_image())
     search_services.images_embed(image_ids=[image.pk])
@@ -274,6 +274,33 @@ def test_a_photo_moved_to_another_product_in_the_admin_is_found_under_its_new_pr
     in_new_category = similar_products_to_vector(vector=row.vector, limit=5, model=row.model,
                                                  category_ids=[other.category_id])
     assert [result.product for result in in_new_category] == [other]
+
+
+def test_a_product_deleted_in_the_admin_takes_its_photos_files_along(
+    admin_client, product, test_images, media_root, django_capture_on_commit_callbacks
+):
+    image = _embedded_photo(product, test_images)
+    files = [image.file.name, image.thumbnail.name]
+    assert all(_stored(media_root, name) for name in files)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_product_delete", args=[product.pk]), {"post": "yes"})
+    assert response.status_code == 302, response.content[:3000]
+    assert not ProductImage.objects.exists() and not ImageEmbedding.objects.exists()
+    assert not any(_stored(media_root, name) for name in files)
+
+
+def test_deleting_selected_products_takes_only_their_files_along(
+    admin_client, product, test_images, media_root, django_capture_on_commit_callbacks
+):
+    kept = ProductFactory(category=product.category)
+    gone_image, kept_image = _embedded_photo(product, test_images), _embedded_photo(kept, test_images, "plant-cactus.jpg")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_product_changelist"),
+                                     {"action": "delete_selected", "_selected_action": [product.pk], "post": "yes"})
+    assert response.status_code == 302, response.content[:3000]
+    assert list(ProductImage.objects.all()) == [kept_image]
+    assert not any(_stored(media_root, name) for name in [gone_image.file.name, gone_image.thumbnail.name])
+    assert all(_stored(media_root, name) for name in [kept_image.file.name, kept_image.thumbnail.name])
 
 
 def test_a_photo_deleted_in_the_admin_takes_its_files_along(
