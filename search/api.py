@@ -15,8 +15,6 @@ from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
@@ -25,6 +23,7 @@ from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
 from search.services import query_vector_keep
+from search.throttles import SearchAnonThrottle
 from search.serializers import (
     PhotoSearchSerializer,
     PhotoSearchResponseSerializer,
@@ -36,16 +35,6 @@ logger = logging.getLogger(__name__)
 
 UNAVAILABLE = {"detail": "Search is temporarily unavailable"}
 _ERROR = OpenApiResponse(description='`{"field": ["message"]}` or `{"detail": "message"}`')
-
-
-class SearchAnonThrottle(AnonRateThrottle):
-    """Anonymous photo searches per client address (each one runs the model): ``search`` in DEFAULT_THROTTLE_RATES."""
-
-    scope = "search"
-
-    def get_rate(self):
-        # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
 class PhotoSearchView(APIView):

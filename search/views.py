@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import math
 from dataclasses import dataclass
 
 from urllib.parse import urlencode
@@ -24,6 +25,7 @@ from search.query import InvalidBox
 from search.refine import SORT_NOTES
 from search.selectors import PhotoSearch, photo_search, query_vector_kept
 from search.services import query_vector_keep
+from search.throttles import SearchAnonThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ def photo(request):
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})
 
+    throttle = SearchAnonThrottle()  # before the form decodes the photo: the API's limit, and the same counter
+    if not throttle.allow_request(request, None):
+        wait = math.ceil(throttle.wait() or 1)
+        response = _render(request, {"form": PhotoSearchForm(), "throttled": wait}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _render(request, {"form": form}, status=400)

@@ -291,3 +291,23 @@ def test_an_unusable_model_gives_a_friendly_503(client, catalog, test_images):
 
 def test_other_methods_are_refused(client):
     assert client.put(URL).status_code == 405
+
+
+def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, settings):
+    """Each photo search runs the model: the page is no way around the API's per-client limit, nor the reverse."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "3/min"}}
+    address = "198.51.100.9"
+    cache.delete(f"throttle_search_{address}")
+    try:
+        assert client.post("/api/v1/search/", {}, REMOTE_ADDR=address).status_code == 400
+        codes = [client.post(URL, {}, REMOTE_ADDR=address).status_code for _ in range(3)]
+        assert codes == [400, 400, 429]  # an empty form still counts: the limit comes before the photo is read
+        throttled = client.post(URL, {"photo": uploaded_image()}, REMOTE_ADDR=address)
+        assert throttled.status_code == 429
+        assert 0 < int(throttled["Retry-After"]) <= 60
+        assert b"data-throttled" in throttled.content and b"Please wait" in throttled.content
+        assert b'name="photo"' in throttled.content  # the form again, to try later
+        assert client.post("/api/v1/search/", {}, REMOTE_ADDR=address).status_code == 429
+        assert client.post(URL, {}, REMOTE_ADDR="198.51.100.10").status_code == 400  # another shopper
+    finally:
+        cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10"])

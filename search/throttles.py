@@ -1,0 +1,17 @@
+"""The limit on anonymous photo searches, shared by the API and the search page: each one runs the model."""
+
+from __future__ import annotations
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle
+
+
+class SearchAnonThrottle(AnonRateThrottle):
+    """Anonymous photo searches per client address: ``search`` in DEFAULT_THROTTLE_RATES (SEARCH_THROTTLE_RATE).
+    One counter per address for the API and the page alike, so neither is a way around the other's limit."""
+
+    scope = "search"
+
+    def get_rate(self):
+        # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
