@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -25,6 +26,8 @@ from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
 from search.query import Box, QueryImage, query_image_read, query_vector
 from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
+
+logger = logging.getLogger(__name__)
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
@@ -494,8 +497,13 @@ def photo_search(
 
 def query_vector_kept(*, token: str) -> KeptQuery | None:
     """The query vector kept under ``token`` by search.services.query_vector_keep, if it has not expired and its
-    space is still the one searched (after a model switch its vector compares with nothing)."""
-    kept = cache.get(KEPT_QUERY_PREFIX + token) if KEPT_QUERY_TOKEN.fullmatch(token or "") else None
+    space is still the one searched (after a model switch its vector compares with nothing). None as well while
+    the cache is down: the shopper searches with the photo again, as after the token expired."""
+    try:
+        kept = cache.get(KEPT_QUERY_PREFIX + token) if KEPT_QUERY_TOKEN.fullmatch(token or "") else None
+    except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
+        logger.warning("cannot read a kept query vector: the cache is unavailable", exc_info=True)
+        return None
     if kept is None or kept["model"] != search_space_model():
         return None
     return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy())

@@ -424,14 +424,19 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     return done
 
 
-def query_vector_keep(*, model: str, vector) -> str:
+def query_vector_keep(*, model: str, vector) -> str | None:
     """Keep a photo search's query vector (never the photo) for SEARCH_QUERY_KEEP_SECONDS under a new random
     token, so that a chip, a price range or another order refines the search without uploading the photo again.
-    Read back with search.selectors.query_vector_kept."""
+    Read back with search.selectors.query_vector_kept. None when the cache is down: the search itself needs only
+    the database and the model, so it is answered without the means to refine it."""
     from search.selectors import KEPT_QUERY_DTYPE, KEPT_QUERY_PREFIX  # selectors read what this writes
 
     token = secrets.token_urlsafe(16)  # 22 characters, 128 random bits: not guessable, so not shareable by chance
     # The float32 bytes (1.5 KB): a quarter of the time a list of numbers took to build and store.
     values = np.asarray(vector, dtype=KEPT_QUERY_DTYPE).tobytes()
-    cache.set(KEPT_QUERY_PREFIX + token, {"model": model, "vector": values}, settings.SEARCH_QUERY_KEEP_SECONDS)
+    try:
+        cache.set(KEPT_QUERY_PREFIX + token, {"model": model, "vector": values}, settings.SEARCH_QUERY_KEEP_SECONDS)
+    except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
+        logger.warning("cannot keep a query vector: the cache is unavailable", exc_info=True)
+        return None
     return token

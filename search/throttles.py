@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 class SearchAnonThrottle(AnonRateThrottle):
@@ -15,3 +19,10 @@ class SearchAnonThrottle(AnonRateThrottle):
     def get_rate(self):
         # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # the counters live in the cache: while it is down, searches go on uncounted, not at all
+            logger.warning("search throttle unavailable: the cache is down", exc_info=True)
+            return True

@@ -109,10 +109,22 @@ def _limit(text: str | None) -> int:
         return RESULTS_PER_PAGE
 
 
-def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_form: RefineForm, query_photo,
+def _results(request, search: PhotoSearch, *, token: str | None, limit: int, refine_form: RefineForm, query_photo,
              closest: bool = False):
-    refine_items = refine_form.query_items()
     category_slug = search.category.slug if search.category else ""
+    context = {
+        # A fresh form for "try another photo", keeping the chosen category.
+        "form": PhotoSearchForm(initial={"category": category_slug}),
+        "search": search,
+        "query_photo": query_photo,
+        "token": token,
+        "sort_note": SORT_NOTES[search.refine.sort],
+        "closest": closest,
+        "limit": limit,
+    }
+    if token is None:  # the cache that keeps query vectors is down: the results stand, nothing can refine them
+        return _render(request, context)
+    refine_items = refine_form.query_items()
 
     def scoped(category: str, *, closest: bool = closest) -> list[tuple[str, str]]:
         """What every refinement keeps: the query, its mode ("closest" or not) and its category."""
@@ -144,13 +156,8 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
     return _render(
         request,
         {
-            # A fresh form for "try another photo", keeping the chosen category.
-            "form": PhotoSearchForm(initial={"category": category_slug}),
-            "search": search,
-            "query_photo": query_photo,
-            "token": token,
+            **context,
             "chips": chips,
-            "sort_note": SORT_NOTES[search.refine.sort],
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
             "refine_form": refine_form,
@@ -158,10 +165,8 @@ def _results(request, search: PhotoSearch, *, token: str, limit: int, refine_for
             "this_url": url(category_slug),
             "all_url": url(""),
             "more_url": url(category_slug, more=True),
-            "closest": closest,
             "closest_url": url(category_slug, closest=True),
             "similar_url": url(category_slug, closest=False),
-            "limit": limit,
             # Fewer results than asked for means nothing else passed the threshold.
             "has_more": len(search.results) >= limit and limit < MAX_RESULTS,
         },
