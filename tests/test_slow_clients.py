@@ -8,10 +8,14 @@ complete requests, so through it `/healthz` still answers while five such connec
 gunicorn runs as compose runs it (config.wsgi, three sync workers), on the test database; nginx is Debian's, with
 the repository's config/nginx/lookalike.conf pointed at local ports and run in the foreground with its own prefix,
 pid and logs. The test skips where nginx is not installed (.ci/run installs it).
+
+The same proxy keeps Django's body limits: a body too large for the API gets a JSON 413 from nginx itself, and the
+admin's product form, which sends up to five photos at once, gets through.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -24,7 +28,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.services_support import ROOT, Site, django_env, free_port, get, gunicorn_site
+from tests.services_support import ROOT, Site, django_env, free_port, get, gunicorn_site, request
 from tests.support import database_url, wait_for
 
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
@@ -214,3 +218,28 @@ def test_healthz_answers_through_nginx_while_five_slow_clients_dribble_headers(g
     assert through_nginx.status == 200 and through_nginx.json()["status"] == "ok"
     assert direct.status == 200
     assert all(client.still_connected for client in clients), "nginx should still be reading the slow clients"
+
+
+def _declared_body_answer(port: int, path: str, length: int) -> tuple[int, bytes]:
+    """The answer to a POST that declares a body of ``length`` bytes and sends none: nginx refuses a body over its
+    limit from the headers alone, before reading it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_the_proxy_refuses_oversized_api_bodies_in_json_and_lets_the_admins_photos_through(nginx):
+    port = int(nginx.url.rsplit(":", 1)[1])
+    status, body = _declared_body_answer(port, "/api/v1/search/", 30 * 1024 * 1024)
+    assert status == 413
+    assert json.loads(body) == {"detail": "The request is larger than 21 MB."}
+
+    # Three 8 MB photos on the admin's product form: Django answers (here: no session, so CSRF's 403), not nginx.
+    admin = request(nginx.url + "/admin/catalog/product/add/", data=b"x" * (24 * 1024 * 1024),
+                    headers={"Content-Type": "application/octet-stream"}, timeout=60)
+    assert admin.status == 403 and b"CSRF" in admin.body
