@@ -130,7 +130,8 @@ class ProductImage(models.Model):
     width = models.PositiveIntegerField(editable=False)
     height = models.PositiveIntegerField(editable=False)
     content_hash = models.CharField(max_length=64, editable=False, help_text="SHA-256 of the file's bytes.")
-    # State of this image's vector in the active embedding space (vectors live in search.ImageEmbedding).
+    # State of this image's vector in the configured embedding space (vectors live in search.ImageEmbedding). During
+    # a model switch that is the space being built, while search still reads the complete old one.
     embedding_status = models.CharField(
         max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING, db_index=True
     )

@@ -95,8 +95,11 @@ def product_detail(request, sku):
             "similar_products": similar_products,
             "other_colours": other_colours,
             "similar_unavailable": similar_products is None,
-            # An image is "ready" once it has a vector in the active space; the images are prefetched already.
-            "has_vectors": any(image.embedding_status == EmbeddingStatus.READY for image in images),
+            # An image is "ready" once it has a vector in the configured space (the images are prefetched already).
+            # During a model switch they are pending for the new space while More like this still answers from
+            # the old one: its results show the product has vectors there.
+            "has_vectors": bool(similar_products)
+            or any(image.embedding_status == EmbeddingStatus.READY for image in images),
         },
     )
 

@@ -73,6 +73,18 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
 
 
+def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
+    small_catalog, settings, client
+):
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.PENDING).exists()
+    page = client.get(small_catalog["RUN-1"].get_absolute_url())
+    assert small_catalog["RUN-2"].get_absolute_url().encode() in page.content  # from the old space's vectors
+    assert b"data-refine-form" in page.content
+    assert b"Similar products appear once" not in page.content
+
+
 def test_a_new_model_that_cannot_load_never_replaces_the_searchable_space(small_catalog, settings, tmp_path):
     """Images that failed in the new space are processed, but switching to it would drop them out of search and the
     sweep would then free their old vectors: search stays on the old space until the failures are redone."""
