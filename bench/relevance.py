@@ -76,7 +76,8 @@ class Baseline:
         self.model = EfficientNetLite0(cache_dir=CACHE_DIR / "models")
         path = CACHE_DIR / "models" / f"baseline-average-pool-{file_sha256(self.model.weights_path())[:16]}.onnx"
         if not path.exists():
-            export_features(pooled_module=_average_pooled(self.model.torch_model()), input_size=224, path=path)
+            export_features(pooled_module=_average_pooled(self.model.torch_model()), input_size=224, path=path,
+                            outputs=("features",))
         self.network = OnnxFeatures(path, threads=0)
 
     def features(self, split: DomainSplit, kind: str) -> np.ndarray:

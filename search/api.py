@@ -78,7 +78,7 @@ class PhotoSearchView(APIView):
                          "count": 8},
                     ], "colours": [{"colour": "grey", "count": 6}, {"colour": "blue", "count": 2}]},
                     "query": "mH3v0d1wq8ZtY2kR5xJc4A",
-                    "model": "efficientnet-lite0-v3-int8-12ba3bcdp5-lw384-421c8d24",
+                    "model": "efficientnet-lite0-v4-int8-12ba3bcdp5-lw384-421c8d24",
                     "took_ms": 38.2,
                     "threshold": 0.5,
                     "cutoff": 0.55,
@@ -100,7 +100,7 @@ class PhotoSearchView(APIView):
                 box=params.get("box"),
                 refine=query.refine(),
             )
-            token = query_vector_keep(model=search.model, vector=search.vector)
+            token = query_vector_keep(model=search.model, vector=search.vector, query_details=search.details)
         except InvalidBox as error:  # only decidable against the photo: a box wholly outside it
             raise ValidationError({"box": [str(error)]}) from None
         except Exception:

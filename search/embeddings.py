@@ -198,19 +198,25 @@ class Embedder:
         """Files or paths -> (n, dimensions) float32 array of unit-length vectors."""
         return self.reduction.project(self._features(lambda source: self.model_views(self.load_image(source)), sources))
 
-    def embed_images(self, images, *, views: int | None = None, every_core: bool = False) -> np.ndarray:
-        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors; ``views``, ``every_core``: see
-        ``raw_features``."""
+    def embed_images(self, images, *, views: int | None = None, every_core: bool = False, details: bool = False):
+        """RGB PIL images -> (n, dimensions) float32 array of unit-length vectors; ``views``, ``every_core``,
+        ``details``: see ``raw_features``."""
+        if details:
+            features, maps = self.raw_features(images, views=views, every_core=every_core, details=True)
+            return self.reduction.project(features), maps
         return self.reduction.project(self.raw_features(images, views=views, every_core=every_core))
 
-    def raw_features(self, images, *, views: int | None = None, every_core: bool = False) -> np.ndarray:
+    def raw_features(self, images, *, views: int | None = None, every_core: bool = False, details: bool = False):
         """RGB PIL images -> (n, RAW_DIMENSIONS) features before the reduction: each view's pooled features made
         unit-length, then averaged, so no view outweighs the others. ``views`` < 3 uses only the first views
         (the photo; then its mirror): cheaper, a little less exact (SEARCH_QUERY_VIEWS). ``every_core``: run the
-        network on ``network_on_every_core``, the same vectors sooner when the other cores are idle."""
-        return self._features(lambda image: self.model_views(image, views), images, every_core=every_core)
+        network on ``network_on_every_core``, the same vectors sooner when the other cores are idle. ``details``:
+        also return the padded photo's stride-16 maps, (n, c, h, w), from the same network run (search/details.py).
+        """
+        return self._features(lambda image: self.model_views(image, views), images, every_core=every_core,
+                              details=details)
 
-    def _features(self, prepare, items, *, every_core: bool = False) -> np.ndarray:
+    def _features(self, prepare, items, *, every_core: bool = False, details: bool = False):
         """Prepare items (each to its views) and run the network on them, ``batch_size`` items per call.
 
         With 2+ threads the next batch is decoded and resized (Pillow's C code releases the GIL)
@@ -219,15 +225,22 @@ class Embedder:
         """
         items = list(items)
         features = np.empty((len(items), self.raw_dimensions), dtype=np.float32)
+        maps: list[np.ndarray] = []  # each batch's stride-16 maps of its first views, with ``details``
         if not items:
-            return features
+            return (features, np.empty((0, 0, 0, 0), dtype=np.float32)) if details else features
         starts = range(0, len(items), self.batch_size)
         # One item (a shopper's photo) has nothing to overlap with: handing it to a thread only adds a wait.
         pool = self._thread_pool() if len(items) > 1 else None
         network = self.network_on_every_core() if every_core else self.network  # load before preparing a batch
 
         def run(views: list[np.ndarray]) -> np.ndarray:
-            pooled = network(np.concatenate(views)).reshape(len(views), len(views[0]), -1)
+            batch = np.concatenate(views)
+            if details:
+                pooled, detail_maps = network.with_details(batch)
+                maps.append(detail_maps[:: len(views[0])])  # the padded photo, each item's first view
+            else:
+                pooled = network(batch)
+            pooled = pooled.reshape(len(views), len(views[0]), -1)
             pooled /= np.maximum(np.linalg.norm(pooled, axis=2, keepdims=True), 1e-12)
             return pooled.mean(axis=1)
 
@@ -235,7 +248,7 @@ class Embedder:
             for start in starts:
                 batch = [prepare(item) for item in items[start : start + self.batch_size]]
                 features[start : start + len(batch)] = run(batch)
-            return features
+            return (features, np.concatenate(maps)) if details else features
 
         def submit(start: int) -> list:
             return [pool.submit(prepare, item) for item in items[start : start + self.batch_size]]
@@ -246,7 +259,7 @@ class Embedder:
             if start + self.batch_size < len(items):
                 pending = submit(start + self.batch_size)
             features[start : start + len(batch)] = run(batch)
-        return features
+        return (features, np.concatenate(maps)) if details else features
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         workers = self.threads or os.cpu_count() or 1
@@ -262,7 +275,9 @@ class Embedder:
 class EfficientNetLiteEmbedder(Embedder):
     """ImageNet-pretrained EfficientNet-Lite; generalised-mean pooled features of the last conv layer."""
 
-    version = 3  # 3: generalised-mean pooling of three views; 2: average pooling of one
+    # 4: the graph gives the stride-16 map too, stored beside each vector; 3: generalised-mean pooling of three views;
+    # 2: average pooling of one
+    version = 4
 
     def weights_path(self) -> str:
         raise NotImplementedError
@@ -299,11 +314,18 @@ class EfficientNetLiteEmbedder(Embedder):
 
         model = pooled_network(self.torch_model())
 
-        def features(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(batch)).numpy()
+        class TorchFeatures:
+            """OnnxFeatures' interface on the PyTorch module."""
 
-        return features
+            def __call__(self, batch: np.ndarray) -> np.ndarray:
+                return self.with_details(batch)[0]
+
+            def with_details(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                with torch.inference_mode():
+                    features, details = model(torch.from_numpy(batch))
+                return features.numpy(), details.numpy()
+
+        return TorchFeatures()
 
     def _load_onnx(self, *, int8: bool = False):
         from search.onnx_runtime import (

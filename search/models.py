@@ -59,6 +59,9 @@ class ImageEmbedding(models.Model):
     colour = models.CharField(max_length=12, blank=True, default="")
     model = models.CharField(max_length=100)
     vector = HalfVectorField(dimensions=VECTOR_DIMENSIONS)
+    # The photo's detail descriptors (search/details.py), which re-order a photo search's first matches; 5.5 KB,
+    # stored out of line. Null where a row was stored without them (the benchmarks' catalogs of vectors alone).
+    details = models.BinaryField(null=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -25,7 +25,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # Bump when the export itself changes (opset, wrapper, exporter): old cache files are then ignored.
-EXPORT_VERSION = 2  # 2: generalised-mean pooling (search/pooling.py)
+EXPORT_VERSION = 3  # 3: the stride-16 map as a second output; 2: generalised-mean pooling (search/pooling.py)
 OPSET = 17
 
 
@@ -42,8 +42,9 @@ def onnx_path(*, cache_dir: Path, model_name: str, weights_path: str) -> Path:
     return cache_dir / f"{model_name}-{file_sha256(weights_path)[:16]}-x{EXPORT_VERSION}.onnx"
 
 
-def export_features(*, pooled_module, input_size: int, path: Path) -> Path:
-    """Export ``pooled_module`` (images -> pooled features) to ``path`` (atomic: temp file + rename).
+def export_features(*, pooled_module, input_size: int, path: Path, outputs=("features", "details")) -> Path:
+    """Export ``pooled_module`` (images -> pooled features and the stride-16 map, or only the first when
+    ``outputs`` names one) to ``path`` (atomic: temp file + rename).
 
     Two workers starting at once may both export; each writes its own temp file and the renames
     replace one complete file with an identical one, so no process ever opens a half-written file.
@@ -63,8 +64,8 @@ def export_features(*, pooled_module, input_size: int, path: Path) -> Path:
                 (sample,),
                 temp,
                 input_names=["images"],
-                output_names=["features"],
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                output_names=list(outputs),
+                dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -141,7 +142,8 @@ def quantise_features(*, float_path: Path, path: Path, samples) -> Path:
 
 
 class OnnxFeatures:
-    """Callable (n, 3, s, s) float32 -> (n, 1280) float32 pooled features."""
+    """Callable (n, 3, s, s) float32 -> (n, 1280) float32 pooled features; ``with_details`` gives the stride-16 map
+    too, from the same run."""
 
     def __init__(self, path: Path, *, threads: int = 0):
         import onnxruntime
@@ -166,3 +168,8 @@ class OnnxFeatures:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (features,) = self.session.run(["features"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})
         return features
+
+    def with_details(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, details = self.session.run(["features", "details"],
+                                             {"images": np.ascontiguousarray(batch, dtype=np.float32)})
+        return features, details

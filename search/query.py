@@ -10,7 +10,7 @@ from PIL import Image
 
 from catalog.images import inspect_image
 from catalog.pixels import upright
-from search import lone_search
+from search import details, lone_search
 from search.embeddings import EMBEDDERS, Embedder, get_embedder
 from search.preprocessing import to_rgb
 
@@ -79,8 +79,15 @@ def embedder_for_model(model: str) -> Embedder:
     raise LookupError(f"no installed embedder produces space {model!r}")
 
 
-def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np.ndarray:
-    """Embed a query photo (or the ``box`` region of it) into the space ``model``."""
+@dataclass(frozen=True)
+class QueryEmbedding:
+    vector: np.ndarray  # in the searched space
+    details: tuple[np.ndarray, np.ndarray]  # the photo's detail descriptors and weights (search/details.py)
+
+
+def query_embedding(*, image: QueryImage, model: str, box: Box | None = None) -> QueryEmbedding:
+    """Embed a query photo (or the ``box`` region of it) into the space ``model``, its details from the same
+    network run."""
     embedder = embedder_for_model(model)
     pixels = image.pixels
     if box is not None:
@@ -91,4 +98,11 @@ def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np
         )
     with lone_search.searching() as alone:
         every_core = alone and settings.SEARCH_EVERY_CORE_WHEN_ALONE
-        return embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS, every_core=every_core)[0]
+        vectors, maps = embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS, every_core=every_core,
+                                              details=True)
+    return QueryEmbedding(vector=vectors[0], details=details.descriptors(maps[0]))
+
+
+def query_vector(*, image: QueryImage, model: str, box: Box | None = None) -> np.ndarray:
+    """``query_embedding``'s vector alone."""
+    return query_embedding(image=image, model=model, box=box).vector

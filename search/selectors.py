@@ -20,11 +20,12 @@ from django.db.models.functions import MD5, Cast
 from catalog.models import Category, Product
 from catalog.page_cache import kept_per_catalog_version
 from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, product_cards
+from search import details
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
-from search.query import Box, QueryImage, query_image_read, query_vector
+from search.query import Box, QueryImage, query_embedding, query_image_read
 from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class PhotoSearch:
     colours: list[ColourFacet] = field(default_factory=list)
     refine: Refine = NO_REFINE
     vector: object = None  # the query vector (numpy), for keeping it (search.services.query_vector_keep)
+    details: tuple | None = None  # the query photo's detail descriptors and weights, kept with it
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class KeptQuery:
 
     model: str
     vector: object  # numpy float32
+    details: tuple | None = None  # the photo's detail descriptors and weights (search/details.py)
 
 
 def similar_products_to_vector(
@@ -164,12 +167,14 @@ def vector_matches(
     refine: Refine = NO_REFINE,
     pool: int = 0,
     fold: bool = False,
+    query_details: tuple | None = None,
 ) -> Matches:
     """The active products whose best image is nearest to ``vector`` with a match score of at least ``threshold``:
     the best ``max(limit, pool)`` of them (the pool) are counted by category, put in ``refine.sort`` order, and the
     first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
-    folded into that one's ``duplicates`` and does not count towards ``limit``.
+    folded into that one's ``duplicates`` and does not count towards ``limit``. With ``query_details`` (a photo's,
+    search/details.py), the first matches are put in order by their details as well.
 
     Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
     the graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's
@@ -201,6 +206,8 @@ def vector_matches(
             candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price))
             if len(candidates) == pool:
                 break
+    if query_details is not None and settings.SEARCH_DETAIL_ORDER:
+        candidates = _in_detail_order(model, candidates, query_details)
     products = {}
     if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
         products = _products_for_cards([c.product_id for c in candidates])
@@ -217,6 +224,18 @@ def vector_matches(
         results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates),
         colours=_colour_facets(candidates),
     )
+
+
+def _in_detail_order(model: str, candidates: list[_Candidate], query_details: tuple) -> list[_Candidate]:
+    """The first ``details.CANDIDATES`` candidates re-ordered by their best photos' details too (search/details.py);
+    all as they were if any of those photos has none stored."""
+    head = candidates[: details.CANDIDATES]
+    stored = dict(ImageEmbedding.objects.filter(model=model, image_id__in=[c.image_id for c in head])
+                  .values_list("image_id", "details"))
+    if len(head) < 2 or any(stored.get(c.image_id) is None for c in head):
+        return candidates
+    matched = [details.similarity(query_details, details.decode(bytes(stored[c.image_id]))) for c in head]
+    return [head[index] for index in details.order([c.similarity for c in head], matched)] + candidates[len(head):]
 
 
 @dataclass(frozen=True)
@@ -480,18 +499,19 @@ def photo_search(
     else:
         model, cutoff = search_space_and_cutoff()
     if kept is not None:
-        vector = kept.vector
+        vector, query_details = kept.vector, kept.details
     else:
-        vector = query_vector(image=image or query_image_read(file), model=model, box=box)
+        query = query_embedding(image=image or query_image_read(file), model=model, box=box)
+        vector, query_details = query.vector, query.details
     category_ids = category_descendant_ids(category=category) if category is not None else None
     matches = vector_matches(
         vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff,
-        refine=refine, pool=MATCH_POOL, fold=True,
+        refine=refine, pool=MATCH_POOL, fold=True, query_details=query_details,
     )
     took_ms = (time.perf_counter() - started) * 1000
     return PhotoSearch(
         results=matches.results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category,
-        categories=matches.categories, colours=matches.colours, refine=refine, vector=vector,
+        categories=matches.categories, colours=matches.colours, refine=refine, vector=vector, details=query_details,
     )
 
 
@@ -506,4 +526,6 @@ def query_vector_kept(*, token: str) -> KeptQuery | None:
         return None
     if kept is None or kept["model"] != search_space_model():
         return None
-    return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy())
+    kept_details = details.decode(kept["details"]) if kept.get("details") else None
+    return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy(),
+                     details=kept_details)

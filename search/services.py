@@ -19,7 +19,7 @@ from PIL import Image
 
 from catalog.models import EmbeddingStatus, ProductImage
 from catalog.page_cache import catalog_changed
-from search import calibration
+from search import calibration, details
 from search.colours import dominant_colours
 from search.embeddings import Embedder, ModelUnavailable, active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
@@ -160,6 +160,7 @@ class StoredVector:
     image_id: int
     vector: object  # 1-d array of VECTOR_DIMENSIONS floats
     colours: list[str] | None = None
+    details: bytes | None = None  # search/details.py ``stored``
 
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
@@ -221,10 +222,11 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                 decoded.append(result)
 
     if decoded:
-        vectors = embedder.embed_images(decoded)
+        vectors, detail_maps = embedder.embed_images(decoded, details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
-            StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels))
-            for image_id, vector, pixels in zip(decoded_ids, vectors, decoded)
+            StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels),
+                         details=details.stored(detail_map))
+            for image_id, vector, pixels, detail_map in zip(decoded_ids, vectors, decoded, detail_maps)
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
         outcome["embedded"] = len(decoded)
@@ -275,9 +277,9 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list
             ProductImage.objects.bulk_update(coloured, ["colours"])
         ImageEmbedding.objects.bulk_create(
             # category, active, price and colour: the triggers fill them in from the product and the photo.
-            [ImageEmbedding(image_id=item.image_id, model=model, vector=item.vector,
+            [ImageEmbedding(image_id=item.image_id, model=model, vector=item.vector, details=item.details,
                             product_id=products[item.image_id]) for item in items],
-            update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "product"],
+            update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "details", "product"],
         )
         ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
             embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
@@ -424,18 +426,21 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     return done
 
 
-def query_vector_keep(*, model: str, vector) -> str | None:
+def query_vector_keep(*, model: str, vector, query_details: tuple | None = None) -> str | None:
     """Keep a photo search's query vector (never the photo) for SEARCH_QUERY_KEEP_SECONDS under a new random
     token, so that a chip, a price range or another order refines the search without uploading the photo again.
-    Read back with search.selectors.query_vector_kept. None when the cache is down: the search itself needs only
-    the database and the model, so it is answered without the means to refine it."""
+    Read back with search.selectors.query_vector_kept. ``query_details`` (the photo's detail descriptors) are kept
+    with it, 22 KB in int8, so that a refinement orders its matches as the search did. None when the cache is down:
+    the search itself needs only the database and the model, so it is answered without the means to refine it."""
     from search.selectors import KEPT_QUERY_DTYPE, KEPT_QUERY_PREFIX  # selectors read what this writes
 
     token = secrets.token_urlsafe(16)  # 22 characters, 128 random bits: not guessable, so not shareable by chance
     # The float32 bytes (1.5 KB): a quarter of the time a list of numbers took to build and store.
     values = np.asarray(vector, dtype=KEPT_QUERY_DTYPE).tobytes()
     try:
-        cache.set(KEPT_QUERY_PREFIX + token, {"model": model, "vector": values}, settings.SEARCH_QUERY_KEEP_SECONDS)
+        kept = {"model": model, "vector": values,
+                "details": details.encode(*query_details) if query_details is not None else None}
+        cache.set(KEPT_QUERY_PREFIX + token, kept, settings.SEARCH_QUERY_KEEP_SECONDS)
     except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
         logger.warning("cannot keep a query vector: the cache is unavailable", exc_info=True)
         return None

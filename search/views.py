@@ -63,7 +63,7 @@ def photo(request):
     data = form.cleaned_data
     try:
         search = photo_search(image=form.query_image, category=data["category"], limit=data["limit"], box=data["box"])
-        token = query_vector_keep(model=search.model, vector=search.vector)
+        token = query_vector_keep(model=search.model, vector=search.vector, query_details=search.details)
     except InvalidBox as error:  # the form checks boxes already; this keeps a missed case a form error too
         form.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
         return _render(request, {"form": form}, status=400)

@@ -118,9 +118,10 @@ def test_a_chip_scopes_the_next_search_by_its_query_token_without_the_photo(api,
     # The same vector: the order and scores are the unscoped search's, restricted to Shoes.
     unscoped = [r for r in first["results"] if r["product"]["category"]["name"] == "Shoes"]
     assert [r["score"] for r in scoped.json()["results"]] == [r["score"] for r in unscoped]
-    # Only the vector is kept: no image bytes in the cache entry.
+    # Only the vector and the detail descriptors are kept: no image bytes in the cache entry.
     kept = cache.get(KEPT_QUERY_PREFIX + token)
-    assert set(kept) == {"model", "vector"} and len(kept["vector"]) < 2048
+    assert set(kept) == {"model", "vector", "details"} and len(kept["vector"]) < 2048
+    assert len(kept["details"]) == 2 + 196 + 196 * 112  # the 14 x 14 map's weights and int8 descriptors
 
 
 @pytest.mark.parametrize("fields, field", [

@@ -162,6 +162,9 @@ SEARCH_CUTOFF_DEFAULT = env.float("SEARCH_CUTOFF_DEFAULT", default=None)
 # Views of a shopper's photo embedded per search (1-3; the catalog always has 3). 3 matches best; 1 is the fastest
 # (docs/relevance.md measures both).
 SEARCH_QUERY_VIEWS = min(3, max(1, env.int("SEARCH_QUERY_VIEWS", default=3)))
+# A photo search puts its first matches in order by their details as well as their vectors (search/details.py);
+# turn off to order by the vectors alone (docs/relevance.md measures both).
+SEARCH_DETAIL_ORDER = env.bool("SEARCH_DETAIL_ORDER", default=True)
 # A photo search that finds no other running on the host embeds the photo on every core instead of its worker's
 # share (search/lone_search.py); turn off where other services need the idle cores.
 SEARCH_EVERY_CORE_WHEN_ALONE = env.bool("SEARCH_EVERY_CORE_WHEN_ALONE", default=True)
