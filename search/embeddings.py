@@ -77,6 +77,7 @@ class Embedder:
 
     name: str
     version: int  # bump on any change of how the network is run (pooling, export)
+    same_vectors_as: tuple[int, ...] = ()  # earlier versions whose vectors this one computes bit for bit
     dimensions: int = VECTOR_DIMENSIONS
     raw_dimensions: int = RAW_DIMENSIONS
     input_size: int
@@ -117,13 +118,25 @@ class Embedder:
     @property
     def id(self) -> str:
         """Stored with every vector; changes with the model, its precision, the preprocessing or the reduction."""
-        return f"{self.network_id}p{PREPROCESSING_VERSION}-{self.reduction.id}"
+        return self._id(self.version)
+
+    @property
+    def query_ids(self) -> tuple[str, ...]:
+        """The spaces this embedder can search: its own, and those of the earlier versions whose vectors it computes
+        bit for bit (``same_vectors_as``), so that search answers from such a space while the new one is built."""
+        return (self.id, *(self._id(version) for version in self.same_vectors_as))
+
+    def _id(self, version: int) -> str:
+        return f"{self._network_id(version)}p{PREPROCESSING_VERSION}-{self.reduction.id}"
 
     @property
     def network_id(self) -> str:
         """The network's part of ``id``: its raw features are the same wherever this is the same."""
-        version = f"{self.name}-v{self.version}"
-        return f"{version}-int8-{quantisation_digest()}" if self.runtime == INT8 else version
+        return self._network_id(self.version)
+
+    def _network_id(self, version: int) -> str:
+        named = f"{self.name}-v{version}"
+        return f"{named}-int8-{quantisation_digest()}" if self.runtime == INT8 else named
 
     @property
     def network(self):
@@ -278,6 +291,7 @@ class EfficientNetLiteEmbedder(Embedder):
     # 4: the graph gives the stride-16 map too, stored beside each vector; 3: generalised-mean pooling of three views;
     # 2: average pooling of one
     version = 4
+    same_vectors_as = (3,)  # 4 only added an output to the graph: its pooled features are 3's, bit for bit
 
     def weights_path(self) -> str:
         raise NotImplementedError

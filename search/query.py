@@ -71,10 +71,11 @@ def query_image_read(file) -> QueryImage:
 
 
 def embedder_for_model(model: str) -> Embedder:
-    """The embedder whose vectors make up the space ``model`` (an ``Embedder.id``)."""
+    """The embedder whose vectors make up the space ``model`` (an ``Embedder.id``, or one it computes the same
+    vectors for: an earlier version's space, still searched while the new one is built)."""
     for name in EMBEDDERS:
         embedder = get_embedder(name)
-        if embedder.id == model:
+        if model in embedder.query_ids:
             return embedder
     raise LookupError(f"no installed embedder produces space {model!r}")
 

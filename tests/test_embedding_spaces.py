@@ -112,6 +112,30 @@ def test_a_new_model_that_cannot_load_never_replaces_the_searchable_space(small_
     assert search_space_model() == new_space
 
 
+def test_photo_search_answers_from_the_previous_versions_space_while_the_new_one_builds(small_catalog, client,
+                                                                                        test_images):
+    """Version 4 of the network only added the detail map to the graph: it computes version 3's vectors bit for bit,
+    so an install upgraded from 3 searches by photo in its old space until the new one, with details, is complete."""
+    embedder = get_embedder(LITE0)
+    old_space = embedder.query_ids[1]
+    assert old_space == embedder.id.replace("-v4-", "-v3-")
+    ImageEmbedding.objects.update(model=old_space, details=None)  # what version 3 stored
+    EmbeddingSpace.objects.update(model=old_space)
+
+    assert services.embedding_sweep()["space"] == old_space  # the new space is building
+    photo = {"image": uploaded_file(test_images / "shoe-running-2.jpg")}
+    during = client.post("/api/v1/search/", photo)
+    assert during.status_code == 200 and during.json()["model"] == old_space
+    assert during.json()["results"][0]["product"]["sku"] == "RUN-2"
+
+    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
+    assert services.embedding_sweep()["space"] == embedder.id
+    after = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-2.jpg")})
+    assert after.json()["model"] == embedder.id
+    assert after.json()["results"][0]["similarity"] == during.json()["results"][0]["similarity"]  # the same vectors
+    assert not ImageEmbedding.objects.filter(details=None).exists()
+
+
 def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
     ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
     # A run that crashed after its first batch: the selection was marked pending, one batch stored.
