@@ -26,7 +26,7 @@ from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
 from search.query import Box, QueryImage, query_embedding, query_image_read
-from search.refine import NO_REFINE, Refine, fold_duplicates, sorted_matches
+from search.refine import DEFAULT_SORT, NO_REFINE, Refine, fold_duplicates, sorted_matches
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def vector_matches(
     first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
     folded into that one's ``duplicates`` and does not count towards ``limit``. With ``query_details`` (a photo's,
-    search/details.py), the first matches are put in order by their details as well.
+    search/details.py), the first matches of the best-match order are put in order by their details as well.
 
     Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
     the graph, and exact); others use the HNSW index with iterative scans, so a filter still yields the pool's
@@ -206,7 +206,7 @@ def vector_matches(
             candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price))
             if len(candidates) == pool:
                 break
-    if query_details is not None and settings.SEARCH_DETAIL_ORDER:
+    if query_details is not None and settings.SEARCH_DETAIL_ORDER and refine.sort == DEFAULT_SORT:
         candidates = _in_detail_order(model, candidates, query_details)
     products = {}
     if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
@@ -230,9 +230,11 @@ def _in_detail_order(model: str, candidates: list[_Candidate], query_details: tu
     """The first ``details.CANDIDATES`` candidates re-ordered by their best photos' details too (search/details.py);
     all as they were if any of those photos has none stored."""
     head = candidates[: details.CANDIDATES]
+    if len(head) < 2:
+        return candidates
     stored = dict(ImageEmbedding.objects.filter(model=model, image_id__in=[c.image_id for c in head])
                   .values_list("image_id", "details"))
-    if len(head) < 2 or any(stored.get(c.image_id) is None for c in head):
+    if any(stored.get(c.image_id) is None for c in head):
         return candidates
     matched = [details.similarity(query_details, details.decode(bytes(stored[c.image_id]))) for c in head]
     return [head[index] for index in details.order([c.similarity for c in head], matched)] + candidates[len(head):]
