@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as config/gunicorn.py sets for the web workers measured here
+
 from bench.catalog import QUICK_PRODUCTS, ensure_catalog
 from bench.common import machine, table
 

@@ -284,7 +284,8 @@ def measure_shop(shop: Shop, split: DomainSplit) -> dict:
 
 
 # Settings of the site whose photo search latency is measured: the shipped search, and the search before issue 10.
-LATENCY_SETTINGS = {"shipped": {}, "before": {"SEARCH_QUERY_VIEWS": "1", "SEARCH_DETAIL_ORDER": "false"}}
+LATENCY_SETTINGS = {"shipped": {}, "vectors alone": {"SEARCH_DETAIL_ORDER": "false"},
+                    "before": {"SEARCH_QUERY_VIEWS": "1", "SEARCH_DETAIL_ORDER": "false"}}
 
 
 def restart(shop: Shop, name: str, settings: dict[str, str]) -> None:
@@ -407,10 +408,11 @@ def report(results: dict, command: str) -> str:
                  "catalog's calibrated cut-off), from the same answers:")
     lines.append(table(["domain", *(f"match ≥ {m:.2f}" for m in CURVE_THRESHOLDS)], curve_rows))
     if latency:
-        shipped, before = latency["shipped"], latency["before"]
+        shipped, alone, before = latency["shipped"], latency["vectors alone"], latency["before"]
         lines.append(f"Photo search latency at one client (median, same instance, gunicorn restarted per setting): "
-                     f"shipped (three query views, detail order) {shipped:.1f} ms, as before issue 10 (one view, "
-                     f"vectors alone) {before:.1f} ms: {shipped / before:.2f}x.")
+                     f"shipped (three query views, detail order) {shipped:.1f} ms, three views by the vectors alone "
+                     f"{alone:.1f} ms, as before issue 10 (one view, vectors alone) {before:.1f} ms: "
+                     f"{shipped / before:.2f}x.")
     lines.append("Targets missed:\n\n" + ("\n".join(f"- {miss}" for miss in misses) if misses else "- none"))
     return "\n\n".join(lines)
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import os
 
-from search import lone_search
+# numpy's BLAS in a web worker multiplies only small matrices (a query's projection, its detail matching,
+# search/details.py); with a thread per core its threads spin for a while after each product and take the cores
+# from the network: the detail order cost 5 ms a search on 2 cores that way, 1.8 ms on one thread
+# (docs/performance.md). Set before anything imports numpy; an operator's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from search import lone_search  # noqa: E402
 
 
 def on_starting(server) -> None:
