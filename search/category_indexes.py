@@ -77,10 +77,31 @@ def existing_category_indexes() -> dict[str, bool]:
         return dict(cursor.fetchall())
 
 
+# A session-level advisory lock (pg_try_advisory_lock's key) held while a sync runs.
+SYNC_LOCK = 0x4C4B_4349  # "LKCI"
+
+
 def category_indexes_sync(*, model: str, limit: int | None = 1) -> dict[str, list[str]]:
     """Drop the category indexes space ``model`` no longer wants (and invalid ones), then build up to ``limit``
     missing ones (all of them with ``None``), largest first. Outside a transaction both run CONCURRENTLY, so
-    searches and writes go on; inside one (tests) they run plainly."""
+    searches and writes go on; inside one (tests) they run plainly.
+
+    One sync at a time: a build still running is an invalid index to everyone else, and a second sync (the next beat
+    run on another worker slot, while a large build takes longer than its interval) would drop it and start it over.
+    A sync that finds another one running does nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK])
+        if not cursor.fetchone()[0]:
+            logger.info("category indexes: another sync is running")
+            return {"created": [], "dropped": []}
+    try:
+        return _sync(model=model, limit=limit)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
+
+
+def _sync(*, model: str, limit: int | None) -> dict[str, list[str]]:
     wanted = wanted_category_indexes(model=model)
     existing = existing_category_indexes()
     concurrently = "" if connection.in_atomic_block else " CONCURRENTLY"

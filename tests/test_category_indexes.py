@@ -103,3 +103,19 @@ def test_the_command_builds_them_concurrently_outside_a_transaction(transactiona
         settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0
         call_command("category_indexes")  # other tests reuse this database
     assert existing_category_indexes() == {}
+
+
+def test_a_sync_while_another_one_runs_does_nothing(clustered):
+    """The other sync's build in progress is an invalid index to this one, which must not drop it or build twice."""
+    import psycopg
+
+    from search.category_indexes import SYNC_LOCK
+    from tests.support import database_url
+
+    model = clustered[0]
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [SYNC_LOCK])  # another worker's sync, mid-build
+        assert category_indexes_sync(model=model, limit=None) == {"created": [], "dropped": []}
+        assert existing_category_indexes() == {}
+        other.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
+    assert len(category_indexes_sync(model=model, limit=None)["created"]) == 10
