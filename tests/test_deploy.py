@@ -75,6 +75,8 @@ def test_compose_has_the_database_broker_and_app_services(compose):
     assert set(services) >= {"db", "redis", *APP_SERVICES}
     assert services["db"]["image"].startswith("pgvector/pgvector:")
     assert services["redis"]["image"].startswith("redis:7")
+    redis_command = " ".join(services["redis"]["command"])  # memory capped; only entries with a lifetime give way
+    assert "--maxmemory ${REDIS_MAXMEMORY:-512mb}" in redis_command and "--maxmemory-policy volatile-lru" in redis_command
 
 
 def test_app_services_share_one_image_and_differ_in_command(compose):
