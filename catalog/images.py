@@ -19,6 +19,8 @@ ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"}
 # The extension a stored file gets, from its decoded format: what a web server later serves it as.
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
               "HEIF": "heic"}
+# Of those, what every browser shows (HEIC and TIFF: Safari alone); other photos are shown by their WebP copy.
+BROWSER_EXTENSIONS = tuple(f".{EXTENSIONS[name]}" for name in ("JPEG", "PNG", "WEBP", "GIF", "BMP"))
 # EXIF orientations that turn the stored pixels by 90 or 270 degrees: every portrait photo from a phone.
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}

@@ -7,6 +7,8 @@ from django.db import connection, models
 from django.db.models import F, Q
 from django.urls import reverse
 
+from catalog.images import BROWSER_EXTENSIONS
+
 
 class Category(models.Model):
     name = models.CharField(max_length=120)
@@ -184,3 +186,11 @@ class ProductImage(models.Model):
     def card_url(self) -> str:
         """The URL to show in grids: the thumbnail when there is one."""
         return (self.thumbnail or self.file).url
+
+    @property
+    def display_url(self) -> str:
+        """The URL to show the photo itself: the original where every browser can show it, else (an iPhone's HEIC,
+        a TIFF: only Safari shows those) its WebP copy."""
+        if self.thumbnail and not self.file.name.lower().endswith(BROWSER_EXTENSIONS):
+            return self.thumbnail.url
+        return self.file.url

@@ -73,7 +73,7 @@ class ProductImageSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "width", "height", "position", "embedding_status"]
 
     def get_url(self, image: ProductImage) -> str:
-        return absolute_url(self.context.get("request"), image.file.url)
+        return absolute_url(self.context.get("request"), image.display_url)
 
 
 class ProductSummarySerializer(serializers.ModelSerializer):
@@ -96,7 +96,7 @@ class ProductSummarySerializer(serializers.ModelSerializer):
         if images is None:
             images = product.images.all()
         first = next(iter(images), None)
-        return absolute_url(self.context.get("request"), first.file.url) if first is not None else None
+        return absolute_url(self.context.get("request"), first.display_url) if first is not None else None
 
 
 class ProductSerializer(ProductSummarySerializer):

@@ -33,7 +33,7 @@ def product_card(product: Product, *, request, paths) -> dict:
         "sku": product.sku,
         "title": product.title,
         "url": absolute_url(request, product.get_absolute_url()),
-        "image_url": absolute_url(request, first.file.url) if first is not None else None,
+        "image_url": absolute_url(request, first.display_url) if first is not None else None,
         "price": _price(product.price),
         "currency": product.currency,
         "category": {"slug": category.slug, "name": category.name, "path": paths[category.pk]},

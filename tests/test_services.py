@@ -78,6 +78,25 @@ def test_heic_photos_from_phones_are_accepted_and_embedded(product):
     assert images_embed(image_ids=[image.pk])["embedded"] == 1
 
 
+def test_photos_browsers_cannot_show_are_shown_by_their_webp_copy(product, client):
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), (30, 120, 200)).save(buffer, format="HEIF")
+    heic = services.product_image_add(product=product, file=SimpleUploadedFile("IMG_0002.HEIC", buffer.getvalue()))
+    jpeg = services.product_image_add(product=product, file=uploaded_image(size=(800, 600)))
+    assert heic.file.name.endswith(".heic") and heic.display_url == heic.thumbnail.url  # only Safari shows HEIC
+    assert jpeg.display_url == jpeg.file.url
+    page = client.get(product.get_absolute_url()).content.decode()
+    assert f'data-gallery-main src="{heic.thumbnail.url}"' in page and f'href="{jpeg.file.url}"' in page
+    assert heic.file.url not in page
+    api = client.get(f"/api/v1/products/{product.sku}/").json()
+    assert api["image_url"].endswith(heic.thumbnail.url) and api["images"][1]["url"].endswith(jpeg.file.url)
+
+
 def test_image_add_makes_a_small_upright_webp_thumbnail_for_cards(product):
     from PIL import Image
 
