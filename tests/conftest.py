@@ -27,6 +27,17 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(line)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Every run starts from empty tables. --reuse-db keeps the test database between runs, and with it whatever a
+    run left committed: a worker or site process that wrote after its test's tables were truncated. Such a row (an
+    embedding space of an earlier model version, say) made the next run's searches read the wrong space."""
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+
+
 @pytest.fixture(autouse=True)
 def fresh_page_cache():
     """Each test starts with no cached pages: a page cached by an earlier test's rolled-back catalog is not this one's."""
