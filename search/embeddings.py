@@ -430,6 +430,17 @@ def get_embedder(name: str) -> Embedder:
     return cls(**_runtime_settings())
 
 
+@cache
+def earlier_embedder(name: str, runtime: str, shipped_reduction: bool) -> Embedder:
+    """Model ``name`` as an earlier configuration ran it: on ``runtime``, with the shipped reduction file or the
+    configured one. During the rebuild that follows a change of EMBEDDING_RUNTIME or EMBEDDING_REDUCTION_FILE, search
+    still reads the old space, and only such an embedder makes its query vectors (search/query.py)."""
+    settings = {**_runtime_settings(), "runtime": runtime}
+    if shipped_reduction:
+        settings["reduction_file"] = None
+    return EMBEDDERS[name](**settings)
+
+
 def active_embedder() -> Embedder:
     from django.conf import settings
 

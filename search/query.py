@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 from django.conf import settings
@@ -11,7 +12,7 @@ from PIL import Image
 from catalog.images import inspect_image
 from catalog.pixels import upright
 from search import details, lone_search
-from search.embeddings import EMBEDDERS, Embedder, get_embedder
+from search.embeddings import EMBEDDERS, RUNTIMES, Embedder, ModelUnavailable, earlier_embedder, get_embedder
 from search.preprocessing import to_rgb
 
 
@@ -77,6 +78,15 @@ def embedder_for_model(model: str) -> Embedder:
         embedder = get_embedder(name)
         if model in embedder.query_ids:
             return embedder
+    # A space of an earlier runtime or reduction file, searched while the configured one is built: the same code
+    # still makes its vectors. (An earlier preprocessing or network version's code is gone: nothing can.)
+    for name, runtime, shipped_reduction in product(EMBEDDERS, RUNTIMES, (False, True)):
+        embedder = earlier_embedder(name, runtime, shipped_reduction)
+        try:
+            if model in embedder.query_ids:
+                return embedder
+        except ModelUnavailable:  # that configuration's reduction file is not here either
+            continue
     raise LookupError(f"no installed embedder produces space {model!r}")
 
 

@@ -136,6 +136,28 @@ def test_photo_search_answers_from_the_previous_versions_space_while_the_new_one
     assert not ImageEmbedding.objects.filter(details=None).exists()
 
 
+def test_photo_search_answers_from_the_int8_space_while_a_float32_one_builds(small_catalog, settings, client,
+                                                                            test_images):
+    """EMBEDDING_RUNTIME changed: the int8 vectors stay searchable, embedded by the int8 network the same code still
+    runs, until the float32 space is complete."""
+    from search import embeddings
+
+    int8_space = get_embedder(LITE0).id
+    settings.EMBEDDING_RUNTIME = "onnx"
+    embeddings.get_embedder.cache_clear()
+    try:
+        assert get_embedder(LITE0).id != int8_space
+        services.embedding_space_sync()
+        assert EmbeddingSpace.objects.get(model=get_embedder(LITE0).id).state == EmbeddingSpace.State.BUILDING
+        answer = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-2.jpg")})
+        assert answer.status_code == 200, answer.content[:300]
+        assert answer.json()["model"] == int8_space
+        assert answer.json()["results"][0]["product"]["sku"] == "RUN-2"
+    finally:
+        embeddings.get_embedder.cache_clear()
+        embeddings.earlier_embedder.cache_clear()
+
+
 def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
     ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
     # A run that crashed after its first batch: the selection was marked pending, one batch stored.
