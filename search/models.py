@@ -8,8 +8,10 @@ from search.embeddings import VECTOR_DIMENSIONS
 class EmbeddingSpace(models.Model):
     """A model's vector space. Search reads exactly one active space; a new model's space is built beside it.
 
-    Switching ``EMBEDDING_MODEL`` creates a *building* space; workers fill it in the background while search keeps
-    answering from the active one, and the switch happens in one transaction once every image has a vector.
+    Switching ``EMBEDDING_MODEL`` (or its runtime, reduction or version) creates a *building* space; workers fill it
+    in the background while search keeps answering from the active one (docs/embeddings.md "Changing things" says
+    when a photo search cannot), and the switch happens in one transaction once every searchable image has a vector
+    in it.
     """
 
     class State(models.TextChoices):
