@@ -283,9 +283,11 @@ def measure_shop(shop: Shop, split: DomainSplit) -> dict:
     }
 
 
+# The site ordering its matches by their vectors alone, without the detail order (search/details.py).
+VECTORS_ALONE = {"SEARCH_DETAIL_ORDER": "false"}
 # Settings of the site whose photo search latency is measured: the shipped search, and the search before issue 10.
-LATENCY_SETTINGS = {"shipped": {}, "vectors alone": {"SEARCH_DETAIL_ORDER": "false"},
-                    "before": {"SEARCH_QUERY_VIEWS": "1", "SEARCH_DETAIL_ORDER": "false"}}
+LATENCY_SETTINGS = {"shipped": {}, "vectors alone": VECTORS_ALONE,
+                    "before": {**VECTORS_ALONE, "SEARCH_QUERY_VIEWS": "1"}}
 
 
 def restart(shop: Shop, name: str, settings: dict[str, str]) -> None:
@@ -300,11 +302,12 @@ def restart(shop: Shop, name: str, settings: dict[str, str]) -> None:
 
 def vector_order_first(shop: Shop, split: DomainSplit) -> float:
     """R@1 of the instance queries by the vectors alone (SEARCH_DETAIL_ORDER=false), on the same shop."""
-    restart(shop, "vectors-alone", {"SEARCH_DETAIL_ORDER": "false"})
+    restart(shop, "vectors-alone", VECTORS_ALONE)
     firsts = []
     for item, photo in zip(split.instance, split.snapshots["instance"], strict=True):
         answer, _ = shop.request("POST", "/api/v1/search/", photo=photo, fields={"threshold": "0", "limit": "10"})
-        firsts.append(bool(answer["results"]) and answer["results"][0]["product"]["sku"] == shop.sku_of_product[item.product])
+        skus = [result["product"]["sku"] for result in answer["results"]]
+        firsts.append(skus[:1] == [shop.sku_of_product[item.product]])
     return float(np.mean(firsts))
 
 
