@@ -119,10 +119,12 @@ def measure(catalog: BenchCatalog, queries: np.ndarray, warmup: np.ndarray, ef_s
     with connection.cursor() as cursor:
         cursor.execute("SELECT category_id FROM catalog_product ORDER BY id")
         categories = np.array([row[0] for row in cursor.fetchall()])
-        # The regenerated vectors must be the stored ones (same seeds): check a few.
+        # The regenerated vectors must be the stored ones (same seeds): check a few. Within float16's rounding: a
+        # projection run on another number of BLAS threads rounds a few components to the neighbouring float16.
         cursor.execute("SELECT id, vector::text FROM search_imageembedding ORDER BY random() LIMIT 5")
         for row_id, stored in cursor.fetchall():
-            assert np.allclose(np.array(json.loads(stored), dtype=np.float16), vectors[row_id - 1]), "vectors differ"
+            assert np.allclose(np.array(json.loads(stored), dtype=np.float16), vectors[row_id - 1], rtol=0,
+                               atol=1e-3), "vectors differ"
     cases = [
         ("no filter", None),
         ("1 in 20 category", catalog.clearance_category_id),

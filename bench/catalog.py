@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from bench.datasets import CACHE_DIR
+from bench.datasets import CACHE_DIR, save_array
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA_ROOT = CACHE_DIR / "media"
@@ -145,8 +145,7 @@ def _first_raw_features(model, split: str, images: np.ndarray) -> np.ndarray:
         exact = raw_features_path(model, f"fm-{split}-{len(images)}")  # this size's file, as earlier runs cached it
         more = np.load(exact)[len(done):] if exact.exists() else model.raw_features(fashion_mnist_pil(images[len(done):]))
         done = np.concatenate([done, more.astype(done.dtype)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, done)
+        save_array(path, done)
     return done[: len(images)]
 
 
@@ -160,8 +159,7 @@ def _nearest_real(base: np.ndarray, k: int = 10) -> np.ndarray:
         scores = base[start : start + 500] @ base.T
         scores[np.arange(len(scores)), np.arange(start, start + len(scores))] = -np.inf  # not itself
         nearest[start : start + len(scores)] = np.argpartition(-scores, k, axis=1)[:, :k]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, nearest)
+    save_array(path, nearest)
     return nearest
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.datasets import CACHE_DIR
+from bench.datasets import CACHE_DIR, save_array
 from search.embeddings import EMBEDDERS, INT8, Embedder
 from search.preprocessing import PREPROCESSING_VERSION
 
@@ -27,8 +27,7 @@ def cached_raw_features(model: Embedder, key: str, images: Callable[[], Sequence
     if path.exists():
         return np.load(path)
     features = model.raw_features(images())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, features)
+    save_array(path, features)
     return features
 
 

@@ -32,6 +32,16 @@ FASHION_MNIST_CLASSES = (
 CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR", Path(tempfile.gettempdir()) / "lookalike-bench"))
 
 
+def save_array(path: Path, values: np.ndarray) -> None:
+    """``np.save`` into the cache, whole or not at all: benchmarks running side by side share the cache, and one
+    must never load a file another is still writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    with partial.open("wb") as file:
+        np.save(file, values)
+    partial.replace(path)
+
+
 def fashion_mnist(split: str = "test", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (n, 28, 28) dark-on-white, labels int (n,)) for split "train" or "test"."""
     prefix = {"train": "train", "test": "t10k"}[split]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.datasets import CACHE_DIR
+from bench.datasets import CACHE_DIR, save_array
 from bench.domains import DOMAINS, Item
 from bench.shopper import snapshot
 from bench.training_pairs import other_photo
@@ -121,8 +121,7 @@ def cached(key: str, compute) -> np.ndarray:
     if path.exists():
         return np.load(path)
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, values)
+    save_array(path, values)
     return values
 
 
