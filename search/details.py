@@ -7,8 +7,10 @@ that tell the print on a T-shirt or the shape of a label apart. A search reads t
 ``CANDIDATES`` products' best photos and compares them with the query photo's:
 
 - *detail similarity*: a symmetric Chamfer similarity. Each query descriptor's best cosine among the product's,
-  averaged with weights (the descriptor's activation: the object, not the background), and the same the other way
-  round; the mean of the two. Crops, shifts and small rotations move descriptors between cells, not away.
+  averaged with weights, and the same the other way round; the mean of the two. A query descriptor weighs its
+  activation (the object, not the background) times how much its best cosine varies over the candidates (what tells
+  them apart, not what they share); the product's weigh their activation. Crops, shifts and small rotations move
+  descriptors between cells, not away.
 - *the order*: the mean of the vector's cosine similarity and the detail similarity. Nothing is fitted; standardising
   the two over the candidates instead (z-scores) gained more on look-alike catalogs but let a product of another
   kind overtake a close match in a small, varied one (docs/relevance.md).
@@ -64,13 +66,22 @@ def stored(detail_map: np.ndarray) -> bytes:
     return encode(*descriptors(detail_map, grid=STORED_GRID))
 
 
-def similarity(query: tuple[np.ndarray, np.ndarray], photo: tuple[np.ndarray, np.ndarray]) -> float:
-    """The symmetric, weighted Chamfer similarity of two photos' descriptors."""
-    (q, q_weights), (c, c_weights) = query, photo
-    cosines = q @ c.T
-    forward = float(cosines.max(axis=1) @ q_weights) / max(float(q_weights.sum()), 1e-12)
-    backward = float(cosines.max(axis=0) @ c_weights) / max(float(c_weights.sum()), 1e-12)
-    return (forward + backward) / 2
+def similarities(query: tuple[np.ndarray, np.ndarray], photos: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """The symmetric, weighted Chamfer similarity of the query's descriptors to each candidate photo's.
+
+    A query cell counts by its activation times the variance, over the candidates, of how well it is matched: a cell
+    every look-alike matches equally (a sleeve, the background) cannot tell them apart, a cell some match and others
+    do not (a print, a label) can. The photo's cells count by their activation."""
+    (q, q_weights) = query
+    cosines = [q @ descriptors.T for descriptors, _ in photos]
+    best = np.stack([photo_cosines.max(axis=1) for photo_cosines in cosines])  # (photos, query cells)
+    weights = q_weights * best.var(axis=0)
+    if float(weights.sum()) <= 1e-12:  # one photo, or all alike: nothing to contrast
+        weights = q_weights
+    forward = best @ weights / max(float(weights.sum()), 1e-12)
+    backward = [float(photo_cosines.max(axis=0) @ c_weights) / max(float(c_weights.sum()), 1e-12)
+                for photo_cosines, (_, c_weights) in zip(cosines, photos, strict=True)]
+    return [(float(f) + b) / 2 for f, b in zip(forward, backward, strict=True)]
 
 
 def order(similarities: list[float], details: list[float]) -> list[int]:

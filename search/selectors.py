@@ -236,7 +236,7 @@ def _in_detail_order(model: str, candidates: list[_Candidate], query_details: tu
                   .values_list("image_id", "details"))
     if any(stored.get(c.image_id) is None for c in head):
         return candidates
-    matched = [details.similarity(query_details, details.decode(bytes(stored[c.image_id]))) for c in head]
+    matched = details.similarities(query_details, [details.decode(bytes(stored[c.image_id])) for c in head])
     return [head[index] for index in details.order([c.similarity for c in head], matched)] + candidates[len(head):]
 
 

@@ -30,9 +30,42 @@ def test_stored_details_pool_the_map_to_seven_by_seven_in_int8():
 def test_a_photo_matches_its_own_details_best():
     photo, other = _map(1), _map(2)
     query = details.descriptors(photo)  # the query keeps its 14 x 14 map
-    own = details.similarity(query, details.decode(details.stored(photo)))
-    assert own > details.similarity(query, details.decode(details.stored(other))) + 0.05
-    assert details.similarity(query, query) == pytest.approx(1.0, abs=1e-5)
+    own, others = details.similarities(query, [details.decode(details.stored(p)) for p in (photo, other)])
+    assert own > others + 0.05
+    assert details.similarities(query, [query])[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def _unit(*values: float) -> np.ndarray:
+    cell = np.zeros(8, dtype=np.float32)
+    cell[: len(values)] = values
+    return cell / np.linalg.norm(cell)
+
+
+def test_query_cells_that_every_candidate_matches_alike_do_not_decide_the_order():
+    # The query: a strongly activated cell that both look-alikes share (channel 0: a sleeve) and a weaker one that
+    # tells them apart (channel 1: a print). The look-alike matches the sleeve a little better (1.0 against 0.9), the
+    # right product matches the print much better (1.0 against 0.75).
+    shared, told_apart = _unit(1), _unit(0, 1)
+    weights = np.array([1.0, 0.3], dtype=np.float32)
+    query = (np.stack([shared, told_apart]), weights)
+    right = (np.stack([_unit(0.9, 0, np.sqrt(0.19)), told_apart]), weights)
+    look_alike = (np.stack([shared, _unit(0, 0.75, np.sqrt(1 - 0.75**2))]), weights)
+    right_score, look_alike_score = details.similarities(query, [right, look_alike])
+    assert right_score > look_alike_score + 0.03
+    # Weighed by activation alone, the shared cell would decide, for the look-alike.
+    assert _by_activation(query, right) < _by_activation(query, look_alike)
+
+
+def _by_activation(query, photo) -> float:
+    (q, q_weights), (c, c_weights) = query, photo
+    cosines = q @ c.T
+    return (cosines.max(axis=1) @ q_weights / q_weights.sum() + cosines.max(axis=0) @ c_weights / c_weights.sum()) / 2
+
+
+def test_alike_candidates_are_compared_by_activation():
+    photo = details.descriptors(_map(3))
+    first, second = details.similarities(details.descriptors(_map(4)), [photo, photo])
+    assert first == second and 0 < first < 1
 
 
 def test_the_order_is_the_mean_of_the_two_similarities_and_keeps_ties_in_the_vectors_order():
