@@ -72,7 +72,7 @@ def similarities(query: tuple[np.ndarray, np.ndarray], photos: list[tuple[np.nda
     A query cell counts by its activation times the variance, over the candidates, of how well it is matched: a cell
     every look-alike matches equally (a sleeve, the background) cannot tell them apart, a cell some match and others
     do not (a print, a label) can. The photo's cells count by their activation."""
-    (q, q_weights) = query
+    q, q_weights = query
     cosines = [q @ descriptors.T for descriptors, _ in photos]
     best = np.stack([photo_cosines.max(axis=1) for photo_cosines in cosines])  # (photos, query cells)
     weights = q_weights * best.var(axis=0)

@@ -62,10 +62,10 @@ def _by_activation(query, photo) -> float:
     return (cosines.max(axis=1) @ q_weights / q_weights.sum() + cosines.max(axis=0) @ c_weights / c_weights.sum()) / 2
 
 
-def test_alike_candidates_are_compared_by_activation():
-    photo = details.descriptors(_map(3))
-    first, second = details.similarities(details.descriptors(_map(4)), [photo, photo])
-    assert first == second and 0 < first < 1
+def test_candidates_with_nothing_to_tell_them_apart_are_compared_by_activation():
+    query, photo = details.descriptors(_map(4)), details.descriptors(_map(3))
+    first, second = details.similarities(query, [photo, photo])
+    assert first == second == pytest.approx(_by_activation(query, photo), abs=1e-6)
 
 
 def test_the_order_is_the_mean_of_the_two_similarities_and_keeps_ties_in_the_vectors_order():
