@@ -45,11 +45,22 @@ class Box:
         return cls(x0, y0, x1, y1)
 
     def clipped(self, width: int, height: int) -> Box:
-        """The part inside a width x height photo; a box partly outside is clipped, one wholly outside refused."""
+        """The part inside a width x height photo; a box partly outside is clipped, one wholly outside refused, and
+        so is a region smaller than a photo may be (UPLOAD_MIN_SIDE)."""
         box = Box(max(self.x0, 0), max(self.y0, 0), min(self.x1, width), min(self.y1, height))
         if box.x1 - box.x0 < 1 or box.y1 - box.y0 < 1:
             raise InvalidBox(f"box lies outside the {width}x{height} photo")
+        if min(box.x1 - box.x0, box.y1 - box.y0) < settings.UPLOAD_MIN_SIDE:
+            raise InvalidBox(f"box must be at least {settings.UPLOAD_MIN_SIDE} pixels wide and high inside the photo")
         return box
+
+    def scaled_crop(self, scale: float, width: int, height: int) -> tuple[int, int, int, int]:
+        """This box in a copy of the photo decoded at ``scale`` (width x height): at least one whole pixel, the
+        region's partial edge pixels included, so that no region of a big photo shrinks to nothing."""
+        left, top = min(int(np.floor(self.x0 * scale)), width - 1), min(int(np.floor(self.y0 * scale)), height - 1)
+        right = min(max(int(np.ceil(self.x1 * scale)), left + 1), width)
+        bottom = min(max(int(np.ceil(self.y1 * scale)), top + 1), height)
+        return left, top, right, bottom
 
 
 # Query photos are decoded once, at the smallest JPEG scale that keeps both sides at least the largest model input.
@@ -104,9 +115,7 @@ def query_embedding(*, image: QueryImage, model: str, box: Box | None = None) ->
     if box is not None:
         box = box.clipped(image.width, image.height)
         scale = pixels.width / image.width  # the reduced-size decode keeps the aspect ratio
-        pixels = pixels.crop(
-            (round(box.x0 * scale), round(box.y0 * scale), round(box.x1 * scale), round(box.y1 * scale))
-        )
+        pixels = pixels.crop(box.scaled_crop(scale, pixels.width, pixels.height))
     with lone_search.searching() as alone:
         every_core = alone and settings.SEARCH_EVERY_CORE_WHEN_ALONE
         vectors, maps = embedder.embed_images([pixels], views=settings.SEARCH_QUERY_VIEWS, every_core=every_core,

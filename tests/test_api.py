@@ -128,6 +128,7 @@ def test_box_searches_only_that_region(api, catalog, test_images):
         ({"box": "10,10,5,20"}, "box", "x1 > x0"),
         ({"box": "0,0,inf,5"}, "box", "finite"),
         ({"box": "2000,2000,2100,2100"}, "box", "outside the 320x240 photo"),
+        ({"box": "1.5,1.5,2.5,2.5"}, "box", "at least 8 pixels"),
     ],
 )
 def test_bad_search_parameters_get_400_with_a_message(api, fields, field, message):

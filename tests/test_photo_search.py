@@ -68,6 +68,31 @@ def test_box_wholly_outside_the_photo_is_refused(catalog, test_images):
         photo_search(file=jpeg_upload(collage(test_images)), box=Box(2000, 2000, 2100, 2100))
 
 
+def test_a_region_smaller_than_a_photo_may_be_is_refused(catalog, test_images):
+    with pytest.raises(InvalidBox, match="at least 8 pixels"):
+        photo_search(file=jpeg_upload(collage(test_images)), box=Box(1.5, 1.5, 2.5, 2.5))
+
+
+def test_the_smallest_region_of_a_big_photo_decoded_at_an_eighth_is_searched(catalog, test_images):
+    # 4000 x 2000 is decoded at 1/8 (500 x 250); the 8 px region 12-20 lies in decoded pixels 1.5-2.5, which
+    # rounding to the nearest pixel made empty.
+    photo = collage(test_images).resize((4000, 2000))
+    assert photo_search(file=jpeg_upload(photo), box=Box(12, 12, 20, 20), threshold=0).results
+
+
+@pytest.mark.parametrize(
+    "box, scale, crop",
+    [
+        (Box(12, 12, 20, 20), 1 / 8, (1, 1, 3, 3)),  # partial edge pixels count
+        (Box(0, 0, 8, 8), 1 / 8, (0, 0, 1, 1)),
+        (Box(992, 492, 1000, 500), 1 / 8, (124, 61, 125, 62)),  # the last pixel of a 125 x 62 decode
+        (Box(100, 50, 300, 250), 1, (100, 50, 300, 250)),
+    ],
+)
+def test_a_region_maps_onto_at_least_one_whole_decoded_pixel(box, scale, crop):
+    assert box.scaled_crop(scale, 125 if scale < 1 else 1000, 62 if scale < 1 else 500) == crop
+
+
 def test_threshold_hides_weak_matches(catalog, test_images):
     query = test_images / "plant-cactus.jpg"  # nothing like it in this catalog
     everything = photo_search(file=uploaded_file(query), threshold=0)
