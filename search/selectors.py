@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
+FOLDED_POOL_DOUBLINGS = 3  # at most 8x the pool read again when folding near-duplicates left too few to show
 # How many of the best matches a photo search counts by category and re-orders when asked for another sort: the
 # matches beyond these are too many to read for every search, and rarely what a shopper sorts for.
 MATCH_POOL = 48
@@ -173,7 +174,8 @@ def vector_matches(
     the best ``max(limit, pool)`` of them (the pool) are counted by category, put in ``refine.sort`` order, and the
     first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
-    folded into that one's ``duplicates`` and does not count towards ``limit``. With ``query_details`` (a photo's,
+    folded into that one's ``duplicates`` and does not count towards ``limit`` (a larger pool is read when folding
+    leaves fewer than ``limit`` of a full pool). With ``query_details`` (a photo's,
     search/details.py), the first matches of the best-match order are put in order by their details as well.
 
     Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
@@ -181,11 +183,39 @@ def vector_matches(
     products when they exist.
     """
     model = model or search_space_model()
-    pool = max(limit, pool)
     rows = VectorRows(
         model=model, category_ids=None if category_ids is None else tuple(category_ids), refine=refine,
         exclude_product_id=exclude_product_id,
     )
+    cutoff = search_cutoff(model) if cutoff is None else cutoff
+    pool = max(limit, pool)
+    for _ in range(FOLDED_POOL_DOUBLINGS + 1):
+        candidates = _pool_candidates(rows, vector, pool, cutoff=cutoff, threshold=threshold)
+        if query_details is not None and settings.SEARCH_DETAIL_ORDER and refine.sort == DEFAULT_SORT:
+            candidates = _in_detail_order(model, candidates, query_details)
+        products = {}
+        if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
+            products = _products_for_cards([c.product_id for c in candidates])
+            candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
+                          if c.product_id in products]
+        ordered = sorted_matches(candidates, refine.sort)
+        if fold and len(ordered) > 1:
+            minimum = settings.NEAR_DUPLICATE_MIN_SCORE
+            pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
+            ordered = fold_duplicates(
+                ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
+            )
+        if len(ordered) >= limit or len(candidates) < pool:  # enough to show, or no more matches
+            break
+        pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
+    return Matches(
+        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates),
+        colours=_colour_facets(candidates),
+    )
+
+
+def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, threshold: float) -> list[_Candidate]:
+    """The best ``pool`` products by their best image's vector whose match score is at least ``threshold``."""
     wanted = pool * OVERFETCH
     if rows.filtered and _few_rows(rows):
         hits = _exact_hits(rows, vector, wanted)
@@ -198,7 +228,6 @@ def vector_matches(
     best: dict[int, Hit] = {}
     for hit in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
         best.setdefault(hit[0], hit)
-    cutoff = search_cutoff(model) if cutoff is None else cutoff
     candidates = []
     for product_id, distance, image_id, colour, category_id, price in best.values():
         similarity = _similarity(distance)
@@ -206,24 +235,7 @@ def vector_matches(
             candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price))
             if len(candidates) == pool:
                 break
-    if query_details is not None and settings.SEARCH_DETAIL_ORDER and refine.sort == DEFAULT_SORT:
-        candidates = _in_detail_order(model, candidates, query_details)
-    products = {}
-    if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
-        products = _products_for_cards([c.product_id for c in candidates])
-        candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
-                      if c.product_id in products]
-    ordered = sorted_matches(candidates, refine.sort)
-    if fold and len(ordered) > 1:
-        minimum = settings.NEAR_DUPLICATE_MIN_SCORE
-        pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
-        ordered = fold_duplicates(
-            ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
-        )
-    return Matches(
-        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates),
-        colours=_colour_facets(candidates),
-    )
+    return candidates
 
 
 def _in_detail_order(model: str, candidates: list[_Candidate], query_details: tuple) -> list[_Candidate]:

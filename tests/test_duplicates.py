@@ -80,6 +80,19 @@ def test_folded_listings_do_not_count_towards_the_limit(relisted, test_images):
     assert [r["product"]["sku"] for r in response.json()["results"]] == ["CHAIR-2", "CHAIR-1"]
 
 
+def test_folding_does_not_shorten_a_page_whose_pool_is_its_limit(relisted, test_images):
+    # A pool no larger than the limit (a page of 48 or more): the folded listing must not cost the page a product.
+    from search.query import query_image_read, query_vector
+    from search.selectors import search_space_model, vector_matches
+
+    with open(test_images / "chair-shell-black.jpg", "rb") as photo:
+        vector = query_vector(image=query_image_read(photo), model=search_space_model())
+    matches = vector_matches(vector=vector, limit=3, fold=True)
+    assert len(matches.results) == 3
+    assert [r.product.sku for r in matches.results][:2] == ["CHAIR-2", "CHAIR-1"]
+    assert [d.product.sku for d in matches.results[0].duplicates] == ["CHAIR-2-AGAIN"]
+
+
 def test_sorting_by_price_folds_under_the_first_listed(relisted, test_images):
     response = APIClient().post(
         "/api/v1/search/", {"image": uploaded_file(test_images / "chair-shell-black.jpg"), "sort": "-price"},
