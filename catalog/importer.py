@@ -266,7 +266,11 @@ class _Row:
 
 
 def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -> Iterator[_Row]:
-    """The file's rows, parsed and checked as far as that needs no database; blank lines skipped."""
+    """The file's rows, parsed and checked as far as that needs no database; blank lines skipped.
+
+    A SKU on two rows is one product: the later row may add photos, but one that gives it another title, category,
+    price, currency or description contradicts the earlier one and fails, instead of overwriting it unseen."""
+    first_rows: dict[int, tuple[int, int]] = {}  # hash of a SKU -> its first line, the hash of its product fields
     while True:
         start = lines.line + 1
         try:
@@ -285,7 +289,15 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
                 raise RowError("the row is not valid UTF-8 text; save the file as UTF-8")
             if len(fields) != len(columns):
                 raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
-            result.item = catalog_row_parse(row=row, images_dir=images_dir)
+            item = catalog_row_parse(row=row, images_dir=images_dir)
+            fields = hash((item.title, item.category_path, item.price, item.currency, item.description))
+            first_line, first_fields = first_rows.setdefault(hash(item.sku), (start, fields))
+            if fields != first_fields:
+                raise RowError(
+                    f"sku {item.sku} is on line {first_line} too, with another title, category, price, currency or "
+                    "description: give a product one row, its photos together in images"
+                )
+            result.item = item
         except RowError as error:
             result.error = error
         yield result

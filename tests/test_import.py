@@ -184,6 +184,25 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db
     assert len(_stored_files(media_root)) == 2 * ProductImage.objects.count() == 4  # photos and their thumbnails
 
 
+def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
+    text = (
+        HEADER
+        + "CH-1,Black shell chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n"  # line 2
+        + "CH-1,Blue sofa,Home > Sofas,99,,photos/chair-armchair-blue.jpg\n"  # 3: contradicts line 2
+        + "CH-1,Black shell chair,Home > Chairs,70.00,,photos/chair-cafe-pair.jpg\n"  # 4: the same product, a photo
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.sku, failure.message) for failure in summary.failed] == [
+        (3, "CH-1", "sku CH-1 is on line 2 too, with another title, category, price, currency or description: give "
+                    "a product one row, its photos together in images"),
+    ]
+    chair = Product.objects.get(sku="CH-1")
+    assert (chair.title, chair.price, chair.category.name) == ("Black shell chair", Decimal("70"), "Chairs")
+    assert chair.images.count() == 2 and not Category.objects.filter(name="Sofas").exists()
+
+
 def test_skus_that_are_path_segments_are_reported_rows(db, shop):
     """/p/./ and /p/../ resolve to other pages, so such a product's page could never be reached."""
     text = (
