@@ -55,10 +55,18 @@ class ProductImageForm(forms.ModelForm):
     # A plain file field: inspect_image decides by decoding, with messages that name the limits. Django's
     # ImageField would refuse a photo by its name ("IMG_1234", "photo.jpeg.txt") and a bomb with a vague message.
     file = forms.FileField(widget=AdminFileWidget)
+    position = forms.IntegerField(
+        required=False, min_value=0, max_value=32767, help_text="Empty: after the product's other photos."
+    )
 
     class Meta:
         model = ProductImage
         fields = ["product", "file", "position"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:  # a new photo: empty, not the model's 0, which would put it first
+            self.initial.pop("position", None)
 
     prepared = None  # the new upload, checked and thumbnailed (decoded once), for the service to store
 

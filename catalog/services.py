@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -11,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -298,19 +300,19 @@ def product_images_add(
     *,
     product: Product,
     prepared: Sequence[PreparedImage],
-    positions: Sequence[int] | None = None,
+    positions: Sequence[int | None] | None = None,
     on_not_queued: Callable[[int], None] | None = None,
 ) -> list[ProductImage]:
     """Store several prepared images on one product, announced together (one embedding task for all).
 
-    ``positions`` default to after the product's current images. ``on_not_queued``: see catalog/signals.py.
+    A photo without a position (``positions`` None, or None in it) goes after the product's current photos, in
+    turn. ``on_not_queued``: see catalog/signals.py.
     """
-    if positions is None:
-        first = product.images.count()
-        positions = range(first, first + len(prepared))
+    last = product.images.aggregate(last=Max("position"))["last"]
+    following = itertools.count(0 if last is None else last + 1)
     images = []
-    for item, position in zip(prepared, positions, strict=True):
-        image = ProductImage(product=product, position=position)
+    for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
+        image = ProductImage(product=product, position=next(following) if position is None else position)
         _image_file_store(image, item)
         image.save()
         images.append(image)

@@ -197,6 +197,30 @@ def _inline_change(product, image, **fields):
     return data
 
 
+def test_photos_added_in_the_admin_without_a_position_go_after_the_others(admin_client, product, media_root):
+    from catalog.services import product_image_add
+
+    for colour in ((200, 0, 0), (0, 200, 0)):
+        product_image_add(product=product, file=uploaded_image("kept.jpg", size=(100, 100), color=colour))
+    page = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk]))
+    assert re.search(r'name="images-2-position"(?![^>]*value=)', page.content.decode())  # empty, not 0
+    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
+                         currency=product.currency)
+    data.update({"images-TOTAL_FORMS": "4", "images-INITIAL_FORMS": "2", "images-2-position": "",
+                 "images-3-position": "", "images-2-file": uploaded_image("third.jpg", size=(300, 200)),
+                 "images-3-file": uploaded_image("fourth.jpg", size=(200, 300))})
+    for index, image in enumerate(product.images.order_by("position")):
+        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
+                     f"images-{index}-position": str(image.position)})
+
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 302, response.content[:2000]
+    assert list(product.images.order_by("position", "pk").values_list("position", "width", "height")) == [
+        (0, 100, 100), (1, 100, 100), (2, 300, 200), (3, 200, 300)
+    ]
+
+
 def test_a_photo_uploaded_in_the_admin_gets_a_thumbnail(admin_client, media_root):
     """Issue 13: admin uploads were stored without a thumbnail, so grids served the full-size original."""
     data = _product_form(CategoryFactory())
