@@ -62,6 +62,9 @@ PREPARE_AHEAD_ROWS = 16
 # Rows (with at most this many photos together) written in one transaction: a row alone paid ~8 round trips,
 # a commit and a cache bump (docs/import.md, "Speed"). Photos in memory: this many plus PREPARE_AHEAD_IMAGES.
 WRITE_BATCH_ROWS = 8
+# Photos one row may list: a row's photos are all held until it commits, so this bounds the memory of a row with
+# many photos (at most UPLOAD_MAX_BYTES each). A product with more takes further rows of the same product.
+ROW_PHOTOS_MAX = 20
 
 _SKU_MAX = Product._meta.get_field("sku").max_length
 _TITLE_MAX = Product._meta.get_field("title").max_length
@@ -459,6 +462,15 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     currency = (row.get("currency") or "").strip().upper() or DEFAULT_CURRENCY
     if not CURRENCY_PATTERN.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
+    written_images = [part.strip() for part in row["images"].split(IMAGE_SEPARATOR) if part.strip()]
+    if len(written_images) > ROW_PHOTOS_MAX:
+        raise RowError(
+            f"{len(written_images)} images in one row; the limit is {ROW_PHOTOS_MAX}: list the others on another "
+            "row of the same product (the same title, category, price and description)"
+        )
+    images: dict[Path, str] = {}  # one file named twice ("p.jpg|./p.jpg") is one photo
+    for written in written_images:
+        images.setdefault(image_path_resolve(written=written, images_dir=images_dir), written)
     return CatalogRow(
         sku=sku,
         title=title,
@@ -466,11 +478,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         price=_price_parse(row["price"]),
         currency=currency,
         description=row["description"].strip(),
-        images=tuple(
-            (written, image_path_resolve(written=written, images_dir=images_dir))
-            for written in (part.strip() for part in row["images"].split(IMAGE_SEPARATOR))
-            if written
-        ),
+        images=tuple((written, path) for path, written in images.items()),
     )
 
 

@@ -203,6 +203,24 @@ def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_la
     assert chair.images.count() == 2 and not Category.objects.filter(name="Sofas").exists()
 
 
+def test_a_row_with_more_photos_than_a_row_may_hold_fails_and_one_file_named_twice_is_one_photo(db, shop):
+    many = "|".join(["photos/chair-shell-black.jpg"] * 21)
+    text = (
+        HEADER
+        + f"CH-1,Black shell chair,Home > Chairs,70,,{many}\n"  # line 2
+        + "CH-2,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg|./photos/chair-cafe-pair.jpg\n"  # 3
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.message) for failure in summary.failed] == [
+        (2, "21 images in one row; the limit is 20: list the others on another row of the same product (the same "
+            "title, category, price and description)"),
+    ]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["CH-2"]
+    assert ProductImage.objects.get().product.sku == "CH-2"
+
+
 def test_skus_that_are_path_segments_are_reported_rows(db, shop):
     """/p/./ and /p/../ resolve to other pages, so such a product's page could never be reached."""
     text = (
