@@ -239,8 +239,14 @@ class Embedder:
         items = list(items)
         features = np.empty((len(items), self.raw_dimensions), dtype=np.float32)
         maps: list[np.ndarray] = []  # each batch's stride-16 maps of its first views, with ``details``
+
+        def result():
+            if not details:
+                return features
+            return features, (np.concatenate(maps) if maps else np.empty((0, 0, 0, 0), dtype=np.float32))
+
         if not items:
-            return (features, np.empty((0, 0, 0, 0), dtype=np.float32)) if details else features
+            return result()
         starts = range(0, len(items), self.batch_size)
         # One item (a shopper's photo) has nothing to overlap with: handing it to a thread only adds a wait.
         pool = self._thread_pool() if len(items) > 1 else None
@@ -261,7 +267,7 @@ class Embedder:
             for start in starts:
                 batch = [prepare(item) for item in items[start : start + self.batch_size]]
                 features[start : start + len(batch)] = run(batch)
-            return (features, np.concatenate(maps)) if details else features
+            return result()
 
         def submit(start: int) -> list:
             return [pool.submit(prepare, item) for item in items[start : start + self.batch_size]]
@@ -272,7 +278,7 @@ class Embedder:
             if start + self.batch_size < len(items):
                 pending = submit(start + self.batch_size)
             features[start : start + len(batch)] = run(batch)
-        return (features, np.concatenate(maps)) if details else features
+        return result()
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         workers = self.threads or os.cpu_count() or 1

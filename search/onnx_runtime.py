@@ -166,10 +166,12 @@ class OnnxFeatures:
         return OnnxFeatures(self.path, threads=threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        (features,) = self.session.run(["features"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})
+        (features,) = self._run(batch, "features")
         return features
 
     def with_details(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, details = self.session.run(["features", "details"],
-                                             {"images": np.ascontiguousarray(batch, dtype=np.float32)})
+        features, details = self._run(batch, "features", "details")
         return features, details
+
+    def _run(self, batch: np.ndarray, *outputs: str) -> list[np.ndarray]:
+        return self.session.run(list(outputs), {"images": np.ascontiguousarray(batch, dtype=np.float32)})
