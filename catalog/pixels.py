@@ -4,18 +4,32 @@ the query preview in search (which imports this; the catalog never imports searc
 from __future__ import annotations
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 
 WHITE = (255, 255, 255)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # and 32-bit int/float
 
 
+# How to turn the stored pixels upright for each EXIF orientation (as ImageOps.exif_transpose does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def upright(image: Image.Image) -> Image.Image:
-    """A decoded ``image`` turned as its EXIF orientation says, or ``image`` itself when it says nothing:
-    exif_transpose copies the pixels even when it has nothing to turn."""
-    turned = image.getexif().get(ExifTags.Base.Orientation, 1) != 1
-    return ImageOps.exif_transpose(image) if turned else image
+    """A decoded ``image`` turned as its EXIF orientation says, or ``image`` itself when it says nothing.
+
+    Only the pixels are turned. ImageOps.exif_transpose also rewrites the EXIF, and that raises on a photo whose
+    EXIF holds one malformed entry (some editing apps write them), which is otherwise a good photo."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        turn = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    except Exception:  # EXIF Pillow cannot parse at all: no orientation to go by
+        turn = None
+    return image.transpose(turn) if turn is not None else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -19,9 +19,9 @@ Any change here changes the vectors: bump ``PREPROCESSING_VERSION`` so ``Embedde
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageChops, ImageOps
+from PIL import Image, ImageChops
 
-from catalog.pixels import WHITE, to_rgb  # noqa: F401 - to_rgb is part of this module's pipeline (step 1)
+from catalog.pixels import WHITE, to_rgb, upright  # noqa: F401 - to_rgb is part of this module's pipeline (step 1)
 
 PREPROCESSING_VERSION = 5
 
@@ -48,8 +48,8 @@ def load_rgb(source, *, draft_size: int | None = None) -> Image.Image:
     image.seek(0)
     if draft_size and image.format == "JPEG":
         image.draft("RGB", (draft_size, draft_size))
-    image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    image.load()  # decoded here, while the source is open
+    return to_rgb(upright(image))
 
 
 def border_colour(pixels: np.ndarray) -> tuple[np.ndarray, float]:

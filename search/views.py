@@ -15,12 +15,12 @@ from django.conf import settings
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
-from PIL import Image, ImageOps
+from PIL import Image
 
 from catalog.categories import UnknownCategory, category_by_slug
 from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
-from search.preprocessing import to_rgb
+from search.preprocessing import to_rgb, upright
 from search.query import InvalidBox
 from search.refine import SORT_NOTES
 from search.selectors import PhotoSearch, photo_search, query_vector_kept
@@ -182,13 +182,13 @@ def _render(request, context: dict, *, status: int = 200):
 
 def _query_photo(file, *, width: int, height: int, box) -> QueryPhoto:
     file.seek(0)
+    buffer = io.BytesIO()
     with Image.open(file) as image:
         image.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # JPEGs decode straight at reduced size
-        preview = to_rgb(ImageOps.exif_transpose(image))  # as the model sees it: 16-bit scaled, alpha on white
+        preview = to_rgb(upright(image))  # as the model sees it: 16-bit scaled, alpha on white
+        preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # (may be ``image`` itself: inside the with)
+        preview.save(buffer, format="JPEG", quality=82, optimize=True)
     file.seek(0)
-    preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    buffer = io.BytesIO()
-    preview.save(buffer, format="JPEG", quality=82, optimize=True)
     box_style = box_text = ""
     if box is not None:
         box_text = ",".join(f"{value:g}" for value in (box.x0, box.y0, box.x1, box.y1))

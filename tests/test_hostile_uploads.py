@@ -27,7 +27,7 @@ Policy, asserted below:
 - Accepted, embeddable by the real model, and found by search: an animated GIF (its first frame is searched),
   a CMYK JPEG, 16-bit PNGs (grey and colour), a HEIC photo from a phone, a JPEG named ``.txt``, a 12x8 photo
   (the shorter side at UPLOAD_MIN_SIDE, enlarged for the model), and an
-  EXIF-rotated JPEG, which is searched upright (the same results as the upright photo; box coordinates are in
+  EXIF-rotated JPEG (also with a malformed EXIF entry beside its orientation), which is searched upright (the same results as the upright photo; box coordinates are in
   upright pixels) and stored with its upright size. Every entry point stores a file under its decoded format's extension.
 - Search parameters: an unknown ``category``, ``limit`` out of range or not a number, ``threshold`` not a number
   (API only: the search page has no threshold and ignores one), and a ``box`` that is malformed, inverted, not
@@ -113,6 +113,8 @@ ACCEPTED = {
     "16-bit-grey-png": Accepted("grey-16bit.png", "PNG", (80, 120), CHAIRS),
     "heic": Accepted("phone.heic", "HEIF", (240, 160), SHOES),
     "exif-rotated": Accepted("exif-rotated.jpg", "JPEG", (240, 160), SHOES),  # stored 160x240
+    # The same with a malformed camera-model entry in its EXIF, which Pillow cannot write back.
+    "exif-malformed": Accepted("exif-malformed.jpg", "JPEG", (240, 160), SHOES),
     "jpeg-named-txt": Accepted("jpeg-named.txt", "JPEG", (240, 160), SHOES),
     # Enlarged for the model; 12x8 pixels hold too little of the shoe to promise what it finds.
     "small-12x8": Accepted("small-12x8.png", "PNG", (12, 8), None),
@@ -405,6 +407,7 @@ def test_an_exif_rotated_photo_is_searched_upright(entry, entry_points, catalog)
     upright = search("exif-upright.jpg")
     assert upright[0][0] in SHOES
     assert_same(search("exif-rotated.jpg"), upright)
+    assert_same(search("exif-malformed.jpg"), upright)  # a malformed entry beside the orientation changes nothing
     # A box is measured on the upright photo (240x160), also when the file is stored sideways (160x240).
     assert_same(search("exif-rotated.jpg", box="0,0,160,160"), search("exif-upright.jpg", box="0,0,160,160"))
 

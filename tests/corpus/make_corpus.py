@@ -20,6 +20,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 PHOTOS = HERE.parent / "images"
 EXIF_ORIENTATION = 0x0112
+EXIF_MODEL = 0x0110
 
 
 def photo(name: str, long_side: int) -> Image.Image:
@@ -90,6 +91,23 @@ def exif_pair() -> tuple[bytes, bytes]:
             encoded(sideways, "JPEG", quality=95, subsampling=0, exif=exif.tobytes()))
 
 
+def malformed_exif(rotated: bytes) -> bytes:
+    """``rotated`` with one more EXIF entry, the camera model, whose type says "one 4-byte float" where the tag is
+    text: Pillow reads it, and writing it back (as ImageOps.exif_transpose does) raises."""
+    image = Image.open(io.BytesIO(rotated))
+    exif = image.getexif()
+    exif[EXIF_MODEL] = "Phone"
+    data = bytearray(encoded(image, "JPEG", quality=95, subsampling=0, exif=exif.tobytes()))
+    tiff = data.index(b"Exif\x00\x00") + 6
+    order = "<" if data[tiff:tiff + 2] == b"II" else ">"
+    ifd = tiff + struct.unpack(order + "I", data[tiff + 4:tiff + 8])[0]
+    for index in range(struct.unpack(order + "H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * index
+        if struct.unpack(order + "H", data[entry:entry + 2])[0] == EXIF_MODEL:
+            data[entry + 2:entry + 8] = struct.pack(order + "HI", 11, 1)  # type FLOAT, count 1
+    return bytes(data)
+
+
 SVG = b"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="400" height="300" viewBox="0 0 400 300">
   <rect width="400" height="300" fill="#2f855a"/><circle cx="200" cy="150" r="90" fill="#fff"/>
@@ -133,6 +151,7 @@ def corpus() -> dict[str, bytes]:
         "phone.heic": _heic(shoe),
         "exif-upright.jpg": upright,
         "exif-rotated.jpg": rotated,
+        "exif-malformed.jpg": malformed_exif(rotated),
         "jpeg-named.txt": full,
         "small-12x8.png": encoded(photo("shoe-running-2.jpg", 12), "PNG"),  # the shorter side at UPLOAD_MIN_SIDE
     }
