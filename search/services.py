@@ -14,6 +14,7 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from PIL import Image
 
@@ -313,7 +314,9 @@ def embedding_space_sync() -> EmbeddingSpace:
     - The configured model differs from the active one: its space is created as *building* and every image is
       marked pending for it (the sweep queues them in bounded batches); search stays on the active space.
     - The building space has every image processed, and a vector of every image searchable in the active one: it
-      becomes active and the old one retired, in one transaction. Images that failed in it keep it building.
+      becomes active and the old one retired, in one transaction. Images that failed in it keep it building;
+      images another model's worker marked ready (a rolling deploy) are pending for it again.
+    - The configured model is the active one again before a build was complete: that build is retired.
     """
     configured = active_embedder().id
     with transaction.atomic():
@@ -321,6 +324,10 @@ def embedding_space_sync() -> EmbeddingSpace:
         active = next((space for space in spaces.values() if space.state == EmbeddingSpace.State.ACTIVE), None)
         target = spaces.get(configured)
         if active is not None and active.model == configured:
+            # A build given up (the model set back before its space was complete) frees its vectors in the sweep;
+            # set again later, it starts over.
+            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING).update(
+                state=EmbeddingSpace.State.RETIRED)
             return active
         if active is None:
             # First sync: the vectors already stored (if any) define the space search can use right now.
@@ -340,6 +347,11 @@ def embedding_space_sync() -> EmbeddingSpace:
             return active
         if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
             return active
+        if requeued := _unembedded_requeue(model=configured):
+            # Marked ready by a worker still running another model (a rolling deploy), with that model's vector.
+            logger.info("space %s: %d images marked ready by another model's worker are pending again",
+                        configured, requeued)
+            return active
         left_out = _vectors_missing_from(model=configured, searchable_in=active.model)
         if left_out:
             # A switch now would drop these photos out of search and the retired vectors would then be deleted: a
@@ -351,10 +363,18 @@ def embedding_space_sync() -> EmbeddingSpace:
         return _space_activate(model=configured, previous=active)
 
 
+def _unembedded_requeue(*, model: str) -> int:
+    """Mark pending again the images, not failed, that have no vector in ``model``; returns how many."""
+    present = ImageEmbedding.objects.filter(model=model, image_id=OuterRef("pk"))
+    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(~Exists(present))
+            .update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None))
+
+
 def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
     """How many images that have a vector in ``searchable_in`` have none in ``model``."""
-    present = ImageEmbedding.objects.filter(model=model).values("image_id")
-    return ImageEmbedding.objects.filter(model=searchable_in).exclude(image_id__in=present).count()
+    # NOT EXISTS: an anti-join, where NOT IN over a million ids outgrows work_mem and compares row by row.
+    present = ImageEmbedding.objects.filter(model=model, image_id=OuterRef("image_id"))
+    return ImageEmbedding.objects.filter(model=searchable_in).filter(~Exists(present)).count()
 
 
 def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:

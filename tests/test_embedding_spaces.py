@@ -73,6 +73,42 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
 
 
+def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing(small_catalog, settings):
+    """The sweep runs the new model while workers of the old one still take its tasks: they find the old model's
+    vector of each photo and mark it ready. Those photos need a vector in the new space all the same."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
+    assert services.images_embed(image_ids=ids, embedder=get_embedder(LITE0))["skipped"] == len(ids)  # an old worker
+    assert not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
+
+    assert services.embedding_space_sync().model == old_space
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.PENDING}
+
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))  # what the new workers do with them
+    assert search_space_model() == new_space
+    assert ImageEmbedding.objects.filter(model=new_space).count() == len(ids)
+
+
+def test_setting_the_model_back_before_its_space_is_built_retires_that_build(small_catalog, settings):
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)[:2]))
+
+    settings.EMBEDDING_MODEL = LITE0  # rolled back
+    assert services.embedding_sweep()["space"] == old_space
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.RETIRED
+    assert not ImageEmbedding.objects.filter(model=new_space).exists()  # its vectors freed by the same sweep
+
+    settings.EMBEDDING_MODEL = LITE2  # and deployed again: built anew, then switched to
+    services.embedding_space_sync()
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    assert search_space_model() == new_space
+
+
 def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
     small_catalog, settings, client
 ):
