@@ -13,12 +13,12 @@ import numpy as np
 from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from PIL import Image
 
-from catalog.models import EmbeddingStatus, ProductImage
+from catalog.models import EmbeddingStatus, Product, ProductImage
 from catalog.page_cache import catalog_changed
 from search import calibration, details
 from search.colours import dominant_colours
@@ -272,6 +272,7 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list
         items = [item for item in items if item.image_id in products]
         if not items:
             return []
+        _products_share_lock(product_ids=sorted(set(products.values())))
         # First: the vector row copies the main colour from the photo (search migration 0006).
         coloured = [ProductImage(pk=item.image_id, colours=item.colours) for item in items if item.colours is not None]
         if coloured:
@@ -289,6 +290,17 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list
         # appear once ...", and other pages' More like this lists lack the product.
         catalog_changed()
     return items
+
+
+def _products_share_lock(*, product_ids: list[int]) -> None:
+    """Hold these products unchanged until the transaction ends. A vector row copies its product's category, active
+    flag and price as it is inserted (search migrations 0002-0006); a product updated meanwhile passes its change
+    on to the vector rows already committed only, so a new row would keep a deactivated product in search. Under
+    this lock the product's update waits for the new rows, or they for it. In pk order, as every loader locks
+    products."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Product._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+                       [product_ids])
 
 
 def _mark_ready(*, image_id: int, model: str) -> None:

@@ -1,12 +1,17 @@
 """Each vector row carries its product's category and active flag, kept equal by PostgreSQL on every write path."""
 
+import threading
+import time
+
+import numpy as np
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from catalog.models import Product, ProductImage
+from search import services
 from search.models import ImageEmbedding
-from search.selectors import similar_products_to_vector
-from tests.factories import CategoryFactory, clustered_catalog
+from search.selectors import search_space_model, similar_products_to_vector
+from tests.factories import CategoryFactory, ProductFactory, clustered_catalog
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -97,3 +102,41 @@ def test_a_vector_row_cannot_be_given_another_product_than_its_photos(clustered)
         cursor.execute("UPDATE search_imageembedding SET product_id = %s WHERE product_id = %s",
                        [products[1].pk, products[0].pk])
     assert {row.product_id for row in ImageEmbedding.objects.filter(image__product=products[0])} == {products[0].pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_product_deactivated_while_its_vector_is_stored_leaves_search():
+    """The admin deactivates a product while a worker stores a vector of its photo: the update passes its change on
+    to the vector rows already committed only, and the new row copies the product as last committed. Whichever
+    commits first, the new row must end up inactive."""
+    product = ProductFactory()
+    image = ProductImage.objects.create(product=product, file="x/1.jpg", width=1, height=1, content_hash="a" * 64)
+    model = search_space_model()
+    deactivated, waited = threading.Event(), []
+
+    def deactivate():
+        try:
+            with transaction.atomic():
+                Product.objects.filter(pk=product.pk).update(active=False)
+                deactivated.set()
+                # Uncommitted until the store waits for it (bounded: a store that does not wait commits first).
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not waited:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
+                        if cursor.fetchone()[0]:
+                            waited.append(True)
+                    time.sleep(0.05)
+        finally:
+            deactivated.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=deactivate)
+    thread.start()
+    assert deactivated.wait(30)
+    services.image_embeddings_store(model=model, items=[services.StoredVector(image_id=image.pk, vector=np.ones(
+        ImageEmbedding._meta.get_field("vector").dimensions))])
+    thread.join(30)
+
+    assert waited, "the store did not wait for the product's update"
+    assert _copies(product) == {(product.category_id, False)}
