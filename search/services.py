@@ -162,6 +162,7 @@ class StoredVector:
     vector: object  # 1-d array of VECTOR_DIMENSIONS floats
     colours: list[str] | None = None
     details: bytes | None = None  # search/details.py ``stored``
+    file: str | None = None  # the photo's file the vector was computed from; not stored if it was replaced since
 
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
@@ -207,7 +208,8 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
             except TRANSIENT_OS_ERRORS:
                 raise
             except PERMANENT_ERRORS as error:
-                image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}")
+                image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}",
+                                     file=image.file.name)
                 outcome["failed"] += 1
         # Decoded in threads; a file that cannot be decoded comes back as its exception.
         for image_id, result in zip(opened, embedder.load_images(opened.values())):
@@ -216,7 +218,8 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
             ):
                 raise result
             if isinstance(result, Exception):
-                image_embedding_fail(image_id=image_id, error=f"{type(result).__name__}: {result}")
+                image_embedding_fail(image_id=image_id, error=f"{type(result).__name__}: {result}",
+                                     file=images[image_id].file.name)
                 outcome["failed"] += 1
             else:
                 decoded_ids.append(image_id)
@@ -226,11 +229,11 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         vectors, detail_maps = embedder.embed_images(decoded, details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
             StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels),
-                         details=details.stored(detail_map))
+                         details=details.stored(detail_map), file=images[image_id].file.name)
             for image_id, vector, pixels, detail_map in zip(decoded_ids, vectors, decoded, detail_maps)
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
-        outcome["embedded"] = len(decoded)
+        outcome["embedded"] = len(stored)
     return outcome
 
 
@@ -262,14 +265,18 @@ def image_embedding_store(*, image_id: int, model: str, vector, colours: list[st
 
 def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list[StoredVector]:
     """Store the vectors (and colours) of several images in one transaction and mark them ready; returns the items
-    stored: an image deleted while its vector was computed is skipped. A few statements for the whole batch, where
-    one at a time cost each image 8 round trips."""
+    stored. An image deleted while its vector was computed is skipped, and so is one whose file was replaced
+    meanwhile (the replacement queued its own task). A few statements for the whole batch, where one at a time cost
+    each image 8 round trips."""
     with transaction.atomic():
-        products = dict(
-            ProductImage.objects.select_for_update().filter(pk__in=[item.image_id for item in items])
-            .order_by("pk").values_list("pk", "product_id")
-        )
-        items = [item for item in items if item.image_id in products]
+        current = {
+            image_id: (product_id, file)
+            for image_id, product_id, file in ProductImage.objects.select_for_update()
+            .filter(pk__in=[item.image_id for item in items]).order_by("pk").values_list("pk", "product_id", "file")
+        }
+        items = [item for item in items
+                 if item.image_id in current and item.file in (None, current[item.image_id][1])]
+        products = {item.image_id: current[item.image_id][0] for item in items}
         if not items:
             return []
         _products_share_lock(product_ids=sorted(set(products.values())))
@@ -309,9 +316,14 @@ def _mark_ready(*, image_id: int, model: str) -> None:
     )
 
 
-def image_embedding_fail(*, image_id: int, error: str) -> None:
+def image_embedding_fail(*, image_id: int, error: str, file: str | None = None) -> None:
+    """Record why an image could not be embedded; with ``file``, only while the image still has that file (a
+    task that could not read a file replaced since must not fail the replacement)."""
     logger.warning("embedding of image %s failed: %s", image_id, error)
-    ProductImage.objects.filter(pk=image_id).update(
+    images = ProductImage.objects.filter(pk=image_id)
+    if file is not None:
+        images = images.filter(file=file)
+    images.update(
         embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
 

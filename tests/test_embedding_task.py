@@ -48,6 +48,33 @@ def test_embed_of_deleted_image_is_a_no_op(product):
     assert not ImageEmbedding.objects.exists()
 
 
+def test_a_photo_replaced_while_its_old_file_is_embedded_keeps_no_vector_of_the_old_file(product, monkeypatch):
+    """The admin replaces the file after the task decoded the old one: the old file's vector is not stored (the
+    replacement queued a task of its own), and a task that found the old file gone does not fail the new one."""
+    image = _add_image(product, color=(200, 40, 40))
+    old_file = image.file.name
+    embedder = active_embedder()
+    decode = embedder.load_images
+
+    def decode_then_replace(files):
+        decoded = list(decode(files))
+        catalog_services.product_image_update(image=image, file=uploaded_image(color=(40, 40, 200)))
+        return decoded
+
+    monkeypatch.setattr(embedder, "load_images", decode_then_replace)
+    assert services.images_embed(image_ids=[image.pk], embedder=embedder)["embedded"] == 0
+    monkeypatch.undo()
+    image.refresh_from_db()
+    assert image.file.name != old_file and image.embedding_status == EmbeddingStatus.PENDING
+    assert not ImageEmbedding.objects.filter(image=image).exists()
+
+    services.image_embedding_fail(image_id=image.pk, error="FileNotFoundError: the old file", file=old_file)
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.PENDING
+    assert services.images_embed(image_ids=[image.pk])["embedded"] == 1  # the replacement's own task
+    assert ImageEmbedding.objects.filter(image=image).count() == 1
+
+
 def test_unreadable_file_is_recorded_as_a_permanent_failure(product):
     image = _add_image(product)
     image.file.storage.delete(image.file.name)  # the file vanished from storage
