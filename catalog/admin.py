@@ -6,7 +6,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog.models import Category, EmbeddingStatus, Product, ProductImage
+from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
     image_prepare,
     product_image_add,
@@ -56,7 +56,7 @@ class ProductImageForm(forms.ModelForm):
     # ImageField would refuse a photo by its name ("IMG_1234", "photo.jpeg.txt") and a bomb with a vague message.
     file = forms.FileField(widget=AdminFileWidget)
     position = forms.IntegerField(
-        required=False, min_value=0, max_value=32767, help_text="Empty: after the product's other photos."
+        required=False, min_value=0, max_value=POSITION_MAX, help_text="Empty: after the product's other photos."
     )
 
     class Meta:

@@ -120,6 +120,10 @@ class EmbeddingStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# The highest gallery position (the column is a PostgreSQL smallint).
+POSITION_MAX = 32767
+
+
 class ProductImage(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     # Width and height are set from the validated upload (catalog.images.inspect_image), not via

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from catalog.categories import UnknownCategory, category_by_slug, category_list, category_paths
-from catalog.models import Category, Product, ProductImage
+from catalog.models import POSITION_MAX, Category, Product, ProductImage
 from catalog.page_cache import kept_per_catalog_version
 
 PATH_SEPARATOR = " > "
@@ -143,7 +143,7 @@ class ProductWriteSerializer(serializers.ModelSerializer):
 class ProductImageUploadSerializer(serializers.Serializer):
     image = serializers.FileField(help_text="A photo (JPEG, PNG, WebP, ...); checked by decoding it.")
     position = serializers.IntegerField(
-        required=False, min_value=0, max_value=32767, help_text="Gallery position; appended when omitted."
+        required=False, min_value=0, max_value=POSITION_MAX, help_text="Gallery position; appended when omitted."
     )
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
-from catalog.models import Category, Product, ProductImage
+from catalog.models import POSITION_MAX, Category, Product, ProductImage
 from catalog.page_cache import catalog_changed
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
@@ -306,16 +306,25 @@ def product_images_add(
     """Store several prepared images on one product, announced together (one embedding task for all).
 
     A photo without a position (``positions`` None, or None in it) goes after the product's current photos, in
-    turn. ``on_not_queued``: see catalog/signals.py.
+    turn (at the highest position, after the photos already there: the gallery orders by position, then by
+    upload). The files stored are deleted again if storing the rows fails. ``on_not_queued``: see
+    catalog/signals.py.
     """
     last = product.images.aggregate(last=Max("position"))["last"]
-    following = itertools.count(0 if last is None else last + 1)
-    images = []
-    for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
-        image = ProductImage(product=product, position=next(following) if position is None else position)
-        _image_file_store(image, item)
-        image.save()
-        images.append(image)
+    following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
+    images, stored = [], []
+    try:
+        for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
+            image = ProductImage(product=product, position=next(following) if position is None else position)
+            _image_file_store(image, item)
+            stored.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+            image.save()
+            images.append(image)
+    except BaseException:
+        storage = ProductImage._meta.get_field("file").storage
+        for name in stored:
+            storage.delete(name)
+        raise
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
 

@@ -1,8 +1,9 @@
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import DataError, transaction
 
 from catalog import services
-from catalog.models import Category, EmbeddingStatus, ProductImage
+from catalog.models import POSITION_MAX, Category, EmbeddingStatus, ProductImage
 from tests.factories import uploaded_image
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +34,22 @@ def test_image_add_positions_follow_each_other(product):
     first = services.product_image_add(product=product, file=uploaded_image())
     second = services.product_image_add(product=product, file=uploaded_image(color=(0, 0, 255)))
     assert (first.position, second.position) == (0, 1)
+
+
+def test_a_photo_added_after_one_at_the_highest_position_goes_after_it(product, media_root):
+    """The API and the admin accept any position up to the column's highest; the next photo without one was put
+    one past it, and the database refused the row (a 500), leaving its stored files behind."""
+    last = services.product_image_add(product=product, file=uploaded_image(), position=POSITION_MAX)
+    added = services.product_image_add(product=product, file=uploaded_image(color=(0, 0, 255)))
+    assert added.position == POSITION_MAX
+    assert list(product.images.all()) == [last, added]  # by position, then in the order added
+
+
+def test_files_stored_for_a_photo_whose_row_cannot_be_written_are_deleted(product, media_root):
+    with pytest.raises(DataError), transaction.atomic():
+        services.product_image_add(product=product, file=uploaded_image(size=(400, 300)), position=POSITION_MAX + 1)
+    assert not ProductImage.objects.exists()
+    assert not any(p.is_file() for p in media_root.rglob("*"))
 
 
 @pytest.mark.parametrize(
