@@ -61,23 +61,20 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             # Pillow warns from 89 MP and refuses from twice that; below its refusal our own limit decides,
             # so the message can name UPLOAD_MAX_PIXELS and the image's size.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Never closed here: Pillow would close the caller's file with it. Pixels not kept go with ``image``.
             image = Image.open(file)
-            try:
-                width, height = image.size
-                image_format = image.format
-                _check_dimensions(width, height)
-                if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
-                    raise ValidationError(f"{image_format} images are not supported.", code="format")
-                if keep_image and keep_min_side:
-                    image.draft("RGB", (keep_min_side, keep_min_side))
-                elif keep_image:
-                    thumbnail_draft(image)
-                image.load()  # decode fully: catches truncated and corrupt files
-                if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
-                    width, height = height, width
-            finally:
-                if not keep_image:
-                    image.close()  # closing discards the pixels: kept ones are handed over without a copy
+            width, height = image.size
+            image_format = image.format
+            _check_dimensions(width, height)
+            if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
+                raise ValidationError(f"{image_format} images are not supported.", code="format")
+            if keep_image and keep_min_side:
+                image.draft("RGB", (keep_min_side, keep_min_side))
+            elif keep_image:
+                thumbnail_draft(image)
+            image.load()  # decode fully: catches truncated and corrupt files
+            if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
             kept = image if keep_image else None
     except ValidationError:
         raise

@@ -43,6 +43,7 @@ import html
 import http.client
 import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from itertools import combinations
@@ -50,6 +51,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import transaction
@@ -57,6 +59,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from catalog import services as catalog_services
+from catalog.images import inspect_image
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from search.models import ImageEmbedding
 from search.services import images_embed
@@ -262,6 +265,20 @@ def _assert_refused(entry: str, answer: Answer, message: str):
 
 
 # --- Refused files ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [*REFUSED.values(), *ACCEPTED.values()], ids=[*REFUSED, *ACCEPTED])
+def test_checking_a_file_without_keeping_its_pixels_leaves_the_callers_file_open(case):
+    """Pillow closed the caller's file with the image it had opened on it, so the check's own rewind raised
+    "I/O operation on closed file" in place of its verdict, even for a good 16-bit PNG."""
+    upload = corpus_upload(case.file, content_type="image/jpeg")
+    if isinstance(case, Refused):
+        with pytest.raises(DjangoValidationError, match=re.escape(case.message)):
+            inspect_image(upload)
+    else:
+        info = inspect_image(upload)
+        assert (info.width, info.height, info.format) == (*case.size, case.format) and info.image is None
+    assert not upload.closed and upload.tell() == 0
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
