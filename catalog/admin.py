@@ -154,7 +154,7 @@ class ProductAdmin(admin.ModelAdmin):
     list_per_page = 50
 
     def get_queryset(self, request):
-        ready = Count("images", filter=Q(images__embedding_status=EmbeddingStatus.READY))
+        ready = Count("images", filter=Q(images__embedding_status=EmbeddingStatus.READY), distinct=True)
         return (
             super().get_queryset(request)
             .select_related("category")
