@@ -57,14 +57,18 @@ COMPOSE = _compose_command()
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
-def test_docker_compose_accepts_the_file_and_requires_secret_key(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+@pytest.mark.parametrize("secret", ["SECRET_KEY", "POSTGRES_PASSWORD"])
+def test_docker_compose_accepts_the_file_and_requires_each_secret(tmp_path, secret):
+    """No insecure default: without either secret compose refuses to start, naming it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "POSTGRES_PASSWORD")}
+    secrets = {"SECRET_KEY": "x" * 60, "POSTGRES_PASSWORD": "0123abcd" * 3}
     cmd = [*COMPOSE, "-f", str(COMPOSE_FILE), "config", "-q"]
-    ok = subprocess.run(cmd, cwd=tmp_path, env={**env, "SECRET_KEY": "x" * 60}, capture_output=True, text=True)
+    ok = subprocess.run(cmd, cwd=tmp_path, env={**env, **secrets}, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    missing = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    without = {name: value for name, value in secrets.items() if name != secret}
+    missing = subprocess.run(cmd, cwd=tmp_path, env={**env, **without}, capture_output=True, text=True)
     assert missing.returncode != 0
-    assert "SECRET_KEY" in missing.stderr
+    assert secret in missing.stderr
 
 
 # --- the compose file's structure ---
@@ -308,7 +312,7 @@ def test_the_replica_profile_adds_a_streaming_standby_of_db(compose):
 @pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
 def test_docker_compose_reads_the_replica_profile(tmp_path):
     """The installed compose tool knows ``profiles`` (compose >= 1.28): it keeps db-replica out of a plain ``up``."""
-    env = {**os.environ, "SECRET_KEY": "x" * 60}
+    env = {**os.environ, "SECRET_KEY": "x" * 60, "POSTGRES_PASSWORD": "0123abcd" * 3}
     result = subprocess.run([*COMPOSE, "-f", str(COMPOSE_FILE), "--profile", "replica", "config"], cwd=tmp_path,
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
