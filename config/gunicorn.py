@@ -13,6 +13,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from search import lone_search  # noqa: E402
 
+# gunicorn's highest: a request line that nginx passes (up to its 8 KB buffers) reaches Django, whose errors under
+# /api/ are JSON, instead of gunicorn's own HTML 414 at 4 KB.
+limit_request_line = 8190
+
 
 def on_starting(server) -> None:
     """Tell the embedder how many workers share the cores (EMBEDDING_POOL_PROCESSES, inherited by each worker), as

@@ -10,7 +10,8 @@ the repository's config/nginx/lookalike.conf pointed at local ports and run in t
 pid and logs. The test skips where nginx is not installed (.ci/run installs it).
 
 The same proxy keeps Django's body limits: a body too large for the API gets a JSON 413 from nginx itself, and the
-admin's product form, which sends up to five photos at once, gets through.
+admin's product form, which sends up to five photos at once, gets through. What nginx or gunicorn answer themselves
+under /api/ (an address too long, the site down) is JSON too.
 """
 
 from __future__ import annotations
@@ -243,3 +244,20 @@ def test_the_proxy_refuses_oversized_api_bodies_in_json_and_lets_the_admins_phot
     admin = request(nginx.url + "/admin/catalog/product/add/", data=b"x" * (24 * 1024 * 1024),
                     headers={"Content-Type": "application/octet-stream"}, timeout=60)
     assert admin.status == 403 and b"CSRF" in admin.body
+
+
+def test_errors_nginx_and_gunicorn_answer_themselves_under_the_api_are_json(gunicorn, nginx):
+    """Every API error is JSON, also those Django never sees: an address too long for gunicorn (whose own 414 is
+    HTML) or for nginx, and the site down (nginx's 502)."""
+    query = "/api/v1/products/?q=" + "sofa+" * 1200  # a 6 KB request line: over gunicorn's default 4 KB
+    for site in (gunicorn, nginx):
+        answer = get(site.url + query)  # Django's own answer, through nginx as well
+        assert answer.status == 400 and list(json.loads(answer.body)) == ["q"], answer
+
+    too_long = get(nginx.url + "/api/v1/products/?q=" + "sofa+" * 3000)  # 15 KB: over nginx's buffers
+    assert too_long.status == 414 and json.loads(too_long.body) == {"detail": "The address is too long."}
+
+    gunicorn.stop()
+    down = get(nginx.url + "/api/v1/products/")
+    assert down.status == 503 and down.headers.get("Retry-After") == "10"
+    assert json.loads(down.body) == {"detail": "The service is temporarily unavailable; try again shortly."}
