@@ -30,7 +30,9 @@ DEFAULT_CUTOFF = 0.46
 NEIGHBOUR_QUANTILE = 1.0
 # How many products the calibration samples (each costs one nearest-neighbour query).
 SAMPLE_PRODUCTS = 500
-# Recalibrate once the number of vectors has changed by this share since the last calibration.
+# Recalibrate once the catalog has changed by this share since the last calibration: in its number of vectors, or
+# in vectors added and products edited (one-for-one replacements and products moved to other categories keep the
+# number).
 RECALIBRATE_CHANGE = 0.1
 # The cut-off never goes below this, whatever a strange catalog gives.
 LOWEST_CUTOFF = 0.2
@@ -59,11 +61,13 @@ def space_cutoff(stored: float | None, *, default: float) -> float:
     return default if stored is None else stored
 
 
-def needs_calibration(*, calibrated_vectors: int, vectors: int) -> bool:
-    """Whether the catalog has changed enough since the last calibration to compute it again."""
+def needs_calibration(*, calibrated_vectors: int, vectors: int, changed=lambda: 0) -> bool:
+    """Whether the catalog has changed enough since the last calibration to compute it again. ``changed``: how
+    many vectors were added and products edited since, asked only when the number of vectors alone says no."""
     if calibrated_vectors == 0:
         return vectors > 0
-    return abs(vectors - calibrated_vectors) >= RECALIBRATE_CHANGE * calibrated_vectors
+    enough = RECALIBRATE_CHANGE * calibrated_vectors
+    return abs(vectors - calibrated_vectors) >= enough or changed() >= enough
 
 
 def match_score(similarity: float, cutoff: float) -> float:

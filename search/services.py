@@ -425,7 +425,8 @@ def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> 
     from search.selectors import nearest_other_category_similarities
 
     vectors = ImageEmbedding.objects.filter(model=space.model, active=True).count()
-    if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors):
+    if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors,
+                                                       changed=lambda: _catalog_changes_since(space)):
         return space
     similarities = nearest_other_category_similarities(model=space.model, sample=calibration.SAMPLE_PRODUCTS)
     enough = len(similarities) >= calibration.MIN_PRODUCTS
@@ -438,6 +439,15 @@ def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> 
     logger.info("space %s calibrated on %d products: cut-off %s", space.model, len(similarities), space.min_score)
     catalog_changed()  # cached pages show match scores made with the old cut-off
     return space
+
+
+def _catalog_changes_since(space: EmbeddingSpace) -> int:
+    """Vectors added to the space and products edited (moved to another category, among others) since its last
+    calibration."""
+    if space.calibrated_at is None:
+        return 0
+    added = ImageEmbedding.objects.filter(model=space.model, created_at__gt=space.calibrated_at).count()
+    return added + Product.objects.filter(updated_at__gt=space.calibrated_at).count()
 
 
 def embedding_sweep() -> dict[str, int | str | float | None]:

@@ -4,8 +4,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from catalog import services as catalog_services
+from catalog.models import Product
 from search import calibration
-from search.models import EmbeddingSpace
+from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import photo_search, search_space_model
 from search.services import embedding_space_calibrate, embedding_space_sync, embedding_sweep, images_embed
 from tests.factories import uploaded_file
@@ -96,6 +97,30 @@ def test_the_cut_off_is_recomputed_when_the_catalog_has_changed_enough(clothing_
     assert after.min_score > before.min_score
 
 
+def test_the_cut_off_is_recomputed_when_products_are_replaced_one_for_one(clothing_shop, tmp_path):
+    embedding_sweep()
+    before = _space()
+    for product in Product.objects.filter(category__name="T-shirts"):
+        catalog_services.products_delete(products=[product])
+    _add_products(clothing_shop, tmp_path, SHOES[:2], path="Clothing > Sneakers", sku_prefix="again-")
+    assert ImageEmbedding.objects.filter(model=before.model).count() == before.calibrated_vectors  # as many as before
+
+    embedding_sweep()
+    after = _space()
+    assert after.calibrated_at > before.calibrated_at and after.min_score > before.min_score
+
+
+def test_a_catalog_split_into_categories_after_its_import_gets_calibrated(settings, test_images, tmp_path):
+    settings.EMBEDDING_MODEL = "efficientnet-lite0"
+    _add_products(test_images, tmp_path, SHOES + SHIRTS, path="Clothing")
+    assert embedding_sweep()["min_score"] is None  # one category: nothing to calibrate on
+
+    shirts = catalog_services.category_get_or_create_path(path="Clothing > T-shirts")
+    for product in Product.objects.filter(title__startswith="tshirt"):
+        catalog_services.product_update(product=product, category=shirts)
+    assert embedding_sweep()["min_score"] is not None
+
+
 def test_an_operator_can_pin_the_cut_off(clothing_shop, settings):
     embedding_sweep()
     settings.SEARCH_MIN_SCORE = 0.05
@@ -148,3 +173,5 @@ def test_recalibration_waits_for_a_real_change():
     assert not calibration.needs_calibration(calibrated_vectors=1000, vectors=1050)
     assert calibration.needs_calibration(calibrated_vectors=1000, vectors=1100)
     assert calibration.needs_calibration(calibrated_vectors=1000, vectors=850)
+    assert not calibration.needs_calibration(calibrated_vectors=1000, vectors=1000, changed=lambda: 99)
+    assert calibration.needs_calibration(calibrated_vectors=1000, vectors=1000, changed=lambda: 100)
