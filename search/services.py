@@ -234,7 +234,41 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
         outcome["embedded"] = len(stored)
+        _searched_space_fill(image_ids=[item.image_id for item in stored], building=embedder.id)
     return outcome
+
+
+def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
+    """While the space ``building`` is built, search reads the active one: photos added or replaced meanwhile get a
+    vector there too (by the code that still embeds into it, search.query.embedder_for_model), so that they are
+    searchable before the switch, and stay so if a failure holds it. Nothing is marked: the photos' status is the
+    configured space's. Best effort: where the active space's model cannot run, they wait for the switch."""
+    from search.query import embedder_for_model
+
+    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", flat=True).first()
+    if active is None or active == building:
+        return
+    present = ImageEmbedding.objects.filter(model=active, image_id=OuterRef("pk"))
+    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(~Exists(present)).only("pk", "file"))
+    if not images:
+        return
+    try:
+        searched = embedder_for_model(active)
+        searched.load()
+        with ExitStack() as files:
+            decoded = searched.load_images(files.enter_context(image.file.open("rb")) for image in images)
+        readable = [(image, pixels) for image, pixels in zip(images, decoded) if not isinstance(pixels, Exception)]
+        if not readable:
+            return
+        vectors, detail_maps = searched.embed_images([pixels for _, pixels in readable], details=True)
+    except (LookupError, ModelUnavailable, *PERMANENT_ERRORS):
+        logger.warning("photos %s wait for the switch to %s to be searchable", [i.pk for i in images], building,
+                       exc_info=True)
+        return
+    image_embeddings_store(model=active, mark_ready=False, items=[
+        StoredVector(image_id=image.pk, vector=vector, details=details.stored(detail_map), file=image.file.name)
+        for (image, _), vector, detail_map in zip(readable, vectors, detail_maps)
+    ])
 
 
 def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> None:
@@ -263,9 +297,10 @@ def image_embedding_store(*, image_id: int, model: str, vector, colours: list[st
     image_embeddings_store(model=model, items=[StoredVector(image_id=image_id, vector=vector, colours=colours)])
 
 
-def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list[StoredVector]:
-    """Store the vectors (and colours) of several images in one transaction and mark them ready; returns the items
-    stored. An image deleted while its vector was computed is skipped, and so is one whose file was replaced
+def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_ready: bool = True
+                           ) -> list[StoredVector]:
+    """Store the vectors (and colours) of several images in one transaction and mark them ready (unless not
+    ``mark_ready``); returns the items stored. An image deleted while its vector was computed is skipped, and so is one whose file was replaced
     meanwhile (the replacement queued its own task). A few statements for the whole batch, where one at a time cost
     each image 8 round trips."""
     with transaction.atomic():
@@ -290,9 +325,11 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector]) -> list
                             product_id=products[item.image_id]) for item in items],
             update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "details", "product"],
         )
-        ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
-            embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
-        )
+        if mark_ready:
+            ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
+                embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="",
+                embedded_at=timezone.now(),
+            )
         # Bulk writes send no signals: a product page cached before its photos were embedded says "Similar products
         # appear once ...", and other pages' More like this lists lack the product.
         catalog_changed()

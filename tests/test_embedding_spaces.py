@@ -109,6 +109,33 @@ def test_setting_the_model_back_before_its_space_is_built_retires_that_build(sma
     assert search_space_model() == new_space
 
 
+def test_photos_added_or_replaced_while_a_new_space_builds_are_searchable_at_once(small_catalog, settings,
+                                                                                    test_images, client):
+    """Search reads the old space until the new one is complete, which can take hours: a product added meanwhile,
+    or a photo replaced, gets a vector there too, not only in the space being built."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    services.embedding_space_sync()
+    shoes = small_catalog["RUN-1"].category
+    added = catalog_services.product_create(sku="RUN-NEW", title="New runner", category=shoes, price="10")
+    photo = catalog_services.product_image_add(product=added, file=uploaded_file(test_images / "shoe-running-3.jpg"))
+    replaced = small_catalog["CHAIR-1"].images.get()
+    catalog_services.product_image_update(image=replaced, file=uploaded_file(test_images / "chair-cafe-pair.jpg"))
+
+    services.images_embed(image_ids=[photo.pk, replaced.pk])  # the task the uploads queued
+
+    for image in (photo, replaced):
+        assert set(ImageEmbedding.objects.filter(image=image).values_list("model", flat=True)) == {old_space,
+                                                                                                  new_space}
+        image.refresh_from_db()
+        assert image.embedding_status == EmbeddingStatus.READY and image.embedding_model == new_space
+    assert search_space_model() == old_space
+    answer = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-3.jpg")})
+    assert answer.json()["model"] == old_space and answer.json()["results"][0]["product"]["sku"] == "RUN-NEW"
+    answer = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "chair-cafe-pair.jpg")})
+    assert answer.json()["results"][0]["product"]["sku"] == "CHAIR-1"
+
+
 def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
     small_catalog, settings, client
 ):
