@@ -13,7 +13,7 @@ import numpy as np
 from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from PIL import Image
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # throughput reaches ~120 img/s from about 32-64 images per call; docs/embeddings-benchmarks.md).
 TASK_BATCH_SIZE = 32
 # Errors that no retry can fix: the file is gone, unreadable or not an image.
+FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an original is deleted meanwhile
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
@@ -281,16 +282,24 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
 
     if not items:
         return
-    # In batch order, each image compared with the images before it only, as when they were stored one by one:
-    # of two copies of a photo, the later one is flagged as the duplicate of the earlier.
-    nearest = nearest_other_images(vectors={item.image_id: item.vector for item in items}, model=model,
-                                   ignore_later=True)
-    flags = []
-    for item in items:
-        hit = nearest.get(item.image_id)
-        duplicate = hit if hit and hit[1] >= settings.NEAR_DUPLICATE_MIN_SCORE else (None, None)
-        flags.append(ProductImage(pk=item.image_id, near_duplicate_of_id=duplicate[0], near_duplicate_score=duplicate[1]))
-    ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
+    for attempt in range(FLAG_ATTEMPTS):
+        # In batch order, each image compared with the images before it only, as when they were stored one by one:
+        # of two copies of a photo, the later one is flagged as the duplicate of the earlier.
+        nearest = nearest_other_images(vectors={item.image_id: item.vector for item in items}, model=model,
+                                       ignore_later=True)
+        flags = []
+        for item in items:
+            hit = nearest.get(item.image_id)
+            duplicate = hit if hit and hit[1] >= settings.NEAR_DUPLICATE_MIN_SCORE else (None, None)
+            flags.append(ProductImage(pk=item.image_id, near_duplicate_of_id=duplicate[0],
+                                      near_duplicate_score=duplicate[1]))
+        try:
+            with transaction.atomic():
+                ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
+            return
+        except IntegrityError:  # an image flagged as the original was deleted since it was read: look again
+            if attempt == FLAG_ATTEMPTS - 1:
+                raise
 
 
 def image_embedding_store(*, image_id: int, model: str, vector, colours: list[str] | None = None) -> None:

@@ -182,3 +182,30 @@ def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(
     assert {(row.image_id, row.product_id, row.colour) for row in vectors} == {
         (image.pk, product.pk, image.colours[0]) for image in (first, second, other)
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_afresh(test_images, monkeypatch):
+    """The admin deletes a photo just after the task read it as a new photo's nearest: the flag pointing at it was
+    refused at commit, and the task failed with the batch's flags unwritten."""
+    from search import selectors
+    from tests.factories import ProductFactory, uploaded_file
+
+    product = ProductFactory()
+    photo = test_images / "chair-cafe-pair.jpg"
+    original = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
+    services.images_embed(image_ids=[original.pk])
+    copy = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
+    read = selectors.nearest_other_images
+
+    def read_then_delete_the_original(**kwargs):
+        nearest = read(**kwargs)
+        if ProductImage.objects.filter(pk=original.pk).exists():
+            assert nearest[copy.pk][0] == original.pk
+            catalog_services.product_image_delete(image=original)
+        return nearest
+
+    monkeypatch.setattr(selectors, "nearest_other_images", read_then_delete_the_original)
+    assert services.images_embed(image_ids=[copy.pk])["embedded"] == 1
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id is None and copy.embedding_status == EmbeddingStatus.READY
