@@ -237,6 +237,23 @@ def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
     assert ImageEmbedding.objects.count() == len(ids)
 
 
+def test_the_sweep_leaves_a_running_reindexs_selection_to_it(small_catalog, monkeypatch):
+    """The selection is pending while the run works through it: the sweep, running meanwhile, must not send it to
+    the workers, who would do the same work, or mark ready without the recompute photos with a vector."""
+    from search.management.commands import reindex
+
+    swept, embed = [], reindex.images_embed
+
+    def sweep_then_embed(**kwargs):
+        swept.append(services.pending_images_requeue())  # the beat sweep, between two batches
+        return embed(**kwargs)
+
+    monkeypatch.setattr(reindex, "images_embed", sweep_then_embed)
+    call_command("reindex", batch_size=1, stdout=open("/dev/null", "w"))
+    assert swept == [0, 0, 0, 0]
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
+
+
 def test_reindex_of_one_category_leaves_the_others_alone(small_catalog):
     from catalog.models import Category
 
