@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Image ids per task: images queued together are embedded by one batched model call (file-to-vector
 # throughput reaches ~120 img/s from about 32-64 images per call; docs/embeddings-benchmarks.md).
 TASK_BATCH_SIZE = 32
+# The sweep keeps at most this many embedding tasks in the broker (about 2.5 minutes of work for two cores).
+SWEEP_QUEUE_MAX_TASKS = 200
 # Errors that no retry can fix: the file is gone, unreadable or not an image.
 FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an original is deleted meanwhile
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -140,18 +142,38 @@ def image_embedding_mark_pending(
 
 
 def pending_images_requeue(*, stale_after_seconds: int = 600, limit: int = 5000) -> int:
-    """Re-send pending images that were never queued (broker down, model switch) or not answered in time.
+    """Send pending images that were never queued (broker down, model switch), and, once the queue is empty, those
+    not answered in time (a message lost with the broker's memory).
 
-    Bounded per run; the beat schedule runs it every minute.
+    The database is the backlog, not the broker: a run tops the queue up to SWEEP_QUEUE_MAX_TASKS tasks, at most
+    ``limit`` images. Without that bound a rebuild of a large catalog queued 5,000 more images every minute than
+    the workers could embed, and once the queue was ten minutes long, sent again images whose task still waited in
+    it. The beat schedule runs it every minute.
     """
-    stale = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
-    image_ids = list(
-        ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING)
-        .exclude(embedding_queued_at__gte=stale)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
-    )
+    queued = _queued_tasks()
+    if queued is None:
+        return 0  # the broker cannot be asked: nothing could be sent either
+    room = min(limit, max(0, SWEEP_QUEUE_MAX_TASKS - queued) * TASK_BATCH_SIZE)
+    pending = ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING)
+    if queued:
+        pending = pending.filter(embedding_queued_at__isnull=True)
+    else:
+        stale = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
+        pending = pending.exclude(embedding_queued_at__gte=stale)
+    image_ids = list(pending.order_by("pk").values_list("pk", flat=True)[:room]) if room else []
     return image_embedding_enqueue(image_ids=image_ids) if image_ids else 0
+
+
+def _queued_tasks() -> int | None:
+    """How many tasks wait in the default queue; None where the broker does not answer."""
+    try:
+        with current_app.connection_for_write() as connection:
+            return connection.default_channel.queue_declare(
+                queue=current_app.conf.task_default_queue, durable=True, auto_delete=False
+            ).message_count
+    except Exception:  # kombu raises many types for an unreachable broker
+        logger.warning("cannot count the queued embedding tasks; the sweep sends nothing this time", exc_info=True)
+        return None
 
 
 # --- Embedding ------------------------------------------------------------------------------------------

@@ -129,9 +129,12 @@ def test_dispatch_with_broker_down_keeps_the_upload(product, broker_unreachable,
     assert image.embedding_status == EmbeddingStatus.PENDING  # the sweep picks it up later
 
 
-def test_pending_sweep_resends_never_queued_and_stale_images_only(product):
+def test_pending_sweep_resends_never_queued_and_stale_images_only(product, settings):
     from django.utils import timezone
 
+    from tests.support import embedding_queue
+
+    embedding_queue(settings.CELERY_BROKER_URL)  # nothing waiting in the queue
     never_queued = _add_image(product)  # the broker was down: no queued_at
     stale = _add_image(product, color=(0, 90, 0))
     recent = _add_image(product, color=(0, 0, 90))
@@ -140,6 +143,29 @@ def test_pending_sweep_resends_never_queued_and_stale_images_only(product):
     assert services.pending_images_requeue(stale_after_seconds=600) == 2
     resent = ProductImage.objects.filter(pk__in=[never_queued.pk, stale.pk], embedding_queued_at__isnull=False)
     assert resent.count() == 2
+
+
+def test_the_sweep_tops_the_queue_up_and_leaves_tasks_still_waiting_in_it_alone(product, settings, monkeypatch):
+    """The database is the backlog: the sweep keeps the broker at most SWEEP_QUEUE_MAX_TASKS deep, and while tasks
+    wait in it, it sends only never-queued images, not again those whose task may be among them."""
+    from django.utils import timezone
+
+    from tests.support import embedding_queue
+
+    monkeypatch.setattr(services, "SWEEP_QUEUE_MAX_TASKS", 2)
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    never_queued = [_add_image(product, color=(n, 0, 0)).pk for n in range(3)]
+    stale = _add_image(product, color=(0, 90, 0)).pk
+    ProductImage.objects.filter(pk=stale).update(embedding_queued_at=timezone.now() - timezone.timedelta(hours=1))
+    services.image_embedding_enqueue(image_ids=[10**9])  # a task still waiting in the queue
+    sent()  # (read: from here on only what the sweep sends)
+
+    assert services.pending_images_requeue() == 3  # room for one more task: the never-queued ones, not the stale
+    assert services.pending_images_requeue() == 0  # the queue is full
+    assert ProductImage.objects.get(pk=stale).embedding_queued_at < timezone.now() - timezone.timedelta(minutes=59)
+
+    embedding_queue(settings.CELERY_BROKER_URL)  # the workers took every task
+    assert services.pending_images_requeue() == 1  # and, the queue empty, the stale one (its task was lost)
 
 
 def test_one_bad_file_in_a_batch_does_not_spoil_the_others(product, test_images):
