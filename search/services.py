@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 TASK_BATCH_SIZE = 32
 # The sweep keeps at most this many embedding tasks in the broker (about 2.5 minutes of work for two cores).
 SWEEP_QUEUE_MAX_TASKS = 200
-# Errors that no retry can fix: the file is gone, unreadable or not an image.
 FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an original is deleted meanwhile
+# Errors that no retry can fix: the file is gone, unreadable or not an image.
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
@@ -331,9 +331,9 @@ def image_embedding_store(*, image_id: int, model: str, vector, colours: list[st
 def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_ready: bool = True
                            ) -> list[StoredVector]:
     """Store the vectors (and colours) of several images in one transaction and mark them ready (unless not
-    ``mark_ready``); returns the items stored. An image deleted while its vector was computed is skipped, and so is one whose file was replaced
-    meanwhile (the replacement queued its own task). A few statements for the whole batch, where one at a time cost
-    each image 8 round trips."""
+    ``mark_ready``); returns the items stored. An image deleted while its vector was computed is skipped, and so is
+    one whose file was replaced meanwhile (the replacement queued its own task). A few statements for the whole
+    batch, where one at a time cost each image 8 round trips."""
     with transaction.atomic():
         current = {
             image_id: (product_id, file)
