@@ -33,6 +33,7 @@ from catalog.services import (
     category_get_or_create_path,
     image_prepare,
     products_with_photos_upsert,
+    stored_files_delete,
 )
 from config.embedded import STATE_DIR
 
@@ -365,9 +366,14 @@ def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
             "currency": item.currency, "category": category,
         }
         photos = [_DemoPhoto(path) for path in item.images]
-        (result,) = products_with_photos_upsert(
-            items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=[]
-        )
+        stored: list[str] = []
+        try:
+            (result,) = products_with_photos_upsert(
+                items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=stored
+            )
+        except BaseException:  # a refused photo, Ctrl-C, the database: the product's files go with its rows
+            stored_files_delete(stored)
+            raise
         summary.count(result.outcome, result.images_added)
     return summary
 

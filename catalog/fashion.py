@@ -26,13 +26,14 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from catalog.images import inspect_image
-from catalog.models import Category, ProductImage
+from catalog.models import Category
 from catalog.services import (
     LoadSummary,
     PreparedImage,
     ProductWithPhotos,
     category_get_or_create_path,
     products_with_photos_upsert,
+    stored_files_delete,
 )
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -204,9 +205,7 @@ def _batch_load(*, items: list, categories: list[Category], summary: LoadSummary
     try:
         results = products_with_photos_upsert(items=batch, stored=stored)  # one transaction a batch
     except BaseException:
-        storage = ProductImage._meta.get_field("file").storage
-        for name in stored:  # the rows are gone with the transaction: so must their files be
-            storage.delete(name)
+        stored_files_delete(stored)
         raise
     for result in results:
         summary.count(result.outcome, result.images_added)

@@ -42,6 +42,7 @@ from catalog.services import (
     image_prepare,
     ProductWithPhotos,
     products_with_photos_upsert,
+    stored_files_delete,
 )
 from catalog.signals import bulk_load_announced
 
@@ -401,10 +402,10 @@ def catalog_rows_import(
                 products.append(ProductWithPhotos(sku=item.sku, fields=fields, photos=photos))
             results = products_with_photos_upsert(items=products, stored=stored)
     except PhotoRefused as error:
-        _stored_files_delete(stored)
+        stored_files_delete(stored)
         raise RowError(str(error)) from None
     except BaseException:
-        _stored_files_delete(stored)
+        stored_files_delete(stored)
         raise
     categories.update(found)  # only now: a rolled-back category must not be reused
     return [(result.outcome, result.images_added) for result in results]
@@ -432,12 +433,6 @@ class _CsvPhoto:
         image = self._image()
         # Only hashed when read ahead, because the product had it; it no longer has: read it whole now.
         return _image_read(self.path, frozenset()) if isinstance(image, str) else image
-
-
-def _stored_files_delete(names: list[str]) -> None:
-    storage = ProductImage._meta.get_field("file").storage
-    for name in names:
-        storage.delete(name)
 
 
 # --- Checking a row -------------------------------------------------------------------------------------

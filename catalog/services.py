@@ -321,9 +321,7 @@ def product_images_add(
             image.save()
             images.append(image)
     except BaseException:
-        storage = ProductImage._meta.get_field("file").storage
-        for name in stored:
-            storage.delete(name)
+        stored_files_delete(stored)
         raise
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
@@ -396,6 +394,14 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
     image.file.save(image_file_name(prepared.file.name, info.format), prepared.file, save=False)
     if prepared.thumbnail is not None:
         image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
+
+
+def stored_files_delete(names: Iterable[str]) -> None:
+    """Delete the files a rolled-back write had stored (``products_with_photos_upsert``'s ``stored``): the rows are
+    gone with the transaction, so must their files be."""
+    storage = ProductImage._meta.get_field("file").storage
+    for name in names:
+        storage.delete(name)
 
 
 def _files_delete_on_commit(names: list[str]) -> None:

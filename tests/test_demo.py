@@ -17,7 +17,7 @@ from catalog.demo import (
     demo_source_fetch,
 )
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
-from catalog.services import product_image_add
+from catalog.services import PhotoRefused, product_image_add
 from tests.factories import uploaded_file
 from tests.support import embedding_dispatches
 
@@ -90,6 +90,18 @@ def test_reloading_updates_changed_fields_adds_missing_photos_and_keeps_others(d
     assert (product.title, product.price) == ("Turquoise T-shirt", Decimal("25.00"))
     hashes = sorted(product.images.values_list("content_hash", flat=True))
     assert hashes == sorted(_sha256(path) for path in [*demo_items[1].images, test_images / "plant-cactus.jpg"])
+
+
+def test_a_product_whose_photo_is_refused_leaves_no_file_behind(db, demo_items, tmp_path, media_root):
+    """The product's transaction rolls back at its second photo (a damaged cache): the file the first photo
+    stored went with it."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    product = replace(demo_items[0], images=(demo_items[0].images[0], broken))
+    with pytest.raises(PhotoRefused):
+        demo_products_load(products=[product])
+    assert not Product.objects.exists()
+    assert not any(path.is_file() for path in media_root.rglob("*"))
 
 
 def test_embeddings_are_queued_once_per_new_photo(db, demo_items, django_capture_on_commit_callbacks):
