@@ -515,12 +515,12 @@ def image_path_resolve(*, written: str, images_dir: Path) -> Path:
     if URL_PATTERN.match(written):
         raise RowError(f"image {written!r}: URLs are not fetched; download the file and give its path")
     candidate = Path(written)
-    if candidate.is_absolute():
-        resolved = candidate.resolve()
-    else:
-        resolved = (images_dir / candidate).resolve()
-        if not resolved.is_relative_to(images_dir):
-            raise RowError(f"image {written!r} is outside the images folder {images_dir}")
+    try:
+        resolved = (candidate if candidate.is_absolute() else images_dir / candidate).resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop (Python 3.11)
+        raise RowError(f"image {written!r} cannot be followed: {getattr(error, 'strerror', None) or error}") from None
+    if not candidate.is_absolute() and not resolved.is_relative_to(images_dir):
+        raise RowError(f"image {written!r} is outside the images folder {images_dir}")
     try:
         status = resolved.stat()
     except FileNotFoundError:

@@ -184,6 +184,23 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db
     assert len(_stored_files(media_root)) == 2 * ProductImage.objects.count() == 4  # photos and their thumbnails
 
 
+def test_a_symbolic_link_loop_fails_its_row_and_the_import_goes_on(db, shop):
+    """Path.resolve raises RuntimeError on a loop, which stopped the whole import with a traceback and no summary."""
+    (shop / "photos" / "loop.jpg").symlink_to("loop.jpg")
+    text = (
+        HEADER
+        + "LOOP-1,Armchair,Home > Chairs,10,,photos/loop.jpg\n"  # line 2
+        + f"LOOP-2,Armchair,Home > Chairs,10,,{shop / 'photos' / 'loop.jpg'}\n"  # 3: absolute
+        + "OK-1,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # 4
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.sku) for failure in summary.failed] == [(2, "LOOP-1"), (3, "LOOP-2")]
+    assert all("cannot be followed" in failure.message for failure in summary.failed), summary.failed
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
 def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
     text = (
         HEADER
