@@ -415,6 +415,18 @@ def test_command_with_a_missing_file_exits_2(db, tmp_path):
     assert raised.value.returncode == 2
 
 
+@pytest.mark.parametrize("where", ["a folder that does not exist", "the CSV file itself"])
+def test_command_with_an_errors_file_it_cannot_write_exits_2_before_importing(db, shop, where):
+    """It was opened after the import, which may take hours: then a traceback and no summary, or the input
+    truncated when --errors named it."""
+    path = _write(shop, GOOD)
+    errors = shop / "no" / "such" / "errors.csv" if where.startswith("a folder") else path
+    with pytest.raises(CommandError, match="--errors") as raised:
+        call_command("import_catalog", str(path), "--errors", str(errors), verbosity=0)
+    assert raised.value.returncode == 2
+    assert not Product.objects.exists() and path.read_text(encoding="utf-8") == GOOD
+
+
 # --- Fashion-MNIST demo ---------------------------------------------------------------------------------
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -1,5 +1,6 @@
 """Import products from a CSV file (see docs/import.md). Safe to re-run: rows are matched by SKU."""
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("--errors", type=Path, metavar="FILE", help="write every failed row to FILE (CSV)")
 
     def handle(self, *args, file, images_dir, errors, verbosity, **options):
+        with _errors_opened(errors, csv_file=file) as errors_file:
+            self._import(file, images_dir, errors, errors_file, verbosity)
+
+    def _import(self, file, images_dir, errors, errors_file, verbosity):
         started = time.monotonic()
         total = file.stat().st_size if file.is_file() else None
         # tqdm writes to the real stderr: Django's OutputWrapper appends a newline to every write.
@@ -59,11 +64,11 @@ class Command(BaseCommand):
             more = len(summary.failed) - ERRORS_SHOWN
             hint = f"; all are in {errors}" if errors else "; --errors FILE lists them all"
             self.stderr.write(f"... and {more} more failed row(s){hint}")
-        if errors:
-            with open(errors, "w", newline="", encoding="utf-8") as handle:
-                writer = spreadsheet_csv_writer(handle)  # cells like =HYPERLINK(...) stay text
-                writer.writerow(["line", "sku", "error"])
-                writer.writerows([failure.line, failure.sku, failure.message] for failure in summary.failed)
+        if errors_file is not None:
+            writer = spreadsheet_csv_writer(errors_file)  # cells like =HYPERLINK(...) stay text
+            writer.writerow(["line", "sku", "error"])
+            writer.writerows([failure.line, failure.sku, failure.message] for failure in summary.failed)
+            errors_file.flush()
 
         self.stdout.write(
             f"Imported {file}: {summary.rows} rows: {summary.created} created, {summary.updated} updated, "
@@ -78,3 +83,20 @@ class Command(BaseCommand):
                 "Fix those rows and run the import again: rows already imported are left as they are.",
                 returncode=1,
             )
+
+
+@contextlib.contextmanager
+def _errors_opened(errors: Path | None, *, csv_file: Path):
+    """The --errors file, open for writing, or None: checked before the import, which may take hours, not after."""
+    if errors is None:
+        yield None
+        return
+    if csv_file.exists() and errors.exists() and errors.samefile(csv_file):
+        raise CommandError("--errors names the CSV file being imported; give another file", returncode=2)
+    try:
+        handle = open(errors, "w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise CommandError(f"cannot write --errors {errors}: {error.strerror}. Nothing was imported.",
+                           returncode=2) from None
+    with handle:
+        yield handle
