@@ -84,8 +84,12 @@ def _cacheable_request(request) -> bool:
 
 
 def _cacheable_response(response) -> bool:
-    # A response that sets a cookie or varies by it (a CSRF token in a form) is someone's own.
-    return response.status_code == 200 and not response.cookies and "cookie" not in response.get("Vary", "").lower()
+    # A response that sets a cookie or varies by it (a CSRF token in a form) is someone's own; one that says it
+    # must not be stored (a page showing a passing failure) is not kept either.
+    return (
+        response.status_code == 200 and not response.cookies and "cookie" not in response.get("Vary", "").lower()
+        and "no-store" not in response.get("Cache-Control", "")
+    )
 
 
 def _key(request, version: str) -> str:

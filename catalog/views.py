@@ -5,6 +5,7 @@ import logging
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 
 from catalog import hooks, selectors
 from catalog.models import EmbeddingStatus
@@ -81,7 +82,7 @@ def product_detail(request, sku):
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
         similar_products, other_colours = None, []
-    return render(
+    response = render(
         request,
         "catalog/product.html",
         {
@@ -102,6 +103,9 @@ def product_detail(request, sku):
             or any(image.embedding_status == EmbeddingStatus.READY for image in images),
         },
     )
+    if similar_products is None:
+        add_never_cache_headers(response)  # "try again later" must not be kept for the next shoppers
+    return response
 
 
 def text_search(request):

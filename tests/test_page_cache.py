@@ -29,6 +29,26 @@ def test_a_product_page_is_served_from_the_cache_until_the_product_changes(clien
     assert b"Reupholstered armchair" in changed.content
 
 
+def test_a_product_page_whose_more_like_this_failed_is_not_kept(client, catalog, monkeypatch):
+    """The page answers 200 with "can't be shown right now": kept, every shopper got it until the catalog
+    changed."""
+    from catalog import hooks
+
+    url = catalog["CHAIR-1"].get_absolute_url()
+    working = hooks._similar_products
+
+    def failing(**kwargs):
+        raise RuntimeError("canceling statement due to statement timeout")
+
+    monkeypatch.setattr(hooks, "_similar_products", failing)
+    for _ in range(2):
+        broken = client.get(url)
+        assert broken.status_code == 200 and "X-Cache" not in broken  # not from the cache, and not stored
+        assert "no-store" in broken["Cache-Control"]
+    monkeypatch.setattr(hooks, "_similar_products", working)
+    assert client.get(url)["X-Cache"] == "miss" and client.get(url)["X-Cache"] == "hit"
+
+
 def test_a_new_product_shows_on_its_category_page_at_once(client, catalog):
     chairs = catalog["CHAIR-1"].category
     url = reverse("catalog:category", args=[chairs.slug])
