@@ -362,8 +362,12 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
                 embedded_at=timezone.now(),
             )
         # Bulk writes send no signals: a product page cached before its photos were embedded says "Similar products
-        # appear once ...", and other pages' More like this lists lack the product.
-        catalog_changed()
+        # appear once ...", and other pages' More like this lists lack the product. The vectors of a space being
+        # built change no page: retiring every cached page for each batch left the cache empty for the rebuild.
+        from search.selectors import search_space_model
+
+        if model == search_space_model():
+            catalog_changed()
     return items
 
 

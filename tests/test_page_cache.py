@@ -49,6 +49,19 @@ def test_a_product_page_whose_more_like_this_failed_is_not_kept(client, catalog,
     assert client.get(url)["X-Cache"] == "miss" and client.get(url)["X-Cache"] == "hit"
 
 
+def test_vectors_of_a_space_being_built_leave_cached_pages_alone(client, catalog, settings):
+    """Every stored batch retired every cached page: during a rebuild, of hours, shoppers got no cached page."""
+    from search.services import embedding_space_sync, images_embed
+
+    url = catalog["CHAIR-1"].get_absolute_url()
+    settings.EMBEDDING_MODEL = "efficientnet-lite2"
+    embedding_space_sync()  # building; search stays on the catalog's space
+    assert client.get(url)["X-Cache"] == "miss"
+
+    images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)[:2]))
+    assert client.get(url)["X-Cache"] == "hit"
+
+
 def test_a_new_product_shows_on_its_category_page_at_once(client, catalog):
     chairs = catalog["CHAIR-1"].category
     url = reverse("catalog:category", args=[chairs.slug])
