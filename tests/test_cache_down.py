@@ -3,6 +3,9 @@ refinements that the kept query vector would allow; the throttle counts nothing 
 
 from __future__ import annotations
 
+import signal
+import socket
+
 import pytest
 
 from tests.factories import uploaded_file
@@ -42,3 +45,30 @@ def test_a_refinement_asks_for_the_photo_again(client, cache_down):
     assert page.status_code == 410 and b"data-expired" in page.content
     api = client.post("/api/v1/search/", {"query": TOKEN})
     assert api.status_code == 400 and "query" in api.json()
+
+
+def test_a_redis_that_hangs_costs_a_page_a_bounded_wait_not_the_worker(client, settings, catalog):
+    """A Redis that accepts connections and never answers (a host stalled, a partition): redis-py waited for ever
+    on every cache read, and gunicorn killed the worker after 60 s. With the settings' timeouts the page renders
+    without its cache."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections are queued by the kernel and never read
+    settings.CACHES = {"default": {**settings.CACHES["default"],
+                                   "LOCATION": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}}
+
+    class Hung(BaseException):  # not an Exception: the cache's fallbacks would catch that and go on waiting
+        pass
+
+    def hung(signum, frame):
+        raise Hung("the page hung on the cache")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)  # a hang detector, not a speed requirement: well within gunicorn's 60 s (it took 50 s)
+    try:
+        page = client.get(catalog["CHAIR-1"].get_absolute_url())
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        silent.close()
+    assert page.status_code == 200 and b"CHAIR-1" in page.content

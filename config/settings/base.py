@@ -97,11 +97,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Tests use their own Redis database so a running dev worker never takes their tasks.
 REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url(db=env.int("EMBEDDED_REDIS_DB", default=0))
+# Every cache read has a fallback (the page rendered afresh, the search without its kept query): a Redis that hangs
+# instead of refusing must cost a request a bounded wait, not the gunicorn timeout (redis-py waits for ever).
+CACHE_TIMEOUT_SECONDS = env.float("CACHE_TIMEOUT_SECONDS", default=0.5)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "lookalike",
+        "OPTIONS": {"socket_connect_timeout": CACHE_TIMEOUT_SECONDS, "socket_timeout": CACHE_TIMEOUT_SECONDS},
     }
 }
 
