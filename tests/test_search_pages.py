@@ -12,7 +12,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
-from catalog.context_processors import NAVIGATION_CACHE_KEY
 from search.models import EmbeddingSpace
 from tests.factories import collage, jpeg_upload, uploaded_file, uploaded_image
 from tests.support import page_links
@@ -20,13 +19,6 @@ from tests.support import page_links
 pytestmark = pytest.mark.django_db
 
 URL = "/search/photo/"
-
-
-@pytest.fixture(autouse=True)
-def fresh_navigation():
-    cache.delete(NAVIGATION_CACHE_KEY)
-    yield
-    cache.delete(NAVIGATION_CACHE_KEY)
 
 
 def _post(client, photo, **fields):

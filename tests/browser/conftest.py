@@ -79,13 +79,7 @@ def browser():
 @pytest.fixture
 def site(live_server, settings):
     """The live server's base URL, with uploaded media served."""
-    from django.core.cache import cache
-
-    from catalog.context_processors import NAVIGATION_CACHE_KEY
-
     settings.ROOT_URLCONF = "tests.browser.urls"
-    # The header's categories are cached for a minute: an earlier test's would show (and be photographed).
-    cache.delete(NAVIGATION_CACHE_KEY)
     return live_server.url
 
 
