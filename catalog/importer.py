@@ -34,11 +34,13 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 
 from catalog.models import Category, Product, ProductImage
 from catalog.services import (
+    CATEGORY_DEPTH_MAX,
     PATH_SEPARATOR,
     LoadSummary,
     PhotoRefused,
     PreparedImage,
     category_get_or_create_path,
+    category_path_names,
     image_prepare,
     ProductWithPhotos,
     products_with_photos_upsert,
@@ -478,9 +480,11 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
 
 
 def _category_path_parse(text: str) -> str:
-    names = [name.strip() for name in text.split(PATH_SEPARATOR)]
+    names = category_path_names(text)
     if not any(names):
         raise RowError("category is empty")
+    if len(names) > CATEGORY_DEPTH_MAX:
+        raise RowError(f"category {text.strip()[:60]!r}... has {len(names)} levels; the limit is {CATEGORY_DEPTH_MAX}")
     if not all(names):
         raise RowError(f"category {text.strip()!r} has an empty level; write it like Home > Furniture > Sofas")
     for name in names:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -23,6 +25,9 @@ from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
 PATH_SEPARATOR = ">"
+# Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
+# create thousands of categories and make every page that shows a path walk them.
+CATEGORY_DEPTH_MAX = 10
 # Tries of a get-or-create that lost a race (each loss means another transaction committed what it wanted).
 CREATE_ATTEMPTS = 5
 
@@ -32,14 +37,24 @@ def category_get_or_create_path(*, path: str) -> Category:
 
     Safe while another transaction creates the same path (two imports at once): see ``_category_get_or_create``.
     """
-    names = [part.strip() for part in path.split(PATH_SEPARATOR) if part.strip()]
+    names = [name for name in category_path_names(path) if name]
     if not names:
         raise ValueError("a category path needs at least one name")
+    if len(names) > CATEGORY_DEPTH_MAX:
+        raise ValueError(f"a category path has at most {CATEGORY_DEPTH_MAX} levels")
     parent = None
     for depth, name in enumerate(names):
-        slug_base = slugify("-".join(names[: depth + 1]))[:120] or "category"
+        joined = "-".join(names[: depth + 1])
+        # Names of other scripts (Cyrillic, CJK) slugify to nothing: a short digest keeps their slugs apart.
+        slug_base = slugify(joined)[:120] or f"category-{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
         parent = _category_get_or_create(name=name, parent=parent, slug_base=slug_base)
     return parent
+
+
+def category_path_names(path: str) -> list[str]:
+    """The names of a path like ``Home > Furniture > Sofas``, each as it is stored: Unicode NFC, runs of white space
+    as one space, none around (an empty level is an empty name)."""
+    return [" ".join(unicodedata.normalize("NFC", part).split()) for part in path.split(PATH_SEPARATOR)]
 
 
 def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:
@@ -50,7 +65,8 @@ def _category_get_or_create(*, name: str, parent: Category | None, slug_base: st
     category is then read again, and if the clash was another category's slug the next free one is tried.
     """
     for attempt in range(CREATE_ATTEMPTS):
-        category = Category.objects.filter(parent=parent, name=name).first()
+        # "Sofas" and "sofas" are one category to a shopper: an import in another case finds the existing one.
+        category = Category.objects.filter(parent=parent, name__iexact=name).order_by("pk").first()
         if category is not None:
             return category
         try:
@@ -62,8 +78,10 @@ def _category_get_or_create(*, name: str, parent: Category | None, slug_base: st
 
 
 def _unique_slug(base: str) -> str:
+    """``base``, or the first of base-2, base-3, ... that no category has: found in one query."""
+    taken = set(Category.objects.filter(slug__regex=rf"^{base}(-[0-9]+)?$").values_list("slug", flat=True))
     slug, n = base, 2
-    while Category.objects.filter(slug=slug).exists():
+    while slug in taken:
         slug, n = f"{base}-{n}", n + 1
     return slug
 

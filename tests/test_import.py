@@ -201,6 +201,21 @@ def test_a_symbolic_link_loop_fails_its_row_and_the_import_goes_on(db, shop):
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
 
 
+def test_category_cells_in_another_case_or_spacing_share_a_tree_and_a_deep_one_fails(db, shop):
+    text = (
+        HEADER
+        + "A-1,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # line 2
+        + "A-2,Blue armchair,home  >  CHAIRS,120,,photos/chair-armchair-blue.jpg\n"  # 3
+        + "A-3,Armchair,a>a>a>a>a>a>a>a>a>a>a,10,,photos/chair-shell-black.jpg\n"  # 4: 11 levels
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.message) for failure in summary.failed] == [
+        (4, "category 'a>a>a>a>a>a>a>a>a>a>a'... has 11 levels; the limit is 10")]
+    assert list(Category.objects.values_list("name", flat=True).order_by("pk")) == ["Home", "Chairs"]
+
+
 def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
     text = (
         HEADER

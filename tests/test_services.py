@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import DataError, transaction
@@ -18,6 +20,30 @@ def test_category_path_creates_missing_levels_once():
     chairs = services.category_get_or_create_path(path="Home > Furniture > Chairs")
     assert chairs.parent == sofas.parent
     assert len({c.slug for c in Category.objects.all()}) == 4
+
+
+def test_category_paths_written_with_other_spacing_or_case_find_the_same_categories():
+    """A spreadsheet's "home >  sofas" made a second tree beside "Home > Sofas": duplicates shoppers see."""
+    sofas = services.category_get_or_create_path(path="Home > Sofas")
+    assert services.category_get_or_create_path(path="home >  sofas") == sofas
+    assert services.category_get_or_create_path(path="Home\u00a0> Sofas") == sofas  # a no-break space
+    assert services.category_get_or_create_path(path="Home > Corner   sofas").name == "Corner sofas"
+    assert Category.objects.count() == 3
+
+
+def test_category_paths_in_other_scripts_get_slugs_of_their_own():
+    """Cyrillic and CJK names slugify to nothing: all were called category, category-2, ..., each new one found
+    by trying every earlier one, a query each."""
+    first = services.category_get_or_create_path(path="Дом > Диваны")
+    second = services.category_get_or_create_path(path="家 > 沙发")
+    slugs = [first.parent.slug, first.slug, second.parent.slug, second.slug]
+    assert len(set(slugs)) == 4 and all(re.fullmatch(r"category-[0-9a-f]{8}", slug) for slug in slugs), slugs
+
+
+def test_a_category_path_deeper_than_the_limit_is_refused():
+    with pytest.raises(ValueError, match=f"at most {services.CATEGORY_DEPTH_MAX} levels"):
+        services.category_get_or_create_path(path=" > ".join(["a"] * (services.CATEGORY_DEPTH_MAX + 1)))
+    assert not Category.objects.exists()
 
 
 def test_image_add_records_size_hash_and_queues_embedding_on_commit(product, django_capture_on_commit_callbacks):
