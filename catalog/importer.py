@@ -17,15 +17,19 @@ import csv
 import hashlib
 import itertools
 import logging
+import random
 import re
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+import psycopg
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -48,6 +52,7 @@ from catalog.services import (
 )
 from catalog.signals import bulk_load_announced
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("sku", "title", "category", "price", "description", "images")
@@ -65,6 +70,9 @@ PREPARE_AHEAD_ROWS = 16
 # Rows (with at most this many photos together) written in one transaction: a row alone paid ~8 round trips,
 # a commit and a cache bump (docs/import.md, "Speed"). Photos in memory: this many plus PREPARE_AHEAD_IMAGES.
 WRITE_BATCH_ROWS = 8
+# Tries of a transaction that PostgreSQL rolled back to break a deadlock with another import.
+DEADLOCK_ATTEMPTS = 5
+RETRYABLE_DATABASE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 # Photos one row may list: a row's photos are all held until it commits, so this bounds the memory of a row with
 # many photos (at most UPLOAD_MAX_BYTES each). A product with more takes further rows of the same product.
 ROW_PHOTOS_MAX = 20
@@ -229,10 +237,10 @@ def _rows_write(
     outcomes: list[tuple[str, int]] = []
     if len(writable) > 1:
         try:
-            outcomes = catalog_rows_import(
+            outcomes = _run_again_after_a_deadlock(lambda: catalog_rows_import(
                 items=[row.item for row in writable], categories=categories,
                 prepared=[row.prepared for row in writable],
-            )
+            ))
         except (OperationalError, InterfaceError):
             raise  # the database is gone: every further row would fail the same way
         except Exception:  # noqa: BLE001 - which row, and why, is found by writing each alone below
@@ -243,9 +251,9 @@ def _rows_write(
         try:
             if row.error is not None:
                 raise row.error
-            outcome, added = written.get(id(row)) or catalog_row_import(
+            outcome, added = written.get(id(row)) or _run_again_after_a_deadlock(lambda: catalog_row_import(
                 item=row.item, categories=categories, prepared=row.prepared
-            )
+            ))
         except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
             summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
         except (OperationalError, InterfaceError):
@@ -258,6 +266,20 @@ def _rows_write(
             summary.count(outcome, added)
         if on_row is not None:
             on_row(row.bytes_read, summary)
+
+
+def _run_again_after_a_deadlock(write: Callable[[], T]) -> T:
+    """``write`` (a transaction), run again when PostgreSQL rolled it back to break a deadlock with another
+    transaction (two imports creating the same new categories or SKUs in another order) or a serialization
+    failure: the other then commits, and this one finds what it wrote. Other database errors propagate."""
+    for attempt in range(DEADLOCK_ATTEMPTS):
+        try:
+            return write()
+        except OperationalError as error:
+            if attempt == DEADLOCK_ATTEMPTS - 1 or not isinstance(error.__cause__, RETRYABLE_DATABASE_ERRORS):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, so the two do not meet again
+    raise AssertionError("unreachable")
 
 
 @dataclass

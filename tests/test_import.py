@@ -649,6 +649,53 @@ def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
         assert len(hashes) == len(set(hashes)) == 2, product.sku
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
+    """Another transaction creates the same two new categories in the other order: PostgreSQL breaks the deadlock
+    by rolling one back. The import, rolled back, stopped with a traceback and no summary; it now runs again."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    from catalog import services
+
+    path = _write(shop, HEADER + "T-1,Kite,Toys,5,,photos/plant-cactus.jpg\n"
+                  + "B-1,Atlas,Books,9,,photos/chair-cafe-pair.jpg\n")  # one batch: Toys, then Books
+    other_waits, errors = threading.Event(), []
+
+    def books_then_toys():
+        try:
+            with transaction.atomic():
+                services.category_get_or_create_path(path="Books")
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and not _someone_waits(connection):
+                    time.sleep(0.02)  # until the import, holding its new Toys, waits for this Books
+                other_waits.set()
+                services.category_get_or_create_path(path="Toys")  # waits for the import: a deadlock
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            other_waits.set()
+            connections.close_all()
+
+    other = threading.Thread(target=books_then_toys)
+    other.start()
+    time.sleep(0.2)  # the other transaction holds its Books first
+    summary = catalog_csv_import(path=path)
+    other.join(30)
+
+    assert other_waits.is_set() and not errors  # PostgreSQL rolled the import back, not the other
+    assert [str(failure) for failure in summary.failed] == [] and summary.created == 2
+    assert sorted(Category.objects.values_list("name", flat=True)) == ["Books", "Toys"]
+
+
+def _someone_waits(connection) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
+        return cursor.fetchone()[0]
+
+
 def test_a_row_failing_inside_a_batch_fails_alone_and_leaves_no_files(db, shop, media_root):
     (shop / "photos" / "notes.jpg").write_text("not a photo")  # refused only when decoded, inside the transaction
     text = (
