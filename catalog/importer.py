@@ -70,6 +70,8 @@ PREPARE_AHEAD_ROWS = 16
 # Rows (with at most this many photos together) written in one transaction: a row alone paid ~8 round trips,
 # a commit and a cache bump (docs/import.md, "Speed"). Photos in memory: this many plus PREPARE_AHEAD_IMAGES.
 WRITE_BATCH_ROWS = 8
+# The longest line read (a field is at most the csv module's 128 KB; a description of a few pages is some KB).
+LINE_MAX_BYTES = 1024 * 1024
 # Tries of a transaction that PostgreSQL rolled back to break a deadlock with another import.
 DEADLOCK_ATTEMPTS = 5
 RETRYABLE_DATABASE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -133,11 +135,16 @@ class _Lines:
         self.bad_lines: set[int] = set()
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.handle:
+        while raw := self.handle.readline(LINE_MAX_BYTES + 1):  # bounded: memory never follows a line's length
             self.bytes_read += len(raw)
             self.line += 1
+            if len(raw) > LINE_MAX_BYTES:
+                raise _Unreadable(f"line {self.line} is longer than {LINE_MAX_BYTES // (1024 * 1024)} MB")
             if self.line == 1 and raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports start with one
                 raw = raw[len(codecs.BOM_UTF8):]
+            if self.line == 1 and b"\r" in raw.rstrip(b"\r\n"):  # would be read as one line, the whole file
+                raise _Unreadable("the lines end with a carriage return alone (an old Mac export); save the file "
+                                  "with Windows or Unix line endings")
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -145,11 +152,17 @@ class _Lines:
                 yield raw.decode("utf-8", "replace")
 
 
+class _Unreadable(Exception):
+    """The file cannot be read on from here (a line too long, line endings that are not lines)."""
+
+
 def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     try:
         header = next(reader)
     except StopIteration:
         raise CatalogImportError("the file is empty; the first line must name the columns") from None
+    except _Unreadable as error:
+        raise CatalogImportError(str(error)) from None
     except csv.Error as error:
         raise CatalogImportError(f"line 1: the header is not valid CSV ({error})") from None
     columns = [name.strip().lower() for name in header]
@@ -305,8 +318,18 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             fields = next(reader)
         except StopIteration:
             return
+        except _Unreadable as error:
+            yield _Row(line=start, sku="", bytes_read=lines.bytes_read,
+                       error=RowError(f"{error}; the rest of the file was not read"))
+            return
         except csv.Error as error:
             yield _Row(line=start, sku="", bytes_read=lines.bytes_read, error=RowError(f"not valid CSV ({error})"))
+            if lines.line > start:
+                # A quoted field over several lines broke off: where the next row starts cannot be told, and
+                # reading on would fail every line of the field as a row.
+                yield _Row(line=lines.line + 1, sku="", bytes_read=lines.bytes_read, error=RowError(
+                    f"the rest of the file was not read: the field that failed on line {start} spans lines"))
+                return
             continue
         if not any(value.strip() for value in fields):
             continue  # blank line

@@ -216,6 +216,39 @@ def test_category_cells_in_another_case_or_spacing_share_a_tree_and_a_deep_one_f
     assert list(Category.objects.values_list("name", flat=True).order_by("pk")) == ["Home", "Chairs"]
 
 
+def test_a_file_with_carriage_returns_alone_for_line_ends_is_refused_with_the_fix(db, shop):
+    """An old Mac export: read as one line, the whole file was held in memory, then failed with Python's words."""
+    path = shop / "mac.csv"
+    path.write_bytes(GOOD.replace("\n", "\r").encode())
+    with pytest.raises(CatalogImportError, match="carriage return alone .* Windows or Unix line endings"):
+        catalog_csv_import(path=path)
+    assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize("too_long", ["a quoted field over many lines", "one line"])
+def test_a_row_too_long_to_read_fails_once_and_stops_the_reading(db, shop, too_long):
+    """Past the csv module's 128 KB field limit the reader lost its place inside the quoted field: hundreds of
+    false failures, one per line of it, and a good row swallowed. A line with no end was held whole in memory."""
+    big = ('"' + "A long description line.\n" * 45_000 + '"') if too_long.startswith("a quoted") else "x" * 2_000_000
+    text = (
+        HEADER
+        + "OK-1,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # line 2
+        + f"BIG-1,Armchair,Home > Chairs,10,{big},photos/chair-armchair-blue.jpg\n"  # 3
+        + "OK-2,Shell chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n"
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    if too_long.startswith("a quoted"):
+        [(first_line, first), (_, then)] = [(failure.line, failure.message) for failure in summary.failed]
+        assert (first_line, first) == (3, "not valid CSV (field larger than field limit (131072))")
+        assert then == "the rest of the file was not read: the field that failed on line 3 spans lines"
+    else:
+        assert [(failure.line, failure.message) for failure in summary.failed] == [
+            (3, "line 3 is longer than 1 MB; the rest of the file was not read")]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
 def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
     text = (
         HEADER
