@@ -63,6 +63,17 @@ def test_price_and_sort_controls_refine_and_keep_the_category(client, searched):
     assert _skus(client.get(chips["Shoes (2)"])) == ["RUN-1", "RUN-3"]
 
 
+def test_the_same_photo_searched_again_from_its_results_keeps_their_price_and_order(client, searched, test_images):
+    """A box drawn, or the whole photo again, sends the photo with the refinements in force (static/js/
+    photo-search.js): they were dropped, and the new results came unfiltered in best-match order."""
+    boxed = client.post(URL, {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg"), "box": "0,0,400,300",
+                              "sort": "price", "max_price": "100"})
+    assert boxed.status_code == 200
+    assert _skus(boxed) == ["TEE-1", "RUN-1", "RUN-3", "CHAIR-2"]  # as the same refinements by the kept query
+    html = boxed.content.decode()
+    assert 'value="100"' in html and '<option value="price" selected>' in html  # shown as in force
+
+
 def test_a_bad_price_is_a_message_on_the_page_and_the_rest_still_applies(client, searched):
     token = searched.context["token"]
     response = client.get(URL, {"query": token, "min_price": "cheap", "sort": "price"})

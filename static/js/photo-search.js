@@ -161,10 +161,25 @@
     source.then(function (current) {
       var box = { region: region, current: initialRegion() }[params.box];
       box = box ? regionInPixels(box, current.size) : "";
-      search({ file: current.file, size: current.size, category: params.category, box: box, limit: params.limit });
+      search({ file: current.file, size: current.size, category: params.category, box: box, limit: params.limit,
+               refine: refinements() });
     }).catch(function () {
       fail("Your photo is no longer available here. Please choose it again.");
     });
+  }
+
+  // The price range, order and colour in force go with a new search of the same photo (a box, the whole photo
+  // again, "show more"), as they go with a chip: the new results are refined the same way.
+  function refinements() {
+    var form = body.querySelector("[data-refine-form]");
+    var pairs = [];
+    if (form) {
+      ["min_price", "max_price", "sort", "colour"].forEach(function (name) {
+        var field = form.elements[name];
+        if (field && field.value !== "") pairs.push([name, field.value]);
+      });
+    }
+    return pairs;
   }
 
   function previewPhoto() {
@@ -194,6 +209,7 @@
     form.append("category", params.category || "");
     if (params.box) form.append("box", params.box);
     if (params.limit) form.append("limit", params.limit);
+    (params.refine || []).forEach(function (pair) { form.append(pair[0], pair[1]); });
 
     // XMLHttpRequest rather than fetch: only it reports upload progress, which matters on a phone.
     var request = new XMLHttpRequest();

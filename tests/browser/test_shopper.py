@@ -63,6 +63,8 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     expect(page.get_by_text("Your photo", exact=True)).to_be_visible()
     search_area = page.get_by_role("button", name="Search this area")
     expect(search_area).to_be_disabled()  # nothing drawn yet
+    page.get_by_label("Sort by").select_option("-price")  # a refinement in force, which the boxed search keeps
+    wait_until_idle(page)
 
     # Drag from the top-left of the T-shirt half to the bottom-right corner of the photo.
     frame = page.locator("[data-region]").bounding_box()
@@ -81,12 +83,14 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     x0, y0, x1, y1 = map(float, page.locator("[data-photo-search-body]").get_attribute("data-box").split(","))
     assert 500 <= x0 <= 530 and y0 <= 20 and x1 >= 980 and y1 >= 480
     expect(page.locator("[data-region-box]")).to_be_visible()  # the searched box stays drawn
+    expect(page.get_by_label("Sort by")).to_have_value("-price")
     screenshot(page, "browser-search-region", readme=True)
 
     page.get_by_role("button", name="Whole photo").click()
     expect(page.get_by_text("Searched the boxed area")).to_be_hidden()
     wait_until_idle(page)
     assert page.locator("[data-photo-search-body]").get_attribute("data-box") == ""
+    expect(page.get_by_label("Sort by")).to_have_value("-price")
 
 
 def test_category_filter_keeps_only_that_category(page, shop, test_images, settings, screenshot):
