@@ -263,7 +263,10 @@
     body.innerHTML = fresh.innerHTML;
     ["category", "limit", "box", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
     // The results' own address (the kept query's token, no photo): shareable, and a reload shows them again.
-    if (body.dataset.url) history.replaceState(null, "", body.dataset.url);
+    if (body.dataset.url) {
+      history.replaceState(null, "", body.dataset.url);
+      shownAddress = addressOf(location.href);
+    }
     document.title = (body.querySelector("#results-heading") ? "Lookalikes of your photo" : "Search by photo") + " · Lookalike";
     enhance();
   }
@@ -329,6 +332,7 @@
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
         history.pushState(null, "", url);
+        shownAddress = addressOf(location.href);
         if (more) {
           var first = body.querySelectorAll(".results .product-card-link")[shown];
           if (first) first.focus({ preventScroll: true });
@@ -342,8 +346,18 @@
       });
   }
 
-  // Back and forward between refined searches: the address is the state, so load it.
-  window.addEventListener("popstate", function () { location.reload(); });
+  // Back and forward between refined searches: the address is the state, so load it, when it names other results
+  // than those shown. A jump within the page (the skip link's #main, and back from it) keeps the page as it is,
+  // with the photo the shopper chose.
+  var shownAddress = addressOf(location.href);
+
+  function addressOf(href) {
+    return href.split("#")[0];
+  }
+
+  window.addEventListener("popstate", function () {
+    if (addressOf(location.href) !== shownAddress) location.reload();
+  });
 
   // ---------- Drawing a region ----------
 

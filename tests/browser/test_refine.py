@@ -94,3 +94,28 @@ def test_refining_on_a_phone(phone_page, shop, test_images, screenshot, everythi
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     page.locator(".looks-like").scroll_into_view_if_needed()
     screenshot(page, "browser-phone-refine")
+
+
+def test_a_jump_within_the_page_and_back_keeps_the_results_and_back_between_searches_loads_them(
+        page, shop, test_images, everything_matches):
+    """Every popstate reloaded the page: the skip link's jump to #main, and back from it, reloaded the results
+    without the photo the shopper had chosen (the preview gone, no box tool)."""
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    page.evaluate("window.notReloaded = true")
+
+    page.get_by_role("link", name="Skip to content").focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#main$"))
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"#main$"))
+    assert page.evaluate("window.notReloaded === true")
+    expect(page.locator("[data-query-img]")).to_be_visible()
+
+    page.locator(".looks-like .chip").filter(has_text="Shoes").click()
+    wait_until_idle(page)
+    page.go_back()  # to the unrefined results: another address, loaded
+    expect(page).not_to_have_url(re.compile(r"category="))
+    wait_until_idle(page)
+    assert page.evaluate("window.notReloaded === undefined")
+    assert len(card_titles(page)) == len(shop)
