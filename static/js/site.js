@@ -22,11 +22,45 @@
   });
 
   // Sort select: apply on change (a noscript button covers the no-JS case). Delegated, so forms that a script
-  // puts in later are covered too; requestSubmit lets such a script take the submission over.
-  document.addEventListener("change", function (event) {
-    var select = event.target;
-    if (!select.matches || !select.matches("form[data-autosubmit] select")) return;
+  // puts in later are covered too; requestSubmit lets such a script take the submission over. A choice made with
+  // the keyboard, where each arrow key is a change, applies on Enter or when the focus leaves the select, not at
+  // the first arrow (WCAG 3.2.2).
+  var keyed = null;
+
+  function autosubmits(element) {
+    return element.matches && element.matches("form[data-autosubmit] select");
+  }
+
+  function apply(select) {
+    keyed = null;
+    select.dataset.applied = select.value;
     if (select.form.requestSubmit) select.form.requestSubmit();
     else select.form.submit();
+  }
+
+  document.addEventListener("focusin", function (event) {
+    if (autosubmits(event.target)) event.target.dataset.applied = event.target.value;
+  });
+  document.addEventListener("keydown", function (event) {
+    var select = event.target;
+    if (!autosubmits(select)) return;
+    if (event.key === "Enter") {
+      if (select.value !== select.dataset.applied) {
+        event.preventDefault();
+        apply(select);
+      }
+    } else if (event.key !== "Tab" && event.key !== "Escape") {
+      keyed = select;  // arrows, Home, End, typing a letter
+    }
+  });
+  document.addEventListener("change", function (event) {
+    if (autosubmits(event.target) && keyed !== event.target) apply(event.target);
+  });
+  document.addEventListener("focusout", function (event) {
+    var select = event.target;
+    if (keyed === select) {
+      keyed = null;
+      if (select.value !== select.dataset.applied) apply(select);
+    }
   });
 })();

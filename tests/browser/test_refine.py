@@ -119,3 +119,23 @@ def test_a_jump_within_the_page_and_back_keeps_the_results_and_back_between_sear
     wait_until_idle(page)
     assert page.evaluate("window.notReloaded === undefined")
     assert len(card_titles(page)) == len(shop)
+
+
+def test_the_order_chosen_with_the_keyboard_applies_on_enter_not_at_each_arrow(page, shop, test_images,
+                                                                               everything_matches):
+    """Each arrow key on a closed select is a change in some browsers: the first one ran a search and took the
+    focus to the results, so reaching the fourth order took three searches (WCAG 3.2.2)."""
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    address = page.url
+    sort = page.get_by_label("Sort by")
+    sort.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    expect(sort).to_be_focused()
+    assert page.url == address  # nothing applied yet
+    chosen = sort.input_value()
+    assert chosen == "newest"  # the fourth of four
+    page.keyboard.press("Enter")
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(rf"&sort={re.escape(chosen)}$"))
