@@ -248,6 +248,10 @@
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
         replaceBody(fresh);
         if (!photoRejected && request.status === 400) showChosen(params.file);
+        // The button that had the focus is gone with the old form: the field in error takes it, and a screen
+        // reader reads its message (aria-describedby), where it said nothing.
+        var invalid = body.querySelector("[aria-invalid=true]");
+        if (invalid) invalid.focus();
       }
     });
     request.addEventListener("error", function () {

@@ -155,6 +155,9 @@ def test_a_file_that_is_not_a_photo_gets_a_message_not_an_error_page(page, tmp_p
     expect(page.locator("[data-field-error]")).to_have_text(re.compile(r"\w"))  # a message, shown by the photo
     expect(page.get_by_role("heading", name="Search by photo")).to_be_visible()
     expect(page.locator("#results-heading")).to_have_count(0)
+    # The focus is on the photo field, whose description is the message: a screen reader says what was wrong.
+    expect(page.locator("#id_photo")).to_be_focused()
+    expect(page.locator("#id_photo")).to_have_attribute("aria-describedby", re.compile(r"\bphoto-error\b"))
 
 
 def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
