@@ -103,7 +103,13 @@ class FailedRow:
 
     def __str__(self) -> str:
         where = f"line {self.line}" + (f" (sku {self.sku})" if self.sku else "")
-        return f"{where}: {self.message}"
+        return _printable(f"{where}: {self.message}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters written as escapes: a file's cells, printed on the operator's terminal,
+    must not move its cursor or change its colours."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class _Lines:
                 raise _Unreadable(f"line {self.line} is longer than {LINE_MAX_BYTES // (1024 * 1024)} MB")
             if self.line == 1 and raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports start with one
                 raw = raw[len(codecs.BOM_UTF8):]
+            if self.line == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise _Unreadable("the file is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in a spreadsheet)")
             if self.line == 1 and b"\r" in raw.rstrip(b"\r\n"):  # would be read as one line, the whole file
                 raise _Unreadable("the lines end with a carriage return alone (an old Mac export); save the file "
                                   "with Windows or Unix line endings")
@@ -170,7 +178,8 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     if missing:
         raise CatalogImportError(
             f"missing column(s): {', '.join(missing)}. The first line must name the columns "
-            f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}); found: {','.join(header)}"
+            f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}); found: "
+            + _printable(",".join(header))
         )
     duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicates:

@@ -249,6 +249,20 @@ def test_a_row_too_long_to_read_fails_once_and_stops_the_reading(db, shop, too_l
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
 
 
+def test_a_utf16_file_is_refused_with_the_fix(db, shop):
+    path = shop / "utf16.csv"
+    path.write_bytes(GOOD.encode("utf-16"))  # with its byte-order mark, as spreadsheets write "Unicode text"
+    with pytest.raises(CatalogImportError, match="UTF-16 text; save it as UTF-8"):
+        catalog_csv_import(path=path)
+
+
+def test_a_failed_rows_cells_are_printed_without_their_control_characters(db, shop):
+    """A SKU holding an escape sequence changed the operator's terminal when the failure was printed."""
+    summary = catalog_csv_import(path=_write(shop, HEADER + "EVIL\x1b[2J\x1b[31m,Chair,Home,abc,,\n"))
+    assert str(summary.failed[0]) == (
+        "line 2 (sku EVIL\\x1b[2J\\x1b[31m): price 'abc' is not a number; write it like 12.50")
+
+
 def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
     text = (
         HEADER
