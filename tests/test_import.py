@@ -471,6 +471,40 @@ def test_command_with_a_missing_column_exits_2_and_names_it(db, shop):
     assert not Product.objects.exists()
 
 
+def test_an_import_stopped_by_sigterm_leaves_no_photo_file_without_its_row(db, shop, media_root, monkeypatch):
+    """docker stop sends SIGTERM, whose default ended the process on the spot: the photos the batch under way had
+    stored stayed on disk with no row. The command now ends as after Ctrl-C, and the rollback deletes them."""
+    import os
+    import signal
+
+    from catalog import services
+
+    class TestsOwnHandler(BaseException):
+        pass
+
+    def tests_own_handler(signum, frame):  # had the command set none, this would end it (not the test run)
+        raise TestsOwnHandler
+
+    store, calls = services._image_file_store, []
+
+    def terminated_at_the_second_photo(image, prepared):
+        calls.append(image)
+        if len(calls) == 2:  # the batch's first photo and its thumbnail lie on disk
+            os.kill(os.getpid(), signal.SIGTERM)
+        store(image, prepared)
+
+    previous = signal.signal(signal.SIGTERM, tests_own_handler)
+    monkeypatch.setattr(services, "_image_file_store", terminated_at_the_second_photo)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the command put the handler back
+    assert not Product.objects.exists()
+    assert _stored_files(media_root) == []
+
+
 def test_command_with_a_missing_file_exits_2(db, tmp_path):
     with pytest.raises(CommandError, match="No such file") as raised:
         call_command("import_catalog", str(tmp_path / "nope.csv"), verbosity=0)

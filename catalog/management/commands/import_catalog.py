@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, CatalogImportError, catalog_csv_import
+from catalog.management.termination import terminated_like_interrupted
 from catalog.spreadsheet import spreadsheet_csv_writer
 
 ERRORS_SHOWN = 50
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--errors", type=Path, metavar="FILE", help="write every failed row to FILE (CSV)")
 
     def handle(self, *args, file, images_dir, errors, verbosity, **options):
-        with _errors_opened(errors, csv_file=file) as errors_file:
+        with _errors_opened(errors, csv_file=file) as errors_file, terminated_like_interrupted():
             self._import(file, images_dir, errors, errors_file, verbosity)
 
     def _import(self, file, images_dir, errors, errors_file, verbosity):

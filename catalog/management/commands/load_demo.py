@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from catalog.demo import DEFAULT_CACHE_DIR, SOURCES, DemoSourceError, demo_products_collect, demo_products_load
 from catalog.fashion import SPLITS, FashionDataMissing, fashion_products_load
+from catalog.management.termination import terminated_like_interrupted
 
 
 class Command(BaseCommand):
@@ -34,7 +35,11 @@ class Command(BaseCommand):
             "--fashion-limit", type=int, metavar="N", help="with --fashion: only the first N images (train split first)"
         )
 
-    def handle(self, *args, sources, no_fetch, cache_dir, verbosity, fashion, fashion_limit, **options):
+    def handle(self, *args, **options):
+        with terminated_like_interrupted():
+            return self._handle(**options)
+
+    def _handle(self, *, sources, no_fetch, cache_dir, verbosity, fashion, fashion_limit, **options):
         started = time.monotonic()
         if fashion_limit is not None and not fashion:
             raise CommandError("--fashion-limit needs --fashion")
