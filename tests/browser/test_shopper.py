@@ -189,3 +189,20 @@ def test_a_photo_chosen_before_the_pages_script_ran_is_shown(page, shop, test_im
     expect(page.locator("[data-drop-name]")).to_contain_text("shoe-running-3.jpg")
     page.get_by_role("button", name="Find lookalikes").click()
     expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+
+
+def test_without_javascript_the_chosen_photo_shows_and_the_search_runs(browser, site, shop, test_images):
+    """The photo field lies invisible over the drop zone, and only the page's script showed the photo chosen:
+    without it, choosing a photo changed nothing on the screen."""
+    context = browser.new_context(java_script_enabled=False, base_url=site)
+    page = context.new_page()
+    try:
+        page.goto("/search/photo/")
+        field = page.locator("#id_photo")
+        assert field.evaluate("input => getComputedStyle(input).opacity") == "1"
+        field.set_input_files(str(test_images / "shoe-running-3.jpg"))
+        page.get_by_role("button", name="Find lookalikes").click()
+        expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+        assert card_titles(page)[0] == shop["RUN-3"].title
+    finally:
+        context.close()
