@@ -32,6 +32,10 @@ def test_upload_a_photo_see_lookalikes_then_more_like_this(page, shop, test_imag
     first_photo = page.locator(".results .product-card img").first
     expect(first_photo).to_have_attribute("src", re.compile(r"^/media/"))
     assert first_photo.evaluate("img => img.complete && img.naturalWidth > 0")
+    # A screen reader names the card by its text once, not the photo's title and then the title again.
+    title = re.escape(shop["RUN-3"].title)
+    card = page.locator(".results .product-card-link").first
+    expect(card).to_have_accessible_name(re.compile(rf"^(?!(.*{title}){{2}}).*{title}"))
     screenshot(page, "browser-search-results")
 
     page.locator(".results .product-card-link", has_text=shop["RUN-3"].title).click()
