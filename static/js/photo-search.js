@@ -419,6 +419,45 @@
   root.addEventListener("pointerup", endDrag);
   root.addEventListener("pointercancel", endDrag);
 
+  // The keyboard's way to box a part of the photo: with the photo focused, the arrow keys move a box (the one
+  // drawn, or one in the middle), Shift with them resizes it, Enter searches it and Escape drops it.
+  var KEY_STEP = 0.05;
+  var MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+  root.addEventListener("keydown", function (event) {
+    var frame = event.target.closest && event.target.closest("[data-region]");
+    if (!frame || busy || event.altKey || event.ctrlKey || event.metaKey) return;
+    var button = body.querySelector("[data-action=search-region]");
+    if (event.key === "Enter") {
+      if (button && !button.disabled) button.click();
+      return;
+    }
+    if (event.key === "Escape") {
+      region = null;
+    } else if (MOVES[event.key]) {
+      var box = region || initialRegion() || { x0: 0.25, y0: 0.25, x1: 0.75, y1: 0.75 };
+      var dx = MOVES[event.key][0] * KEY_STEP, dy = MOVES[event.key][1] * KEY_STEP;
+      region = event.shiftKey ? resized(box, dx, dy) : moved(box, dx, dy);
+    } else {
+      return;
+    }
+    event.preventDefault();  // the arrows would scroll the page
+    drawRegion(frame, region || initialRegion());
+    if (button) button.disabled = !region;
+  });
+
+  function moved(box, dx, dy) {
+    dx = Math.min(Math.max(dx, -box.x0), 1 - box.x1);
+    dy = Math.min(Math.max(dy, -box.y0), 1 - box.y1);
+    return { x0: box.x0 + dx, y0: box.y0 + dy, x1: box.x1 + dx, y1: box.y1 + dy };
+  }
+
+  function resized(box, dx, dy) {
+    var x1 = Math.min(1, Math.max(box.x0 + 2 * KEY_STEP, box.x1 + dx));
+    var y1 = Math.min(1, Math.max(box.y0 + 2 * KEY_STEP, box.y1 + dy));
+    return { x0: box.x0, y0: box.y0, x1: x1, y1: y1 };
+  }
+
   // The box the server drew for a region search, as fractions (or null).
   function initialRegion() {
     var frame = body.querySelector("[data-region]");
@@ -433,6 +472,8 @@
   function enhance() {
     region = null;
     body.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
+    var frame = body.querySelector("[data-region]");
+    if (frame) frame.tabIndex = 0;  // the keyboard's way to draw a box
   }
 
   enhance();

@@ -210,3 +210,29 @@ def test_without_javascript_the_chosen_photo_shows_and_the_search_runs(browser, 
         assert card_titles(page)[0] == shop["RUN-3"].title
     finally:
         context.close()
+
+
+def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path):
+    """Boxing a part of the photo took a mouse or a finger: the photo is now a stop of its own for the keyboard,
+    where the arrow keys move a box and Shift with them resizes it."""
+    photo = tmp_path / "chair-and-shirt.jpg"
+    collage(test_images).save(photo, quality=90)  # a chair on the left half, a T-shirt on the right
+    page.goto("/search/photo/")
+    search_by_photo(page, photo)
+    frame = page.locator("[data-region]")
+    frame.focus()
+    expect(frame).to_be_focused()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # the middle box, 25-75 % across, moved to 50-100 %
+    for _ in range(6):
+        page.keyboard.press("ArrowUp")  # up to the top, where it stops: 0-50 % down
+    for _ in range(12):
+        page.keyboard.press("Shift+ArrowDown")  # made taller, down to the bottom, where it stops
+    expect(page.get_by_role("button", name="Search this area")).to_be_enabled()
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    x0, y0, x1, y1 = map(float, page.locator("[data-photo-search-body]").get_attribute("data-box").split(","))
+    assert (x0, y0, x1) == (500, 0, 1000) and 480 <= y1 <= 500  # the right half of the 1000x500 collage
+    assert card_titles(page)[0] == shop["TEE-1"].title
