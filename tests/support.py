@@ -84,3 +84,22 @@ def page_links(response, attribute: str) -> dict[str, str]:
         re.sub(r"<[^>]+>", "", unescape(text)).strip(): unescape(href)
         for href, text in re.findall(rf'<a[^>]+href="([^"]+)"[^>]*{attribute}[^>]*>(.*?)</a>', html, re.S)
     }
+
+
+def until_someone_waits_for_a_lock(*, timeout: float, locktype: str | None = None) -> bool:
+    """Wait (on this thread's connection, inside its transaction) until another session waits for a lock (of
+    ``locktype``), at most ``timeout`` seconds; whether one did. Bounded: a session that never waits lets the test
+    go on, and its assertions say what went wrong."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = "
+                           "COALESCE(%s, locktype))", [locktype])
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.02)
+    return False

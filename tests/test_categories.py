@@ -8,7 +8,6 @@ forced in with the trigger disabled, under a statement timeout, so a walk that l
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,6 +18,7 @@ from django.test import Client
 from catalog.categories import category_ancestors, category_descendant_ids, category_paths, category_tree
 from catalog.models import Category
 from tests.factories import CategoryFactory, ProductFactory
+from tests.support import until_someone_waits_for_a_lock
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -119,9 +119,7 @@ def test_two_concurrent_moves_cannot_make_a_cycle_between_them():
                 first_moved.set()
                 # Hold the move uncommitted until the second one waits on the tree's lock (a bounded wait: without
                 # the lock nothing ever waits, and the second move commits first).
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and not _someone_waits_for_an_advisory_lock():
-                    time.sleep(0.05)
+                until_someone_waits_for_a_lock(timeout=10, locktype="advisory")
         finally:
             first_moved.set()
             connections.close_all()
@@ -140,10 +138,6 @@ def test_two_concurrent_moves_cannot_make_a_cycle_between_them():
     assert b.parent_id is None
 
 
-def _someone_waits_for_an_advisory_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)")
-        return cursor.fetchone()[0]
 
 
 # --- the walks end even on a cycle forced past the trigger ---

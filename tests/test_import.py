@@ -19,7 +19,7 @@ from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import product_image_add
 from catalog.spreadsheet import spreadsheet_csv_writer
 from tests.factories import uploaded_file
-from tests.support import embedding_dispatches, embedding_queue, wait_for
+from tests.support import embedding_dispatches, embedding_queue, until_someone_waits_for_a_lock, wait_for
 
 HEADER = "sku,title,category,price,description,images\n"
 
@@ -749,9 +749,7 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
         try:
             with transaction.atomic():
                 services.category_get_or_create_path(path="Books")
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and not _someone_waits(connection):
-                    time.sleep(0.02)  # until the import, holding its new Toys, waits for this Books
+                until_someone_waits_for_a_lock(timeout=20)  # the import, holding its new Toys, waits for this Books
                 other_waits.set()
                 services.category_get_or_create_path(path="Toys")  # waits for the import: a deadlock
         except BaseException as error:  # noqa: BLE001 - reported below
@@ -769,12 +767,6 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
     assert other_waits.is_set() and not errors  # PostgreSQL rolled the import back, not the other
     assert [str(failure) for failure in summary.failed] == [] and summary.created == 2
     assert sorted(Category.objects.values_list("name", flat=True)) == ["Books", "Toys"]
-
-
-def _someone_waits(connection) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
-        return cursor.fetchone()[0]
 
 
 def test_a_row_failing_inside_a_batch_fails_alone_and_leaves_no_files(db, shop, media_root):

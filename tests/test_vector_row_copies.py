@@ -1,7 +1,6 @@
 """Each vector row carries its product's category and active flag, kept equal by PostgreSQL on every write path."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from search import services
 from search.models import ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_vector
 from tests.factories import CategoryFactory, ProductFactory, clustered_catalog
+from tests.support import until_someone_waits_for_a_lock
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -119,14 +119,9 @@ def test_a_product_deactivated_while_its_vector_is_stored_leaves_search():
             with transaction.atomic():
                 Product.objects.filter(pk=product.pk).update(active=False)
                 deactivated.set()
-                # Uncommitted until the store waits for it (bounded: a store that does not wait commits first).
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and not waited:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
-                        if cursor.fetchone()[0]:
-                            waited.append(True)
-                    time.sleep(0.05)
+                # Uncommitted until the store waits for it (a store that does not wait commits first).
+                if until_someone_waits_for_a_lock(timeout=5):
+                    waited.append(True)
         finally:
             deactivated.set()
             connections.close_all()
