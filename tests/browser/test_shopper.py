@@ -212,7 +212,7 @@ def test_without_javascript_the_chosen_photo_shows_and_the_search_runs(browser, 
         context.close()
 
 
-def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path):
+def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path, screenshot):
     """Boxing a part of the photo took a mouse or a finger: the photo is now a stop of its own for the keyboard,
     where the arrow keys move a box and Shift with them resizes it."""
     photo = tmp_path / "chair-and-shirt.jpg"
@@ -220,8 +220,12 @@ def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path):
     page.goto("/search/photo/")
     search_by_photo(page, photo)
     frame = page.locator("[data-region]")
+    keys = page.locator("#region-keys")
+    expect(keys).to_be_hidden()  # said only to those at the photo with the keyboard
     frame.focus()
     expect(frame).to_be_focused()
+    expect(keys).to_be_visible()
+    expect(frame).to_have_accessible_description(re.compile("arrow keys move a box"))
     for _ in range(5):
         page.keyboard.press("ArrowRight")  # the middle box, 25-75 % across, moved to 50-100 %
     for _ in range(6):
@@ -229,6 +233,7 @@ def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path):
     for _ in range(12):
         page.keyboard.press("Shift+ArrowDown")  # made taller, down to the bottom, where it stops
     expect(page.get_by_role("button", name="Search this area")).to_be_enabled()
+    screenshot(page, "browser-keyboard-box")
     page.keyboard.press("Enter")
 
     expect(page.get_by_text("Searched the boxed area")).to_be_visible()
