@@ -85,8 +85,9 @@ class PhotoSearchSerializer(_RefineSerializer):
         required=False,
         max_length=64,
         help_text="Instead of `image`: the `query` token an earlier answer returned, to refine that search (another "
-        "category, price range or order) without uploading the photo again. Only the photo's vector is kept, never "
-        "the photo, for 30 minutes (SEARCH_QUERY_KEEP_SECONDS); an expired token is a 400 on this field.",
+        "category, price range or order) without uploading the photo again. Only the photo's vector and detail "
+        "descriptors are kept, never the photo, for 30 minutes (SEARCH_QUERY_KEEP_SECONDS); an expired token is a "
+        "400 on this field.",
     )
     threshold = serializers.FloatField(
         required=False,
