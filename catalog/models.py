@@ -2,7 +2,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxLengthValidator, MinValueValidator, RegexValidator
 from django.db import connection, models
 from django.db.models import F, Q
 from django.urls import reverse
@@ -59,6 +59,10 @@ def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
         return cursor.fetchone()[0]
 
 
+# The longest product description, a few dozen pages of text.
+DESCRIPTION_MAX_CHARS = 100_000
+
+
 class Product(models.Model):
     # A SKU is part of product URLs (/p/<sku>/), so it may not contain "/", nor be "." or ".." (path segments
     # that browsers and proxies resolve away: /p/../ is /, so such a product's page could never be reached).
@@ -70,7 +74,8 @@ class Product(models.Model):
         ],
     )
     title = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
+    # Bounded: PostgreSQL refuses a search document (tsvector) over 1 MB, which a few MB of text would make.
+    description = models.TextField(blank=True, validators=[MaxLengthValidator(DESCRIPTION_MAX_CHARS)])
     price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])
     currency = models.CharField(max_length=3, default="USD", validators=[
         RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD."),

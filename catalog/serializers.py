@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from catalog.categories import UnknownCategory, category_by_slug, category_list, category_paths
 from catalog.models import POSITION_MAX, Category, Product, ProductImage
@@ -128,10 +129,18 @@ class CategorySlugField(serializers.SlugRelatedField):
             raise serializers.ValidationError(str(error)) from None
 
 
+class _OmittableBoolean(serializers.BooleanField):
+    """A boolean that, left out of a form-encoded body, is left out, as in JSON. DRF's own reads a missing form
+    field as an unticked box, False: a product created, or replaced with PUT, as form data came out inactive."""
+
+    default_empty_html = empty
+
+
 class ProductWriteSerializer(serializers.ModelSerializer):
     """What staff send to create or change a product; catalog.services does the writing."""
 
     category = CategorySlugField(help_text="The category's slug.")
+    active = _OmittableBoolean(required=False, help_text="Shown to shoppers; true when a new product leaves it out.")
     price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
 

@@ -101,16 +101,33 @@ def product_create(
         description=description, active=active,
     )
     product.full_clean()
-    product.save()
+    _product_saved(product)
     return product
 
 
 def product_update(*, product: Product, **fields) -> Product:
-    for name, value in fields.items():
-        setattr(product, name, value)
-    product.full_clean()
-    product.save()
-    return product
+    """Change these fields of ``product``, and only these: its row is locked and read afresh, so a field another
+    writer changed meanwhile (an import's new price) is not written back as it was when ``product`` was read."""
+    with transaction.atomic():
+        current = Product.objects.select_for_update().get(pk=product.pk)
+        for name, value in fields.items():
+            setattr(current, name, value)
+        current.full_clean()
+        _product_saved(current, fields=[*fields, "updated_at"])
+    for name in (*fields, "updated_at"):
+        setattr(product, name, getattr(current, name))
+    return current
+
+
+def _product_saved(product: Product, *, fields: list[str] | None = None) -> None:
+    """Save, a SKU taken since full_clean checked it (another request, an import) being a field error too."""
+    try:
+        with transaction.atomic():
+            product.save(update_fields=fields)
+    except IntegrityError:
+        if Product.objects.filter(sku=product.sku).exclude(pk=product.pk).exists():
+            raise ValidationError({"sku": ["Product with this SKU already exists."]}) from None
+        raise
 
 
 @dataclass

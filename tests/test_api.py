@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from urllib.parse import urlencode
+
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -382,6 +384,30 @@ def test_staff_create_and_update_a_product(staff_api, shelf):
     assert response.status_code == 200, response.content
     product.refresh_from_db()
     assert (product.price, product.active, product.title) == (Decimal("199.50"), False, "New sofa")
+
+
+@pytest.mark.parametrize("body", ["multipart", "urlencoded"])
+def test_a_product_sent_as_form_data_without_active_is_active_and_stays_so(staff_api, shelf, body):
+    """A form body leaves out a boolean as an unticked box: the product was created inactive, and a PUT without the
+    field hid a shown product from shoppers."""
+    encode = {"multipart": {"format": "multipart"},
+              "urlencoded": {"data": urlencode(NEW_PRODUCT), "content_type": "application/x-www-form-urlencoded"}}
+    created = staff_api.post(PRODUCTS, **({"data": NEW_PRODUCT} | encode[body]))
+    assert created.status_code == 201, created.content
+    assert created.json()["active"] is True
+    replaced = {**NEW_PRODUCT, "title": "Newer sofa"}
+    encode["urlencoded"]["data"] = urlencode(replaced)
+    response = staff_api.put(f"{PRODUCTS}NEW-1/", **({"data": replaced} | encode[body]))
+    assert response.status_code == 200, response.content
+    assert response.json()["active"] is True and response.json()["title"] == "Newer sofa"
+
+
+def test_a_description_too_long_for_the_search_index_is_a_400(staff_api, shelf):
+    """A few MB of words made a search document PostgreSQL refuses: a 500."""
+    words = " ".join(f"word{n}" for n in range(20_000))  # 188,890 characters
+    response = staff_api.patch(f"{PRODUCTS}SOFA-1/", {"description": words}, format="json")
+    assert response.status_code == 400 and "description" in response.json()
+    assert len(Product.objects.get(sku="SOFA-1").description) < 1000  # as it was
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import DataError, transaction
 
 from catalog import services
-from catalog.models import POSITION_MAX, Category, EmbeddingStatus, ProductImage
+from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from tests.factories import uploaded_image
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +44,34 @@ def test_a_category_path_deeper_than_the_limit_is_refused():
     with pytest.raises(ValueError, match=f"at most {services.CATEGORY_DEPTH_MAX} levels"):
         services.category_get_or_create_path(path=" > ".join(["a"] * (services.CATEGORY_DEPTH_MAX + 1)))
     assert not Category.objects.exists()
+
+
+def test_an_update_writes_only_its_own_fields_over_what_another_writer_changed(product):
+    """The API changes a product read at the start of its request: a plain save wrote every column back, the
+    price an import had set meanwhile included."""
+    stale = Product.objects.get(pk=product.pk)
+    Product.objects.filter(pk=product.pk).update(price=99)  # another writer, after the read
+    services.product_update(product=stale, title="Renamed")
+    product.refresh_from_db()
+    assert (product.title, product.price) == ("Renamed", 99)
+    assert stale.title == "Renamed"
+
+
+def test_a_sku_taken_between_the_check_and_the_save_is_a_field_error(product, monkeypatch):
+    """Two creates of one SKU at once (a client retrying after a timeout): the second's insert broke the unique
+    constraint after its check had passed, a 500."""
+    check = Product.full_clean
+
+    def check_then_taken(self, *args, **kwargs):
+        check(self, *args, **kwargs)
+        if self.pk is None and not Product.objects.filter(sku=self.sku).exists():
+            Product.objects.create(sku=self.sku, title="First", category=product.category, price=1)
+
+    monkeypatch.setattr(Product, "full_clean", check_then_taken)
+    with pytest.raises(ValidationError) as raised:
+        services.product_create(sku="RACE-1", title="Second", category=product.category, price="1")
+    assert raised.value.message_dict == {"sku": ["Product with this SKU already exists."]}
+    assert list(Product.objects.filter(sku="RACE-1").values_list("title", flat=True)) == ["First"]
 
 
 def test_image_add_records_size_hash_and_queues_embedding_on_commit(product, django_capture_on_commit_callbacks):
