@@ -10,9 +10,10 @@ def test_healthz_reports_database_and_broker(client):
     assert "no-cache" in response["Cache-Control"]
 
 
-def test_healthz_is_503_when_the_broker_is_unreachable(client, settings):
+def test_healthz_reports_the_broker_down_without_taking_the_site_out(client, settings):
+    """The shop browses and searches without Redis and keeps uploads for later: a 503 had a load balancer take
+    every web node out (or restart them) for one degraded feature."""
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["broker"] == "down"
-    assert response.json()["database"] == "ok"
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "database": "ok", "broker": "down"}
