@@ -12,7 +12,8 @@ aliases ``replica_1``, ``replica_2``, ... The rule, and why it is this way round
   GET or HEAD, or one of ``READ_ONLY_POSTS`` (the photo searches send the photo by POST but write nothing);
   never under /admin/; never from a client that wrote within ``DATABASE_REPLICA_STICKY_SECONDS`` (a cookie set on
   the answer to any request that wrote), so the admin's own pages, the import's summary and a page opened right
-  after a write read the primary, where that write is.
+  after a write read the primary, where that write is; never with credentials (an API token), whose programs
+  seldom keep that cookie.
 - **One server per request.** A request's reads all go to the replica picked at its first read. A write moves
   the rest of the request to the primary (and sets the cookie); so does a read inside a transaction on the primary,
   which may be part of a write (``select_for_update``, read-modify-write in a service).
@@ -190,6 +191,9 @@ class ReplicaRoutingMiddleware:
             (request.method in SAFE_METHODS or state.read_only_post)
             and not request.path_info.startswith(ADMIN_PREFIX)
             and STICKY_COOKIE not in request.COOKIES
+            # A client with credentials (an API token) is staff's program, which seldom keeps cookies: its read right
+            # after its own write must find it. Shoppers send none.
+            and "HTTP_AUTHORIZATION" not in request.META
             and not state.wrote
         )
         return None

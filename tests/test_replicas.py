@@ -127,6 +127,13 @@ def test_a_write_goes_to_the_primary_and_so_do_that_clients_next_reads(replica_a
         assert APIClient().get("/p/NEW-1/").status_code == 200
     assert queries.on(REPLICA, '"catalog_product"')
 
+    # A script with the token and no cookie jar (curl), reading what it just wrote: the primary too.
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=admin_user).key}")
+    with Queries() as queries:
+        assert script.get("/api/v1/products/NEW-1/").status_code == 200
+    assert queries.on("default", '"catalog_product"') and not queries.on(REPLICA)
+
 
 def test_the_admin_reads_the_primary(replica_alias, catalog, admin_client):
     replica_alias()
