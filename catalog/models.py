@@ -10,6 +10,10 @@ from django.urls import reverse
 from catalog.images import BROWSER_EXTENSIONS
 
 
+# What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
+CATEGORY_PATH_SEPARATOR = ">"
+
+
 class Category(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=140, unique=True)
@@ -33,6 +37,15 @@ class Category(models.Model):
 
     def clean(self):
         super().clean()
+        # A name with the separator reads as two levels ("Tables > Outdoor"), and an import of that path would
+        # build another branch beside it; one differing from a sibling's in case only is that sibling to an import.
+        if CATEGORY_PATH_SEPARATOR in (self.name or ""):
+            raise ValidationError({"name": f"A category name cannot contain '{CATEGORY_PATH_SEPARATOR}', which "
+                                           "separates the levels of a category path."}, code="separator")
+        siblings = Category.objects.filter(parent_id=self.parent_id, name__iexact=self.name).exclude(pk=self.pk)
+        if self.name and siblings.exists():
+            raise ValidationError({"name": f"There is already a category {siblings.first().name!r} here."},
+                                  code="duplicate_name")
         # The database refuses a cycle too (migration 0005's trigger); this says so in words, on the form.
         if self.parent_id is not None and self.pk is not None:
             if category_is_below(category_id=self.parent_id, ancestor_id=self.pk):

@@ -19,12 +19,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
-from catalog.models import POSITION_MAX, Category, Product, ProductImage
+from catalog.models import CATEGORY_PATH_SEPARATOR, POSITION_MAX, Category, Product, ProductImage
 from catalog.page_cache import catalog_changed
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
-PATH_SEPARATOR = ">"
+PATH_SEPARATOR = CATEGORY_PATH_SEPARATOR
 # Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
 # create thousands of categories and make every page that shows a path walk them.
 CATEGORY_DEPTH_MAX = 10

@@ -7,6 +7,7 @@ forced in with the trigger disabled, under a statement timeout, so a walk that l
 
 from __future__ import annotations
 
+import html
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Case, Value, When
 from django.test import Client
+from django.urls import reverse
 
 from catalog.categories import category_ancestors, category_descendant_ids, category_paths, category_tree
 from catalog.models import Category
@@ -68,6 +70,20 @@ def test_full_clean_refuses_a_category_under_itself(chain):
     with pytest.raises(ValidationError) as refused:
         home.full_clean()
     assert "A category cannot be placed under itself or one of its own subcategories." in refused.value.messages
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("Tables > Outdoor", "A category name cannot contain '>', which separates the levels of a category path."),
+    ("sofas", "There is already a category 'Sofas' here."),
+])
+def test_the_admin_refuses_a_name_an_import_would_read_otherwise(chain, admin_client, name, message):
+    """'Tables > Outdoor' showed as a path of two levels, and an import of it built another branch; 'sofas' beside
+    'Sofas' is that category to an import."""
+    _, furniture, _ = chain
+    response = admin_client.post(reverse("admin:catalog_category_add"),
+                                 {"name": name, "slug": "new-one", "parent": furniture.pk})
+    assert response.status_code == 200 and message in html.unescape(response.content.decode())
+    assert not Category.objects.filter(slug="new-one").exists()
 
 
 def test_full_clean_accepts_a_move_within_the_tree(chain):
