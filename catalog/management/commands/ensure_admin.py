@@ -1,5 +1,6 @@
 """Create the local admin account once and print how to log in (used by `bin/lookalike run`)."""
 
+import os
 import secrets
 
 from django.contrib.auth import get_user_model
@@ -15,14 +16,17 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args, username, **options):
-        password_file = STATE_DIR / "admin-password"
+        password_file = STATE_DIR / f"{username}-password"
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
-            user_model.objects.create_superuser(username=username, email="", password=password)
+            user = user_model.objects.create_superuser(username=username, email="", password=password)
             STATE_DIR.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(password)
-            password_file.chmod(0o600)
-        password = password_file.read_text().strip() if password_file.exists() else "(the password you set)"
+            # Created readable by its owner only: it holds a password.
+            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+                handle.write(password)
+        stored = password_file.read_text().strip() if password_file.exists() else ""
+        # Printed only while it is the account's password: not once it was changed, nor for another account.
+        password = stored if stored and user.check_password(stored) else "(the password you set)"
         self.stdout.write(f"Admin: /admin/  user: {username}  password: {password}")

@@ -1,0 +1,44 @@
+"""`manage.py ensure_admin`, which `bin/lookalike run` calls: the local admin account and its password."""
+
+import io
+import stat
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    from catalog.management.commands import ensure_admin
+
+    monkeypatch.setattr(ensure_admin, "STATE_DIR", tmp_path)
+    return tmp_path
+
+
+def _said(**options) -> str:
+    out = io.StringIO()
+    call_command("ensure_admin", stdout=out, **options)
+    return out.getvalue()
+
+
+def test_the_admin_is_created_once_and_its_password_printed_only_while_it_holds(state_dir):
+    first = _said()
+    password = first.split("password: ")[1].strip()
+    assert get_user_model().objects.get(username="admin").check_password(password)
+    assert stat.S_IMODE((state_dir / "admin-password").stat().st_mode) == 0o600
+    assert _said() == first  # the same account, the same words
+
+    user = get_user_model().objects.get(username="admin")
+    user.set_password("changed in the admin")
+    user.save()
+    assert "password: (the password you set)" in _said()  # not the old one, which no longer works
+
+
+def test_another_accounts_password_is_never_printed_for_it(state_dir):
+    admin_password = _said().split("password: ")[1].strip()
+    get_user_model().objects.create_user("bob", password="bob's own")
+    said = _said(username="bob")
+    assert admin_password not in said and "password: (the password you set)" in said
