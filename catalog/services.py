@@ -432,14 +432,14 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
 
 
 def stored_files_delete(names: Iterable[str]) -> None:
-    """Delete the files a rolled-back write had stored (``products_with_photos_upsert``'s ``stored``): the rows are
-    gone with the transaction, so must their files be."""
+    """Delete photo files from storage: those a rolled-back write had stored (``products_with_photos_upsert``'s
+    ``stored``: the rows are gone with the transaction, so must their files be), or those a committed change
+    replaced or deleted."""
     storage = ProductImage._meta.get_field("file").storage
     for name in names:
         storage.delete(name)
 
 
 def _files_delete_on_commit(names: list[str]) -> None:
-    storage = ProductImage._meta.get_field("file").storage
     names = [name for name in names if name]  # bound now; images loaded in bulk may have no thumbnail
-    transaction.on_commit(lambda: [storage.delete(name) for name in names])
+    transaction.on_commit(lambda: stored_files_delete(names))
