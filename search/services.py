@@ -267,12 +267,12 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
     searchable before the switch, and stay so if a failure holds it. Nothing is marked: the photos' status is the
     configured space's. Best effort: where the active space's model cannot run, they wait for the switch."""
     from search.query import embedder_for_model
+    from search.selectors import search_space_model
 
-    active = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", flat=True).first()
-    if active is None or active == building:
+    active = search_space_model()  # the configured model's on a new install: then nothing is being built
+    if active == building:
         return
-    present = ImageEmbedding.objects.filter(model=active, image_id=OuterRef("pk"))
-    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(~Exists(present)).only("pk", "file"))
+    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(_no_vector_in(active)).only("pk", "file"))
     if not images:
         return
     try:
@@ -461,16 +461,19 @@ def embedding_space_sync() -> EmbeddingSpace:
 
 def _unembedded_requeue(*, model: str) -> int:
     """Mark pending again the images, not failed, that have no vector in ``model``; returns how many."""
-    present = ImageEmbedding.objects.filter(model=model, image_id=OuterRef("pk"))
-    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(~Exists(present))
+    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(_no_vector_in(model))
             .update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None))
 
 
 def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
     """How many images that have a vector in ``searchable_in`` have none in ``model``."""
-    # NOT EXISTS: an anti-join, where NOT IN over a million ids outgrows work_mem and compares row by row.
-    present = ImageEmbedding.objects.filter(model=model, image_id=OuterRef("image_id"))
-    return ImageEmbedding.objects.filter(model=searchable_in).filter(~Exists(present)).count()
+    return ImageEmbedding.objects.filter(model=searchable_in).filter(_no_vector_in(model, image="image_id")).count()
+
+
+def _no_vector_in(model: str, *, image: str = "pk"):
+    """A filter: the image (the row's ``image`` field) has no vector in space ``model``. NOT EXISTS, an anti-join,
+    where NOT IN over a million ids outgrows work_mem and compares row by row."""
+    return ~Exists(ImageEmbedding.objects.filter(model=model, image_id=OuterRef(image)))
 
 
 def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:
