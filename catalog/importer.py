@@ -146,18 +146,26 @@ class _Lines:
             self.line += 1
             if len(raw) > LINE_MAX_BYTES:
                 raise _Unreadable(f"line {self.line} is longer than {LINE_MAX_BYTES // (1024 * 1024)} MB")
-            if self.line == 1 and raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports start with one
-                raw = raw[len(codecs.BOM_UTF8):]
-            if self.line == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                raise _Unreadable("the file is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in a spreadsheet)")
-            if self.line == 1 and b"\r" in raw.rstrip(b"\r\n"):  # would be read as one line, the whole file
-                raise _Unreadable("the lines end with a carriage return alone (an old Mac export); save the file "
-                                  "with Windows or Unix line endings")
+            if self.line == 1:
+                raw = _first_line_checked(raw)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:
                 self.bad_lines.add(self.line)
                 yield raw.decode("utf-8", "replace")
+
+
+def _first_line_checked(raw: bytes) -> bytes:
+    """The file's first line without the byte-order mark spreadsheets write; raises _Unreadable for encodings and
+    line endings the reader cannot take."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _Unreadable("the file is UTF-16 text; save it as UTF-8 (\"CSV UTF-8\" in a spreadsheet)")
+    if b"\r" in raw.rstrip(b"\r\n"):  # would be read as one line, the whole file
+        raise _Unreadable("the lines end with a carriage return alone (an old Mac export); save the file with "
+                          "Windows or Unix line endings")
+    return raw
 
 
 class _Unreadable(Exception):
