@@ -13,7 +13,9 @@ from catalog.services import (
     product_image_delete,
     product_image_update,
     product_images_add,
+    product_create,
     product_images_reembed,
+    product_update,
     products_delete,
 )
 
@@ -140,8 +142,19 @@ class CategoryAdmin(admin.ModelAdmin):
         return obj.num_products
 
 
+class ProductForm(forms.ModelForm):
+    """Renders what the admin saw beside each field, so that ``changed_data`` names only the fields they edited:
+    a price an import set while the page was open is not written back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.show_hidden_initial = True
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm
     list_display = ["cover", "sku", "title", "category", "price", "currency", "active", "images_ready", "updated_at"]
     list_display_links = ["cover", "sku", "title"]
     list_filter = ["active", ("category", admin.RelatedOnlyFieldListFilter), "images__embedding_status"]
@@ -170,6 +183,17 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="Embedded")
     def images_ready(self, obj):
         return f"{obj.num_ready}/{obj.num_images}"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            if form.changed_data:
+                product_update(product=obj, **{name: form.cleaned_data[name] for name in form.changed_data})
+            return
+        product = product_create(**form.cleaned_data)
+        # The admin adds the photos to, logs and redirects with ``obj``: make it the stored product.
+        obj.pk = product.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not ProductImage:

@@ -345,3 +345,22 @@ def test_a_photo_deleted_in_the_admin_takes_its_files_along(
     assert response.status_code == 302, response.content[:3000]
     assert not ProductImage.objects.exists()
     assert not any(_stored(media_root, name) for name in files)
+
+
+def test_a_product_edited_in_the_admin_keeps_a_price_set_while_its_page_was_open(admin_client, product):
+    from catalog.services import product_update
+
+    page = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk])).content.decode()
+    seen = dict(re.findall(r'<input type="hidden" name="(initial-[a-z]+)" value="([^"]*)"', page))  # as shown
+    product_update(product=Product.objects.get(pk=product.pk), price="5.00")  # an import, meanwhile
+
+    data = _product_form(product.category, sku=product.sku, title="Renamed", price=str(product.price),
+                         currency=product.currency, description=product.description, **seen)
+    data.update({"images-TOTAL_FORMS": "0"})
+    if not product.active:
+        del data["active"]
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 302, response.content[:2000]
+    product.refresh_from_db()
+    assert (product.title, str(product.price)) == ("Renamed", "5.00")
