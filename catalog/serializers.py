@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from catalog.categories import UnknownCategory, category_by_slug, category_list, category_paths
+from catalog.categories import UnknownCategory, category_by_slug, category_paths
 from catalog.models import POSITION_MAX, Category, Product, ProductImage
 from catalog.page_cache import kept_per_catalog_version
 
@@ -114,11 +114,8 @@ class CategorySlugField(serializers.SlugRelatedField):
     """A category given by its slug: looked up by catalog.categories.category_by_slug, which words the error."""
 
     def __init__(self, **kwargs):
-        # Names the model for the OpenAPI schema only; choices (the browsable API's form) come from get_queryset.
+        # Names the model for the OpenAPI schema only: to_internal_value looks the slug up.
         super().__init__(slug_field="slug", queryset=Category.objects.none(), **kwargs)
-
-    def get_queryset(self):
-        return category_list()
 
     def to_internal_value(self, data) -> Category:
         if not isinstance(data, str):

@@ -101,8 +101,8 @@ class ApiJsonErrorsMiddleware:
     debug page), and the requests it refuses as suspicious when they are parsed: more than
     DATA_UPLOAD_MAX_NUMBER_FIELDS fields or parameters, more than DATA_UPLOAD_MAX_NUMBER_FILES files, a body over
     DATA_UPLOAD_MAX_MEMORY_SIZE. Those reach process_exception (their type decides 400 or 413); whatever else
-    comes back as a non-JSON error is replaced here. DRF's own answers (JSON, or the browsable API's HTML when a
-    browser asks for it) are left alone.
+    comes back as a non-JSON error is replaced here. DRF's own answers (JSON: it has no other renderer) are left
+    alone.
     """
 
     def __init__(self, get_response):

@@ -92,3 +92,13 @@ def test_a_crash_is_a_json_500(client):
 def test_drf_errors_stay_as_drf_words_them(client):
     assert _json(client.delete("/api/v1/search/"), 405) == {"detail": 'Method "DELETE" not allowed.'}
     assert _json(client.get("/api/v1/products/NOPE/"), 404) == {"detail": "No such product."}
+
+
+def test_a_browser_gets_json_from_the_api_errors_included(client, product):
+    browser = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    assert _json(client.get("/api/v1/products/NO-SUCH-SKU/", **browser), 404) == {"detail": "No such product."}
+    assert _json(client.get("/api/v1/categories/?page=99", **browser), 404)["detail"] == "Invalid page."
+    assert _json(client.post("/api/v1/products/", {}, **browser), 401)["detail"].startswith("Authentication")
+    listed = client.get("/api/v1/products/", **browser)
+    assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
+    assert listed.json()["results"][0]["sku"] == product.sku

@@ -223,6 +223,9 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 
 REST_FRAMEWORK = {
+    # JSON only, whatever the client accepts: every answer under /api/, errors included, is JSON. Browsers get
+    # the OpenAPI docs at /api/v1/docs/ instead of DRF's browsable pages.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 24,
     # Token first: an anonymous write then gets 401 with a WWW-Authenticate header rather than 403.
