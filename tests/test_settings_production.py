@@ -6,6 +6,7 @@ operator would give it (this session's real PostgreSQL and Redis URLs).
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,15 @@ def test_missing_variable_fails_fast_naming_it(tmp_path, name, value):
     assert name in last_line
     # Fail fast: before base settings fall back to starting the embedded PostgreSQL and Valkey.
     assert not (tmp_path / "state").exists()
+
+
+def test_a_database_server_that_does_not_answer_fails_the_connection_instead_of_holding_it(tmp_path):
+    connect = "import django; django.setup(); from django.db import connection; connection.ensure_connection()"
+    with socket.socket() as silent:  # the kernel accepts the connection; no server ever answers on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        env = production_env(tmp_path, DATABASE_URL=f"postgres://shop:secret@127.0.0.1:{silent.getsockname()[1]}/shop",
+                             DATABASE_CONNECT_TIMEOUT="1")
+        result = subprocess.run([sys.executable, "-c", connect], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode != 0 and "timeout expired" in result.stderr, result.stderr[-2000:]

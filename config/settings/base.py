@@ -68,17 +68,23 @@ TEMPLATES = [
 DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
 
 
-def _database(url: str) -> dict:
+def _database(url: str, *, connect_timeout: int) -> dict:
     config = env.db_url_config(url)
+    options = config.setdefault("OPTIONS", {})
     # A Unix-socket directory given as ?host=... belongs in HOST, where Django and its tools look for it.
-    if "host" in config.get("OPTIONS", {}):
-        config["HOST"] = config["OPTIONS"].pop("host")
+    if "host" in options:
+        config["HOST"] = options.pop("host")
+    # A server that does not answer (a network partition drops the packets) fails the connection after this many
+    # seconds instead of holding the request, or /healthz, for as long as TCP retries. The URL's own
+    # ?connect_timeout= wins.
+    options.setdefault("connect_timeout", connect_timeout)
     config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
 
-DATABASES = {"default": _database(DATABASE_URL)}
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+DATABASES = {"default": _database(DATABASE_URL, connect_timeout=DATABASE_CONNECT_TIMEOUT)}
 # Read replicas (streaming standbys of DATABASE_URL), comma-separated: shopper reads go to them, everything else to
 # the primary (config/db_router.py says which and why). Empty: one database server.
 DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
@@ -88,8 +94,7 @@ DATABASE_REPLICA_RETRY_SECONDS = env.float("DATABASE_REPLICA_RETRY_SECONDS", def
 # After a request that wrote, the same browser reads the primary this long (longer than the replicas' lag).
 DATABASE_REPLICA_STICKY_SECONDS = env.int("DATABASE_REPLICA_STICKY_SECONDS", default=10)
 for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
-    _replica = _database(_url)
-    _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_REPLICA_CONNECT_TIMEOUT)
+    _replica = _database(_url, connect_timeout=DATABASE_REPLICA_CONNECT_TIMEOUT)
     _replica["TEST"] = {"MIRROR": "default"}  # test runs create no database on a replica: it mirrors the primary
     DATABASES[f"replica_{_number}"] = _replica
 DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
