@@ -552,6 +552,8 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
             colours = []
         # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
         done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
+    if done:
+        catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
     return done
 
 

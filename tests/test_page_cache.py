@@ -113,8 +113,19 @@ def test_a_product_page_cached_before_its_photo_was_embedded_is_retired_by_the_v
 def test_deleting_a_photo_retires_cached_pages(client, catalog):
     chair = catalog["CHAIR-1"]
     url = chair.get_absolute_url()
-    client.get(url)
-    ProductImage.objects.filter(product=chair).delete()
+    assert client.get(url)["X-Cache"] == "miss" and client.get(url)["X-Cache"] == "hit"
+    services.product_image_delete(image=chair.images.get())
+    assert client.get(url)["X-Cache"] == "miss"
+
+
+def test_colours_filled_in_by_the_sweep_retire_cached_pages(client, catalog):
+    """The backfill's bulk update sends no signal; its colours change the product page's "other colours"."""
+    from search.services import image_colours_backfill
+
+    ProductImage.objects.update(colours=None)  # as photos embedded before colours existed
+    url = catalog["TEE-1"].get_absolute_url()
+    assert client.get(url)["X-Cache"] == "miss" and client.get(url)["X-Cache"] == "hit"
+    assert image_colours_backfill() == len(catalog)
     assert client.get(url)["X-Cache"] == "miss"
 
 
