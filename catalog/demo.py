@@ -31,9 +31,9 @@ from catalog.services import (
     LoadSummary,
     ProductWithPhotos,
     category_get_or_create_path,
+    files_deleted_on_failure,
     image_prepare,
     products_with_photos_upsert,
-    stored_files_delete,
 )
 from config.embedded import STATE_DIR
 
@@ -366,14 +366,10 @@ def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
             "currency": item.currency, "category": category,
         }
         photos = [_DemoPhoto(path) for path in item.images]
-        stored: list[str] = []
-        try:
+        with files_deleted_on_failure() as stored:
             (result,) = products_with_photos_upsert(
                 items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=stored
             )
-        except BaseException:  # a refused photo, Ctrl-C, the database: the product's files go with its rows
-            stored_files_delete(stored)
-            raise
         summary.count(result.outcome, result.images_added)
     return summary
 

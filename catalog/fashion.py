@@ -32,8 +32,8 @@ from catalog.services import (
     PreparedImage,
     ProductWithPhotos,
     category_get_or_create_path,
+    files_deleted_on_failure,
     products_with_photos_upsert,
-    stored_files_delete,
 )
 
 DEFAULT_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -201,12 +201,8 @@ def _batch_load(*, items: list, categories: list[Category], summary: LoadSummary
         sku = fields.pop("sku")
         batch.append(ProductWithPhotos(sku=sku, fields={**fields, "category": categories[label]},
                                        photos=[_FashionPhoto(sku=sku, pixels=pixels)]))
-    stored: list[str] = []
-    try:
+    with files_deleted_on_failure() as stored:
         results = products_with_photos_upsert(items=batch, stored=stored)  # one transaction a batch
-    except BaseException:
-        stored_files_delete(stored)
-        raise
     for result in results:
         summary.count(result.outcome, result.images_added)
 

@@ -39,16 +39,16 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from catalog.models import Category, Product, ProductImage
 from catalog.services import (
     CATEGORY_DEPTH_MAX,
-    PATH_SEPARATOR,
     LoadSummary,
+    PATH_SEPARATOR,
     PhotoRefused,
     PreparedImage,
+    ProductWithPhotos,
     category_get_or_create_path,
     category_path_names,
+    files_deleted_on_failure,
     image_prepare,
-    ProductWithPhotos,
     products_with_photos_upsert,
-    stored_files_delete,
 )
 from catalog.signals import bulk_load_announced
 
@@ -447,10 +447,9 @@ def catalog_rows_import(
 ) -> list[tuple[str, int]]:
     """``catalog_row_import`` for several rows of distinct SKUs in one transaction: all of them or none (then no
     stored file is left behind). Raises RowError for a refused photo, without saying which row it was."""
-    stored: list[str] = []
     found: dict[str, Category] = {}
     try:
-        with transaction.atomic():
+        with files_deleted_on_failure() as stored, transaction.atomic():
             products = []
             for item, photos_ahead in zip(items, prepared, strict=True):
                 category_path = item.category_path
@@ -466,11 +465,7 @@ def catalog_rows_import(
                 products.append(ProductWithPhotos(sku=item.sku, fields=fields, photos=photos))
             results = products_with_photos_upsert(items=products, stored=stored)
     except PhotoRefused as error:
-        stored_files_delete(stored)
         raise RowError(str(error)) from None
-    except BaseException:
-        stored_files_delete(stored)
-        raise
     categories.update(found)  # only now: a rolled-back category must not be reused
     return [(result.outcome, result.images_added) for result in results]
 

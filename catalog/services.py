@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol
@@ -193,7 +194,8 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
     until the caller's transaction ends, so two loads of one SKU cannot both add a photo; one that another
     transaction creates meanwhile is updated instead (see ``_products_lock_or_create``). The photos are
     announced together (``photos_added``: one embedding task per 32). Appends the names of the files it stores
-    to ``stored``, for the caller to delete if its transaction rolls back. Raises PhotoRefused, ValidationError.
+    to ``stored``, which callers take from ``files_deleted_on_failure`` around their transaction. Raises
+    PhotoRefused, ValidationError.
     """
     products, created = _products_lock_or_create(items)
     changed = _products_update(items, products, created)
@@ -218,8 +220,7 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
             except ValidationError as error:
                 raise PhotoRefused(photo, error) from None
             image = ProductImage(product=product, position=position + added)
-            _image_file_store(image, prepared)
-            stored.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+            _image_file_store(image, prepared, stored)
             images.append(image)
             known.add(digest)
             added += 1
@@ -347,17 +348,13 @@ def product_images_add(
     """
     last = product.images.aggregate(last=Max("position"))["last"]
     following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
-    images, stored = [], []
-    try:
+    images = []
+    with files_deleted_on_failure() as stored:
         for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
             image = ProductImage(product=product, position=next(following) if position is None else position)
-            _image_file_store(image, item)
-            stored.extend(name for name in (image.file.name, image.thumbnail.name) if name)
+            _image_file_store(image, item, stored)
             image.save()
             images.append(image)
-    except BaseException:
-        stored_files_delete(stored)
-        raise
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
 
@@ -376,7 +373,8 @@ def product_image_update(
     vectors), move it to another product, or renumber it. What is not given stays.
 
     A photo's vector rows follow it to another product in the database itself (search migration 0003), so bulk
-    updates are as safe as this. Replaced files are deleted once the transaction commits.
+    updates are as safe as this. Replaced files are deleted once the transaction commits; new ones at once if the
+    row cannot be written.
     """
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
     if product is not None:
@@ -384,9 +382,10 @@ def product_image_update(
     if position is not None:
         image.position = position
     replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
-    if replaced:
-        _image_file_store(image, prepared or image_prepare(file))
-    image.save()
+    with files_deleted_on_failure() as stored:
+        if replaced:
+            _image_file_store(image, prepared or image_prepare(file), stored)
+        image.save()
     if replaced:
         photo_files_changed.send(sender=ProductImage, image_ids=[image.pk], on_not_queued=on_not_queued)
         _files_delete_on_commit(replaced)
@@ -422,19 +421,34 @@ def product_images_reembed(*, image_ids: Iterable[int], on_not_queued: Callable[
     return len(image_ids)
 
 
-def _image_file_store(image: ProductImage, prepared: PreparedImage) -> None:
+def _image_file_store(image: ProductImage, prepared: PreparedImage, stored: list[str]) -> None:
+    """Store the photo's file and thumbnail (the row is not saved), appending their names to ``stored``."""
     info = prepared.info
     image.width, image.height, image.content_hash = info.width, info.height, info.sha256
     # Stored, and later served, under the extension of what it decodes as, never the name it came with.
     image.file.save(image_file_name(prepared.file.name, info.format), prepared.file, save=False)
+    stored.append(image.file.name)
     if prepared.thumbnail is not None:
         image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
+        stored.append(image.thumbnail.name)
+
+
+@contextmanager
+def files_deleted_on_failure() -> Iterator[list[str]]:
+    """A list for the names of the files a write stores, deleted again if the write fails (a refused photo, the
+    database, Ctrl-C): its rows are gone with the transaction, so must their files be. Put it around the
+    transaction."""
+    stored: list[str] = []
+    try:
+        yield stored
+    except BaseException:
+        stored_files_delete(stored)
+        raise
 
 
 def stored_files_delete(names: Iterable[str]) -> None:
-    """Delete photo files from storage: those a rolled-back write had stored (``products_with_photos_upsert``'s
-    ``stored``: the rows are gone with the transaction, so must their files be), or those a committed change
-    replaced or deleted."""
+    """Delete photo files from storage: those of a failed write (``files_deleted_on_failure``), or those a committed
+    change replaced or deleted."""
     storage = ProductImage._meta.get_field("file").storage
     for name in names:
         storage.delete(name)

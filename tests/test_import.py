@@ -487,11 +487,11 @@ def test_an_import_stopped_by_sigterm_leaves_no_photo_file_without_its_row(db, s
 
     store, calls = services._image_file_store, []
 
-    def terminated_at_the_second_photo(image, prepared):
+    def terminated_at_the_second_photo(image, prepared, stored):
         calls.append(image)
         if len(calls) == 2:  # the batch's first photo and its thumbnail lie on disk
             os.kill(os.getpid(), signal.SIGTERM)
-        store(image, prepared)
+        store(image, prepared, stored)
 
     previous = signal.signal(signal.SIGTERM, tests_own_handler)
     monkeypatch.setattr(services, "_image_file_store", terminated_at_the_second_photo)

@@ -106,6 +106,16 @@ def test_files_stored_for_a_photo_whose_row_cannot_be_written_are_deleted(produc
     assert not any(p.is_file() for p in media_root.rglob("*"))
 
 
+def test_files_stored_for_a_replaced_photo_whose_row_cannot_be_written_are_deleted(product, media_root):
+    image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+    kept = {p for p in media_root.rglob("*") if p.is_file()}
+    with pytest.raises(DataError), transaction.atomic():
+        services.product_image_update(image=image, file=uploaded_image(size=(300, 400)), position=POSITION_MAX + 1)
+    image.refresh_from_db()
+    assert (image.width, image.height) == (400, 300)
+    assert {p for p in media_root.rglob("*") if p.is_file()} == kept
+
+
 @pytest.mark.parametrize(
     "upload",
     [
