@@ -1,3 +1,5 @@
+import unicodedata
+
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
@@ -12,6 +14,12 @@ from catalog.images import BROWSER_EXTENSIONS
 
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
+
+
+def category_name_normalized(name: str) -> str:
+    """A category name as it is stored, however it is written (the admin, an import's path): Unicode NFC, runs of
+    white space as one space, none around. Two spellings of a name then find the same category."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
 
 
 class Category(models.Model):
@@ -37,6 +45,7 @@ class Category(models.Model):
 
     def clean(self):
         super().clean()
+        self.name = category_name_normalized(self.name or "")
         # A name with the separator reads as two levels ("Tables > Outdoor"), and an import of that path would
         # build another branch beside it; one differing from a sibling's in case only is that sibling to an import.
         if CATEGORY_PATH_SEPARATOR in (self.name or ""):

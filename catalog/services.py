@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,14 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
-from catalog.models import CATEGORY_PATH_SEPARATOR, POSITION_MAX, Category, Product, ProductImage
+from catalog.models import (
+    CATEGORY_PATH_SEPARATOR,
+    POSITION_MAX,
+    Category,
+    Product,
+    ProductImage,
+    category_name_normalized,
+)
 from catalog.page_cache import catalog_changed
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
@@ -53,9 +59,9 @@ def category_get_or_create_path(*, path: str) -> Category:
 
 
 def category_path_names(path: str) -> list[str]:
-    """The names of a path like ``Home > Furniture > Sofas``, each as it is stored: Unicode NFC, runs of white space
-    as one space, none around (an empty level is an empty name)."""
-    return [" ".join(unicodedata.normalize("NFC", part).split()) for part in path.split(PATH_SEPARATOR)]
+    """The names of a path like ``Home > Furniture > Sofas``, each as it is stored (an empty level is an empty
+    name)."""
+    return [category_name_normalized(part) for part in path.split(PATH_SEPARATOR)]
 
 
 def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:

@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from catalog.categories import category_ancestors, category_descendant_ids, category_paths, category_tree
 from catalog.models import Category
+from catalog.services import category_get_or_create_path
 from tests.factories import CategoryFactory, ProductFactory
 from tests.support import until_someone_waits_for_a_lock
 
@@ -84,6 +85,18 @@ def test_the_admin_refuses_a_name_an_import_would_read_otherwise(chain, admin_cl
                                  {"name": name, "slug": "new-one", "parent": furniture.pk})
     assert response.status_code == 200 and message in html.unescape(response.content.decode())
     assert not Category.objects.filter(slug="new-one").exists()
+
+
+def test_a_name_written_in_the_admin_is_stored_as_an_import_spells_it(chain, admin_client):
+    """'Outdoor  Sofas' (two spaces) or a decomposed 'Café' from the admin was another category to an import of the
+    same path, which made a second sibling."""
+    _, furniture, _ = chain
+    response = admin_client.post(reverse("admin:catalog_category_add"),
+                                 {"name": " Cafe\u0301  Sofas ", "slug": "cafe-sofas", "parent": furniture.pk})
+    assert response.status_code == 302, response.content[:2000]
+    added = Category.objects.get(slug="cafe-sofas")
+    assert added.name == "Caf\u00e9 Sofas"
+    assert category_get_or_create_path(path="Home > Furniture > Caf\u00e9 Sofas") == added
 
 
 def test_full_clean_accepts_a_move_within_the_tree(chain):
