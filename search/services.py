@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 TASK_BATCH_SIZE = 32
 # The sweep keeps at most this many embedding tasks in the broker (about 2.5 minutes of work for two cores).
 SWEEP_QUEUE_MAX_TASKS = 200
+# The sweep sends pending photos again once their task has gone unanswered this long (and the queue is empty).
+PENDING_STALE_SECONDS = 600
 FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an original is deleted meanwhile
 # Errors that no retry can fix: the file is gone, unreadable or not an image.
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -141,7 +143,24 @@ def image_embedding_mark_pending(
     return count
 
 
-def pending_images_requeue(*, stale_after_seconds: int = 600, limit: int = 5000) -> int:
+def images_recompute_claim(*, image_ids: Sequence[int]) -> int:
+    """Mark photos pending for a recompute the caller does itself (``manage.py reindex``): pending is its to-do
+    list, which a resumed run reads. They are marked as queued now, so that for PENDING_STALE_SECONDS the sweep
+    does not send them to the workers too, who would do the same work beside the caller or, finding a vector, mark
+    them ready without the recompute. A long run renews the claim within that time."""
+    return ProductImage.objects.filter(pk__in=image_ids).update(
+        embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=timezone.now()
+    )
+
+
+def images_recompute_claim_renew(*, image_ids: Sequence[int]) -> int:
+    """Renew the claim on those of ``image_ids`` still pending (see ``images_recompute_claim``)."""
+    return ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING).update(
+        embedding_queued_at=timezone.now()
+    )
+
+
+def pending_images_requeue(*, stale_after_seconds: int = PENDING_STALE_SECONDS, limit: int = 5000) -> int:
     """Send pending images that were never queued (broker down, model switch), and, once the queue is empty, those
     not answered in time (a message lost with the broker's memory).
 

@@ -12,6 +12,7 @@ from search.embeddings import EfficientNetLite2, get_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_product
 from tests.factories import uploaded_file
+from tests.support import embedding_queue
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -237,11 +238,12 @@ def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
     assert ImageEmbedding.objects.count() == len(ids)
 
 
-def test_the_sweep_leaves_a_running_reindexs_selection_to_it(small_catalog, monkeypatch):
+def test_the_sweep_leaves_a_running_reindexs_selection_to_it(small_catalog, monkeypatch, settings):
     """The selection is pending while the run works through it: the sweep, running meanwhile, must not send it to
     the workers, who would do the same work, or mark ready without the recompute photos with a vector."""
     from search.management.commands import reindex
 
+    embedding_queue(settings.CELERY_BROKER_URL)  # empty: the sweep would send photos queued long ago too
     swept, embed = [], reindex.images_embed
 
     def sweep_then_embed(**kwargs):
@@ -249,6 +251,30 @@ def test_the_sweep_leaves_a_running_reindexs_selection_to_it(small_catalog, monk
         return embed(**kwargs)
 
     monkeypatch.setattr(reindex, "images_embed", sweep_then_embed)
+    call_command("reindex", batch_size=1, stdout=open("/dev/null", "w"))
+    assert swept == [0, 0, 0, 0]
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
+
+
+def test_a_long_reindex_renews_its_claim_before_the_sweep_counts_its_selection_as_lost(
+    small_catalog, monkeypatch, settings
+):
+    from django.utils import timezone
+
+    from search.management.commands import reindex
+
+    embedding_queue(settings.CELERY_BROKER_URL)  # empty: the sweep then sends photos whose claim has lapsed
+    swept, embed = [], reindex.images_embed
+    long_ago = timezone.now() - timezone.timedelta(seconds=2 * services.PENDING_STALE_SECONDS)
+
+    def sweep_then_a_long_batch(**kwargs):
+        swept.append(services.pending_images_requeue())
+        outcome = embed(**kwargs)
+        ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).update(embedding_queued_at=long_ago)
+        return outcome
+
+    monkeypatch.setattr(reindex, "images_embed", sweep_then_a_long_batch)
+    monkeypatch.setattr(reindex, "CLAIM_RENEW_SECONDS", 0)  # every batch takes longer than the renewal period
     call_command("reindex", batch_size=1, stdout=open("/dev/null", "w"))
     assert swept == [0, 0, 0, 0]
     assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}

@@ -13,18 +13,23 @@ queued, so the beat sweep leaves it alone; ten minutes after a crash the sweep s
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 from tqdm import tqdm
 
 from catalog.models import EmbeddingStatus, ProductImage
 from catalog.selectors import UnknownCategory, category_by_slug, category_descendant_ids
 from search.embeddings import active_embedder
-from search.services import embedding_space_sync, image_embedding_enqueue, images_embed
+from search.services import (
+    PENDING_STALE_SECONDS,
+    embedding_space_sync,
+    image_embedding_enqueue,
+    images_embed,
+    images_recompute_claim,
+    images_recompute_claim_renew,
+)
 
-# The sweep sends pending images queued more than 10 minutes ago again (search.services.pending_images_requeue):
-# a run here says again, this often, that it still has the rest of its selection in hand.
-CLAIM_REFRESH_SECONDS = 300
-STATUSES = {EmbeddingStatus.PENDING.value, EmbeddingStatus.FAILED.value, EmbeddingStatus.READY.value}
+# A run here renews its claim on the rest of its selection this often, well before the sweep counts it as lost.
+CLAIM_RENEW_SECONDS = PENDING_STALE_SECONDS // 2
+STATUSES = set(EmbeddingStatus.values)
 
 
 class Command(BaseCommand):
@@ -56,29 +61,23 @@ class Command(BaseCommand):
 
         embedding_space_sync()
         selected = list(images.order_by("pk").values_list("pk", flat=True))
-        # Mark the whole selection first: from here on, "pending" is the to-do list a resumed run reads. Marked as
-        # queued (by this run), or the beat sweep would send them to the workers too, who would do the same work
-        # beside this run, or, finding a vector, mark them ready without the recompute asked for.
-        ProductImage.objects.filter(pk__in=selected).update(
-            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=timezone.now()
-        )
+        images_recompute_claim(image_ids=selected)  # the whole selection first: the to-do list of a resumed run
         embedder = active_embedder()
         self.stdout.write(f"Re-embedding {len(selected)} image(s) with {embedder.id}")
         if background:
             self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True))
         else:
-            self._embed_here(images, selected, embedder, batch_size)
+            self._embed_here(selected, embedder, batch_size)
         space = embedding_space_sync()
         failed = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.FAILED).count()
         self.stdout.write(self.style.SUCCESS(f"Done. {failed} failed. Search uses {space.model}."))
 
-    def _embed_here(self, images, selected, embedder, batch_size):
+    def _embed_here(self, selected, embedder, batch_size):
         claimed = time.monotonic()
         with tqdm(total=len(selected), unit="img", desc="reindex", disable=None) as bar:
             for start in range(0, len(selected), batch_size):
-                if time.monotonic() - claimed > CLAIM_REFRESH_SECONDS:  # before the sweep counts them as lost
-                    images.filter(pk__gte=selected[start], embedding_status=EmbeddingStatus.PENDING).update(
-                        embedding_queued_at=timezone.now())
+                if time.monotonic() - claimed > CLAIM_RENEW_SECONDS:
+                    images_recompute_claim_renew(image_ids=selected[start:])
                     claimed = time.monotonic()
                 batch = selected[start : start + batch_size]
                 outcome = images_embed(image_ids=batch, embedder=embedder, force=True)
