@@ -308,6 +308,7 @@ def _run_again_after_a_deadlock(write: Callable[[], T]) -> T:
         except OperationalError as error:
             if attempt == DEADLOCK_ATTEMPTS - 1 or not isinstance(error.__cause__, RETRYABLE_DATABASE_ERRORS):
                 raise
+            logger.warning("rows rolled back by the database (%s); writing them again", type(error.__cause__).__name__)
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, so the two do not meet again
     raise AssertionError("unreachable")
 

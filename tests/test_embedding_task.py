@@ -122,11 +122,17 @@ def broker_unreachable(settings):
     app.conf.broker_url = settings.CELERY_BROKER_URL
 
 
-def test_dispatch_with_broker_down_keeps_the_upload(product, broker_unreachable, django_capture_on_commit_callbacks):
+def test_dispatch_with_broker_down_keeps_the_upload_and_says_so(
+    product, broker_unreachable, django_capture_on_commit_callbacks
+):
+    told = []
     with django_capture_on_commit_callbacks(execute=True):
-        image = _add_image(product)
+        image = catalog_services.product_image_add(product=product, file=uploaded_image(), on_not_queued=told.append)
     image.refresh_from_db()
-    assert image.embedding_status == EmbeddingStatus.PENDING  # the sweep picks it up later
+    assert told == [1]  # the admin's "embedding will start when the queue is back"
+    # Never queued, so the sweep sends it first once the broker answers; not while it does not.
+    assert (image.embedding_status, image.embedding_queued_at) == (EmbeddingStatus.PENDING, None)
+    assert services.pending_images_requeue() == 0
 
 
 def test_pending_sweep_resends_never_queued_and_stale_images_only(product, settings):

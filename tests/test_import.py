@@ -725,13 +725,16 @@ def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
     assert Category.objects.filter(name="Race").count() == 1
     assert Category.objects.filter(parent__name="Race").count() == 7
     assert Category.objects.filter(parent__parent__name="Race").count() == 21
-    for product in Product.objects.filter(images__isnull=False).distinct():
+    with_photos = Product.objects.filter(images__isnull=False).distinct()
+    assert len(photos) == 4 and with_photos.count() == len(photos)
+    assert sum(summary.images_added for summary in summaries) == 2 * len(photos)  # each photo added once
+    for product in with_photos:
         hashes = list(product.images.values_list("content_hash", flat=True))
         assert len(hashes) == len(set(hashes)) == 2, product.sku
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
+def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, caplog):
     """Another transaction creates the same two new categories in the other order: PostgreSQL breaks the deadlock
     by rolling one back. The import, rolled back, stopped with a traceback and no summary; it now runs again."""
     import threading
@@ -743,19 +746,18 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
 
     path = _write(shop, HEADER + "T-1,Kite,Toys,5,,photos/plant-cactus.jpg\n"
                   + "B-1,Atlas,Books,9,,photos/chair-cafe-pair.jpg\n")  # one batch: Toys, then Books
-    other_waits, errors = threading.Event(), []
+    import_waited, errors = [], []
 
     def books_then_toys():
         try:
             with transaction.atomic():
                 services.category_get_or_create_path(path="Books")
-                until_someone_waits_for_a_lock(timeout=20)  # the import, holding its new Toys, waits for this Books
-                other_waits.set()
+                # The import, holding its new Toys, waits for this Books.
+                import_waited.append(until_someone_waits_for_a_lock(timeout=20))
                 services.category_get_or_create_path(path="Toys")  # waits for the import: a deadlock
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
         finally:
-            other_waits.set()
             connections.close_all()
 
     other = threading.Thread(target=books_then_toys)
@@ -764,7 +766,8 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop):
     summary = catalog_csv_import(path=path)
     other.join(30)
 
-    assert other_waits.is_set() and not errors  # PostgreSQL rolled the import back, not the other
+    assert import_waited == [True] and not errors  # PostgreSQL rolled the import back, not the other
+    assert "rows rolled back by the database (DeadlockDetected); writing them again" in caplog.text
     assert [str(failure) for failure in summary.failed] == [] and summary.created == 2
     assert sorted(Category.objects.values_list("name", flat=True)) == ["Books", "Toys"]
 

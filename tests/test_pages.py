@@ -205,11 +205,12 @@ def test_header_lists_top_level_categories_on_every_page(client):
     root = CategoryFactory(name="Garden")
     CategoryFactory(name="Hoses", parent=root)
 
-    html = client.get(reverse("catalog:text_search")).content.decode()
+    response = client.get(reverse("catalog:text_search"))  # a catalog with no product yet
 
+    html = response.content.decode()
+    assert response.status_code == 200
     assert f'href="{root.get_absolute_url()}"' in html
     assert "Hoses" not in html
-    assert Product.objects.count() == 0  # the page renders with an empty catalog
 
 
 def test_a_renamed_top_level_category_shows_in_the_header_of_the_next_page(client):
