@@ -241,3 +241,20 @@ def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_a
     assert services.images_embed(image_ids=[copy.pk])["embedded"] == 1
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id is None and copy.embedding_status == EmbeddingStatus.READY
+
+
+def test_every_task_sent_by_name_is_one_the_worker_knows_and_the_beat_tasks_run(product, settings):
+    """The beat and search.services send tasks by their names: a rename would leave them unknown to the worker,
+    and model switches, re-queues, calibration and the category indexes would stop without an error anywhere."""
+    from config.celery_app import app
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover every app's tasks
+    sent_by_name = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} | {services.EMBED_IMAGES_TASK}
+    assert sent_by_name <= set(app.tasks)
+
+    image = _add_image(product)
+    swept = app.tasks["search.tasks.embedding_sweep"].apply().get()
+    assert set(swept) == {"space", "min_score", "requeued", "deleted", "coloured"}
+    assert app.tasks[services.EMBED_IMAGES_TASK].apply(args=[[image.pk]]).get()["embedded"] == 1
+    indexes = app.tasks["search.tasks.category_indexes_sync"].apply().get()
+    assert indexes == {"created": [], "dropped": []}  # a one-product category needs no index of its own
