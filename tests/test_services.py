@@ -116,6 +116,29 @@ def test_files_stored_for_a_replaced_photo_whose_row_cannot_be_written_are_delet
     assert {p for p in media_root.rglob("*") if p.is_file()} == kept
 
 
+@pytest.mark.parametrize("change", ["replace", "delete", "delete-product"])
+def test_files_a_change_replaces_or_deletes_stay_when_it_rolls_back(
+    product, media_root, change, django_capture_on_commit_callbacks
+):
+    """They are deleted once the change commits: a change rolled back (the admin's save failing after it) leaves
+    the photo's row, which must still find its files."""
+    image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+    files = [media_root / image.file.name, media_root / image.thumbnail.name]
+    write = {
+        "replace": lambda: services.product_image_update(image=image, file=uploaded_image(color=(0, 0, 255))),
+        "delete": lambda: services.product_image_delete(image=image),
+        "delete-product": lambda: services.products_delete(products=[product]),
+    }[change]
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
+        write()
+        raise RuntimeError("the rest of the request fails")
+    image.refresh_from_db()
+    assert all(path.is_file() for path in files) and (image.width, image.height) == (400, 300)
+    with django_capture_on_commit_callbacks(execute=True):
+        write()
+    assert not any(path.is_file() for path in files)
+
+
 @pytest.mark.parametrize(
     "upload",
     [
