@@ -387,6 +387,23 @@ def test_embeddings_are_queued_after_the_rows_commit(db, shop, settings, django_
     assert all(image.embedding_queued_at is not None for image in images)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_imports_photos_are_queued_32_to_a_task_as_their_rows_commit(shop, settings):
+    """A task per committed batch of rows paid the per-task costs for a few photos each; an id lost or sent twice
+    between the batches would leave a photo unsearchable until the sweep, or embed it twice."""
+    from search.services import TASK_BATCH_SIZE
+
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    rows = "".join(f"Q-{n},Chair {n},Home,{n}.00,,photos/chair-cafe-pair.jpg\n" for n in range(TASK_BATCH_SIZE + 8))
+
+    summary = catalog_csv_import(path=_write(shop, HEADER + rows))
+
+    assert summary.created == TASK_BATCH_SIZE + 8 and not summary.failed
+    batches = sent()
+    assert sorted(len(batch) for batch in batches) == [8, TASK_BATCH_SIZE]
+    assert sorted(pk for batch in batches for pk in batch) == sorted(ProductImage.objects.values_list("pk", flat=True))
+
+
 def test_images_over_the_size_limit_and_undecodable_text_are_row_errors(db, shop, settings):
     settings.UPLOAD_MAX_BYTES = 1024 * 1024
     noise = np.random.default_rng(0).integers(0, 256, size=(800, 800, 3), dtype=np.uint8)
