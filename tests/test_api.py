@@ -186,6 +186,27 @@ def test_a_model_that_cannot_load_gives_503(api, settings):
     assert response.json() == {"detail": "Search is temporarily unavailable"}
 
 
+def test_more_like_this_whose_query_fails_gives_503_and_is_not_kept(api, catalog, monkeypatch):
+    from django.db import OperationalError
+
+    from search import api as search_api
+
+    working = search_api.product_matches
+
+    def timed_out(**kwargs):
+        raise OperationalError("canceling statement due to statement timeout")
+
+    url = "/api/v1/products/CHAIR-1/similar/"
+    monkeypatch.setattr(search_api, "product_matches", timed_out)
+    for _ in range(2):
+        response = api.get(url)
+        assert (response.status_code, response.json()) == (503, {"detail": "Search is temporarily unavailable"})
+        assert "X-Cache" not in response
+    monkeypatch.setattr(search_api, "product_matches", working)
+    answered = api.get(url)
+    assert answered.status_code == 200 and answered["X-Cache"] == "miss" and answered.json()["results"]
+
+
 def test_json_body_is_refused_with_415(api):
     response = api.post(SEARCH, {"image": "x"}, format="json")
     assert response.status_code == 415

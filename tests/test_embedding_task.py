@@ -1,5 +1,7 @@
 """The embedding task: real model, real database; dispatch, idempotence, failures; and a real worker end to end."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,33 @@ def test_every_task_sent_by_name_is_one_the_worker_knows_and_the_beat_tasks_run(
     assert app.tasks[services.EMBED_IMAGES_TASK].apply(args=[[image.pk]]).get()["embedded"] == 1
     indexes = app.tasks["search.tasks.category_indexes_sync"].apply().get()
     assert indexes == {"created": [], "dropped": []}  # a one-product category needs no index of its own
+
+
+class _Unreachable(io.RawIOBase):
+    """A photo on a network share that stopped answering mid-read."""
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        raise TimeoutError("the file server did not answer")
+
+
+@pytest.mark.parametrize("fails_at", ["open", "read"])
+def test_a_storage_that_does_not_answer_leaves_the_photo_pending_for_a_retry(product, monkeypatch, fails_at):
+    """A timeout is no verdict on the photo: the task retries it (search.tasks), the photo is not failed."""
+    from django.core.files import File
+    from django.core.files.storage import FileSystemStorage
+
+    image = _add_image(product)
+
+    def unreachable(self, name, mode="rb"):
+        if fails_at == "open":
+            raise TimeoutError("the file server did not answer")
+        return File(io.BufferedReader(_Unreachable()), name=name)
+
+    monkeypatch.setattr(FileSystemStorage, "_open", unreachable)
+    with pytest.raises(TimeoutError):
+        services.images_embed(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert (image.embedding_status, image.embedding_error) == (EmbeddingStatus.PENDING, "")
