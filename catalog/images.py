@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image
 
+from catalog.pixels import SIDE_SWAPPING_TURNS, upright_turn
 from catalog.thumbnails import thumbnail_draft
 
 # Formats a shopper's camera or an admin's export produce; everything else is refused.
@@ -21,9 +22,6 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": 
               "HEIF": "heic"}
 # Of those, what every browser shows (HEIC and TIFF: Safari alone); other photos are shown by their WebP copy.
 BROWSER_EXTENSIONS = tuple(f".{EXTENSIONS[name]}" for name in ("JPEG", "PNG", "WEBP", "GIF", "BMP"))
-# EXIF orientations that turn the stored pixels by 90 or 270 degrees: every portrait photo from a phone.
-EXIF_ORIENTATION = 0x0112
-TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             elif keep_image:
                 thumbnail_draft(image)
             image.load()  # decode fully: catches truncated and corrupt files
-            if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
+            if upright_turn(image) in SIDE_SWAPPING_TURNS:
                 width, height = height, width
             kept = image if keep_image else None
     except ValidationError:

@@ -19,16 +19,27 @@ _UPRIGHT = {
 }
 
 
+# Those of the turns that swap width and height: every portrait photo from a phone.
+SIDE_SWAPPING_TURNS = {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+                       Image.Transpose.ROTATE_90}
+
+
+def upright_turn(image: Image.Image) -> Image.Transpose | None:
+    """How to turn ``image``'s stored pixels upright, as its EXIF orientation says; None when it says nothing
+    usable (no orientation, a malformed one, EXIF Pillow cannot parse at all)."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - no orientation to go by
+        return None
+    return _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+
+
 def upright(image: Image.Image) -> Image.Image:
     """A decoded ``image`` turned as its EXIF orientation says, or ``image`` itself when it says nothing.
 
     Only the pixels are turned. ImageOps.exif_transpose also rewrites the EXIF, and that raises on a photo whose
     EXIF holds one malformed entry (some editing apps write them), which is otherwise a good photo."""
-    try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        turn = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
-    except Exception:  # EXIF Pillow cannot parse at all: no orientation to go by
-        turn = None
+    turn = upright_turn(image)
     return image.transpose(turn) if turn is not None else image
 
 
