@@ -425,20 +425,17 @@ def _image_read(path: Path, known: frozenset[str]) -> PreparedImage | str:
 
 def catalog_row_import(
     *,
-    item: CatalogRow | None = None,
-    row: dict[str, str] | None = None,
-    images_dir: Path | None = None,
+    item: CatalogRow,
     categories: dict[str, Category],
     prepared: dict[Path, Future] | None = None,
 ) -> tuple[str, int]:
-    """Create or update one product from a CSV row (``row``, or ``item`` already parsed); returns
-    ("created"|"updated"|"unchanged", images added).
+    """Create or update one product from a parsed CSV row; returns ("created"|"updated"|"unchanged", images
+    added).
 
     All or nothing: on any error the transaction rolls back and the files this row stored are deleted.
     ``categories`` caches committed categories by path across rows. ``prepared``: the row's photos as
     ``_image_read`` gave them, by path (the rest are read here).
     """
-    item = item or catalog_row_parse(row=row, images_dir=images_dir)
     (result,) = catalog_rows_import(items=[item], categories=categories, prepared=[prepared or {}])
     return result
 

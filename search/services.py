@@ -317,8 +317,6 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
     """Record each image's most similar other image when it looks like the same photo (admins see it on upload):
     their nearest neighbours read in one transaction, the flags written in one statement (a task of 32 photos spent
     5 round trips on each one by one)."""
-    from django.conf import settings
-
     from search.selectors import nearest_other_images
 
     if not items:
@@ -341,10 +339,6 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
         except IntegrityError:  # an image flagged as the original was deleted since it was read: look again
             if attempt == FLAG_ATTEMPTS - 1:
                 raise
-
-
-def image_embedding_store(*, image_id: int, model: str, vector, colours: list[str] | None = None) -> None:
-    image_embeddings_store(model=model, items=[StoredVector(image_id=image_id, vector=vector, colours=colours)])
 
 
 def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_ready: bool = True

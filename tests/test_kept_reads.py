@@ -17,7 +17,7 @@ from catalog.serializers import CategoryPaths
 from catalog.models import ProductImage
 from search.models import EmbeddingSpace
 from search.selectors import _few_vectors, search_cutoff, search_space_model
-from search.services import image_embedding_store
+from search.services import StoredVector, image_embeddings_store
 from tests.factories import ProductFactory, clustered_catalog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
@@ -125,7 +125,7 @@ def test_a_category_is_counted_once_until_its_vectors_change(settings):
 
     fourth = ProductFactory(category=lamps)
     image = ProductImage.objects.create(product=fourth, file="x/4.jpg", width=1, height=1, content_hash="b" * 64)
-    image_embedding_store(image_id=image.pk, model=model, vector=vectors[0])
+    image_embeddings_store(model=model, items=[StoredVector(image_id=image.pk, vector=vectors[0])])
     assert not _few_vectors(model, [lamps.pk])  # four: past the limit, searched with the index
     settings.SEARCH_EXACT_MAX_VECTORS = 4
     assert _few_vectors(model, [lamps.pk])  # a decision is kept for its limit only

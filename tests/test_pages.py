@@ -11,7 +11,7 @@ from catalog.services import product_image_add
 from search.calibration import default_cutoff, match_score
 from search.embeddings import VECTOR_DIMENSIONS
 from search.selectors import search_space_model
-from search.services import image_embedding_store
+from search.services import StoredVector, image_embeddings_store
 from tests.factories import CategoryFactory, ProductFactory, uploaded_image
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,7 @@ def unit_vector(*weights: float) -> np.ndarray:
 
 
 def store_vector(image, vector) -> None:
-    image_embedding_store(image_id=image.pk, model=search_space_model(), vector=vector)
+    image_embeddings_store(model=search_space_model(), items=[StoredVector(image_id=image.pk, vector=vector)])
 
 
 def titles(response) -> list[str]:
