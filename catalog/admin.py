@@ -8,6 +8,8 @@ from django.utils.html import format_html
 
 from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
+    categories_delete,
+    category_save,
     image_prepare,
     product_image_add,
     product_image_delete,
@@ -140,6 +142,15 @@ class CategoryAdmin(admin.ModelAdmin):
     @admin.display(description="Products", ordering="num_products")
     def product_count(self, obj):
         return obj.num_products
+
+    def save_model(self, request, obj, form, change):
+        category_save(category=obj)
+
+    def delete_model(self, request, obj):
+        categories_delete(categories=[obj])
+
+    def delete_queryset(self, request, queryset):
+        categories_delete(categories=queryset)
 
 
 class ProductForm(forms.ModelForm):

@@ -2,8 +2,9 @@
 
 Product, category and home pages and "More like this" are read far more often than the catalog changes, and
 rendering them (queries, an ANN search, templates) costs milliseconds each time. Each cached response is keyed by
-a catalog version; any save or delete of a product, category, image, vector or embedding space writes a new
-version (``catalog_changed``), so a shopper never sees a cached page older than the last change, and
+a catalog version; any change a page can show (a product, category or image saved or deleted, the vectors or the
+calibration of the space search reads, a photo's colours) writes a new version (``catalog_changed``: model
+signals, and the services that write in bulk), so a shopper never sees a cached page older than the last change, and
 ``PAGE_CACHE_SECONDS`` only bounds how long unused entries linger. With read replicas (config/db_router.py) a
 version also carries the primary's WAL position at the change, and a page rendered from a replica that has not
 replayed that far is served but not stored: such a page is as stale as the replica's lag, never for a whole cache

@@ -84,6 +84,19 @@ def _category_get_or_create(*, name: str, parent: Category | None, slug_base: st
                 raise  # not a race that looking again resolves
 
 
+def category_save(*, category: Category) -> Category:
+    """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
+    an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
+    category.full_clean()
+    category.save()
+    return category
+
+
+def categories_delete(*, categories: Iterable[Category]) -> None:
+    """Delete categories that no product or subcategory uses (the database refuses the others: PROTECT)."""
+    Category.objects.filter(pk__in=[category.pk for category in categories]).delete()
+
+
 def _unique_slug(base: str) -> str:
     """``base``, or the first of base-2, base-3, ... that no category has: found in one query."""
     taken = set(Category.objects.filter(slug__regex=rf"^{base}(-[0-9]+)?$").values_list("slug", flat=True))
@@ -193,7 +206,7 @@ class Upserted:
 @transaction.atomic
 def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: list[str]) -> list[Upserted]:
     """Create or update products by SKU and add the photos each lacks (compared by content hash): the one write
-    path of the CSV import (a row at a time), the photo demo (a product at a time) and Fashion-MNIST (500 at a
+    path of the CSV import (up to importer.WRITE_BATCH_ROWS rows at a time), the photo demo (a product at a time) and Fashion-MNIST (500 at a
     time). Photos are never removed, so ones an admin added survive; loading again changes nothing.
 
     Set-based, so a batch costs a few queries rather than a few per product. The products' rows stay locked

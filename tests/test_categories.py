@@ -220,3 +220,13 @@ def test_an_unknown_category_slug_gets_one_message_everywhere(chain, admin_clien
     assert response.status_code == status
     message = response.json()[field]
     assert (message if isinstance(message, str) else message[0]) == "Unknown category 'nope'."
+
+
+def test_the_admin_deletes_an_unused_category_and_keeps_one_in_use(chain, admin_client):
+    home, furniture, sofas = chain
+    ProductFactory(category=furniture)
+    response = admin_client.post(reverse("admin:catalog_category_delete", args=[sofas.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    response = admin_client.post(reverse("admin:catalog_category_delete", args=[furniture.pk]), {"post": "yes"})
+    assert response.status_code == 200 and "would require deleting the following protected" in response.text
+    assert sorted(Category.objects.values_list("name", flat=True)) == ["Furniture", "Home"]
