@@ -225,5 +225,5 @@ class _FashionPhoto:
 
     def prepare(self) -> PreparedImage:
         photo = ContentFile(self.png, name=self.name)
-        # The check every upload gets. No thumbnail: at 224 px the photo is smaller than one (640 px).
+        # The check every upload gets. No thumbnail: a 224 px PNG is smaller than one (THUMBNAIL_MAX_SIDE).
         return PreparedImage(file=photo, info=inspect_image(photo), thumbnail=None)

@@ -156,8 +156,8 @@ class ProductImage(models.Model):
     # Width and height are set from the validated upload (catalog.images.inspect_image), not via
     # ImageField(width_field=...), which re-opens the file whenever the field is reassigned.
     file = models.ImageField(upload_to="products/%Y/%m/")
-    # A small WebP copy for cards and thumbnails (catalog/thumbnails.py); empty for photos no larger than one
-    # (Fashion-MNIST's 224 px articles).
+    # A small WebP copy for cards and thumbnails (catalog/thumbnails.py); empty where the loader stores a photo
+    # already smaller than one, in a format every browser shows (Fashion-MNIST's 224 px PNG articles).
     thumbnail = models.ImageField(upload_to="products/thumbs/%Y/%m/", blank=True, editable=False)
     position = models.PositiveSmallIntegerField(default=0)
     width = models.PositiveIntegerField(editable=False)

@@ -323,7 +323,7 @@ class PreparedImage:
 
     file: File
     info: ImageInfo
-    thumbnail: ContentFile | None  # None for photos no larger than a thumbnail (Fashion-MNIST's 224 px)
+    thumbnail: ContentFile | None  # None: the photo serves as its own (Fashion-MNIST's 224 px PNGs)
 
 
 def image_prepare(file: File) -> PreparedImage:
