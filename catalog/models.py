@@ -12,6 +12,9 @@ from django.urls import reverse
 from catalog.images import BROWSER_EXTENSIONS
 
 
+# A product's price: the model, the API's fields and the filters' (catalog and search) all take it so.
+PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
+
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
 
@@ -98,7 +101,7 @@ class Product(models.Model):
     title = models.CharField(max_length=200)
     # Bounded: PostgreSQL refuses a search document (tsvector) over 1 MB, which a few MB of text would make.
     description = models.TextField(blank=True, validators=[MaxLengthValidator(DESCRIPTION_MAX_CHARS)])
-    price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])
+    price = models.DecimalField(**PRICE_DIGITS, validators=[MinValueValidator(0)])
     currency = models.CharField(max_length=3, default="USD", validators=[
         RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD."),
     ])

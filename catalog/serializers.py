@@ -6,7 +6,8 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from catalog.categories import UnknownCategory, category_by_slug, category_paths
-from catalog.models import POSITION_MAX, Category, Product, ProductImage
+from catalog.models import POSITION_MAX, PRICE_DIGITS, Category, Product, ProductImage
+from catalog.selectors import PRODUCT_SORTS
 from catalog.page_cache import kept_per_catalog_version
 
 PATH_SEPARATOR = " > "
@@ -138,7 +139,7 @@ class ProductWriteSerializer(serializers.ModelSerializer):
 
     category = CategorySlugField(help_text="The category's slug.")
     active = _OmittableBoolean(required=False, help_text="Shown to shoppers; true when a new product leaves it out.")
-    price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+    price = serializers.DecimalField(**PRICE_DIGITS, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
 
     class Meta:
@@ -162,12 +163,12 @@ class ProductFilterSerializer(serializers.Serializer):
         help_text="Full-text search in titles and descriptions, forgiving typos (\"hodie\" finds hoodies); products "
         "that match the words as typed come first.",
     )
-    min_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
-    max_price = serializers.DecimalField(required=False, max_digits=10, decimal_places=2, min_value=0)
+    min_price = serializers.DecimalField(required=False, **PRICE_DIGITS, min_value=0)
+    max_price = serializers.DecimalField(required=False, **PRICE_DIGITS, min_value=0)
     active = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Staff only: filter by active flag (default: all)."
     )
-    sort = serializers.ChoiceField(choices=["title", "newest"], required=False, help_text="Ignored when q is given.")
+    sort = serializers.ChoiceField(choices=list(PRODUCT_SORTS), required=False, help_text="Ignored when q is given.")
 
     def validate(self, attrs):
         low, high = attrs.get("min_price"), attrs.get("max_price")

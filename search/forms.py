@@ -6,7 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog.categories import UnknownCategory, category_by_slug, category_tree
-from catalog.models import Category
+from catalog.models import PRICE_DIGITS, Category
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.colours import FAMILIES
 from search.refine import DEFAULT_SORT, SORTS, Refine
@@ -87,11 +87,11 @@ class RefineForm(forms.Form):
     """Price range and order of visual matches, from a query string: the photo page and "More like this"."""
 
     min_price = forms.DecimalField(
-        required=False, min_value=0, max_digits=10, decimal_places=2, label="Min price",
+        required=False, min_value=0, **PRICE_DIGITS, label="Min price",
         widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Min", "step": "any", "inputmode": "decimal"}),
     )
     max_price = forms.DecimalField(
-        required=False, min_value=0, max_digits=10, decimal_places=2, label="Max price",
+        required=False, min_value=0, **PRICE_DIGITS, label="Max price",
         widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Max", "step": "any", "inputmode": "decimal"}),
     )
     sort = forms.ChoiceField(

@@ -7,6 +7,7 @@ import math
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from catalog.models import PRICE_DIGITS
 from catalog.serializers import CategoryPaths, CategorySlugField, ProductSummarySerializer
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
@@ -26,11 +27,11 @@ class _ScopeSerializer(serializers.Serializer):
 
 class _RefineSerializer(_ScopeSerializer):
     min_price = serializers.DecimalField(
-        required=False, max_digits=10, decimal_places=2, min_value=0,
+        required=False, **PRICE_DIGITS, min_value=0,
         help_text="Only matches at this price or more (in the products' own currency).",
     )
     max_price = serializers.DecimalField(
-        required=False, max_digits=10, decimal_places=2, min_value=0, help_text="Only matches at this price or less."
+        required=False, **PRICE_DIGITS, min_value=0, help_text="Only matches at this price or less."
     )
     sort = serializers.ChoiceField(
         choices=list(SORTS),
