@@ -1,0 +1,38 @@
+"""Delete photo files that no product photo names (see catalog/orphans.py)."""
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from tqdm import tqdm
+
+from catalog.orphans import orphaned_photo_files, photo_folders
+from catalog.services import stored_files_delete
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete photo files that no product photo names: what an import, a demo load or an upload killed mid-write "
+        "(SIGKILL, a power cut) left on disk. Files younger than --older-than-hours are left alone: they may belong "
+        "to a write still in progress."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than-hours", type=float, default=24.0, help="only files older than this (24)")
+        parser.add_argument("--dry-run", action="store_true", help="list the files, delete nothing")
+
+    def handle(self, *args, older_than_hours, dry_run, verbosity, **options):
+        if older_than_hours < 1:
+            raise CommandError("--older-than-hours must be at least 1: a younger file may belong to a write in progress")
+        stored_before = timezone.now() - timezone.timedelta(hours=older_than_hours)
+        found = 0
+        for folder in tqdm(photo_folders(), unit="folder", desc="prune_media", file=sys.stderr, disable=verbosity == 0):
+            orphans = list(orphaned_photo_files(folder=folder, stored_before=stored_before))
+            found += len(orphans)
+            if verbosity > 1 or dry_run:
+                for name in orphans:
+                    self.stdout.write(name)
+            if not dry_run:
+                stored_files_delete(orphans)
+        verb = "would delete" if dry_run else "deleted"
+        self.stdout.write(f"{found} photo file(s) that no photo names, older than {older_than_hours:g} h: {verb}.")
