@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django.db import connection
 from django.db.models import QuerySet
 
-from catalog.models import Category
+from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
 from catalog.page_cache import kept_per_catalog_version
 
 _TABLE = Category._meta.db_table
@@ -116,11 +116,35 @@ def category_cards() -> dict[int, Category]:
 kept_category_cards = kept_per_catalog_version(category_cards)
 
 
-def category_paths(*, separator: str) -> dict[int, str]:
+def category_paths() -> dict[int, str]:
     """Each category's display path, root first ("Home > Furniture > Sofas"), in one query."""
     rows = {pk: (name, parent) for pk, name, parent in Category.objects.values_list("id", "name", "parent_id")}
     parents = {pk: parent for pk, (_, parent) in rows.items()}
-    return {pk: separator.join(rows[i][0] for i in reversed(lineage(parents, pk))) for pk in rows}
+    return {
+        pk: CATEGORY_PATH_DISPLAY_SEPARATOR.join(rows[i][0] for i in reversed(lineage(parents, pk))) for pk in rows
+    }
+
+
+# The same, read once per catalog version: search answers show one for every result and facet.
+kept_category_paths = kept_per_catalog_version(category_paths)
+
+
+class CategoryPaths:
+    """Display paths of all categories, looked up on first use.
+
+    One instance lives in a serializer's context, so a page of products from many categories costs one
+    lookup instead of one ancestors query per category (the tree is small next to the products).
+    """
+
+    def __init__(self):
+        self._paths: dict[int, str] | None = None
+
+    def __getitem__(self, category_id: int) -> str:
+        if self._paths is None:
+            self._paths = kept_category_paths()
+        if category_id not in self._paths:  # kept from before the category was added, had its version been lost
+            self._paths = category_paths()
+        return self._paths[category_id]
 
 
 def category_tree() -> list[tuple[Category, int]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from django.core.files.base import ContentFile
 
-from catalog.models import Category
+from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
 from catalog.services import (
     LoadSummary,
     ProductWithPhotos,
@@ -273,7 +273,7 @@ def vendure_products_parse(*, root: Path) -> list[DemoProduct]:
             continue
         facets = [facet.split(":", 1) for facet in row["facets"].split("|") if ":" in facet]
         categories = tuple(value for kind, value in facets if kind == "category")
-        path = _PATH_BY_KEY.get(row["slug"]) or VENDURE_FACET_PATHS.get(categories) or " > ".join(categories)
+        path = _PATH_BY_KEY.get(row["slug"]) or VENDURE_FACET_PATHS.get(categories) or CATEGORY_PATH_DISPLAY_SEPARATOR.join(categories)
         products.append(
             DemoProduct(
                 sku=f"VEN-{row['slug']}",

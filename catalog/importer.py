@@ -36,11 +36,10 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
 
-from catalog.models import Category, Product, ProductImage
+from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category, Product, ProductImage
 from catalog.services import (
     CATEGORY_DEPTH_MAX,
     LoadSummary,
-    PATH_SEPARATOR,
     PhotoRefused,
     PreparedImage,
     ProductWithPhotos,
@@ -545,7 +544,7 @@ def _category_path_parse(text: str) -> str:
     for name in names:
         if len(name) > _CATEGORY_NAME_MAX:
             raise RowError(f"category name {name[:40]!r}... is longer than {_CATEGORY_NAME_MAX} characters")
-    return f" {PATH_SEPARATOR} ".join(names)
+    return CATEGORY_PATH_DISPLAY_SEPARATOR.join(names)
 
 
 def _price_parse(text: str) -> Decimal:

@@ -17,6 +17,7 @@ PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
 
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
+CATEGORY_PATH_DISPLAY_SEPARATOR = f" {CATEGORY_PATH_SEPARATOR} "
 
 
 def category_name_normalized(name: str) -> str:

@@ -15,6 +15,7 @@ from django.db.models.functions import RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
 from catalog.categories import (  # noqa: F401
+    CategoryPaths,
     UnknownCategory,
     category_ancestors,
     category_by_slug,

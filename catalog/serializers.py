@@ -5,37 +5,9 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from catalog.categories import UnknownCategory, category_by_slug, category_paths
+from catalog.categories import CategoryPaths, UnknownCategory, category_by_slug
 from catalog.models import POSITION_MAX, PRICE_DIGITS, Category, Product, ProductImage
 from catalog.selectors import PRODUCT_SORTS
-from catalog.page_cache import kept_per_catalog_version
-
-PATH_SEPARATOR = " > "
-
-
-@kept_per_catalog_version
-def category_display_paths() -> dict[int, str]:
-    """Every category's display path ("Home > Furniture > Sofas"), read once per catalog version: search answers
-    show one for every result and facet."""
-    return category_paths(separator=PATH_SEPARATOR)
-
-
-class CategoryPaths:
-    """Display paths of all categories, looked up on first use.
-
-    One instance lives in a serializer's context, so a page of products from many categories costs one
-    lookup instead of one ancestors query per category (the tree is small next to the products).
-    """
-
-    def __init__(self):
-        self._paths: dict[int, str] | None = None
-
-    def __getitem__(self, category_id: int) -> str:
-        if self._paths is None:
-            self._paths = category_display_paths()
-        if category_id not in self._paths:  # kept from before the category was added, had its version been lost
-            self._paths = category_paths(separator=PATH_SEPARATOR)
-        return self._paths[category_id]
 
 
 def absolute_url(request, url: str) -> str:

@@ -31,7 +31,6 @@ from catalog.page_cache import catalog_changed
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
-PATH_SEPARATOR = CATEGORY_PATH_SEPARATOR
 # Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
 # create thousands of categories and make every page that shows a path walk them.
 CATEGORY_DEPTH_MAX = 10
@@ -61,7 +60,7 @@ def category_get_or_create_path(*, path: str) -> Category:
 def category_path_names(path: str) -> list[str]:
     """The names of a path like ``Home > Furniture > Sofas``, each as it is stored (an empty level is an empty
     name)."""
-    return [category_name_normalized(part) for part in path.split(PATH_SEPARATOR)]
+    return [category_name_normalized(part) for part in path.split(CATEGORY_PATH_SEPARATOR)]
 
 
 def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from catalog.models import Product
-from catalog.serializers import CategoryPaths, absolute_url
+from catalog.selectors import CategoryPaths
+from catalog.serializers import absolute_url
 
 # As DRF's DecimalField for Product.price writes it: quantized to the column's places, fixed-point text.
 _PRICE_STEP = Decimal(1).scaleb(-Product._meta.get_field("price").decimal_places)

@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from catalog.models import PRICE_DIGITS
-from catalog.serializers import CategoryPaths, CategorySlugField, ProductSummarySerializer
+from catalog.selectors import CategoryPaths
+from catalog.serializers import CategorySlugField, ProductSummarySerializer
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.refine import DEFAULT_SORT, SORTS, Refine

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from catalog import services
 from catalog.page_cache import VERSION_KEY, kept_per_catalog_version
-from catalog.serializers import CategoryPaths
+from catalog.selectors import CategoryPaths
 from catalog.models import ProductImage
 from search.models import EmbeddingSpace
 from search.selectors import _few_vectors, search_cutoff, search_space_model

@@ -106,7 +106,7 @@ def test_a_card_of_a_product_without_photos_has_no_image_url(request_):
 
 class _AllPaths(dict):
     def __missing__(self, category_id):
-        from catalog.serializers import CategoryPaths
+        from catalog.selectors import CategoryPaths
 
         return CategoryPaths()[category_id]
 
