@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 # How many image hits to read per wanted product: several images of one product collapse into one result.
 OVERFETCH = 4
+# When the rows read hold fewer products than wanted (many close photos of each), twice as many are read, this many
+# times at most: up to 32 rows per product.
+OVERFETCH_DOUBLINGS = 3
 FOLDED_POOL_DOUBLINGS = 3  # at most 8x the pool read again when folding near-duplicates left too few to show
 # How many of the best matches a photo search counts by category and re-orders when asked for another sort: the
 # matches beyond these are too many to read for every search, and rarely what a shopper sorts for.
@@ -217,14 +220,18 @@ def vector_matches(
 def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, threshold: float) -> list[_Candidate]:
     """The best ``pool`` products by their best image's vector whose match score is at least ``threshold``."""
     wanted = pool * OVERFETCH
-    if rows.filtered and _few_rows(rows):
-        hits = _exact_hits(rows, vector, wanted)
-    else:
-        hits = _hnsw_hits(rows, vector, wanted)
-        if len({hit[0] for hit in hits}) < pool and (rows.filtered or _few_rows(rows)):
-            # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
-            # entries) before finding enough: read the filter's rows, or a small space's, exactly.
+    for doubling in range(OVERFETCH_DOUBLINGS + 1):
+        if rows.filtered and _few_rows(rows):
             hits = _exact_hits(rows, vector, wanted)
+        else:
+            hits = _hnsw_hits(rows, vector, wanted)
+            if len(hits) < wanted and (rows.filtered or _few_rows(rows)):
+                # The iterative scan gave up (hnsw.max_scan_tuples, or its memory cap when the graph holds many dead
+                # entries) before finding enough: read the filter's rows, or a small space's, exactly.
+                hits = _exact_hits(rows, vector, wanted)
+        if len(hits) < wanted or len({hit[0] for hit in hits}) >= pool or doubling == OVERFETCH_DOUBLINGS:
+            break
+        wanted *= 2  # every row there is was not read, and those read are photos of too few products
     best: dict[int, Hit] = {}
     for hit in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
         best.setdefault(hit[0], hit)

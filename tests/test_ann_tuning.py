@@ -61,3 +61,36 @@ def test_an_iterative_scan_that_gives_up_early_falls_back_to_exact(settings, clu
         cursor.execute("SET hnsw.max_scan_tuples = 1")
     found, _ = _search(model, vectors[1], categories[0])
     assert found == _exact_top(products, vectors, vectors[1], categories[0])
+
+
+@pytest.mark.parametrize("exact_max", [0, 1_000_000], ids=["hnsw", "exact"])
+def test_products_with_many_close_photos_still_fill_the_limit(settings, exact_max):
+    """Four rows were read per product wanted: when each product has more photos than that, all close together,
+    the rows held too few products, the page came out short and lost its "Show more"."""
+    import numpy as np
+
+    from catalog.models import ProductImage
+    from search.models import ImageEmbedding
+    from search.selectors import search_space_model
+    from tests.factories import CategoryFactory, ProductFactory
+
+    settings.SEARCH_EXACT_MAX_VECTORS = exact_max
+    model, rng = search_space_model(), np.random.default_rng(5)
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    query = rng.normal(size=dims)
+    query /= np.linalg.norm(query)
+    category = CategoryFactory()
+    products = [ProductFactory(category=category) for _ in range(8)]
+    rows = []
+    for rank, product in enumerate(products):  # each product a little further from the query than the one before
+        away = rng.normal(size=dims)
+        look = query + 0.1 * (rank + 1) * away / np.linalg.norm(away)
+        for photo in range(6):  # six shots of it, nearly alike
+            image = ProductImage.objects.create(product=product, file=f"x/{product.pk}-{photo}.jpg", width=1,
+                                                height=1, content_hash="a" * 64, position=photo)
+            vector = look + rng.normal(scale=1e-3, size=dims)
+            rows.append(ImageEmbedding(image=image, product=product, model=model, vector=vector / np.linalg.norm(vector)))
+    ImageEmbedding.objects.bulk_create(rows)
+
+    found = similar_products_to_vector(vector=query, limit=5, category_ids=[category.pk], model=model)
+    assert [result.product.pk for result in found] == [product.pk for product in products[:5]]
