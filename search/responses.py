@@ -8,6 +8,7 @@ JSON. Building it here skips DRF's per-field machinery, which cost about as much
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 from catalog.models import Product
@@ -45,8 +46,9 @@ def _folded(result, *, request, paths) -> dict:
     # Four decimals: finer differences are below the model's and halfvec's precision.
     return {
         "product": product_card(result.product, request=request, paths=paths),
-        "score": float(round(result.score, 4)),
-        "similarity": float(round(result.similarity, 4)),
+        # Rounded down: a match just under the cut-off must not read as one at it.
+        "score": math.floor(result.score * 10_000) / 10_000,
+        "similarity": math.floor(result.similarity * 10_000) / 10_000,
     }
 
 

@@ -3,6 +3,7 @@ generated from must give byte-for-byte the same JSON for the same search. Also t
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import pytest
@@ -31,7 +32,8 @@ def _serializer_data(matches) -> dict:
     """What the views handed the serializers before search/responses.py: results and facets as objects."""
 
     def result(match) -> dict:
-        return {"product": match.product, "score": round(match.score, 4), "similarity": round(match.similarity, 4)}
+        return {"product": match.product, "score": math.floor(match.score * 10_000) / 10_000,
+                "similarity": math.floor(match.similarity * 10_000) / 10_000}
 
     return {
         "results": [{**result(m), "duplicates": [result(d) for d in m.duplicates]} for m in matches.results],
@@ -129,3 +131,21 @@ def test_cards_carry_the_first_photo_and_never_blank_what_they_did_not_read(cata
     card.save()
     product.refresh_from_db()
     assert (product.title, product.description) == ("Renamed", "Light trail shoe")
+
+
+def test_a_score_just_under_the_cut_off_never_reads_as_one_at_it(request_):
+    """Rounded, 0.49996 came out 0.5 in the API and 0.4951 as a "50% match" badge beside the note that under 50%
+    is below what the catalog counts as similar."""
+    from django.template.loader import render_to_string
+
+    from search.responses import search_response
+    from search.selectors import Matches, SimilarProduct
+    from tests.factories import ProductFactory
+
+    product = ProductFactory()
+    answer = search_response(Matches(results=[SimilarProduct(product=product, score=0.49996, similarity=0.51996)]),
+                             model="space", took_ms=1.0, request=request_)
+    assert (answer["results"][0]["score"], answer["results"][0]["similarity"]) == (0.4999, 0.5199)
+    for score, badge in [(0.4951, "49% match"), (0.995, "99% match"), (0.57, "57% match"), (1.0, "100% match")]:
+        card = render_to_string("catalog/_product_card.html", {"product": product, "image": None, "match": score})
+        assert badge in card
