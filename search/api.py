@@ -68,7 +68,7 @@ class PhotoSearchView(APIView):
                                 "category": {"slug": "home-furniture-sofas", "name": "Sofas",
                                              "path": "Home > Furniture > Sofas"},
                             },
-                            "score": 0.91,
+                            "score": 0.8444,
                             "similarity": 0.86,
                             "duplicates": [],
                         }

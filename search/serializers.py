@@ -45,8 +45,8 @@ class _RefineSerializer(_ScopeSerializer):
     colour = serializers.ChoiceField(
         choices=list(FAMILIES),
         required=False,
-        help_text="Only matches whose best-matching photo is mainly this colour family (computed from the product's "
-        "own pixels, not its background).",
+        help_text="Only products with a photo mainly of this colour family (computed from the product's own pixels, "
+        "not its background), each scored by its best such photo.",
     )
 
     def validate(self, attrs):
