@@ -28,12 +28,17 @@ class Refine:
     min_price: Decimal | None = None
     max_price: Decimal | None = None
     sort: str = DEFAULT_SORT
-    colour: str | None = None  # a family of search.colours.FAMILIES: the main colour of the best-matching photo
+    colour: str | None = None  # a family of search.colours.FAMILIES: matches need a photo mainly of it
 
     @property
     def filtered(self) -> bool:
         """Whether any filter narrows the vector rows in SQL (the ANN query must then keep scanning)."""
-        return self.min_price is not None or self.max_price is not None or self.colour is not None
+        return self.priced or self.colour is not None
+
+    @property
+    def priced(self) -> bool:
+        """Whether a price range narrows the matches (what an empty answer then blames)."""
+        return self.min_price is not None or self.max_price is not None
 
 
 NO_REFINE = Refine()

@@ -104,3 +104,16 @@ def test_more_like_this_on_the_product_page_takes_price_and_sort(client, catalog
     bad = client.get("/p/CHAIR-1/", {"sort": "cheapest"})
     assert bad.status_code == 200
     assert "Sort by best match, price or newest." in bad.content.decode()
+
+
+def test_an_empty_refinement_names_what_emptied_it(client, searched, catalog, settings):
+    """A colour, or an order alone, was blamed on a price nobody set ("No lookalikes at that price")."""
+    pink = client.get(URL, {"query": searched.context["token"], "colour": "pink"})  # nothing in the catalog is pink
+    html = pink.content.decode()
+    assert "No lookalikes in that colour" in html and "at that price" not in html
+
+    settings.SEARCH_MIN_SCORE = 0.99  # nothing is a real match: a sorted More like this keeps only those
+    sorted_page = client.get("/p/CHAIR-1/", {"sort": "price"}).content.decode()
+    assert "Nothing looks enough like it to sort" in sorted_page and "at that price" not in sorted_page
+    priced = client.get("/p/CHAIR-1/", {"max_price": "1"}).content.decode()
+    assert "Nothing that looks like it at that price" in priced
