@@ -44,7 +44,6 @@ import http.client
 import io
 import json
 import re
-import time
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -535,18 +534,15 @@ def test_an_oversized_body_is_refused_from_its_header_before_it_is_sent(live_ser
         connection.putrequest("POST", path)
         connection.putheader("Content-Type", "multipart/form-data; boundary=lookalike")
         connection.putheader("Content-Length", str(declared))
-        started = time.monotonic()
         connection.endheaders(
             b'--lookalike\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n\xff\xd8\xff'
         )
-        response = connection.getresponse()  # a server waiting for 200 MB would time out here
+        response = connection.getresponse()  # a server waiting for 200 MB would time out here (10 s)
         body = response.read().decode()
-        elapsed = time.monotonic() - started
     finally:
         connection.close()
 
     assert response.status == 413
-    assert elapsed < 5
     assert "The request is larger than" in body and "Traceback" not in body
     if path.startswith("/api/"):
         assert response.getheader("Content-Type") == "application/json"
