@@ -43,6 +43,15 @@ class Domain:
     licence: str
     describe: str  # one line: what the images look like
     items: Callable[[], list[Item]]
+    # Domains of one family show the same products and groups (the two emoji sets draw the same emoji): a fit
+    # without a domain leaves its whole family out.
+    family: str = ""
+
+
+def family(name: str) -> str:
+    """The family of the domain ``name``: itself, unless it shares one (any other name: itself)."""
+    domain = DOMAINS.get(name)
+    return (domain.family if domain is not None else "") or name
 
 
 # --- Fetching ------------------------------------------------------------------------------------------
@@ -289,13 +298,14 @@ DOMAINS: dict[str, Domain] = {
         Domain(
             "emoji-noto", f"npm {EMOJI_DATASOURCE.replace('@', ' ')}",
             "Apache-2.0 (Noto emoji images), MIT (emoji-datasource data)",
-            "64x64 flat Noto emoji of objects and food on transparent backgrounds", noto_items,
+            "64x64 flat Noto emoji of objects and food on transparent backgrounds", noto_items, family="emoji",
         ),
         Domain(
             "emoji-fluent-3d", f"npm {FLUENT_3D.rsplit('@', 1)[0]} {FLUENT_3D.rsplit('@', 1)[1]}"
             f" + npm {EMOJI_DATASOURCE.replace('@', ' ')} (categories)",
             "MIT (Microsoft Fluent Emoji, LobeHub package), MIT (emoji-datasource data)",
             "256x256 3D-rendered Fluent emoji of objects and food on transparent backgrounds", fluent_3d_items,
+            family="emoji",
         ),
         Domain(
             "openclipart", f"Debian {OPENCLIPART[0]} {OPENCLIPART[1]}", "Public domain (CC public domain dedication)",

@@ -7,9 +7,10 @@ For each domain of bench/domains.py:
 
 1. **Split.** Every fourth group (by name) is held out of the catalog: photos of things the shop does not sell.
 2. **Fit without the domain.** The reduction (learned whitening, its shrinkage chosen among those domains) and the
-   calibration's two constants are fitted on the other domains only (bench/fit_reduction.py); the instance gets
-   them through EMBEDDING_REDUCTION_FILE, SEARCH_CUTOFF_QUANTILE and SEARCH_CUTOFF_DEFAULT. ``--quick`` uses the
-   shipped ones.
+   calibration's two constants are fitted on the other domains only, the domain's family left out too
+   (bench/fit_reduction.py); the instance gets them through EMBEDDING_REDUCTION_FILE, SEARCH_CUTOFF_QUANTILE and
+   SEARCH_CUTOFF_DEFAULT. ``--quick`` uses the shipped ones (in-sample figures: a smoke test). The queries are the
+   "report" set (bench/splits.py); ``--query-set explore`` measures the other set, the one to choose designs on.
 3. **A new shop.** A fresh database; ``manage.py import_catalog`` imports the catalog, a Celery worker embeds it,
    ``manage.py calibrate`` computes the cut-off (what the beat sweep does by itself); gunicorn serves it.
 4. **Queries, through the API**, one client:
@@ -50,11 +51,11 @@ from tqdm import tqdm
 from bench.common import machine, table
 from bench.datasets import CACHE_DIR
 from bench.domains import DOMAINS, Item
-from bench.fit_reduction import fit_calibration, fit_reduction
+from bench.fit_reduction import fit_calibration, fit_reduction, without_family
 from bench.retrieval import auc, class_precision, query_scores
 from bench.splits import (
-    DEFAULT_SIZES, QUICK_DOMAINS, QUICK_SIZES, SNAPSHOT_VERSION, DomainSplit, cached, decoded, domain_features,
-    prepare_domains,
+    DEFAULT_SIZES, QUERY_SETS, QUICK_DOMAINS, QUICK_SIZES, SNAPSHOT_VERSION, DomainSplit, cached, decoded,
+    domain_features, prepare_domains,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +91,13 @@ class Baseline:
             inputs = [to_model_input(image, 224, fit="pad", trim=False) for image in images]
             return np.concatenate([self.network(np.stack(inputs[i : i + 16])) for i in range(0, len(inputs), 16)])
 
+        from search.onnx_runtime import file_sha256
+        from search.preprocessing import PREPROCESSING_VERSION
+
         paths = [str(item.path) for item in getattr(split, kind)]
-        return cached(f"baseline-{kind}-s{SNAPSHOT_VERSION}-{paths}", compute)
+        weights = file_sha256(self.model.weights_path())[:16]
+        return cached(f"baseline-{weights}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}{split.query_set}-{paths}",
+                      compute)
 
     def measure(self, split: DomainSplit) -> dict:
         catalog = self.features(split, "catalog")
@@ -179,10 +185,12 @@ class Shop:
         self.sku_of_product = {item.product: sku for sku, item in rows.items()}
         worker = start_worker(env=self.env, concurrency=1, pool="solo", log_path=work / "worker.log", project=ROOT)
         try:
-            run("import_catalog", str(work / "catalog.csv"), "-v", "0")
-            self._wait_embedded(database_url, timeout=1800)
+            run("import_catalog", str(work / "catalog.csv"), "-v", "0")  # a failed row fails the run (exit 1)
+            counts = self._wait_embedded(database_url, timeout=1800)
         finally:
             stop_worker(worker)
+        if counts != {"ready": len(split.catalog)}:  # the baseline is measured on every catalog photo: so must the shop
+            sys.exit(f"{split.name}: the shop holds {counts} photos, not the {len(split.catalog)} of its catalog")
         self.calibration = run("calibrate").stdout.strip()
         self.site_env = dict(env)
         self.database_url, self.broker_url = database_url, broker_url
@@ -196,15 +204,14 @@ class Shop:
         with psycopg.connect(database_url.replace("postgres://", "postgresql://"), autocommit=True) as connection:
             return connection.execute(sql).fetchall()
 
-    def _wait_embedded(self, database_url: str, *, timeout: float) -> None:
+    def _wait_embedded(self, database_url: str, *, timeout: float) -> dict[str, int]:
+        """The catalog's photos by embedding status, once none is pending."""
         deadline = time.monotonic() + timeout
         while True:
             counts = dict(self._rows(database_url, "SELECT embedding_status, count(*) FROM catalog_productimage "
                                                    "GROUP BY 1"))
             if not counts.get("pending"):
-                if counts.get("failed"):
-                    print(f"warning: {counts['failed']} catalog photos failed to embed", file=sys.stderr)
-                return
+                return counts
             if time.monotonic() > deadline:
                 sys.exit(f"not embedded after {timeout:.0f} s: {counts}")
             time.sleep(0.5)
@@ -337,12 +344,12 @@ def run(args) -> dict:
     names = args.domains or (QUICK_DOMAINS if args.quick else list(DOMAINS))
     every = list(DOMAINS) if not args.quick else names
     print("Preparing domains and snapshots", file=sys.stderr, flush=True)
-    splits = {split.name: split for split in prepare_domains(sizes=sizes, names=every)}
+    splits = {split.name: split for split in prepare_domains(sizes=sizes, names=every, query_set=args.query_set)}
     embedder = get_embedder(args.model)
     features = {name: domain_features(embedder, split) for name, split in
                 tqdm(splits.items(), desc="Shipped pipeline, offline", unit="domain")}
     baseline = Baseline()
-    results: dict = {"model": args.model, "sizes": sizes.__dict__, "domains": {}}
+    results: dict = {"model": args.model, "sizes": sizes.__dict__, "query_set": args.query_set, "domains": {}}
     work_root = Path(tempfile.mkdtemp(prefix="lookalike-bench-relevance-"))
     try:
         for name in names:
@@ -351,7 +358,7 @@ def run(args) -> dict:
             env = {"EMBEDDING_MODEL": args.model, "EMBEDDING_SWEEP_SECONDS": "3600"}
             fitted = "shipped"
             if not args.quick:
-                others = [features[other] for other in features if other != name]
+                others = without_family(list(features.values()), name)
                 reduction = fit_reduction(others, provenance={"model": args.model, "without": name})
                 reduction.save(work / "reduction.npz")
                 quantile, default = fit_calibration(others, reduction)
@@ -410,7 +417,11 @@ def report(results: dict, command: str) -> str:
         "alone, `SEARCH_DETAIL_ORDER=false`, on the same instance): the baseline is raw pretrained features "
         "(average-pooled, padded to a square, one view, 1280-d cosine) on the same photos, in numpy; the shipped "
         "pipeline is measured through `POST /api/v1/search/` and `GET .../similar/` of a running instance whose "
-        "reduction and cut-off quantile were fitted without the domain. Found and absent-empty are at the defaults.",
+        + ("reduction and calibration constants were fitted without the domain and its family. "
+           if any(domain["fitted"] != "shipped" for domain in results["domains"].values()) else
+           "reduction and calibration constants are the shipped ones, fitted on every domain (the smoke mode): "
+           "in-sample figures. ")
+        + f"Queries: the {results['query_set']} set. Found and absent-empty are at the defaults.",
         table(["domain", "catalog photos", "instance/absent queries", "R@1", "R@10", "class P@10", "AUC", "found",
                "absent-empty", "cut-off"], rows),
     ]
@@ -432,6 +443,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--domains", nargs="+", choices=sorted(DOMAINS))
     parser.add_argument("--quick", action="store_true", help="smoke test: one small domain, shipped fits")
+    parser.add_argument("--query-set", choices=QUERY_SETS, default="report",
+                        help="which queries (bench/splits.py): report (default), or explore, to choose a design on")
     parser.add_argument("--write", type=Path, help="also write the report to this markdown file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -30,6 +30,7 @@ class Scores:
     """What a domain's queries got: the right product's rank and the best score, per query."""
 
     instance_rank: np.ndarray  # 0 = the right product came first
+    instance_right: np.ndarray  # the right product's score of each instance query
     instance_top: np.ndarray  # best product score of each instance query
     absent_top: np.ndarray  # best product score of each absent query
 
@@ -40,7 +41,8 @@ def query_scores(*, catalog: np.ndarray, products: np.ndarray, instance: np.ndar
     right = scores[np.arange(len(instance)), np.searchsorted(names, instance_products)]
     rank = (scores > right[:, None]).sum(axis=1)
     _, absent_scores = product_scores(absent, catalog, products)
-    return Scores(instance_rank=rank, instance_top=scores.max(axis=1), absent_top=absent_scores.max(axis=1))
+    return Scores(instance_rank=rank, instance_right=right, instance_top=scores.max(axis=1),
+                  absent_top=absent_scores.max(axis=1))
 
 
 def auc(positives, negatives) -> float:

@@ -20,9 +20,13 @@ from bench.shopper import snapshot
 from bench.training_pairs import other_photo
 from search.preprocessing import PREPROCESSING_VERSION
 
-SNAPSHOT_VERSION = 2  # bump when bench/shopper.py or the query sampling changes: cached features are keyed by it
+SNAPSHOT_VERSION = 3  # bump when bench/shopper.py or the query sampling changes: cached features are keyed by it
 SNAPSHOTS_PER_PHOTO = 3
-PAIRS_VERSION = 1  # bump when bench/training_pairs.py changes: cached features are keyed by it
+PAIRS_VERSION = 2  # bump when bench/training_pairs.py changes: cached features are keyed by it
+# Which photos are queried, and how each is snapshot, follows from the query set's name. The figures reported in
+# docs/relevance.md are the "report" set's; whatever is chosen by looking at results (a weighting, a variant, the
+# shipped constants) is chosen on the "explore" set, so that the report measures queries the choice never saw.
+QUERY_SETS = ("report", "explore")
 PAIRS_PER_PHOTO = 2  # other photos of each catalog photo, for fitting the learned whitening
 
 
@@ -65,17 +69,23 @@ class DomainSplit:
     absent: list[Item]  # held-out photos whose snapshots are queried
     class_queries: list[Item]  # catalog products whose More like this is read
     snapshots: dict[str, list[bytes]] = field(default_factory=dict)  # "instance"/"absent" -> JPEG files
+    query_set: str = "report"  # QUERY_SETS
 
 
 def _stable(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _sample(items: list[Item], count: int) -> list[Item]:
-    return sorted(items, key=lambda item: _stable(str(item.path)))[:count]
+def _name(item: Item) -> str:
+    """The photo's name for seeds and samples: its path inside the cache, the same wherever the cache lies."""
+    return str(item.path.relative_to(CACHE_DIR)) if item.path.is_relative_to(CACHE_DIR) else str(item.path)
 
 
-def split_domain(name: str, items: list[Item], sizes: Sizes) -> DomainSplit:
+def _sample(items: list[Item], count: int, query_set: str) -> list[Item]:
+    return sorted(items, key=lambda item: _stable(f"{query_set}:{_name(item)}"))[:count]
+
+
+def split_domain(name: str, items: list[Item], sizes: Sizes, query_set: str = "report") -> DomainSplit:
     groups = sorted({item.group for item in items})
     held_out = set(groups[1::4])
     kept = [item for item in items if item.group not in held_out]
@@ -87,27 +97,28 @@ def split_domain(name: str, items: list[Item], sizes: Sizes) -> DomainSplit:
         products.add(item.product)
     firsts = list({item.product: item for item in reversed(catalog)}.values())
     absent = [item for item in items if item.group in held_out]
-    return DomainSplit(name=name, catalog=catalog, instance=_queries(catalog, sizes.instance),
-                       absent=_queries(absent, sizes.absent), class_queries=_sample(firsts, sizes.class_queries))
+    return DomainSplit(name=name, catalog=catalog, instance=_queries(catalog, sizes.instance, query_set),
+                       absent=_queries(absent, sizes.absent, query_set),
+                       class_queries=_sample(firsts, sizes.class_queries, query_set), query_set=query_set)
 
 
-def _queries(items: list[Item], count: int) -> list[Item]:
+def _queries(items: list[Item], count: int, query_set: str) -> list[Item]:
     """``count`` photos to snapshot: each sampled photo once, and again (another snapshot) while a small domain has
     too few, up to SNAPSHOTS_PER_PHOTO each, so small domains are not measured on a handful of queries."""
-    sampled = _sample(items, count)
+    sampled = _sample(items, count, query_set)
     return [sampled[index % len(sampled)] for index in range(min(count, SNAPSHOTS_PER_PHOTO * len(sampled)))]
 
 
-def prepare_domains(*, sizes: Sizes, names=None) -> list[DomainSplit]:
+def prepare_domains(*, sizes: Sizes, names=None, query_set: str = "report") -> list[DomainSplit]:
     splits = []
     for name in names or DOMAINS:
-        split = split_domain(name, DOMAINS[name].items(), sizes)
+        split = split_domain(name, DOMAINS[name].items(), sizes, query_set)
         for kind in ("instance", "absent"):
             taken: dict[Path, int] = {}
             split.snapshots[kind] = []
             for item in getattr(split, kind):
                 taken[item.path] = taken.get(item.path, -1) + 1  # the nth snapshot of this photo
-                seed = int(_stable(f"{kind}{item.path}#{taken[item.path]}")[:8], 16)
+                seed = int(_stable(f"{query_set}:{kind}{_name(item)}#{taken[item.path]}")[:8], 16)
                 split.snapshots[kind].append(snapshot(Image.open(item.path), np.random.default_rng(seed)))
         splits.append(split)
     return splits
@@ -136,7 +147,7 @@ def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
 
     def features(kind: str) -> np.ndarray:
         paths = [str(item.path) for item in getattr(split, kind)]
-        key = f"{embedder.network_id}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}-{paths}"
+        key = f"{embedder.network_id}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}{split.query_set}-{paths}"
         return cached(key, lambda: embedder.raw_features(decoded(split, kind, embedder.load_image)))
 
     def other_photos() -> np.ndarray:
@@ -147,7 +158,7 @@ def domain_features(embedder, split: DomainSplit) -> DomainFeatures:
             photos = []
             for turn in range(PAIRS_PER_PHOTO):
                 for item in split.catalog:
-                    seed = int(_stable(f"pair{item.path}#{turn}")[:8], 16)
+                    seed = int(_stable(f"pair{_name(item)}#{turn}")[:8], 16)
                     photos.append(embedder.load_image(io.BytesIO(other_photo(Image.open(item.path),
                                                                              np.random.default_rng(seed)))))
             return embedder.raw_features(photos)

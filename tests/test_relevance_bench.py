@@ -116,7 +116,7 @@ def test_the_calibration_is_fitted_to_the_targets_where_a_cut_off_meets_them():
     for domain in domains:
         scores, neighbours = simulate(domain, identity)
         threshold = cutoff(neighbours, quantile, default)
-        assert ((scores.instance_top >= threshold) & (scores.instance_rank < 10)).mean() >= FOUND_TARGET
+        assert ((scores.instance_right >= threshold) & (scores.instance_rank < 10)).mean() >= FOUND_TARGET
         assert (scores.absent_top < threshold).mean() >= EMPTY_TARGET
 
 
@@ -138,3 +138,30 @@ def test_the_fits_other_photos_are_decodable_repeatable_and_of_the_whole_product
         pixels = np.asarray(made.convert("RGB"), dtype=np.int16)
     reddish = (pixels[..., 0] - pixels[..., 1:].max(axis=2)) > 60
     assert reddish.mean() > 0.05  # the product is still in the photo
+
+
+def test_a_fit_held_out_from_an_emoji_set_sees_neither_emoji_set():
+    """The two emoji domains draw the same emoji in the same groups: a fit without one that saw the other would
+    have seen the held-out domain's products and its absent groups."""
+    from types import SimpleNamespace
+
+    from bench.domains import DOMAINS
+    from bench.fit_reduction import without_family
+
+    domains = [SimpleNamespace(name=name) for name in DOMAINS]
+    assert [d.name for d in without_family(domains, "emoji-noto")] == [
+        "fashion-mnist", "vendure", "saleor", "openclipart"]
+    assert [d.name for d in without_family(domains, "vendure")] == [
+        "fashion-mnist", "saleor", "emoji-noto", "emoji-fluent-3d", "openclipart"]
+
+
+def test_the_fit_counts_a_query_found_only_when_its_own_product_clears_the_cut_off():
+    """A query whose right product ranks second, under the cut-off, behind a wrong one above it, is not found at
+    the defaults: the fit counted it found because the best score cleared the cut-off."""
+    from bench.retrieval import query_scores
+
+    catalog = np.array([[1.0, 0.0], [0.8, 0.6]])  # product "wrong" along the query, product "right" beside it
+    scores = query_scores(catalog=catalog, products=np.array(["wrong", "right"]), instance=np.array([[1.0, 0.1]]),
+                          instance_products=np.array(["right"]), absent=np.array([[0.0, 1.0]]))
+    assert scores.instance_rank[0] == 1 and scores.instance_top[0] > 0.99
+    assert 0.8 < scores.instance_right[0] < 0.9
