@@ -6,8 +6,8 @@ its cut-off from its own vectors. A photo of something the shop does not sell sc
 a product scores against the nearest product of *another* category: so the cut-off is a quantile of those
 nearest-other-category similarities over a sample of products (``cutoff_from_neighbours``), and at most
 ``DEFAULT_CUTOFF``, which is also the cut-off of a catalog too small or with a single category. The quantile and the
-default were fitted on the benchmark's domains, each judged with them fitted on the other domains only
-(docs/relevance.md, docs/search.md).
+default were fitted on the benchmark's domains, on queries its report does not measure (bench/splits.py
+QUERY_SETS), each domain judged with them fitted on the other domains only (docs/relevance.md, docs/search.md).
 
 Shoppers and API clients see a match score rather than the raw cosine: 1 for the same photo, 0.5 at the cut-off,
 falling linearly to 0 below it, so "50% match" sits at the edge of "similar enough" on any catalog.
