@@ -54,14 +54,16 @@ def _compose_command() -> list[str] | None:
 
 
 COMPOSE = _compose_command()
+# What compose refuses to start without, with values it accepts.
+REQUIRED = {"SECRET_KEY": "x" * 60, "POSTGRES_PASSWORD": "0123abcd" * 3, "ALLOWED_HOSTS": "shop.example.com"}
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
-@pytest.mark.parametrize("secret", ["SECRET_KEY", "POSTGRES_PASSWORD"])
+@pytest.mark.parametrize("secret", ["SECRET_KEY", "POSTGRES_PASSWORD", "ALLOWED_HOSTS"])
 def test_docker_compose_accepts_the_file_and_requires_each_secret(tmp_path, secret):
-    """No insecure default: without either secret compose refuses to start, naming it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "POSTGRES_PASSWORD")}
-    secrets = {"SECRET_KEY": "x" * 60, "POSTGRES_PASSWORD": "0123abcd" * 3}
+    """No insecure default: without either secret, or the site's host names, compose refuses to start, naming it."""
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED}
+    secrets = dict(REQUIRED)
     cmd = [*COMPOSE, "-f", str(COMPOSE_FILE), "config", "-q"]
     ok = subprocess.run(cmd, cwd=tmp_path, env={**env, **secrets}, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -105,7 +107,8 @@ def test_app_services_share_one_image_and_differ_in_command(compose):
 def test_app_environment_is_production_and_secret_key_is_required(compose):
     env = compose["services"]["web"]["environment"]
     assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
-    assert re.fullmatch(r"\$\{SECRET_KEY:\?.+\}", env["SECRET_KEY"])
+    for name in ("SECRET_KEY", "ALLOWED_HOSTS"):  # required: a default host would answer 400 to every real request
+        assert re.fullmatch(rf"\$\{{{name}:\?.+\}}", env[name]), name
     for name in ("ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"):
         assert env[name], name
     assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
@@ -312,7 +315,7 @@ def test_the_replica_profile_adds_a_streaming_standby_of_db(compose):
 @pytest.mark.skipif(COMPOSE is None, reason="neither docker compose nor docker-compose is installed")
 def test_docker_compose_reads_the_replica_profile(tmp_path):
     """The installed compose tool knows ``profiles`` (compose >= 1.28): it keeps db-replica out of a plain ``up``."""
-    env = {**os.environ, "SECRET_KEY": "x" * 60, "POSTGRES_PASSWORD": "0123abcd" * 3}
+    env = {**os.environ, **REQUIRED}
     result = subprocess.run([*COMPOSE, "-f", str(COMPOSE_FILE), "--profile", "replica", "config"], cwd=tmp_path,
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

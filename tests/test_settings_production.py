@@ -88,3 +88,12 @@ def test_a_database_server_that_does_not_answer_fails_the_connection_instead_of_
         result = subprocess.run([sys.executable, "-c", connect], cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=60)
     assert result.returncode != 0 and "timeout expired" in result.stderr, result.stderr[-2000:]
+
+
+def test_an_open_database_connection_fails_when_its_query_goes_unacknowledged(db):
+    """A network partition left a connection waiting on TCP for about 15 minutes (a worker, /healthz): libpq's
+    tcp_user_timeout bounds it. No test can cut the network, so this checks that the live connection has it."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    assert connection.connection.info.get_parameters()["tcp_user_timeout"] == str(settings.DATABASE_TCP_USER_TIMEOUT * 1000)

@@ -261,3 +261,18 @@ def test_errors_nginx_and_gunicorn_answer_themselves_under_the_api_are_json(guni
     down = get(nginx.url + "/api/v1/products/")
     assert down.status == 503 and down.headers.get("Retry-After") == "10"
     assert json.loads(down.body) == {"detail": "The service is temporarily unavailable; try again shortly."}
+
+
+def test_a_shoppers_photo_search_form_posts_through_the_proxy_on_its_own_port(nginx):
+    """nginx passed the Host without its port: Django's CSRF check compared the browser's Origin (with the port)
+    with it, and refused every form post through the proxy on a port other than 80 or 443 (403)."""
+    import re
+
+    page = get(nginx.url + "/search/photo/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+    cookie = re.search(r"csrftoken=([^;]+)", page.headers["Set-Cookie"])[1]
+    body = f"csrfmiddlewaretoken={token}&category=".encode()  # no photo: the form says so, with a 400
+    answer = request(nginx.url + "/search/photo/", data=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}", "Origin": nginx.url,
+        "Referer": nginx.url + "/search/photo/"})
+    assert answer.status == 400 and "Choose a photo" in answer.text, answer.text[:500]

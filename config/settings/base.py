@@ -68,6 +68,10 @@ TEMPLATES = [
 DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
 
 
+# Seconds a query sent on an open connection may go unacknowledged by the server's host before the connection fails.
+DATABASE_TCP_USER_TIMEOUT = env.int("DATABASE_TCP_USER_TIMEOUT", default=10)
+
+
 def _database(url: str, *, connect_timeout: int) -> dict:
     config = env.db_url_config(url)
     options = config.setdefault("OPTIONS", {})
@@ -75,9 +79,10 @@ def _database(url: str, *, connect_timeout: int) -> dict:
     if "host" in options:
         config["HOST"] = options.pop("host")
     # A server that does not answer (a network partition drops the packets) fails the connection after this many
-    # seconds instead of holding the request, or /healthz, for as long as TCP retries. The URL's own
-    # ?connect_timeout= wins.
+    # seconds instead of holding the request, or /healthz, for as long as TCP retries; so does an open connection
+    # whose query goes unacknowledged (libpq's tcp_user_timeout, in ms). The URL's own options win.
     options.setdefault("connect_timeout", connect_timeout)
+    options.setdefault("tcp_user_timeout", DATABASE_TCP_USER_TIMEOUT * 1000)
     config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = True
     return config
