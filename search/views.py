@@ -54,7 +54,7 @@ def photo(request):
     throttle = SearchAnonThrottle()  # before the form decodes the photo: the API's limit, and the same counter
     if not throttle.allow_request(request, None):
         wait = math.ceil(throttle.wait() or 1)
-        response = _render(request, {"form": PhotoSearchForm(), "throttled": wait}, status=429)
+        response = _render(request, {"form": _form_again(request), "throttled": wait}, status=429)
         response["Retry-After"] = str(wait)
         return response
     form = PhotoSearchForm(request.POST, request.FILES)
@@ -72,7 +72,7 @@ def photo(request):
         return _render(request, {"form": form}, status=400)
     except Exception:  # model files missing, database down: say so kindly instead of a bare 500
         logger.exception("photo search failed")
-        return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
+        return _render(request, {"form": _form_again(request), "unavailable": True}, status=503)
 
     width, height = form.query_image.width, form.query_image.height
     query_photo = _query_photo(data["photo"], width=width, height=height, box=data["box"])
@@ -80,11 +80,16 @@ def photo(request):
                     query_photo=query_photo)
 
 
+def _form_again(request) -> PhotoSearchForm:
+    """The start form for another try after a search could not be run: the category the shopper chose kept."""
+    return PhotoSearchForm(initial={"category": request.POST.get("category") or request.GET.get("category", "")})
+
+
 def _refined(request):
     """A search refined by its kept query vector (a chip, a price range, an order, "show more"): no photo."""
     kept = query_vector_kept(token=request.GET["query"])
     if kept is None:
-        return _render(request, {"form": PhotoSearchForm(), "expired": True}, status=410)
+        return _render(request, {"form": _form_again(request), "expired": True}, status=410)
     refine_form = RefineForm(request.GET, auto_id="refine_%s")
     try:
         category = category_by_slug(slug=request.GET["category"]) if request.GET.get("category") else None
@@ -98,7 +103,7 @@ def _refined(request):
                               refine=refine_form.refine())
     except Exception:
         logger.exception("refined photo search failed")
-        return _render(request, {"form": PhotoSearchForm(), "unavailable": True}, status=503)
+        return _render(request, {"form": _form_again(request), "unavailable": True}, status=503)
     return _results(
         request, search, token=request.GET["query"], limit=limit, refine_form=refine_form, query_photo=None,
         closest=closest,

@@ -111,9 +111,30 @@ def test_an_empty_refinement_names_what_emptied_it(client, searched, catalog, se
     pink = client.get(URL, {"query": searched.context["token"], "colour": "pink"})  # nothing in the catalog is pink
     html = pink.content.decode()
     assert "No lookalikes in that colour" in html and "at that price" not in html
+    any_colour = page_links(pink, "data-refine")["Any colour"]  # the way out, with no swatch left to show it
+    assert "colour=" not in any_colour and client.get(any_colour).context["search"].results
 
     settings.SEARCH_MIN_SCORE = 0.99  # nothing is a real match: a sorted More like this keeps only those
     sorted_page = client.get("/p/CHAIR-1/", {"sort": "price"}).content.decode()
     assert "Nothing looks enough like it to sort" in sorted_page and "at that price" not in sorted_page
     priced = client.get("/p/CHAIR-1/", {"max_price": "1"}).content.decode()
     assert "Nothing that looks like it at that price" in priced
+
+
+def test_more_like_this_keeps_its_price_and_order_when_it_looks_elsewhere(client, catalog, settings):
+    settings.SEARCH_MIN_SCORE = 0
+    page = client.get("/p/CHAIR-1/", {"scope": "all", "sort": "price", "max_price": "70"})
+    html = page.content.decode()
+    here = re.search(r'<a href="([^"]+)"[^>]*>In Chairs</a>', html)[1].replace("&amp;", "&")
+    everywhere = re.search(r'<a href="([^"]+)"[^>]*>All categories</a>', html)[1].replace("&amp;", "&")
+    assert here == "/p/CHAIR-1/?sort=price&max_price=70#more-like-this"
+    assert everywhere == "/p/CHAIR-1/?scope=all&sort=price&max_price=70#more-like-this"
+
+
+def test_a_product_without_photos_does_not_promise_lookalikes_once_they_are_processed(client, catalog):
+    from catalog import services
+
+    bare = services.product_create(sku="BARE-1", title="No photo yet", category=catalog["CHAIR-1"].category,
+                                   price="10")
+    html = client.get(bare.get_absolute_url()).content.decode()
+    assert "no photo to compare yet" in html and "once this product's photos are processed" not in html

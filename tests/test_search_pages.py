@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
+from catalog.models import Category
 from search.models import EmbeddingSpace
 from tests.factories import collage, jpeg_upload, uploaded_file, uploaded_image
 from tests.support import page_links
@@ -274,10 +275,12 @@ def test_an_unusable_model_gives_a_friendly_503(client, catalog, test_images):
     # The active space belongs to a model this installation does not have: the query cannot be embedded.
     EmbeddingSpace.objects.update_or_create(state=EmbeddingSpace.State.ACTIVE, defaults={"model": "retired-model-v0"})
 
-    response = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    shoes = Category.objects.get(name="Shoes")
+    response = client.post(URL, {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg"), "category": shoes.slug})
 
     assert response.status_code == 503
     assert "Photo search is unavailable right now" in response.content.decode()
+    assert response.context["form"]["category"].value() == shoes.slug  # kept for the next try
 
 
 def test_other_methods_are_refused(client):

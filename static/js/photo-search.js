@@ -25,6 +25,8 @@
   // The region drawn on the query photo, as fractions of its width and height.
   var region = null;
   var busy = false;
+  // A search or refinement not answered in this time is given up, and the page is usable again.
+  var REQUEST_TIMEOUT_MS = 120000;
 
   // ---------- Choosing a photo ----------
 
@@ -43,7 +45,8 @@
     var problem = clientProblem(file);
     var message = form.querySelector("[data-client-error]");
     var zone = form.querySelector("[data-drop-zone]");
-    form.querySelectorAll("[data-field-error]").forEach(function (el) { el.remove(); });
+    // The photo's own errors only: a category's ("does not exist any more") still holds for the new photo.
+    form.querySelectorAll("[data-photo-error]").forEach(function (el) { el.remove(); });
     message.textContent = problem;
     message.hidden = !problem;
     zone.classList.toggle("is-invalid", Boolean(problem));
@@ -51,9 +54,11 @@
     var prompt = zone.querySelector("[data-drop-prompt]");
     var panel = zone.querySelector("[data-drop-chosen]");
     var thumb = zone.querySelector("[data-drop-thumb]");
-    if (thumb.src) URL.revokeObjectURL(thumb.src);
     if (chosen) {
-      thumb.src = URL.createObjectURL(chosen);
+      // Freed once shown: the page swaps this form out after a search, and the photo may be a large screenshot.
+      var url = URL.createObjectURL(chosen);
+      thumb.onload = thumb.onerror = function () { URL.revokeObjectURL(url); };
+      thumb.src = url;
       zone.querySelector("[data-drop-name]").textContent = (chosen.name || "Pasted image") + " · " + formatSize(chosen.size);
     } else {
       thumb.removeAttribute("src");
@@ -100,9 +105,29 @@
     var files = event.dataTransfer && event.dataTransfer.files;
     if (files && files.length) showChosen(files[0]);
   });
+  // A photo dropped anywhere else on the page (its query photo, the results) is chosen too, rather than opened by
+  // the browser in place of the page, which lost the results; during a search it is ignored.
+  function carriesFiles(event) {
+    return event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types || [], "Files") !== -1;
+  }
+  document.addEventListener("dragover", function (event) {
+    if (carriesFiles(event)) event.preventDefault();
+  });
+  document.addEventListener("drop", function (event) {
+    if (!carriesFiles(event) || dropZone(event)) return;
+    event.preventDefault();
+    if (busy || !event.dataTransfer.files.length) return;
+    showChosen(event.dataTransfer.files[0]);
+    var zone = body.querySelector("[data-drop-zone]");
+    if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  });
 
   // Paste anywhere on the page, unless the shopper is pasting text into a text field.
   document.addEventListener("paste", function (event) {
+    var target = event.target;
+    var types = (event.clipboardData && event.clipboardData.types) || [];
+    if (target.closest && target.closest("input:not([type=file]), textarea, [contenteditable]") &&
+        Array.prototype.indexOf.call(types, "text/plain") !== -1) return;  // a name or a price, with a picture of it
     var items = (event.clipboardData && event.clipboardData.items) || [];
     for (var i = 0; i < items.length; i++) {
       if (items[i].kind === "file" && items[i].type.indexOf("image/") === 0) {
@@ -245,9 +270,11 @@
           fresh.querySelectorAll("[data-form-errors] p, [data-field-error], .form-alert p"), function (el) { return el.textContent.trim(); });
         fail(messages.join(" ") || "That search could not be run. Please try again.");
       } else {
+        // The photo stays chosen (and shown) for another try, unless it was the photo that was refused.
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
         replaceBody(fresh);
-        if (!photoRejected && request.status === 400) showChosen(params.file);
+        if (photoRejected) chosen = null;
+        else showChosen(params.file);
         // The button that had the focus is gone with the old form: the field in error takes it, and a screen
         // reader reads its message (aria-describedby), where it said nothing.
         var invalid = body.querySelector("[aria-invalid=true]");
@@ -257,6 +284,12 @@
     request.addEventListener("error", function () {
       setBusy(false);
       fail("The connection failed. Check that you are online and try again.");
+    });
+    // A connection that hangs (a phone losing signal mid-upload) must not hold the page busy for good.
+    request.timeout = REQUEST_TIMEOUT_MS;
+    request.addEventListener("timeout", function () {
+      setBusy(false);
+      fail("The search took too long. Check your connection and try again.");
     });
     setBusy(true);
     setProgress("Uploading…", 0);
@@ -321,17 +354,20 @@
     var shown = body.querySelectorAll(".results .product-card").length;
     setBusy(true);
     setProgress("Searching…", 1);
-    fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+    var controller = new AbortController();
+    var timer = setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
+    fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin", signal: controller.signal })
       .then(function (response) {
         return response.text().then(function (html) { return { status: response.status, html: html }; });
       })
       .then(function (answer) {
+        clearTimeout(timer);
         setBusy(false);
         var page = new DOMParser().parseFromString(answer.html, "text/html");
         var fresh = page.querySelector("[data-photo-search-body]");
         var results = fresh && fresh.querySelector(".results");
         var current = body.querySelector(".results");
-        if (answer.status === 410) return fail("This search has expired. Please choose your photo again.");
+        if (answer.status === 410) return searchAgain(url);
         if (answer.status !== 200 || !results || !current) return fail("That search could not be run. Please try again.");
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
@@ -344,10 +380,26 @@
           body.querySelector("#results-heading").focus({ preventScroll: true });
         }
       })
-      .catch(function () {
+      .catch(function (error) {
+        clearTimeout(timer);
         setBusy(false);
-        fail("The connection failed. Check that you are online and try again.");
+        fail(error && error.name === "AbortError" ? "The search took too long. Check your connection and try again."
+          : "The connection failed. Check that you are online and try again.");
       });
+  }
+
+  // The kept query expired (SEARCH_QUERY_KEEP_SECONDS): the photo this page still holds is searched again, with
+  // what the link asked for, in place of asking the shopper to choose it again.
+  function searchAgain(url) {
+    if (!photo) return fail("This search has expired. Please choose your photo again.");
+    var asked = new URL(url, location.href).searchParams;
+    var pairs = [];
+    ["min_price", "max_price", "sort", "colour"].forEach(function (name) {
+      if (asked.get(name)) pairs.push([name, asked.get(name)]);
+    });
+    var box = initialRegion();
+    search({ file: photo, size: photoSize, category: asked.get("category") || "",
+             box: box ? regionInPixels(box, photoSize) : "", limit: asked.get("limit") || "", refine: pairs });
   }
 
   // Back and forward between refined searches: the address is the state, so load it, when it names other results

@@ -139,3 +139,60 @@ def test_the_order_chosen_with_the_keyboard_applies_on_enter_not_at_each_arrow(p
     page.keyboard.press("Enter")
     wait_until_idle(page)
     expect(page).to_have_url(re.compile(rf"&sort={re.escape(chosen)}$"))
+
+
+_DROP_A_PHOTO_ON = """([selector, bytes]) => {
+    const photo = new File([new Uint8Array(bytes)], "dropped.jpg", { type: "image/jpeg" });
+    const transfer = new DataTransfer();
+    transfer.items.add(photo);
+    const target = document.querySelector(selector);
+    for (const type of ["dragover", "drop"]) {
+        const event = new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer });
+        target.dispatchEvent(event);
+        if (type === "drop") return event.defaultPrevented;
+    }
+}"""
+
+
+def test_a_photo_dropped_on_the_results_is_chosen_and_the_page_kept(page, shop, test_images, everything_matches):
+    """Outside the small drop zone, the browser opened the dropped file in place of the page, results and all."""
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    photo = list((test_images / "shoe-running-1.jpg").read_bytes())
+    assert page.evaluate(_DROP_A_PHOTO_ON, [".results", photo])  # the page takes the drop: no navigation
+    expect(page.locator("[data-drop-name]")).to_contain_text("dropped.jpg")
+    expect(page.locator("#results-heading")).to_be_visible()
+
+
+def test_text_pasted_into_a_field_stays_text_though_the_clipboard_holds_a_picture_too(page, shop, test_images):
+    """Office and web pages put a picture of the copied text beside it: the page took it as the photo to search."""
+    page.goto("/search/photo/")
+    photo = list((test_images / "shoe-running-1.jpg").read_bytes())
+    pasted = page.evaluate("""([bytes]) => {
+        const transfer = new DataTransfer();
+        transfer.setData("text/plain", "oak chair");
+        transfer.items.add(new File([new Uint8Array(bytes)], "clip.png", { type: "image/png" }));
+        const field = document.querySelector("input[name=q]");
+        const event = new ClipboardEvent("paste", { bubbles: true, cancelable: true, clipboardData: transfer });
+        field.dispatchEvent(event);
+        return !event.defaultPrevented;
+    }""", [photo])
+    assert pasted  # the browser goes on to paste the text
+    expect(page.locator("[data-drop-chosen]")).to_be_hidden()
+
+
+def test_a_refinement_after_the_kept_search_expired_searches_the_photo_again(page, shop, test_images,
+                                                                             everything_matches):
+    """It asked the shopper to choose the photo again, though the page still held it."""
+    from django.core.cache import cache
+
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    uploads = _uploads(page)
+    cache.clear()  # the kept query vector is gone, as after SEARCH_QUERY_KEEP_SECONDS
+    page.locator(".looks-like .chip").filter(has_text="Shoes").click()
+    wait_until_idle(page)
+    expect(page.locator("[data-request-error]")).to_be_hidden()
+    assert len(uploads) == 1  # the photo, sent again
+    shoes = {product.title for product in shop.values() if product.category.name == "Shoes"}
+    assert card_titles(page) and set(card_titles(page)) <= shoes  # in the category the chip asked for
