@@ -50,6 +50,10 @@
     message.textContent = problem;
     message.hidden = !problem;
     zone.classList.toggle("is-invalid", Boolean(problem));
+    form.querySelectorAll("[data-photo-input]").forEach(function (input) {
+      if (problem) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    });
     chosen = problem ? null : file;
     var prompt = zone.querySelector("[data-drop-prompt]");
     var panel = zone.querySelector("[data-drop-chosen]");

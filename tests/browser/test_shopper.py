@@ -241,3 +241,15 @@ def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path, screen
     x0, y0, x1, y1 = map(float, page.locator("[data-photo-search-body]").get_attribute("data-box").split(","))
     assert (x0, y0, x1) == (500, 0, 1000) and 480 <= y1 <= 500  # the right half of the 1000x500 collage
     assert card_titles(page)[0] == shop["TEE-1"].title
+
+
+def test_a_file_refused_before_it_is_sent_is_announced_at_the_photo_field(page, tmp_path):
+    """The page's own check ("not an image", "larger than ... MB") showed a message no screen reader announced."""
+    text = tmp_path / "notes.txt"
+    text.write_text("a shopping list")
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(str(text))
+    message = page.get_by_role("alert").filter(has_text="That file is not an image.")
+    expect(message).to_be_visible()
+    expect(page.locator("#id_photo")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#id_photo")).to_have_attribute("aria-describedby", re.compile(r"\bphoto-client-error\b"))
