@@ -96,8 +96,8 @@ class Baseline:
 
         paths = [str(item.path) for item in getattr(split, kind)]
         weights = file_sha256(self.model.weights_path())[:16]
-        return cached(f"baseline-{weights}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}{split.query_set}-{paths}",
-                      compute)
+        version = f"{weights}p{PREPROCESSING_VERSION}-{kind}-s{SNAPSHOT_VERSION}{split.query_set}"
+        return cached(f"baseline-{version}-{paths}", compute)
 
     def measure(self, split: DomainSplit) -> dict:
         catalog = self.features(split, "catalog")

@@ -273,7 +273,8 @@ def vendure_products_parse(*, root: Path) -> list[DemoProduct]:
             continue
         facets = [facet.split(":", 1) for facet in row["facets"].split("|") if ":" in facet]
         categories = tuple(value for kind, value in facets if kind == "category")
-        path = _PATH_BY_KEY.get(row["slug"]) or VENDURE_FACET_PATHS.get(categories) or CATEGORY_PATH_DISPLAY_SEPARATOR.join(categories)
+        path = (_PATH_BY_KEY.get(row["slug"]) or VENDURE_FACET_PATHS.get(categories)
+                or CATEGORY_PATH_DISPLAY_SEPARATOR.join(categories))
         products.append(
             DemoProduct(
                 sku=f"VEN-{row['slug']}",

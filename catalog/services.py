@@ -205,8 +205,9 @@ class Upserted:
 @transaction.atomic
 def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: list[str]) -> list[Upserted]:
     """Create or update products by SKU and add the photos each lacks (compared by content hash): the one write
-    path of the CSV import (up to importer.WRITE_BATCH_ROWS rows at a time), the photo demo (a product at a time) and Fashion-MNIST (500 at a
-    time). Photos are never removed, so ones an admin added survive; loading again changes nothing.
+    path of the CSV import (up to importer.WRITE_BATCH_ROWS rows at a time), the photo demo (a product at a time)
+    and Fashion-MNIST (500 at a time). Photos are never removed, so ones an admin added survive; loading again
+    changes nothing.
 
     Set-based, so a batch costs a few queries rather than a few per product. The products' rows stay locked
     until the caller's transaction ends, so two loads of one SKU cannot both add a photo; one that another

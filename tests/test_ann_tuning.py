@@ -89,7 +89,8 @@ def test_products_with_many_close_photos_still_fill_the_limit(settings, exact_ma
             image = ProductImage.objects.create(product=product, file=f"x/{product.pk}-{photo}.jpg", width=1,
                                                 height=1, content_hash="a" * 64, position=photo)
             vector = look + rng.normal(scale=1e-3, size=dims)
-            rows.append(ImageEmbedding(image=image, product=product, model=model, vector=vector / np.linalg.norm(vector)))
+            vector /= np.linalg.norm(vector)
+            rows.append(ImageEmbedding(image=image, product=product, model=model, vector=vector))
     ImageEmbedding.objects.bulk_create(rows)
 
     found = similar_products_to_vector(vector=query, limit=5, category_ids=[category.pk], model=model)

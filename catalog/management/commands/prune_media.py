@@ -23,7 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than_hours, dry_run, verbosity, **options):
         if older_than_hours < 1:
-            raise CommandError("--older-than-hours must be at least 1: a younger file may belong to a write in progress")
+            raise CommandError("--older-than-hours must be at least 1: a younger file may belong to a write in "
+                               "progress")
         stored_before = timezone.now() - timezone.timedelta(hours=older_than_hours)
         found = 0
         for folder in tqdm(photo_folders(), unit="folder", desc="prune_media", file=sys.stderr, disable=verbosity == 0):
