@@ -276,3 +276,11 @@ def test_a_shoppers_photo_search_form_posts_through_the_proxy_on_its_own_port(ng
         "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={cookie}", "Origin": nginx.url,
         "Referer": nginx.url + "/search/photo/"})
     assert answer.status == 400 and "Choose a photo" in answer.text, answer.text[:500]
+
+
+def test_a_photo_too_large_for_the_proxy_gets_a_page_that_leads_back_not_a_bare_error(nginx):
+    """Without the page's script, which checks the size first, a 30 MB photo got nginx's bare 413."""
+    port = int(nginx.url.rsplit(":", 1)[1])
+    status, body = _declared_body_answer(port, "/search/photo/", 30 * 1024 * 1024)
+    assert status == 413
+    assert b"That photo is too large" in body and b'href="/search/photo/"' in body
