@@ -101,6 +101,8 @@ def product_detail(request, sku):
             # the old one: its results show the product has vectors there.
             "has_vectors": bool(similar_products)
             or any(image.embedding_status == EmbeddingStatus.READY for image in images),
+            # Photos still to be processed: More like this will come. None (all failed): it will not.
+            "photos_pending": any(image.embedding_status == EmbeddingStatus.PENDING for image in images),
         },
     )
     if similar_products is None:

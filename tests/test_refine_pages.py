@@ -138,3 +138,14 @@ def test_a_product_without_photos_does_not_promise_lookalikes_once_they_are_proc
                                    price="10")
     html = client.get(bare.get_absolute_url()).content.decode()
     assert "no photo to compare yet" in html and "once this product's photos are processed" not in html
+
+
+def test_a_product_whose_photos_failed_does_not_promise_lookalikes_once_they_are_processed(client, catalog):
+    from search.services import image_embedding_fail
+
+    chair = catalog["CHAIR-1"]
+    photo = chair.images.get()
+    photo.embeddings.all().delete()  # as a photo whose every try failed: no vector
+    image_embedding_fail(image_id=photo.pk, error="OSError: truncated file")
+    html = client.get(chair.get_absolute_url()).content.decode()
+    assert "no similar products to show" in html and "once this product's photos are processed" not in html
