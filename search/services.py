@@ -234,10 +234,8 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
             image_embedding_fail(image_id=image_id, error=f"model unavailable: {error}")
         outcome["failed"] = len(unavailable)
         images = {image_id: images[image_id] for image_id in done}
-    for image_id in done:
-        if images[image_id].embedding_status != EmbeddingStatus.READY:
-            _mark_ready(image_id=image_id, model=embedder.id)
-        outcome["skipped"] += 1
+    _mark_ready(image_ids=[i for i in done if images[i].embedding_status != EmbeddingStatus.READY], model=embedder.id)
+    outcome["skipped"] += len(done)
 
     decoded_ids, decoded = [], []
     with ExitStack() as files:
@@ -370,10 +368,7 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
             update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "details", "product"],
         )
         if mark_ready:
-            ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(
-                embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="",
-                embedded_at=timezone.now(),
-            )
+            _mark_ready(image_ids=[item.image_id for item in items], model=model)
         # Bulk writes send no signals: a product page cached before its photos were embedded says "Similar products
         # appear once ...", and other pages' More like this lists lack the product. The vectors of a space being
         # built change no page: retiring every cached page for each batch left the cache empty for the rebuild.
@@ -395,8 +390,8 @@ def _products_share_lock(*, product_ids: list[int]) -> None:
                        [product_ids])
 
 
-def _mark_ready(*, image_id: int, model: str) -> None:
-    ProductImage.objects.filter(pk=image_id).update(
+def _mark_ready(*, image_ids: list[int], model: str) -> None:
+    ProductImage.objects.filter(pk__in=image_ids).update(
         embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
     )
 
