@@ -11,8 +11,9 @@ from django.db import connection, transaction
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
-# A probe answers within this, whatever the database does (a partition, a lock queue): gunicorn's 60 s would kill
-# the worker first, and three stuck probes would hold every worker.
+# A probe's query and Redis ping give up after this (a database stuck in a lock queue, a Redis that hangs): gunicorn's
+# 60 s would kill the worker first, and three stuck probes would hold every worker. A database cut off by a network
+# partition is bounded by the connection's own timeouts (DATABASE_CONNECT_TIMEOUT, DATABASE_TCP_USER_TIMEOUT).
 PROBE_TIMEOUT_SECONDS = 2
 
 
