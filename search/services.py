@@ -234,7 +234,8 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
             image_embedding_fail(image_id=image_id, error=f"model unavailable: {error}")
         outcome["failed"] = len(unavailable)
         images = {image_id: images[image_id] for image_id in done}
-    _mark_ready(image_ids=[i for i in done if images[i].embedding_status != EmbeddingStatus.READY], model=embedder.id)
+    if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
+        _mark_ready(image_ids=unmarked, model=embedder.id)
     outcome["skipped"] += len(done)
 
     decoded_ids, decoded = [], []
