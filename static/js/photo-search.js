@@ -27,6 +27,9 @@
   var busy = false;
   // A search or refinement not answered in this time is given up, and the page is usable again.
   var REQUEST_TIMEOUT_MS = 120000;
+  var TOO_SLOW = "The search took too long. Check your connection and try again.";
+  // The refinements a new search of the same photo carries: from the refine form, or from a link's address.
+  var REFINEMENTS = ["min_price", "max_price", "sort", "colour"];
 
   // ---------- Choosing a photo ----------
 
@@ -203,7 +206,7 @@
     var form = body.querySelector("[data-refine-form]");
     var pairs = [];
     if (form) {
-      ["min_price", "max_price", "sort", "colour"].forEach(function (name) {
+      REFINEMENTS.forEach(function (name) {
         var field = form.elements[name];
         if (field && field.value !== "") pairs.push([name, field.value]);
       });
@@ -293,7 +296,7 @@
     request.timeout = REQUEST_TIMEOUT_MS;
     request.addEventListener("timeout", function () {
       setBusy(false);
-      fail("The search took too long. Check your connection and try again.");
+      fail(TOO_SLOW);
     });
     setBusy(true);
     setProgress("Uploading…", 0);
@@ -387,7 +390,7 @@
       .catch(function (error) {
         clearTimeout(timer);
         setBusy(false);
-        fail(error && error.name === "AbortError" ? "The search took too long. Check your connection and try again."
+        fail(error && error.name === "AbortError" ? TOO_SLOW
           : "The connection failed. Check that you are online and try again.");
       });
   }
@@ -398,7 +401,7 @@
     if (!photo) return fail("This search has expired. Please choose your photo again.");
     var asked = new URL(url, location.href).searchParams;
     var pairs = [];
-    ["min_price", "max_price", "sort", "colour"].forEach(function (name) {
+    REFINEMENTS.forEach(function (name) {
       if (asked.get(name)) pairs.push([name, asked.get(name)]);
     });
     var box = initialRegion();
