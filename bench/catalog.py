@@ -124,7 +124,7 @@ def _noise(rng: np.random.Generator, shape, scale) -> np.ndarray:
 def _real_embeddings(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Shipped (reduced, unit-length, float32) embeddings of the first ``count`` Fashion-MNIST ``split`` images."""
     from bench.common import embedder, unit
-    from bench.datasets import fashion_mnist, fashion_mnist_pil
+    from bench.datasets import fashion_mnist
 
     model = embedder("efficientnet-lite0")
     images, labels = fashion_mnist(split, limit=count)

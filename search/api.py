@@ -22,7 +22,7 @@ from catalog.page_cache import cache_catalog_page
 from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
-from search.services import query_vector_keep
+from search.kept_queries import query_vector_keep
 from search.throttles import SearchAnonThrottle
 from search.serializers import (
     PhotoSearchSerializer,

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-import numpy as np
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connections, router, transaction
-from django.db.models import CharField
+from django.db.models import CharField, Exists, OuterRef
 from django.db.models.functions import MD5, Cast
 
 from catalog.models import Category, Product
@@ -27,6 +25,9 @@ from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
 from search.query import Box, QueryImage, query_embedding, query_image_read
 from search.refine import DEFAULT_SORT, NO_REFINE, Refine, fold_duplicates, sorted_matches
+
+if TYPE_CHECKING:
+    from search.kept_queries import KeptQuery
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ FOLDED_POOL_DOUBLINGS = 3  # at most 8x the pool read again when folding near-du
 MATCH_POOL = 48
 # pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
 HNSW_EF_SEARCH_MAX = 1000
-# Kept query vectors: a cache key prefix, and what a token looks like (search.services.query_vector_keep).
-KEPT_QUERY_PREFIX = "search:query:f32:"  # the format in the key: entries of another format are never read as this
-KEPT_QUERY_DTYPE = "<f4"
-KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 @kept_per_catalog_version
@@ -128,17 +125,8 @@ class PhotoSearch:
     categories: list[CategoryFacet] = field(default_factory=list)
     colours: list[ColourFacet] = field(default_factory=list)
     refine: Refine = NO_REFINE
-    vector: object = None  # the query vector (numpy), for keeping it (search.services.query_vector_keep)
+    vector: object = None  # the query vector (numpy), for keeping it (search.kept_queries.query_vector_keep)
     details: tuple | None = None  # the query photo's detail descriptors and weights, kept with it
-
-
-@dataclass(frozen=True)
-class KeptQuery:
-    """An earlier photo search's query vector, kept for a while so that it can be refined without the photo."""
-
-    model: str
-    vector: object  # numpy float32
-    details: tuple | None = None  # the photo's detail descriptors and weights (search/details.py)
 
 
 def similar_products_to_vector(
@@ -536,17 +524,7 @@ def photo_search(
     )
 
 
-def query_vector_kept(*, token: str) -> KeptQuery | None:
-    """The query vector kept under ``token`` by search.services.query_vector_keep, if it has not expired and its
-    space is still the one searched (after a model switch its vector compares with nothing). None as well while
-    the cache is down: the shopper searches with the photo again, as after the token expired."""
-    try:
-        kept = cache.get(KEPT_QUERY_PREFIX + token) if KEPT_QUERY_TOKEN.fullmatch(token or "") else None
-    except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
-        logger.warning("cannot read a kept query vector: the cache is unavailable", exc_info=True)
-        return None
-    if kept is None or kept["model"] != search_space_model():
-        return None
-    kept_details = details.decode(kept["details"]) if kept.get("details") else None
-    return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy(),
-                     details=kept_details)
+def no_vector_in(model: str, *, image: str = "pk"):
+    """A filter: the image (the row's ``image`` field) has no vector in space ``model``. NOT EXISTS, an anti-join,
+    where NOT IN over a million ids outgrows work_mem and compares row by row."""
+    return ~Exists(ImageEmbedding.objects.filter(model=model, image_id=OuterRef(image)))

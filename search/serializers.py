@@ -13,7 +13,7 @@ from catalog.serializers import CategorySlugField, ProductSummarySerializer
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.refine import DEFAULT_SORT, SORTS, Refine
-from search.selectors import query_vector_kept
+from search.kept_queries import query_vector_kept
 
 DEFAULT_LIMIT = 12
 MAX_LIMIT = 100

@@ -1,30 +1,27 @@
-"""Writes for image search: queueing embeddings, storing vectors, building and switching embedding spaces."""
+"""Writes for image search: queueing photos to embed, storing their vectors, recording failures. The sweep and the
+embedding spaces it switches and calibrates are in search/sweep.py."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 from celery import current_app
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from PIL import Image
 
 from catalog.models import EmbeddingStatus, Product, ProductImage
 from catalog.page_cache import catalog_changed
-from search import calibration, details
+from search import details
 from search.colours import dominant_colours
 from search.embeddings import Embedder, ModelUnavailable, active_embedder
-from search.models import EmbeddingSpace, ImageEmbedding
-from search.preprocessing import load_rgb
+from search.models import ImageEmbedding
+from search.selectors import no_vector_in
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +37,6 @@ FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an origina
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
-# Photos whose colours one sweep fills in (each is decoded at about COLOUR_DRAFT_SIZE px: a few ms).
-COLOUR_BACKFILL_BATCH = 200
-COLOUR_DRAFT_SIZE = 256
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -290,7 +284,7 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
     active = search_space_model()  # the configured model's on a new install: then nothing is being built
     if active == building:
         return
-    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(_no_vector_in(active)).only("pk", "file"))
+    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(no_vector_in(active)).only("pk", "file"))
     if not images:
         return
     try:
@@ -407,181 +401,3 @@ def image_embedding_fail(*, image_id: int, error: str, file: str | None = None) 
     images.update(
         embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
-
-
-# --- Embedding spaces -----------------------------------------------------------------------------------
-
-
-def embedding_space_sync() -> EmbeddingSpace:
-    """Reconcile the stored spaces with ``EMBEDDING_MODEL``; returns the space search reads afterwards.
-
-    - Nothing active yet (new install): the configured model's space is active at once.
-    - The configured model differs from the active one: its space is created as *building* and every image is
-      marked pending for it (the sweep queues them in bounded batches); search stays on the active space.
-    - The building space has every image processed, and a vector of every image searchable in the active one: it
-      becomes active and the old one retired, in one transaction. Images that failed in it keep it building;
-      images another model's worker marked ready (a rolling deploy) are pending for it again.
-    - The configured model is the active one again before a build was complete: that build is retired.
-    """
-    configured = active_embedder().id
-    with transaction.atomic():
-        spaces = {space.model: space for space in EmbeddingSpace.objects.select_for_update().order_by("pk")}
-        active = next((space for space in spaces.values() if space.state == EmbeddingSpace.State.ACTIVE), None)
-        target = spaces.get(configured)
-        if active is not None and active.model == configured:
-            # A build given up (the model set back before its space was complete) frees its vectors in the sweep;
-            # set again later, it starts over.
-            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING).update(
-                state=EmbeddingSpace.State.RETIRED)
-            return active
-        if active is None:
-            # First sync: the vectors already stored (if any) define the space search can use right now.
-            stored = ImageEmbedding.objects.values_list("model", flat=True).first()
-            active = _space_activate(model=stored or configured, previous=None)
-            if active.model == configured:
-                return active
-            target = None
-        if target is None or target.state != EmbeddingSpace.State.BUILDING:
-            EmbeddingSpace.objects.update_or_create(
-                model=configured, defaults={"state": EmbeddingSpace.State.BUILDING, "activated_at": None}
-            )
-            ProductImage.objects.update(
-                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
-            )
-            logger.info("embedding model changed to %s: building its space beside %s", configured, active.model)
-            return active
-        if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
-            return active
-        if requeued := _unembedded_requeue(model=configured):
-            # Marked ready by a worker still running another model (a rolling deploy), with that model's vector.
-            logger.info("space %s: %d images marked ready by another model's worker are pending again",
-                        configured, requeued)
-            return active
-        left_out = _vectors_missing_from(model=configured, searchable_in=active.model)
-        if left_out:
-            # A switch now would drop these photos out of search and the retired vectors would then be deleted: a
-            # model that could not load, or a worker that died mid-batch, must not cost the shop its catalog.
-            logger.warning("space %s not switched to: %d images searchable in %s failed in it (the admin lists "
-                           "them; `reindex --only failed` retries)", configured, left_out, active.model)
-            return active
-        logger.info("space %s complete: search switches from %s", configured, active.model)
-        return _space_activate(model=configured, previous=active)
-
-
-def _unembedded_requeue(*, model: str) -> int:
-    """Mark pending again the images, not failed, that have no vector in ``model``; returns how many."""
-    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(_no_vector_in(model))
-            .update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None))
-
-
-def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
-    """How many images that have a vector in ``searchable_in`` have none in ``model``."""
-    return ImageEmbedding.objects.filter(model=searchable_in).filter(_no_vector_in(model, image="image_id")).count()
-
-
-def _no_vector_in(model: str, *, image: str = "pk"):
-    """A filter: the image (the row's ``image`` field) has no vector in space ``model``. NOT EXISTS, an anti-join,
-    where NOT IN over a million ids outgrows work_mem and compares row by row."""
-    return ~Exists(ImageEmbedding.objects.filter(model=model, image_id=OuterRef(image)))
-
-
-def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:
-    if previous is not None:
-        previous.state = EmbeddingSpace.State.RETIRED
-        previous.save(update_fields=["state"])
-    space, _ = EmbeddingSpace.objects.update_or_create(
-        model=model, defaults={"state": EmbeddingSpace.State.ACTIVE, "activated_at": timezone.now()}
-    )
-    return space
-
-
-def retired_vectors_delete(*, limit: int = 10_000) -> int:
-    """Free the vectors of retired spaces, a bounded batch at a time."""
-    retired = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.RETIRED).values_list("model", flat=True)
-    batch = ImageEmbedding.objects.filter(model__in=list(retired)).values_list("pk", flat=True)[:limit]
-    deleted, _ = ImageEmbedding.objects.filter(pk__in=list(batch)).delete()
-    return deleted
-
-
-def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> EmbeddingSpace:
-    """Compute the space's "nothing similar enough" cut-off from its vectors (search/calibration.py) when the
-    catalog has changed enough since the last time, or when ``force``d. Returns the space as stored afterwards."""
-    from search.selectors import nearest_other_category_similarities
-
-    vectors = ImageEmbedding.objects.filter(model=space.model, active=True).count()
-    if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors,
-                                                       changed=lambda: _catalog_changes_since(space)):
-        return space
-    similarities = nearest_other_category_similarities(model=space.model, sample=calibration.SAMPLE_PRODUCTS)
-    enough = len(similarities) >= calibration.MIN_PRODUCTS
-    space.min_score = calibration.cutoff_from_neighbours(
-        similarities, quantile=calibration.neighbour_quantile(), highest=calibration.default_cutoff()
-    ) if enough else None
-    space.calibrated_vectors = vectors
-    space.calibrated_at = timezone.now()
-    space.save(update_fields=["min_score", "calibrated_vectors", "calibrated_at"])
-    logger.info("space %s calibrated on %d products: cut-off %s", space.model, len(similarities), space.min_score)
-    catalog_changed()  # cached pages show match scores made with the old cut-off
-    return space
-
-
-def _catalog_changes_since(space: EmbeddingSpace) -> int:
-    """Vectors added to the space and products edited (moved to another category, among others) since its last
-    calibration."""
-    if space.calibrated_at is None:
-        return 0
-    added = ImageEmbedding.objects.filter(model=space.model, created_at__gt=space.calibrated_at).count()
-    return added + Product.objects.filter(updated_at__gt=space.calibrated_at).count()
-
-
-def embedding_sweep() -> dict[str, int | str | float | None]:
-    """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, recalibrate the
-    cut-off when the catalog has changed enough, free old vectors, fill in the colours of older photos."""
-    space = embedding_space_calibrate(space=embedding_space_sync())
-    return {
-        "space": space.model,
-        "min_score": space.min_score,
-        "requeued": pending_images_requeue(),
-        "deleted": retired_vectors_delete(),
-        "coloured": image_colours_backfill(),
-    }
-
-
-def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
-    """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
-    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever."""
-    done = 0
-    for image in ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")[:limit]:
-        try:
-            with image.file.open("rb") as file:
-                colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
-        except TRANSIENT_OS_ERRORS:
-            raise
-        except PERMANENT_ERRORS:
-            colours = []
-        # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
-        done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
-    if done:
-        catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
-    return done
-
-
-def query_vector_keep(*, model: str, vector, query_details: tuple | None = None) -> str | None:
-    """Keep a photo search's query vector (never the photo) for SEARCH_QUERY_KEEP_SECONDS under a new random
-    token, so that a chip, a price range or another order refines the search without uploading the photo again.
-    Read back with search.selectors.query_vector_kept. ``query_details`` (the photo's detail descriptors) are kept
-    with it, 22 KB in int8, so that a refinement orders its matches as the search did. None when the cache is down:
-    the search itself needs only the database and the model, so it is answered without the means to refine it."""
-    from search.selectors import KEPT_QUERY_DTYPE, KEPT_QUERY_PREFIX  # selectors read what this writes
-
-    token = secrets.token_urlsafe(16)  # 22 characters, 128 random bits: not guessable, so not shareable by chance
-    # The float32 bytes (1.5 KB): a quarter of the time a list of numbers took to build and store.
-    values = np.asarray(vector, dtype=KEPT_QUERY_DTYPE).tobytes()
-    try:
-        kept = {"model": model, "vector": values,
-                "details": details.encode(*query_details) if query_details is not None else None}
-        cache.set(KEPT_QUERY_PREFIX + token, kept, settings.SEARCH_QUERY_KEEP_SECONDS)
-    except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
-        logger.warning("cannot keep a query vector: the cache is unavailable", exc_info=True)
-        return None
-    return token

@@ -4,7 +4,7 @@ them and never the reverse)."""
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from search import services
+from search import services, sweep
 
 
 @shared_task(
@@ -20,7 +20,7 @@ def embed_images(image_ids: list[int], force: bool = False) -> dict[str, int]:
 
 @shared_task
 def embedding_sweep() -> dict:
-    return services.embedding_sweep()
+    return sweep.embedding_sweep()
 
 
 @shared_task(time_limit=3600, soft_time_limit=3500)  # one index build of a large category can take many minutes

@@ -23,8 +23,8 @@ from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineF
 from search.preprocessing import to_rgb, upright
 from search.query import InvalidBox
 from search.refine import SORT_NOTES
-from search.selectors import PhotoSearch, photo_search, query_vector_kept
-from search.services import query_vector_keep
+from search.kept_queries import query_vector_keep, query_vector_kept
+from search.selectors import PhotoSearch, photo_search
 from search.throttles import SearchAnonThrottle
 
 logger = logging.getLogger(__name__)

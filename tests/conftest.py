@@ -135,7 +135,8 @@ def catalog(test_images):
     """Chairs, shoes and a T-shirt from real photos, embedded with the real model; returns products by SKU."""
     from catalog import services as catalog_services
     from catalog.models import EmbeddingStatus, Product, ProductImage
-    from search.services import embedding_sweep, images_embed
+    from search.services import images_embed
+    from search.sweep import embedding_sweep
     from tests.factories import uploaded_file
 
     photos = {

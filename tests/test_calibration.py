@@ -8,7 +8,8 @@ from catalog.models import Product
 from search import calibration
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import photo_search, search_space_model
-from search.services import embedding_space_calibrate, embedding_space_sync, embedding_sweep, images_embed
+from search.services import images_embed
+from search.sweep import embedding_space_calibrate, embedding_space_sync, embedding_sweep
 from tests.factories import uploaded_file
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]

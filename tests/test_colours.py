@@ -17,7 +17,8 @@ from catalog.models import Category, ProductImage
 from search.colours import FAMILIES, dominant_colours, pixel_families
 from search.models import ImageEmbedding
 from search.preprocessing import load_rgb
-from search.services import embedding_sweep, images_embed
+from search.services import images_embed
+from search.sweep import embedding_sweep
 from tests.factories import uploaded_file
 
 

@@ -78,7 +78,8 @@ def look_alikes(db, settings):
     """Ten Fashion-MNIST tops, shirts, coats and dresses (MIT), the ten nearest by vector to the snapshot of the
     coat test-00435; by vector alone the shirt test-00092 comes first (docs/relevance.md)."""
     from catalog import services as catalog_services
-    from search.services import embedding_sweep, images_embed
+    from search.services import images_embed
+    from search.sweep import embedding_sweep
     from tests.factories import uploaded_file
 
     tops = catalog_services.category_get_or_create_path(path="Clothing > Tops")

@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from catalog import services as catalog_services
 from catalog.models import EmbeddingStatus, ProductImage
-from search import services
+from search import services, sweep
 from search.embeddings import EfficientNetLite2, get_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_product
@@ -50,7 +50,7 @@ def test_first_model_becomes_the_active_space(small_catalog):
 def test_switching_models_keeps_search_answering_then_switches_at_once(small_catalog, settings):
     old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     # Building: every image is pending for the new model, search still reads the complete old space.
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
     assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.PENDING).exists()
@@ -60,7 +60,7 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     # Half of the new space is filled: still the old space, never a mix.
     first_half = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True)[:2])
     services.images_embed(image_ids=first_half)
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     assert search_space_model() == old_space
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
 
@@ -69,8 +69,8 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     assert EmbeddingSpace.objects.get(model=old_space).state == EmbeddingSpace.State.RETIRED
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
     # The old vectors are freed by the sweep, in bounded batches.
-    assert services.retired_vectors_delete(limit=3) == 3
-    services.embedding_sweep()
+    assert sweep.retired_vectors_delete(limit=3) == 3
+    sweep.embedding_sweep()
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
 
 
@@ -79,12 +79,12 @@ def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing
     vector of each photo and mark it ready. Those photos need a vector in the new space all the same."""
     old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
     assert services.images_embed(image_ids=ids, embedder=get_embedder(LITE0))["skipped"] == len(ids)  # an old worker
     assert not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
 
-    assert services.embedding_space_sync().model == old_space
+    assert sweep.embedding_space_sync().model == old_space
     assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.PENDING}
 
     call_command("reindex", only="pending", stdout=open("/dev/null", "w"))  # what the new workers do with them
@@ -95,16 +95,16 @@ def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing
 def test_setting_the_model_back_before_its_space_is_built_retires_that_build(small_catalog, settings):
     old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)[:2]))
 
     settings.EMBEDDING_MODEL = LITE0  # rolled back
-    assert services.embedding_sweep()["space"] == old_space
+    assert sweep.embedding_sweep()["space"] == old_space
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.RETIRED
     assert not ImageEmbedding.objects.filter(model=new_space).exists()  # its vectors freed by the same sweep
 
     settings.EMBEDDING_MODEL = LITE2  # and deployed again: built anew, then switched to
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
     call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
     assert search_space_model() == new_space
@@ -116,7 +116,7 @@ def test_photos_added_or_replaced_while_a_new_space_builds_are_searchable_at_onc
     or a photo replaced, gets a vector there too, not only in the space being built."""
     old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     shoes = small_catalog["RUN-1"].category
     added = catalog_services.product_create(sku="RUN-NEW", title="New runner", category=shoes, price="10")
     photo = catalog_services.product_image_add(product=added, file=uploaded_file(test_images / "shoe-running-3.jpg"))
@@ -141,7 +141,7 @@ def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space
     small_catalog, settings, client
 ):
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.PENDING).exists()
     page = client.get(small_catalog["RUN-1"].get_absolute_url())
     assert small_catalog["RUN-2"].get_absolute_url().encode() in page.content  # from the old space's vectors
@@ -161,13 +161,13 @@ def test_a_new_model_that_cannot_load_never_replaces_the_searchable_space(small_
             return str(damaged)
 
     settings.EMBEDDING_MODEL = LITE2
-    services.embedding_space_sync()
+    sweep.embedding_space_sync()
     ids = list(ProductImage.objects.values_list("pk", flat=True))
     assert services.images_embed(image_ids=ids, embedder=DamagedLite2(cache_dir=tmp_path))["failed"] == len(ids)
     assert not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
 
     for _ in range(2):  # the switch is due on every sweep: none may take it
-        assert services.embedding_sweep()["space"] == old_space
+        assert sweep.embedding_sweep()["space"] == old_space
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
     assert ImageEmbedding.objects.filter(model=old_space).count() == len(ids)
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
@@ -186,14 +186,14 @@ def test_photo_search_answers_from_the_previous_versions_space_while_the_new_one
     ImageEmbedding.objects.update(model=old_space, details=None)  # what version 3 stored
     EmbeddingSpace.objects.update(model=old_space)
 
-    assert services.embedding_sweep()["space"] == old_space  # the new space is building
+    assert sweep.embedding_sweep()["space"] == old_space  # the new space is building
     photo = {"image": uploaded_file(test_images / "shoe-running-2.jpg")}
     during = client.post("/api/v1/search/", photo)
     assert during.status_code == 200 and during.json()["model"] == old_space
     assert during.json()["results"][0]["product"]["sku"] == "RUN-2"
 
     services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
-    assert services.embedding_sweep()["space"] == embedder.id
+    assert sweep.embedding_sweep()["space"] == embedder.id
     after = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-2.jpg")})
     assert after.json()["model"] == embedder.id
     assert after.json()["results"][0]["similarity"] == during.json()["results"][0]["similarity"]  # the same vectors
@@ -211,7 +211,7 @@ def test_photo_search_answers_from_the_int8_space_while_a_float32_one_builds(sma
     embeddings.get_embedder.cache_clear()
     try:
         assert get_embedder(LITE0).id != int8_space
-        services.embedding_space_sync()
+        sweep.embedding_space_sync()
         assert EmbeddingSpace.objects.get(model=get_embedder(LITE0).id).state == EmbeddingSpace.State.BUILDING
         answer = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-2.jpg")})
         assert answer.status_code == 200, answer.content[:300]
@@ -304,7 +304,7 @@ def test_reindex_rejects_unknown_category_and_status(small_catalog):
 def test_a_switch_before_any_sync_keeps_the_stored_space_active(small_catalog, settings):
     EmbeddingSpace.objects.all().delete()  # vectors exist, but no sweep has recorded their space yet
     settings.EMBEDDING_MODEL = LITE2
-    assert services.embedding_space_sync().model == get_embedder(LITE0).id
+    assert sweep.embedding_space_sync().model == get_embedder(LITE0).id
     assert EmbeddingSpace.objects.get(model=get_embedder(LITE2).id).state == EmbeddingSpace.State.BUILDING
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
 
@@ -318,13 +318,13 @@ def test_an_upgraded_pipeline_rebuilds_in_the_background_while_search_answers(sm
     EmbeddingSpace.objects.update(model=old_space)
     new_space = get_embedder(LITE0).id
 
-    assert services.embedding_sweep()["space"] == old_space
+    assert sweep.embedding_sweep()["space"] == old_space
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
     assert search_space_model() == old_space
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"  # answered from the old vectors
 
     services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)))
-    assert services.embedding_sweep()["space"] == new_space
+    assert sweep.embedding_sweep()["space"] == new_space
     assert search_space_model() == new_space
     assert EmbeddingSpace.objects.get(model=new_space).calibrated_vectors == 4
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"

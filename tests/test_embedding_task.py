@@ -169,6 +169,7 @@ def test_the_sweep_tops_the_queue_up_and_leaves_tasks_still_waiting_in_it_alone(
     sent()  # (read: from here on only what the sweep sends)
 
     assert services.pending_images_requeue() == 3  # room for one more task: the never-queued ones, not the stale
+    assert never_queued in sent()
     assert services.pending_images_requeue() == 0  # the queue is full
     assert ProductImage.objects.get(pk=stale).embedding_queued_at < timezone.now() - timezone.timedelta(minutes=59)
 

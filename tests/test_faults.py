@@ -21,7 +21,7 @@ from django.db import connection
 from django.urls import reverse
 
 from catalog.models import EmbeddingStatus, Product, ProductImage
-from search import services
+from search import services, sweep
 from search.models import ImageEmbedding
 from tests.factories import CategoryFactory, uploaded_file
 from tests.services_support import (
@@ -184,7 +184,7 @@ def test_an_upload_while_redis_is_down_is_saved_and_embedded_once_redis_is_back(
         assert QUEUE_DOWN_NOTICE not in admin_client.get(response.url).text
         assert ProductImage.objects.get(product__sku="BACK-1").embedding_queued_at is not None
         # The periodic sweep (beat, every minute) sends what was never queued: the two images from the outage.
-        assert services.embedding_sweep()["requeued"] == 2
+        assert sweep.embedding_sweep()["requeued"] == 2
 
         wait_for(lambda: not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists(),
                  timeout=60, message="the worker to embed the uploads")

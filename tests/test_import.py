@@ -757,7 +757,7 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, 
     import threading
     import time
 
-    from django.db import connection, connections, transaction
+    from django.db import connections, transaction
 
     from catalog import services
 

@@ -51,7 +51,8 @@ def test_a_product_page_whose_more_like_this_failed_is_not_kept(client, catalog,
 
 def test_vectors_of_a_space_being_built_leave_cached_pages_alone(client, catalog, settings):
     """Every stored batch retired every cached page: during a rebuild, of hours, shoppers got no cached page."""
-    from search.services import embedding_space_sync, images_embed
+    from search.services import images_embed
+    from search.sweep import embedding_space_sync
 
     url = catalog["CHAIR-1"].get_absolute_url()
     settings.EMBEDDING_MODEL = "efficientnet-lite2"
@@ -120,7 +121,7 @@ def test_deleting_a_photo_retires_cached_pages(client, catalog):
 
 def test_colours_filled_in_by_the_sweep_retire_cached_pages(client, catalog):
     """The backfill's bulk update sends no signal; its colours change the product page's "other colours"."""
-    from search.services import image_colours_backfill
+    from search.sweep import image_colours_backfill
 
     ProductImage.objects.update(colours=None)  # as photos embedded before colours existed
     url = catalog["TEE-1"].get_absolute_url()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from catalog.models import Product
 from catalog.services import product_image_add
 from search.calibration import default_cutoff, match_score
 from search.embeddings import VECTOR_DIMENSIONS

@@ -8,7 +8,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from catalog.models import Category
-from search.selectors import KEPT_QUERY_PREFIX
+from search.kept_queries import KEPT_QUERY_PREFIX
 from tests.factories import uploaded_file
 
 pytestmark = pytest.mark.django_db

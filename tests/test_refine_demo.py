@@ -14,7 +14,8 @@ from rest_framework.test import APIClient
 
 from bench.shopper import snapshot
 from catalog.models import Product, ProductImage
-from search.services import embedding_sweep, images_embed
+from search.services import images_embed
+from search.sweep import embedding_sweep
 from tests.test_demo import _real_products
 
 # system: it loads and embeds the whole demo catalog (~100 photos, about 20 s on two cores), and the HNSW graph keeps

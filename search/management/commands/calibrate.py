@@ -3,7 +3,7 @@ once the catalog has changed enough)."""
 
 from django.core.management.base import BaseCommand
 
-from search.services import embedding_space_calibrate, embedding_space_sync
+from search.sweep import embedding_space_calibrate, embedding_space_sync
 
 
 class Command(BaseCommand):

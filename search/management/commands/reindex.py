@@ -20,12 +20,12 @@ from catalog.selectors import UnknownCategory, category_by_slug, category_descen
 from search.embeddings import active_embedder
 from search.services import (
     PENDING_STALE_SECONDS,
-    embedding_space_sync,
     image_embedding_enqueue,
     images_embed,
     images_recompute_claim,
     images_recompute_claim_renew,
 )
+from search.sweep import embedding_space_sync
 
 # A run here renews its claim on the rest of its selection this often, well before the sweep counts it as lost.
 CLAIM_RENEW_SECONDS = PENDING_STALE_SECONDS // 2

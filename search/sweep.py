@@ -1,0 +1,171 @@
+"""Writes of the periodic sweep (Celery beat) and of the embedding spaces it keeps: building a new model's space
+beside the searched one and switching to it when complete, recalibrating the "nothing similar enough" cut-off,
+freeing retired vectors and filling in the colours of older photos."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import EmbeddingStatus, Product, ProductImage
+from catalog.page_cache import catalog_changed
+from search import calibration
+from search.colours import dominant_colours
+from search.embeddings import active_embedder
+from search.models import EmbeddingSpace, ImageEmbedding
+from search.preprocessing import load_rgb
+from search.selectors import nearest_other_category_similarities, no_vector_in
+from search.services import PERMANENT_ERRORS, TRANSIENT_OS_ERRORS, pending_images_requeue
+
+logger = logging.getLogger(__name__)
+
+# Photos whose colours one sweep fills in (each is decoded at about COLOUR_DRAFT_SIZE px: a few ms).
+COLOUR_BACKFILL_BATCH = 200
+COLOUR_DRAFT_SIZE = 256
+
+def embedding_space_sync() -> EmbeddingSpace:
+    """Reconcile the stored spaces with ``EMBEDDING_MODEL``; returns the space search reads afterwards.
+
+    - Nothing active yet (new install): the configured model's space is active at once.
+    - The configured model differs from the active one: its space is created as *building* and every image is
+      marked pending for it (the sweep queues them in bounded batches); search stays on the active space.
+    - The building space has every image processed, and a vector of every image searchable in the active one: it
+      becomes active and the old one retired, in one transaction. Images that failed in it keep it building;
+      images another model's worker marked ready (a rolling deploy) are pending for it again.
+    - The configured model is the active one again before a build was complete: that build is retired.
+    """
+    configured = active_embedder().id
+    with transaction.atomic():
+        spaces = {space.model: space for space in EmbeddingSpace.objects.select_for_update().order_by("pk")}
+        active = next((space for space in spaces.values() if space.state == EmbeddingSpace.State.ACTIVE), None)
+        target = spaces.get(configured)
+        if active is not None and active.model == configured:
+            # A build given up (the model set back before its space was complete) frees its vectors in the sweep;
+            # set again later, it starts over.
+            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING).update(
+                state=EmbeddingSpace.State.RETIRED)
+            return active
+        if active is None:
+            # First sync: the vectors already stored (if any) define the space search can use right now.
+            stored = ImageEmbedding.objects.values_list("model", flat=True).first()
+            active = _space_activate(model=stored or configured, previous=None)
+            if active.model == configured:
+                return active
+            target = None
+        if target is None or target.state != EmbeddingSpace.State.BUILDING:
+            EmbeddingSpace.objects.update_or_create(
+                model=configured, defaults={"state": EmbeddingSpace.State.BUILDING, "activated_at": None}
+            )
+            ProductImage.objects.update(
+                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
+            )
+            logger.info("embedding model changed to %s: building its space beside %s", configured, active.model)
+            return active
+        if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
+            return active
+        if requeued := _unembedded_requeue(model=configured):
+            # Marked ready by a worker still running another model (a rolling deploy), with that model's vector.
+            logger.info("space %s: %d images marked ready by another model's worker are pending again",
+                        configured, requeued)
+            return active
+        left_out = _vectors_missing_from(model=configured, searchable_in=active.model)
+        if left_out:
+            # A switch now would drop these photos out of search and the retired vectors would then be deleted: a
+            # model that could not load, or a worker that died mid-batch, must not cost the shop its catalog.
+            logger.warning("space %s not switched to: %d images searchable in %s failed in it (the admin lists "
+                           "them; `reindex --only failed` retries)", configured, left_out, active.model)
+            return active
+        logger.info("space %s complete: search switches from %s", configured, active.model)
+        return _space_activate(model=configured, previous=active)
+
+
+def _unembedded_requeue(*, model: str) -> int:
+    """Mark pending again the images, not failed, that have no vector in ``model``; returns how many."""
+    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(no_vector_in(model))
+            .update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None))
+
+
+def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
+    """How many images that have a vector in ``searchable_in`` have none in ``model``."""
+    return ImageEmbedding.objects.filter(model=searchable_in).filter(no_vector_in(model, image="image_id")).count()
+
+
+def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> EmbeddingSpace:
+    if previous is not None:
+        previous.state = EmbeddingSpace.State.RETIRED
+        previous.save(update_fields=["state"])
+    space, _ = EmbeddingSpace.objects.update_or_create(
+        model=model, defaults={"state": EmbeddingSpace.State.ACTIVE, "activated_at": timezone.now()}
+    )
+    return space
+
+
+def retired_vectors_delete(*, limit: int = 10_000) -> int:
+    """Free the vectors of retired spaces, a bounded batch at a time."""
+    retired = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.RETIRED).values_list("model", flat=True)
+    batch = ImageEmbedding.objects.filter(model__in=list(retired)).values_list("pk", flat=True)[:limit]
+    deleted, _ = ImageEmbedding.objects.filter(pk__in=list(batch)).delete()
+    return deleted
+
+
+def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> EmbeddingSpace:
+    """Compute the space's "nothing similar enough" cut-off from its vectors (search/calibration.py) when the
+    catalog has changed enough since the last time, or when ``force``d. Returns the space as stored afterwards."""
+    vectors = ImageEmbedding.objects.filter(model=space.model, active=True).count()
+    if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors,
+                                                       changed=lambda: _catalog_changes_since(space)):
+        return space
+    similarities = nearest_other_category_similarities(model=space.model, sample=calibration.SAMPLE_PRODUCTS)
+    enough = len(similarities) >= calibration.MIN_PRODUCTS
+    space.min_score = calibration.cutoff_from_neighbours(
+        similarities, quantile=calibration.neighbour_quantile(), highest=calibration.default_cutoff()
+    ) if enough else None
+    space.calibrated_vectors = vectors
+    space.calibrated_at = timezone.now()
+    space.save(update_fields=["min_score", "calibrated_vectors", "calibrated_at"])
+    logger.info("space %s calibrated on %d products: cut-off %s", space.model, len(similarities), space.min_score)
+    catalog_changed()  # cached pages show match scores made with the old cut-off
+    return space
+
+
+def _catalog_changes_since(space: EmbeddingSpace) -> int:
+    """Vectors added to the space and products edited (moved to another category, among others) since its last
+    calibration."""
+    if space.calibrated_at is None:
+        return 0
+    added = ImageEmbedding.objects.filter(model=space.model, created_at__gt=space.calibrated_at).count()
+    return added + Product.objects.filter(updated_at__gt=space.calibrated_at).count()
+
+
+def embedding_sweep() -> dict[str, int | str | float | None]:
+    """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, recalibrate the
+    cut-off when the catalog has changed enough, free old vectors, fill in the colours of older photos."""
+    space = embedding_space_calibrate(space=embedding_space_sync())
+    return {
+        "space": space.model,
+        "min_score": space.min_score,
+        "requeued": pending_images_requeue(),
+        "deleted": retired_vectors_delete(),
+        "coloured": image_colours_backfill(),
+    }
+
+
+def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
+    """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
+    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever."""
+    done = 0
+    for image in ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")[:limit]:
+        try:
+            with image.file.open("rb") as file:
+                colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
+        except TRANSIENT_OS_ERRORS:
+            raise
+        except PERMANENT_ERRORS:
+            colours = []
+        # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
+        done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
+    if done:
+        catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
+    return done
