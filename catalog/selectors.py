@@ -188,6 +188,16 @@ def product_detail(*, sku: str) -> Product | None:
     )
 
 
+def similar_products_category_ids(
+    *, product: Product, category: Category | None = None, whole_catalog: bool = False
+) -> list[int] | None:
+    """Where More like this looks: ``category`` and below when one is named; otherwise the product's own category and
+    below (the default, on the product page and in the API), or, with ``whole_catalog``, everywhere (None)."""
+    if category is None and not whole_catalog:
+        category = product.category
+    return category_descendant_ids(category=category) if category is not None else None
+
+
 def _all_images() -> Prefetch:
     return Prefetch("images", queryset=ProductImage.objects.order_by("position", "pk"))
 

@@ -70,7 +70,7 @@ def product_detail(request, sku):
     if product is None:
         raise Http404("No such product.")
     scope_all = request.GET.get("scope") == "all"
-    category_ids = None if scope_all else selectors.category_descendant_ids(category=product.category)
+    category_ids = selectors.similar_products_category_ids(product=product, whole_catalog=scope_all)
     images = list(product.images.all())
     ancestors = selectors.category_ancestors(category=product.category)
     similar_form = hooks.similar_products_form(request.GET)  # price range and order, when search provides them

@@ -19,10 +19,10 @@ from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
 from catalog.page_cache import cache_catalog_page
+from search.kept_queries import query_vector_keep
 from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
-from search.kept_queries import query_vector_keep
 from search.throttles import SearchAnonThrottle
 from search.serializers import (
     PhotoSearchSerializer,
@@ -129,12 +129,12 @@ class SimilarProductsView(APIView):
             raise NotFound("No such product.")
         query = SimilarQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        category = query.validated_data.get("category")
-        if category is None and query.validated_data["scope"] == "category":
-            category = product.category
         started = time.perf_counter()
         try:
-            category_ids = catalog_selectors.category_descendant_ids(category=category) if category else None
+            category_ids = catalog_selectors.similar_products_category_ids(
+                product=product, category=query.validated_data.get("category"),
+                whole_catalog=query.validated_data["scope"] == "all",
+            )
             matches = product_matches(
                 product=product, limit=query.validated_data["limit"], category_ids=category_ids, refine=query.refine()
             )
