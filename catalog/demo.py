@@ -30,8 +30,8 @@ from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
 from catalog.services import (
     LoadSummary,
     ProductWithPhotos,
+    atomic_with_files,
     category_get_or_create_path,
-    files_deleted_on_failure,
     image_prepare,
     products_with_photos_upsert,
 )
@@ -367,7 +367,7 @@ def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
             "currency": item.currency, "category": category,
         }
         photos = [_DemoPhoto(path) for path in item.images]
-        with files_deleted_on_failure() as stored:
+        with atomic_with_files() as stored:
             (result,) = products_with_photos_upsert(
                 items=[ProductWithPhotos(sku=item.sku, fields=fields, photos=photos)], stored=stored
             )

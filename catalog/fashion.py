@@ -31,8 +31,8 @@ from catalog.services import (
     LoadSummary,
     PreparedImage,
     ProductWithPhotos,
+    atomic_with_files,
     category_get_or_create_path,
-    files_deleted_on_failure,
     products_with_photos_upsert,
 )
 
@@ -201,7 +201,7 @@ def _batch_load(*, items: list, categories: list[Category], summary: LoadSummary
         sku = fields.pop("sku")
         batch.append(ProductWithPhotos(sku=sku, fields={**fields, "category": categories[label]},
                                        photos=[_FashionPhoto(sku=sku, pixels=pixels)]))
-    with files_deleted_on_failure() as stored:
+    with atomic_with_files() as stored:
         results = products_with_photos_upsert(items=batch, stored=stored)  # one transaction a batch
     for result in results:
         summary.count(result.outcome, result.images_added)

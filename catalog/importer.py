@@ -34,7 +34,7 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 
 from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category, Product, ProductImage
 from catalog.services import (
@@ -43,9 +43,9 @@ from catalog.services import (
     PhotoRefused,
     PreparedImage,
     ProductWithPhotos,
+    atomic_with_files,
     category_get_or_create_path,
     category_path_names,
-    files_deleted_on_failure,
     image_prepare,
     products_with_photos_upsert,
 )
@@ -446,7 +446,7 @@ def catalog_rows_import(
     stored file is left behind). Raises RowError for a refused photo, without saying which row it was."""
     found: dict[str, Category] = {}
     try:
-        with files_deleted_on_failure() as stored, transaction.atomic():
+        with atomic_with_files() as stored:
             products = []
             for item, photos_ahead in zip(items, prepared, strict=True):
                 category_path = item.category_path

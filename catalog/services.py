@@ -213,7 +213,7 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
     until the caller's transaction ends, so two loads of one SKU cannot both add a photo; one that another
     transaction creates meanwhile is updated instead (see ``_products_lock_or_create``). The photos are
     announced together (``photos_added``: one embedding task per 32). Appends the names of the files it stores
-    to ``stored``, which callers take from ``files_deleted_on_failure`` around their transaction. Raises
+    to ``stored``, which callers take from ``atomic_with_files``, their transaction. Raises
     PhotoRefused, ValidationError.
     """
     products, created = _products_lock_or_create(items)
@@ -368,7 +368,7 @@ def product_images_add(
     last = product.images.aggregate(last=Max("position"))["last"]
     following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
     images = []
-    with files_deleted_on_failure() as stored:
+    with atomic_with_files() as stored:
         for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
             image = ProductImage(product=product, position=next(following) if position is None else position)
             _image_file_store(image, item, stored)
@@ -401,7 +401,7 @@ def product_image_update(
     if position is not None:
         image.position = position
     replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
-    with files_deleted_on_failure() as stored:
+    with atomic_with_files() as stored:
         if replaced:
             _image_file_store(image, prepared or image_prepare(file), stored)
         image.save()
@@ -453,20 +453,23 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage, stored: list
 
 
 @contextmanager
-def files_deleted_on_failure() -> Iterator[list[str]]:
-    """A list for the names of the files a write stores, deleted again if the write fails (a refused photo, the
-    database, Ctrl-C): its rows are gone with the transaction, so must their files be. Put it around the
-    transaction."""
+def atomic_with_files() -> Iterator[list[str]]:
+    """A transaction, and a list for the names of the files its writes store. They are deleted again if it fails
+    (a refused photo, the database, Ctrl-C): its rows are gone, so must their files be. Once it has committed they
+    are its rows' files and stay, even if something its commit sets off fails afterwards (queueing the embeddings,
+    a Ctrl-C then): Django runs the commit's hooks after the COMMIT, inside ``atomic``'s exit."""
     stored: list[str] = []
     try:
-        yield stored
+        with transaction.atomic():
+            transaction.on_commit(stored.clear)  # the first of its hooks: it runs before any other can fail
+            yield stored
     except BaseException:
         stored_files_delete(stored)
         raise
 
 
 def stored_files_delete(names: Iterable[str]) -> None:
-    """Delete photo files from storage: those of a failed write (``files_deleted_on_failure``), or those a committed
+    """Delete photo files from storage: those of a failed write (``atomic_with_files``), or those a committed
     change replaced or deleted."""
     storage = ProductImage._meta.get_field("file").storage
     for name in names:
