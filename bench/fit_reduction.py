@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fit_reduction                 # fit on every benchmark domain, print what it gives
     .venv/bin/python -m bench.fit_reduction --save          # and write search/spaces/<model>-384d.npz
+    .venv/bin/python -m bench.fit_reduction --save-to PATH  # or write it to PATH, for EMBEDDING_REDUCTION_FILE
 
 Both are fitted on the benchmark domains (bench/domains.py) with each domain weighted equally, on the "explore"
 query set (bench/splits.py), so the shipped constants never saw the queries the relevance report measures. The
@@ -23,6 +24,7 @@ fit never saw.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--save", action="store_true", help="write the shipped reduction file")
+    parser.add_argument("--save-to", type=Path, metavar="PATH",
+                        help="write the reduction to PATH instead, for a deployment's EMBEDDING_REDUCTION_FILE")
     parser.add_argument("--query-set", choices=QUERY_SETS, default="explore",
                         help="the queries fitted on (default explore: the relevance report measures the other set)")
     args = parser.parse_args()
@@ -133,8 +137,8 @@ def main() -> None:
         print(f"{domain.name}: cut-off {cutoff(neighbours, quantile, default):.3f}, instance R@1 "
               f"{(scores.instance_rank == 0).mean():.3f}")
     print(f"reduction {reduction.id}; NEIGHBOUR_QUANTILE {quantile}, DEFAULT_CUTOFF {default}")
-    if args.save:
-        path = reduction_path(model_name=args.model, dimensions=VECTOR_DIMENSIONS)
+    if args.save or args.save_to:
+        path = args.save_to or reduction_path(model_name=args.model, dimensions=VECTOR_DIMENSIONS)
         reduction.save(path)
         print(f"wrote {path}")
 

@@ -17,7 +17,10 @@ import time
 import warnings
 from pathlib import Path
 
+from config import dotenv
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+dotenv.read()  # LOOKALIKE_STATE_DIR may be given there, and `python -m config.embedded stop` reads no settings
 STATE_DIR = Path(os.environ.get("LOOKALIKE_STATE_DIR", BASE_DIR / ".state")).resolve()
 PG_DATA = STATE_DIR / "postgres"
 VALKEY_DIR = STATE_DIR / "valkey"

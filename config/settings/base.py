@@ -4,11 +4,13 @@ from pathlib import Path
 
 import environ
 
-from config import embedded
+from config import dotenv
+
+dotenv.read()  # before anything reads the environment
+from config import embedded  # noqa: E402  (its state directory may be given in .env)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)  # optional, for operators who prefer a file
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY")
@@ -161,11 +163,12 @@ EMBEDDING_MODEL = env("EMBEDDING_MODEL", default="efficientnet-lite0")
 # implementation) compute another space, equal to each other within 1e-4. A change rebuilds the vectors.
 EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx-int8")
 # Threads per process for inference; 0 lets the runtime decide (every core; in a prefork Celery worker, the cores
-# divided among its processes). Web workers keep every core: sharing them out gained nothing consistent (docs/performance.md).
+# divided among its processes; in gunicorn, among its workers, config/gunicorn.py, and every core for a search that runs
+# alone, search/lone_search.py).
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
-# A reduction fitted elsewhere (bench/fit_reduction.py --save-to) instead of the shipped search/spaces/ file; its
+# A reduction fitted elsewhere (python -m bench.fit_reduction --save-to PATH) instead of the shipped search/spaces/ file; its
 # content hash is part of the space id, so changing it rebuilds the vectors in the background like a model change.
 EMBEDDING_REDUCTION_FILE = env("EMBEDDING_REDUCTION_FILE", default="")
 

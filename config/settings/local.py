@@ -2,6 +2,9 @@
 
 import os
 
+from config import dotenv
+
+dotenv.read()  # a DEBUG or SECRET_KEY given there wins over the defaults below
 os.environ.setdefault("SECRET_KEY", "insecure-local-development-key-never-use-in-production")
 os.environ.setdefault("DEBUG", "true")
 

@@ -1,13 +1,12 @@
 """Production: every secret and host comes from the environment; nothing insecure by default."""
 
 import os
-from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# Operators may keep their variables in .env; read it before checking for them.
-environ.Env.read_env(Path(__file__).resolve().parent.parent.parent / ".env", overwrite=False)
+from config import dotenv
+
+dotenv.read()  # before checking for the variables
 
 # Fail fast, before base settings would fall back to the embedded development services.
 _missing = [name for name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]

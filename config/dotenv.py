@@ -1,0 +1,13 @@
+"""The optional ``.env`` file, for operators who keep their variables in a file: read before anything decides a
+setting from the environment (the embedded services' state directory, the development defaults). Variables
+already set in the environment win."""
+
+from pathlib import Path
+
+import environ
+
+ENV_FILE = Path(__file__).resolve().parent.parent / ".env"
+
+
+def read() -> None:
+    environ.Env.read_env(ENV_FILE, overwrite=False)

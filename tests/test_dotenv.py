@@ -1,0 +1,51 @@
+"""The optional .env file (config/dotenv.py): read before anything decides a setting from the environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+GIVEN_HERE = ("DEBUG", "SECRET_KEY", "LOOKALIKE_STATE_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")
+
+
+@pytest.fixture
+def env_file():
+    path = ROOT / ".env"
+    if path.exists():
+        pytest.skip("this checkout has an .env of its own")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp_path):
+    """The embedded services' state directory was decided before the file was read, and the development settings
+    set DEBUG and SECRET_KEY before it too: values given only in .env were ignored."""
+    state = tmp_path / "state"
+    env_file.write_text(f"DEBUG=false\nSECRET_KEY=from-the-file\nLOOKALIKE_STATE_DIR={state}\n")
+    env = {name: value for name, value in os.environ.items() if name not in GIVEN_HERE}
+    # The session's servers: the settings then start no embedded ones in the new state directory.
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", DATABASE_URL=settings.DATABASE_URL,
+               REDIS_URL=settings.REDIS_URL)
+    code = ("from django.conf import settings; from config import embedded; "
+            "print(settings.DEBUG, settings.SECRET_KEY, embedded.STATE_DIR, settings.MEDIA_ROOT)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "from-the-file", str(state), str(state / "media")]
+
+
+def test_the_environment_wins_over_it(env_file, tmp_path):
+    env_file.write_text("SECRET_KEY=from-the-file\n")
+    env = {name: value for name, value in os.environ.items() if name not in GIVEN_HERE}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", DATABASE_URL=settings.DATABASE_URL,
+               REDIS_URL=settings.REDIS_URL, SECRET_KEY="from-the-environment",
+               LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
+    code = "from django.conf import settings; print(settings.SECRET_KEY)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["from-the-environment"]
