@@ -19,6 +19,7 @@ from catalog.services import (
     product_images_reembed,
     product_update,
     products_delete,
+    products_show,
 )
 
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
@@ -174,7 +175,7 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     fields = ["sku", "title", "category", "price", "currency", "active", "description", "created_at", "updated_at"]
     inlines = [ProductImageInline]
-    actions = ["reembed_images"]
+    actions = ["show_in_shop", "hide_from_shop", "reembed_images"]
     list_per_page = 50
 
     def get_queryset(self, request):
@@ -238,6 +239,17 @@ class ProductAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         products_delete(products=queryset)
+
+    @admin.action(description="Show the selected products in the shop")
+    def show_in_shop(self, request, queryset):
+        changed = products_show(products=queryset, active=True)
+        self.message_user(request, f"{changed} product(s) now shown in the shop.", messages.SUCCESS)
+
+    @admin.action(description="Hide the selected products from the shop")
+    def hide_from_shop(self, request, queryset):
+        changed = products_show(products=queryset, active=False)
+        self.message_user(request, f"{changed} product(s) hidden from the shop; they stay in the catalog.",
+                          messages.SUCCESS)
 
     @admin.action(description="Re-embed the images of the selected products")
     def reembed_images(self, request, queryset):

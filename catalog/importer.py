@@ -1,6 +1,6 @@
 """Catalog import from a CSV file, a few rows per transaction, through catalog.services (photos prepared ahead).
 
-Columns: ``sku,title,category,price,description,images`` and optionally ``currency``. ``category`` is a path
+Columns: ``sku,title,category,price,description,images`` and optionally ``currency`` and ``active``. ``category`` is a path
 (``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
 
 Every row is all or nothing: a row fails as a whole (no product without its photos, no category left over,
@@ -55,7 +55,9 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("sku", "title", "category", "price", "description", "images")
-OPTIONAL_COLUMNS = ("currency",)
+OPTIONAL_COLUMNS = ("currency", "active")
+# What the ``active`` column may say (in any case); empty leaves a product as it is (a new one is shown).
+ACTIVE_VALUES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 IMAGE_SEPARATOR = "|"
 DEFAULT_CURRENCY = "USD"
 # "http://...", "s3://...", "data:...": the importer reads local files only; fetching is the operator's job.
@@ -122,6 +124,7 @@ class CatalogRow:
     currency: str
     description: str
     images: tuple[tuple[str, Path], ...]  # (as written in the CSV, resolved path)
+    active: bool | None = None  # None: as it is (shown, for a new product)
 
 
 # --- Reading --------------------------------------------------------------------------------------------
@@ -358,12 +361,12 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             if len(fields) != len(columns):
                 raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
             item = catalog_row_parse(row=row, images_dir=images_dir)
-            fields = hash((item.title, item.category_path, item.price, item.currency, item.description))
+            fields = hash((item.title, item.category_path, item.price, item.currency, item.description, item.active))
             first_line, first_fields = first_rows.setdefault(hash(item.sku), (start, fields))
             if fields != first_fields:
                 raise RowError(
-                    f"sku {item.sku} is on line {first_line} too, with another title, category, price, currency or "
-                    "description: give a product one row, its photos together in images"
+                    f"sku {item.sku} is on line {first_line} too, with another title, category, price, currency, "
+                    "description or active: give a product one row, its photos together in images"
                 )
             result.item = item
         except RowError as error:
@@ -456,6 +459,7 @@ def catalog_rows_import(
                 fields = {
                     "title": item.title, "description": item.description, "price": item.price,
                     "currency": item.currency, "category": category,
+                    **({"active": item.active} if item.active is not None else {}),
                 }
                 photos = [_CsvPhoto(name=written, path=path, ahead=photos_ahead.get(path))
                           for written, path in item.images]
@@ -513,6 +517,10 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     currency = (row.get("currency") or "").strip().upper() or DEFAULT_CURRENCY
     if not CURRENCY_PATTERN.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
+    active = (row.get("active") or "").strip().lower()
+    if active and active not in ACTIVE_VALUES:
+        raise RowError(f"active {active!r} is not yes or no (true/false, 1/0); leave it empty to keep the product as it "
+                       "is")
     written_images = [part.strip() for part in row["images"].split(IMAGE_SEPARATOR) if part.strip()]
     if len(written_images) > ROW_PHOTOS_MAX:
         raise RowError(
@@ -530,6 +538,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         currency=currency,
         description=row["description"].strip(),
         images=tuple((written, path) for path, written in images.items()),
+        active=ACTIVE_VALUES.get(active),
     )
 
 

@@ -431,6 +431,17 @@ def products_delete(*, products: Iterable[Product]) -> int:
     return deleted.get(Product._meta.label, 0)
 
 
+def products_show(*, products: Iterable[Product], active: bool) -> int:
+    """Show the products in the shop (``active``) or hide them, all at once: their pages, search and More like this
+    follow (the vector rows copy the flag by trigger, search migration 0002). Returns how many changed."""
+    with transaction.atomic():
+        changed = (Product.objects.filter(pk__in=[product.pk for product in products]).exclude(active=active)
+                   .update(active=active, updated_at=timezone.now()))
+        if changed:
+            catalog_changed()  # a bulk update sends no signal
+    return changed
+
+
 def product_images_reembed(*, image_ids: Iterable[int], on_not_queued: Callable[[int], None] | None = None) -> int:
     """An admin asks for the photos' derived data (vectors) to be computed afresh; returns how many photos."""
     with transaction.atomic():

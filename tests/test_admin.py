@@ -364,3 +364,26 @@ def test_a_product_edited_in_the_admin_keeps_a_price_set_while_its_page_was_open
     assert response.status_code == 302, response.content[:2000]
     product.refresh_from_db()
     assert (product.title, str(product.price)) == ("Renamed", "5.00")
+
+
+def test_selected_products_are_hidden_from_the_shop_and_shown_again(client, admin_client, test_images):
+    """Discontinuing products took an edit page each, or deleting them."""
+    kept, hidden, also_hidden = ProductFactory(), ProductFactory(), ProductFactory()
+    image = _embedded_photo(hidden, test_images)
+    assert client.get(hidden.get_absolute_url()).status_code == 200  # and now cached
+
+    def act(action, products):
+        return admin_client.post(reverse("admin:catalog_product_changelist"),
+                                 {"action": action, "_selected_action": [p.pk for p in products]}, follow=True)
+
+    response = act("hide_from_shop", [hidden, also_hidden])
+    assert "2 product(s) hidden from the shop" in response.text
+    assert list(Product.objects.filter(active=False).order_by("pk")) == [hidden, also_hidden]
+    assert not ImageEmbedding.objects.get(image=image).active  # search no longer finds it
+    assert client.get(hidden.get_absolute_url()).status_code == 404  # the cached page was retired
+    assert client.get(kept.get_absolute_url()).status_code == 200
+
+    assert "0 product(s) hidden" in act("hide_from_shop", [hidden]).text  # already hidden: nothing changes
+    assert "1 product(s) now shown in the shop" in act("show_in_shop", [hidden]).text
+    assert ImageEmbedding.objects.get(image=image).active
+    assert client.get(hidden.get_absolute_url()).status_code == 200

@@ -274,12 +274,28 @@ def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_la
     summary = catalog_csv_import(path=_write(shop, text))
 
     assert [(failure.line, failure.sku, failure.message) for failure in summary.failed] == [
-        (3, "CH-1", "sku CH-1 is on line 2 too, with another title, category, price, currency or description: give "
-                    "a product one row, its photos together in images"),
+        (3, "CH-1", "sku CH-1 is on line 2 too, with another title, category, price, currency, description or active: "
+                    "give a product one row, its photos together in images"),
     ]
     chair = Product.objects.get(sku="CH-1")
     assert (chair.title, chair.price, chair.category.name) == ("Black shell chair", Decimal("70"), "Chairs")
     assert chair.images.count() == 2 and not Category.objects.filter(name="Sofas").exists()
+
+
+def test_the_active_column_hides_and_shows_products_and_empty_keeps_them_as_they_are(db, shop):
+    """Discontinuing products in bulk took an edit page each: the import can hide (and show) them now."""
+    head = "sku,title,category,price,description,images,active\n"
+    summary = catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,5,,,no\nB-1,Ball,Toys,3,,,\n"))
+    assert summary.created == 2
+    assert dict(Product.objects.values_list("sku", "active")) == {"A-1": False, "B-1": True}
+
+    catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,5,,,\nB-1,Ball,Toys,3,,,FALSE\n"))
+    assert dict(Product.objects.values_list("sku", "active")) == {"A-1": False, "B-1": False}
+
+    summary = catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,5,,,yes\nB-1,Ball,Toys,3,,,maybe\n"))
+    assert [(failure.sku, failure.message) for failure in summary.failed] == [
+        ("B-1", "active 'maybe' is not yes or no (true/false, 1/0); leave it empty to keep the product as it is")]
+    assert dict(Product.objects.values_list("sku", "active")) == {"A-1": True, "B-1": False}
 
 
 def test_a_row_with_more_photos_than_a_row_may_hold_fails_and_one_file_named_twice_is_one_photo(db, shop):
