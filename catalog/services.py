@@ -167,6 +167,17 @@ class LoadSummary:
         setattr(self, outcome, getattr(self, outcome) + 1)
         self.images_added += images_added
 
+    @property
+    def outcomes(self) -> str:
+        return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
+
+    @property
+    def embedding_note(self) -> str:
+        """What a command says after a load: new photos are searchable only once the worker has embedded them."""
+        if not self.images_added:
+            return ""
+        return "New images are embedded by the Celery worker; search finds them once it has run."
+
 
 class PhotoSource(Protocol):
     """A photo to give a product, read lazily: loaders know their files (paths, bytes read ahead in threads)."""

@@ -72,12 +72,11 @@ class Command(BaseCommand):
             errors_file.flush()
 
         self.stdout.write(
-            f"Imported {file}: {summary.rows} rows: {summary.created} created, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {len(summary.failed)} failed; {summary.images_added} images added, "
-            f"in {time.monotonic() - started:.1f} s."
+            f"Imported {file}: {summary.rows} rows: {summary.outcomes}, {len(summary.failed)} failed; "
+            f"{summary.images_added} images added, in {time.monotonic() - started:.1f} s."
         )
-        if summary.images_added:
-            self.stdout.write("New images are embedded by the Celery worker; search finds them once it has run.")
+        if summary.embedding_note:
+            self.stdout.write(summary.embedding_note)
         if summary.failed:
             raise CommandError(
                 f"{len(summary.failed)} of {summary.rows} rows failed (listed above); the other rows were imported. "

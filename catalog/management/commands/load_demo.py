@@ -60,12 +60,11 @@ class Command(BaseCommand):
         bar.close()
 
         self.stdout.write(
-            f"Demo catalog: {len(products)} products ({summary.created} created, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged), {summary.images_added} images added, "
+            f"Demo catalog: {len(products)} products ({summary.outcomes}), {summary.images_added} images added, "
             f"{len(summary.categories)} leaf categories, in {time.monotonic() - started:.1f} s."
         )
-        if summary.images_added:
-            self.stdout.write("New images are embedded by the Celery worker; search finds them once it has run.")
+        if summary.embedding_note:
+            self.stdout.write(summary.embedding_note)
 
     def _load_fashion(self, *, limit, verbosity, started):
         if limit is not None and limit < 0:
@@ -80,9 +79,8 @@ class Command(BaseCommand):
         finally:
             bar.close()
         self.stdout.write(
-            f"Fashion-MNIST demo: {total} products ({summary.created} created, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged), {summary.images_added} images added, "
+            f"Fashion-MNIST demo: {total} products ({summary.outcomes}), {summary.images_added} images added, "
             f"in {time.monotonic() - started:.1f} s."
         )
-        if summary.images_added:
-            self.stdout.write("New images are embedded by the Celery worker; search finds them once it has run.")
+        if summary.embedding_note:
+            self.stdout.write(summary.embedding_note)
