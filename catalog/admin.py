@@ -240,18 +240,18 @@ class ProductAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         products_delete(products=queryset)
 
-    @admin.action(description="Show the selected products in the shop")
+    @admin.action(description="Show the selected products in the shop", permissions=["change"])
     def show_in_shop(self, request, queryset):
         changed = products_show(products=queryset, active=True)
         self.message_user(request, f"{changed} product(s) now shown in the shop.", messages.SUCCESS)
 
-    @admin.action(description="Hide the selected products from the shop")
+    @admin.action(description="Hide the selected products from the shop", permissions=["change"])
     def hide_from_shop(self, request, queryset):
         changed = products_show(products=queryset, active=False)
         self.message_user(request, f"{changed} product(s) hidden from the shop; they stay in the catalog.",
                           messages.SUCCESS)
 
-    @admin.action(description="Re-embed the images of the selected products")
+    @admin.action(description="Re-embed the images of the selected products", permissions=["change"])
     def reembed_images(self, request, queryset):
         _reembed(self, request, ProductImage.objects.filter(product__in=queryset).values_list("pk", flat=True))
 
@@ -309,6 +309,6 @@ class ProductImageAdmin(admin.ModelAdmin):
         for image in queryset:
             product_image_delete(image=image)
 
-    @admin.action(description="Re-embed the selected images")
+    @admin.action(description="Re-embed the selected images", permissions=["change"])
     def reembed(self, request, queryset):
         _reembed(self, request, queryset.values_list("pk", flat=True))

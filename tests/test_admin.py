@@ -387,3 +387,23 @@ def test_selected_products_are_hidden_from_the_shop_and_shown_again(client, admi
     assert "1 product(s) now shown in the shop" in act("show_in_shop", [hidden]).text
     assert ImageEmbedding.objects.get(image=image).active
     assert client.get(hidden.get_absolute_url()).status_code == 200
+
+
+def test_staff_who_may_only_view_products_cannot_run_the_actions_that_change_them(client):
+    """Django offers an action without ``permissions`` to whoever may view the list: a view-only member of staff
+    could hide the whole catalog, or queue every photo for embedding again."""
+    from django.contrib.auth.models import Permission, User
+
+    product = ProductFactory()
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_product", "view_productimage"]))
+    client.force_login(viewer)
+    changelist = reverse("admin:catalog_product_changelist")
+    page = client.get(changelist)
+    assert page.status_code == 200 and product.sku in page.text
+    for action in ("hide_from_shop", "show_in_shop", "reembed_images"):
+        assert f'value="{action}"' not in page.text
+    client.post(changelist, {"action": "hide_from_shop", "_selected_action": [product.pk]})
+    product.refresh_from_db()
+    assert product.active
+    assert 'value="reembed"' not in client.get(reverse("admin:catalog_productimage_changelist")).text
