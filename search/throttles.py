@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from rest_framework.settings import api_settings
@@ -19,6 +20,18 @@ class SearchAnonThrottle(AnonRateThrottle):
     def get_rate(self):
         # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_ident(self, request):
+        """The client's address; an IPv6 one by its /64, the block a single host is given: counted address by
+        address, one machine had 2^64 counters of its own."""
+        ident = super().get_ident(request)
+        try:
+            address = ipaddress.ip_address(ident)
+        except ValueError:
+            return ident
+        if address.version == 6 and address.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return ident
 
     def allow_request(self, request, view):
         try:

@@ -51,12 +51,8 @@ def photo(request):
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})
 
-    throttle = SearchAnonThrottle()  # before the form decodes the photo: the API's limit, and the same counter
-    if not throttle.allow_request(request, None):
-        wait = math.ceil(throttle.wait() or 1)
-        response = _render(request, {"form": _form_again(request), "throttled": wait}, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+    if throttled := _throttled(request):  # before the form decodes the photo
+        return throttled
     form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return _render(request, {"form": form}, status=400)
@@ -85,8 +81,22 @@ def _form_again(request) -> PhotoSearchForm:
     return PhotoSearchForm(initial={"category": request.POST.get("category") or request.GET.get("category", "")})
 
 
+def _throttled(request):
+    """The 429 page when this shopper is over the API's limit on photo searches (the same counter), else None."""
+    throttle = SearchAnonThrottle()
+    if throttle.allow_request(request, None):
+        return None
+    wait = math.ceil(throttle.wait() or 1)
+    response = _render(request, {"form": _form_again(request), "throttled": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def _refined(request):
-    """A search refined by its kept query vector (a chip, a price range, an order, "show more"): no photo."""
+    """A search refined by its kept query vector (a chip, a price range, an order, "show more"): no photo. It
+    searches the catalog again, so it counts against the limit as the API's search by a token does."""
+    if throttled := _throttled(request):
+        return throttled
     kept = query_vector_kept(token=request.GET["query"])
     if kept is None:
         return _render(request, {"form": _form_again(request), "expired": True}, status=410)

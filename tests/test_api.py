@@ -231,6 +231,16 @@ def test_anonymous_search_is_throttled_per_client_with_retry_after(api, settings
     cache.delete_many([f"throttle_search_{address}", f"throttle_search_{other}"])
 
 
+def test_the_search_limit_counts_an_ipv6_client_by_its_slash_64(api, settings):
+    """A host is given a whole /64: counted address by address, one machine could search without limit."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "2/min"}}
+    cache.delete_many(["throttle_search_2001:db8::/64", "throttle_search_2001:db8:0:1::/64"])
+    codes = [api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=f"2001:db8::{n}").status_code for n in (1, 2, 3)]
+    assert codes == [400, 400, 429]
+    assert api.post(SEARCH, {}, format="multipart", REMOTE_ADDR="2001:db8:0:1::1").status_code == 400  # next /64
+    cache.delete_many(["throttle_search_2001:db8::/64", "throttle_search_2001:db8:0:1::/64"])
+
+
 # --- More like this -------------------------------------------------------------------------------------
 
 

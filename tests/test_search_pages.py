@@ -302,6 +302,9 @@ def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, sett
         assert b"data-throttled" in throttled.content and b"Please wait" in throttled.content
         assert b'name="photo"' in throttled.content  # the form again, to try later
         assert client.post("/api/v1/search/", {}, REMOTE_ADDR=address).status_code == 429
+        # A refinement searches again (the API counts a search by token too): no way around the limit either.
+        refined = client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=address)
+        assert refined.status_code == 429 and b"data-throttled" in refined.content
         assert client.post(URL, {}, REMOTE_ADDR="198.51.100.10").status_code == 400  # another shopper
     finally:
         cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10"])
