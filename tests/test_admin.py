@@ -407,3 +407,24 @@ def test_staff_who_may_only_view_products_cannot_run_the_actions_that_change_the
     product.refresh_from_db()
     assert product.active
     assert 'value="reembed"' not in client.get(reverse("admin:catalog_productimage_changelist")).text
+
+
+def test_admin_logins_are_limited_per_client_address(client, settings):
+    """Each attempt hashes a password for about 0.2 s of CPU: without a limit passwords could be guessed at leisure,
+    and a dozen attempts a second kept every web worker busy."""
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"admin_login": "3/min"}}
+    keys = ["throttle_admin_login_203.0.113.5", "throttle_admin_login_203.0.113.6"]
+    cache.delete_many(keys)
+    try:
+        url = reverse("admin:login")
+        codes = [client.post(url, {"username": "admin", "password": f"guess-{n}"}, REMOTE_ADDR="203.0.113.5")
+                 .status_code for n in range(4)]
+        assert codes == [200, 200, 200, 429]  # the login form again with its error, then refused unheard
+        refused = client.post(url, {"username": "admin", "password": "x"}, REMOTE_ADDR="203.0.113.5")
+        assert 0 < int(refused["Retry-After"]) <= 60 and b"Too many login attempts" in refused.content
+        assert client.get(url, REMOTE_ADDR="203.0.113.5").status_code == 200  # the form itself is still shown
+        assert client.post(url, {"username": "admin", "password": "x"}, REMOTE_ADDR="203.0.113.6").status_code == 200
+    finally:
+        cache.delete_many(keys)

@@ -18,7 +18,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.LookalikeAdminConfig",  # django.contrib.admin, its login rate limited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -248,8 +248,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Throttle state lives in the cache (Redis). "search" limits anonymous photo searches per client address.
-    "DEFAULT_THROTTLE_RATES": {"search": env("SEARCH_THROTTLE_RATE", default="30/min")},
+    # Throttle state lives in the cache (Redis), per client address: anonymous photo searches, and admin logins.
+    "DEFAULT_THROTTLE_RATES": {
+        "search": env("SEARCH_THROTTLE_RATE", default="30/min"),
+        "admin_login": env("ADMIN_LOGIN_THROTTLE_RATE", default="10/min"),
+    },
     # Proxies in front of Django that append to X-Forwarded-For (1 behind the compose nginx); 0 trusts only
     # the socket's address, so a client cannot pick its own identity by sending the header.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),

@@ -1,0 +1,30 @@
+"""The admin site, with a limit on login attempts per client address (ADMIN_LOGIN_THROTTLE_RATE).
+
+Each attempt hashes a password (a million PBKDF2 rounds, about 0.2 s of CPU), a wrong user name included: without a
+limit, passwords could be guessed at leisure, and a dozen attempts a second kept every web worker busy."""
+
+from __future__ import annotations
+
+import math
+
+from django.contrib import admin
+from django.http import HttpResponse
+
+from config.throttling import ClientThrottle
+
+
+class AdminLoginThrottle(ClientThrottle):
+    scope = "admin_login"
+
+
+class LookalikeAdminSite(admin.AdminSite):
+    def login(self, request, extra_context=None):
+        if request.method == "POST":
+            throttle = AdminLoginThrottle()
+            if not throttle.allow_request(request, None):
+                wait = math.ceil(throttle.wait() or 1)
+                response = HttpResponse(f"Too many login attempts from your address. Try again in {wait} seconds.",
+                                        status=429, content_type="text/plain; charset=utf-8")
+                response["Retry-After"] = str(wait)
+                return response
+        return super().login(request, extra_context)

@@ -1,0 +1,40 @@
+"""Limits per client address, counted in the cache: anonymous photo searches (search/throttles.py) and admin
+logins (config/admin_site.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import AnonRateThrottle
+
+logger = logging.getLogger(__name__)
+
+
+class ClientThrottle(AnonRateThrottle):
+    """A rate per client address, ``scope`` in REST_FRAMEWORK's DEFAULT_THROTTLE_RATES; unlimited for a signed-in
+    user (AnonRateThrottle)."""
+
+    def get_rate(self):
+        # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_ident(self, request):
+        """The client's address; an IPv6 one by its /64, the block a single host is given: counted address by
+        address, one machine had 2^64 counters of its own."""
+        ident = super().get_ident(request)
+        try:
+            address = ipaddress.ip_address(ident)
+        except ValueError:
+            return ident
+        if address.version == 6 and address.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return ident
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # the counters live in the cache: while it is down, requests go on uncounted, not refused
+            logger.warning("%s throttle unavailable: the cache is down", self.scope, exc_info=True)
+            return True
