@@ -34,6 +34,7 @@ from search.serializers import (
 logger = logging.getLogger(__name__)
 
 UNAVAILABLE = {"detail": "Search is temporarily unavailable"}
+RETRY_AFTER_SECONDS = 30  # told to clients of a 503: a database restart or a worker reloading the model
 _ERROR = OpenApiResponse(description='`{"field": ["message"]}` or `{"detail": "message"}`')
 
 
@@ -105,7 +106,7 @@ class PhotoSearchView(APIView):
             raise ValidationError({"box": [str(error)]}) from None
         except Exception:
             logger.exception("photo search failed")
-            return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return _unavailable()
         # The shape PhotoSearchResponseSerializer documents, built without DRF's per-field cost (search/responses.py).
         return Response(photo_search_response(search, token=token, request=request))
 
@@ -141,6 +142,11 @@ class SimilarProductsView(APIView):
             model = search_space_model()
         except Exception:
             logger.exception("more-like-this failed for product %s", product.pk)
-            return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return _unavailable()
         took_ms = (time.perf_counter() - started) * 1000
         return Response(search_response(matches, model=model, took_ms=took_ms, request=request))
+
+
+def _unavailable() -> Response:
+    return Response(UNAVAILABLE, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -21,9 +21,7 @@ MAX_LIMIT = 100
 
 class _ScopeSerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-    category = CategorySlugField(
-        required=False, help_text="Only products in this category or below it (default: the whole catalog)."
-    )
+    category = CategorySlugField(required=False, help_text="Only products in this category or below it.")
 
 
 class _RefineSerializer(_ScopeSerializer):

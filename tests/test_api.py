@@ -184,6 +184,7 @@ def test_a_model_that_cannot_load_gives_503(api, settings):
     response = search(api, uploaded_image(size=(320, 240)))
     assert response.status_code == 503
     assert response.json() == {"detail": "Search is temporarily unavailable"}
+    assert int(response["Retry-After"]) > 0  # when to try again
 
 
 def test_more_like_this_whose_query_fails_gives_503_and_is_not_kept(api, catalog, monkeypatch):
@@ -201,7 +202,7 @@ def test_more_like_this_whose_query_fails_gives_503_and_is_not_kept(api, catalog
     for _ in range(2):
         response = api.get(url)
         assert (response.status_code, response.json()) == (503, {"detail": "Search is temporarily unavailable"})
-        assert "X-Cache" not in response
+        assert "X-Cache" not in response and int(response["Retry-After"]) > 0
     monkeypatch.setattr(search_api, "product_matches", working)
     answered = api.get(url)
     assert answered.status_code == 200 and answered["X-Cache"] == "miss" and answered.json()["results"]
