@@ -13,7 +13,7 @@ from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog import selectors, services
@@ -87,7 +87,6 @@ class ProductViewSet(viewsets.GenericViewSet):
     pagination_class = Pagination
     serializer_class = ProductSerializer
     queryset = Product.objects.none()  # reads go through catalog.selectors; this only names the model for the schema
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     def get_permissions(self):
         if self.action in WRITE_ACTIONS:

@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 
 from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
 from catalog.page_cache import kept_per_catalog_version
+from config.text import postgresql_refuses
 
 _TABLE = Category._meta.db_table
 
@@ -23,13 +24,16 @@ class UnknownCategory(LookupError):
     """No category has this slug. ``str()`` is the message every form, serializer and command shows."""
 
     def __init__(self, slug: str):
-        super().__init__(f"Unknown category '{slug}'.")
+        # A lone surrogate written as its escape: an answer (JSON, a page) that echoed it could not be encoded.
+        shown = slug.encode("utf-8", "backslashreplace").decode("utf-8")
+        super().__init__(f"Unknown category '{shown}'.")
         self.slug = slug
 
 
 def category_by_slug(*, slug: str) -> Category:
-    """The category with this slug; ``UnknownCategory`` otherwise (also for a slug PostgreSQL cannot hold)."""
-    category = None if "\x00" in slug else Category.objects.filter(slug=slug).select_related("parent").first()
+    """The category with this slug; ``UnknownCategory`` otherwise (also for a slug PostgreSQL cannot hold: NUL, a
+    lone surrogate)."""
+    category = None if postgresql_refuses(slug) else Category.objects.filter(slug=slug).select_related("parent").first()
     if category is None:
         raise UnknownCategory(slug)
     return category

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from urllib.parse import urlencode
@@ -467,6 +468,49 @@ def test_skus_that_are_path_segments_get_400_naming_sku(staff_api, shelf, sku):
     renamed = staff_api.patch(f"{PRODUCTS}SOFA-1/", {"sku": sku}, format="json")
     assert renamed.status_code == 400 and renamed.json() == {"sku": [message]}
     assert not Product.objects.filter(sku=sku).exists()
+
+
+def _sent_as_json(body) -> dict:
+    return {"data": json.dumps(body), "content_type": "application/json"}  # "\u0000", "\ud800" as JSON escapes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**NEW_PRODUCT, "category": "sofas\ud800"},  # the category lookup sent it to PostgreSQL: a 500
+        {**NEW_PRODUCT, "extra": {"nested": ["\ud800"]}},
+        {**NEW_PRODUCT, "extra\u0000key": 1},
+    ],
+    ids=["surrogate-category", "nested-surrogate", "nul-key"],
+)
+def test_json_strings_postgresql_cannot_hold_get_400(staff_api, shelf, body):
+    """JSON carries NUL and lone surrogates as escapes, and PostgreSQL's driver fails on either. DRF's string fields
+    refuse both; the body is refused whole, wherever such a string is, so that no field or view has to."""
+    created = staff_api.post(PRODUCTS, **_sent_as_json(body))
+    assert created.status_code == 400, created.content
+    assert created.json() == {"detail": "JSON parse error - a string holds a NUL character or an unpaired surrogate."}
+    assert not Product.objects.filter(sku="NEW-1").exists()
+
+
+def test_json_escapes_of_characters_beyond_the_bmp_are_kept(staff_api, shelf):
+    """A surrogate pair is one character, which PostgreSQL stores: only an unpaired surrogate is refused."""
+    response = staff_api.post(PRODUCTS, **_sent_as_json({**NEW_PRODUCT, "title": "Sofa \U0001f6cb"}))
+    assert response.status_code == 201, response.content
+    assert Product.objects.get(sku="NEW-1").title == "Sofa \U0001f6cb"
+
+
+def test_a_json_body_nested_too_deeply_gets_400(staff_api, shelf):
+    """Python's json raises RecursionError, which DRF's parser let through: a 500."""
+    response = staff_api.post(PRODUCTS, data="[" * 100_000, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
+
+
+def test_a_lone_surrogate_category_however_it_arrives_is_an_unknown_category(staff_api, shelf):
+    """Django's own request (its test client, ASGI) still decodes a query string with a declared UTF-7 charset,
+    where "+2AA-" is a lone surrogate: the category lookup refuses it as it refuses NUL."""
+    for path, name in [(PRODUCTS, "category"), (CATEGORIES, "parent"), (f"{PRODUCTS}SOFA-1/similar/", "category")]:
+        response = staff_api.generic("GET", f"{path}?{name}=%2B2AA-", content_type="text/plain; charset=utf-7")
+        assert response.status_code == 400 and name in response.json(), response.content
 
 
 def test_staff_upload_an_image_which_queues_its_embedding(

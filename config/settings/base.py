@@ -239,6 +239,12 @@ REST_FRAMEWORK = {
     # JSON only, whatever the client accepts: every answer under /api/, errors included, is JSON. Browsers get
     # the OpenAPI docs at /api/v1/docs/ instead of DRF's browsable pages.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSON parser but for the 500s it let through (config/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 24,
     # Token first: an anonymous write then gets 401 with a WWW-Authenticate header rather than 403.
