@@ -49,7 +49,14 @@ class Category(models.Model):
 
     def clean(self):
         super().clean()
-        self.name = category_name_normalized(self.name or "")
+        written = self.name or ""
+        self.name = category_name_normalized(written)
+        # Normalising can lengthen a name (U+FB2C is three characters in NFC) that passed the field's length check:
+        # said here, at the name, rather than by that check when the save runs it again, which no form catches.
+        name_max = self._meta.get_field("name").max_length
+        if len(self.name) > name_max >= len(written):
+            raise ValidationError({"name": f"This name is {len(self.name)} characters long as stored (Unicode NFC); "
+                                           f"the limit is {name_max}."}, code="name_too_long")
         # A name with the separator reads as two levels ("Tables > Outdoor"), and an import of that path would
         # build another branch beside it; one differing from a sibling's in case only is that sibling to an import.
         if CATEGORY_PATH_SEPARATOR in (self.name or ""):

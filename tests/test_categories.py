@@ -87,6 +87,18 @@ def test_the_admin_refuses_a_name_an_import_would_read_otherwise(chain, admin_cl
     assert not Category.objects.filter(slug="new-one").exists()
 
 
+def test_the_admin_refuses_a_name_that_normalising_makes_too_long(chain, admin_client):
+    """U+FB2C (a Hebrew presentation form) is three characters in NFC: 120 of them passed the form's 120-character
+    check, became 360 once normalised, and the save's own check raised where the admin catches nothing: a 500."""
+    _, furniture, _ = chain
+    response = admin_client.post(reverse("admin:catalog_category_add"),
+                                 {"name": "\ufb2c" * 120, "slug": "long-one", "parent": furniture.pk})
+    assert response.status_code == 200
+    message = "This name is 360 characters long as stored (Unicode NFC); the limit is 120."
+    assert message in html.unescape(response.content.decode())
+    assert not Category.objects.filter(slug="long-one").exists()
+
+
 def test_a_name_written_in_the_admin_is_stored_as_an_import_spells_it(chain, admin_client):
     """'Outdoor  Sofas' (two spaces) or a decomposed 'Café' from the admin was another category to an import of the
     same path, which made a second sibling."""
