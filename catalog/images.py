@@ -22,6 +22,10 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": 
               "HEIF": "heic"}
 # Of those, what every browser shows (HEIC and TIFF: Safari alone); other photos are shown by their WebP copy.
 BROWSER_EXTENSIONS = tuple(f".{EXTENSIONS[name]}" for name in ("JPEG", "PNG", "WEBP", "GIF", "BMP"))
+# The longest stem of a stored name, in UTF-8 bytes. File systems allow 255 bytes in a name, but Django bounds a
+# stored name in characters (100 with its folder), which in 4-byte characters is up to 400 bytes: "File name too
+# long". This leaves room for the extension and for the "_" and 7 characters Django adds to a name already taken.
+STORED_STEM_MAX_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,11 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
 
 def image_file_name(name: str, image_format: str) -> str:
     """``name`` with the extension of the decoded format ("IMG_1234" or "photo.txt" holding a JPEG -> "….jpg"),
-    so a stored file is never served as something it is not."""
+    so a stored file is never served as something it is not, and its stem cut to STORED_STEM_MAX_BYTES."""
     stem = PurePath(name or "image").stem or "image"
+    # Cut on a character boundary ("ignore" drops a character the cut split). A character UTF-8 cannot encode (a
+    # file name on disk that was not UTF-8) becomes "?", which storage drops from names as it did the character.
+    stem = stem.encode("utf-8", "replace")[:STORED_STEM_MAX_BYTES].decode("utf-8", "ignore")
     return f"{stem}.{EXTENSIONS[image_format]}"
 
 

@@ -340,7 +340,8 @@ class PreparedImage:
 def image_prepare(file: File) -> PreparedImage:
     """Validate ``file`` (ValidationError with a message users can read) and make its thumbnail, decoding it once."""
     info = inspect_image(file, keep_image=True)  # at the thumbnail's size: see inspect_image
-    thumbnail = thumbnail_make(file, name=file.name, image=info.image)
+    # Named after the photo as stored, whose stem is cut to fit a file system's names.
+    thumbnail = thumbnail_make(file, name=image_file_name(file.name, info.format), image=info.image)
     return PreparedImage(file=file, info=replace(info, image=None), thumbnail=thumbnail)
 
 

@@ -527,6 +527,21 @@ def test_staff_upload_an_image_which_queues_its_embedding(
     assert sent() == [[image.pk]]  # one task, sent after the commit, for exactly this image
 
 
+@pytest.mark.parametrize("stem", ["\U0001d429" * 70, "\U00020000" * 100], ids=["70-math-letters", "100-cjk"])
+def test_staff_upload_of_a_photo_whose_name_is_long_in_bytes_is_stored(staff_api, shelf, stem):
+    """Django cuts a stored name to 100 characters, but a file system's limit is 255 bytes: 70 characters of 4 bytes
+    each failed with "File name too long", a 500. The same name twice makes the second one longer still."""
+    for _ in range(2):
+        response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image(f"{stem}.jpg")})
+        assert response.status_code == 201, response.content
+        image = ProductImage.objects.get(pk=response.json()["id"])
+        for stored in (image.file, image.thumbnail):
+            assert stored.storage.exists(stored.name)
+        assert image.file.name.endswith(".jpg") and image.thumbnail.name.endswith(".webp")
+        assert image.file.name.split("/")[-1].startswith(stem[:10])
+    assert ProductImage.objects.count() == 2
+
+
 def test_staff_upload_of_a_non_image_is_a_400(staff_api, shelf):
     upload = SimpleUploadedFile("photo.jpg", b"GIF89a but not really", content_type="image/gif")
     response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": upload})
