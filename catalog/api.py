@@ -24,12 +24,26 @@ from catalog.serializers import (
     ProductFilterSerializer,
     ProductImageSerializer,
     ProductImageUploadSerializer,
+    ProductListItemSerializer,
     ProductSerializer,
-    ProductSummarySerializer,
     ProductWriteSerializer,
 )
 
-WRITE_ACTIONS = {"create", "update", "partial_update", "images"}
+# What each write asks of the user, as the admin does: staff, with the model permission.
+WRITE_PERMISSIONS = {
+    "create": "catalog.add_product",
+    "update": "catalog.change_product",
+    "partial_update": "catalog.change_product",
+    "images": "catalog.add_productimage",
+}
+
+
+class HasPermission(permissions.BasePermission):
+    def __init__(self, permission: str):
+        self.permission = permission
+
+    def has_permission(self, request, view) -> bool:
+        return request.user.has_perm(self.permission)
 
 
 class Pagination(PageNumberPagination):
@@ -68,7 +82,7 @@ def _product_list(*, filters: dict, staff: bool):
         summary="List products",
         description="Active products (staff also see inactive ones), filterable; paginated.",
         parameters=[ProductFilterSerializer],
-        responses=ProductSummarySerializer(many=True),
+        responses=ProductListItemSerializer(many=True),
     ),
     retrieve=extend_schema(summary="One product with its images", responses=ProductSerializer),
     create=extend_schema(
@@ -76,7 +90,8 @@ def _product_list(*, filters: dict, staff: bool):
         request=ProductWriteSerializer,
         responses={201: ProductSerializer, 400: OpenApiResponse(description="Invalid fields")},
     ),
-    update=extend_schema(summary="Replace a product's fields (staff)", request=ProductWriteSerializer,
+    update=extend_schema(summary="Set a product's fields (staff)", request=ProductWriteSerializer,
+                         description="The required fields are sent; an optional one left out keeps its value.",
                          responses=ProductSerializer),
     partial_update=extend_schema(summary="Change some of a product's fields (staff)", request=ProductWriteSerializer,
                                  responses=ProductSerializer),
@@ -89,9 +104,16 @@ class ProductViewSet(viewsets.GenericViewSet):
     queryset = Product.objects.none()  # reads go through catalog.selectors; this only names the model for the schema
 
     def get_permissions(self):
-        if self.action in WRITE_ACTIONS:
-            return [permissions.IsAdminUser()]
+        action = self.action
+        if action == "metadata":  # OPTIONS: DRF asks again as a POST and a PUT, to describe what the user may send
+            action = {"POST": "create", "PUT": "update"}.get(self.request.method)
+        if action in WRITE_PERMISSIONS:
+            return [permissions.IsAdminUser(), HasPermission(WRITE_PERMISSIONS[action])]
         return [permissions.AllowAny()]
+
+    def get_serializer_class(self):
+        # Only OPTIONS asks (the views pick their serializers): what a POST or PUT takes.
+        return ProductWriteSerializer if self.request.method in ("POST", "PUT") else ProductSerializer
 
     def _product(self, sku: str) -> Product:
         if is_staff(self.request):
@@ -106,7 +128,7 @@ class ProductViewSet(viewsets.GenericViewSet):
         filters = ProductFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(_product_list(filters=filters.validated_data, staff=is_staff(request)))
-        return self.get_paginated_response(ProductSummarySerializer(page, many=True, context={"request": request}).data)
+        return self.get_paginated_response(ProductListItemSerializer(page, many=True, context={"request": request}).data)
 
     def retrieve(self, request, sku):
         return Response(ProductSerializer(self._product(sku), context={"request": request}).data)

@@ -136,9 +136,10 @@ def product_list(*, category_ids: list[int] | None = None, sort: str = DEFAULT_S
     return _with_card_image(queryset.order_by(*PRODUCT_SORTS.get(sort, PRODUCT_SORTS[DEFAULT_SORT])))
 
 
-def product_search(*, query: str) -> QuerySet[Product]:
+def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Product]:
     """Full-text search over title (weight A) and description (B), forgiving typos (catalog.typos): products that
-    match the words as typed come first, then those that match only with corrected words; best match first within."""
+    match the words as typed come first, then those that match only with corrected words; best match first within.
+    Active products only, unless ``include_inactive`` (staff)."""
     query = query.strip()
     if not query:
         return Product.objects.none()
@@ -150,7 +151,8 @@ def product_search(*, query: str) -> QuerySet[Product]:
         searched = as_typed | _tolerant_query(terms, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
     queryset = (
-        Product.objects.filter(active=True, search_document=searched)
+        Product.objects.filter(search_document=searched)
+        .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
         .annotate(as_typed=matches_as_typed, rank=SearchRank(F("search_document"), searched))
         .order_by("-as_typed", "-rank", "title", "pk")
@@ -217,14 +219,14 @@ def product_api_list(
     staff: bool = False,
     active: bool | None = None,
 ) -> QuerySet[Product]:
-    """The API's product list: ranked by ``query`` when given (active products only), otherwise sorted.
+    """The API's product list: ranked by ``query`` when given, otherwise sorted.
 
     Shoppers see active products with their card image; ``staff`` see inactive ones too (optionally only
-    ``active`` or inactive ones) with all their images.
+    ``active`` or inactive ones), with all their images unless ranked by ``query``.
     """
     category_ids = category_descendant_ids(category=category) if category is not None else None
     if query:
-        products = product_search(query=query)
+        products = product_search(query=query, include_inactive=staff)
         if category_ids is not None:
             products = products.filter(category_id__in=category_ids)
     elif staff:

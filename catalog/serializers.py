@@ -73,11 +73,18 @@ class ProductSummarySerializer(serializers.ModelSerializer):
         return absolute_url(self.context.get("request"), first.display_url) if first is not None else None
 
 
-class ProductSerializer(ProductSummarySerializer):
-    images = ProductImageSerializer(many=True, read_only=True)
+class ProductListItemSerializer(ProductSummarySerializer):
+    """A product in the product list: its card, and whether shoppers see it (staff lists hold hidden ones too)."""
 
     class Meta(ProductSummarySerializer.Meta):
-        fields = [*ProductSummarySerializer.Meta.fields, "description", "active", "images", "created_at", "updated_at"]
+        fields = [*ProductSummarySerializer.Meta.fields, "active"]
+
+
+class ProductSerializer(ProductListItemSerializer):
+    images = ProductImageSerializer(many=True, read_only=True)
+
+    class Meta(ProductListItemSerializer.Meta):
+        fields = [*ProductListItemSerializer.Meta.fields, "description", "images", "created_at", "updated_at"]
 
 
 # --- Input ----------------------------------------------------------------------------------------------

@@ -126,9 +126,14 @@ def product_create(
 
 def product_update(*, product: Product, **fields) -> Product:
     """Change these fields of ``product``, and only these: its row is locked and read afresh, so a field another
-    writer changed meanwhile (an import's new price) is not written back as it was when ``product`` was read."""
+    writer changed meanwhile (an import's new price) is not written back as it was when ``product`` was read.
+    Fields given their stored values are not written: a save retires every cached page (a client that sends the
+    whole product again, unchanged, would keep the shop's cache cold)."""
     with transaction.atomic():
         current = Product.objects.select_for_update().get(pk=product.pk)
+        fields = {name: value for name, value in fields.items() if getattr(current, name) != value}
+        if not fields:
+            return current
         for name, value in fields.items():
             setattr(current, name, value)
         current.full_clean()

@@ -40,7 +40,13 @@ def api():
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    """Staff who may add and change products and add photos: what the API's writes ask, as the admin does."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="catalog", codename__in=["add_product", "change_product", "add_productimage"]))
+    return user
 
 
 @pytest.fixture
@@ -345,8 +351,11 @@ def test_bad_product_filters_get_400(api, shelf, params, field):
 
 
 def test_staff_see_inactive_products_and_can_filter_on_them(staff_api, shelf):
-    assert "LAMP-OLD" in listed(staff_api.get(PRODUCTS))
+    everything = staff_api.get(PRODUCTS).json()["results"]
+    assert {product["sku"]: product["active"] for product in everything}["LAMP-OLD"] is False
     assert listed(staff_api.get(PRODUCTS, {"active": "false"})) == ["LAMP-OLD"]
+    # Their text search too: it held active products only, so a hidden product could not be found by its name.
+    assert listed(staff_api.get(PRODUCTS, {"q": "lamp", "active": "false"})) == ["LAMP-OLD"]
     assert staff_api.get(f"{PRODUCTS}LAMP-OLD/").json()["active"] is False
     assert staff_api.get(f"{PRODUCTS}NOPE/").json() == {"detail": "No such product."}
 
@@ -403,6 +412,35 @@ def test_customers_cannot_write(api, shelf, django_user_model):
     response = api.post(PRODUCTS, NEW_PRODUCT, format="json")
     assert response.status_code == 403
     assert response.json() == {"detail": "You do not have permission to perform this action."}
+
+
+def test_staff_without_the_model_permissions_cannot_write(api, shelf, django_user_model):
+    """The admin refuses staff the changes their permissions do not allow: so does the API."""
+    clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
+    api.force_authenticate(clerk)
+    forbidden = {"detail": "You do not have permission to perform this action."}
+    assert (api.post(PRODUCTS, NEW_PRODUCT, format="json").json()) == forbidden
+    response = api.patch(f"{PRODUCTS}SOFA-1/", {"price": "1.00"}, format="json")
+    assert (response.status_code, response.json()) == (403, forbidden)
+    assert api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image()}).status_code == 403
+    assert Product.objects.get(sku="SOFA-1").price == Decimal("499") and not ProductImage.objects.exists()
+    assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 200  # reading is everyone's
+
+
+def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
+    """OPTIONS told anonymous users they could POST, and described the read shape (category as a read-only
+    object), so a form built from it could never send the category slug a write needs."""
+    assert "actions" not in api.options(PRODUCTS).json()
+    post = staff_api.options(PRODUCTS).json()["actions"]["POST"]
+    assert post["category"]["read_only"] is False and post["sku"]["required"] is True
+
+
+def test_an_update_that_changes_nothing_writes_nothing(staff_api, shelf):
+    """Each save retires every cached page: a client that sends a product again, unchanged, kept the cache cold."""
+    before = Product.objects.get(sku="SOFA-1").updated_at
+    assert staff_api.patch(f"{PRODUCTS}SOFA-1/", {}, format="json").status_code == 200
+    assert staff_api.patch(f"{PRODUCTS}SOFA-1/", {"price": "499.00", "category": "sofas"}, format="json").status_code == 200
+    assert Product.objects.get(sku="SOFA-1").updated_at == before
 
 
 def test_staff_create_and_update_a_product(staff_api, shelf):

@@ -74,7 +74,10 @@ def api_schema(catalog, settings):
 def staff_token(django_user_model):
     from rest_framework.authtoken.models import Token
 
+    from django.contrib.auth.models import Permission
+
     staff = django_user_model.objects.create_user("fuzz-staff", password="unused-password", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="catalog"))  # every write allowed
     return Token.objects.create(user=staff).key
 
 
