@@ -382,6 +382,8 @@ def product_images_add(
     upload). The files stored are deleted again if storing the rows fails. ``on_not_queued``: see
     catalog/signals.py.
     """
+    # The product's row locked first: two uploads at once both read the same last position, and went there both.
+    Product.objects.select_for_update().filter(pk=product.pk).exists()
     last = product.images.aggregate(last=Max("position"))["last"]
     following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
     images = []

@@ -210,3 +210,35 @@ def test_image_add_makes_a_small_upright_webp_thumbnail_for_cards(product):
         assert thumb.format == "WEBP"
         assert max(thumb.size) == 640 and abs(thumb.size[0] / thumb.size[1] - 1600 / 1067) < 0.01
     assert image.card_url == image.thumbnail.url != image.file.url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_photos_uploaded_at_once_without_a_position_go_one_after_the_other():
+    """Both uploads read the same last position and went there both, so the gallery's order was left to chance."""
+    import threading
+
+    from django.db import connections
+
+    from tests.support import until_someone_waits_for_a_lock
+
+    product = services.product_create(sku="P-1", title="Chair", category=Category.objects.create(name="Chairs",
+                                      slug="chairs"), price="10")
+    first_added = threading.Event()
+
+    def add_and_hold():
+        try:
+            with transaction.atomic():
+                services.product_image_add(product=product, file=uploaded_image(color=(200, 0, 0)))
+                first_added.set()
+                until_someone_waits_for_a_lock(timeout=5)  # the other upload, until it waits for this one
+        finally:
+            first_added.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=add_and_hold)
+    thread.start()
+    assert first_added.wait(30)
+    services.product_image_add(product=product, file=uploaded_image(color=(0, 0, 200)))
+    thread.join(30)
+    assert sorted(ProductImage.objects.filter(product=product).values_list("position", flat=True)) == [0, 1]
+
