@@ -120,16 +120,18 @@ def cache_catalog_page(view):
             response["X-Cache"] = "miss"
             position = _position(version)
             if getattr(response, "is_rendered", True):
-                _store(key, response, position)
+                _store(key, response, position, request)
             else:  # a DRF or template response is rendered after the view returns
-                response.add_post_render_callback(lambda rendered: _store(key, rendered, position))
+                response.add_post_render_callback(lambda rendered: _store(key, rendered, position, request))
         return response
 
     return cached_view
 
 
-def _store(key: str, response, position: str) -> None:
-    if not db_router.reads_replayed(position):
+def _store(key: str, response, position: str, request) -> None:
+    # A page that holds a CSRF token (a form rendered with {% csrf_token %}) is this visitor's own: the token goes
+    # with a cookie that the CSRF middleware sets only after the view, where _cacheable_response cannot see it.
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or not db_router.reads_replayed(position):
         return
     try:
         cache.set(key, response, settings.PAGE_CACHE_SECONDS)

@@ -153,3 +153,32 @@ def test_pages_still_render_when_the_cache_server_is_down(client, catalog, setti
     assert response.status_code == 200 and "X-Cache" not in response
     services.product_update(product=chair, title="Saved while the cache is down")  # the write is not refused
     assert b"Saved while the cache is down" in client.get(chair.get_absolute_url()).content
+
+
+def test_a_page_with_a_csrf_token_in_a_form_is_not_kept_for_the_next_visitor(db):
+    """The token's cookie is set by the CSRF middleware after the view returns, where the cache could not see it:
+    a cached page with a form would have handed one visitor's token to everyone."""
+    from django.template import engines
+    from django.template.response import TemplateResponse
+    from django.test import RequestFactory
+
+    from catalog.page_cache import cache_catalog_page
+
+    form = engines["django"].from_string('<form method="post">{% csrf_token %}</form>')
+
+    @cache_catalog_page
+    def page_with_a_form(request):
+        return TemplateResponse(request, form)
+
+    @cache_catalog_page
+    def page_without(request):
+        return TemplateResponse(request, engines["django"].from_string("<p>A sofa</p>"))
+
+    def served(view, path):
+        response = view(RequestFactory().get(path))
+        response.render()
+        return response["X-Cache"]
+
+    assert [served(page_with_a_form, "/form-page/") for _ in range(2)] == ["miss", "miss"]
+    assert [served(page_without, "/plain-page/") for _ in range(2)] == ["miss", "hit"]
+
