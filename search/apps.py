@@ -6,6 +6,10 @@ class SearchConfig(AppConfig):
     verbose_name = "Image search"
 
     def ready(self):
+        from django.core.checks import register
+
+        from search.checks import embedding_settings_check
         from search.handlers import connect
 
         connect()
+        register(embedding_settings_check)
