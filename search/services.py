@@ -401,3 +401,14 @@ def image_embedding_fail(*, image_id: int, error: str, file: str | None = None) 
     images.update(
         embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
+
+
+def pending_images_fail(*, image_ids: Sequence[int], error: str) -> int:
+    """Record why a whole batch could not be embedded (its task failed for good: a bug, a time limit, memory, retries
+    run out) on those of its images still pending; returns how many. Left pending, the sweep would send the same
+    batch again every ten minutes, for ever, with nothing in the admin to say why; failed, they wait for
+    `reindex --only failed` or the admin's re-embed. An image embedded meanwhile (by another task) keeps its state."""
+    logger.warning("embedding of %d image(s) failed: %s", len(image_ids), error)
+    return ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING).update(
+        embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
+    )

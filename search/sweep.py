@@ -5,6 +5,8 @@ freeing retired vectors and filling in the colours of older photos."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 # Photos whose colours one sweep fills in (each is decoded at about COLOUR_DRAFT_SIZE px: a few ms).
 COLOUR_BACKFILL_BATCH = 200
 COLOUR_DRAFT_SIZE = 256
+T = TypeVar("T")
+
 
 def embedding_space_sync() -> EmbeddingSpace:
     """Reconcile the stored spaces with ``EMBEDDING_MODEL``; returns the space search reads afterwards.
@@ -139,17 +143,47 @@ def _catalog_changes_since(space: EmbeddingSpace) -> int:
     return added + Product.objects.filter(updated_at__gt=space.calibrated_at).count()
 
 
+class SweepIncomplete(RuntimeError):
+    """Steps of the sweep failed (each logged with its traceback); the others ran."""
+
+
 def embedding_sweep() -> dict[str, int | str | float | None]:
     """The periodic maintenance run (Celery beat): switch spaces when due, re-queue pending work, recalibrate the
-    cut-off when the catalog has changed enough, free old vectors, fill in the colours of older photos."""
-    space = embedding_space_calibrate(space=embedding_space_sync())
-    return {
-        "space": space.model,
-        "min_score": space.min_score,
-        "requeued": pending_images_requeue(),
-        "deleted": retired_vectors_delete(),
-        "coloured": image_colours_backfill(),
+    cut-off when the catalog has changed enough, free old vectors, fill in the colours of older photos.
+
+    Each step runs whatever became of the others: a space sync that failed on every run (a reduction file gone, say)
+    skipped the re-queueing of lost photos with it. Raises ``SweepIncomplete`` at the end when any failed, so that
+    the task is reported as failed.
+    """
+    failed: list[tuple[str, Exception]] = []
+
+    def step(name: str, work: Callable[[], T], *, otherwise: T) -> T:
+        try:
+            return work()
+        except Exception as error:
+            logger.exception("embedding sweep: %s failed; the other steps go on", name)
+            failed.append((name, error))
+            return otherwise
+
+    synced = step("space sync", embedding_space_sync, otherwise=None)
+    space = step("calibration", lambda: _searched_space_calibrate(synced), otherwise=synced)
+    outcome = {
+        "space": space.model if space else None,
+        "min_score": space.min_score if space else None,
+        "requeued": step("re-queueing", pending_images_requeue, otherwise=0),
+        "deleted": step("freeing retired vectors", retired_vectors_delete, otherwise=0),
+        "coloured": step("colour backfill", image_colours_backfill, otherwise=0),
     }
+    if failed:
+        raise SweepIncomplete(f"embedding sweep: {', '.join(name for name, _ in failed)} failed (logged); "
+                              f"the other steps gave {outcome}") from failed[0][1]
+    return outcome
+
+
+def _searched_space_calibrate(space: EmbeddingSpace | None) -> EmbeddingSpace | None:
+    """Calibrate ``space``, or where the sync failed, the space search reads as stored (None on a new install)."""
+    space = space or EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).first()
+    return embedding_space_calibrate(space=space) if space else None
 
 
 def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:

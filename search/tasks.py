@@ -1,13 +1,36 @@
 """Celery tasks: thin wrappers that take ids and call services (which send them by name, so this module imports
 them and never the reverse)."""
 
-from celery import shared_task
-from django.db import InterfaceError, OperationalError
+import logging
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError, connection
 
 from search import services, sweep
 
+logger = logging.getLogger(__name__)
+
+
+class EmbedImagesTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """Called once the task has failed for good (not for a retry): its photos still pending are marked failed
+        with the reason, so that the sweep stops re-sending them and the admin says why."""
+        image_ids = args[0] if args else kwargs["image_ids"]
+        error = f"embedding task failed: {type(exc).__name__}: {exc}".removesuffix(": ")
+        try:
+            services.pending_images_fail(image_ids=image_ids, error=error)
+        except (OperationalError, InterfaceError):
+            # A time limit raised in the middle of a query can leave the connection unusable: once more on a fresh
+            # one. Should the database itself be down, the images stay pending and the sweep sends them again.
+            connection.close()
+            try:
+                services.pending_images_fail(image_ids=image_ids, error=error)
+            except Exception:
+                logger.exception("could not record the failure of images %s", image_ids)
+
 
 @shared_task(
+    base=EmbedImagesTask,
     autoretry_for=(OperationalError, InterfaceError, ConnectionError, TimeoutError),
     retry_backoff=2,
     retry_backoff_max=120,

@@ -291,3 +291,75 @@ def test_a_storage_that_does_not_answer_leaves_the_photo_pending_for_a_retry(pro
         services.images_embed(image_ids=[image.pk])
     image.refresh_from_db()
     assert (image.embedding_status, image.embedding_error) == (EmbeddingStatus.PENDING, "")
+
+
+@pytest.fixture
+def tasks():
+    """The project's Celery tasks by name, as a worker knows them."""
+    from config.celery_app import app
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover every app's tasks
+    return app.tasks
+
+
+def test_a_batch_whose_task_fails_for_good_records_why_on_its_photos_still_pending(product, monkeypatch, tasks):
+    """An error no retry is for (a bug, a time limit, memory) left the batch pending with no reason given, and the
+    sweep sent it again every ten minutes, for ever. A photo embedded meanwhile by another task keeps its state."""
+    embedded_meanwhile, first, second = (_add_image(product, color=(n * 90, 0, 0)) for n in range(3))
+    services.images_embed(image_ids=[embedded_meanwhile.pk])
+    embedder = active_embedder()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the network crashed")
+
+    monkeypatch.setattr(embedder, "embed_images", crash)
+    ids = [embedded_meanwhile.pk, first.pk, second.pk]
+    result = tasks[services.EMBED_IMAGES_TASK].apply(args=[ids], kwargs={"force": True})
+    assert result.failed() and isinstance(result.result, RuntimeError)
+
+    statuses = dict(ProductImage.objects.filter(pk__in=ids).values_list("pk", "embedding_status"))
+    assert statuses == {embedded_meanwhile.pk: EmbeddingStatus.READY, first.pk: EmbeddingStatus.FAILED,
+                        second.pk: EmbeddingStatus.FAILED}
+    for image in (first, second):
+        image.refresh_from_db()
+        assert image.embedding_error == "embedding task failed: RuntimeError: the network crashed"
+    assert services.pending_images_requeue(stale_after_seconds=0) == 0  # the sweep leaves them to `reindex`
+
+
+def test_a_database_error_is_retried_and_records_no_failure(product, monkeypatch, tasks):
+    """Retries are not failures: only once the task has failed for good are its photos marked failed."""
+    from django.db import OperationalError
+
+    image = _add_image(product)
+    embed, calls = services.images_embed, []
+
+    def fails_once(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise OperationalError("the server closed the connection unexpectedly")
+        return embed(**kwargs)
+
+    monkeypatch.setattr(services, "images_embed", fails_once)
+    tasks[services.EMBED_IMAGES_TASK].apply(args=[[image.pk]])  # a retry runs at once when applied here
+    image.refresh_from_db()
+    assert len(calls) == 2
+    assert (image.embedding_status, image.embedding_error) == (EmbeddingStatus.READY, "")
+
+
+@pytest.mark.parametrize("broken", ["embedding_space_sync", "embedding_space_calibrate"])
+def test_a_failing_sweep_step_leaves_the_others_to_run_and_fails_the_task(product, settings, monkeypatch, tasks,
+                                                                          broken):
+    """A space sync failing on every run (a reduction file gone) skipped the re-queueing of lost photos with it."""
+    from search import sweep
+    from tests.support import embedding_queue
+
+    never_queued = _add_image(product)  # the broker was down when it was uploaded
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError(f"{broken} crashed")
+
+    monkeypatch.setattr(sweep, broken, crash)
+    result = tasks["search.tasks.embedding_sweep"].apply()
+    assert sent() == [[never_queued.pk]]  # re-queued all the same
+    assert result.failed() and isinstance(result.result, sweep.SweepIncomplete)  # and the failure reported
