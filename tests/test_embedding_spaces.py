@@ -301,6 +301,86 @@ def test_reindex_rejects_unknown_category_and_status(small_catalog):
         call_command("reindex", only="sideways")
 
 
+def test_reindex_exits_with_status_1_naming_the_failures_and_how_to_retry(small_catalog):
+    """"Done. 1 failed." with status 0 let a script (or an operator's `&&`) take a run that left a photo out of search
+    for a success."""
+    from django.core.management.base import CommandError
+
+    damaged = ProductImage.objects.get(product=small_catalog["RUN-2"])
+    with damaged.file.storage.open(damaged.file.name, "wb") as handle:
+        handle.write(b"GIF89a truncated")
+    shoes = small_catalog["RUN-2"].category.parent.slug
+
+    with pytest.raises(CommandError) as failed:
+        call_command("reindex", category=shoes, stdout=open("/dev/null", "w"))
+    assert failed.value.returncode == 1
+    assert str(failed.value).startswith("1 of 2 image(s) failed")
+    assert f"manage.py reindex --only failed --category {shoes}" in str(failed.value)
+    assert ProductImage.objects.get(pk=damaged.pk).embedding_status == EmbeddingStatus.FAILED
+
+
+class _FakeClock:
+    """``time`` for reindex's watch: each sleep passes at once. ``every`` seconds, ``tick`` runs (a worker that
+    finishes an image); a watch still going after an hour fails the test instead of hanging it."""
+
+    def __init__(self, *, every=None, tick=None):
+        self.now, self.every, self.tick, self.ticked = 0.0, every, tick, 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        if self.every and self.now - self.ticked >= self.every:
+            self.ticked = self.now
+            self.tick()
+        assert self.now < 3600, "reindex --background still watching after an hour"
+
+
+@pytest.fixture
+def no_worker(settings):
+    """The test broker's queue, with no worker taking from it; emptied again afterwards."""
+    embedding_queue(settings.CELERY_BROKER_URL)
+    yield
+    embedding_queue(settings.CELERY_BROKER_URL)
+
+
+def test_reindex_in_the_background_gives_up_when_no_worker_finishes_an_image(small_catalog, monkeypatch, no_worker):
+    """It watched a dead worker for ever. Now it gives up after --timeout seconds without progress (600 unless
+    given), with status 1; the images stay pending for the workers."""
+    from django.core.management.base import CommandError
+
+    from search.management.commands import reindex
+
+    clock = _FakeClock()
+    monkeypatch.setattr(reindex, "time", clock)
+    with pytest.raises(CommandError, match="no image finished in 600 s: are the Celery workers running") as gave_up:
+        call_command("reindex", background=True, stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
+    assert gave_up.value.returncode == 1 and "4 of 4 image(s) are still pending" in str(gave_up.value)
+    assert 600 <= clock.now < 602
+
+    clock = _FakeClock()
+    monkeypatch.setattr(reindex, "time", clock)
+    with pytest.raises(CommandError, match="no image finished in 30 s"):
+        call_command("reindex", background=True, timeout=30, stdout=open("/dev/null", "w"))
+    assert 30 <= clock.now < 32
+
+
+def test_reindex_in_the_background_waits_on_while_the_workers_make_progress(small_catalog, monkeypatch, no_worker):
+    """The bound is on a stall, not on the whole run: a large catalog takes the workers hours."""
+    from search.management.commands import reindex
+
+    def a_worker_finishes_an_image():
+        image = ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).order_by("pk").first()
+        ProductImage.objects.filter(pk=image.pk).update(embedding_status=EmbeddingStatus.READY)
+
+    clock = _FakeClock(every=500, tick=a_worker_finishes_an_image)
+    monkeypatch.setattr(reindex, "time", clock)
+    call_command("reindex", background=True, stdout=open("/dev/null", "w"))  # no error: status 0
+    assert clock.now == 2000  # four images, each 500 s after the one before, with 600 s allowed for each
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+
+
 def test_a_switch_before_any_sync_keeps_the_stored_space_active(small_catalog, settings):
     EmbeddingSpace.objects.all().delete()  # vectors exist, but no sweep has recorded their space yet
     settings.EMBEDDING_MODEL = LITE2

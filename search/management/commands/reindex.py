@@ -3,11 +3,14 @@
     manage.py reindex                       every image (search keeps answering from the stored vectors)
     manage.py reindex --category sofas      one category and its descendants
     manage.py reindex --only pending,failed what is missing; also how an interrupted run resumes
-    manage.py reindex --background          hand the work to the Celery workers and watch them
+    manage.py reindex --background          hand the work to the Celery workers and watch them (giving up when
+                                            none finishes an image for --timeout seconds, 600 by default)
 
-Each batch commits on its own, and a selected image stays ``pending`` until its vector is stored, so after a
-crash ``reindex --only pending`` (same --category) carries on where the run stopped. The run marks its selection as
-queued, so the beat sweep leaves it alone; ten minutes after a crash the sweep sends what is left to the workers.
+It exits with status 1 when any selected image failed (the admin lists why; `--only failed` redoes them), or when
+the workers it watches stop making progress. Each batch commits on its own, and a selected image stays ``pending``
+until its vector is stored, so after a crash ``reindex --only pending`` (same --category) carries on where the run
+stopped. The run marks its selection as queued, so the beat sweep leaves it alone; ten minutes after a crash the sweep
+sends what is left to the workers.
 """
 
 import time
@@ -29,6 +32,9 @@ from search.sweep import embedding_space_sync
 
 # A run here renews its claim on the rest of its selection this often, well before the sweep counts it as lost.
 CLAIM_RENEW_SECONDS = PENDING_STALE_SECONDS // 2
+# --background gives up when no image has finished for this long: the workers are down or stuck. A task waits at most
+# behind the sweep's queue (about 2.5 minutes of work on two cores) and a model load.
+WATCH_TIMEOUT_SECONDS = 600.0
 STATUSES = set(EmbeddingStatus.values)
 
 
@@ -42,8 +48,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
         parser.add_argument("--background", action="store_true", help="queue Celery tasks instead of working here")
+        parser.add_argument(
+            "--timeout", type=float, default=WATCH_TIMEOUT_SECONDS,
+            help=f"with --background: give up (exit status 1) when no image has finished for this many seconds "
+                 f"(default {WATCH_TIMEOUT_SECONDS:g})",
+        )
 
-    def handle(self, *args, category=None, only=None, batch_size=64, background=False, **options):
+    def handle(self, *args, category=None, only=None, batch_size=64, background=False,
+               timeout=WATCH_TIMEOUT_SECONDS, **options):
         images = ProductImage.objects.all()
         if category:
             try:
@@ -58,6 +70,8 @@ class Command(BaseCommand):
             images = images.filter(embedding_status__in=statuses)
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        if timeout <= 0:
+            raise CommandError("--timeout must be more than 0 seconds")
 
         embedding_space_sync()
         selected = list(images.order_by("pk").values_list("pk", flat=True))
@@ -65,12 +79,18 @@ class Command(BaseCommand):
         embedder = active_embedder()
         self.stdout.write(f"Re-embedding {len(selected)} image(s) with {embedder.id}")
         if background:
-            self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True))
+            self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True), timeout=timeout)
         else:
             self._embed_here(selected, embedder, batch_size)
         space = embedding_space_sync()
         failed = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.FAILED).count()
-        self.stdout.write(self.style.SUCCESS(f"Done. {failed} failed. Search uses {space.model}."))
+        style = self.style.WARNING if failed else self.style.SUCCESS
+        self.stdout.write(style(f"Done. {failed} failed. Search uses {space.model}."))
+        if failed:
+            # A script or an operator's `&&` must not take a run that left photos out of search for a success.
+            retry = " ".join(["manage.py reindex --only failed", *([f"--category {category}"] if category else [])])
+            raise CommandError(f"{failed} of {len(selected)} image(s) failed; the admin lists why (the photos' "
+                               f"embedding error). Once the cause is fixed, retry them: {retry}", returncode=1)
 
     def _embed_here(self, selected, embedder, batch_size):
         claimed = time.monotonic()
@@ -84,14 +104,24 @@ class Command(BaseCommand):
                 bar.update(len(batch))
                 bar.set_postfix(failed=outcome["failed"], refresh=False)
 
-    def _watch(self, selected, queued):
+    def _watch(self, selected, queued, *, timeout):
         if queued < len(selected):
             self.stderr.write(f"only {queued} of {len(selected)} queued (broker down?); the sweep sends the rest")
         remaining = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.PENDING)
+        left, progressed = len(selected), time.monotonic()
         with tqdm(total=len(selected), unit="img", desc="workers", disable=None) as bar:
             while True:
-                left = remaining.count()
+                left, before = remaining.count(), left
                 bar.update(len(selected) - left - bar.n)
                 if left == 0:
                     return
+                if left < before:
+                    progressed = time.monotonic()
+                elif time.monotonic() - progressed >= timeout:
+                    # Without a bound this watched a dead worker for ever. The work is not lost: the images stay
+                    # pending, and the sweep sends them again once workers answer.
+                    raise CommandError(
+                        f"no image finished in {timeout:g} s: are the Celery workers running? {left} of "
+                        f"{len(selected)} image(s) are still pending; the sweep sends them to the workers again "
+                        f"once they answer, or `manage.py reindex --only pending` embeds them here.", returncode=1)
                 time.sleep(1)
