@@ -101,7 +101,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(
     killed, broker, admin_client, media_root, test_images, tmp_path
 ):
     """``worker``: the whole worker dies (OOM kill of a one-process container, lost node); the message comes back
-    after the broker's visibility timeout, here 1 s (production: an hour, and the pending sweep after 10 minutes).
+    after the broker's visibility timeout, here 1 s (production: two hours, and the pending sweep after 10 minutes).
     ``pool-process``: the kernel kills the prefork child that runs the task; the worker rejects the message back to
     the queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST) and a new child runs it. No visibility timeout there."""
     if killed == "worker":

