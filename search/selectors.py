@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections, router, transaction
 from django.db.models import CharField, Exists, OuterRef
 from django.db.models.functions import MD5, Cast
@@ -42,6 +43,15 @@ FOLDED_POOL_DOUBLINGS = 3  # at most 8x the pool read again when folding near-du
 MATCH_POOL = 48
 # pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
 HNSW_EF_SEARCH_MAX = 1000
+# The cache entry where the embedding sweep (search/sweep.py) records when it last ran, for /healthz (config/health.py).
+SWEEP_RAN_AT_KEY = "search:sweep-ran-at"
+
+
+def embedding_sweep_age_seconds() -> float | None:
+    """Seconds since the embedding sweep last ran, anywhere; None when it never has. A sweep runs only where beat sent
+    it and a worker took it: a recent one says both are alive. Raises where the cache cannot be read."""
+    ran_at = cache.get(SWEEP_RAN_AT_KEY)
+    return None if ran_at is None else max(0.0, time.time() - ran_at)  # clocks of two hosts may disagree a little
 
 
 @kept_per_catalog_version

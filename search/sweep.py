@@ -5,9 +5,11 @@ freeing retired vectors and filling in the colours of older photos."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,7 +20,7 @@ from search.colours import dominant_colours
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.preprocessing import load_rgb
-from search.selectors import nearest_other_category_similarities, no_vector_in
+from search.selectors import SWEEP_RAN_AT_KEY, nearest_other_category_similarities, no_vector_in
 from search.services import PERMANENT_ERRORS, TRANSIENT_OS_ERRORS, pending_images_requeue
 
 logger = logging.getLogger(__name__)
@@ -174,10 +176,20 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
         "deleted": step("freeing retired vectors", retired_vectors_delete, otherwise=0),
         "coloured": step("colour backfill", image_colours_backfill, otherwise=0),
     }
+    _sweep_ran_record()
     if failed:
         raise SweepIncomplete(f"embedding sweep: {', '.join(name for name, _ in failed)} failed (logged); "
                               f"the other steps gave {outcome}") from failed[0][1]
     return outcome
+
+
+def _sweep_ran_record() -> None:
+    """Record when the sweep ran, for /healthz: a dead worker or beat otherwise went unnoticed while photos stayed
+    pending. Without an expiry, so that a capped Redis (volatile-lru) never evicts it."""
+    try:
+        cache.set(SWEEP_RAN_AT_KEY, time.time(), None)
+    except Exception:  # the cache being down must not fail the sweep; /healthz then reports the broker down anyway
+        logger.warning("could not record the sweep's run", exc_info=True)
 
 
 def _searched_space_calibrate(space: EmbeddingSpace | None) -> EmbeddingSpace | None:

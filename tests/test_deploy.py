@@ -122,6 +122,8 @@ def test_every_service_has_a_healthcheck_and_web_probes_healthz(compose):
     web_check = _healthcheck(services["web"])
     assert "/healthz" in web_check
     assert "curl" not in web_check and "wget" not in web_check  # neither exists in the slim image
+    # A worker that hangs or lost its broker went unnoticed: it must answer a ping by its own node name.
+    assert "celery -A config inspect ping -d celery@$$HOSTNAME" in _healthcheck(services["worker"])
 
 
 def test_app_services_wait_for_healthy_dependencies(compose):
@@ -157,6 +159,28 @@ def test_web_healthcheck_passes_on_a_healthy_app_and_fails_on_a_disallowed_host(
     assert probe("*").returncode == 0  # a wildcard is not a Host header: falls back to localhost
     disallowed = probe("shop.example.com")
     assert disallowed.returncode != 0 and "400" in disallowed.stderr
+
+
+@pytest.mark.worker
+def test_worker_healthcheck_passes_on_a_running_worker_and_fails_for_one_that_does_not_answer(celery_worker_process):
+    """Run the worker's healthcheck command itself, as the container's shell would, against a real worker."""
+    import socket
+
+    from django.conf import settings
+
+    test = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("$$", "$")  # compose's escape: the shell in the container sees $HOSTNAME
+
+    def probe(hostname):
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOSTNAME": hostname,
+               "DJANGO_SETTINGS_MODULE": "config.settings.test", "REDIS_URL": settings.REDIS_URL}
+        return subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    alive = probe(socket.gethostname())  # a worker's default node name is celery@ its host name
+    assert alive.returncode == 0, alive.stderr
+    silent = probe("another-host")  # no worker of that name answers: as a dead or disconnected one
+    assert silent.returncode != 0
 
 
 # --- the Dockerfile ---

