@@ -77,6 +77,15 @@ def _product_list(*, filters: dict, staff: bool):
     )
 
 
+_INVALID = OpenApiResponse(description='Invalid fields: `{"field": ["message"]}`')
+_NOT_FOUND = OpenApiResponse(
+    description='No such product (for shoppers, a hidden one too): `{"detail": "No such product."}`')
+_REFUSED = {
+    401: OpenApiResponse(description="Not signed in (a token or the admin's session)"),
+    403: OpenApiResponse(description="Not staff, or without the model permission the write needs"),
+}
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List products",
@@ -84,17 +93,18 @@ def _product_list(*, filters: dict, staff: bool):
         parameters=[ProductFilterSerializer],
         responses=ProductListItemSerializer(many=True),
     ),
-    retrieve=extend_schema(summary="One product with its images", responses=ProductSerializer),
+    retrieve=extend_schema(summary="One product with its images",
+                           responses={200: ProductSerializer, 404: _NOT_FOUND}),
     create=extend_schema(
         summary="Create a product (staff)",
         request=ProductWriteSerializer,
-        responses={201: ProductSerializer, 400: OpenApiResponse(description="Invalid fields")},
+        responses={201: ProductSerializer, 400: _INVALID, **_REFUSED},
     ),
     update=extend_schema(summary="Set a product's fields (staff)", request=ProductWriteSerializer,
                          description="The required fields are sent; an optional one left out keeps its value.",
-                         responses=ProductSerializer),
+                         responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND}),
     partial_update=extend_schema(summary="Change some of a product's fields (staff)", request=ProductWriteSerializer,
-                                 responses=ProductSerializer),
+                                 responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND}),
 )
 class ProductViewSet(viewsets.GenericViewSet):
     lookup_field = "sku"
@@ -162,7 +172,8 @@ class ProductViewSet(viewsets.GenericViewSet):
         summary="Add an image to a product (staff)",
         description="The photo is checked by decoding it and stored; its embedding is queued for the workers.",
         request={"multipart/form-data": ProductImageUploadSerializer},
-        responses={201: ProductImageSerializer, 400: OpenApiResponse(description="Not an acceptable image")},
+        responses={201: ProductImageSerializer, 400: OpenApiResponse(description="Not an acceptable image"),
+                   **_REFUSED, 404: _NOT_FOUND},
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def images(self, request, sku):

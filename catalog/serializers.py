@@ -39,7 +39,18 @@ class CategorySerializer(CategorySummarySerializer):
         return absolute_url(self.context.get("request"), category.get_absolute_url())
 
 
-class ProductImageSerializer(serializers.ModelSerializer):
+class OutputSerializer(serializers.ModelSerializer):
+    """An answer's shape: every field read-only, so the schema marks each as always present (a model field with a
+    default, such as a product's currency, was optional to clients generated from it)."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.read_only = True
+        return fields
+
+
+class ProductImageSerializer(OutputSerializer):
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -50,7 +61,7 @@ class ProductImageSerializer(serializers.ModelSerializer):
         return absolute_url(self.context.get("request"), image.display_url)
 
 
-class ProductSummarySerializer(serializers.ModelSerializer):
+class ProductSummarySerializer(OutputSerializer):
     """A product as listed and as a search result: enough to draw a card."""
 
     url = serializers.SerializerMethodField(help_text="The product's page in the shop.")

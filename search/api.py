@@ -46,7 +46,9 @@ class PhotoSearchView(APIView):
     @extend_schema(
         operation_id="search_by_photo",
         summary="Find products that look like a photo",
-        request={"multipart/form-data": PhotoSearchSerializer},
+        # A form without a file refines an earlier search by its `query` token.
+        request={"multipart/form-data": PhotoSearchSerializer,
+                 "application/x-www-form-urlencoded": PhotoSearchSerializer},
         responses={
             200: PhotoSearchResponseSerializer,
             400: _ERROR,

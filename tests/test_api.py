@@ -612,3 +612,16 @@ def test_schema_and_docs_pages_are_served_without_a_cdn(api):
     html = docs.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
     assert "https://" not in html  # every asset is served locally
+
+
+def test_the_schema_marks_what_every_answer_holds_and_names_the_refusals(api):
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    components = schema["components"]["schemas"]
+    assert {"currency", "active"} <= set(components["ProductListItem"]["required"])
+    assert {"description", "images", "active"} <= set(components["Product"]["required"])
+    assert {"position", "embedding_status"} <= set(components["ProductImage"]["required"])
+    product = schema["paths"]["/api/v1/products/{sku}/"]
+    assert "404" in product["get"]["responses"]
+    assert {"400", "401", "403", "404"} <= set(product["patch"]["responses"])
+    search_body = schema["paths"]["/api/v1/search/"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/x-www-form-urlencoded"} <= set(search_body)
