@@ -138,7 +138,8 @@ class ProductViewSet(viewsets.GenericViewSet):
         filters = ProductFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(_product_list(filters=filters.validated_data, staff=is_staff(request)))
-        return self.get_paginated_response(ProductListItemSerializer(page, many=True, context={"request": request}).data)
+        items = ProductListItemSerializer(page, many=True, context={"request": request})
+        return self.get_paginated_response(items.data)
 
     def retrieve(self, request, sku):
         return Response(ProductSerializer(self._product(sku), context={"request": request}).data)
