@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 
 from search import details
+from search.query import KeptQuery
 from search.selectors import search_space_model
 
 logger = logging.getLogger(__name__)
@@ -20,15 +20,6 @@ logger = logging.getLogger(__name__)
 KEPT_QUERY_PREFIX = "search:query:f32:"  # the format in the key: entries of another format are never read as this
 KEPT_QUERY_DTYPE = "<f4"
 KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
-
-
-@dataclass(frozen=True)
-class KeptQuery:
-    """An earlier photo search's query vector, kept for a while so that it can be refined without the photo."""
-
-    model: str
-    vector: object  # numpy float32
-    details: tuple | None = None  # the photo's detail descriptors and weights (search/details.py)
 
 
 def query_vector_keep(*, model: str, vector, query_details: tuple | None = None) -> str | None:

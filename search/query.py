@@ -107,6 +107,16 @@ class QueryEmbedding:
     details: tuple[np.ndarray, np.ndarray]  # the photo's detail descriptors and weights (search/details.py)
 
 
+@dataclass(frozen=True)
+class KeptQuery:
+    """An earlier photo search's query vector, kept for a while (search/kept_queries.py) so that it can be refined
+    without the photo."""
+
+    model: str
+    vector: np.ndarray  # float32
+    details: tuple | None = None  # the photo's detail descriptors and weights (search/details.py)
+
+
 def query_embedding(*, image: QueryImage, model: str, box: Box | None = None) -> QueryEmbedding:
     """Embed a query photo (or the ``box`` region of it) into the space ``model``, its details from the same
     network run."""

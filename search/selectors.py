@@ -8,7 +8,6 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -24,11 +23,8 @@ from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, spa
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
-from search.query import Box, QueryImage, query_embedding, query_image_read
+from search.query import Box, KeptQuery, QueryImage, query_embedding, query_image_read
 from search.refine import DEFAULT_SORT, NO_REFINE, Refine, fold_duplicates, sorted_matches
-
-if TYPE_CHECKING:
-    from search.kept_queries import KeptQuery
 
 logger = logging.getLogger(__name__)
 
