@@ -1,7 +1,7 @@
 """Catalog import from a CSV file, a few rows per transaction, through catalog.services (photos prepared ahead).
 
-Columns: ``sku,title,category,price,description,images`` and optionally ``currency`` and ``active``. ``category`` is a path
-(``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
+Columns: ``sku,title,category,price,description,images`` and optionally ``currency`` and ``active``. ``category``
+is a path (``Home > Furniture > Sofas``, created as needed); ``images`` holds paths or file names separated by ``|``.
 
 Every row is all or nothing: a row fails as a whole (no product without its photos, no category left over,
 no stored file left behind, no embedding queued) and the import goes on with the next one. Rows are written
@@ -519,8 +519,8 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()
     if active and active not in ACTIVE_VALUES:
-        raise RowError(f"active {active!r} is not yes or no (true/false, 1/0); leave it empty to keep the product as it "
-                       "is")
+        raise RowError(f"active {active!r} is not yes or no (true/false, 1/0); leave it empty to keep the product "
+                       "as it is")
     written_images = [part.strip() for part in row["images"].split(IMAGE_SEPARATOR) if part.strip()]
     if len(written_images) > ROW_PHOTOS_MAX:
         raise RowError(

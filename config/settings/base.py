@@ -168,8 +168,9 @@ EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx-int8")
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
-# A reduction fitted elsewhere (python -m bench.fit_reduction --save-to PATH) instead of the shipped search/spaces/ file; its
-# content hash is part of the space id, so changing it rebuilds the vectors in the background like a model change.
+# A reduction fitted elsewhere (python -m bench.fit_reduction --save-to PATH) instead of the shipped search/spaces/
+# file; its content hash is part of the space id, so changing it rebuilds the vectors in the background like a model
+# change.
 EMBEDDING_REDUCTION_FILE = env("EMBEDDING_REDUCTION_FILE", default="")
 
 # --- Search ---
