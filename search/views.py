@@ -179,6 +179,8 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
             "refine_form": refine_form,
+            # With nothing found and nothing narrowed, there is nothing to filter: the way out comes first instead.
+            "refine_shown": bool(search.results or refine_items),
             "refine_keep": scope,
             "this_url": url(category_slug),
             "all_url": url(""),

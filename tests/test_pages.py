@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -223,3 +225,14 @@ def test_a_renamed_top_level_category_shows_in_the_header_of_the_next_page(clien
     html = client.get(reverse("catalog:home")).content.decode()
 
     assert "Outdoors" in html and 'href="/c/garden/"' not in html
+
+
+def test_no_template_comment_spans_lines():
+    """Django's {# #} comments end at their line: one that went on to the next was printed on the page as text (the
+    photo results showed "{# The main colours of the matches: ..." above the colour swatches)."""
+    templates = Path(__file__).resolve().parent.parent / "templates"
+    unclosed = [f"{path.relative_to(templates)}:{number}"
+                for path in sorted(templates.rglob("*.html"))
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                if "{#" in line and "#}" not in line.split("{#", 1)[1]]
+    assert unclosed == []

@@ -130,6 +130,8 @@ def test_the_empty_state_shows_the_closest_products_on_request(client, catalog, 
     settings.SEARCH_MIN_SCORE = 0.9
     empty = _post(client, uploaded_file(test_images / "plant-cactus.jpg"))
     assert "Nothing similar enough in our catalog" in empty.content.decode()
+    # Nothing found, nothing narrowed: no price or order to set, the way out is what the shopper sees first.
+    assert b"data-refine-form" not in empty.content
 
     # The kept query vector: no new upload.
     closest = client.get(page_links(empty, "data-refine")["Show the closest products anyway"])

@@ -268,8 +268,10 @@
           var first = body.querySelectorAll(".results .product-card-link")[shown];
           if (first) first.focus({ preventScroll: true });
         } else {
-          body.querySelector("#results-heading").focus({ preventScroll: true });
-          root.scrollIntoView({ block: "start" });
+          var heading = body.querySelector("#results-heading");
+          heading.focus({ preventScroll: true });
+          // Side by side on a wide screen, the photo above the results on a phone: there, to the results.
+          (window.matchMedia("(max-width: 959px)").matches ? heading : root).scrollIntoView({ block: "start" });
         }
       } else if (body.querySelector("[data-region]")) {
         // On the results page: keep the results and say what was wrong.
