@@ -75,10 +75,14 @@ def product_detail(request, sku):
     ancestors = selectors.category_ancestors(category=product.category)
     similar_form = hooks.similar_products_form(request.GET)  # price range and order, when search provides them
     try:
-        similar_products = hooks.similar_products(
-            product=product, limit=SIMILAR_PRODUCTS, category_ids=category_ids, form=similar_form
-        )
         other_colours = hooks.other_colours(product=product, limit=OTHER_COLOURS)
+        # The page shows each product once: those already under "other colours" are left out of More like this.
+        shown = {item.product.pk for item in other_colours}
+        similar_products = hooks.similar_products(
+            product=product, limit=SIMILAR_PRODUCTS + len(shown), category_ids=category_ids, form=similar_form
+        )
+        if similar_products is not None:
+            similar_products = [item for item in similar_products if item.product.pk not in shown][:SIMILAR_PRODUCTS]
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
         similar_products, other_colours = None, []
