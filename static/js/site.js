@@ -21,6 +21,15 @@
     });
   });
 
+  // The category bar scrolls sideways on a phone: bring the current category into it, not left off screen. Only the
+  // bar moves (scrollLeft): scrollIntoView would scroll the page as well.
+  var navList = document.querySelector(".category-nav-list");
+  var current = navList && navList.querySelector("[aria-current]");
+  if (current && navList.scrollWidth > navList.clientWidth) {
+    var item = current.parentElement;
+    navList.scrollLeft = item.offsetLeft - navList.offsetLeft - (navList.clientWidth - item.offsetWidth) / 2;
+  }
+
   // Sort select: apply on change (a noscript button covers the no-JS case). Delegated, so forms that a script
   // puts in later are covered too; requestSubmit lets such a script take the submission over. A choice made with
   // the keyboard, where each arrow key is a change, applies on Enter or when the focus leaves the select, not at
