@@ -5,10 +5,12 @@ Thin: validate the request with a serializer, call catalog.selectors or catalog.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -65,6 +67,27 @@ def api_validation_error(error: DjangoValidationError) -> ValidationError:
     return ValidationError({"non_field_errors": error.messages})
 
 
+# A product's ETag is the version of its fields: when it was last saved, in microseconds since the epoch.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def product_etag(product: Product) -> str:
+    return f'"{(product.updated_at - _EPOCH) // _MICROSECOND:x}"'
+
+
+def _if_match_version(request) -> datetime | None:
+    """The ``updated_at`` an If-Match header names; None without one (or with ``*``: any version). An ETag that is
+    not a product version, or several, stand for none that is current: the write is refused as stale."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header or header == "*":
+        return None
+    try:
+        return _EPOCH + int(header.strip('"'), 16) * _MICROSECOND
+    except (ValueError, OverflowError):
+        return _EPOCH - _MICROSECOND  # matches no product
+
+
 def _product_list(*, filters: dict, staff: bool):
     return selectors.product_api_list(
         category=filters.get("category"),
@@ -84,6 +107,11 @@ _REFUSED = {
     401: OpenApiResponse(description="Not signed in (a token or the admin's session)"),
     403: OpenApiResponse(description="Not staff, or without the model permission the write needs"),
 }
+_IF_MATCH = OpenApiParameter(
+    "If-Match", location=OpenApiParameter.HEADER, required=False,
+    description="The ETag of the product as read: the change is refused (412) if another writer has changed it since.",
+)
+_STALE = {412: OpenApiResponse(description="The product changed since the version named in If-Match")}
 
 
 @extend_schema_view(
@@ -102,9 +130,12 @@ _REFUSED = {
     ),
     update=extend_schema(summary="Set a product's fields (staff)", request=ProductWriteSerializer,
                          description="The required fields are sent; an optional one left out keeps its value.",
-                         responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND}),
+                         parameters=[_IF_MATCH],
+                         responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND, **_STALE}),
     partial_update=extend_schema(summary="Change some of a product's fields (staff)", request=ProductWriteSerializer,
-                                 responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND}),
+                                 parameters=[_IF_MATCH],
+                                 responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND,
+                                            **_STALE}),
 )
 class ProductViewSet(viewsets.GenericViewSet):
     lookup_field = "sku"
@@ -142,7 +173,11 @@ class ProductViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(items.data)
 
     def retrieve(self, request, sku):
-        return Response(ProductSerializer(self._product(sku), context={"request": request}).data)
+        return self._product_response(self._product(sku))
+
+    def _product_response(self, product: Product, **kwargs) -> Response:
+        data = ProductSerializer(product, context={"request": self.request}).data
+        return Response(data, headers={"ETag": product_etag(product), **kwargs.pop("headers", {})}, **kwargs)
 
     def create(self, request):
         serializer = ProductWriteSerializer(data=request.data)
@@ -152,19 +187,23 @@ class ProductViewSet(viewsets.GenericViewSet):
         except DjangoValidationError as error:
             raise api_validation_error(error) from None
         product = selectors.product_detail_for_staff(sku=product.sku)
-        data = ProductSerializer(product, context={"request": request}).data
         location = request.build_absolute_uri(reverse("api:product-detail", kwargs={"sku": product.sku}))
-        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
+        return self._product_response(product, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     def update(self, request, sku, partial=False):
         product = self._product(sku)
         serializer = ProductWriteSerializer(product, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         try:
-            services.product_update(product=product, **serializer.validated_data)
+            services.product_update(product=product, unchanged_since=_if_match_version(request),
+                                    **serializer.validated_data)
+        except services.ProductChanged:
+            return Response({"detail": "The product has changed since the version named in If-Match: read it again "
+                                       "(its ETag) and send your change on that."},
+                            status=status.HTTP_412_PRECONDITION_FAILED)
         except DjangoValidationError as error:
             raise api_validation_error(error) from None
-        return Response(ProductSerializer(self._product(product.sku), context={"request": request}).data)
+        return self._product_response(self._product(product.sku))
 
     def partial_update(self, request, sku):
         return self.update(request, sku, partial=True)

@@ -444,6 +444,24 @@ def test_an_update_that_changes_nothing_writes_nothing(staff_api, shelf):
     assert Product.objects.get(sku="SOFA-1").updated_at == before
 
 
+def test_a_change_based_on_a_stale_read_is_refused_with_412(staff_api, shelf):
+    """Without it, a client that read a product, then PUT it back edited, silently undid what another writer had
+    changed in between (a price an import or another member of staff set)."""
+    url = f"{PRODUCTS}SOFA-1/"
+    read = staff_api.get(url)
+    etag = read["ETag"]
+    changed = staff_api.patch(url, {"price": "450.00"}, format="json")  # someone else, meanwhile
+    assert changed.status_code == 200 and changed["ETag"] != etag
+    stale = staff_api.put(url, {**NEW_PRODUCT, "sku": "SOFA-1", "title": "Grey sofa"}, format="json",
+                          HTTP_IF_MATCH=etag)
+    assert stale.status_code == 412 and "changed since" in stale.json()["detail"]
+    assert Product.objects.get(sku="SOFA-1").price == Decimal("450.00")  # the other change stands
+    fresh = staff_api.patch(url, {"title": "Grey sofa"}, format="json", HTTP_IF_MATCH=changed["ETag"])
+    assert fresh.status_code == 200 and fresh.json()["title"] == "Grey sofa"
+    assert staff_api.patch(url, {"title": "Sofa"}, format="json", HTTP_IF_MATCH="*").status_code == 200
+    assert staff_api.patch(url, {"title": "Sofa?"}, format="json", HTTP_IF_MATCH='"not-a-version"').status_code == 412
+
+
 def test_staff_create_and_update_a_product(staff_api, shelf):
     response = staff_api.post(PRODUCTS, NEW_PRODUCT, format="json")
     assert response.status_code == 201, response.content
