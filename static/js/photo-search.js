@@ -13,6 +13,7 @@
   var progressText = root.querySelector("[data-progress-text]");
   var progressBar = root.querySelector("[data-progress-bar]");
   var requestError = root.querySelector("[data-request-error]");
+  var announcer = root.querySelector("[data-announce]");
   var maxBytes = parseInt(root.dataset.maxBytes, 10) || Infinity;
   var maxMb = root.dataset.maxMb;
 
@@ -248,10 +249,14 @@
     request.open("POST", root.querySelector("[data-photo-form]").action);
     request.responseType = "document";
     request.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+    announce("Uploading your photo…");
     request.upload.addEventListener("progress", function (event) {
       if (event.lengthComputable) setProgress("Uploading… " + Math.round((100 * event.loaded) / event.total) + "%", event.loaded / event.total);
     });
-    request.upload.addEventListener("load", function () { setProgress("Searching…", 1); });
+    request.upload.addEventListener("load", function () {
+      setProgress("Searching…", 1);
+      announce("Searching…");
+    });
     request.addEventListener("load", function () {
       setBusy(false);
       var fresh = request.response && request.response.querySelector("[data-photo-search-body]");
@@ -333,9 +338,18 @@
     progressBar.style.width = Math.round(100 * fraction) + "%";
   }
 
+  // Said once per step (not each percent of an upload, which would flood the screen reader), and emptied first so
+  // that the same words ("Searching…" again for a refinement) are heard again.
+  function announce(text) {
+    announcer.textContent = "";
+    setTimeout(function () { announcer.textContent = text; }, 50);
+  }
+
   function fail(message) {
     requestError.textContent = message;
     requestError.hidden = false;
+    // The button that had the focus was disabled while searching: the focus goes to the message, not the page's top.
+    requestError.focus({ preventScroll: true });
     requestError.scrollIntoView({ block: "nearest" });
   }
 
@@ -363,6 +377,7 @@
     var shown = body.querySelectorAll(".results .product-card").length;
     setBusy(true);
     setProgress("Searching…", 1);
+    announce("Searching…");
     var controller = new AbortController();
     var timer = setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
     fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin", signal: controller.signal })
@@ -386,7 +401,9 @@
           var first = body.querySelectorAll(".results .product-card-link")[shown];
           if (first) first.focus({ preventScroll: true });
         } else {
-          body.querySelector("#results-heading").focus({ preventScroll: true });
+          // A price refused ("the highest below the lowest"): to that field, which names its error.
+          var invalid = body.querySelector(".results [aria-invalid=true]");
+          (invalid || body.querySelector("#results-heading")).focus({ preventScroll: true });
         }
       })
       .catch(function (error) {

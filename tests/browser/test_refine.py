@@ -59,7 +59,7 @@ def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, tes
     expect(page).to_have_url(re.compile(r"&colour=blue$"))
     assert card_titles(page) == [shop["CHAIR-1"].title, shop["TEE-1"].title]  # blue, dearest first
 
-    page.get_by_label("Highest price").fill("50")
+    page.get_by_label("Max price").fill("50")
     page.get_by_role("button", name="Apply").click()
     wait_until_idle(page)
     expect(page).to_have_url(re.compile(r"max_price=50"))
