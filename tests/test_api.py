@@ -242,11 +242,15 @@ def test_anonymous_search_is_throttled_per_client_with_retry_after(api, settings
 def test_the_search_limit_counts_an_ipv6_client_by_its_slash_64(api, settings):
     """A host is given a whole /64: counted address by address, one machine could search without limit."""
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "2/min"}}
-    cache.delete_many(["throttle_search_2001:db8::/64", "throttle_search_2001:db8:0:1::/64"])
-    codes = [api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=f"2001:db8::{n}").status_code for n in (1, 2, 3)]
-    assert codes == [400, 400, 429]
-    assert api.post(SEARCH, {}, format="multipart", REMOTE_ADDR="2001:db8:0:1::1").status_code == 400  # next /64
-    cache.delete_many(["throttle_search_2001:db8::/64", "throttle_search_2001:db8:0:1::/64"])
+    keys = ["throttle_search_2001:db8::/64", "throttle_search_2001:db8:0:1::/64"]
+    cache.delete_many(keys)
+    try:
+        codes = [api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=f"2001:db8::{n}").status_code
+                 for n in (1, 2, 3)]
+        assert codes == [400, 400, 429]
+        assert api.post(SEARCH, {}, format="multipart", REMOTE_ADDR="2001:db8:0:1::1").status_code == 400  # next /64
+    finally:
+        cache.delete_many(keys)
 
 
 # --- More like this -------------------------------------------------------------------------------------
@@ -425,6 +429,7 @@ def test_staff_without_the_model_permissions_cannot_write(api, shelf, django_use
     assert api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image()}).status_code == 403
     assert Product.objects.get(sku="SOFA-1").price == Decimal("499") and not ProductImage.objects.exists()
     assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 200  # reading is everyone's
+    assert "actions" not in api.options(PRODUCTS).json()  # nor offered a write it may not make
 
 
 def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
@@ -435,13 +440,15 @@ def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shel
     assert post["category"]["read_only"] is False and post["sku"]["required"] is True
 
 
-def test_an_update_that_changes_nothing_writes_nothing(staff_api, shelf):
+def test_an_update_that_changes_nothing_writes_nothing(api, staff_api, shelf):
     """Each save retires every cached page: a client that sends a product again, unchanged, kept the cache cold."""
     before = Product.objects.get(sku="SOFA-1").updated_at
+    assert api.get("/p/SOFA-1/")["X-Cache"] == "miss"
     assert staff_api.patch(f"{PRODUCTS}SOFA-1/", {}, format="json").status_code == 200
     same = staff_api.patch(f"{PRODUCTS}SOFA-1/", {"price": "499.00", "category": "sofas"}, format="json")
     assert same.status_code == 200
     assert Product.objects.get(sku="SOFA-1").updated_at == before
+    assert api.get("/p/SOFA-1/")["X-Cache"] == "hit"  # the shop's cached page still stands
 
 
 def test_a_change_based_on_a_stale_read_is_refused_with_412(staff_api, shelf):
@@ -466,6 +473,7 @@ def test_staff_create_and_update_a_product(staff_api, shelf):
     response = staff_api.post(PRODUCTS, NEW_PRODUCT, format="json")
     assert response.status_code == 201, response.content
     assert response["Location"] == "http://testserver/api/v1/products/NEW-1/"
+    assert response["ETag"] == staff_api.get(response["Location"])["ETag"]  # the version to send back in If-Match
     assert response.json()["category"]["path"] == "Furniture > Sofas"
     product = Product.objects.get(sku="NEW-1")
     assert (product.price, product.currency, product.active) == (Decimal("250.00"), "USD", True)

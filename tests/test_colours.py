@@ -143,7 +143,7 @@ def test_the_product_page_lists_the_same_look_in_other_colours(client, catalog, 
     assert [item.product.sku for item in page.context["other_colours"]] == ["TEE-2"]
     assert "Same look, other colours" in page.content.decode()
     # Each product once on the page: the dyed T-shirt is not listed under More like this again (the only other top).
-    assert page.context["similar_products"] == []
+    assert page.content.decode().count('href="/p/TEE-2/"') == 1
     everywhere = [item.product.sku for item in client.get("/p/TEE-1/", {"scope": "all"}).context["similar_products"]]
     assert everywhere and "TEE-2" not in everywhere
     # The blue armchair: the black shell chair passes this cut-off, in another colour; the T-shirts are elsewhere.

@@ -9,16 +9,22 @@ import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-GIVEN_HERE = ("DEBUG", "SECRET_KEY", "LOOKALIKE_STATE_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")
+GIVEN_HERE = ("DEBUG", "SECRET_KEY", "LOOKALIKE_STATE_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE",
+              "LOOKALIKE_ENV_FILE")
 
 
 @pytest.fixture
-def env_file():
-    path = ROOT / ".env"
-    if path.exists():
-        pytest.skip("this checkout has an .env of its own")
-    yield path
-    path.unlink(missing_ok=True)
+def env_file(tmp_path):
+    """A .env of the test's own (LOOKALIKE_ENV_FILE), never the checkout's."""
+    return tmp_path / ".env"
+
+
+def _settings_env(env_file, **variables) -> dict:
+    env = {name: value for name, value in os.environ.items() if name not in GIVEN_HERE}
+    # The session's servers: the settings then start no embedded ones in a new state directory.
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", DATABASE_URL=settings.DATABASE_URL,
+               REDIS_URL=settings.REDIS_URL, LOOKALIKE_ENV_FILE=str(env_file), **variables)
+    return env
 
 
 def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp_path):
@@ -26,10 +32,7 @@ def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp
     set DEBUG and SECRET_KEY before it too: values given only in .env were ignored."""
     state = tmp_path / "state"
     env_file.write_text(f"DEBUG=false\nSECRET_KEY=from-the-file\nLOOKALIKE_STATE_DIR={state}\n")
-    env = {name: value for name, value in os.environ.items() if name not in GIVEN_HERE}
-    # The session's servers: the settings then start no embedded ones in the new state directory.
-    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", DATABASE_URL=settings.DATABASE_URL,
-               REDIS_URL=settings.REDIS_URL)
+    env = _settings_env(env_file)
     code = ("from django.conf import settings; from config import embedded; "
             "print(settings.DEBUG, settings.SECRET_KEY, embedded.STATE_DIR, settings.MEDIA_ROOT)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -40,10 +43,7 @@ def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp
 
 def test_the_environment_wins_over_it(env_file, tmp_path):
     env_file.write_text("SECRET_KEY=from-the-file\n")
-    env = {name: value for name, value in os.environ.items() if name not in GIVEN_HERE}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", DATABASE_URL=settings.DATABASE_URL,
-               REDIS_URL=settings.REDIS_URL, SECRET_KEY="from-the-environment",
-               LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
+    env = _settings_env(env_file, SECRET_KEY="from-the-environment", LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
     code = "from django.conf import settings; print(settings.SECRET_KEY)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)

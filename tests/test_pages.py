@@ -236,3 +236,14 @@ def test_no_template_comment_spans_lines():
                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
                 if "{#" in line and "#}" not in line.split("{#", 1)[1]]
     assert unclosed == []
+
+
+def test_an_empty_category_offers_its_parent_and_no_sort(client, db):
+    """Sorting nothing, with a photo search as the only way on, was all an empty category offered."""
+    from tests.factories import CategoryFactory
+
+    decor = CategoryFactory(name="Decor", slug="decor")
+    vases = CategoryFactory(name="Vases", slug="vases", parent=decor)
+    html = client.get(vases.get_absolute_url()).content.decode()
+    assert "Nothing here yet" in html and 'name="sort"' not in html
+    assert f'href="{decor.get_absolute_url()}">Back to Decor</a>' in html

@@ -307,6 +307,11 @@ def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, sett
         # A refinement searches again (the API counts a search by token too): no way around the limit either.
         refined = client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=address)
         assert refined.status_code == 429 and b"data-throttled" in refined.content
+        # And refinements count, alone (an expired token answers 410: the search it asked for was counted).
+        alone = "198.51.100.11"
+        codes = [client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=alone).status_code for _ in range(4)]
+        assert codes == [410, 410, 410, 429]
         assert client.post(URL, {}, REMOTE_ADDR="198.51.100.10").status_code == 400  # another shopper
     finally:
-        cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10"])
+        cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10",
+                           "throttle_search_198.51.100.11"])

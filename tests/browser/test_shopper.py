@@ -169,6 +169,8 @@ def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
     page.goto("/search/photo/")
     expect(page.get_by_text("Choose a photo")).to_be_visible()  # touch screens get words, not "drop a photo"
     search_by_photo(page, test_images / "shoe-running-3.jpg")
+    # The page comes to the results, under the shopper's photo: the heading is on screen without scrolling.
+    expect(page.locator("#results-heading")).to_be_in_viewport()
     first = page.locator(".results .product-card").first
     first.scroll_into_view_if_needed()
     expect(first).to_be_in_viewport()
