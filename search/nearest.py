@@ -72,12 +72,12 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
     return f"{select} ORDER BY distance LIMIT {int(wanted)}", params
 
 
-def nearest_other_statement(model: str, vector, excluded: list[int]) -> tuple[str, list]:
-    """The image of space ``model`` nearest ``vector``, as (image id, cosine distance), of every row but the
-    ``excluded`` images, searchable or not (a near-duplicate is flagged whichever product it belongs to)."""
-    params = [_vector_param(vector), model, list(excluded)]
+def nearest_older_statement(model: str, vector, image_id: int) -> tuple[str, list]:
+    """The image of space ``model`` nearest ``vector`` among those added before image ``image_id`` (a lower id), as
+    (image id, cosine distance), searchable or not (a near-duplicate is flagged whichever product it belongs to)."""
+    params = [_vector_param(vector), model, image_id]
     return (
-        f"SELECT image_id, vector <=> %s AS distance FROM {TABLE} WHERE model = %s AND image_id <> ALL(%s)"
+        f"SELECT image_id, vector <=> %s AS distance FROM {TABLE} WHERE model = %s AND image_id < %s"
         " ORDER BY distance LIMIT 1",
         params,
     )

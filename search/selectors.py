@@ -22,7 +22,7 @@ from search import details
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
-from search.nearest import Hit, VectorRows, count_statement, nearest_other_statement, nearest_statement
+from search.nearest import Hit, VectorRows, count_statement, nearest_older_statement, nearest_statement
 from search.query import Box, KeptQuery, QueryImage, query_embedding, query_image_read
 from search.refine import DEFAULT_SORT, NO_REFINE, Refine, fold_duplicates, sorted_matches
 
@@ -443,20 +443,17 @@ def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarPr
     return (firsts + [m for m in others if m not in firsts])[:limit]
 
 
-def nearest_other_images(
-    *, vectors: dict[int, object], model: str, ignore_later: bool = False
-) -> dict[int, tuple[int, float]]:
-    """The most similar other image in space ``model`` and its score (a near-duplicate candidate) for several images
-    (image id -> its vector), in one transaction; images of an empty space are left out. ``ignore_later``: no image
-    is compared with those after it in ``vectors``."""
+def nearest_older_images(*, vectors: dict[int, object], model: str) -> dict[int, tuple[int, float]]:
+    """The most similar image added before it (a lower id) in space ``model``, and its score, for several images
+    (image id -> its vector), in one transaction: a near-duplicate's original is always the earlier photo, so an
+    original embedded again (re-embed, a reindex, or a worker that stored it after its copy) is never flagged as a
+    copy of its copy. Images with nothing older in the space are left out."""
     alias = _read_alias()  # SET LOCAL tunes the server the statements run on
     nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        image_ids = list(vectors)
-        for position, (image_id, vector) in enumerate(vectors.items()):
-            excluded = image_ids[position:] if ignore_later else [image_id]
-            cursor.execute(*nearest_other_statement(model, vector, excluded))
+        for image_id, vector in vectors.items():
+            cursor.execute(*nearest_older_statement(model, vector, image_id))
             if hit := cursor.fetchone():
                 nearest[image_id] = (hit[0], _similarity(hit[1]))
     return nearest

@@ -310,15 +310,13 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
     """Record each image's most similar other image when it looks like the same photo (admins see it on upload):
     their nearest neighbours read in one transaction, the flags written in one statement (a task of 32 photos spent
     5 round trips on each one by one)."""
-    from search.selectors import nearest_other_images
+    from search.selectors import nearest_older_images
 
     if not items:
         return
     for attempt in range(FLAG_ATTEMPTS):
-        # In batch order, each image compared with the images before it only, as when they were stored one by one:
-        # of two copies of a photo, the later one is flagged as the duplicate of the earlier.
-        nearest = nearest_other_images(vectors={item.image_id: item.vector for item in items}, model=model,
-                                       ignore_later=True)
+        # Of two copies of a photo, the later one is flagged as the duplicate of the earlier, whichever is stored last.
+        nearest = nearest_older_images(vectors={item.image_id: item.vector for item in items}, model=model)
         flags = []
         for item in items:
             hit = nearest.get(item.image_id)

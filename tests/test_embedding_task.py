@@ -219,6 +219,25 @@ def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(
     }
 
 
+def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its_copy(product, test_images):
+    """An original embedded again (re-embed, a reindex) or stored after its copy (two workers) found the copy as its
+    nearest photo: both were flagged, and an admin who deleted what the near-duplicate filter listed lost both."""
+    from tests.factories import uploaded_file
+
+    photo = test_images / "chair-cafe-pair.jpg"
+    original, copy = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    services.images_embed(image_ids=[copy.pk])  # the copy's worker first
+    services.images_embed(image_ids=[original.pk])
+    services.images_embed(image_ids=[original.pk], force=True)  # and the admin's re-embed
+    original.refresh_from_db()
+    copy.refresh_from_db()
+    assert original.near_duplicate_of_id is None
+    assert copy.near_duplicate_of_id is None  # stored before its original: nothing older to be a copy of, then
+    services.images_embed(image_ids=[copy.pk], force=True)
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id == original.pk
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_afresh(test_images, monkeypatch):
     """The admin deletes a photo just after the task read it as a new photo's nearest: the flag pointing at it was
@@ -231,7 +250,7 @@ def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_a
     original = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
     services.images_embed(image_ids=[original.pk])
     copy = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
-    read = selectors.nearest_other_images
+    read = selectors.nearest_older_images
 
     def read_then_delete_the_original(**kwargs):
         nearest = read(**kwargs)
@@ -240,7 +259,7 @@ def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_a
             catalog_services.product_image_delete(image=original)
         return nearest
 
-    monkeypatch.setattr(selectors, "nearest_other_images", read_then_delete_the_original)
+    monkeypatch.setattr(selectors, "nearest_older_images", read_then_delete_the_original)
     assert services.images_embed(image_ids=[copy.pk])["embedded"] == 1
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id is None and copy.embedding_status == EmbeddingStatus.READY
