@@ -442,6 +442,7 @@ def product_image_update(
 def product_image_delete(*, image: ProductImage) -> None:
     """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
     files = [image.file.name, image.thumbnail.name]
+    _photos_lock(ProductImage.objects.filter(pk=image.pk))
     ProductImage.objects.filter(pk=image.pk).delete()
     _files_delete_on_commit(files)
 
@@ -451,11 +452,18 @@ def products_delete(*, products: Iterable[Product]) -> int:
     the photos' files; returns how many products were deleted."""
     product_ids = [product.pk for product in products]
     with transaction.atomic():
-        files = ProductImage.objects.filter(product_id__in=product_ids).values_list("file", "thumbnail")
+        files = _photos_lock(ProductImage.objects.filter(product_id__in=product_ids))
         names = [name for pair in files for name in pair]
         _, deleted = Product.objects.filter(pk__in=product_ids).delete()
         _files_delete_on_commit(names)
     return deleted.get(Product._meta.label, 0)
+
+
+def _photos_lock(photos) -> list[tuple[str, str]]:
+    """Lock the photos about to be deleted (in pk order, as a worker storing their vectors does) and return their
+    file names. The cascade deletes a photo's vectors before the photo: without the lock, a worker that stored a
+    vector in between had its row refused at the delete's commit, and the admin got an error (nothing deleted)."""
+    return list(photos.select_for_update().order_by("pk").values_list("file", "thumbnail"))
 
 
 def products_show(*, products: Iterable[Product], active: bool) -> int:

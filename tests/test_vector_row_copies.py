@@ -135,3 +135,39 @@ def test_a_product_deactivated_while_its_vector_is_stored_leaves_search():
 
     assert waited, "the store did not wait for the product's update"
     assert _copies(product) == {(product.category_id, False)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_deleted_while_a_worker_stores_its_vector_is_deleted_with_it():
+    """The cascade deleted the photo's vectors (none yet), then waited for the worker's lock on the photo; the
+    worker stored a vector and committed, and the delete's commit then found a vector of a deleted photo: an error
+    for the admin, and nothing deleted."""
+    from catalog.services import product_image_delete
+
+    image = ProductImage.objects.create(product=ProductFactory(), file="x/1.jpg", width=1, height=1,
+                                        content_hash="a" * 64)
+    model = search_space_model()
+    locked, waited, failed = threading.Event(), [], []
+
+    def store_while_holding_the_photo():
+        try:
+            with transaction.atomic():
+                ProductImage.objects.select_for_update().get(pk=image.pk)  # the store's own first step
+                locked.set()
+                waited.append(until_someone_waits_for_a_lock(timeout=10))
+                services.image_embeddings_store(model=model, items=[services.StoredVector(
+                    image_id=image.pk, vector=np.ones(ImageEmbedding._meta.get_field("vector").dimensions))])
+        except Exception as error:  # noqa: BLE001 - reported by the assertions below
+            failed.append(error)
+        finally:
+            locked.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=store_while_holding_the_photo)
+    thread.start()
+    assert locked.wait(30)
+    product_image_delete(image=image)
+    thread.join(30)
+    assert not thread.is_alive() and failed == [] and waited == [True]
+    assert not ProductImage.objects.filter(pk=image.pk).exists()
+    assert not ImageEmbedding.objects.filter(image_id=image.pk).exists()
