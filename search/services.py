@@ -384,7 +384,9 @@ def _products_share_lock(*, product_ids: list[int]) -> None:
 
 
 def _mark_ready(*, image_ids: list[int], model: str) -> None:
-    ProductImage.objects.filter(pk__in=image_ids).update(
+    # Only those with a vector in the space: one whose photo was replaced since its vector was seen (the replacement
+    # dropped the vector and marked it pending) must not be marked ready without one, out of search for good.
+    ProductImage.objects.filter(pk__in=image_ids).exclude(no_vector_in(model)).update(
         embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
     )
 

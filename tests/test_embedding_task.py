@@ -219,6 +219,33 @@ def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(
     }
 
 
+def test_a_photo_replaced_while_its_batch_runs_is_not_marked_ready_without_a_vector(product, test_images):
+    """A batch saw the photo's vector (nothing to compute, only to mark ready); the photo was replaced before the
+    mark, which dropped the vector and marked it pending: the batch marked it ready, with no vector, and the sweep
+    never sends a ready photo again."""
+    from catalog.services import product_image_update
+    from search.embeddings import active_embedder
+    from tests.factories import uploaded_file
+
+    seen = catalog_services.product_image_add(product=product, file=uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    services.images_embed(image_ids=[seen.pk])
+    ProductImage.objects.filter(pk=seen.pk).update(embedding_status=EmbeddingStatus.PENDING)  # a reindex's claim
+    new = _add_image(product, color=(0, 120, 0))
+    embedder = active_embedder()
+    load = embedder.load
+
+    def replaced_meanwhile():
+        product_image_update(image=seen, file=uploaded_file(test_images / "chair-armchair-blue.jpg"))
+        return load()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embedder, "load", replaced_meanwhile)
+        services.images_embed(image_ids=[seen.pk, new.pk], embedder=embedder)
+    seen.refresh_from_db()
+    assert seen.embedding_status == EmbeddingStatus.PENDING  # its replacement's task (or the sweep) embeds it
+    assert not ImageEmbedding.objects.filter(image=seen).exists()
+
+
 def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its_copy(product, test_images):
     """An original embedded again (re-embed, a reindex) or stored after its copy (two workers) found the copy as its
     nearest photo: both were flagged, and an admin who deleted what the near-duplicate filter listed lost both."""
