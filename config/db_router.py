@@ -59,6 +59,7 @@ class _Routing:
     replicas_allowed: bool = False
     read_only_post: bool = False
     chosen: str | None = None  # the alias of the request's reads, once picked
+    replayed: int | None = None  # how far the chosen replica had replayed the primary's WAL when it was picked
     wrote: bool = False
 
 
@@ -119,16 +120,32 @@ def primary_wal_position() -> str:
 
 def reads_replayed(position: str) -> bool:
     """Whether this request's reads came from a server that shows the primary as of ``position``: the primary
-    itself, or a replica that has replayed that far (one query). True with no position."""
+    itself, or a replica that had replayed that far when the request picked it. True with no position.
+
+    As of the pick, not of now: a replica that caught up while the page was being rendered from what it showed
+    before had its stale page kept under the new catalog version. Replay only moves forward, so every read of the
+    request shows at least what the replica had replayed when it was picked."""
     state = _routing.get()
     if not position or state is None or state.chosen in (None, DEFAULT_DB_ALIAS):
         return True
+    return state.replayed is not None and state.replayed >= _wal_number(position)
+
+
+def _replayed_position(alias: str) -> int | None:
+    """How far replica ``alias`` has replayed the primary's WAL; None when it cannot say (not a standby, down)."""
     try:
-        with connections[state.chosen].cursor() as cursor:
-            cursor.execute("SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [position])
-            return cursor.fetchone()[0]
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_last_wal_replay_lsn()::text")
+            position = cursor.fetchone()[0]
     except DatabaseError:
-        return False
+        return None
+    return _wal_number(position) if position else None
+
+
+def _wal_number(position: str) -> int:
+    """A WAL position ("16/B374D848") as a number, to compare positions without a query."""
+    high, low = position.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
 
 
 class PrimaryReplicaRouter:
@@ -142,6 +159,8 @@ class PrimaryReplicaRouter:
             return DEFAULT_DB_ALIAS
         if state.chosen is None:
             state.chosen = _pick_replica()
+            if state.chosen != DEFAULT_DB_ALIAS:
+                state.replayed = _replayed_position(state.chosen)  # before the first read (reads_replayed)
         return state.chosen
 
     def db_for_write(self, model, **hints):

@@ -337,3 +337,23 @@ def test_a_real_standby_serves_searches_until_it_stops_and_the_site_keeps_answer
             replica.close()
         primary.close()
         standby.destroy()
+
+
+def test_a_replica_that_catches_up_during_a_render_does_not_get_its_stale_page_kept(
+    replica_alias, catalog, client, monkeypatch
+):
+    """The page was read from a replica still behind the catalog's change, and the check before keeping it asked how
+    far the replica had replayed by then: caught up meanwhile, it said yes, and the stale page was kept under the new
+    version. The replica's replay position is stood in for here (the test database is no standby): behind the
+    change when the request picks it, past it from then on."""
+    from catalog import page_cache
+
+    replica_alias()
+    change = db_router._wal_number(db_router.primary_wal_position())
+    answers = iter([change - 1])  # at the pick; any later question would hear "caught up"
+    monkeypatch.setattr(db_router, "_replayed_position", lambda alias: next(answers, change + 1))
+    monkeypatch.setattr(page_cache, "_position", lambda version: db_router.primary_wal_position())
+    chair = catalog["CHAIR-1"]
+    served = [client.get(f"/p/{chair.sku}/")["X-Cache"] for _ in range(3)]
+    # The first from a replica behind at its pick: not kept. The second from one caught up: kept, and served.
+    assert served == ["miss", "miss", "hit"]
