@@ -485,10 +485,11 @@
   function endDrag(event) {
     if (!drag || event.pointerId !== drag.id) return;
     var rect = drag.frame.getBoundingClientRect();
-    // A tap or a sliver is not a region: go back to the box of the current results, if any.
+    // A tap (or a sliver) places a box half the photo's size around that point, which another tap moves: boxing
+    // a part of the photo needs no dragging (WCAG 2.5.7), only a finger that can tap.
     if (!region || (region.x1 - region.x0) * rect.width < 12 || (region.y1 - region.y0) * rect.height < 12) {
-      region = null;
-      drawRegion(drag.frame, initialRegion());
+      region = boxAround(drag.start);
+      drawRegion(drag.frame, region);
     }
     var button = body.querySelector("[data-action=search-region]");
     if (button) button.disabled = !region;
@@ -523,6 +524,11 @@
     drawRegion(frame, region || initialRegion());
     if (button) button.disabled = !region;
   });
+
+  function boxAround(point) {
+    var x0 = Math.min(Math.max(point.x - 0.25, 0), 0.5), y0 = Math.min(Math.max(point.y - 0.25, 0), 0.5);
+    return { x0: x0, y0: y0, x1: x0 + 0.5, y1: y0 + 0.5 };
+  }
 
   function moved(box, dx, dy) {
     dx = Math.min(Math.max(dx, -box.x0), 1 - box.x1);

@@ -245,6 +245,27 @@ def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path, screen
     assert card_titles(page)[0] == shop["TEE-1"].title
 
 
+def test_a_tap_places_a_box_without_dragging(page, shop, test_images, tmp_path):
+    """Boxing a part of the photo took a drag (WCAG 2.5.7 asks for a way with a single pointer and no dragging): a
+    tap now places a box half the photo's size around the point tapped."""
+    photo = tmp_path / "chair-and-shirt.jpg"
+    collage(test_images).save(photo, quality=90)  # a chair on the left half, a T-shirt on the right
+    page.goto("/search/photo/")
+    search_by_photo(page, photo)
+    search_area = page.get_by_role("button", name="Search this area")
+    expect(search_area).to_be_disabled()
+    frame = page.locator("[data-region]").bounding_box()
+    page.mouse.click(frame["x"] + 0.9 * frame["width"], frame["y"] + 0.5 * frame["height"])  # on the T-shirt
+    expect(page.locator("[data-region-box]")).to_be_visible()
+    expect(search_area).to_be_enabled()
+    search_area.click()
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    x0, y0, x1, y1 = map(float, page.locator("[data-photo-search-body]").get_attribute("data-box").split(","))
+    assert (x0, x1) == (500, 1000) and (y0, y1) == (125, 375)  # the right half, held at the photo's edge
+    assert card_titles(page)[0] == shop["TEE-1"].title
+
+
 def test_a_file_refused_before_it_is_sent_is_announced_at_the_photo_field(page, tmp_path):
     """The page's own check ("not an image", "larger than ... MB") showed a message no screen reader announced."""
     text = tmp_path / "notes.txt"
