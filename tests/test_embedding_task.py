@@ -392,6 +392,26 @@ def test_a_database_error_is_retried_and_records_no_failure(product, monkeypatch
     assert (image.embedding_status, image.embedding_error) == (EmbeddingStatus.READY, "")
 
 
+def test_a_database_error_that_outlasts_every_retry_fails_the_batch_with_its_reason(product, monkeypatch, tasks):
+    """Retries run out (a database away for longer than the backoff): the photos are failed with the error, not
+    left pending for the sweep to send again every ten minutes."""
+    from django.db import OperationalError
+
+    image = _add_image(product)
+    calls = []
+
+    def always_fails(**kwargs):
+        calls.append(kwargs)
+        raise OperationalError("the server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "images_embed", always_fails)
+    result = tasks[services.EMBED_IMAGES_TASK].apply(args=[[image.pk]])
+    assert result.failed() and len(calls) == tasks[services.EMBED_IMAGES_TASK].max_retries + 1
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.FAILED
+    assert image.embedding_error.startswith("embedding task failed: OperationalError: the server closed")
+
+
 @pytest.mark.parametrize("broken", ["embedding_space_sync", "embedding_space_calibrate"])
 def test_a_failing_sweep_step_leaves_the_others_to_run_and_fails_the_task(product, settings, monkeypatch, tasks,
                                                                           broken):
