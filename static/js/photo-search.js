@@ -523,7 +523,14 @@
     event.preventDefault();  // the arrows would scroll the page
     drawRegion(frame, region || initialRegion());
     if (button) button.disabled = !region;
+    announce(region ? describeBox(region) : "No box: the whole photo.");
   });
+
+  function describeBox(box) {
+    function percent(value) { return Math.round(100 * value) + "%"; }
+    return "Box from " + percent(box.x0) + " to " + percent(box.x1) + " across, " + percent(box.y0) + " to " +
+      percent(box.y1) + " down. Enter searches it.";
+  }
 
   function boxAround(point) {
     var x0 = Math.min(Math.max(point.x - 0.25, 0), 0.5), y0 = Math.min(Math.max(point.y - 0.25, 0), 0.5);

@@ -235,6 +235,9 @@ def test_a_box_drawn_with_the_keyboard(page, shop, test_images, tmp_path, screen
     for _ in range(12):
         page.keyboard.press("Shift+ArrowDown")  # made taller, down to the bottom, where it stops
     expect(page.get_by_role("button", name="Search this area")).to_be_enabled()
+    # Heard, not only seen: where the box is now.
+    expect(page.locator("[data-announce]")).to_have_text("Box from 50% to 100% across, 0% to 100% down. Enter "
+                                                         "searches it.")
     screenshot(page, "browser-keyboard-box")
     page.keyboard.press("Enter")
 
