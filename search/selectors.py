@@ -37,6 +37,10 @@ FOLDED_POOL_DOUBLINGS = 3  # at most 8x the pool read again when folding near-du
 # How many of the best matches a photo search counts by category and re-orders when asked for another sort: the
 # matches beyond these are too many to read for every search, and rarely what a shopper sorts for.
 MATCH_POOL = 48
+# Another order than the best match sorts this many of the best matches, whatever the limit: at least the largest
+# limit a caller may ask (the API's 100, the page's 96), so that "Show more" keeps the first ones in place. Sorted
+# within max(limit, MATCH_POOL), a larger limit sorted more matches, and a cheaper one moved to the top.
+SORTED_POOL = 100
 # pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
 HNSW_EF_SEARCH_MAX = 1000
 # The cache entry where the embedding sweep (search/sweep.py) records when it last ran, for /healthz (config/health.py).
@@ -168,8 +172,9 @@ def vector_matches(
     query_details: tuple | None = None,
 ) -> Matches:
     """The active products whose best image is nearest to ``vector`` with a match score of at least ``threshold``:
-    the best ``max(limit, pool)`` of them (the pool) are counted by category, put in ``refine.sort`` order, and the
-    first ``limit`` returned. Sorting only ever re-orders matches: the cut-off comes first. With ``fold``, a match
+    the best ``max(limit, pool)`` of them are counted by category and colour; those (or, in another order than the
+    best match, the best SORTED_POOL) are put in ``refine.sort`` order, and the first ``limit`` returned. Sorting only
+    ever re-orders matches: the cut-off comes first. With ``fold``, a match
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
     folded into that one's ``duplicates`` and does not count towards ``limit`` (a larger pool is read when folding
     leaves fewer than ``limit`` of a full pool). With ``query_details`` (a photo's,
@@ -185,7 +190,8 @@ def vector_matches(
         exclude_product_id=exclude_product_id,
     )
     cutoff = search_cutoff(model) if cutoff is None else cutoff
-    pool = max(limit, pool)
+    counted = max(limit, pool)
+    pool = counted if refine.sort == DEFAULT_SORT else max(counted, SORTED_POOL)
     for _ in range(FOLDED_POOL_DOUBLINGS + 1):
         candidates = _pool_candidates(rows, vector, pool, cutoff=cutoff, threshold=threshold)
         if query_details is not None and settings.SEARCH_DETAIL_ORDER and refine.sort == DEFAULT_SORT:
@@ -206,8 +212,10 @@ def vector_matches(
             break
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
     return Matches(
-        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates),
-        colours=_colour_facets(candidates),
+        # Counted over the best ``counted`` in the best-match order, whatever the order shown: the same chips for
+        # every order and every page of "Show more" up to MATCH_POOL.
+        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates[:counted]),
+        colours=_colour_facets(candidates[:counted]),
     )
 
 

@@ -36,8 +36,8 @@ class _RefineSerializer(_ScopeSerializer):
         choices=list(SORTS),
         default=DEFAULT_SORT,
         help_text="best: most similar first (default); price: cheapest first; -price: dearest first; newest: newest "
-        "first. Sorting re-orders the best matches that passed the cut-off (at most 48, or `limit` when larger): it "
-        "never lets a weaker match in.",
+        "first. Sorting re-orders the best 100 matches that passed the cut-off, whatever the `limit` (so a larger "
+        "`limit` keeps the first ones in place): it never lets a weaker match in.",
     )
 
     colour = serializers.ChoiceField(

@@ -12,7 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from catalog.models import Product
 from search.models import ImageEmbedding
 from search.refine import Refine
-from search.selectors import vector_matches
+from search.forms import MAX_RESULTS
+from search.selectors import SORTED_POOL, vector_matches
+from search.serializers import MAX_LIMIT
 from tests.factories import clustered_catalog
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
@@ -77,19 +79,19 @@ def test_sorting_reorders_the_matches_that_passed_the_cut_off_and_lets_no_weak_o
     best = vector_matches(vector=vectors[3], limit=300, model=model, cutoff=0.5, threshold=0.5, pool=48,
                           refine=Refine(min_price=every_price))
     assert 12 < len(best.results) < 300
-    best_pks = [r.product.pk for r in best.results][:48]
     ordered = vector_matches(
         vector=vectors[3], limit=48, model=model, cutoff=0.5, threshold=0.5, pool=48,
         refine=Refine(min_price=every_price, sort=sort),
     )
     found = [r.product for r in ordered.results]
-    assert sorted(p.pk for p in found) == sorted(best_pks)  # the same matches, none weaker
     keys = {
         "price": lambda p: (p.price, 0),
         "-price": lambda p: (-p.price, 0),
         "newest": lambda p: (-p.created_at.timestamp(), -p.pk),
     }[sort]
-    assert [p.pk for p in found] == [p.pk for p in sorted(found, key=keys)]
+    # The first 48 of the best SORTED_POOL matches in that order: none weaker, none from beyond them.
+    sorted_pool = sorted((r.product for r in best.results[:SORTED_POOL]), key=keys)
+    assert [p.pk for p in found] == [p.pk for p in sorted_pool[:48]]
     assert all(r.score >= 0.5 for r in ordered.results)
 
 
@@ -97,11 +99,24 @@ def test_the_limit_applies_after_sorting_the_pool(settings, priced):
     settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
     model, products, vectors = priced
     every_price = Decimal(0)
-    pool = vector_matches(vector=vectors[3], limit=48, model=model, pool=48,
+    pool = vector_matches(vector=vectors[3], limit=SORTED_POOL, model=model, pool=48,
                           refine=Refine(min_price=every_price)).results
     cheapest = vector_matches(vector=vectors[3], limit=5, model=model, pool=48,
                               refine=Refine(min_price=every_price, sort="price")).results
     assert [r.product.pk for r in cheapest] == [r.product.pk for r in sorted(pool, key=lambda r: r.product.price)[:5]]
+
+
+def test_show_more_keeps_a_sorted_page_in_place_and_its_counts(settings, priced):
+    """Sorted within max(limit, 48), "Show more" (96) sorted twice as many matches: a cheaper one ranked 70th came
+    first and the 48 seen before moved; and the chips counted what the order read, not the best matches."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
+    model, products, vectors = priced
+    asked = dict(vector=vectors[3], model=model, pool=48, refine=Refine(min_price=Decimal(0), sort="price"))
+    page, more = vector_matches(limit=48, **asked), vector_matches(limit=96, **asked)
+    assert [r.product.pk for r in more.results[:48]] == [r.product.pk for r in page.results]
+    best = vector_matches(limit=48, **{**asked, "refine": Refine(min_price=Decimal(0))})
+    assert page.categories == best.categories  # the same chips whatever the order
+    assert SORTED_POOL >= max(MAX_LIMIT, MAX_RESULTS)  # every limit a caller may ask
 
 
 def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_exactly(priced):
