@@ -1,5 +1,6 @@
 """Shopper pages. Thin: parse the request, call selectors, render."""
 
+import dataclasses
 import logging
 
 from django.core.paginator import Paginator
@@ -82,7 +83,8 @@ def product_detail(request, sku):
             product=product, limit=SIMILAR_PRODUCTS + len(shown), category_ids=category_ids, form=similar_form
         )
         if similar_products is not None:
-            similar_products = [item for item in similar_products if item.product.pk not in shown][:SIMILAR_PRODUCTS]
+            similar_products = [_without(item, shown) for item in similar_products
+                                if item.product.pk not in shown][:SIMILAR_PRODUCTS]
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
         similar_products, other_colours = None, []
@@ -112,6 +114,12 @@ def product_detail(request, sku):
     if similar_products is None:
         add_never_cache_headers(response)  # "try again later" must not be kept for the next shoppers
     return response
+
+
+def _without(item, product_ids: set[int]):
+    """A More like this result without the near-duplicate listings folded under it that the page shows elsewhere."""
+    kept = tuple(duplicate for duplicate in item.duplicates if duplicate.product.pk not in product_ids)
+    return item if len(kept) == len(item.duplicates) else dataclasses.replace(item, duplicates=kept)
 
 
 def text_search(request):

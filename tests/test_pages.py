@@ -247,3 +247,23 @@ def test_an_empty_category_offers_its_parent_and_no_sort(client, db):
     html = client.get(vases.get_absolute_url()).content.decode()
     assert "Nothing here yet" in html and 'name="sort"' not in html
     assert f'href="{decor.get_absolute_url()}">Back to Decor</a>' in html
+
+
+def test_a_product_under_other_colours_is_not_folded_under_more_like_this_too(client, settings):
+    """The blue hoodie showed under "Same look, other colours" and again as a near-duplicate listing folded under
+    the black hoodie of another category that More like this (the whole catalog) ranked above it."""
+    settings.SEARCH_MIN_SCORE = 0.1
+    hoodies, other = CategoryFactory(name="Hoodies"), CategoryFactory(name="Sweaters")
+    shown = ProductFactory(category=hoodies, title="Black hoodie")
+    blue = ProductFactory(category=hoodies, title="Blue hoodie")
+    elsewhere = ProductFactory(category=other, title="Black hoodie, filed elsewhere")
+    vectors = {shown: unit_vector(1, 0, 0), elsewhere: unit_vector(1, 0.2, 0), blue: unit_vector(1, 0.25, 0.12)}
+    for product, vector in vectors.items():
+        image = add_image(product)
+        colour = "blue" if product == blue else "black"
+        image_embeddings_store(model=search_space_model(), items=[StoredVector(image_id=image.pk, vector=vector,
+                                                                               colours=[colour])])
+    page = client.get(f"/p/{shown.sku}/", {"scope": "all"})
+    assert [item.product for item in page.context["other_colours"]] == [blue]
+    assert [item.product for item in page.context["similar_products"]] == [elsewhere]
+    assert page.content.decode().count(f'href="{blue.get_absolute_url()}"') == 1
