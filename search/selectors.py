@@ -522,7 +522,9 @@ def photo_search(
         vector, query_details = kept.vector, kept.details
     else:
         query = query_embedding(image=image or query_image_read(file), model=model, box=box)
-        vector, query_details = query.vector, query.details
+        # Ordered by the details as a refinement will keep them (int8, search/kept_queries.py): with the full floats
+        # here, "Show more" or a chip could swap two look-alikes the first page showed the other way round.
+        vector, query_details = query.vector, details.decode(details.encode(*query.details))
     category_ids = category_descendant_ids(category=category) if category is not None else None
     matches = vector_matches(
         vector=vector, limit=limit, category_ids=category_ids, model=model, threshold=threshold, cutoff=cutoff,

@@ -114,3 +114,20 @@ def test_one_in_twenty_category_returns_k_products_through_hnsw(settings):
     # The same 12 as an exact scan over the category, in the same order.
     in_category = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id == categories[0].pk]
     assert [r.product.pk for r in results] == [pk for _, pk in sorted(in_category, reverse=True)[:12]]
+
+
+def test_a_search_orders_by_the_details_a_refinement_will_keep(catalog, test_images):
+    """The first page was ordered with the photo's details in full, a refinement ("Show more", a chip) with the int8
+    copy kept for it: two look-alikes close in detail could swap places between the two."""
+    import numpy as np
+
+    from search import details
+    from search.kept_queries import query_vector_keep, query_vector_kept
+
+    first = photo_search(file=uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    kept = query_vector_kept(token=query_vector_keep(model=first.model, vector=first.vector,
+                                                     query_details=first.details))
+    assert all(np.array_equal(a, b) for a, b in zip(first.details, kept.details))
+    refined = photo_search(kept=kept)
+    assert [r.product.pk for r in refined.results] == [r.product.pk for r in first.results]
+    assert details.encode(*first.details) == details.encode(*kept.details)
