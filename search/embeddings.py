@@ -395,6 +395,8 @@ class EfficientNetLiteEmbedder(Embedder):
             # again, once, rather than every upload failing and every search answering 503 until someone deletes it.
             logger.exception("cached network %s cannot be loaded; building it again", path)
             with cache_build_lock(self.cache_dir):
+                with contextlib.suppress(Exception):  # another process has built it again meanwhile
+                    return OnnxFeatures(path, threads=self.threads)
                 for damaged in {path, float_path}:
                     if damaged.exists():
                         damaged.replace(damaged.with_name(damaged.name + ".damaged"))

