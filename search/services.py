@@ -398,9 +398,7 @@ def image_embedding_fail(*, image_id: int, error: str, file: str | None = None) 
     images = ProductImage.objects.filter(pk=image_id)
     if file is not None:
         images = images.filter(file=file)
-    images.update(
-        embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
-    )
+    _failed(images, error)
 
 
 def pending_images_fail(*, image_ids: Sequence[int], error: str) -> int:
@@ -409,6 +407,11 @@ def pending_images_fail(*, image_ids: Sequence[int], error: str) -> int:
     batch again every ten minutes, for ever, with nothing in the admin to say why; failed, they wait for
     `reindex --only failed` or the admin's re-embed. An image embedded meanwhile (by another task) keeps its state."""
     logger.warning("embedding of %d image(s) failed: %s", len(image_ids), error)
-    return ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING).update(
+    return _failed(ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING), error)
+
+
+def _failed(images, error: str) -> int:
+    """Mark ``images`` failed with ``error`` (what the admin shows); returns how many."""
+    return images.update(
         embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
