@@ -8,7 +8,6 @@ nothing unless forced."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 from catalog.models import ProductImage
@@ -30,25 +29,20 @@ def photo_folders() -> list[str]:
     return folders
 
 
-def orphaned_photo_files(*, folder: str, stored_before: datetime) -> Iterator[str]:
-    """The files directly in ``folder`` that no photo names as its file or thumbnail and that were stored before
-    ``stored_before`` (a younger one may belong to a write still in progress)."""
+def photo_files_in(*, folder: str, stored_before: datetime) -> tuple[int, list[str]]:
+    """How many files lie directly in ``folder`` and, of them, those that no photo names as its file or thumbnail
+    and that were stored before ``stored_before`` (a younger one may belong to a write still in progress): the
+    folder is listed once."""
     storage = _storage()
     names = storage.listdir(folder)[1]
     if not names:
-        return
+        return 0, []
     prefix = f"{folder}/"
     named = set(ProductImage.objects.filter(file__startswith=prefix).values_list("file", flat=True))
     named |= set(ProductImage.objects.filter(thumbnail__startswith=prefix).values_list("thumbnail", flat=True))
-    for name in sorted(names):
-        path = prefix + name
-        if path not in named and storage.get_modified_time(path) < stored_before:
-            yield path
-
-
-def photo_files_count(*, folder: str) -> int:
-    """How many files are directly in ``folder``."""
-    return len(_storage().listdir(folder)[1])
+    orphans = [prefix + name for name in sorted(names)
+               if prefix + name not in named and storage.get_modified_time(prefix + name) < stored_before]
+    return len(names), orphans
 
 
 def prune_refusal(*, stored: int, orphans: int) -> str:

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from catalog.orphans import orphaned_photo_files, photo_files_count, photo_folders, prune_refusal
+from catalog.orphans import photo_files_in, photo_folders, prune_refusal
 from catalog.services import stored_files_delete
 
 
@@ -31,8 +31,9 @@ class Command(BaseCommand):
         stored_before = timezone.now() - timezone.timedelta(hours=older_than_hours)
         stored, orphans = 0, []
         for folder in tqdm(photo_folders(), unit="folder", desc="prune_media", file=sys.stderr, disable=verbosity == 0):
-            stored += photo_files_count(folder=folder)
-            orphans += orphaned_photo_files(folder=folder, stored_before=stored_before)
+            in_folder, orphaned = photo_files_in(folder=folder, stored_before=stored_before)
+            stored += in_folder
+            orphans += orphaned
         if verbosity > 1 or dry_run:
             for name in orphans:
                 self.stdout.write(name)
