@@ -5,8 +5,6 @@ limit, passwords could be guessed at leisure, and a dozen attempts a second kept
 
 from __future__ import annotations
 
-import math
-
 from django.contrib import admin
 from django.http import HttpResponse
 
@@ -22,7 +20,7 @@ class LookalikeAdminSite(admin.AdminSite):
         if request.method == "POST":
             throttle = AdminLoginThrottle()
             if not throttle.allow_request(request, None):
-                wait = math.ceil(throttle.wait() or 1)
+                wait = throttle.retry_after()
                 response = HttpResponse(f"Too many login attempts from your address. Try again in {wait} seconds.",
                                         status=429, content_type="text/plain; charset=utf-8")
                 response["Retry-After"] = str(wait)

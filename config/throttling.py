@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
@@ -31,6 +32,10 @@ class ClientThrottle(AnonRateThrottle):
         if address.version == 6 and address.ipv4_mapped is None:
             return str(ipaddress.ip_network(f"{address}/64", strict=False))
         return ident
+
+    def retry_after(self) -> int:
+        """Whole seconds before a refused client may try again (a Retry-After header): at least one."""
+        return math.ceil(self.wait() or 1)
 
     def allow_request(self, request, view):
         try:

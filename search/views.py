@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import math
 from dataclasses import dataclass
 
 from urllib.parse import urlencode
@@ -86,7 +85,7 @@ def _throttled(request):
     throttle = SearchAnonThrottle()
     if throttle.allow_request(request, None):
         return None
-    wait = math.ceil(throttle.wait() or 1)
+    wait = throttle.retry_after()
     response = _render(request, {"form": _form_again(request), "throttled": wait}, status=429)
     response["Retry-After"] = str(wait)
     return response
