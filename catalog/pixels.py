@@ -77,4 +77,3 @@ def _scaled_to_bytes(array: np.ndarray) -> np.ndarray:
         np.rint(band, out=band)
         scaled[start : start + _ROWS_AT_A_TIME] = np.nan_to_num(band)
     return scaled
-
