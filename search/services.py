@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from celery import current_app
 from django.conf import settings
@@ -192,13 +193,25 @@ def _queued_tasks() -> int | None:
 # --- Embedding ------------------------------------------------------------------------------------------
 
 
+class PhotoSource(NamedTuple):
+    """The file a vector or a failure came from: its name and its content's hash. The name alone can come back: a
+    photo replaced twice may get the file name its first replacement freed."""
+
+    file: str
+    content_hash: str
+
+    @classmethod
+    def of(cls, image: ProductImage) -> PhotoSource:
+        return cls(image.file.name, image.content_hash)
+
+
 @dataclass(frozen=True)
 class StoredVector:
     image_id: int
     vector: object  # 1-d array of VECTOR_DIMENSIONS floats
     colours: list[str] | None = None
     details: bytes | None = None  # search/details.py ``stored``
-    file: str | None = None  # the photo's file the vector was computed from; not stored if it was replaced since
+    source: PhotoSource | None = None  # the file the vector was computed from; not stored if it was replaced since
 
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
@@ -210,7 +223,8 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     """
     embedder = embedder or active_embedder()
     outcome = {"embedded": 0, "skipped": 0, "failed": 0, "missing": 0}
-    images = ProductImage.objects.filter(pk__in=image_ids).only("pk", "file", "product_id", "embedding_status")
+    images = ProductImage.objects.filter(pk__in=image_ids).only("pk", "file", "content_hash", "product_id",
+                                                                 "embedding_status")
     images = {image.pk: image for image in images}
     outcome["missing"] = len(set(image_ids) - images.keys())
     done: set[int] = set()
@@ -244,7 +258,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                 raise
             except PERMANENT_ERRORS as error:
                 image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}",
-                                     file=image.file.name)
+                                     source=PhotoSource.of(image))
                 outcome["failed"] += 1
         # Decoded in threads; a file that cannot be decoded comes back as its exception.
         for image_id, result in zip(opened, embedder.load_images(opened.values())):
@@ -254,7 +268,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                 raise result
             if isinstance(result, Exception):
                 image_embedding_fail(image_id=image_id, error=f"{type(result).__name__}: {result}",
-                                     file=images[image_id].file.name)
+                                     source=PhotoSource.of(images[image_id]))
                 outcome["failed"] += 1
             else:
                 decoded_ids.append(image_id)
@@ -264,7 +278,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         vectors, detail_maps = embedder.embed_images(decoded, details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
             StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels),
-                         details=details.stored(detail_map), file=images[image_id].file.name)
+                         details=details.stored(detail_map), source=PhotoSource.of(images[image_id]))
             for image_id, vector, pixels, detail_map in zip(decoded_ids, vectors, decoded, detail_maps)
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
@@ -284,7 +298,8 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
     active = search_space_model()  # the configured model's on a new install: then nothing is being built
     if active == building:
         return
-    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(no_vector_in(active)).only("pk", "file"))
+    images = list(ProductImage.objects.filter(pk__in=image_ids).filter(no_vector_in(active))
+                  .only("pk", "file", "content_hash"))
     if not images:
         return
     try:
@@ -301,7 +316,8 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
                        exc_info=True)
         return
     image_embeddings_store(model=active, mark_ready=False, items=[
-        StoredVector(image_id=image.pk, vector=vector, details=details.stored(detail_map), file=image.file.name)
+        StoredVector(image_id=image.pk, vector=vector, details=details.stored(detail_map),
+                     source=PhotoSource.of(image))
         for (image, _), vector, detail_map in zip(readable, vectors, detail_maps)
     ])
 
@@ -340,12 +356,13 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
     batch, where one at a time cost each image 8 round trips."""
     with transaction.atomic():
         current = {
-            image_id: (product_id, file)
-            for image_id, product_id, file in ProductImage.objects.select_for_update()
-            .filter(pk__in=[item.image_id for item in items]).order_by("pk").values_list("pk", "product_id", "file")
+            image_id: (product_id, PhotoSource(file, content_hash))
+            for image_id, product_id, file, content_hash in ProductImage.objects.select_for_update()
+            .filter(pk__in=[item.image_id for item in items]).order_by("pk")
+            .values_list("pk", "product_id", "file", "content_hash")
         }
         items = [item for item in items
-                 if item.image_id in current and item.file in (None, current[item.image_id][1])]
+                 if item.image_id in current and item.source in (None, current[item.image_id][1])]
         products = {item.image_id: current[item.image_id][0] for item in items}
         if not items:
             return []
@@ -391,13 +408,13 @@ def _mark_ready(*, image_ids: list[int], model: str) -> None:
     )
 
 
-def image_embedding_fail(*, image_id: int, error: str, file: str | None = None) -> None:
-    """Record why an image could not be embedded; with ``file``, only while the image still has that file (a
+def image_embedding_fail(*, image_id: int, error: str, source: PhotoSource | None = None) -> None:
+    """Record why an image could not be embedded; with ``source``, only while the image still has that file (a
     task that could not read a file replaced since must not fail the replacement)."""
     logger.warning("embedding of image %s failed: %s", image_id, error)
     images = ProductImage.objects.filter(pk=image_id)
-    if file is not None:
-        images = images.filter(file=file)
+    if source is not None:
+        images = images.filter(file=source.file, content_hash=source.content_hash)
     _failed(images, error)
 
 

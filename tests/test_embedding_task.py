@@ -54,7 +54,7 @@ def test_a_photo_replaced_while_its_old_file_is_embedded_keeps_no_vector_of_the_
     """The admin replaces the file after the task decoded the old one: the old file's vector is not stored (the
     replacement queued a task of its own), and a task that found the old file gone does not fail the new one."""
     image = _add_image(product, color=(200, 40, 40))
-    old_file = image.file.name
+    old_source = services.PhotoSource.of(image)
     embedder = active_embedder()
     decode = embedder.load_images
 
@@ -67,14 +67,44 @@ def test_a_photo_replaced_while_its_old_file_is_embedded_keeps_no_vector_of_the_
     assert services.images_embed(image_ids=[image.pk], embedder=embedder)["embedded"] == 0
     monkeypatch.undo()
     image.refresh_from_db()
-    assert image.file.name != old_file and image.embedding_status == EmbeddingStatus.PENDING
+    assert image.file.name != old_source.file and image.embedding_status == EmbeddingStatus.PENDING
     assert not ImageEmbedding.objects.filter(image=image).exists()
 
-    services.image_embedding_fail(image_id=image.pk, error="FileNotFoundError: the old file", file=old_file)
+    services.image_embedding_fail(image_id=image.pk, error="FileNotFoundError: the old file", source=old_source)
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.PENDING
     assert services.images_embed(image_ids=[image.pk])["embedded"] == 1  # the replacement's own task
     assert ImageEmbedding.objects.filter(image=image).count() == 1
+
+
+def test_a_photo_replaced_twice_under_its_old_file_name_keeps_no_vector_of_the_old_file(
+    product, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Replaced twice while the task embeds its first file, the second time under the file name the first
+    replacement freed: the name matches again, the content does not. Neither the old file's vector nor its failure
+    is recorded against the new file."""
+    image = _add_image(product, color=(200, 40, 40))
+    old_source = services.PhotoSource.of(image)
+    embedder = active_embedder()
+    decode = embedder.load_images
+
+    def decode_then_replace_twice(files):
+        decoded = list(decode(files))
+        for name, colour in (("other.jpg", (40, 200, 40)), ("photo.jpg", (40, 40, 200))):
+            with django_capture_on_commit_callbacks(execute=True):  # the replaced file is deleted: its name is free
+                catalog_services.product_image_update(image=image, file=uploaded_image(name, color=colour))
+        return decoded
+
+    monkeypatch.setattr(embedder, "load_images", decode_then_replace_twice)
+    assert services.images_embed(image_ids=[image.pk], embedder=embedder)["embedded"] == 0
+    monkeypatch.undo()
+    image.refresh_from_db()
+    assert image.file.name == old_source.file and image.embedding_status == EmbeddingStatus.PENDING
+    assert not ImageEmbedding.objects.filter(image=image).exists()
+
+    services.image_embedding_fail(image_id=image.pk, error="OSError: the first file was damaged", source=old_source)
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.PENDING
 
 
 def test_unreadable_file_is_recorded_as_a_permanent_failure(product):
