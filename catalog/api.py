@@ -52,6 +52,21 @@ class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def get_page_size(self, request) -> int:
+        """DRF falls back to the default for a page size it cannot use; a client that asked for one is told, as
+        search's ``limit`` is."""
+        asked = request.query_params.get(self.page_size_query_param)
+        if not asked:
+            return self.page_size
+        try:
+            size = int(asked)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [
+                f"Ensure this is a whole number from 1 to {self.max_page_size}."]})
+        return size
+
 
 def is_staff(request) -> bool:
     return bool(request.user and request.user.is_staff)

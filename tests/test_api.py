@@ -324,6 +324,14 @@ def test_products_are_paginated(api, shelf):
     assert api.get(PRODUCTS, {"page": 9}).status_code == 404
 
 
+@pytest.mark.parametrize("page_size", ["abc", "0", "-3", "101", "2.5"])
+def test_a_page_size_the_list_cannot_use_is_refused_with_the_reason(api, shelf, page_size):
+    for url in (PRODUCTS, CATEGORIES):
+        response = api.get(url, {"page_size": page_size})
+        assert response.status_code == 400, (url, page_size)
+        assert "1 to 100" in response.json()["page_size"][0]
+
+
 @pytest.mark.parametrize(
     "params, expected",
     [
