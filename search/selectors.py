@@ -176,8 +176,9 @@ def vector_matches(
     best match, the best SORTED_POOL) are put in ``refine.sort`` order, and the first ``limit`` returned. Sorting only
     ever re-orders matches: the cut-off comes first. With ``fold``, a match
     whose best image is a near-duplicate (NEAR_DUPLICATE_MIN_SCORE, the admin's flag) of a higher-ranked one's is
-    folded into that one's ``duplicates`` and does not count towards ``limit`` (a larger pool is read when folding
-    leaves fewer than ``limit`` of a full pool). With ``query_details`` (a photo's,
+    folded into that one's ``duplicates`` and does not count towards ``limit`` (in the best-match order, a larger
+    pool is read when folding leaves fewer than ``limit`` of a full pool; another order keeps to SORTED_POOL, so
+    that "Show more" leaves the matches shown in place). With ``query_details`` (a photo's,
     search/details.py), the first matches of the best-match order are put in order by their details as well.
 
     Filters (category, price, colour) run in SQL. Filters over few vectors are searched exactly (cheaper than walking
@@ -208,8 +209,8 @@ def vector_matches(
             ordered = fold_duplicates(
                 ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
             )
-        if len(ordered) >= limit or len(candidates) < pool:  # enough to show, or no more matches
-            break
+        if len(ordered) >= limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
+            break  # enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
     return Matches(
         # Counted over the best ``counted`` in the best-match order, whatever the order shown: the same chips for

@@ -119,6 +119,22 @@ def test_show_more_keeps_a_sorted_page_in_place_and_its_counts(settings, priced)
     assert SORTED_POOL >= max(MAX_LIMIT, MAX_RESULTS)  # every limit a caller may ask
 
 
+def test_show_more_keeps_a_sorted_page_in_place_when_near_duplicates_fold(settings, priced):
+    """Folding near-duplicate listings shortened a sorted page of 96, so twice the pool was read and sorted: cheaper
+    matches from beyond the best SORTED_POOL came first, and the 48 already seen moved."""
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact, as above
+    settings.NEAR_DUPLICATE_MIN_SCORE = 0.92  # a few pairs of the same cluster (about 0.9 alike) fold
+    model, products, vectors = priced
+    asked = dict(vector=vectors[3], model=model, pool=48, fold=True, refine=Refine(min_price=Decimal(0), sort="price"))
+    page, more = vector_matches(limit=48, **asked), vector_matches(limit=96, **asked)
+    assert any(r.duplicates for r in more.results)
+    assert [r.product.pk for r in more.results[:48]] == [r.product.pk for r in page.results]
+    best = {r.product.pk for r in vector_matches(vector=vectors[3], model=model, limit=SORTED_POOL,
+                                                 refine=Refine(min_price=Decimal(0))).results}
+    shown = {listing.product.pk for r in more.results for listing in (r, *r.duplicates)}
+    assert shown <= best
+
+
 def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_exactly(priced):
     """A graph full of dead entries (here: 290 of 300 products' vectors deleted, not yet vacuumed) must not lose a
     small catalog's matches to a walk that stopped early."""
