@@ -121,6 +121,19 @@ def test_an_empty_refinement_names_what_emptied_it(client, searched, catalog, se
     assert "Nothing that looks like it at that price" in priced
 
 
+def test_the_way_out_of_an_empty_more_like_this_clears_only_what_emptied_it(client, catalog, settings):
+    """"Clear the price" went back to the best match in any colour: the order and the colour were dropped too."""
+    settings.SEARCH_MIN_SCORE = 0
+    priced = client.get("/p/CHAIR-1/", {"sort": "-price", "colour": "red", "max_price": "1", "scope": "all"})
+    clear = re.search(r'<a href="([^"]+)">Clear the price</a>', priced.content.decode())[1].replace("&amp;", "&")
+    assert clear == "/p/CHAIR-1/?sort=-price&colour=red&scope=all#more-like-this"
+    pink = client.get("/p/CHAIR-1/", {"sort": "-price", "colour": "pink", "scope": "all"}).content.decode()
+    assert "Nothing that looks like it in that colour" in pink and "to sort" not in pink
+    any_colour = re.search(r'<a href="([^"]+)">Any colour</a>', pink)[1].replace("&amp;", "&")
+    assert any_colour == "/p/CHAIR-1/?sort=-price&scope=all#more-like-this"  # nothing in the catalog is pink
+    assert client.get(any_colour).context["similar_products"]
+
+
 def test_more_like_this_keeps_its_price_and_order_when_it_looks_elsewhere(client, catalog, settings):
     settings.SEARCH_MIN_SCORE = 0
     page = client.get("/p/CHAIR-1/", {"scope": "all", "sort": "price", "max_price": "70"})
