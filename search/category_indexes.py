@@ -24,6 +24,7 @@ from collections import defaultdict
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count
+from pgvector.django import HnswIndex
 
 from catalog.categories import category_parents, lineage
 from search.models import ImageEmbedding
@@ -52,16 +53,18 @@ def wanted_category_indexes(*, model: str) -> dict[str, str]:
             subtree_vectors[ancestor] += counts.get(category_id, 0)
     most = settings.SEARCH_CATEGORY_INDEX_MAX_SHARE * total
     chosen = [c for c, n in subtree_vectors.items() if settings.SEARCH_EXACT_MAX_VECTORS < n <= most]
+    # Each category's graph is built as the whole catalog's is.
+    graph = next(index for index in ImageEmbedding._meta.indexes if isinstance(index, HnswIndex))
     statements = {}
     for category_id in sorted(chosen, key=lambda c: (-subtree_vectors[c], c)):
         ids = ", ".join(str(int(i)) for i in sorted(subtree_ids[category_id]))
         predicate = f"model = {_literal(model)} AND active AND category_id IN ({ids})"
         digest = hashlib.sha1(predicate.encode()).hexdigest()[:8]
         name = f"imageembedding_c{category_id}_{digest}_hnsw"
-        # The same graph parameters as the whole catalog's index (search.ImageEmbedding.Meta.indexes).
         statements[name] = (
             f"CREATE INDEX IF NOT EXISTS {name} ON {ImageEmbedding._meta.db_table}"
-            f" USING hnsw (vector halfvec_cosine_ops) WITH (m = 16, ef_construction = 64) WHERE {predicate}"
+            f" USING hnsw (vector {graph.opclasses[0]}) WITH (m = {graph.m}, ef_construction = {graph.ef_construction})"
+            f" WHERE {predicate}"
         )
     return statements
 

@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HalfVectorField, HnswIndex
 
+from catalog.models import PRICE_DIGITS
 from search.embeddings import VECTOR_DIMENSIONS
 
 
@@ -56,7 +57,7 @@ class ImageEmbedding(models.Model):
     product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
     category = models.ForeignKey("catalog.Category", on_delete=models.PROTECT, related_name="+")
     active = models.BooleanField(default=True)
-    price = models.DecimalField(max_digits=10, decimal_places=2)
+    price = models.DecimalField(**PRICE_DIGITS)
     # The photo's main colour family (its ``colours[1]``; "" until computed), kept by the triggers of migration 0006.
     colour = models.CharField(max_length=12, blank=True, default="")
     model = models.CharField(max_length=100)

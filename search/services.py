@@ -193,7 +193,7 @@ def _queued_tasks() -> int | None:
 # --- Embedding ------------------------------------------------------------------------------------------
 
 
-class PhotoSource(NamedTuple):
+class FileVersion(NamedTuple):
     """The file a vector or a failure came from: its name and its content's hash. The name alone can come back: a
     photo replaced twice may get the file name its first replacement freed."""
 
@@ -201,7 +201,7 @@ class PhotoSource(NamedTuple):
     content_hash: str
 
     @classmethod
-    def of(cls, image: ProductImage) -> PhotoSource:
+    def of(cls, image: ProductImage) -> FileVersion:
         return cls(image.file.name, image.content_hash)
 
 
@@ -211,7 +211,7 @@ class StoredVector:
     vector: object  # 1-d array of VECTOR_DIMENSIONS floats
     colours: list[str] | None = None
     details: bytes | None = None  # search/details.py ``stored``
-    source: PhotoSource | None = None  # the file the vector was computed from; not stored if it was replaced since
+    file_version: FileVersion | None = None  # the file the vector was computed from; not stored if it was replaced since
 
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
@@ -258,7 +258,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                 raise
             except PERMANENT_ERRORS as error:
                 image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}",
-                                     source=PhotoSource.of(image))
+                                     file_version=FileVersion.of(image))
                 outcome["failed"] += 1
         # Decoded in threads; a file that cannot be decoded comes back as its exception.
         for image_id, result in zip(opened, embedder.load_images(opened.values())):
@@ -268,7 +268,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                 raise result
             if isinstance(result, Exception):
                 image_embedding_fail(image_id=image_id, error=f"{type(result).__name__}: {result}",
-                                     source=PhotoSource.of(images[image_id]))
+                                     file_version=FileVersion.of(images[image_id]))
                 outcome["failed"] += 1
             else:
                 decoded_ids.append(image_id)
@@ -278,7 +278,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         vectors, detail_maps = embedder.embed_images(decoded, details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
             StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels),
-                         details=details.stored(detail_map), source=PhotoSource.of(images[image_id]))
+                         details=details.stored(detail_map), file_version=FileVersion.of(images[image_id]))
             for image_id, vector, pixels, detail_map in zip(decoded_ids, vectors, decoded, detail_maps)
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
@@ -317,7 +317,7 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
         return
     image_embeddings_store(model=active, mark_ready=False, items=[
         StoredVector(image_id=image.pk, vector=vector, details=details.stored(detail_map),
-                     source=PhotoSource.of(image))
+                     file_version=FileVersion.of(image))
         for (image, _), vector, detail_map in zip(readable, vectors, detail_maps)
     ])
 
@@ -356,13 +356,13 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
     batch, where one at a time cost each image 8 round trips."""
     with transaction.atomic():
         current = {
-            image_id: (product_id, PhotoSource(file, content_hash))
+            image_id: (product_id, FileVersion(file, content_hash))
             for image_id, product_id, file, content_hash in ProductImage.objects.select_for_update()
             .filter(pk__in=[item.image_id for item in items]).order_by("pk")
             .values_list("pk", "product_id", "file", "content_hash")
         }
         items = [item for item in items
-                 if item.image_id in current and item.source in (None, current[item.image_id][1])]
+                 if item.image_id in current and item.file_version in (None, current[item.image_id][1])]
         products = {item.image_id: current[item.image_id][0] for item in items}
         if not items:
             return []
@@ -408,13 +408,13 @@ def _mark_ready(*, image_ids: list[int], model: str) -> None:
     )
 
 
-def image_embedding_fail(*, image_id: int, error: str, source: PhotoSource | None = None) -> None:
-    """Record why an image could not be embedded; with ``source``, only while the image still has that file (a
+def image_embedding_fail(*, image_id: int, error: str, file_version: FileVersion | None = None) -> None:
+    """Record why an image could not be embedded; with ``file_version``, only while the image still has that file (a
     task that could not read a file replaced since must not fail the replacement)."""
     logger.warning("embedding of image %s failed: %s", image_id, error)
     images = ProductImage.objects.filter(pk=image_id)
-    if source is not None:
-        images = images.filter(file=source.file, content_hash=source.content_hash)
+    if file_version is not None:
+        images = images.filter(file=file_version.file, content_hash=file_version.content_hash)
     _failed(images, error)
 
 

@@ -54,7 +54,7 @@ def test_a_photo_replaced_while_its_old_file_is_embedded_keeps_no_vector_of_the_
     """The admin replaces the file after the task decoded the old one: the old file's vector is not stored (the
     replacement queued a task of its own), and a task that found the old file gone does not fail the new one."""
     image = _add_image(product, color=(200, 40, 40))
-    old_source = services.PhotoSource.of(image)
+    old_version = services.FileVersion.of(image)
     embedder = active_embedder()
     decode = embedder.load_images
 
@@ -67,10 +67,10 @@ def test_a_photo_replaced_while_its_old_file_is_embedded_keeps_no_vector_of_the_
     assert services.images_embed(image_ids=[image.pk], embedder=embedder)["embedded"] == 0
     monkeypatch.undo()
     image.refresh_from_db()
-    assert image.file.name != old_source.file and image.embedding_status == EmbeddingStatus.PENDING
+    assert image.file.name != old_version.file and image.embedding_status == EmbeddingStatus.PENDING
     assert not ImageEmbedding.objects.filter(image=image).exists()
 
-    services.image_embedding_fail(image_id=image.pk, error="FileNotFoundError: the old file", source=old_source)
+    services.image_embedding_fail(image_id=image.pk, error="FileNotFoundError: the old file", file_version=old_version)
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.PENDING
     assert services.images_embed(image_ids=[image.pk])["embedded"] == 1  # the replacement's own task
@@ -84,7 +84,7 @@ def test_a_photo_replaced_twice_under_its_old_file_name_keeps_no_vector_of_the_o
     replacement freed: the name matches again, the content does not. Neither the old file's vector nor its failure
     is recorded against the new file."""
     image = _add_image(product, color=(200, 40, 40))
-    old_source = services.PhotoSource.of(image)
+    old_version = services.FileVersion.of(image)
     embedder = active_embedder()
     decode = embedder.load_images
 
@@ -99,10 +99,10 @@ def test_a_photo_replaced_twice_under_its_old_file_name_keeps_no_vector_of_the_o
     assert services.images_embed(image_ids=[image.pk], embedder=embedder)["embedded"] == 0
     monkeypatch.undo()
     image.refresh_from_db()
-    assert image.file.name == old_source.file and image.embedding_status == EmbeddingStatus.PENDING
+    assert image.file.name == old_version.file and image.embedding_status == EmbeddingStatus.PENDING
     assert not ImageEmbedding.objects.filter(image=image).exists()
 
-    services.image_embedding_fail(image_id=image.pk, error="OSError: the first file was damaged", source=old_source)
+    services.image_embedding_fail(image_id=image.pk, error="OSError: the first file was damaged", file_version=old_version)
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.PENDING
 
