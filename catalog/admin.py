@@ -19,7 +19,7 @@ from catalog.services import (
     product_images_reembed,
     product_update,
     products_delete,
-    products_show,
+    products_set_active,
 )
 
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
@@ -242,12 +242,12 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.action(description="Show the selected products in the shop", permissions=["change"])
     def show_in_shop(self, request, queryset):
-        changed = products_show(products=queryset, active=True)
+        changed = products_set_active(products=queryset, active=True)
         self.message_user(request, f"{changed} product(s) now shown in the shop.", messages.SUCCESS)
 
     @admin.action(description="Hide the selected products from the shop", permissions=["change"])
     def hide_from_shop(self, request, queryset):
-        changed = products_show(products=queryset, active=False)
+        changed = products_set_active(products=queryset, active=False)
         self.message_user(request, f"{changed} product(s) hidden from the shop; they stay in the catalog.",
                           messages.SUCCESS)
 

@@ -466,7 +466,7 @@ def _photos_lock(photos) -> list[tuple[str, str]]:
     return list(photos.select_for_update().order_by("pk").values_list("file", "thumbnail"))
 
 
-def products_show(*, products: Iterable[Product], active: bool) -> int:
+def products_set_active(*, products: Iterable[Product], active: bool) -> int:
     """Show the products in the shop (``active``) or hide them, all at once: their pages, search and More like this
     follow (the vector rows copy the flag by trigger, search migration 0002). Returns how many changed."""
     with transaction.atomic():

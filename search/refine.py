@@ -46,7 +46,8 @@ NO_REFINE = Refine()
 
 def sorted_matches(matches: list, sort: str) -> list:
     """``matches`` (best first, each with ``.price``, ``.product_id`` and, for "newest", ``.created_at``) in the
-    shopper's order; ties keep the best match first."""
+    shopper's order; a tie in price keeps the best match first, one in "newest" (a bulk import's products share a
+    moment) puts the later product first."""
     if sort == "price":
         return sorted(matches, key=lambda match: match.price)
     if sort == "-price":
