@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import connection
+from django.db import connections, router
 from django.db.models import QuerySet
 
 from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
@@ -85,7 +85,7 @@ def category_descendant_ids(*, category: Category) -> list[int]:
         )
         SELECT id FROM down ORDER BY id
     """
-    with connection.cursor() as cursor:
+    with connections[router.db_for_read(Category)].cursor() as cursor:  # a shopper's read: a replica's
         cursor.execute(sql, [category.pk])
         return [row[0] for row in cursor.fetchall()]
 

@@ -5,7 +5,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, MinValueValidator, RegexValidator
-from django.db import connection, models
+from django.db import connections, models, router
 from django.db.models import F, Q
 from django.urls import reverse
 
@@ -87,7 +87,7 @@ def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
         )
         SELECT EXISTS (SELECT 1 FROM up WHERE id = %s)
     """
-    with connection.cursor() as cursor:
+    with connections[router.db_for_read(Category)].cursor() as cursor:
         cursor.execute(sql, [category_id, ancestor_id])
         return cursor.fetchone()[0]
 

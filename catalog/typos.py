@@ -14,7 +14,9 @@ with the word's length, as in most shop search engines):
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import connections, router
+
+from catalog.models import Product
 
 MIN_LENGTH_ONE_TYPO = 5  # "hodie" -> hoodie; shorter words are too close to too many others ("lamp", "camp")
 MIN_LENGTH_TWO_TYPOS = 9
@@ -33,6 +35,7 @@ def text_search_strategy() -> str:
 
     Asked once per database connection: an extension is not created or dropped under a running site.
     """
+    connection = _read_connection()
     strategy = getattr(connection, "lookalike_text_search_strategy", None)
     if strategy is None:
         with connection.cursor() as cursor:
@@ -40,6 +43,11 @@ def text_search_strategy() -> str:
             strategy = "trigram" if cursor.fetchone()[0] else "variants"
         connection.lookalike_text_search_strategy = strategy
     return strategy
+
+
+def _read_connection():
+    """The connection a shopper's read takes: a replica's, where the request may read one (config/db_router.py)."""
+    return connections[router.db_for_read(Product)]  # the vocabulary is made of the products' words
 
 
 def corrections(*, words: list[str], strategy: str | None = None) -> dict[str, list[str]]:
@@ -64,7 +72,7 @@ def corrections(*, words: list[str], strategy: str | None = None) -> dict[str, l
             "SELECT q.word, s.word FROM unnest(%s::text[]) AS q(word) JOIN catalog_searchword AS s ON s.word %% q.word"
         )
         params.append(words)
-    with connection.cursor() as cursor:
+    with _read_connection().cursor() as cursor:
         cursor.execute(" UNION ".join(sql), params)
         candidates = set(cursor.fetchall())  # a word may share several variants with a typo
     found: dict[str, list[tuple[int, str]]] = {}

@@ -29,8 +29,9 @@ aliases ``replica_1``, ``replica_2``, ... The rule, and why it is this way round
   change (``primary_wal_position``) and a page is stored only when its reads had replayed that far
   (``reads_replayed``).
 
-Raw SQL that must run on the same server as a query (session settings such as ``hnsw.ef_search``) takes the
-query's alias: ``queryset.db`` (search/selectors.py). Raw SQL through ``django.db.connection`` reads the primary.
+Raw SQL asks the router too: ``connections[router.db_for_read(Model)]``; ``django.db.connection`` is always the
+primary. Statements that must run on the same server (``hnsw.ef_search`` set for the ANN statement after it) share
+that one alias (search/selectors.py).
 """
 
 from __future__ import annotations
