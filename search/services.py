@@ -133,7 +133,8 @@ def image_embedding_mark_pending(
         )
         # Every space's vector of these photos is stale (a replaced file) or unwanted (re-embed); the worker writes
         # the configured model's. Needing no model id, this works even while the model cannot be loaded.
-        ImageEmbedding.objects.filter(image_id__in=image_ids).delete()
+        if ImageEmbedding.objects.filter(image_id__in=image_ids).delete()[0]:
+            catalog_changed()  # other products' More like this listed these photos
         image_embedding_dispatch(image_ids=image_ids, on_not_queued=on_not_queued)
     return count
 
@@ -429,6 +430,9 @@ def pending_images_fail(*, image_ids: Sequence[int], error: str) -> int:
 
 def _failed(images, error: str) -> int:
     """Mark ``images`` failed with ``error`` (what the admin shows); returns how many."""
-    return images.update(
+    failed = images.update(
         embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
+    if failed:
+        catalog_changed()  # their product pages no longer say that More like this is on its way
+    return failed

@@ -111,6 +111,26 @@ def test_a_product_page_cached_before_its_photo_was_embedded_is_retired_by_the_v
     assert catalog["CHAIR-1"].get_absolute_url().encode() in ready.content  # its More like this
 
 
+def test_a_photo_that_failed_or_is_embedded_again_retires_cached_pages(client, catalog, test_images):
+    """A product page said "Similar products appear once ..." for a cache lifetime after its photo had failed, and
+    other pages listed a product whose vectors the admin's re-embed had dropped."""
+    from search.services import image_embedding_fail, image_embedding_mark_pending
+
+    chairs = catalog["CHAIR-1"].category
+    product = services.product_create(sku="CHAIR-3", title="Another armchair", category=chairs, price="130.00")
+    image = services.product_image_add(product=product, file=uploaded_file(test_images / "chair-armchair-blue.jpg"))
+    url = product.get_absolute_url()
+    assert client.get(url)["X-Cache"] == "miss" and client.get(url)["X-Cache"] == "hit"
+    image_embedding_fail(image_id=image.pk, error="OSError: truncated file")
+    failed = client.get(url)
+    assert failed["X-Cache"] == "miss" and b"Similar products appear once" not in failed.content
+
+    neighbour = catalog["CHAIR-1"].get_absolute_url()
+    assert client.get(neighbour)["X-Cache"] == "miss" and client.get(neighbour)["X-Cache"] == "hit"
+    image_embedding_mark_pending(image_ids=[catalog["CHAIR-2"].images.get().pk])  # in its More like this
+    assert client.get(neighbour)["X-Cache"] == "miss"
+
+
 def test_deleting_a_photo_retires_cached_pages(client, catalog):
     chair = catalog["CHAIR-1"]
     url = chair.get_absolute_url()
