@@ -49,6 +49,7 @@ from catalog.services import (
     image_prepare,
     products_with_photos_upsert,
 )
+from catalog.selectors import product_photo_hashes
 from catalog.signals import bulk_load_announced
 
 T = TypeVar("T")
@@ -388,9 +389,9 @@ def _images_prepared_ahead(rows: Iterator[_Row], pool: ThreadPoolExecutor) -> It
         if not exhausted and len(ahead) <= PREPARE_AHEAD_ROWS // 2:
             batch = list(itertools.islice(rows, PREPARE_AHEAD_ROWS))
             exhausted = len(batch) < PREPARE_AHEAD_ROWS
-            known = _content_hashes([row.item.sku for row in batch if row.item is not None])
+            known = product_photo_hashes(skus=[row.item.sku for row in batch if row.item is not None])
             for row in batch:
-                row.known = known.get(row.item.sku, frozenset()) if row.item is not None else frozenset()
+                row.known = frozenset(known.get(row.item.sku, ()) if row.item is not None else ())
             ahead.extend(batch)
         budget = PREPARE_AHEAD_IMAGES - sum(len(row.prepared) for row in ahead)
         for row in ahead:
@@ -401,16 +402,6 @@ def _images_prepared_ahead(rows: Iterator[_Row], pool: ThreadPoolExecutor) -> It
         if not ahead:
             return
         yield ahead.popleft()
-
-
-def _content_hashes(skus: list[str]) -> dict[str, frozenset[str]]:
-    hashes: dict[str, set[str]] = {}
-    if not skus:
-        return {}
-    pairs = ProductImage.objects.filter(product__sku__in=skus).values_list("product__sku", "content_hash")
-    for sku, content_hash in pairs:
-        hashes.setdefault(sku, set()).add(content_hash)
-    return {sku: frozenset(values) for sku, values in hashes.items()}
 
 
 def _image_read(path: Path, known: frozenset[str]) -> PreparedImage | str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from functools import reduce
 
@@ -243,3 +244,13 @@ def product_api_list(
     if max_price is not None:
         products = products.filter(price__lte=max_price)
     return products
+
+
+def product_photo_hashes(*, skus: Iterable[str]) -> dict[str, list[str]]:
+    """The content hashes of each product's photos, by SKU (products without photos left out): what an import
+    or a load compares a photo with, to add none twice, and how many the gallery has."""
+    hashes: dict[str, list[str]] = {}
+    for sku, content_hash in (ProductImage.objects.filter(product__sku__in=list(skus))
+                              .order_by("product_id", "position", "pk").values_list("product__sku", "content_hash")):
+        hashes.setdefault(sku, []).append(content_hash)
+    return hashes

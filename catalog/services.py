@@ -29,6 +29,7 @@ from catalog.models import (
     category_name_normalized,
 )
 from catalog.page_cache import catalog_changed
+from catalog.selectors import product_photo_hashes
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
@@ -242,16 +243,12 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
     """
     products, created = _products_lock_or_create(items)
     changed = _products_update(items, products, created)
-    have: dict[int, list[str]] = {}
-    for product_id, content_hash in ProductImage.objects.filter(
-        product__in=[products[item.sku] for item in items if item.sku not in created]
-    ).values_list("product_id", "content_hash"):
-        have.setdefault(product_id, []).append(content_hash)
+    have = product_photo_hashes(skus=[item.sku for item in items if item.sku not in created])
 
     results, images = [], []
     for item in items:
         product = products[item.sku]
-        known = have.get(product.pk, [])
+        known = have.get(item.sku, [])
         position, known = len(known), set(known)
         added = 0
         for photo in item.photos:

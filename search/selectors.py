@@ -413,16 +413,12 @@ def product_matches(
     product page always has neighbours); another order, or a price filter, keeps only real matches (match score
     0.5 or more) so that the cheapest or newest is never a poor lookalike."""
     model = search_space_model()
-    vectors = list(
-        ImageEmbedding.objects.filter(product=product, model=model)
-        .order_by("image__position", "image_id")
-        .values_list("vector", flat=True)[:1]
-    )
-    if not vectors:
+    first = _first_photo_vector(product=product, model=model)
+    if first is None:
         return Matches(results=[])
     refined = refine != NO_REFINE
     return vector_matches(
-        vector=vectors[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model,
+        vector=first[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model,
         threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined or fold else 0,
         fold=fold,
     )
@@ -433,12 +429,7 @@ def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarPr
     best photo's main colour differs from that of the product's first photo; best first, one per colour family
     first so that the row shows the colours there are."""
     model = search_space_model()
-    first = (
-        ImageEmbedding.objects.filter(product=product, model=model)
-        .order_by("image__position", "image_id")
-        .values_list("vector", "colour")
-        .first()
-    )
+    first = _first_photo_vector(product=product, model=model)
     if first is None or not first[1]:
         return []
     vector, colour = first
@@ -450,6 +441,16 @@ def other_colour_products(*, product: Product, limit: int = 8) -> list[SimilarPr
     seen: set[str] = set()
     firsts = [m for m in others if m.colour not in seen and not seen.add(m.colour)]
     return (firsts + [m for m in others if m not in firsts])[:limit]
+
+
+# A product's first photo: the one its page shows first, and the one its More like this starts from.
+FIRST_PHOTO_ORDER = ("image__position", "image_id")
+
+
+def _first_photo_vector(*, product: Product, model: str) -> tuple | None:
+    """(vector, main colour) of the product's first photo that has a vector in space ``model``; None if none has."""
+    return (ImageEmbedding.objects.filter(product=product, model=model).order_by(*FIRST_PHOTO_ORDER)
+            .values_list("vector", "colour").first())
 
 
 def nearest_older_images(*, vectors: dict[int, object], model: str) -> dict[int, tuple[int, float]]:
@@ -484,7 +485,7 @@ def nearest_other_category_similarities(*, model: str, sample: int) -> list[floa
     )
     firsts = (
         searchable.filter(product_id__in=product_ids)
-        .order_by("product_id", "image__position", "image_id")
+        .order_by("product_id", *FIRST_PHOTO_ORDER)
         .distinct("product_id")
         .values_list("category_id", "vector")
     )
