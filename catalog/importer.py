@@ -36,7 +36,13 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 
-from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category, Product, ProductImage
+from catalog.models import (
+    CATEGORY_PATH_DISPLAY_SEPARATOR,
+    CURRENCY_CODE,
+    DEFAULT_CURRENCY,
+    Category,
+    Product,
+)
 from catalog.services import (
     CATEGORY_DEPTH_MAX,
     LoadSummary,
@@ -60,10 +66,8 @@ OPTIONAL_COLUMNS = ("currency", "active")
 # What the ``active`` column may say (in any case); empty leaves a product as it is (a new one is shown).
 ACTIVE_VALUES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 IMAGE_SEPARATOR = "|"
-DEFAULT_CURRENCY = "USD"
 # "http://...", "s3://...", "data:...": the importer reads local files only; fetching is the operator's job.
 URL_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|data:)", re.IGNORECASE)
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 # Photos are checked and thumbnailed in this many threads, up to this many photos ahead of the row being written
 # (each held in memory: at most UPLOAD_MAX_BYTES), reading this many rows ahead.
 PREPARE_THREADS = 2
@@ -506,7 +510,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     if len(title) > _TITLE_MAX:
         raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
     currency = (row.get("currency") or "").strip().upper() or DEFAULT_CURRENCY
-    if not CURRENCY_PATTERN.match(currency):
+    if not CURRENCY_CODE.regex.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()
     if active and active not in ACTIVE_VALUES:

@@ -15,6 +15,10 @@ from catalog.images import BROWSER_EXTENSIONS
 # A product's price: the model, the API's fields and the filters' (catalog and search) all take it so.
 PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
 
+# A product's currency: an ISO 4217 code in capitals. The model, the API and the import all check it so.
+DEFAULT_CURRENCY = "USD"
+CURRENCY_CODE = RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD.")
+
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
 CATEGORY_PATH_DISPLAY_SEPARATOR = f" {CATEGORY_PATH_SEPARATOR} "
@@ -110,9 +114,7 @@ class Product(models.Model):
     # Bounded: PostgreSQL refuses a search document (tsvector) over 1 MB, which a few MB of text would make.
     description = models.TextField(blank=True, validators=[MaxLengthValidator(DESCRIPTION_MAX_CHARS)])
     price = models.DecimalField(**PRICE_DIGITS, validators=[MinValueValidator(0)])
-    currency = models.CharField(max_length=3, default="USD", validators=[
-        RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD."),
-    ])
+    currency = models.CharField(max_length=3, default=DEFAULT_CURRENCY, validators=[CURRENCY_CODE])
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from catalog.categories import CategoryPaths, UnknownCategory, category_by_slug
-from catalog.models import POSITION_MAX, PRICE_DIGITS, Category, Product, ProductImage
+from catalog.models import CURRENCY_CODE, POSITION_MAX, PRICE_DIGITS, Category, Product, ProductImage
 from catalog.selectors import PRODUCT_SORTS
 
 
@@ -130,7 +130,7 @@ class ProductWriteSerializer(serializers.ModelSerializer):
     category = CategorySlugField(help_text="The category's slug.")
     active = _OmittableBoolean(required=False, help_text="Shown to shoppers; true when a new product leaves it out.")
     price = serializers.DecimalField(**PRICE_DIGITS, min_value=0)
-    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, help_text="ISO 4217 code, e.g. USD.")
+    currency = serializers.CharField(required=False, validators=[CURRENCY_CODE], help_text="ISO 4217 code, e.g. USD.")
 
     class Meta:
         model = Product
