@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +17,7 @@ from django.db.models.functions import MD5, Cast
 
 from catalog.models import Category, Product
 from catalog.page_cache import kept_per_catalog_version
-from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, product_cards
+from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, lineage, product_cards
 from search import details
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
@@ -236,13 +236,17 @@ def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, thre
             break
         wanted *= 2  # every row there is was not read, and those read are photos of too few products
     best: dict[int, Hit] = {}
+    colours: dict[int, set[str]] = defaultdict(set)  # of each product's photos that are matches themselves
     for hit in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
         best.setdefault(hit[0], hit)
+        if hit[3] and match_score(_similarity(hit[1]), cutoff) >= threshold:
+            colours[hit[0]].add(hit[3])
     candidates = []
     for product_id, distance, image_id, colour, category_id, price in best.values():
         similarity = _similarity(distance)
         if (score := match_score(similarity, cutoff)) >= threshold:
-            candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price))
+            candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price,
+                                         colours=frozenset(colours[product_id])))
             if len(candidates) == pool:
                 break
     return candidates
@@ -274,6 +278,9 @@ class _Candidate:
     colour: str
     category_id: int
     price: Decimal
+    # The main colours of the product's photos that match (its best photo's and others'): a colour filter finds
+    # the product by any of them, so its colour chips count it under each.
+    colours: frozenset[str] = frozenset()
     created_at: datetime | None = None  # read for the newest-first order only
     duplicates: tuple[_Candidate, ...] = ()
 
@@ -311,12 +318,20 @@ def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: f
 
 
 def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
+    """A chip for each category the candidates are in, counting those in it or below it: what its click, which
+    searches below it too, finds among them."""
     if not candidates:
         return []
-    counts = Counter(candidate.category_id for candidate in candidates)
+    direct = Counter(candidate.category_id for candidate in candidates)
     categories = kept_category_cards()
-    if not counts.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
+    if not direct.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
         categories = category_cards()
+    parents = {category_id: category.parent_id for category_id, category in categories.items()}
+    counts = Counter()
+    for category_id, count in direct.items():
+        for ancestor in lineage(parents, category_id):
+            if ancestor in direct:
+                counts[ancestor] += count
     return [
         CategoryFacet(category=categories[category_id], count=count)
         for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
@@ -324,7 +339,7 @@ def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
 
 
 def _colour_facets(candidates: list[_Candidate]) -> list[ColourFacet]:
-    counts = Counter(candidate.colour for candidate in candidates if candidate.colour)
+    counts = Counter(colour for candidate in candidates for colour in candidate.colours)
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 

@@ -160,7 +160,8 @@ class CategoryFacetSerializer(serializers.Serializer):
     slug = serializers.CharField(source="category.slug")
     name = serializers.CharField(source="category.name")
     path = serializers.SerializerMethodField(help_text="Ancestors and the category itself, root first.")
-    count = serializers.IntegerField(help_text="Matches in this category (not below it).")
+    count = serializers.IntegerField(help_text="Matches in this category or below it: what searching in it finds "
+                                               "among them.")
 
     def get_path(self, facet) -> str:
         return self.context.setdefault("category_paths", CategoryPaths())[facet.category.pk]
@@ -168,7 +169,8 @@ class CategoryFacetSerializer(serializers.Serializer):
 
 class ColourFacetSerializer(serializers.Serializer):
     colour = serializers.ChoiceField(choices=list(FAMILIES))
-    count = serializers.IntegerField(help_text="Matches whose best-matching photo is mainly this colour.")
+    count = serializers.IntegerField(help_text="Matches with a matching photo mainly of this colour: what the colour "
+                                               "filter finds among them.")
 
 
 class FacetsSerializer(serializers.Serializer):

@@ -5,6 +5,7 @@ import re
 from collections import Counter
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -165,3 +166,51 @@ def test_the_facets_count_the_whole_pool_and_only_the_shown_products_cards_are_r
     card_reads = [re.search(r"ANY\('\{([0-9,]*)\}'", q["sql"]) for q in queries.captured_queries
                   if "json_build_object" in q["sql"]]
     assert [sorted(map(int, read[1].split(","))) for read in card_reads] == [sorted(r.product.pk for r in pool[:5])]
+
+
+def test_each_chip_counts_what_a_click_on_it_finds(settings):
+    """A category chip counted the products directly in it while its click searched below it too, and a colour chip
+    the main colour of each product's best photo while its click finds a product by any photo of that colour."""
+    from catalog.categories import category_descendant_ids
+    from catalog.models import ProductImage
+    from search.selectors import search_space_model
+    from tests.factories import CategoryFactory, ProductFactory
+
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000  # exact: every photo near the query is read
+    model = search_space_model()
+    furniture = CategoryFactory(name="Furniture")
+    sofas = CategoryFactory(name="Sofas", parent=furniture)
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    rng = np.random.default_rng(11)
+    query = rng.normal(size=dims)
+    query /= np.linalg.norm(query)
+
+    def near(distance):
+        vector = query + distance * rng.normal(size=dims) / np.sqrt(dims)
+        return vector / np.linalg.norm(vector)
+
+    photos = {  # product category -> its photos' (colour, how far from the query)
+        "A": (furniture, [("grey", 0.3)]),
+        "D": (furniture, [("blue", 0.2), ("red", 0.4)]),  # its best photo is blue, another red
+        "B": (sofas, [("grey", 0.3)]),
+        "C": (sofas, [("red", 0.5)]),
+    }
+    for name, (category, shots) in photos.items():
+        product = ProductFactory(title=name, category=category)
+        for position, (colour, distance) in enumerate(shots):
+            image = ProductImage.objects.create(product=product, file=f"x/{name}{position}.jpg", width=1, height=1,
+                                                content_hash="a" * 64, position=position, colours=[colour])
+            ImageEmbedding.objects.create(image=image, product=product, model=model, vector=near(distance))
+
+    matches = vector_matches(vector=query, limit=12, model=model, pool=48, cutoff=0.0)
+    chips = {facet.category.name: facet.count for facet in matches.categories}
+    assert chips == {"Furniture": 4, "Sofas": 2}
+    for category in (furniture, sofas):
+        clicked = vector_matches(vector=query, limit=12, model=model, cutoff=0.0,
+                                 category_ids=category_descendant_ids(category=category))
+        assert len(clicked.results) == chips[category.name]
+    swatches = {facet.colour: facet.count for facet in matches.colours}
+    assert swatches == {"grey": 2, "blue": 1, "red": 2}
+    for colour, count in swatches.items():
+        clicked = vector_matches(vector=query, limit=12, model=model, cutoff=0.0, refine=Refine(colour=colour))
+        assert len(clicked.results) == count, colour
