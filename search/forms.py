@@ -41,6 +41,9 @@ class PhotoSearchForm(forms.Form):
         required=False, min_value=1, max_value=MAX_RESULTS, widget=forms.HiddenInput,
         error_messages={"max_value": f"At most {MAX_RESULTS} results can be shown."},
     )
+    # The nearest products whatever their score (the empty state's way out), when the page searches the photo again
+    # for a refinement of such results.
+    closest = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

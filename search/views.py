@@ -60,7 +60,7 @@ def photo(request):
     refine_form = RefineForm(request.POST, auto_id="refine_%s")
     try:
         search = photo_search(image=form.query_image, category=data["category"], limit=data["limit"], box=data["box"],
-                              refine=refine_form.refine())
+                              threshold=0 if data["closest"] else None, refine=refine_form.refine())
         token = query_vector_keep(model=search.model, vector=search.vector, query_details=search.details)
     except InvalidBox as error:  # the form checks boxes already; this keeps a missed case a form error too
         form.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
@@ -72,7 +72,7 @@ def photo(request):
     width, height = form.query_image.width, form.query_image.height
     query_photo = _query_photo(data["photo"], width=width, height=height, box=data["box"])
     return _results(request, search, token=token, limit=data["limit"], refine_form=refine_form,
-                    query_photo=query_photo)
+                    query_photo=query_photo, closest=data["closest"])
 
 
 def _form_again(request) -> PhotoSearchForm:

@@ -149,6 +149,16 @@ def test_the_empty_state_shows_the_closest_products_on_request(client, catalog, 
     assert "Nothing similar enough in our catalog" in back.content.decode() and not _skus(back)
 
 
+def test_the_photo_searched_again_for_closest_results_stays_in_that_mode(client, catalog, test_images, settings):
+    """When the kept search has expired, the page sends the photo again with what the link asked: "closest" was
+    not among it, and "Show more" on the closest products answered "No lookalikes found"."""
+    settings.SEARCH_MIN_SCORE = 0.9
+    again = _post(client, uploaded_file(test_images / "plant-cactus.jpg"), closest="1")
+    assert again.status_code == 200 and "Closest products" in again.content.decode()
+    assert len(again.context["search"].results) == len(catalog)
+    assert again.context["chips"] and all("closest=1" in chip["url"] for chip in again.context["chips"])
+
+
 def test_an_empty_category_offers_its_closest_products(client, catalog, test_images, settings):
     settings.SEARCH_MIN_SCORE = 0.9
     empty = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"), category="clothing")

@@ -423,6 +423,7 @@
     REFINEMENTS.forEach(function (name) {
       if (asked.get(name)) pairs.push([name, asked.get(name)]);
     });
+    if (asked.get("closest") === "1") pairs.push(["closest", "1"]);  // still the closest, whatever their match
     var box = initialRegion();
     search({ file: photo, size: photoSize, category: asked.get("category") || "",
              box: box ? regionInPixels(box, photoSize) : "", limit: asked.get("limit") || "", refine: pairs });

@@ -196,3 +196,24 @@ def test_a_refinement_after_the_kept_search_expired_searches_the_photo_again(pag
     assert len(uploads) == 1  # the photo, sent again
     shoes = {product.title for product in shop.values() if product.category.name == "Shoes"}
     assert card_titles(page) and set(card_titles(page)) <= shoes  # in the category the chip asked for
+
+
+def test_the_closest_products_stay_the_closest_when_an_expired_search_is_sent_again(page, shop, test_images,
+                                                                                    settings):
+    """The photo was sent again without "closest": a chip on the closest products answered "No lookalikes found"."""
+    from django.core.cache import cache
+
+    settings.SEARCH_MIN_SCORE = 0.99  # nothing is similar enough
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    page.get_by_role("link", name="Show the closest products anyway").click()
+    wait_until_idle(page)
+    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    uploads = _uploads(page)
+    cache.clear()  # the kept query vector is gone, as after SEARCH_QUERY_KEEP_SECONDS
+    page.locator(".looks-like .chip").filter(has_text="Shoes").click()
+    wait_until_idle(page)
+    assert len(uploads) == 1  # the photo, sent again
+    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    shoes = {product.title for product in shop.values() if product.category.name == "Shoes"}
+    assert card_titles(page) and set(card_titles(page)) <= shoes
