@@ -15,7 +15,7 @@ from django.db import connections, router, transaction
 from django.db.models import CharField, Exists, OuterRef
 from django.db.models.functions import MD5, Cast
 
-from catalog.models import Category, Product
+from catalog.models import Category, Product, ProductImage
 from catalog.page_cache import kept_per_catalog_version
 from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, lineage, product_cards
 from search import details
@@ -558,3 +558,22 @@ def no_vector_in(model: str, *, image: str = "pk"):
     """A filter: the image (the row's ``image`` field) has no vector in space ``model``. NOT EXISTS, an anti-join,
     where NOT IN over a million ids outgrows work_mem and compares row by row."""
     return ~Exists(ImageEmbedding.objects.filter(model=model, image_id=OuterRef(image)))
+
+
+# --- Photos to embed (manage.py reindex) ---------------------------------------------------------------------------
+
+
+def image_ids_selected(*, category_ids: list[int] | None = None, statuses: set[str] | None = None) -> list[int]:
+    """The ids of the photos of products in ``category_ids`` (every category when None) whose embedding status is
+    one of ``statuses`` (any when None), in id order."""
+    images = ProductImage.objects.all()
+    if category_ids is not None:
+        images = images.filter(product__category_id__in=category_ids)
+    if statuses is not None:
+        images = images.filter(embedding_status__in=statuses)
+    return list(images.order_by("pk").values_list("pk", flat=True))
+
+
+def images_count(*, image_ids: list[int], status: str) -> int:
+    """How many of these photos have this embedding status."""
+    return ProductImage.objects.filter(pk__in=image_ids, embedding_status=status).count()

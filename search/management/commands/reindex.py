@@ -18,9 +18,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.models import EmbeddingStatus, ProductImage
+from catalog.models import EmbeddingStatus
 from catalog.selectors import UnknownCategory, category_by_slug, category_descendant_ids
 from search.embeddings import active_embedder
+from search.selectors import image_ids_selected, images_count
 from search.services import (
     PENDING_STALE_SECONDS,
     image_embedding_enqueue,
@@ -56,25 +57,23 @@ class Command(BaseCommand):
 
     def handle(self, *args, category=None, only=None, batch_size=64, background=False,
                timeout=WATCH_TIMEOUT_SECONDS, **options):
-        images = ProductImage.objects.all()
+        category_ids = statuses = None
         if category:
             try:
-                root = category_by_slug(slug=category)
+                category_ids = category_descendant_ids(category=category_by_slug(slug=category))
             except UnknownCategory as error:
                 raise CommandError(str(error)) from None
-            images = images.filter(product__category_id__in=category_descendant_ids(category=root))
         if only:
             statuses = {status.strip() for status in only.split(",") if status.strip()}
             if unknown := statuses - STATUSES:
                 raise CommandError(f"unknown status {', '.join(sorted(unknown))}; use {', '.join(sorted(STATUSES))}")
-            images = images.filter(embedding_status__in=statuses)
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if timeout <= 0:
             raise CommandError("--timeout must be more than 0 seconds")
 
         embedding_space_sync()
-        selected = list(images.order_by("pk").values_list("pk", flat=True))
+        selected = image_ids_selected(category_ids=category_ids, statuses=statuses)
         images_recompute_claim(image_ids=selected)  # the whole selection first: the to-do list of a resumed run
         embedder = active_embedder()
         self.stdout.write(f"Re-embedding {len(selected)} image(s) with {embedder.id}")
@@ -83,7 +82,7 @@ class Command(BaseCommand):
         else:
             self._embed_here(selected, embedder, batch_size)
         space = embedding_space_sync()
-        failed = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.FAILED).count()
+        failed = images_count(image_ids=selected, status=EmbeddingStatus.FAILED)
         style = self.style.WARNING if failed else self.style.SUCCESS
         self.stdout.write(style(f"Done. {failed} failed. Search uses {space.model}."))
         if failed:
@@ -107,11 +106,10 @@ class Command(BaseCommand):
     def _watch(self, selected, queued, *, timeout):
         if queued < len(selected):
             self.stderr.write(f"only {queued} of {len(selected)} queued (broker down?); the sweep sends the rest")
-        remaining = ProductImage.objects.filter(pk__in=selected, embedding_status=EmbeddingStatus.PENDING)
         left, progressed = len(selected), time.monotonic()
         with tqdm(total=len(selected), unit="img", desc="workers", disable=None) as bar:
             while True:
-                left, before = remaining.count(), left
+                left, before = images_count(image_ids=selected, status=EmbeddingStatus.PENDING), left
                 bar.update(len(selected) - left - bar.n)
                 if left == 0:
                     return
