@@ -229,63 +229,66 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     images = {image.pk: image for image in images}
     outcome["missing"] = len(set(image_ids) - images.keys())
     done: set[int] = set()
+    if not force:
+        done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
+                   .values_list("image_id", flat=True))
+    if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
+        _mark_ready(image_ids=unmarked, model=embedder.id)
+    outcome["skipped"] = len(done)
+    todo = [image for image_id, image in images.items() if image_id not in done]
+    if not todo:
+        return outcome
     try:
-        if not force:
-            done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
-                       .values_list("image_id", flat=True))
-        if images.keys() - done:
-            embedder.load()  # before decoding anything: a broken model fails the batch at once
+        embedder.load()  # before decoding anything: a broken model fails the batch at once
     except ModelUnavailable as error:
         # No retry can help until an operator repairs the model files, so the reason is recorded on each image
         # (the admin shows it; `reindex --only failed` redoes them) rather than retried in a loop.
-        unavailable = sorted(images.keys() - done)
-        for image_id in unavailable:
-            image_embedding_fail(image_id=image_id, error=f"model unavailable: {error}")
-        outcome["failed"] = len(unavailable)
-        images = {image_id: images[image_id] for image_id in done}
-    if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
-        _mark_ready(image_ids=unmarked, model=embedder.id)
-    outcome["skipped"] += len(done)
+        for image in todo:
+            image_embedding_fail(image_id=image.pk, error=f"model unavailable: {error}")
+        outcome["failed"] = len(todo)
+        return outcome
 
-    decoded_ids, decoded = [], []
-    with ExitStack() as files:
-        opened = {}
-        for image_id, image in images.items():
-            if image_id in done:
-                continue
-            try:
-                opened[image_id] = files.enter_context(image.file.open("rb"))
-            except TRANSIENT_OS_ERRORS:
-                raise
-            except PERMANENT_ERRORS as error:
-                image_embedding_fail(image_id=image_id, error=f"{type(error).__name__}: {error}",
-                                     file_version=FileVersion.of(image))
-                outcome["failed"] += 1
-        # Decoded in threads; a file that cannot be decoded comes back as its exception.
-        for image_id, result in zip(opened, embedder.load_images(opened.values())):
-            if isinstance(result, TRANSIENT_OS_ERRORS) or (
-                isinstance(result, Exception) and not isinstance(result, PERMANENT_ERRORS)
-            ):
-                raise result
-            if isinstance(result, Exception):
-                image_embedding_fail(image_id=image_id, error=f"{type(result).__name__}: {result}",
-                                     file_version=FileVersion.of(images[image_id]))
-                outcome["failed"] += 1
-            else:
-                decoded_ids.append(image_id)
-                decoded.append(result)
-
+    decoded = _images_decode(todo, embedder)
+    outcome["failed"] = len(todo) - len(decoded)
     if decoded:
-        vectors, detail_maps = embedder.embed_images(decoded, details=True)
+        vectors, detail_maps = embedder.embed_images(list(decoded.values()), details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
-            StoredVector(image_id=image_id, vector=vector, colours=dominant_colours(pixels),
-                         details=details.stored(detail_map), file_version=FileVersion.of(images[image_id]))
-            for image_id, vector, pixels, detail_map in zip(decoded_ids, vectors, decoded, detail_maps)
+            StoredVector(image_id=image.pk, vector=vector, colours=dominant_colours(pixels),
+                         details=details.stored(detail_map), file_version=FileVersion.of(image))
+            for (image, pixels), vector, detail_map in zip(decoded.items(), vectors, detail_maps)
         ])
         images_near_duplicate_flag(items=stored, model=embedder.id)
         outcome["embedded"] = len(stored)
         _searched_space_fill(image_ids=[item.image_id for item in stored], building=embedder.id)
     return outcome
+
+
+def _images_decode(images: list[ProductImage], embedder: Embedder) -> dict[ProductImage, Image.Image]:
+    """Each image's pixels, decoded in threads; one whose file cannot be opened or decoded is recorded as failed
+    and left out. A transient error (the storage unreachable) or an unexpected one propagates: the task retries."""
+    decoded = {}
+    with ExitStack() as files:
+        opened = {}
+        for image in images:
+            try:
+                opened[image] = files.enter_context(image.file.open("rb"))
+            except TRANSIENT_OS_ERRORS:
+                raise
+            except PERMANENT_ERRORS as error:
+                image_embedding_fail(image_id=image.pk, error=f"{type(error).__name__}: {error}",
+                                     file_version=FileVersion.of(image))
+        # A file that cannot be decoded comes back as its exception.
+        for image, result in zip(opened, embedder.load_images(opened.values())):
+            if isinstance(result, TRANSIENT_OS_ERRORS) or (
+                isinstance(result, Exception) and not isinstance(result, PERMANENT_ERRORS)
+            ):
+                raise result
+            if isinstance(result, Exception):
+                image_embedding_fail(image_id=image.pk, error=f"{type(result).__name__}: {result}",
+                                     file_version=FileVersion.of(image))
+            else:
+                decoded[image] = result
+    return decoded
 
 
 def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
