@@ -110,6 +110,7 @@ def _product_list(*, filters: dict, staff: bool):
         sort=filters.get("sort") or selectors.DEFAULT_SORT,
         min_price=filters.get("min_price"),
         max_price=filters.get("max_price"),
+        currency=filters.get("currency"),
         staff=staff,
         active=filters.get("active"),
     )

@@ -11,7 +11,7 @@ from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, connections, router
-from django.db.models import BooleanField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
 from django.db.models.functions import RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
@@ -29,7 +29,8 @@ from catalog.categories import (  # noqa: F401
     kept_category_cards,
     lineage,
 )
-from catalog.models import Category, Product, ProductImage
+from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage
+from catalog.page_cache import kept_per_catalog_version
 from catalog.typos import MAX_WORDS, corrections
 
 PRODUCT_SORTS = {"title": ("title", "pk"), "newest": ("-created_at", "-pk")}
@@ -217,13 +218,15 @@ def product_api_list(
     sort: str = DEFAULT_SORT,
     min_price: Decimal | None = None,
     max_price: Decimal | None = None,
+    currency: str | None = None,
     staff: bool = False,
     active: bool | None = None,
 ) -> QuerySet[Product]:
     """The API's product list: ranked by ``query`` when given, otherwise sorted.
 
     Shoppers see active products with their card image; ``staff`` see inactive ones too (optionally only
-    ``active`` or inactive ones), with all their images unless ranked by ``query``.
+    ``active`` or inactive ones), with all their images unless ranked by ``query``. A price range keeps the
+    products priced in ``currency`` (the shop's by default) within it.
     """
     category_ids = category_descendant_ids(category=category) if category is not None else None
     if query:
@@ -239,6 +242,8 @@ def product_api_list(
         products = product_list(category_ids=category_ids, sort=sort)
     if staff and active is not None:
         products = products.filter(active=active)
+    if min_price is not None or max_price is not None:
+        products = products.filter(currency=currency or shop_currency())
     if min_price is not None:
         products = products.filter(price__gte=min_price)
     if max_price is not None:
@@ -254,3 +259,18 @@ def product_photo_hashes(*, skus: Iterable[str]) -> dict[str, list[str]]:
                               .order_by("product_id", "position", "pk").values_list("product__sku", "content_hash")):
         hashes.setdefault(sku, []).append(content_hash)
     return hashes
+
+
+def product_currencies() -> list[str]:
+    """The currencies the active products are priced in, the most used first (ties by code)."""
+    counts = Product.objects.filter(active=True).values("currency").annotate(products=Count("id"))
+    return [row["currency"] for row in counts.order_by("-products", "currency")]
+
+
+# The same, read once per catalog version: every price range and price order of a search asks for it.
+kept_product_currencies = kept_per_catalog_version(product_currencies)
+
+
+def shop_currency() -> str:
+    """The currency prices are compared in unless another is asked: the one most active products are priced in."""
+    return next(iter(kept_product_currencies()), DEFAULT_CURRENCY)

@@ -144,7 +144,29 @@ class ProductImageUploadSerializer(serializers.Serializer):
     )
 
 
-class ProductFilterSerializer(serializers.Serializer):
+class PriceRangeSerializer(serializers.Serializer):
+    """A price range in one currency: the product list's and the visual searches'."""
+
+    min_price = serializers.DecimalField(
+        required=False, **PRICE_DIGITS, min_value=0, help_text="Only products at this price or more.")
+    max_price = serializers.DecimalField(
+        required=False, **PRICE_DIGITS, min_value=0, help_text="Only products at this price or less.")
+    currency = serializers.CharField(
+        required=False, validators=[CURRENCY_CODE],
+        help_text="The currency of the price range (ISO 4217), and of an order by price: only products priced in "
+        "it are in the range, and they come first in the order. By default the shop's: the one most of its "
+        "products are priced in.",
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError({"max_price": ["max_price must not be below min_price."]})
+        return attrs
+
+
+class ProductFilterSerializer(PriceRangeSerializer):
     """Query parameters of the product list."""
 
     category = CategorySlugField(required=False, help_text="A category slug; includes its subcategories.")
@@ -153,18 +175,10 @@ class ProductFilterSerializer(serializers.Serializer):
         help_text="Full-text search in titles and descriptions, forgiving typos (\"hodie\" finds hoodies); products "
         "that match the words as typed come first.",
     )
-    min_price = serializers.DecimalField(required=False, **PRICE_DIGITS, min_value=0)
-    max_price = serializers.DecimalField(required=False, **PRICE_DIGITS, min_value=0)
     active = serializers.BooleanField(
         required=False, allow_null=True, default=None, help_text="Staff only: filter by active flag (default: all)."
     )
     sort = serializers.ChoiceField(choices=list(PRODUCT_SORTS), required=False, help_text="Ignored when q is given.")
-
-    def validate(self, attrs):
-        low, high = attrs.get("min_price"), attrs.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"max_price": ["max_price must not be below min_price."]})
-        return attrs
 
 
 class CategoryFilterSerializer(serializers.Serializer):

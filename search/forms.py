@@ -6,7 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog.categories import UnknownCategory, category_by_slug, category_tree
-from catalog.models import PRICE_DIGITS, Category
+from catalog.models import CURRENCY_CODE, PRICE_DIGITS, Category
+from catalog.selectors import shop_currency
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.colours import FAMILIES
 from search.refine import DEFAULT_SORT, SORTS, Refine
@@ -107,6 +108,9 @@ class RefineForm(forms.Form):
         widget=forms.HiddenInput, error_messages={"invalid_choice": "There is no such colour to filter by."},
     )
 
+    # The currency of the price range and the price orders when it is not the shop's (a link may ask for another).
+    currency = forms.CharField(required=False, validators=[CURRENCY_CODE], widget=forms.HiddenInput)
+
     def clean(self):
         cleaned = super().clean()
         low, high = cleaned.get("min_price"), cleaned.get("max_price")
@@ -119,8 +123,12 @@ class RefineForm(forms.Form):
         data = self.cleaned_data if self.is_bound and (self.is_valid() or True) else {}
         return Refine(
             min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data.get("sort") or DEFAULT_SORT,
-            colour=data.get("colour") or None,
+            colour=data.get("colour") or None, currency=data.get("currency") or None,
         )
+
+    def price_currency(self) -> str:
+        """The currency the price range is in, for its label."""
+        return self.refine().currency or shop_currency()
 
     def query_items(self, *, colour: bool = True) -> list[tuple[str, str]]:
         """The valid refinements as query-string pairs, for links that keep them (chips, "show more"); without
@@ -129,4 +137,5 @@ class RefineForm(forms.Form):
         items = [("min_price", refine.min_price), ("max_price", refine.max_price)]
         items.append(("sort", refine.sort if refine.sort != DEFAULT_SORT else None))
         items.append(("colour", refine.colour if colour else None))
+        items.append(("currency", refine.currency))
         return [(key, str(value)) for key, value in items if value is not None]

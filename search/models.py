@@ -52,12 +52,14 @@ class ImageEmbedding(models.Model):
     # Denormalised from the image and its product so that ANN queries and their filters read one table: an HNSW
     # scan checks a candidate's category on the row it already has instead of joining the product, and an exact
     # search of a small category is one range of an index. ``product`` is kept equal to the image's, and
-    # ``category``, ``active`` and ``price`` to the product's, by PostgreSQL triggers (migrations 0002, 0003, 0005),
-    # so no write path, bulk updates and photos moved to another product included, leaves them stale.
+    # ``category``, ``active``, ``price`` and ``currency`` to the product's, by PostgreSQL triggers (migrations 0002,
+    # 0003, 0005, 0008), so no write path, bulk updates and photos moved to another product included, leaves them
+    # stale.
     product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
     category = models.ForeignKey("catalog.Category", on_delete=models.PROTECT, related_name="+")
     active = models.BooleanField(default=True)
     price = models.DecimalField(**PRICE_DIGITS)
+    currency = models.CharField(max_length=3, default="")  # the price's (migration 0008)
     # The photo's main colour family (its ``colours[1]``; "" until computed), kept by the triggers of migration 0006.
     colour = models.CharField(max_length=12, blank=True, default="")
     model = models.CharField(max_length=100)

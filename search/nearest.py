@@ -16,8 +16,8 @@ from search.models import ImageEmbedding
 from search.refine import NO_REFINE, Refine
 
 TABLE = ImageEmbedding._meta.db_table
-# product id, cosine distance, image id, the image's main colour, the product's category id and price
-Hit = tuple[int, float, int, str, int, Decimal]
+# product id, cosine distance, image id, the image's main colour, the product's category id, price and currency
+Hit = tuple[int, float, int, str, int, Decimal, str]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class VectorRows:
         if self.refine.max_price is not None:
             clauses.append("price <= %s")
             params.append(self.refine.max_price)
+        if self.refine.priced and self.refine.currency is not None:
+            clauses.append("currency = %s")
+            params.append(self.refine.currency)
         if self.refine.colour is not None:
             clauses.append("colour = %s")
             params.append(self.refine.colour)
@@ -64,7 +67,8 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
     (one range of a filter's index) and sorted, never a walk of the graph."""
     where, params = rows.where()
     select = (
-        f"SELECT product_id, vector <=> %s AS distance, image_id, colour, category_id, price FROM {TABLE} WHERE {where}"
+        f"SELECT product_id, vector <=> %s AS distance, image_id, colour, category_id, price, currency FROM {TABLE}"
+        f" WHERE {where}"
     )
     params = [_vector_param(vector), *params]
     if exact:  # OFFSET 0 keeps the ordering outside, where the HNSW index cannot serve it

@@ -15,6 +15,7 @@ SORTS = {
     "newest": "Newest",
 }
 DEFAULT_SORT = "best"
+PRICE_SORTS = ("price", "-price")
 # How a results page says the order it shows.
 SORT_NOTES = {
     "best": "best match first", "price": "cheapest first", "-price": "dearest first", "newest": "newest first",
@@ -29,6 +30,9 @@ class Refine:
     max_price: Decimal | None = None
     sort: str = DEFAULT_SORT
     colour: str | None = None  # a family of search.colours.FAMILIES: matches need a photo mainly of it
+    # The currency of the price range and the price orders: a range keeps only products priced in it, an order puts
+    # them first. None: the shop's (search.selectors decides, and leaves it None where every product is in it).
+    currency: str | None = None
 
     @property
     def filtered(self) -> bool:
@@ -40,18 +44,27 @@ class Refine:
         """Whether a price range narrows the matches (what an empty answer then blames)."""
         return self.min_price is not None or self.max_price is not None
 
+    @property
+    def by_price(self) -> bool:
+        """Whether prices are compared: a price range, or an order by price."""
+        return self.priced or self.sort in PRICE_SORTS
+
 
 NO_REFINE = Refine()
 
 
-def sorted_matches(matches: list, sort: str) -> list:
-    """``matches`` (best first, each with ``.price``, ``.product_id`` and, for "newest", ``.created_at``) in the
-    shopper's order; a tie in price keeps the best match first, one in "newest" (a bulk import's products share a
-    moment) puts the later product first."""
+def sorted_matches(matches: list, sort: str, *, currency: str | None = None) -> list:
+    """``matches`` (best first, each with ``.price``, ``.currency``, ``.product_id`` and, for "newest",
+    ``.created_at``) in the shopper's order; a tie in price keeps the best match first, one in "newest" (a bulk
+    import's products share a moment) puts the later product first. With ``currency``, an order by price lists the
+    matches priced in it first, then each other currency's together: prices in two currencies are not compared."""
+    def in_currency(match) -> tuple:
+        return (match.currency != currency, match.currency) if currency is not None else ()
+
     if sort == "price":
-        return sorted(matches, key=lambda match: match.price)
+        return sorted(matches, key=lambda match: (*in_currency(match), match.price))
     if sort == "-price":
-        return sorted(matches, key=lambda match: -match.price)
+        return sorted(matches, key=lambda match: (*in_currency(match), -match.price))
     if sort == "newest":
         return sorted(matches, key=lambda match: (match.created_at, match.product_id), reverse=True)
     return list(matches)

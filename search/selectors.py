@@ -17,7 +17,15 @@ from django.db.models.functions import MD5, Cast
 
 from catalog.models import Category, Product, ProductImage
 from catalog.page_cache import kept_per_catalog_version
-from catalog.selectors import category_cards, category_descendant_ids, kept_category_cards, lineage, product_cards
+from catalog.selectors import (
+    category_cards,
+    category_descendant_ids,
+    kept_category_cards,
+    kept_product_currencies,
+    lineage,
+    product_cards,
+    shop_currency,
+)
 from search import details
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
@@ -186,6 +194,7 @@ def vector_matches(
     products when they exist.
     """
     model = model or search_space_model()
+    refine = _in_one_currency(refine)
     rows = VectorRows(
         model=model, category_ids=None if category_ids is None else tuple(category_ids), refine=refine,
         exclude_product_id=exclude_product_id,
@@ -202,7 +211,7 @@ def vector_matches(
             products = _products_for_cards([c.product_id for c in candidates])
             candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
                           if c.product_id in products]
-        ordered = sorted_matches(candidates, refine.sort)
+        ordered = sorted_matches(candidates, refine.sort, currency=refine.currency)
         if fold and len(ordered) > 1:
             minimum = settings.NEAR_DUPLICATE_MIN_SCORE
             pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
@@ -218,6 +227,15 @@ def vector_matches(
         results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates[:counted]),
         colours=_colour_facets(candidates[:counted]),
     )
+
+
+def _in_one_currency(refine: Refine) -> Refine:
+    """``refine`` with the currency its prices are compared in: the one asked, else the shop's (the one most active
+    products are priced in); None where every product is priced in it, so that nothing needs to tell them apart."""
+    if not refine.by_price:
+        return replace(refine, currency=None)
+    currency = refine.currency or shop_currency()
+    return replace(refine, currency=None if kept_product_currencies() in ([], [currency]) else currency)
 
 
 def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, threshold: float) -> list[_Candidate]:
@@ -242,11 +260,11 @@ def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, thre
         if hit[3] and match_score(_similarity(hit[1]), cutoff) >= threshold:
             colours[hit[0]].add(hit[3])
     candidates = []
-    for product_id, distance, image_id, colour, category_id, price in best.values():
+    for product_id, distance, image_id, colour, category_id, price, currency in best.values():
         similarity = _similarity(distance)
         if (score := match_score(similarity, cutoff)) >= threshold:
             candidates.append(_Candidate(product_id, similarity, score, image_id, colour, category_id, price,
-                                         colours=frozenset(colours[product_id])))
+                                         currency, colours=frozenset(colours[product_id])))
             if len(candidates) == pool:
                 break
     return candidates
@@ -278,6 +296,7 @@ class _Candidate:
     colour: str
     category_id: int
     price: Decimal
+    currency: str
     # The main colours of the product's photos that match (its best photo's and others'): a colour filter finds
     # the product by any of them, so its colour chips count it under each.
     colours: frozenset[str] = frozenset()

@@ -7,9 +7,8 @@ import math
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from catalog.models import PRICE_DIGITS
 from catalog.selectors import CategoryPaths
-from catalog.serializers import CategorySlugField, ProductSummarySerializer
+from catalog.serializers import CategorySlugField, PriceRangeSerializer, ProductSummarySerializer
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.refine import DEFAULT_SORT, SORTS, Refine
@@ -24,14 +23,7 @@ class _ScopeSerializer(serializers.Serializer):
     category = CategorySlugField(required=False, help_text="Only products in this category or below it.")
 
 
-class _RefineSerializer(_ScopeSerializer):
-    min_price = serializers.DecimalField(
-        required=False, **PRICE_DIGITS, min_value=0,
-        help_text="Only matches at this price or more (in the products' own currency).",
-    )
-    max_price = serializers.DecimalField(
-        required=False, **PRICE_DIGITS, min_value=0, help_text="Only matches at this price or less."
-    )
+class _RefineSerializer(_ScopeSerializer, PriceRangeSerializer):
     sort = serializers.ChoiceField(
         choices=list(SORTS),
         default=DEFAULT_SORT,
@@ -47,18 +39,11 @@ class _RefineSerializer(_ScopeSerializer):
         "not its background), each scored by its best such photo.",
     )
 
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
-        low, high = attrs.get("min_price"), attrs.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"max_price": ["max_price must not be below min_price."]})
-        return attrs
-
     def refine(self) -> Refine:
         data = self.validated_data
         return Refine(
             min_price=data.get("min_price"), max_price=data.get("max_price"), sort=data["sort"],
-            colour=data.get("colour"),
+            colour=data.get("colour"), currency=data.get("currency"),
         )
 
 

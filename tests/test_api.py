@@ -355,11 +355,21 @@ def test_products_filter(api, shelf, params, expected):
         ({"min_price": "x"}, "min_price"),
         ({"min_price": "9", "max_price": "1"}, "max_price"),
         ({"sort": "price"}, "sort"),
+        ({"max_price": "9", "currency": "euro"}, "currency"),
     ],
 )
 def test_bad_product_filters_get_400(api, shelf, params, field):
     response = api.get(PRODUCTS, params)
     assert response.status_code == 400 and field in response.json()
+
+
+def test_a_price_range_is_in_the_shops_currency_unless_another_is_asked(api, shelf):
+    """A 90-euro stool was listed "up to 100" beside the dollar products, as if euros were dollars."""
+    ProductFactory(sku="STOOL-EU", title="Beech stool", category=Category.objects.get(slug="furniture"),
+                   price=Decimal("90"), currency="EUR")
+    assert listed(api.get(PRODUCTS, {"max_price": "100"})) == ["LAMP-1"]  # most products are in USD
+    assert listed(api.get(PRODUCTS, {"max_price": "100", "currency": "EUR"})) == ["STOOL-EU"]
+    assert "STOOL-EU" in listed(api.get(PRODUCTS, {"page_size": 10}))  # no price range: every currency
 
 
 def test_staff_see_inactive_products_and_can_filter_on_them(staff_api, shelf):

@@ -214,3 +214,62 @@ def test_each_chip_counts_what_a_click_on_it_finds(settings):
     for colour, count in swatches.items():
         clicked = vector_matches(vector=query, limit=12, model=model, cutoff=0.0, refine=Refine(colour=colour))
         assert len(clicked.results) == count, colour
+
+
+@pytest.fixture
+def two_currencies(priced):
+    """The priced catalog with every third product priced in euros (copied onto the vector rows by the trigger)."""
+    model, products, vectors = priced
+    euro = {product.pk for product in products[::3]}
+    Product.objects.filter(pk__in=euro).update(currency="EUR")
+    for product in products:
+        product.currency = "EUR" if product.pk in euro else "USD"
+    return model, products, vectors
+
+
+def test_the_currency_copy_follows_the_product(two_currencies):
+    model, products, _ = two_currencies
+    assert ImageEmbedding.objects.get(product=products[3]).currency == "EUR"
+    assert ImageEmbedding.objects.get(product=products[4]).currency == "USD"
+    Product.objects.filter(pk=products[4].pk).update(currency="GBP")
+    assert ImageEmbedding.objects.get(product=products[4]).currency == "GBP"
+
+
+@pytest.mark.parametrize("exact_max, path", [(10_000, "exact"), (0, "hnsw")])
+def test_a_price_range_is_in_one_currency_the_shops_unless_another_is_asked(settings, two_currencies, exact_max,
+                                                                             path):
+    """"Up to 130" kept products at 129 euros and at 129 dollars alike, as if they were one currency."""
+    settings.SEARCH_EXACT_MAX_VECTORS = exact_max
+    model, products, vectors = two_currencies
+    dollars = Refine(min_price=Decimal("100"), max_price=Decimal("129.99"))  # the shop's: most products are in USD
+    found, _ = _search(model, vectors[3], dollars)
+    assert found == _exact_top(products, vectors, vectors[3],
+                               lambda p: 100 <= p.price < 130 and p.currency == "USD")
+    euros = Refine(min_price=Decimal("100"), max_price=Decimal("129.99"), currency="EUR")
+    found, _ = _search(model, vectors[3], euros)
+    assert found == _exact_top(products, vectors, vectors[3],
+                               lambda p: 100 <= p.price < 130 and p.currency == "EUR")
+
+
+def test_an_order_by_price_lists_the_shops_currency_first_and_compares_no_two_currencies(settings, two_currencies):
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000
+    model, products, vectors = two_currencies
+    by_pk = {product.pk: product for product in products}
+    for asked, first in ((None, "USD"), ("EUR", "EUR")):
+        found = vector_matches(vector=vectors[3], limit=96, model=model, pool=48,
+                               refine=Refine(sort="price", currency=asked)).results
+        listed = [(by_pk[r.product.pk].currency, by_pk[r.product.pk].price) for r in found]
+        currencies = [currency for currency, _ in listed]
+        assert currencies[0] == first and currencies == sorted(currencies, key=lambda c: c != first)
+        for currency in set(currencies):
+            prices = [price for c, price in listed if c == currency]
+            assert prices == sorted(prices)
+
+
+def test_a_shop_in_one_currency_other_than_the_default_filters_by_price_as_before(settings, priced):
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000
+    model, products, vectors = priced
+    Product.objects.update(currency="EUR")
+    found, sql = _search(model, vectors[3], Refine(min_price=Decimal("100"), max_price=Decimal("129.99")))
+    assert found == _exact_top(products, vectors, vectors[3], lambda p: 100 <= p.price < 130)
+    assert not any("currency =" in statement for statement in sql)  # nothing to tell apart

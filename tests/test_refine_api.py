@@ -95,6 +95,22 @@ def test_more_like_this_takes_a_price_range_and_a_sort(api, catalog, settings):
     assert skus(api.get(url, {"scope": "all", "max_price": "64.99"})) == []
 
 
+def test_a_price_range_of_a_photo_search_is_in_one_currency(api, client, catalog, test_images, settings):
+    from catalog.models import Product
+
+    settings.SEARCH_MIN_SCORE = 0  # More like this with a price range keeps real matches only: let all count
+
+    Product.objects.filter(sku="TEE-1").update(currency="EUR")  # 15 euros; the rest of the shop is in dollars
+    assert "TEE-1" not in skus(search(api, test_images, threshold="0", max_price="70"))
+    assert skus(search(api, test_images, threshold="0", max_price="70", currency="EUR")) == ["TEE-1"]
+    assert "currency" in search(api, test_images, max_price="70", currency="eur").json()
+    page = client.get("/p/CHAIR-1/", {"scope": "all", "max_price": "70"}).content.decode()
+    assert "Price, USD" in page
+    euros = client.get("/p/CHAIR-1/", {"scope": "all", "max_price": "70", "currency": "EUR"})
+    assert "Price, EUR" in euros.content.decode()
+    assert [item.product.sku for item in euros.context["similar_products"]] == ["TEE-1"]
+
+
 def test_facets_count_the_matches_by_category_most_first(api, catalog, test_images):
     body = search(api, test_images, threshold="0", **EXACT).json()
     assert body["facets"]["categories"] == [
