@@ -229,27 +229,29 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     images = {image.pk: image for image in images}
     outcome["missing"] = len(set(image_ids) - images.keys())
     done: set[int] = set()
-    if not force:
-        done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
-                   .values_list("image_id", flat=True))
-    if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
-        _mark_ready(image_ids=unmarked, model=embedder.id)
-    outcome["skipped"] = len(done)
-    todo = [image for image_id, image in images.items() if image_id not in done]
-    if not todo:
-        return outcome
     try:
-        embedder.load()  # before decoding anything: a broken model fails the batch at once
+        if not force:  # the space's id needs the model's reduction: it too may be unavailable
+            done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
+                       .values_list("image_id", flat=True))
+        todo = [image for image_id, image in images.items() if image_id not in done]
+        if todo:
+            embedder.load()  # before decoding anything: a broken model fails the batch at once
     except ModelUnavailable as error:
         # No retry can help until an operator repairs the model files, so the reason is recorded on each image
         # (the admin shows it; `reindex --only failed` redoes them) rather than retried in a loop.
-        for image in todo:
-            image_embedding_fail(image_id=image.pk, error=f"model unavailable: {error}")
+        todo = [image for image_id, image in images.items() if image_id not in done]
+        _images_fail([(image, f"model unavailable: {error}") for image in todo], file_versions=False)
         outcome["failed"] = len(todo)
+        todo = []
+    if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
+        _mark_ready(image_ids=unmarked, model=embedder.id)
+    outcome["skipped"] = len(done)
+    if not todo:
         return outcome
 
-    decoded = _images_decode(todo, embedder)
-    outcome["failed"] = len(todo) - len(decoded)
+    decoded, failures = _images_decode(todo, embedder)
+    _images_fail(failures)
+    outcome["failed"] = len(failures)
     if decoded:
         vectors, detail_maps = embedder.embed_images(list(decoded.values()), details=True)
         stored = image_embeddings_store(model=embedder.id, items=[
@@ -263,10 +265,11 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     return outcome
 
 
-def _images_decode(images: list[ProductImage], embedder: Embedder) -> dict[ProductImage, Image.Image]:
-    """Each image's pixels, decoded in threads; one whose file cannot be opened or decoded is recorded as failed
-    and left out. A transient error (the storage unreachable) or an unexpected one propagates: the task retries."""
-    decoded = {}
+def _images_decode(images: list[ProductImage], embedder: Embedder
+                   ) -> tuple[dict[ProductImage, Image.Image], list[tuple[ProductImage, str]]]:
+    """Each image's pixels, decoded in threads, and the images whose file cannot be opened or decoded, with why. A
+    transient error (the storage unreachable) or an unexpected one propagates: the task retries."""
+    decoded, failures = {}, []
     with ExitStack() as files:
         opened = {}
         for image in images:
@@ -275,8 +278,7 @@ def _images_decode(images: list[ProductImage], embedder: Embedder) -> dict[Produ
             except TRANSIENT_OS_ERRORS:
                 raise
             except PERMANENT_ERRORS as error:
-                image_embedding_fail(image_id=image.pk, error=f"{type(error).__name__}: {error}",
-                                     file_version=FileVersion.of(image))
+                failures.append((image, f"{type(error).__name__}: {error}"))
         # A file that cannot be decoded comes back as its exception.
         for image, result in zip(opened, embedder.load_images(opened.values())):
             if isinstance(result, TRANSIENT_OS_ERRORS) or (
@@ -284,11 +286,19 @@ def _images_decode(images: list[ProductImage], embedder: Embedder) -> dict[Produ
             ):
                 raise result
             if isinstance(result, Exception):
-                image_embedding_fail(image_id=image.pk, error=f"{type(result).__name__}: {result}",
-                                     file_version=FileVersion.of(image))
+                failures.append((image, f"{type(result).__name__}: {result}"))
             else:
                 decoded[image] = result
-    return decoded
+    return decoded, failures
+
+
+def _images_fail(failures: list[tuple[ProductImage, str]], *, file_versions: bool = True) -> None:
+    """Record each image's failure in one transaction (the pages that showed them are retired once, not once each);
+    with ``file_versions``, only against the file that failed (image_embedding_fail)."""
+    with transaction.atomic():
+        for image, error in failures:
+            image_embedding_fail(image_id=image.pk, error=error,
+                                 file_version=FileVersion.of(image) if file_versions else None)
 
 
 def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
