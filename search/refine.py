@@ -45,6 +45,11 @@ class Refine:
         return self.min_price is not None or self.max_price is not None
 
     @property
+    def narrows_or_reorders(self) -> bool:
+        """Whether a filter or another order than the best match applies (a currency alone changes nothing)."""
+        return self.filtered or self.sort != DEFAULT_SORT
+
+    @property
     def by_price(self) -> bool:
         """Whether prices are compared: a price range, or an order by price."""
         return self.priced or self.sort in PRICE_SORTS

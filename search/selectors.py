@@ -450,7 +450,7 @@ def product_matches(
     first = _first_photo_vector(product=product, model=model)
     if first is None:
         return Matches(results=[])
-    refined = refine != NO_REFINE
+    refined = refine.narrows_or_reorders
     return vector_matches(
         vector=first[0], limit=limit, category_ids=category_ids, exclude_product_id=product.pk, model=model,
         threshold=MATCH_THRESHOLD if refined else 0.0, refine=refine, pool=MATCH_POOL if refined or fold else 0,

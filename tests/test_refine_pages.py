@@ -162,3 +162,17 @@ def test_a_product_whose_photos_failed_does_not_promise_lookalikes_once_they_are
     image_embedding_fail(image_id=photo.pk, error="OSError: truncated file")
     html = client.get(chair.get_absolute_url()).content.decode()
     assert "no similar products to show" in html and "once this product's photos are processed" not in html
+
+
+def test_a_currency_alone_changes_nothing_more_like_this_lists(client, catalog, settings):
+    """Left in the address by "Clear the price", a currency made More like this keep real matches only, as a filter
+    does, and say "Nothing looks enough like it to sort" though nothing was sorted."""
+    settings.SEARCH_MIN_SCORE = 0.99  # nothing is a real match: a filtered or sorted More like this lists none
+    plain = client.get("/p/CHAIR-1/", {"scope": "all"})
+    assert plain.context["similar_products"]
+    with_currency = client.get("/p/CHAIR-1/", {"scope": "all", "currency": "EUR"})
+    assert ([item.product.sku for item in with_currency.context["similar_products"]]
+            == [item.product.sku for item in plain.context["similar_products"]])
+    priced = client.get("/p/CHAIR-1/", {"max_price": "1", "currency": "EUR"}).content.decode()
+    clear = re.search(r'<a href="([^"]+)">Clear the price</a>', priced)[1]
+    assert "currency" not in clear
