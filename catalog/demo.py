@@ -26,7 +26,7 @@ from pathlib import Path
 
 from django.core.files.base import ContentFile
 
-from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, Category
+from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, DEFAULT_CURRENCY, Category
 from catalog.services import (
     LoadSummary,
     ProductWithPhotos,
@@ -57,7 +57,7 @@ class DemoProduct:
     price: Decimal
     images: tuple[Path, ...]
     description: str = ""
-    currency: str = "USD"
+    currency: str = DEFAULT_CURRENCY
 
 
 # --- Sources ------------------------------------------------------------------------------------------

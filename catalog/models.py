@@ -132,6 +132,8 @@ class Product(models.Model):
         indexes = [
             GinIndex(fields=["search_document"], name="product_search_document_gin"),
             models.Index(fields=["category", "active"], name="product_category_active_idx"),
+            # The currencies the shop's products are in, found a probe each (catalog.selectors.product_currencies).
+            models.Index(fields=["currency"], name="product_active_currency_idx", condition=Q(active=True)),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),

@@ -22,6 +22,7 @@ from django.utils.text import slugify
 from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import (
     CATEGORY_PATH_SEPARATOR,
+    DEFAULT_CURRENCY,
     POSITION_MAX,
     Category,
     Product,
@@ -113,7 +114,7 @@ def product_create(
     title: str,
     category: Category,
     price: Decimal | str,
-    currency: str = "USD",
+    currency: str = DEFAULT_CURRENCY,
     description: str = "",
     active: bool = True,
 ) -> Product:

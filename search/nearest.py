@@ -94,6 +94,8 @@ def _vector_param(vector) -> str:
 
 def count_statement(rows: VectorRows, limit: int) -> tuple[str, list]:
     """How many of ``rows`` there are, counting no further than ``limit`` + 1: deciding whether there are at most
-    ``limit`` costs at most that many index entries (the partial category, price and colour indexes hold ``model``)."""
+    ``limit`` costs at most that many index entries (the partial category, price and colour indexes hold ``model``).
+    Not so for a price range in a catalog of several currencies: the price index holds no currency, so the entries
+    of the range in the other currencies are read too (such catalogs are rare; an index would weigh on every row)."""
     where, params = rows.where()
     return f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT {int(limit) + 1}) AS counted", params

@@ -116,7 +116,7 @@ class SimilarProduct:
 @dataclass(frozen=True)
 class CategoryFacet:
     category: Category
-    count: int  # matches in this category (not below it)
+    count: int  # matches in this category or below it
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class ColourFacet:
 class Matches:
     results: list[SimilarProduct]  # at most ``limit``, in the asked order
     categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, most first
-    colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colour of the best photo
+    colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colours of matching photos
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,7 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
         if coloured:
             ProductImage.objects.bulk_update(coloured, ["colours"])
         ImageEmbedding.objects.bulk_create(
-            # category, active, price and colour: the triggers fill them in from the product and the photo.
+            # category, active, price, currency and colour: the triggers fill them in from the product and the photo.
             [ImageEmbedding(image_id=item.image_id, model=model, vector=item.vector, details=item.details,
                             product_id=products[item.image_id]) for item in items],
             update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "details", "product"],
@@ -405,10 +405,10 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
 
 def _products_share_lock(*, product_ids: list[int]) -> None:
     """Hold these products unchanged until the transaction ends. A vector row copies its product's category, active
-    flag and price as it is inserted (search migrations 0002-0006); a product updated meanwhile passes its change
-    on to the vector rows already committed only, so a new row would keep a deactivated product in search. Under
-    this lock the product's update waits for the new rows, or they for it. In pk order, as every loader locks
-    products."""
+    flag, price and currency as it is inserted (search migrations 0002-0008); a product updated meanwhile passes
+    its change on to the vector rows already committed only, so a new row would keep a deactivated product in
+    search. Under this lock the product's update waits for the new rows, or they for it. In pk order, as every
+    loader locks products."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT 1 FROM {Product._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR SHARE",
                        [product_ids])

@@ -11,6 +11,8 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -670,3 +672,15 @@ def test_the_schema_marks_what_every_answer_holds_and_names_the_refusals(api):
     assert {"400", "401", "403", "404"} <= set(product["patch"]["responses"])
     search_body = schema["paths"]["/api/v1/search/"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/x-www-form-urlencoded"} <= set(search_body)
+
+
+def test_the_shops_currency_is_the_one_most_products_are_in_and_one_currency_costs_no_count(shelf):
+    from catalog.selectors import product_currencies
+
+    with CaptureQueriesContext(connection) as queries:
+        assert product_currencies() == ["USD"]
+    assert len(queries) == 1 and "GROUP BY" not in queries[0]["sql"]  # one probe of the index per currency
+    for sku in ("EU-1", "EU-2", "EU-3", "EU-4"):
+        ProductFactory(sku=sku, category=Category.objects.get(slug="lamps"), currency="EUR")
+    ProductFactory(sku="GB-1", category=Category.objects.get(slug="lamps"), currency="GBP", active=False)
+    assert product_currencies() == ["EUR", "USD"]  # 4 against 4 shown: ties by code; a hidden product counts not

@@ -96,6 +96,18 @@ def test_a_photo_moved_to_another_product_by_a_bulk_update_takes_its_vector_alon
     assert old.pk not in {r.product.pk for r in in_old_category}
 
 
+def test_a_vector_row_takes_its_products_price_and_currency_and_follows_its_photo_to_another_product(clustered):
+    _, categories, products, vectors = clustered
+    euro = ProductFactory(category=categories[0], price="12.50", currency="EUR")
+    image = ProductImage.objects.create(product=euro, file="x/euro.jpg", width=1, height=1, content_hash="b" * 64)
+    row = ImageEmbedding.objects.create(image=image, product=euro, model=search_space_model(), vector=vectors[0])
+    row.refresh_from_db()
+    assert (str(row.price), row.currency) == ("12.50", "EUR")
+    ProductImage.objects.filter(pk=image.pk).update(product=products[1])  # a dollar product
+    row.refresh_from_db()
+    assert (row.price, row.currency) == (products[1].price, "USD")
+
+
 def test_a_vector_row_cannot_be_given_another_product_than_its_photos(clustered):
     _, _, products, _ = clustered
     with connection.cursor() as cursor:

@@ -30,7 +30,7 @@
   var REQUEST_TIMEOUT_MS = 120000;
   var TOO_SLOW = "The search took too long. Check your connection and try again.";
   // The refinements a new search of the same photo carries: from the refine form, or from a link's address.
-  var REFINEMENTS = ["min_price", "max_price", "sort", "colour"];
+  var REFINEMENTS = ["min_price", "max_price", "sort", "colour", "currency"];
 
   // ---------- Choosing a photo ----------
 
