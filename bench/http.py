@@ -89,6 +89,7 @@ class Site:
             "STATIC_ROOT": static_root,
             # One client address sends all the load: the per-address limit on anonymous searches would refuse it.
             "SEARCH_THROTTLE_RATE": "1000000/min",
+            "API_THROTTLE_RATE": "1000000/min",
             **env,
         }
         self.log = log

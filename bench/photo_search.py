@@ -58,6 +58,7 @@ def _setup_django(database_url: str, redis_url: str) -> None:
         "REDIS_URL": redis_url,
         "SECURE_SSL_REDIRECT": "false",
         "SEARCH_THROTTLE_RATE": "1000000/min",
+        "API_THROTTLE_RATE": "1000000/min",
     })
     import django
 

@@ -1,5 +1,5 @@
-"""Limits per client address, counted in the cache: anonymous photo searches (search/throttles.py) and admin
-logins (config/admin_site.py)."""
+"""Limits per client address, counted in the cache: anonymous API requests (``ApiAnonThrottle``), anonymous photo
+searches (search/throttles.py) and admin logins (config/admin_site.py)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ class ClientThrottle(AnonRateThrottle):
         except Exception:  # the counters live in the cache: while it is down, requests go on uncounted, not refused
             logger.warning("%s throttle unavailable: the cache is down", self.scope, exc_info=True)
             return True
+
+
+class ApiAnonThrottle(ClientThrottle):
+    """Anonymous API requests per client address: ``api`` in DEFAULT_THROTTLE_RATES (API_THROTTLE_RATE), every
+    endpoint's default. More like this and the lists each run queries (an ANN statement, a text search): without a
+    limit one client could keep the database busy. Photo search has its own, tighter limit instead."""
+
+    scope = "api"

@@ -255,6 +255,26 @@ def test_the_search_limit_counts_an_ipv6_client_by_its_slash_64(api, settings):
         cache.delete_many(keys)
 
 
+def test_anonymous_api_reads_are_limited_per_client_and_photo_search_keeps_its_own_limit(api, staff_api, product,
+                                                                                           settings):
+    """More like this runs an ANN statement and the lists a text search for anyone, with no limit at all."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {"api": "2/min", "search": "100/min"}}
+    address = "198.51.100.9"
+    keys = [f"throttle_api_{address}", f"throttle_search_{address}"]
+    cache.delete_many(keys)
+    try:
+        reads = [f"{PRODUCTS}{product.sku}/similar/", PRODUCTS, f"{PRODUCTS}{product.sku}/"]
+        codes = [api.get(url, REMOTE_ADDR=address).status_code for url in reads]
+        assert codes == [200, 200, 429]
+        refused = api.get(PRODUCTS, REMOTE_ADDR=address)
+        assert refused.json()["detail"].startswith("Request was throttled") and int(refused["Retry-After"]) > 0
+        assert api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=address).status_code == 400  # its own limit
+        assert staff_api.get(PRODUCTS, REMOTE_ADDR=address).status_code == 200  # signed in: not limited
+    finally:
+        cache.delete_many(keys)
+
+
 # --- More like this -------------------------------------------------------------------------------------
 
 

@@ -258,8 +258,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Throttle state lives in the cache (Redis), per client address: anonymous photo searches, and admin logins.
+    # Throttle state lives in the cache (Redis), per client address: anonymous API requests, anonymous photo
+    # searches (their own limit, in place of the API's), and admin logins.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
+        "api": env("API_THROTTLE_RATE", default="600/min"),
         "search": env("SEARCH_THROTTLE_RATE", default="30/min"),
         "admin_login": env("ADMIN_LOGIN_THROTTLE_RATE", default="10/min"),
     },

@@ -6,8 +6,9 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "insecure-test-key")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("EMBEDDED_REDIS_DB", "1")
-# Many tests search anonymously; the throttling test sets its own small rate.
+# Many tests search and read the API anonymously; the throttling tests set their own small rates.
 os.environ.setdefault("SEARCH_THROTTLE_RATE", "100000/min")
+os.environ.setdefault("API_THROTTLE_RATE", "100000/min")
 
 from .base import *  # noqa: E402,F403
 from .base import env  # noqa: E402
