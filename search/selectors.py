@@ -215,9 +215,7 @@ def vector_matches(
         if fold and len(ordered) > 1:
             minimum = settings.NEAR_DUPLICATE_MIN_SCORE
             pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
-            ordered = fold_duplicates(
-                ordered, lambda a, b: pairs.get((a, b) if a < b else (b, a), -1.0), min_similarity=minimum
-            )
+            ordered = fold_duplicates(ordered, pairs, min_similarity=minimum)
         if len(ordered) >= limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
             break  # enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page

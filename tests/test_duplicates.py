@@ -50,13 +50,28 @@ def _match(pk, image_id):
     return SimilarProduct(product=ProductFactory.build(pk=pk), score=1, similarity=1, image_id=image_id)
 
 
+def _close_pairs(vectors, minimum):
+    """What search.selectors reads from PostgreSQL: the pairs at ``minimum`` or more, lower image id first."""
+    ids = sorted(vectors)
+    return {(a, b): float(vectors[a] @ vectors[b]) for i, a in enumerate(ids) for b in ids[i + 1:]
+            if float(vectors[a] @ vectors[b]) >= minimum}
+
+
 def test_fold_keeps_order_and_folds_only_near_duplicates_of_kept_results():
     vectors = {1: _vector(1, 0, 0), 2: _vector(0, 1, 0), 3: _vector(0.99, 0.05, 0), 4: _vector(0.7, 0.7, 0)}
     folded = fold_duplicates([_match(10, 1), _match(20, 2), _match(30, 3), _match(40, 4)],
-                             lambda a, b: float(vectors[a] @ vectors[b]), min_similarity=0.9)
+                             _close_pairs(vectors, 0.9), min_similarity=0.9)
     assert [m.product.pk for m in folded] == [10, 20, 40]
     assert [d.product.pk for d in folded[0].duplicates] == [30]
     assert folded[1].duplicates == () and folded[2].duplicates == ()  # 0.7 from both: not a near-duplicate
+
+
+def test_a_match_folds_into_its_most_similar_kept_result_the_first_on_a_tie_and_never_into_a_folded_one():
+    pairs = {(1, 5): 0.95, (2, 5): 0.97, (3, 6): 0.93, (4, 6): 0.93, (5, 7): 0.99, (1, 2): 0.5}
+    folded = fold_duplicates([_match(pk, pk) for pk in (1, 2, 3, 4, 5, 6, 7)], pairs, min_similarity=0.9)
+    assert [m.product.pk for m in folded] == [1, 2, 3, 4, 7]  # 7 is close only to 5, itself folded: kept
+    duplicates = {m.product.pk: [d.product.pk for d in m.duplicates] for m in folded}
+    assert duplicates == {1: [], 2: [5], 3: [6], 4: [], 7: []}
 
 
 def test_the_api_nests_a_relisted_photo_under_the_better_ranked_listing(relisted, test_images):
