@@ -39,7 +39,6 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from catalog.models import (
     CATEGORY_PATH_DISPLAY_SEPARATOR,
     CURRENCY_CODE,
-    DEFAULT_CURRENCY,
     Category,
     Product,
 )
@@ -126,7 +125,7 @@ class CatalogRow:
     title: str
     category_path: str
     price: Decimal
-    currency: str
+    currency: str | None  # None: as it is (DEFAULT_CURRENCY, for a new product)
     description: str
     images: tuple[tuple[str, Path], ...]  # (as written in the CSV, resolved path)
     active: bool | None = None  # None: as it is (shown, for a new product)
@@ -452,8 +451,8 @@ def catalog_rows_import(
                             or category_get_or_create_path(path=category_path))
                 found[category_path] = category
                 fields = {
-                    "title": item.title, "description": item.description, "price": item.price,
-                    "currency": item.currency, "category": category,
+                    "title": item.title, "description": item.description, "price": item.price, "category": category,
+                    **({"currency": item.currency} if item.currency is not None else {}),
                     **({"active": item.active} if item.active is not None else {}),
                 }
                 photos = [_CsvPhoto(name=written, path=path, ahead=photos_ahead.get(path))
@@ -509,8 +508,8 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         raise RowError("title is empty")
     if len(title) > _TITLE_MAX:
         raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
-    currency = (row.get("currency") or "").strip().upper() or DEFAULT_CURRENCY
-    if not CURRENCY_CODE.regex.match(currency):
+    currency = (row.get("currency") or "").strip().upper() or None
+    if currency is not None and not CURRENCY_CODE.regex.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()
     if active and active not in ACTIVE_VALUES:

@@ -298,6 +298,16 @@ def test_the_active_column_hides_and_shows_products_and_empty_keeps_them_as_they
     assert dict(Product.objects.values_list("sku", "active")) == {"A-1": True, "B-1": False}
 
 
+def test_an_empty_or_missing_currency_keeps_a_products_currency_and_a_new_one_takes_the_default(db, shop):
+    """A price file without a currency column turned a shop's yen prices into dollars."""
+    head = "sku,title,category,price,description,images,currency\n"
+    catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,1500,,,jpy\n"))
+    catalog_csv_import(path=_write(shop, HEADER + "A-1,Kite,Toys,1400,,\nB-1,Ball,Toys,3,,\n"))
+    catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,1300,,,\n"))
+    assert dict(Product.objects.values_list("sku", "currency")) == {"A-1": "JPY", "B-1": "USD"}
+    assert Product.objects.get(sku="A-1").price == 1300
+
+
 def test_a_row_with_more_photos_than_a_row_may_hold_fails_and_one_file_named_twice_is_one_photo(db, shop):
     many = "|".join(["photos/chair-shell-black.jpg"] * 21)
     text = (
