@@ -169,7 +169,8 @@ class ProductAdmin(admin.ModelAdmin):
     form = ProductForm
     list_display = ["cover", "sku", "title", "category", "price", "currency", "active", "images_ready", "updated_at"]
     list_display_links = ["cover", "sku", "title"]
-    list_filter = ["active", ("category", admin.RelatedOnlyFieldListFilter), "images__embedding_status"]
+    # By currency too: prices in two currencies sorted together say nothing.
+    list_filter = ["active", ("category", admin.RelatedOnlyFieldListFilter), "currency", "images__embedding_status"]
     search_fields = ["sku", "title", "description"]
     autocomplete_fields = ["category"]
     readonly_fields = ["created_at", "updated_at"]

@@ -144,6 +144,13 @@ class ProductImageUploadSerializer(serializers.Serializer):
     )
 
 
+class CurrencyCodeField(serializers.CharField):
+    """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data).upper()
+
+
 class PriceRangeSerializer(serializers.Serializer):
     """A price range in one currency: the product list's and the visual searches'."""
 
@@ -151,11 +158,10 @@ class PriceRangeSerializer(serializers.Serializer):
         required=False, **PRICE_DIGITS, min_value=0, help_text="Only products at this price or more.")
     max_price = serializers.DecimalField(
         required=False, **PRICE_DIGITS, min_value=0, help_text="Only products at this price or less.")
-    currency = serializers.CharField(
+    currency = CurrencyCodeField(
         required=False, validators=[CURRENCY_CODE],
-        help_text="The currency of the price range (ISO 4217), and of an order by price: only products priced in "
-        "it are in the range, and they come first in the order. By default the shop's: the one most of its "
-        "products are priced in.",
+        help_text="The currency of the price range (ISO 4217): only products priced in it are in the range. By "
+        "default the shop's: the one most of its shown products are priced in.",
     )
 
     def validate(self, attrs):

@@ -87,6 +87,13 @@ class PhotoSearchForm(forms.Form):
         return cleaned
 
 
+class CurrencyField(forms.CharField):
+    """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
+
+    def to_python(self, value):
+        return super().to_python(value).upper()
+
+
 class RefineForm(forms.Form):
     """Price range and order of visual matches, from a query string: the photo page and "More like this"."""
 
@@ -108,8 +115,9 @@ class RefineForm(forms.Form):
         widget=forms.HiddenInput, error_messages={"invalid_choice": "There is no such colour to filter by."},
     )
 
-    # The currency of the price range and the price orders when it is not the shop's (a link may ask for another).
-    currency = forms.CharField(required=False, validators=[CURRENCY_CODE], widget=forms.HiddenInput)
+    # The currency of the price range and the price orders (links carry it: a page's meaning does not change when
+    # the shop's does). Not given: the shop's.
+    currency = CurrencyField(required=False, validators=[CURRENCY_CODE], widget=forms.HiddenInput)
 
     def clean(self):
         cleaned = super().clean()
@@ -137,5 +145,5 @@ class RefineForm(forms.Form):
         items = [("min_price", refine.min_price), ("max_price", refine.max_price)]
         items.append(("sort", refine.sort if refine.sort != DEFAULT_SORT else None))
         items.append(("colour", refine.colour if colour else None))
-        items.append(("currency", refine.currency))
+        items.append(("currency", self.price_currency() if refine.by_price else None))
         return [(key, str(value)) for key, value in items if value is not None]

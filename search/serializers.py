@@ -8,7 +8,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from catalog.selectors import CategoryPaths
-from catalog.serializers import CategorySlugField, PriceRangeSerializer, ProductSummarySerializer
+from catalog.models import CURRENCY_CODE
+from catalog.serializers import (
+    CategorySlugField,
+    CurrencyCodeField,
+    PriceRangeSerializer,
+    ProductSummarySerializer,
+)
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.refine import DEFAULT_SORT, SORTS, Refine
@@ -24,6 +30,12 @@ class _ScopeSerializer(serializers.Serializer):
 
 
 class _RefineSerializer(_ScopeSerializer, PriceRangeSerializer):
+    currency = CurrencyCodeField(
+        required=False, validators=[CURRENCY_CODE],
+        help_text="The currency of the price range and of an order by price (ISO 4217): only products priced in it "
+        "are in the range, and they come first in the order. By default the shop's: the one most of its shown "
+        "products are priced in.",
+    )
     sort = serializers.ChoiceField(
         choices=list(SORTS),
         default=DEFAULT_SORT,

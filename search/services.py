@@ -212,7 +212,7 @@ class StoredVector:
     vector: object  # 1-d array of VECTOR_DIMENSIONS floats
     colours: list[str] | None = None
     details: bytes | None = None  # search/details.py ``stored``
-    file_version: FileVersion | None = None  # the file the vector was computed from; not stored if it was replaced since
+    file_version: FileVersion | None = None  # the file it was computed from; not stored if it was replaced since
 
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:

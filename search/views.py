@@ -17,11 +17,12 @@ from django.views.decorators.http import require_http_methods
 from PIL import Image
 
 from catalog.categories import UnknownCategory, category_by_slug
+from catalog.selectors import kept_product_currencies
 from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb, upright
 from search.query import InvalidBox
-from search.refine import SORT_NOTES
+from search.refine import PRICE_SORTS, SORT_NOTES
 from search.kept_queries import query_vector_keep, query_vector_kept
 from search.selectors import PhotoSearch, photo_search
 from search.throttles import SearchAnonThrottle
@@ -126,6 +127,15 @@ def _limit(text: str | None) -> int:
         return RESULTS_PER_PAGE
 
 
+def _sort_note(refine, refine_form: RefineForm) -> str:
+    """How the results page says the order it shows; an order by price in a shop of several currencies names the
+    one listed first."""
+    note = SORT_NOTES[refine.sort]
+    if refine.sort in PRICE_SORTS and len(kept_product_currencies()) > 1:
+        note += f", {refine_form.price_currency()} prices first"
+    return note
+
+
 def _results(request, search: PhotoSearch, *, token: str | None, limit: int, refine_form: RefineForm, query_photo,
              closest: bool = False):
     category_slug = search.category.slug if search.category else ""
@@ -135,7 +145,7 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
         "search": search,
         "query_photo": query_photo,
         "token": token,
-        "sort_note": SORT_NOTES[search.refine.sort],
+        "sort_note": _sort_note(search.refine, refine_form),
         "closest": closest,
         "limit": limit,
     }

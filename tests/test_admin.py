@@ -1,6 +1,7 @@
 """The admin: add a product with two images, see thumbnails and embedding status, re-embed, bad uploads."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.urls import reverse
@@ -435,3 +436,12 @@ def test_admin_logins_are_limited_per_client_address(client, settings):
         assert client.post(url, {"username": "admin", "password": "x"}, REMOTE_ADDR="203.0.113.6").status_code == 200
     finally:
         cache.delete_many(keys)
+
+
+def test_staff_can_narrow_the_product_list_to_one_currency(admin_client, category):
+    """Sorted by price, the list mixed yen and dollars: the filter keeps one currency."""
+    ProductFactory(sku="YEN-1", category=category, price=Decimal("1500"), currency="JPY")
+    ProductFactory(sku="USD-1", category=category, price=Decimal("15"))
+    page = admin_client.get(reverse("admin:catalog_product_changelist"), {"currency": "JPY", "o": "5"})
+    assert page.status_code == 200
+    assert [product.sku for product in page.context["cl"].result_list] == ["YEN-1"]

@@ -103,12 +103,32 @@ def test_a_price_range_of_a_photo_search_is_in_one_currency(api, client, catalog
     Product.objects.filter(sku="TEE-1").update(currency="EUR")  # 15 euros; the rest of the shop is in dollars
     assert "TEE-1" not in skus(search(api, test_images, threshold="0", max_price="70"))
     assert skus(search(api, test_images, threshold="0", max_price="70", currency="EUR")) == ["TEE-1"]
-    assert "currency" in search(api, test_images, max_price="70", currency="eur").json()
+    assert skus(search(api, test_images, threshold="0", max_price="70", currency="eur")) == ["TEE-1"]  # any case
+    assert "currency" in search(api, test_images, max_price="70", currency="euro").json()
     page = client.get("/p/CHAIR-1/", {"scope": "all", "max_price": "70"}).content.decode()
     assert "Price, USD" in page
-    euros = client.get("/p/CHAIR-1/", {"scope": "all", "max_price": "70", "currency": "EUR"})
+    euros = client.get("/p/CHAIR-1/", {"scope": "all", "max_price": "70", "currency": "eur"})
     assert "Price, EUR" in euros.content.decode()
     assert [item.product.sku for item in euros.context["similar_products"]] == ["TEE-1"]
+
+
+def test_the_results_page_keeps_its_prices_currency_in_its_links_and_says_which_comes_first(client, catalog,
+                                                                                          test_images, settings):
+    """Links left the currency to be worked out again: once the shop's changed, the same link meant other prices.
+    And "cheapest first" listed dollars, then euros, as if one list."""
+    from catalog.models import Product
+
+    settings.SEARCH_MIN_SCORE = 0
+    Product.objects.filter(sku="TEE-1").update(currency="EUR")
+    searched = client.post("/search/photo/", {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg")})
+    token = searched.context["token"]
+    sorted_page = client.get("/search/photo/", {"query": token, "sort": "price"})
+    assert "cheapest first, USD prices first" in sorted_page.content.decode()
+    chips = sorted_page.context["chips"]
+    assert chips and all("currency=USD" in chip["url"] for chip in chips)
+    plain = client.get("/search/photo/", {"query": token})
+    assert "prices first" not in plain.content.decode()
+    assert plain.context["chips"] and all("currency" not in chip["url"] for chip in plain.context["chips"])
 
 
 def test_facets_count_the_matches_by_category_most_first(api, catalog, test_images):

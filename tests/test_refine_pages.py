@@ -59,7 +59,7 @@ def test_price_and_sort_controls_refine_and_keep_the_category(client, searched):
     assert _skus(dearest) == ["RUN-3", "RUN-1"]
     # The refined page's own links keep the refinements: a chip keeps the price range and the order.
     chips = page_links(response, "data-chip")
-    assert chips["Shoes (2)"].endswith(f"category={shoes}&max_price=100&sort=price")
+    assert chips["Shoes (2)"].endswith(f"category={shoes}&max_price=100&sort=price&currency=USD")  # the range's
     assert _skus(client.get(chips["Shoes (2)"])) == ["RUN-1", "RUN-3"]
 
 
