@@ -1,5 +1,6 @@
 import re
 import time
+from contextlib import contextmanager
 from html import unescape
 
 
@@ -103,3 +104,46 @@ def until_someone_waits_for_a_lock(*, timeout: float, locktype: str | None = Non
                 return True
         time.sleep(0.02)
     return False
+
+
+class HeldTransaction:
+    """What ``held_in_another_transaction`` saw: whether a session waited for its locks, and what it raised."""
+
+    waited: bool = False
+    error: BaseException | None = None
+
+
+@contextmanager
+def held_in_another_transaction(write, *, then=None, timeout: float = 10.0, locktype: str | None = None):
+    """Run ``write()`` in a transaction on another thread, and hold that transaction open until a session waits for
+    one of its locks (``until_someone_waits_for_a_lock``, at most ``timeout`` seconds); then run ``then()`` in it, if
+    given, and commit. The block runs once ``write`` has run: what it does there overlaps the held transaction.
+    Leaving the block waits for the thread. Yields a ``HeldTransaction``."""
+    import threading
+
+    from django.db import connections, transaction
+
+    held, written = HeldTransaction(), threading.Event()
+
+    def hold():
+        try:
+            with transaction.atomic():
+                write()
+                written.set()
+                held.waited = until_someone_waits_for_a_lock(timeout=timeout, locktype=locktype)
+                if then is not None:
+                    then()
+        except BaseException as error:  # noqa: BLE001 - reported to the test through ``held``
+            held.error = error
+        finally:
+            written.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert written.wait(30)
+    try:
+        yield held
+    finally:
+        thread.join(30)
+        assert not thread.is_alive(), "the held transaction did not end"

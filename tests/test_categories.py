@@ -8,11 +8,10 @@ forced in with the trigger disabled, under a statement timeout, so a walk that l
 from __future__ import annotations
 
 import html
-import threading
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Value, When
 from django.test import Client
 from django.urls import reverse
@@ -21,7 +20,7 @@ from catalog.categories import category_ancestors, category_descendant_ids, cate
 from catalog.models import Category
 from catalog.services import category_get_or_create_path
 from tests.factories import CategoryFactory, ProductFactory
-from tests.support import until_someone_waits_for_a_lock
+from tests.support import held_in_another_transaction
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -151,29 +150,15 @@ def test_database_refuses_a_category_as_its_own_parent_on_insert():
 def test_two_concurrent_moves_cannot_make_a_cycle_between_them():
     """A under B in one transaction, B under A in another: each alone is fine, together they are a cycle."""
     a, b = CategoryFactory(), CategoryFactory()
-    first_moved, errors = threading.Event(), []
-
-    def move_a_under_b():
+    errors = []
+    # The first move is held uncommitted until the second one waits on the tree's lock (a bounded wait: without the
+    # lock nothing ever waits, and the second move commits first).
+    with held_in_another_transaction(lambda: Category.objects.filter(pk=a.pk).update(parent=b), locktype="advisory"):
         try:
             with transaction.atomic():
-                Category.objects.filter(pk=a.pk).update(parent=b)
-                first_moved.set()
-                # Hold the move uncommitted until the second one waits on the tree's lock (a bounded wait: without
-                # the lock nothing ever waits, and the second move commits first).
-                until_someone_waits_for_a_lock(timeout=10, locktype="advisory")
-        finally:
-            first_moved.set()
-            connections.close_all()
-
-    thread = threading.Thread(target=move_a_under_b)
-    thread.start()
-    assert first_moved.wait(30)
-    try:
-        with transaction.atomic():
-            Category.objects.filter(pk=b.pk).update(parent=a)
-    except IntegrityError as error:
-        errors.append(error)
-    thread.join(30)
+                Category.objects.filter(pk=b.pk).update(parent=a)
+        except IntegrityError as error:
+            errors.append(error)
     assert len(errors) == 1, "the second move made a cycle"
     b.refresh_from_db()
     assert b.parent_id is None

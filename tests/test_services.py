@@ -215,34 +215,16 @@ def test_image_add_makes_a_small_upright_webp_thumbnail_for_cards(product):
 @pytest.mark.django_db(transaction=True)
 def test_two_photos_uploaded_at_once_without_a_position_go_one_after_the_other():
     """Both uploads read the same last position and went there both, so the gallery's order was left to chance."""
-    import threading
-
-    from django.db import connections
-
-    from tests.support import until_someone_waits_for_a_lock
+    from tests.support import held_in_another_transaction
 
     product = services.product_create(sku="P-1", title="Chair", category=Category.objects.create(name="Chairs",
                                       slug="chairs"), price="10")
     second = services.image_prepare(uploaded_image(color=(0, 0, 200)))  # ready before the first one holds its lock
-    first_added, waited, failed = threading.Event(), [], []
-
-    def add_and_hold():
-        try:
-            with transaction.atomic():
-                services.product_image_add(product=product, file=uploaded_image(color=(200, 0, 0)))
-                first_added.set()
-                waited.append(until_someone_waits_for_a_lock(timeout=10))  # the other upload, until it waits
-        except Exception as error:  # noqa: BLE001 - reported by the assertions below
-            failed.append(error)
-        finally:
-            first_added.set()
-            connections.close_all()
-
-    thread = threading.Thread(target=add_and_hold)
-    thread.start()
-    assert first_added.wait(30)
-    services.product_image_add(product=product, prepared=second)
-    thread.join(30)
-    assert not thread.is_alive() and failed == []
-    assert waited == [True]  # the second upload waited for the first's lock: the two really overlapped
+    # The first upload is held uncommitted until the other one waits for its lock.
+    with held_in_another_transaction(
+        lambda: services.product_image_add(product=product, file=uploaded_image(color=(200, 0, 0)))
+    ) as first:
+        services.product_image_add(product=product, prepared=second)
+    assert first.error is None
+    assert first.waited  # the second upload waited for the first's lock: the two really overlapped
     assert sorted(ProductImage.objects.filter(product=product).values_list("position", flat=True)) == [0, 1]

@@ -1,17 +1,15 @@
 """Each vector row carries its product's category and active flag, kept equal by PostgreSQL on every write path."""
 
-import threading
-
 import numpy as np
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 
 from catalog.models import Product, ProductImage
 from search import services
 from search.models import ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_vector
 from tests.factories import CategoryFactory, ProductFactory, clustered_catalog
-from tests.support import until_someone_waits_for_a_lock
+from tests.support import held_in_another_transaction
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -124,28 +122,13 @@ def test_a_product_deactivated_while_its_vector_is_stored_leaves_search():
     product = ProductFactory()
     image = ProductImage.objects.create(product=product, file="x/1.jpg", width=1, height=1, content_hash="a" * 64)
     model = search_space_model()
-    deactivated, waited = threading.Event(), []
+    # The update is held uncommitted until the store waits for it (a store that does not wait commits first).
+    with held_in_another_transaction(lambda: Product.objects.filter(pk=product.pk).update(active=False),
+                                     timeout=5) as update:
+        services.image_embeddings_store(model=model, items=[services.StoredVector(image_id=image.pk, vector=np.ones(
+            ImageEmbedding._meta.get_field("vector").dimensions))])
 
-    def deactivate():
-        try:
-            with transaction.atomic():
-                Product.objects.filter(pk=product.pk).update(active=False)
-                deactivated.set()
-                # Uncommitted until the store waits for it (a store that does not wait commits first).
-                if until_someone_waits_for_a_lock(timeout=5):
-                    waited.append(True)
-        finally:
-            deactivated.set()
-            connections.close_all()
-
-    thread = threading.Thread(target=deactivate)
-    thread.start()
-    assert deactivated.wait(30)
-    services.image_embeddings_store(model=model, items=[services.StoredVector(image_id=image.pk, vector=np.ones(
-        ImageEmbedding._meta.get_field("vector").dimensions))])
-    thread.join(30)
-
-    assert waited, "the store did not wait for the product's update"
+    assert update.waited and update.error is None, "the store did not wait for the product's update"
     assert _copies(product) == {(product.category_id, False)}
 
 
@@ -159,27 +142,15 @@ def test_a_photo_deleted_while_a_worker_stores_its_vector_is_deleted_with_it():
     image = ProductImage.objects.create(product=ProductFactory(), file="x/1.jpg", width=1, height=1,
                                         content_hash="a" * 64)
     model = search_space_model()
-    locked, waited, failed = threading.Event(), [], []
 
-    def store_while_holding_the_photo():
-        try:
-            with transaction.atomic():
-                ProductImage.objects.select_for_update().get(pk=image.pk)  # the store's own first step
-                locked.set()
-                waited.append(until_someone_waits_for_a_lock(timeout=10))
-                services.image_embeddings_store(model=model, items=[services.StoredVector(
-                    image_id=image.pk, vector=np.ones(ImageEmbedding._meta.get_field("vector").dimensions))])
-        except Exception as error:  # noqa: BLE001 - reported by the assertions below
-            failed.append(error)
-        finally:
-            locked.set()
-            connections.close_all()
+    def store():
+        services.image_embeddings_store(model=model, items=[services.StoredVector(
+            image_id=image.pk, vector=np.ones(ImageEmbedding._meta.get_field("vector").dimensions))])
 
-    thread = threading.Thread(target=store_while_holding_the_photo)
-    thread.start()
-    assert locked.wait(30)
-    product_image_delete(image=image)
-    thread.join(30)
-    assert not thread.is_alive() and failed == [] and waited == [True]
+    # The worker holds the photo (the store's own first step) until the delete waits for it, then stores.
+    with held_in_another_transaction(lambda: ProductImage.objects.select_for_update().get(pk=image.pk),
+                                     then=store) as worker:
+        product_image_delete(image=image)
+    assert worker.waited and worker.error is None
     assert not ProductImage.objects.filter(pk=image.pk).exists()
     assert not ImageEmbedding.objects.filter(image_id=image.pk).exists()
