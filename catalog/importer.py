@@ -335,7 +335,8 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
 
     A SKU on two rows is one product: the later row may add photos, but one that gives it another title, category,
     price, currency or description contradicts the earlier one and fails, instead of overwriting it unseen."""
-    first_rows: dict[int, tuple[int, int]] = {}  # hash of a SKU -> its first line, the hash of its product fields
+    # hash of a SKU -> its first line, the hash of its product fields, and its currency and active as far as given
+    first_rows: dict[int, tuple[int, int, str | None, bool | None]] = {}
     while True:
         start = lines.line + 1
         try:
@@ -365,17 +366,26 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             if len(fields) != len(columns):
                 raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
             item = catalog_row_parse(row=row, images_dir=images_dir)
-            fields = hash((item.title, item.category_path, item.price, item.currency, item.description, item.active))
-            first_line, first_fields = first_rows.setdefault(hash(item.sku), (start, fields))
-            if fields != first_fields:
+            fields = hash((item.title, item.category_path, item.price, item.description))
+            first_line, first_fields, currency, active = first_rows.setdefault(
+                hash(item.sku), (start, fields, item.currency, item.active))
+            # An empty currency or active says "as it is": it agrees with any other row's.
+            if fields != first_fields or _contradict(currency, item.currency) or _contradict(active, item.active):
                 raise RowError(
                     f"sku {item.sku} is on line {first_line} too, with another title, category, price, currency, "
                     "description or active: give a product one row, its photos together in images"
                 )
+            first_rows[hash(item.sku)] = (first_line, fields, item.currency if currency is None else currency,
+                                          item.active if active is None else active)
             result.item = item
         except RowError as error:
             result.error = error
         yield result
+
+
+def _contradict(first, later) -> bool:
+    """Whether two rows of one SKU give a field different values (an empty one gives none)."""
+    return first is not None and later is not None and first != later
 
 
 def _images_prepared_ahead(rows: Iterator[_Row], pool: ThreadPoolExecutor) -> Iterator[_Row]:

@@ -306,6 +306,12 @@ def test_an_empty_or_missing_currency_keeps_a_products_currency_and_a_new_one_ta
     catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,1300,,,\n"))
     assert dict(Product.objects.values_list("sku", "currency")) == {"A-1": "JPY", "B-1": "USD"}
     assert Product.objects.get(sku="A-1").price == 1300
+    # A product on two rows (more photos than a row holds): an empty currency agrees with the other row's.
+    summary = catalog_csv_import(path=_write(shop, head + "A-1,Kite,Toys,1300,,,JPY\nA-1,Kite,Toys,1300,,,\n"
+                                              + "B-1,Ball,Toys,3,,,\nB-1,Ball,Toys,3,,,EUR\n"
+                                              + "B-1,Ball,Toys,3,,,GBP\n"))
+    assert [(failure.line, failure.sku) for failure in summary.failed] == [(6, "B-1")]  # EUR, then GBP
+    assert dict(Product.objects.values_list("sku", "currency")) == {"A-1": "JPY", "B-1": "EUR"}
 
 
 def test_a_row_with_more_photos_than_a_row_may_hold_fails_and_one_file_named_twice_is_one_photo(db, shop):
