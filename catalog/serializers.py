@@ -148,7 +148,8 @@ class CurrencyCodeField(serializers.CharField):
     """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
 
     def to_internal_value(self, data):
-        return super().to_internal_value(data).upper()
+        value = super().to_internal_value(data)
+        return value.upper() if value.isascii() else value  # "ß".upper() is "SS": no letter may become two
 
 
 class PriceRangeSerializer(serializers.Serializer):

@@ -91,7 +91,8 @@ class CurrencyField(forms.CharField):
     """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
 
     def to_python(self, value):
-        return super().to_python(value).upper()
+        value = super().to_python(value)
+        return value.upper() if value.isascii() else value  # "ß".upper() is "SS": no letter may become two
 
 
 class RefineForm(forms.Form):

@@ -107,10 +107,9 @@ def until_someone_waits_for_a_lock(*, timeout: float, locktype: str | None = Non
 
 
 class HeldTransaction:
-    """What ``held_in_another_transaction`` saw: whether a session waited for its locks, and what it raised."""
+    """What ``held_in_another_transaction`` saw: whether a session waited for its locks."""
 
     waited: bool = False
-    error: BaseException | None = None
 
 
 @contextmanager
@@ -118,12 +117,12 @@ def held_in_another_transaction(write, *, then=None, timeout: float = 10.0, lock
     """Run ``write()`` in a transaction on another thread, and hold that transaction open until a session waits for
     one of its locks (``until_someone_waits_for_a_lock``, at most ``timeout`` seconds); then run ``then()`` in it, if
     given, and commit. The block runs once ``write`` has run: what it does there overlaps the held transaction.
-    Leaving the block waits for the thread. Yields a ``HeldTransaction``."""
+    Leaving the block waits for the thread and raises what it raised. Yields a ``HeldTransaction``."""
     import threading
 
     from django.db import connections, transaction
 
-    held, written = HeldTransaction(), threading.Event()
+    held, written, raised = HeldTransaction(), threading.Event(), []
 
     def hold():
         try:
@@ -133,8 +132,8 @@ def held_in_another_transaction(write, *, then=None, timeout: float = 10.0, lock
                 held.waited = until_someone_waits_for_a_lock(timeout=timeout, locktype=locktype)
                 if then is not None:
                     then()
-        except BaseException as error:  # noqa: BLE001 - reported to the test through ``held``
-            held.error = error
+        except BaseException as error:  # noqa: BLE001 - raised in the test's thread when the block ends
+            raised.append(error)
         finally:
             written.set()
             connections.close_all()
@@ -147,3 +146,5 @@ def held_in_another_transaction(write, *, then=None, timeout: float = 10.0, lock
     finally:
         thread.join(30)
         assert not thread.is_alive(), "the held transaction did not end"
+        if raised:
+            raise raised[0]

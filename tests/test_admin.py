@@ -444,4 +444,5 @@ def test_staff_can_narrow_the_product_list_to_one_currency(admin_client, categor
     ProductFactory(sku="USD-1", category=category, price=Decimal("15"))
     page = admin_client.get(reverse("admin:catalog_product_changelist"), {"currency": "JPY", "o": "5"})
     assert page.status_code == 200
+    assert "currency" in [getattr(spec, "field_path", None) for spec in page.context["cl"].filter_specs]
     assert [product.sku for product in page.context["cl"].result_list] == ["YEN-1"]
