@@ -41,6 +41,7 @@ from catalog.models import (
     CURRENCY_CODE,
     Category,
     Product,
+    currency_code_read,
 )
 from catalog.services import (
     CATEGORY_DEPTH_MAX,
@@ -518,7 +519,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         raise RowError("title is empty")
     if len(title) > _TITLE_MAX:
         raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
-    currency = (row.get("currency") or "").strip().upper() or None
+    currency = currency_code_read((row.get("currency") or "").strip()) or None
     if currency is not None and not CURRENCY_CODE.regex.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()

@@ -19,6 +19,12 @@ PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
 DEFAULT_CURRENCY = "USD"
 CURRENCY_CODE = RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD.")
 
+
+def currency_code_read(text: str) -> str:
+    """A currency code as a filter or an import reads it, in any case ("eur" is EUR); CURRENCY_CODE then checks it.
+    Only ASCII is put in capitals: "ß".upper() is "SS", and no letter may become two."""
+    return text.upper() if text.isascii() else text
+
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
 CATEGORY_PATH_DISPLAY_SEPARATOR = f" {CATEGORY_PATH_SEPARATOR} "

@@ -6,7 +6,15 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from catalog.categories import CategoryPaths, UnknownCategory, category_by_slug
-from catalog.models import CURRENCY_CODE, POSITION_MAX, PRICE_DIGITS, Category, Product, ProductImage
+from catalog.models import (
+    CURRENCY_CODE,
+    POSITION_MAX,
+    PRICE_DIGITS,
+    Category,
+    Product,
+    ProductImage,
+    currency_code_read,
+)
 from catalog.selectors import PRODUCT_SORTS
 
 
@@ -145,11 +153,10 @@ class ProductImageUploadSerializer(serializers.Serializer):
 
 
 class CurrencyCodeField(serializers.CharField):
-    """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
+    """An ISO 4217 code, read in any case (``currency_code_read``)."""
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        return value.upper() if value.isascii() else value  # "ß".upper() is "SS": no letter may become two
+        return currency_code_read(super().to_internal_value(data))
 
 
 class PriceRangeSerializer(serializers.Serializer):

@@ -6,7 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog.categories import UnknownCategory, category_by_slug, category_tree
-from catalog.models import CURRENCY_CODE, PRICE_DIGITS, Category
+from catalog.models import CURRENCY_CODE, PRICE_DIGITS, Category, currency_code_read
 from catalog.selectors import shop_currency
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.colours import FAMILIES
@@ -88,11 +88,10 @@ class PhotoSearchForm(forms.Form):
 
 
 class CurrencyField(forms.CharField):
-    """An ISO 4217 code, read in any case ("eur" is EUR), as the import reads it."""
+    """An ISO 4217 code, read in any case (``currency_code_read``)."""
 
     def to_python(self, value):
-        value = super().to_python(value)
-        return value.upper() if value.isascii() else value  # "ß".upper() is "SS": no letter may become two
+        return currency_code_read(super().to_python(value))
 
 
 class RefineForm(forms.Form):
