@@ -135,6 +135,15 @@ def test_product_page_shows_its_images_in_order(client, product):
     assert 'href="#more-like-this"' in html and 'id="more-like-this"' in html
 
 
+@pytest.mark.parametrize("price, currency, shown", [
+    ("1234.50", "USD", "$1,234.50"), ("1500", "JPY", "1,500&nbsp;JPY"), ("12.30", "CHF", "12.30&nbsp;CHF"),
+])
+def test_a_price_reads_in_its_currencys_decimals(client, price, currency, shown):
+    """Yen prices read "1,500.00 JPY": a currency without minor units has no cents to show."""
+    product = ProductFactory(price=price, currency=currency)
+    assert f'<span class="price">{shown}</span>' in client.get(product.get_absolute_url()).content.decode()
+
+
 def test_product_page_explains_missing_similar_products_before_processing(client, product):
     add_image(product)
 
