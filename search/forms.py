@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -138,10 +140,13 @@ class RefineForm(forms.Form):
         """The currency the price range is in, for its label."""
         return self.refine().currency or shop_currency()
 
-    def query_items(self, *, colour: bool = True) -> list[tuple[str, str]]:
+    def query_items(self, *, colour: bool = True, price: bool = True) -> list[tuple[str, str]]:
         """The valid refinements as query-string pairs, for links that keep them (chips, "show more"); without
-        the colour for the swatches, which set their own."""
+        the colour for the swatches, which set their own, or without the price range (and its currency) for the
+        way out of an empty one."""
         refine = self.refine()
+        if not price:
+            refine = replace(refine, min_price=None, max_price=None, currency=None)
         items = [("min_price", refine.min_price), ("max_price", refine.max_price)]
         items.append(("sort", refine.sort if refine.sort != DEFAULT_SORT else None))
         items.append(("colour", refine.colour if colour else None))

@@ -187,6 +187,11 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
             "chips": chips,
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
+            "any_price_url": (reverse("search:photo") + "?" + urlencode(scope + refine_form.query_items(price=False))
+                              if search.refine.priced else ""),
+            # A range in a currency no product is priced in (a typed address): that, not the range, emptied it.
+            "unsold_currency": search.refine.currency
+            if search.refine.currency and search.refine.currency not in kept_product_currencies() else "",
             "refine_form": refine_form,
             # With nothing found and nothing narrowed, there is nothing to filter: the way out comes first instead.
             "refine_shown": bool(search.results or refine_items),

@@ -176,3 +176,17 @@ def test_a_currency_alone_changes_nothing_more_like_this_lists(client, catalog, 
     priced = client.get("/p/CHAIR-1/", {"max_price": "1", "currency": "EUR"}).content.decode()
     clear = re.search(r'<a href="([^"]+)">Clear the price</a>', priced)[1]
     assert "currency" not in clear
+
+
+def test_an_empty_price_range_names_a_currency_no_product_is_in_and_offers_any_price(client, searched):
+    """The empty state said "Widen it" for a range in euros in a shop of dollars, where no width helps, and gave no
+    link out of a range."""
+    token = searched.context["token"]
+    euros = client.get(URL, {"query": token, "max_price": "100", "currency": "eur"})
+    html = euros.content.decode()
+    assert "Nothing in our catalog is priced in EUR." in html and "Widen it" not in html
+    any_price = page_links(euros, "data-refine")["Any price"]
+    assert "price" not in any_price and "currency" not in any_price and client.get(any_price).context["search"].results
+    cheap = client.get(URL, {"query": token, "max_price": "1", "sort": "-price"})
+    assert "Widen it" in cheap.content.decode()
+    assert page_links(cheap, "data-refine")["Any price"].endswith("sort=-price&currency=USD")  # the order stays
