@@ -1,5 +1,8 @@
 import unicodedata
+from functools import lru_cache
+from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
@@ -7,7 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, MinValueValidator, RegexValidator
 from django.db import connections, models, router
 from django.db.models import F, Q
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 
 from catalog.images import BROWSER_EXTENSIONS
 
@@ -159,7 +163,20 @@ class Product(models.Model):
         return f"{self.title} ({self.sku})"
 
     def get_absolute_url(self):
-        return reverse("catalog:product", kwargs={"sku": self.sku})
+        head, tail = _product_url_around_sku(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+        # As reverse() quotes it (the pchar of RFC 3986 kept), which cost 0.1 ms a card: 1.3 ms a photo search.
+        return head + quote(self.sku, safe=RFC3986_SUBDELIMS + "/~:@") + tail
+
+
+_SKU_MARK = "lookalike-sku"
+
+
+@lru_cache(maxsize=16)
+def _product_url_around_sku(script_prefix: str, urlconf) -> tuple[str, str]:
+    """A product page's address before and after its SKU, for this script prefix and URLconf (the arguments only
+    key the cache: ``reverse`` reads both, and a test may change either)."""
+    head, _, tail = reverse("catalog:product", kwargs={"sku": _SKU_MARK}).rpartition(_SKU_MARK)
+    return head, tail
 
 
 class EmbeddingStatus(models.TextChoices):

@@ -122,3 +122,17 @@ def test_search_document_is_maintained_by_the_database(category):
 
     hits = Product.objects.filter(search_document=SearchQuery("dimple", config="english"))
     assert [p.title for p in hits] == ["Velvet sofa"]
+
+
+@pytest.mark.parametrize("sku", ["SKU-1", "ÄÖ-é", "a b", "50%off", "a?b#c&d=e+f", "x~y:z@w,!$'()*;", "💡", 'q"<>'])
+@pytest.mark.parametrize("script_prefix", ["/", "/shop/"])
+def test_a_product_address_is_the_one_reverse_gives_without_asking_it_each_time(category, sku, script_prefix):
+    from django.urls import reverse, set_script_prefix
+
+    product = Product(sku=sku, title="T", category=category, price=1)
+    set_script_prefix(script_prefix)
+    try:
+        assert product.get_absolute_url() == reverse("catalog:product", kwargs={"sku": sku})
+        assert product.get_absolute_url().startswith(script_prefix)
+    finally:
+        set_script_prefix("/")
