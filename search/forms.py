@@ -150,5 +150,5 @@ class RefineForm(forms.Form):
         items = [("min_price", refine.min_price), ("max_price", refine.max_price)]
         items.append(("sort", refine.sort if refine.sort != DEFAULT_SORT else None))
         items.append(("colour", refine.colour if colour else None))
-        items.append(("currency", self.price_currency() if refine.by_price else None))
+        items.append(("currency", (refine.currency or shop_currency()) if refine.by_price else None))
         return [(key, str(value)) for key, value in items if value is not None]

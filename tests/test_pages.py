@@ -137,9 +137,10 @@ def test_product_page_shows_its_images_in_order(client, product):
 
 @pytest.mark.parametrize("price, currency, shown", [
     ("1234.50", "USD", "$1,234.50"), ("1500", "JPY", "1,500&nbsp;JPY"), ("12.30", "CHF", "12.30&nbsp;CHF"),
+    ("1500.50", "JPY", "1,500.50&nbsp;JPY"),  # not rounded to 1,501: a price the filters compare as 1500.50
 ])
 def test_a_price_reads_in_its_currencys_decimals(client, price, currency, shown):
-    """Yen prices read "1,500.00 JPY": a currency without minor units has no cents to show."""
+    """A currency without minor units has no cents to show: a yen price read "1,500.00 JPY"."""
     product = ProductFactory(price=price, currency=currency)
     assert f'<span class="price">{shown}</span>' in client.get(product.get_absolute_url()).content.decode()
 

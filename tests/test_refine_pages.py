@@ -190,3 +190,9 @@ def test_an_empty_price_range_names_a_currency_no_product_is_in_and_offers_any_p
     cheap = client.get(URL, {"query": token, "max_price": "1", "sort": "-price"})
     assert "Widen it" in cheap.content.decode()
     assert page_links(cheap, "data-refine")["Any price"].endswith("sort=-price&currency=USD")  # the order stays
+    # Sorted by price, and within a category: the way out drops the unsold currency too, and is offered there.
+    shoes = Category.objects.get(name="Shoes").slug
+    sorted_euros = client.get(URL, {"query": token, "max_price": "100", "currency": "EUR", "sort": "price",
+                                    "category": shoes})
+    assert "Nothing in our catalog is priced in EUR." in sorted_euros.content.decode()
+    assert page_links(sorted_euros, "data-refine")["Any price"].endswith("sort=price&currency=USD")

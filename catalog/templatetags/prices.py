@@ -13,5 +13,6 @@ WHOLE_UNIT_CURRENCIES = frozenset({
 
 @register.filter
 def price_format(currency: str) -> str:
-    """The ``floatformat`` argument for a price in ``currency``: its decimals, with thousands grouped."""
-    return "0g" if currency in WHOLE_UNIT_CURRENCIES else "2g"
+    """The ``floatformat`` argument for a price in ``currency``: its decimals, with thousands grouped. A whole-unit
+    currency shows decimals only where a price has them (a yen price of 1500.50 is not rounded away)."""
+    return "-2g" if currency in WHOLE_UNIT_CURRENCIES else "2g"
