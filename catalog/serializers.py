@@ -153,7 +153,9 @@ class ProductImageUploadSerializer(serializers.Serializer):
 
 
 class CurrencyCodeField(serializers.CharField):
-    """An ISO 4217 code, read in any case (``currency_code_read``)."""
+    """An ISO 4217 code, read in any case (``currency_code_read``) and checked (``CURRENCY_CODE``)."""
+
+    default_validators = [CURRENCY_CODE]
 
     def to_internal_value(self, data):
         return currency_code_read(super().to_internal_value(data))
@@ -167,7 +169,7 @@ class PriceRangeSerializer(serializers.Serializer):
     max_price = serializers.DecimalField(
         required=False, **PRICE_DIGITS, min_value=0, help_text="Only products at this price or less.")
     currency = CurrencyCodeField(
-        required=False, validators=[CURRENCY_CODE],
+        required=False,
         help_text="The currency of the price range (ISO 4217): only products priced in it are in the range. By "
         "default the shop's: the one most of its shown products are priced in.",
     )

@@ -90,7 +90,9 @@ class PhotoSearchForm(forms.Form):
 
 
 class CurrencyField(forms.CharField):
-    """An ISO 4217 code, read in any case (``currency_code_read``)."""
+    """An ISO 4217 code, read in any case (``currency_code_read``) and checked (``CURRENCY_CODE``)."""
+
+    default_validators = [CURRENCY_CODE]
 
     def to_python(self, value):
         return currency_code_read(super().to_python(value))
@@ -119,7 +121,7 @@ class RefineForm(forms.Form):
 
     # The currency of the price range and the price orders (links carry it: a page's meaning does not change when
     # the shop's does). Not given: the shop's.
-    currency = CurrencyField(required=False, validators=[CURRENCY_CODE], widget=forms.HiddenInput)
+    currency = CurrencyField(required=False, widget=forms.HiddenInput)
 
     def clean(self):
         cleaned = super().clean()

@@ -8,7 +8,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from catalog.selectors import CategoryPaths
-from catalog.models import CURRENCY_CODE
 from catalog.serializers import (
     CategorySlugField,
     CurrencyCodeField,
@@ -31,7 +30,7 @@ class _ScopeSerializer(serializers.Serializer):
 
 class _RefineSerializer(_ScopeSerializer, PriceRangeSerializer):
     currency = CurrencyCodeField(
-        required=False, validators=[CURRENCY_CODE],
+        required=False,
         help_text="The currency of the price range and of an order by price (ISO 4217): only products priced in it "
         "are in the range, and they come first in the order. By default the shop's: the one most of its shown "
         "products are priced in.",
