@@ -98,6 +98,10 @@ def category_parents() -> dict[int, int | None]:
     return dict(Category.objects.values_list("id", "parent_id"))
 
 
+# The same, read once per catalog version: search facets walk it on every search.
+kept_category_parents = kept_per_catalog_version(category_parents)
+
+
 def lineage(parents: dict[int, int | None], category_id: int) -> list[int]:
     """``category_id`` and its ancestors' ids, nearest first, from a ``category_parents()`` map; ends on a cycle."""
     ids: list[int] = []

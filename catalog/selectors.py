@@ -27,6 +27,7 @@ from catalog.categories import (  # noqa: F401
     category_parents,
     category_tree_roots,
     kept_category_cards,
+    kept_category_parents,
     lineage,
 )
 from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage

@@ -20,7 +20,9 @@ from catalog.page_cache import kept_per_catalog_version
 from catalog.selectors import (
     category_cards,
     category_descendant_ids,
+    category_parents,
     kept_category_cards,
+    kept_category_parents,
     kept_product_currencies,
     lineage,
     product_cards,
@@ -340,10 +342,9 @@ def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
     if not candidates:
         return []
     direct = Counter(candidate.category_id for candidate in candidates)
-    categories = kept_category_cards()
+    categories, parents = kept_category_cards(), kept_category_parents()
     if not direct.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
-        categories = category_cards()
-    parents = {category_id: category.parent_id for category_id, category in categories.items()}
+        categories, parents = category_cards(), category_parents()
     counts = Counter()
     for category_id, count in direct.items():
         for ancestor in lineage(parents, category_id):
