@@ -230,7 +230,8 @@ def catalog_csv_import(
         raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
     with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, bulk_load_announced():
         lines = _Lines(handle)
-        reader = csv.reader(iter(lines))
+        # strict: a quote left open to the end of the file is an error, not one field holding every row after it
+        reader = csv.reader(iter(lines), strict=True)
         columns, ignored = _header_read(reader)
         summary = LoadSummary(ignored_columns=ignored)
         categories: dict[str, Category] = {}

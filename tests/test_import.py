@@ -249,6 +249,38 @@ def test_a_row_too_long_to_read_fails_once_and_stops_the_reading(db, shop, too_l
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
 
 
+def test_a_quote_left_open_to_the_end_of_the_file_fails_instead_of_swallowing_the_rows_after_it(db, shop):
+    """Read leniently, the open quote made one description of every line after it: one product imported, the
+    others neither imported nor reported."""
+    text = (
+        HEADER
+        + "OK-1,Cafe chairs,Home > Chairs,45,,photos/chair-cafe-pair.jpg\n"  # line 2
+        + 'A-1,Armchair,Home > Chairs,10,"12 inch stone,photos/chair-armchair-blue.jpg\n'  # 3
+        + "B-1,Shell chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n"
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.message) for failure in summary.failed] == [
+        (3, "not valid CSV (unexpected end of data)"),
+        (5, "the rest of the file was not read: the field that failed on line 3 spans lines")]
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+
+
+def test_a_quoted_word_followed_by_more_text_fails_its_row_alone(db, shop):
+    text = (
+        HEADER
+        + 'A-1,"Big" sofa,Home > Chairs,10,,photos/chair-armchair-blue.jpg\n'  # line 2
+        + 'B-1,12" chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n'
+    )
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert [(failure.line, failure.message) for failure in summary.failed] == [
+        (2, "not valid CSV (',' expected after '\"')")]
+    assert list(Product.objects.values_list("title", flat=True)) == ['12" chair']
+
+
 def test_a_utf16_file_is_refused_with_the_fix(db, shop):
     path = shop / "utf16.csv"
     path.write_bytes(GOOD.encode("utf-16"))  # with its byte-order mark, as spreadsheets write "Unicode text"
