@@ -262,6 +262,13 @@ def product_photo_hashes(*, skus: Iterable[str]) -> dict[str, list[str]]:
     return hashes
 
 
+def photo_files_held(names: Iterable[str]) -> set[str]:
+    """Of these stored file names, those a photo row holds as its file or its thumbnail."""
+    names = list(names)
+    held = ProductImage.objects.filter(Q(file__in=names) | Q(thumbnail__in=names)).values_list("file", "thumbnail")
+    return {name for pair in held for name in pair} & set(names)
+
+
 def product_currencies() -> list[str]:
     """The currencies the active products are priced in, the most used first (ties by code).
 

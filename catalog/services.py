@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,11 @@ from catalog.models import (
     category_name_normalized,
 )
 from catalog.page_cache import catalog_changed
-from catalog.selectors import product_photo_hashes
+from catalog.selectors import photo_files_held, product_photo_hashes
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
+
+logger = logging.getLogger(__name__)
 
 # Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
 # create thousands of categories and make every page that shows a path walk them.
@@ -503,13 +506,29 @@ def atomic_with_files() -> Iterator[list[str]]:
     are its rows' files and stay, even if something its commit sets off fails afterwards (queueing the embeddings,
     a Ctrl-C then): Django runs the commit's hooks after the COMMIT, inside ``atomic``'s exit."""
     stored: list[str] = []
+    written = False
     try:
         with transaction.atomic():
             transaction.on_commit(stored.clear)  # the first of its hooks: it runs before any other can fail
             yield stored
+            written = True
     except BaseException:
-        stored_files_delete(stored)
+        # Raised by the writes: their rows rolled back. Raised by the COMMIT itself (a Ctrl-C while PostgreSQL
+        # commits: psycopg waits for the COMMIT, then re-raises): the rows may have committed, so only files no
+        # row holds are deleted.
+        stored_files_delete(_files_unreferenced(stored) if written else stored)
         raise
+
+
+def _files_unreferenced(names: list[str]) -> list[str]:
+    """Of ``names``, those no photo row holds; none when the database cannot tell (``prune_media`` finds them)."""
+    try:
+        held = photo_files_held(names)
+    except Exception:  # noqa: BLE001 - the connection an interrupted COMMIT left; keeping files loses nothing
+        logger.warning("could not tell which files a failed commit left in use; prune_media removes those unused",
+                       exc_info=True)
+        return []
+    return [name for name in names if name not in held]
 
 
 def stored_files_delete(names: Iterable[str]) -> None:

@@ -610,6 +610,28 @@ def test_a_ctrl_c_while_a_commit_runs_its_hooks_keeps_the_committed_photos(shop,
         _stored_files(media_root))
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_ctrl_c_while_postgresql_commits_keeps_the_committed_photos(shop, media_root, monkeypatch):
+    """A Ctrl-C during the COMMIT: psycopg waits for it to finish, then re-raises, so Django's commit raised before
+    it set the commit's hooks going, and the clean-up deleted the files of rows that had committed."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    commit = DatabaseWrapper._commit
+
+    def interrupted_once_committed(self):
+        commit(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatabaseWrapper, "_commit", interrupted_once_committed)
+    with pytest.raises(KeyboardInterrupt):
+        call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
+    monkeypatch.undo()
+    images = list(ProductImage.objects.all())
+    assert len(images) == 3  # the batch of both rows committed
+    assert sorted(media_root / name for image in images for name in (image.file.name, image.thumbnail.name)) == (
+        _stored_files(media_root))
+
+
 def test_command_with_a_missing_file_exits_2(db, tmp_path):
     with pytest.raises(CommandError, match="No such file") as raised:
         call_command("import_catalog", str(tmp_path / "nope.csv"), verbosity=0)
