@@ -335,14 +335,17 @@ def test_deleting_selected_products_takes_only_their_files_along(
     assert all(_stored(media_root, name) for name in [kept_image.file.name, kept_image.thumbnail.name])
 
 
+@pytest.mark.parametrize("new_file", [False, True], ids=["alone", "with a new file picked on its row"])
 def test_a_photo_deleted_in_the_admin_takes_its_files_along(
-    admin_client, product, test_images, media_root, django_capture_on_commit_callbacks
+    admin_client, product, test_images, media_root, django_capture_on_commit_callbacks, new_file
 ):
+    """A new file picked on the row it deletes was put on the photo by the form: the stored files were left."""
     image = _embedded_photo(product, test_images)
     files = [image.file.name, image.thumbnail.name]
+    picked = {"file": uploaded_image("new.jpg", size=(100, 100))} if new_file else {}
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]),
-                                     _inline_change(product, image, DELETE="on"))
+                                     _inline_change(product, image, DELETE="on", **picked))
     assert response.status_code == 302, response.content[:3000]
     assert not ProductImage.objects.exists()
     assert not any(_stored(media_root, name) for name in files)
