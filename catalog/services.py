@@ -442,12 +442,11 @@ def product_image_update(
 @transaction.atomic
 def product_image_delete(*, image: ProductImage) -> None:
     """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
-    with transaction.atomic():
-        # The names the row holds, not ``image``'s: an admin form that also picked a new file for the photo it
-        # deletes puts that upload's bare name on the object, and another admin may have replaced the file since.
-        files = _photos_lock(ProductImage.objects.filter(pk=image.pk))
-        ProductImage.objects.filter(pk=image.pk).delete()
-        _files_delete_on_commit([name for pair in files for name in pair])
+    # The names the row holds, not ``image``'s: an admin form that also picked a new file for the photo it deletes
+    # puts that upload's bare name on the object, and another admin may have replaced the file since.
+    files = _photos_lock(ProductImage.objects.filter(pk=image.pk))
+    ProductImage.objects.filter(pk=image.pk).delete()
+    _files_delete_on_commit([name for pair in files for name in pair])
 
 
 def products_delete(*, products: Iterable[Product]) -> int:
