@@ -1,8 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminFileWidget
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -52,6 +54,24 @@ def near_duplicate(image: ProductImage) -> str:
         f"{image.near_duplicate_score:.0%}", reverse("admin:catalog_product_change", args=[other.product_id]),
         other.product.sku, other.position,
     )
+
+
+class RefusedSavesShown(admin.ModelAdmin):
+    """The services check again under their locks what the form checked before: a SKU or a category name another
+    admin took meanwhile, a category moved under this one, a product deleted while its photos uploaded. Such a
+    refusal is shown on the page as a message, the save undone, where Django's admin let it through as an error
+    page."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, ObjectDoesNotExist) as error:
+            if request.method != "POST":
+                raise
+            reason = ("; ".join(error.messages) if isinstance(error, ValidationError)
+                      else "something it refers to was deleted meanwhile")
+            self.message_user(request, f"Nothing was saved: {reason}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
 
 class ProductImageForm(forms.ModelForm):
@@ -129,7 +149,7 @@ def _reembed(modeladmin, request, image_ids):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(RefusedSavesShown):
     list_display = ["name", "parent", "slug", "product_count"]
     ordering = ["name", "pk"]  # the product-count annotation drops Meta.ordering; autocomplete pages need one
     list_filter = [("parent", admin.RelatedOnlyFieldListFilter)]
@@ -165,7 +185,7 @@ class ProductForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(RefusedSavesShown):
     form = ProductForm
     list_display = ["cover", "sku", "title", "category", "price", "currency", "active", "images_ready", "updated_at"]
     list_display_links = ["cover", "sku", "title"]
@@ -258,7 +278,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProductImage)
-class ProductImageAdmin(admin.ModelAdmin):
+class ProductImageAdmin(RefusedSavesShown):
     list_display = ["preview", "product", "position", "embedding", "duplicate", "embedded_at", "short_error"]
     list_filter = ["embedding_status", "embedding_model", ("near_duplicate_of", admin.EmptyFieldListFilter)]
     search_fields = ["product__sku", "product__title", "content_hash"]

@@ -241,6 +241,8 @@ class ProductViewSet(viewsets.GenericViewSet):
             image = services.product_image_add(product=product, file=upload["image"], position=upload.get("position"))
         except DjangoValidationError as error:
             raise ValidationError({"image": error.messages}) from None
+        except Product.DoesNotExist:  # deleted while its photo was checked
+            raise NotFound("No such product.") from None
         data = ProductImageSerializer(image, context={"request": request}).data
         return Response(data, status=status.HTTP_201_CREATED)
 

@@ -93,7 +93,12 @@ def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
     category.full_clean()
-    category.save()
+    try:
+        with transaction.atomic():
+            category.save()
+    except IntegrityError:  # another admin's save committed between the check and this one: say which rule it broke
+        category.full_clean()
+        raise
     return category
 
 
@@ -392,7 +397,7 @@ def product_images_add(
     catalog/signals.py.
     """
     # The product's row locked first: two uploads at once both read the same last position, and went there both.
-    Product.objects.select_for_update().filter(pk=product.pk).exists()
+    _product_lock(product)
     last = product.images.aggregate(last=Max("position"))["last"]
     following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
     images = []
@@ -404,6 +409,13 @@ def product_images_add(
             images.append(image)
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
+
+
+def _product_lock(product: Product) -> None:
+    """Lock the product's row, which photos are about to join. Raises Product.DoesNotExist if it was deleted
+    meanwhile: the photo rows would be refused only at the commit, after their files were stored."""
+    if not Product.objects.select_for_update().filter(pk=product.pk).exists():
+        raise Product.DoesNotExist(f"product {product.pk} was deleted")
 
 
 @transaction.atomic
@@ -425,6 +437,7 @@ def product_image_update(
     """
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
     if product is not None:
+        _product_lock(product)
         image.product = product
     if position is not None:
         image.position = position

@@ -351,6 +351,54 @@ def test_a_photo_deleted_in_the_admin_takes_its_files_along(
     assert not any(_stored(media_root, name) for name in files)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_added_in_the_admin_to_a_product_deleted_meanwhile_is_refused_with_a_message(
+    admin_client, product, media_root, monkeypatch
+):
+    """The photo row was refused only at the commit: an error page, and the photo's files left on disk."""
+    from catalog import admin as catalog_admin
+    from catalog.services import products_delete
+
+    add = catalog_admin.product_image_add
+
+    def deleted_meanwhile(**kwargs):
+        products_delete(products=[product])
+        return add(**kwargs)
+
+    monkeypatch.setattr(catalog_admin, "product_image_add", deleted_meanwhile)
+    response = admin_client.post(reverse("admin:catalog_productimage_add"),
+                                 {"product": product.pk, "position": 0, "file": uploaded_image()}, follow=True)
+
+    assert response.status_code == 200
+    assert "Nothing was saved: something it refers to was deleted meanwhile" in response.content.decode()
+    assert not ProductImage.objects.exists()
+    assert not [path for path in media_root.rglob("*") if path.is_file()]
+
+
+def test_a_category_named_like_one_another_admin_saved_meanwhile_is_refused_with_a_message(
+    admin_client, category, monkeypatch
+):
+    """The form's check passed, then the database's unique constraint refused the save: an error page."""
+    from catalog.models import Category
+
+    full_clean, calls = Category.full_clean, []
+
+    def another_admin_saves_meanwhile(self, *args, **kwargs):
+        full_clean(self, *args, **kwargs)
+        calls.append(self.name)
+        if len(calls) == 2:  # the service's check, after the form's
+            Category.objects.create(name="Lamps", slug="lamps-elsewhere", parent=category)
+
+    monkeypatch.setattr(Category, "full_clean", another_admin_saves_meanwhile)
+    response = admin_client.post(reverse("admin:catalog_category_add"),
+                                 {"name": "Lamps", "slug": "lamps", "parent": category.pk}, follow=True)
+
+    assert response.status_code == 200
+    assert "Nothing was saved: There is already a category &#x27;Lamps&#x27; here." in response.content.decode()
+    # The save undone, and the other admin's with it here: it stands in this request's transaction
+    assert not Category.objects.filter(name="Lamps").exists()
+
+
 def test_a_product_edited_in_the_admin_keeps_a_price_set_while_its_page_was_open(admin_client, product):
     from catalog.services import product_update
 

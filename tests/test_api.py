@@ -650,6 +650,26 @@ def test_staff_upload_of_a_photo_whose_name_is_long_in_bytes_is_stored(staff_api
     assert ProductImage.objects.count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_staff_upload_to_a_product_deleted_while_its_photo_was_checked_is_a_404_that_stores_nothing(
+    staff_api, shelf, media_root, monkeypatch
+):
+    """The photo row was refused only at the commit (its product gone): a 500, and its files left on disk."""
+    prepare = catalog_services.image_prepare
+
+    def deleted_meanwhile(file):
+        prepared = prepare(file)
+        catalog_services.products_delete(products=Product.objects.filter(sku="SOFA-1"))
+        return prepared
+
+    monkeypatch.setattr(catalog_services, "image_prepare", deleted_meanwhile)
+    response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image()})
+
+    assert (response.status_code, response.json()) == (404, {"detail": "No such product."})
+    assert not ProductImage.objects.exists()
+    assert not [path for path in media_root.rglob("*") if path.is_file()]
+
+
 def test_staff_upload_of_a_non_image_is_a_400(staff_api, shelf):
     upload = SimpleUploadedFile("photo.jpg", b"GIF89a but not really", content_type="image/gif")
     response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": upload})
