@@ -38,6 +38,7 @@ class ClientThrottle(AnonRateThrottle):
         return math.ceil(self.wait() or 1)
 
     def allow_request(self, request, view):
+        request.user  # read outside the guard: only the cache being down lets a request through uncounted
         try:
             return super().allow_request(request, view)
         except Exception:  # the counters live in the cache: while it is down, requests go on uncounted, not refused

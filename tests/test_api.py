@@ -241,6 +241,22 @@ def test_anonymous_search_is_throttled_per_client_with_retry_after(api, settings
     cache.delete_many([f"throttle_search_{address}", f"throttle_search_{other}"])
 
 
+def test_a_session_cookie_django_cannot_have_set_is_no_session(api, product, settings):
+    """A cookie spelling NUL (``\\000``) reached PostgreSQL, which refuses NUL in text: a 500 on every API call, and
+    the photo search's limit, which reads the user, let every search through."""
+    cookie = 'sessionid="' + "\\000" * 8 + '"'
+    assert api.get(PRODUCTS, HTTP_COOKIE=cookie).status_code == 200
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "1/min"}}
+    address = "198.51.100.9"
+    cache.delete(f"throttle_search_{address}")
+    try:
+        codes = [api.post(SEARCH, {}, format="multipart", REMOTE_ADDR=address, HTTP_COOKIE=cookie).status_code
+                 for _ in range(2)]
+        assert codes == [400, 429]
+    finally:
+        cache.delete(f"throttle_search_{address}")
+
+
 def test_the_search_limit_counts_an_ipv6_client_by_its_slash_64(api, settings):
     """A host is given a whole /64: counted address by address, one machine could search without limit."""
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "2/min"}}

@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "search",
 ]
 
+SESSION_ENGINE = "config.sessions"
+
 MIDDLEWARE = [
     "config.middleware.ApiJsonErrorsMiddleware",  # first: it sees every answer, and the exceptions of the others
     "django.middleware.security.SecurityMiddleware",
