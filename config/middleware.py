@@ -101,8 +101,8 @@ class ApiJsonErrorsMiddleware:
     debug page), and the requests it refuses as suspicious when they are parsed: more than
     DATA_UPLOAD_MAX_NUMBER_FIELDS fields or parameters, more than DATA_UPLOAD_MAX_NUMBER_FILES files, a body over
     DATA_UPLOAD_MAX_MEMORY_SIZE. Those reach process_exception (their type decides 400 or 413); whatever else
-    comes back as a non-JSON error is replaced here. DRF's own answers (JSON: it has no other renderer) are left
-    alone.
+    comes back as a non-JSON error is replaced here, keeping DRF's message where DRF rendered it in another format
+    (the schema's YAML, the docs' HTML). Answers in JSON are left alone.
     """
 
     def __init__(self, get_response):
@@ -113,10 +113,12 @@ class ApiJsonErrorsMiddleware:
         if (
             response.status_code >= 400
             and request.path_info.startswith(API_PREFIX)
-            and getattr(response, "accepted_renderer", None) is None  # not one DRF rendered
             and not response.get("Content-Type", "").startswith("application/json")
         ):
-            message = STATUS_MESSAGES.get(response.status_code, "Error.")
+            # DRF's message where it rendered one in another format (the schema's YAML, the docs' HTML)
+            data = getattr(response, "data", None) if hasattr(response, "accepted_renderer") else None
+            message = data["detail"] if isinstance(data, dict) and "detail" in data else (
+                STATUS_MESSAGES.get(response.status_code, "Error."))
             if response.status_code == 404 and _slash_missing(request):
                 message = f"Not found. API paths end with a slash: {request.path}/"
             response = _json_error(message, response.status_code, replaced=response)

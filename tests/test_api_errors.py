@@ -102,3 +102,23 @@ def test_a_browser_gets_json_from_the_api_errors_included(client, product):
     listed = client.get("/api/v1/products/", **browser)
     assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
     assert listed.json()["results"][0]["sku"] == product.sku
+
+
+def test_the_schema_and_docs_errors_are_json_with_drfs_words(client):
+    """The schema and docs views render in YAML and HTML: their errors came back as YAML, HTML or the shop's 404."""
+    assert _json(client.post("/api/v1/schema/"), 405) == {"detail": 'Method "POST" not allowed.'}
+    assert _json(client.post("/api/v1/docs/"), 405) == {"detail": 'Method "POST" not allowed.'}
+    assert _json(client.get("/api/v1/schema/?format=xml"), 404)["detail"]
+    assert _json(client.get("/api/v1/schema/", HTTP_ACCEPT="application/xml"), 406)["detail"].startswith(
+        "Could not satisfy the request Accept header")
+
+
+def test_the_schema_ignores_the_version_and_language_a_query_names(client):
+    """A version holding a line break went into the download's file name, an invalid header: a 500. Each language
+    named stayed in memory for good."""
+    from django.utils.translation import trans_real
+
+    response = client.get("/api/v1/schema/?version=%0A&lang=xx-unheard-of")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'inline; filename="Lookalike API.yaml"'
+    assert "xx-unheard-of" not in trans_real._translations
