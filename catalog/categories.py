@@ -18,14 +18,20 @@ from catalog.page_cache import kept_per_catalog_version
 from config.text import postgresql_refuses
 
 _TABLE = Category._meta.db_table
+# The longest slug a category can have (its column's length): a longer one is unknown without a query, and is cut
+# where an error shows it.
+SLUG_MAX_LENGTH = Category._meta.get_field("slug").max_length
 
 
 class UnknownCategory(LookupError):
     """No category has this slug. ``str()`` is the message every form, serializer and command shows."""
 
     def __init__(self, slug: str):
-        # A lone surrogate written as its escape: an answer (JSON, a page) that echoed it could not be encoded.
-        shown = slug.encode("utf-8", "backslashreplace").decode("utf-8")
+        # A lone surrogate written as its escape: an answer (JSON, a page) that echoed it could not be encoded. A
+        # slug longer than any can be is cut: an answer echoing megabytes of it would cost the server as much again.
+        shown = slug[:SLUG_MAX_LENGTH].encode("utf-8", "backslashreplace").decode("utf-8")
+        if len(slug) > SLUG_MAX_LENGTH:
+            shown += "…"
         super().__init__(f"Unknown category '{shown}'.")
         self.slug = slug
 
@@ -33,7 +39,8 @@ class UnknownCategory(LookupError):
 def category_by_slug(*, slug: str) -> Category:
     """The category with this slug; ``UnknownCategory`` otherwise (also for a slug PostgreSQL cannot hold: NUL, a
     lone surrogate)."""
-    category = None if postgresql_refuses(slug) else Category.objects.filter(slug=slug).select_related("parent").first()
+    refused = len(slug) > SLUG_MAX_LENGTH or postgresql_refuses(slug)  # too long to be one: no query of megabytes
+    category = None if refused else Category.objects.filter(slug=slug).select_related("parent").first()
     if category is None:
         raise UnknownCategory(slug)
     return category

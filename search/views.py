@@ -43,9 +43,9 @@ class QueryPhoto:
     box_text: str = ""  # the searched region as the form's "x0,y0,x1,y1"
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def photo(request):
-    if request.method == "GET":
+    if request.method != "POST":
         if "query" in request.GET:
             return _refined(request)
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})

@@ -219,6 +219,17 @@ def test_an_unknown_category_slug_gets_one_message_everywhere(chain, admin_clien
     assert (message if isinstance(message, str) else message[0]) == "Unknown category 'nope'."
 
 
+def test_a_slug_longer_than_any_is_unknown_and_shown_cut(chain, client, django_assert_num_queries):
+    """A megabyte of slug was looked up in the database and echoed whole in the error."""
+    from catalog.categories import SLUG_MAX_LENGTH, UnknownCategory, category_by_slug
+
+    with django_assert_num_queries(0), pytest.raises(UnknownCategory) as raised:
+        category_by_slug(slug="a" * 1_000_000)
+    assert str(raised.value) == "Unknown category '" + "a" * SLUG_MAX_LENGTH + "…'."
+    response = client.get("/api/v1/products/", {"category": "b" * 100_000})
+    assert response.status_code == 400 and len(response.content) < 500
+
+
 def test_the_admin_deletes_an_unused_category_and_keeps_one_in_use(chain, admin_client):
     home, furniture, sofas = chain
     ProductFactory(category=furniture)

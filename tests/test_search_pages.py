@@ -58,6 +58,11 @@ def test_every_page_links_to_the_photo_search(client):
     assert reverse("search:photo") == URL
 
 
+def test_a_head_request_of_the_photo_search_page_is_answered_like_its_get(client):
+    """Uptime checks and link checkers ask HEAD: it was a 405."""
+    assert client.head(URL).status_code == 200
+
+
 def test_a_category_can_be_preselected(client, catalog):
     html = client.get(URL, {"category": "clothing-shoes"}).content.decode()
     assert re.search(r'<option value="clothing-shoes" selected>', html)
