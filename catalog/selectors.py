@@ -11,7 +11,7 @@ from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, connections, router
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value, Window
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, Prefetch, Q, QuerySet, Value, Window
 from django.db.models.functions import RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
@@ -254,12 +254,18 @@ def product_api_list(
 
 def product_photo_hashes(*, skus: Iterable[str]) -> dict[str, list[str]]:
     """The content hashes of each product's photos, by SKU (products without photos left out): what an import
-    or a load compares a photo with, to add none twice, and how many the gallery has."""
+    or a load compares a photo with, to add none twice."""
     hashes: dict[str, list[str]] = {}
     for sku, content_hash in (ProductImage.objects.filter(product__sku__in=list(skus))
                               .order_by("product_id", "position", "pk").values_list("product__sku", "content_hash")):
         hashes.setdefault(sku, []).append(content_hash)
     return hashes
+
+
+def photo_positions_last(*, product_ids: Iterable[int]) -> dict[int, int]:
+    """Each product's highest photo position (products without photos left out): a photo added goes after it."""
+    return dict(ProductImage.objects.filter(product_id__in=list(product_ids)).values("product_id")
+                .annotate(last=Max("position")).values_list("product_id", "last"))
 
 
 def photo_files_held(names: Iterable[str]) -> set[str]:

@@ -16,7 +16,6 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -31,7 +30,7 @@ from catalog.models import (
     category_name_normalized,
 )
 from catalog.page_cache import catalog_changed
-from catalog.selectors import photo_files_held, product_photo_hashes
+from catalog.selectors import photo_files_held, photo_positions_last, product_photo_hashes
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
@@ -253,12 +252,13 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
     products, created = _products_lock_or_create(items)
     changed = _products_update(items, products, created)
     have = product_photo_hashes(skus=[item.sku for item in items if item.sku not in created])
+    last = photo_positions_last(product_ids=[products[sku].pk for sku in have])
 
     results, images = [], []
     for item in items:
         product = products[item.sku]
-        known = have.get(item.sku, [])
-        position, known = len(known), set(known)
+        known = set(have.get(item.sku, []))
+        position = last.get(product.pk, -1) + 1  # after the last photo, wherever an admin put it
         added = 0
         for photo in item.photos:
             try:
@@ -268,7 +268,7 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
                 prepared = photo.prepare()
             except ValidationError as error:
                 raise PhotoRefused(photo, error) from None
-            image = ProductImage(product=product, position=position + added)
+            image = ProductImage(product=product, position=min(position + added, POSITION_MAX))
             _image_file_store(image, prepared, stored)
             images.append(image)
             known.add(digest)
@@ -398,8 +398,8 @@ def product_images_add(
     """
     # The product's row locked first: two uploads at once both read the same last position, and went there both.
     _product_lock(product)
-    last = product.images.aggregate(last=Max("position"))["last"]
-    following = (min(position, POSITION_MAX) for position in itertools.count(0 if last is None else last + 1))
+    last = photo_positions_last(product_ids=[product.pk]).get(product.pk, -1)
+    following = (min(position, POSITION_MAX) for position in itertools.count(last + 1))
     images = []
     with atomic_with_files() as stored:
         for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):

@@ -139,6 +139,21 @@ def test_reimport_updates_changed_fields_adds_new_photos_and_keeps_the_others(db
     assert tee.images.get(content_hash=_sha256(test_images / "shoe-running-1.jpg")).position == 3
 
 
+def test_a_photo_imported_goes_after_the_products_last_wherever_an_admin_moved_it(db, shop, test_images):
+    """Numbered by how many photos the product had, it landed between them, or before a photo moved to the end."""
+    from catalog.services import product_image_update
+
+    catalog_csv_import(path=_write(shop, GOOD))
+    tee = Product.objects.get(sku="TS-1")
+    back = tee.images.get(position=1)
+    product_image_update(image=back, position=5)  # an admin moved it to the end of the gallery
+    more = HEADER + "TS-1,Turquoise T-shirt,Clothing > Tops > T-shirts,12.5,,photos/shoe-running-1.jpg\n"
+
+    catalog_csv_import(path=_write(shop, more, "more.csv"))
+
+    assert tee.images.get(content_hash=_sha256(test_images / "shoe-running-1.jpg")).position == 6
+
+
 def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db, shop, media_root):
     (shop / "photos" / "notes.jpg").write_text("this is a text file, not a photo\n")
     (shop / "photos" / "folder.jpg").mkdir()
