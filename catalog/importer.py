@@ -198,8 +198,8 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
         )
     duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicates:
-        raise CatalogImportError(f"column(s) named twice in the header: {', '.join(duplicates)}")
-    ignored = tuple(name for name in columns if name and name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+        raise CatalogImportError(f"column(s) named twice in the header: {_printable(', '.join(duplicates))}")
+    ignored = tuple(_printable(name) for name in columns if name and name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
     return columns, ignored
 
 
@@ -368,7 +368,8 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             if len(fields) != len(columns):
                 raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
             item = catalog_row_parse(row=row, images_dir=images_dir)
-            fields = hash((item.title, item.category_path, item.price, item.description))
+            # a category path in another case is the same category (services.category_get_or_create_path)
+            fields = hash((item.title, item.category_path.casefold(), item.price, item.description))
             first_line, first_fields, currency, active = first_rows.setdefault(
                 hash(item.sku), (start, fields, item.currency, item.active))
             # An empty currency or active says "as it is": it agrees with any other row's.

@@ -310,12 +310,22 @@ def test_a_failed_rows_cells_are_printed_without_their_control_characters(db, sh
         "line 2 (sku EVIL\\x1b[2J\\x1b[31m): price 'abc' is not a number; write it like 12.50")
 
 
+def test_header_cells_are_printed_without_their_control_characters(db, shop):
+    evil = "\x1b]0;x\x07\x1b[2J"
+    summary = catalog_csv_import(path=_write(shop, HEADER.strip() + f",{evil}\n"))
+    assert summary.ignored_columns == ("\\x1b]0;x\\x07\\x1b[2j",)
+    with pytest.raises(CatalogImportError) as raised:
+        catalog_csv_import(path=_write(shop, HEADER.strip() + f",{evil},{evil}\n"))
+    assert "\x1b" not in str(raised.value) and "\\x1b" in str(raised.value)
+
+
 def test_a_sku_repeated_with_other_product_fields_fails_and_one_adding_photos_lands(db, shop):
     text = (
         HEADER
         + "CH-1,Black shell chair,Home > Chairs,70,,photos/chair-shell-black.jpg\n"  # line 2
         + "CH-1,Blue sofa,Home > Sofas,99,,photos/chair-armchair-blue.jpg\n"  # 3: contradicts line 2
         + "CH-1,Black shell chair,Home > Chairs,70.00,,photos/chair-cafe-pair.jpg\n"  # 4: the same product, a photo
+        + "CH-1,Black shell chair,home > CHAIRS,70,,photos/chair-shell-black.jpg\n"  # 5: the same, in another case
     )
 
     summary = catalog_csv_import(path=_write(shop, text))
