@@ -97,9 +97,10 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
 def image_file_name(name: str, image_format: str) -> str:
     """``name`` with the extension of the decoded format ("IMG_1234" or "photo.txt" holding a JPEG -> "….jpg"),
     so a stored file is never served as something it is not, and its stem cut to STORED_STEM_MAX_BYTES."""
-    stem = PurePath(name or "image").stem or "image"
-    # Cut on a character boundary ("ignore" drops a character the cut split). A character UTF-8 cannot encode (a
-    # file name on disk that was not UTF-8) becomes "?", which storage drops from names as it did the character.
+    # Storage keeps only letters, digits, "-", "_" and ".": of "📷" or "#" it kept nothing, and the photo was stored as
+    # the hidden, extension-less ".jpg" (so is any name starting with a dot).
+    stem = re.sub(r"(?u)[^-\w.]", "", PurePath(name or "").stem.strip().replace(" ", "_")).lstrip(".") or "image"
+    # Cut on a character boundary ("ignore" drops a character the cut split).
     stem = stem.encode("utf-8", "replace")[:STORED_STEM_MAX_BYTES].decode("utf-8", "ignore")
     return f"{stem}.{EXTENSIONS[image_format]}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 from urllib.parse import urlencode
@@ -684,6 +685,16 @@ def test_staff_upload_to_a_product_deleted_while_its_photo_was_checked_is_a_404_
     assert (response.status_code, response.json()) == (404, {"detail": "No such product."})
     assert not ProductImage.objects.exists()
     assert not [path for path in media_root.rglob("*") if path.is_file()]
+
+
+@pytest.mark.parametrize("name", ["📷.jpg", "#.png", ".jpg", "★★"])
+def test_staff_upload_of_a_photo_named_in_symbols_alone_is_stored_under_a_visible_name(staff_api, shelf, name):
+    """Storage drops every character of "📷" or "#" from a name: the photo was stored as the hidden ".jpg"."""
+    response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image(name)})
+    assert response.status_code == 201, response.content
+    image = ProductImage.objects.get(pk=response.json()["id"])
+    stored, thumbnail = (file.name.split("/")[-1] for file in (image.file, image.thumbnail))
+    assert re.fullmatch(r"(image|jpg)\.(jpg|png)", stored) and re.fullmatch(r"(image|jpg)\.webp", thumbnail)
 
 
 def test_staff_upload_of_a_non_image_is_a_400(staff_api, shelf):
