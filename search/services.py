@@ -246,22 +246,23 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
         _mark_ready(image_ids=unmarked, model=embedder.id)
     outcome["skipped"] = len(done)
-    if not todo:
-        return outcome
-
-    decoded, failures = _images_decode(todo, embedder)
-    _images_fail(failures)
-    outcome["failed"] = len(failures)
-    if decoded:
-        vectors, detail_maps = embedder.embed_images(list(decoded.values()), details=True)
-        stored = image_embeddings_store(model=embedder.id, items=[
-            StoredVector(image_id=image.pk, vector=vector, colours=dominant_colours(pixels),
-                         details=details.stored(detail_map), file_version=FileVersion.of(image))
-            for (image, pixels), vector, detail_map in zip(decoded.items(), vectors, detail_maps)
-        ])
-        images_near_duplicate_flag(items=stored, model=embedder.id)
-        outcome["embedded"] = len(stored)
-        _searched_space_fill(image_ids=[item.image_id for item in stored], building=embedder.id)
+    stored = []
+    if todo:
+        decoded, failures = _images_decode(todo, embedder)
+        _images_fail(failures)
+        outcome["failed"] = len(failures)
+        if decoded:
+            vectors, detail_maps = embedder.embed_images(list(decoded.values()), details=True)
+            stored = image_embeddings_store(model=embedder.id, items=[
+                StoredVector(image_id=image.pk, vector=vector, colours=dominant_colours(pixels),
+                             details=details.stored(detail_map), file_version=FileVersion.of(image))
+                for (image, pixels), vector, detail_map in zip(decoded.items(), vectors, detail_maps)
+            ])
+            images_near_duplicate_flag(items=stored, model=embedder.id)
+            outcome["embedded"] = len(stored)
+    # The photos found done too: the run that stored their vectors may have ended (a retry, a killed worker) before
+    # it gave them one in the searched space.
+    _searched_space_fill(image_ids=[*done, *(item.image_id for item in stored)], building=embedder.id)
     return outcome
 
 
@@ -325,6 +326,8 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
         if not readable:
             return
         vectors, detail_maps = searched.embed_images([pixels for _, pixels in readable], details=True)
+    except TRANSIENT_OS_ERRORS:  # the storage unreachable for a moment: the task retries
+        raise
     except (LookupError, ModelUnavailable, *PERMANENT_ERRORS):
         logger.warning("photos %s wait for the switch to %s to be searchable", [i.pk for i in images], building,
                        exc_info=True)

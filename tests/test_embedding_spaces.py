@@ -137,6 +137,36 @@ def test_photos_added_or_replaced_while_a_new_space_builds_are_searchable_at_onc
     assert answer.json()["results"][0]["product"]["sku"] == "CHAIR-1"
 
 
+def test_a_photo_whose_first_run_ended_before_the_searched_space_had_its_vector_gets_it_on_the_retry(
+    small_catalog, settings, test_images, monkeypatch
+):
+    """The retry found the new space's vector, skipped the photo and marked it ready: it had no vector in the
+    space search reads until the switch, unsearchable for hours."""
+    from django.db import OperationalError
+
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    added = catalog_services.product_create(sku="RUN-NEW", title="New runner", category=small_catalog["RUN-1"].category,
+                                            price="10")
+    photo = catalog_services.product_image_add(product=added, file=uploaded_file(test_images / "shoe-running-3.jpg"))
+    flag = services.images_near_duplicate_flag
+
+    def lost_connection(**kwargs):
+        flag(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "images_near_duplicate_flag", lost_connection)
+    with pytest.raises(OperationalError):
+        services.images_embed(image_ids=[photo.pk])
+    monkeypatch.undo()
+    assert set(ImageEmbedding.objects.filter(image=photo).values_list("model", flat=True)) == {new_space}
+
+    assert services.images_embed(image_ids=[photo.pk])["skipped"] == 1  # the task's retry
+
+    assert set(ImageEmbedding.objects.filter(image=photo).values_list("model", flat=True)) == {old_space, new_space}
+
+
 def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
     small_catalog, settings, client
 ):
