@@ -445,6 +445,11 @@ def product_image_update(
     with atomic_with_files() as stored:
         if replaced:
             _image_file_store(image, prepared or image_prepare(file), stored)
+            # Flags that said the old picture was a copy of another, or another a copy of it, no longer hold (its
+            # own is found again when it is embedded).
+            image.near_duplicate_of, image.near_duplicate_score = None, None
+            ProductImage.objects.filter(near_duplicate_of=image).update(near_duplicate_of=None,
+                                                                        near_duplicate_score=None)
         image.save()
     if replaced:
         photo_files_changed.send(sender=ProductImage, image_ids=[image.pk], on_not_queued=on_not_queued)

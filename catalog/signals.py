@@ -16,7 +16,7 @@ from django.dispatch import Signal
 # New photos were stored.
 photos_added = Signal()
 # Photos whose file was replaced, or whose derived data an admin asked to recompute: what was computed from
-# the old pixels (vectors, duplicate flags) is stale.
+# the old pixels (vectors) is stale. A replaced photo's duplicate flags the catalog clears itself.
 photo_files_changed = Signal()
 # A bulk load (an import) begins: each receiver returns a context manager, held open until the load ends, in
 # which it may group the work that many small transactions announce (search sends fewer, larger tasks).

@@ -177,6 +177,16 @@ def test_a_near_duplicate_upload_is_flagged_with_a_link_to_the_other_product(adm
     assert reverse("admin:catalog_product_change", args=[original.pk]) in response.text
     assert "CHAIR-ORIG" in response.text and "⚠" in response.text
 
+    # The original's file replaced by another picture: the copy is no longer a copy of it
+    original_photo = ProductImage.objects.get(product=original)
+    response = admin_client.post(
+        reverse("admin:catalog_productimage_change", args=[original_photo.pk]),
+        {"product": original.pk, "position": 0, "file": uploaded_file(test_images / "plant-cactus.jpg")},
+    )
+    assert response.status_code == 302, response.content[:2000]
+    copy.refresh_from_db()
+    assert (copy.near_duplicate_of, copy.near_duplicate_score) == (None, None)
+
 
 # --- Photos written through catalog.services (issue 13) ------------------------------------------------
 
