@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 from django.db.models import Q
 from pgvector.django import HalfVectorField, HnswIndex
 
@@ -30,6 +31,9 @@ class EmbeddingSpace(models.Model):
     min_score = models.FloatField(null=True, blank=True)
     calibrated_vectors = models.PositiveIntegerField(default=0)
     calibrated_at = models.DateTimeField(null=True, blank=True)
+    # When a process configured for this model last synced the spaces. A build is given up (the model set back)
+    # only once none has for a while: in a rolling deploy the old model's workers sync beside the new ones.
+    configured_seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -40,17 +42,20 @@ def embedding_space_sync() -> EmbeddingSpace:
     - The building space has every image processed, and a vector of every image searchable in the active one: it
       becomes active and the old one retired, in one transaction. Images that failed in it keep it building;
       images another model's worker marked ready (a rolling deploy) are pending for it again.
-    - The configured model is the active one again before a build was complete: that build is retired.
+    - The configured model is the active one again before a build was complete: that build is retired, once no
+      process configured for its model has synced for ``_build_abandoned_after`` (a rolling deploy is not over).
     """
-    configured = active_embedder().id
+    configured, now = active_embedder().id, timezone.now()
     with transaction.atomic():
         spaces = {space.model: space for space in EmbeddingSpace.objects.select_for_update().order_by("pk")}
         active = next((space for space in spaces.values() if space.state == EmbeddingSpace.State.ACTIVE), None)
         target = spaces.get(configured)
         if active is not None and active.model == configured:
             # A build given up (the model set back before its space was complete) frees its vectors in the sweep;
-            # set again later, it starts over.
-            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING).update(
+            # set again later, it starts over. Not while processes configured for it still sync: a rolling deploy's
+            # old workers took the build for given up at each of their sweeps, and its new ones started it over.
+            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING,
+                                          configured_seen_at__lt=now - _build_abandoned_after()).update(
                 state=EmbeddingSpace.State.RETIRED)
             return active
         if active is None:
@@ -61,14 +66,14 @@ def embedding_space_sync() -> EmbeddingSpace:
                 return active
             target = None
         if target is None or target.state != EmbeddingSpace.State.BUILDING:
-            EmbeddingSpace.objects.update_or_create(
-                model=configured, defaults={"state": EmbeddingSpace.State.BUILDING, "activated_at": None}
-            )
+            EmbeddingSpace.objects.update_or_create(model=configured, defaults={
+                "state": EmbeddingSpace.State.BUILDING, "activated_at": None, "configured_seen_at": now})
             ProductImage.objects.update(
                 embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
             )
             logger.info("embedding model changed to %s: building its space beside %s", configured, active.model)
             return active
+        EmbeddingSpace.objects.filter(pk=target.pk).update(configured_seen_at=now)
         if ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists():
             return active
         if requeued := _unembedded_requeue(model=configured):
@@ -85,6 +90,11 @@ def embedding_space_sync() -> EmbeddingSpace:
             return active
         logger.info("space %s complete: search switches from %s", configured, active.model)
         return _space_activate(model=configured, previous=active)
+
+
+def _build_abandoned_after() -> timedelta:
+    """How long a build goes on with no process configured for its model syncing: ten sweeps, at least 15 minutes."""
+    return timedelta(seconds=max(15 * 60, 10 * settings.EMBEDDING_SWEEP_SECONDS))
 
 
 def _unembedded_requeue(*, model: str) -> int:

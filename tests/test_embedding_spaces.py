@@ -1,9 +1,11 @@
 """Model switches: search keeps answering from the old space until the new one is complete; spaces never mix."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from catalog import services as catalog_services
 from catalog.models import EmbeddingStatus, ProductImage
@@ -92,6 +94,28 @@ def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing
     assert ImageEmbedding.objects.filter(model=new_space).count() == len(ids)
 
 
+def test_a_rolling_deploys_old_workers_sweeps_neither_give_up_the_build_nor_make_it_start_over(small_catalog,
+                                                                                                settings):
+    """Each sweep an old worker ran retired the build and freed its vectors, and the next on a new worker built it
+    anew, every photo pending again: back and forth until the last old worker stopped."""
+    new_space = get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()  # a new worker's sweep
+    first_half = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True)[:2])
+    services.images_embed(image_ids=first_half)
+
+    settings.EMBEDDING_MODEL = LITE0
+    sweep.embedding_sweep()  # an old worker's
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    assert ImageEmbedding.objects.filter(model=new_space).count() == 2
+
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_sweep()  # a new worker's again
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    assert set(ProductImage.objects.filter(pk__in=first_half).values_list("embedding_status", flat=True)) == {
+        EmbeddingStatus.READY}
+
+
 def test_setting_the_model_back_before_its_space_is_built_retires_that_build(small_catalog, settings):
     old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
@@ -99,6 +123,11 @@ def test_setting_the_model_back_before_its_space_is_built_retires_that_build(sma
     services.images_embed(image_ids=list(ProductImage.objects.values_list("pk", flat=True)[:2]))
 
     settings.EMBEDDING_MODEL = LITE0  # rolled back
+    assert sweep.embedding_sweep()["space"] == old_space
+    # Workers of the new model may still be running (see the rolling deploy below): not given up yet ...
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
+    EmbeddingSpace.objects.filter(model=new_space).update(  # ... until none has synced for a while
+        configured_seen_at=timezone.now() - sweep._build_abandoned_after() - timedelta(seconds=1))
     assert sweep.embedding_sweep()["space"] == old_space
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.RETIRED
     assert not ImageEmbedding.objects.filter(model=new_space).exists()  # its vectors freed by the same sweep
