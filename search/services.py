@@ -38,6 +38,8 @@ FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an origina
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
+# How the failures of images whose model could not be loaded begin: the sweep retries them once it loads.
+MODEL_UNAVAILABLE = "model unavailable: "
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -156,6 +158,20 @@ def images_recompute_claim_renew(*, image_ids: Sequence[int]) -> int:
     )
 
 
+def model_unavailable_retry() -> int:
+    """Once the model loads again, mark pending the images that failed because it could not (a damaged file since
+    replaced, memory short for a moment): the sweep then sends them. Returns how many."""
+    failed = ProductImage.objects.filter(embedding_status=EmbeddingStatus.FAILED,
+                                         embedding_error__startswith=MODEL_UNAVAILABLE)
+    if not failed.exists():
+        return 0
+    try:
+        active_embedder().load()
+    except ModelUnavailable:
+        return 0
+    return failed.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None)
+
+
 def pending_images_requeue(*, stale_after_seconds: int = PENDING_STALE_SECONDS, limit: int = 5000) -> int:
     """Send pending images that were never queued (broker down, model switch), and, once the queue is empty, those
     not answered in time (a message lost with the broker's memory).
@@ -237,11 +253,11 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         if todo:
             embedder.load()  # before decoding anything: a broken model fails the batch at once
     except ModelUnavailable as error:
-        # No retry can help until an operator repairs the model files, so the reason is recorded on each image
-        # (the admin shows it; `reindex --only failed` redoes them) rather than retried in a loop.
+        # Retrying the task at once would meet the same model, so the reason is recorded on each image still
+        # pending (the admin shows it); the sweep sends them again once the model loads (model_unavailable_retry).
         todo = [image for image_id, image in images.items() if image_id not in done]
-        _images_fail([(image, f"model unavailable: {error}") for image in todo], file_versions=False)
-        outcome["failed"] = len(todo)
+        outcome["failed"] = pending_images_fail(image_ids=[image.pk for image in todo],
+                                                error=f"{MODEL_UNAVAILABLE}{error}")
         todo = []
     if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
         _mark_ready(image_ids=unmarked, model=embedder.id)
@@ -260,9 +276,10 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
             ])
             images_near_duplicate_flag(items=stored, model=embedder.id)
             outcome["embedded"] = len(stored)
-    # The photos found done too: the run that stored their vectors may have ended (a retry, a killed worker) before
-    # it gave them one in the searched space.
-    _searched_space_fill(image_ids=[*done, *(item.image_id for item in stored)], building=embedder.id)
+    if filled := [*done, *(item.image_id for item in stored)]:
+        # The photos found done too: the run that stored their vectors may have ended (a retry, a killed worker)
+        # before it gave them one in the searched space.
+        _searched_space_fill(image_ids=filled, building=embedder.id)
     return outcome
 
 
@@ -293,13 +310,12 @@ def _images_decode(images: list[ProductImage], embedder: Embedder
     return decoded, failures
 
 
-def _images_fail(failures: list[tuple[ProductImage, str]], *, file_versions: bool = True) -> None:
-    """Record each image's failure in one transaction (the pages that showed them are retired once, not once each);
-    with ``file_versions``, only against the file that failed (image_embedding_fail)."""
+def _images_fail(failures: list[tuple[ProductImage, str]]) -> None:
+    """Record each image's failure in one transaction (the pages that showed them are retired once, not once each),
+    only against the file that failed (image_embedding_fail)."""
     with transaction.atomic():
         for image, error in failures:
-            image_embedding_fail(image_id=image.pk, error=error,
-                                 file_version=FileVersion.of(image) if file_versions else None)
+            image_embedding_fail(image_id=image.pk, error=error, file_version=FileVersion.of(image))
 
 
 def _searched_space_fill(*, image_ids: list[int], building: str) -> None:

@@ -23,7 +23,12 @@ from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.preprocessing import load_rgb
 from search.selectors import SWEEP_RAN_AT_KEY, nearest_other_category_similarities, no_vector_in
-from search.services import PERMANENT_ERRORS, TRANSIENT_OS_ERRORS, pending_images_requeue
+from search.services import (
+    PERMANENT_ERRORS,
+    TRANSIENT_OS_ERRORS,
+    model_unavailable_retry,
+    pending_images_requeue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +187,7 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
     outcome = {
         "space": space.model if space else None,
         "min_score": space.min_score if space else None,
+        "retried": step("retrying what the model failed", model_unavailable_retry, otherwise=0),
         "requeued": step("re-queueing", pending_images_requeue, otherwise=0),
         "deleted": step("freeing retired vectors", retired_vectors_delete, otherwise=0),
         "coloured": step("colour backfill", image_colours_backfill, otherwise=0),
