@@ -133,7 +133,10 @@ def retired_vectors_delete(*, limit: int = 10_000) -> int:
 
 def embedding_space_calibrate(*, space: EmbeddingSpace, force: bool = False) -> EmbeddingSpace:
     """Compute the space's "nothing similar enough" cut-off from its vectors (search/calibration.py) when the
-    catalog has changed enough since the last time, or when ``force``d. Returns the space as stored afterwards."""
+    catalog has changed enough since the last time and no ``SEARCH_MIN_SCORE`` pins it, or when ``force``d. Returns
+    the space as stored afterwards."""
+    if settings.SEARCH_MIN_SCORE is not None and not force:
+        return space  # the operator's pin is what search uses: recomputing would only retire every cached page
     vectors = ImageEmbedding.objects.filter(model=space.model, active=True).count()
     if not force and not calibration.needs_calibration(calibrated_vectors=space.calibrated_vectors, vectors=vectors,
                                                        changed=lambda: _catalog_changes_since(space)):

@@ -1,6 +1,9 @@
 """The "nothing similar enough" cut-off calibrates itself to the catalog's own vectors (search/calibration.py)."""
 
+import io
+
 import pytest
+from django.core.management import call_command
 from PIL import Image, ImageOps
 
 from catalog import services as catalog_services
@@ -122,11 +125,20 @@ def test_a_catalog_split_into_categories_after_its_import_gets_calibrated(settin
     assert embedding_sweep()["min_score"] is not None
 
 
-def test_an_operator_can_pin_the_cut_off(clothing_shop, settings):
+def test_an_operator_can_pin_the_cut_off(clothing_shop, settings, tmp_path):
     embedding_sweep()
     settings.SEARCH_MIN_SCORE = 0.05
     search = photo_search(file=uploaded_file(clothing_shop / "chair-shell-black.jpg"))
     assert search.cutoff == 0.05 and search.results  # everything is similar enough now
+
+    # Pinned, the sweep leaves the calibration alone, and the command says which cut-off search uses
+    before = _space()
+    _add_products(clothing_shop, tmp_path, SHOES, path="Clothing > Sneakers", sku_prefix="again-")
+    embedding_sweep()
+    assert _space().calibrated_at == before.calibrated_at
+    out = io.StringIO()
+    call_command("calibrate", stdout=out)
+    assert "SEARCH_MIN_SCORE pins the cut-off search uses at 0.050" in out.getvalue()
 
 
 def test_a_catalog_with_one_category_uses_the_default(settings, test_images, tmp_path):

@@ -69,6 +69,7 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
     assert search_space_model() == new_space
     assert EmbeddingSpace.objects.get(model=old_space).state == EmbeddingSpace.State.RETIRED
+    assert EmbeddingSpace.objects.get(model=new_space).calibrated_vectors == 4  # at the switch, not a sweep later
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
     # The old vectors are freed by the sweep, in bounded batches.
     assert sweep.retired_vectors_delete(limit=3) == 3

@@ -29,7 +29,7 @@ from search.services import (
     images_recompute_claim,
     images_recompute_claim_renew,
 )
-from search.sweep import embedding_space_sync
+from search.sweep import embedding_space_calibrate, embedding_space_sync
 
 # A run here renews its claim on the rest of its selection this often, well before the sweep counts it as lost.
 CLAIM_RENEW_SECONDS = PENDING_STALE_SECONDS // 2
@@ -81,7 +81,8 @@ class Command(BaseCommand):
             self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True), timeout=timeout)
         else:
             self._embed_here(selected, embedder, batch_size)
-        space = embedding_space_sync()
+        # A switch made here is calibrated here, not a sweep later: search meanwhile used the default cut-off
+        space = embedding_space_calibrate(space=embedding_space_sync())
         failed = images_count(image_ids=selected, status=EmbeddingStatus.FAILED)
         style = self.style.WARNING if failed else self.style.SUCCESS
         self.stdout.write(style(f"Done. {failed} failed. Search uses {space.model}."))
