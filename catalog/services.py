@@ -92,6 +92,9 @@ def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
     category.full_clean()
+    if category.pk is not None and Category.objects.filter(
+            pk=category.pk, name=category.name, slug=category.slug, parent_id=category.parent_id).exists():
+        return category  # unchanged: a save would retire every cached page for nothing
     try:
         with transaction.atomic():
             category.save()
@@ -436,12 +439,16 @@ def product_image_update(
     row cannot be written.
     """
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
-    if product is not None:
+    moved = product is not None and product.pk != image.product_id
+    renumbered = position is not None and position != image.position
+    replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
+    if not (moved or renumbered or replaced):
+        return image  # a save would retire every cached page for nothing (the admin saves unchanged forms too)
+    if moved:
         _product_lock(product)
         image.product = product
-    if position is not None:
+    if renumbered:
         image.position = position
-    replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
     with atomic_with_files() as stored:
         if replaced:
             _image_file_store(image, prepared or image_prepare(file), stored)

@@ -385,6 +385,22 @@ def test_a_photo_added_in_the_admin_to_a_product_deleted_meanwhile_is_refused_wi
     assert not [path for path in media_root.rglob("*") if path.is_file()]
 
 
+def test_saving_an_unchanged_category_or_photo_in_the_admin_keeps_the_cached_pages(admin_client, product, category):
+    """The admin saves a form that changed nothing too: each such save retired every cached page of the shop."""
+    from catalog import page_cache
+    from catalog.services import product_image_add
+
+    image = product_image_add(product=product, file=uploaded_image())
+    before = page_cache._version()
+    response = admin_client.post(reverse("admin:catalog_category_change", args=[category.pk]),
+                                 {"name": category.name, "slug": category.slug, "parent": category.parent_id or ""})
+    assert response.status_code == 302, response.content[:2000]
+    response = admin_client.post(reverse("admin:catalog_productimage_change", args=[image.pk]),
+                                 {"product": product.pk, "position": image.position})
+    assert response.status_code == 302, response.content[:2000]
+    assert page_cache._version() == before
+
+
 def test_a_category_named_like_one_another_admin_saved_meanwhile_is_refused_with_a_message(
     admin_client, category, monkeypatch
 ):
