@@ -13,6 +13,10 @@ little more of the whole graph than an unfiltered search). ``category_indexes_sy
 wanted, including ones whose category gained a descendant since: their predicate no longer covers the filter,
 so the planner had stopped using them anyway. The indexes are named after the category and a digest of the
 predicate, so a changed predicate is a new name. Builds use the server's ``maintenance_work_mem``.
+
+The space being built (a new model) gets its indexes beside the searched one's, so that they are there when search
+switches to it: built only after the switch, one a run, large categories were searched through the whole graph for
+hours.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import connection
@@ -84,10 +89,10 @@ def existing_category_indexes() -> dict[str, bool]:
 SYNC_LOCK = 0x4C4B_4349  # "LKCI"
 
 
-def category_indexes_sync(*, model: str, limit: int | None = 1) -> dict[str, list[str]]:
-    """Drop the category indexes space ``model`` no longer wants (and invalid ones), then build up to ``limit``
-    missing ones (all of them with ``None``), largest first. Outside a transaction both run CONCURRENTLY, so
-    searches and writes go on; inside one (tests) they run plainly.
+def category_indexes_sync(*, models: Sequence[str], limit: int | None = 1) -> dict[str, list[str]]:
+    """Drop the category indexes the spaces ``models`` no longer want (and invalid ones), then build up to ``limit``
+    missing ones (all of them with ``None``), the first space's first, largest first. Outside a transaction both run
+    CONCURRENTLY, so searches and writes go on; inside one (tests) they run plainly.
 
     One sync at a time: a build still running is an invalid index to everyone else, and a second sync (the next beat
     run on another worker slot, while a large build takes longer than its interval) would drop it and start it over.
@@ -98,14 +103,14 @@ def category_indexes_sync(*, model: str, limit: int | None = 1) -> dict[str, lis
             logger.info("category indexes: another sync is running")
             return {"created": [], "dropped": []}
     try:
-        return _sync(model=model, limit=limit)
+        return _sync(models=models, limit=limit)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
 
 
-def _sync(*, model: str, limit: int | None) -> dict[str, list[str]]:
-    wanted = wanted_category_indexes(model=model)
+def _sync(*, models: Sequence[str], limit: int | None) -> dict[str, list[str]]:
+    wanted = {name: statement for model in models for name, statement in wanted_category_indexes(model=model).items()}
     existing = existing_category_indexes()
     concurrently = "" if connection.in_atomic_block else " CONCURRENTLY"
     if not concurrently:

@@ -70,6 +70,14 @@ def _active_space() -> tuple[str, float | None] | None:
     return EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.ACTIVE).values_list("model", "min_score").first()
 
 
+def indexed_space_models() -> list[str]:
+    """The spaces whose large categories get their own index (search/category_indexes.py): the searched one, then
+    one being built, whose indexes are then ready when search switches to it."""
+    spaces = EmbeddingSpace.objects.filter(state__in=[EmbeddingSpace.State.ACTIVE, EmbeddingSpace.State.BUILDING])
+    models = sorted(spaces.values_list("state", "model"), key=lambda space: space[0] != EmbeddingSpace.State.ACTIVE)
+    return [model for _, model in models] or [search_space_model()]
+
+
 def search_space_model() -> str:
     """The embedder id whose vectors searches compare: the active space, or on a new install the configured model."""
     active = _active_space()

@@ -49,6 +49,6 @@ def embedding_sweep() -> dict:
 @shared_task(time_limit=3600, soft_time_limit=3500)  # one index build of a large category can take many minutes
 def category_indexes_sync() -> dict[str, list[str]]:
     from search.category_indexes import category_indexes_sync
-    from search.selectors import search_space_model
+    from search.selectors import indexed_space_models
 
-    return category_indexes_sync(model=search_space_model())
+    return category_indexes_sync(models=indexed_space_models())

@@ -43,7 +43,7 @@ def _no_sorting():
 
 def test_each_large_category_gets_an_index_that_its_searches_use(clustered):
     model, categories, products, vectors = clustered
-    done = category_indexes_sync(model=model, limit=None)
+    done = category_indexes_sync(models=[model], limit=None)
     assert len(done["created"]) == 10 and done["dropped"] == []
     assert all(existing_category_indexes().values())
     _no_sorting()
@@ -58,7 +58,7 @@ def test_a_parent_category_is_indexed_with_its_descendants(clustered, settings):
     parent = CategoryFactory()
     Category.objects.filter(pk__in=[categories[0].pk, categories[1].pk]).update(parent=parent)
     settings.SEARCH_EXACT_MAX_VECTORS = 40  # single categories (30) are searched exactly; the parent (60) is not
-    done = category_indexes_sync(model=model, limit=None)
+    done = category_indexes_sync(models=[model], limit=None)
     assert [name.split("_")[1] for name in done["created"]] == [f"c{parent.pk}"]
     _no_sorting()
     subtree = [parent.pk, categories[0].pk, categories[1].pk]
@@ -72,21 +72,21 @@ def test_one_build_per_run_largest_first_and_unwanted_indexes_are_dropped(cluste
     Product.objects.filter(pk__in=[p.pk for p in products[:20] if p.category_id != categories[7].pk]).update(
         category=categories[7]
     )  # the vector rows follow (a trigger): category 7 is now the largest
-    first = category_indexes_sync(model=model)
+    first = category_indexes_sync(models=[model])
     assert [name.split("_")[1] for name in first["created"]] == [f"c{categories[7].pk}"]
-    assert len(category_indexes_sync(model=model)["created"]) == 1
+    assert len(category_indexes_sync(models=[model])["created"]) == 1
     settings.SEARCH_CATEGORY_INDEX_MAX_SHARE = 0  # turned off: every category index goes
-    assert len(category_indexes_sync(model=model)["dropped"]) == 2
+    assert len(category_indexes_sync(models=[model])["dropped"]) == 2
     assert existing_category_indexes() == {}
 
 
 def test_a_new_descendant_replaces_the_index_of_its_parent(clustered, settings):
     model, categories, products, vectors = clustered
     settings.SEARCH_EXACT_MAX_VECTORS = 25
-    category_indexes_sync(model=model, limit=None)
+    category_indexes_sync(models=[model], limit=None)
     before = {name for name in existing_category_indexes() if name.startswith(f"imageembedding_c{categories[2].pk}_")}
     CategoryFactory(parent=categories[2])  # the index's predicate no longer covers the category's filter
-    done = category_indexes_sync(model=model, limit=None)
+    done = category_indexes_sync(models=[model], limit=None)
     assert done["dropped"] == list(before)
     assert len(done["created"]) == 1 and done["created"][0].startswith(f"imageembedding_c{categories[2].pk}_")
 
@@ -115,7 +115,29 @@ def test_a_sync_while_another_one_runs_does_nothing(clustered):
     model = clustered[0]
     with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [SYNC_LOCK])  # another worker's sync, mid-build
-        assert category_indexes_sync(model=model, limit=None) == {"created": [], "dropped": []}
+        assert category_indexes_sync(models=[model], limit=None) == {"created": [], "dropped": []}
         assert existing_category_indexes() == {}
         other.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
-    assert len(category_indexes_sync(model=model, limit=None)["created"]) == 10
+    assert len(category_indexes_sync(models=[model], limit=None)["created"]) == 10
+
+
+def test_a_space_being_built_gets_its_indexes_before_search_switches_to_it(clustered):
+    """Only the searched space's were wanted: after a switch every large category was searched through the whole
+    graph until its index was built, one a run, every 15 minutes."""
+    from search.models import EmbeddingSpace, ImageEmbedding
+    from search.selectors import indexed_space_models
+
+    model = clustered[0]
+    ImageEmbedding.objects.bulk_create([  # the new model's vectors of the same photos
+        ImageEmbedding(image_id=row.image_id, product_id=row.product_id, model="next-model", vector=row.vector)
+        for row in ImageEmbedding.objects.filter(model=model)
+    ])
+    EmbeddingSpace.objects.update_or_create(model=model, defaults={"state": EmbeddingSpace.State.ACTIVE})
+    EmbeddingSpace.objects.create(model="next-model", state=EmbeddingSpace.State.BUILDING)
+    assert indexed_space_models() == [model, "next-model"]
+    assert len(category_indexes_sync(models=indexed_space_models(), limit=None)["created"]) == 20
+
+    EmbeddingSpace.objects.filter(model=model).update(state=EmbeddingSpace.State.RETIRED)  # the switch
+    EmbeddingSpace.objects.filter(model="next-model").update(state=EmbeddingSpace.State.ACTIVE)
+    done = category_indexes_sync(models=indexed_space_models(), limit=None)
+    assert (len(done["dropped"]), done["created"]) == (10, [])

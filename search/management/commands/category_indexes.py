@@ -8,7 +8,7 @@ import time
 from django.core.management.base import BaseCommand
 
 from search.category_indexes import category_indexes_sync
-from search.selectors import search_space_model
+from search.selectors import indexed_space_models
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         started = time.perf_counter()
-        done = category_indexes_sync(model=search_space_model(), limit=None)
+        done = category_indexes_sync(models=indexed_space_models(), limit=None)
         for name in done["dropped"]:
             self.stdout.write(f"dropped {name}")
         for name in done["created"]:
