@@ -161,16 +161,28 @@ class ProductViewSet(viewsets.GenericViewSet):
     queryset = Product.objects.none()  # reads go through catalog.selectors; this only names the model for the schema
 
     def get_permissions(self):
-        action = self.action
-        if action == "metadata":  # OPTIONS: DRF asks again as a POST and a PUT, to describe what the user may send
-            action = {"POST": "create", "PUT": "update"}.get(self.request.method)
+        action = self._described_action()
         if action in WRITE_PERMISSIONS:
             return [permissions.IsAdminUser(), HasPermission(WRITE_PERMISSIONS[action])]
         return [permissions.AllowAny()]
 
+    def _described_action(self) -> str | None:
+        """The view's action; for OPTIONS, which DRF asks again as a POST and a PUT to describe what the user may
+        send, the action that method runs on this route (create, update, images)."""
+        if self.action == "metadata":
+            return self.action_map.get(self.request.method.lower())
+        return self.action
+
     def get_serializer_class(self):
         # Only OPTIONS asks (the views pick their serializers): what a POST or PUT takes.
-        return ProductWriteSerializer if self.request.method in ("POST", "PUT") else ProductSerializer
+        action = self._described_action()
+        if action == "images":
+            return ProductImageUploadSerializer
+        return ProductWriteSerializer if action in WRITE_PERMISSIONS else ProductSerializer
+
+    def get_object(self) -> Product:
+        # Only OPTIONS asks, to describe a PUT: DRF's own lookup read the empty queryset and left the PUT out.
+        return self._product(self.kwargs[self.lookup_field])
 
     def _product(self, sku: str) -> Product:
         if is_staff(self.request):

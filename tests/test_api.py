@@ -498,6 +498,12 @@ def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shel
     assert "actions" not in api.options(PRODUCTS).json()
     post = staff_api.options(PRODUCTS).json()["actions"]["POST"]
     assert post["category"]["read_only"] is False and post["sku"]["required"] is True
+    # A product's PUT, which DRF's own lookup of the product left out, and a photo upload's fields
+    put = staff_api.options(f"{PRODUCTS}SOFA-1/").json()["actions"]["PUT"]
+    assert put["category"]["read_only"] is False
+    upload = staff_api.options(f"{PRODUCTS}SOFA-1/images/").json()["actions"]["POST"]
+    assert set(upload) == {"image", "position"} and upload["image"]["required"] is True
+    assert "actions" not in api.options(f"{PRODUCTS}SOFA-1/images/").json()
 
 
 def test_an_update_that_changes_nothing_writes_nothing(api, staff_api, shelf):
