@@ -1,6 +1,6 @@
 from django.db import models
-from django.utils import timezone
 from django.db.models import Q
+from django.db.models.functions import Now
 from pgvector.django import HalfVectorField, HnswIndex
 
 from catalog.models import PRICE_DIGITS
@@ -33,7 +33,7 @@ class EmbeddingSpace(models.Model):
     calibrated_at = models.DateTimeField(null=True, blank=True)
     # When a process configured for this model last synced the spaces. A build is given up (the model set back)
     # only once none has for a while: in a rolling deploy the old model's workers sync beside the new ones.
-    configured_seen_at = models.DateTimeField(default=timezone.now)
+    configured_seen_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         constraints = [
