@@ -196,3 +196,18 @@ def test_an_empty_price_range_names_a_currency_no_product_is_in_and_offers_any_p
                                     "category": shoes})
     assert "Nothing in our catalog is priced in EUR." in sorted_euros.content.decode()
     assert page_links(sorted_euros, "data-refine")["Any price"].endswith("sort=price&currency=USD")
+
+
+@pytest.mark.parametrize("sku", ["SOFA#12", "WHAT?-1", "A%41"])
+def test_more_like_this_links_keep_a_sku_that_urls_must_escape(client, catalog, sku):
+    """The links were built from the request's decoded path: "#" began a fragment, "?" a query, and "%41" led to
+    product "AA"."""
+    from catalog.models import Product
+    from catalog.services import product_update
+
+    product_update(product=Product.objects.get(sku="CHAIR-1"), sku=sku)
+    product = Product.objects.get(sku=sku)
+    html = client.get(product.get_absolute_url()).content.decode()
+    everywhere = re.search(r'<a href="([^"]+)"[^>]*>All categories</a>', html)[1].replace("&amp;", "&")
+    assert everywhere == f"{product.get_absolute_url()}?scope=all#more-like-this"
+    assert client.get(everywhere.split("#")[0]).context["product"] == product
