@@ -132,7 +132,10 @@ def text_search(request):
 
 
 def _paginate(request, queryset) -> dict:
-    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    number = request.GET.get("page")
+    if number and number.lstrip("-").isdigit() and int(number) < 1:
+        number = 1  # get_page gives the last page for any number it cannot show, 0 and -3 too
+    page = Paginator(queryset, PAGE_SIZE).get_page(number)
     return {
         "page_obj": page,
         "products": page.object_list,

@@ -93,6 +93,10 @@ def test_category_page_paginates_24_per_page_and_keeps_the_sort(client):
     assert titles(first)[0] == "Chair 24"  # newest first
     assert "?sort=newest&amp;page=2" in first.content.decode()
     assert titles(second) == ["Chair 00"]
+    # A page number below the first is the first page (it was the last), one past the last the last
+    for number in ("0", "-3"):
+        assert client.get(category.get_absolute_url(), {"sort": "newest", "page": number}).context["page_obj"].number == 1
+    assert titles(client.get(category.get_absolute_url(), {"sort": "newest", "page": 9})) == ["Chair 00"]
 
 
 def test_category_page_sorts_by_title_by_default_and_ignores_unknown_sorts(client):
