@@ -39,6 +39,8 @@ VERSION_KEY = "catalog:version"
 # A value kept per version is read afresh after this long anyway: the bound on its age should a change's new version
 # have been lost (the cache server was unreachable during the write).
 KEPT_SECONDS = 60.0
+# How long a version written before its transaction commits lasts (see _new_version).
+UNCOMMITTED_VERSION_SECONDS = KEPT_SECONDS
 # The most argument sets a kept read keeps values for in one process (one per category filter, say).
 KEPT_VALUES = 1024
 T = TypeVar("T")
@@ -52,16 +54,17 @@ def catalog_changed() -> None:
     _new_version(committed=False)
     connection = transaction.get_connection()
     if not any(callback is _new_version for _, callback, _ in connection.run_on_commit):  # once per transaction
-        transaction.on_commit(_new_version)
+        transaction.on_commit(_new_version, robust=True)  # whatever an earlier hook raised
 
 
 def _new_version(*, committed: bool = True) -> None:
-    # Before the commit no replica can have the change (and no query may risk the writer's transaction).
+    # Before the commit no replica can have the change (and no query may risk the writer's transaction). Such a
+    # version expires: a transaction rolled back has no commit to replace it, and no replica would ever reach it.
     position = db_router.primary_wal_position() if committed else db_router.UNREACHED_WAL_POSITION
     if (memo := _request_version.get()) is not None:
         memo.clear()  # this request's own write: its next read sees the new version
     try:
-        cache.set(VERSION_KEY, _version_at(position), None)
+        cache.set(VERSION_KEY, _version_at(position), None if committed else UNCOMMITTED_VERSION_SECONDS)
     except Exception:  # the cache being down must not fail the write; nothing can be served from it either
         logger.warning("could not retire cached pages", exc_info=True)
 
@@ -108,7 +111,9 @@ def cache_catalog_page(view):
         try:
             version = _version()
             key = _key(request, version)
-            response = cache.get(key)
+            # A client that just wrote reads the primary (db_router) and is not served a stored page, which could
+            # predate its write if retiring the pages failed; what it renders is the present, stored for others.
+            response = None if db_router.STICKY_COOKIE in request.COOKIES else cache.get(key)
         except Exception:
             logger.warning("page cache unavailable", exc_info=True)
             return view(request, *args, **kwargs)

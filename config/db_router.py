@@ -108,9 +108,9 @@ UNREACHED_WAL_POSITION = "FFFFFFFF/FFFFFFFF"
 
 
 def primary_wal_position() -> str:
-    """The primary's WAL position now ("" without replicas): what a replica must have replayed to show the present."""
-    if not replica_aliases():
-        return ""
+    """The primary's WAL position now: what a replica must have replayed to show the present. Asked whether or not
+    this process knows of replicas: a worker or a command on a host configured without them writes versions that the
+    web's replica reads are measured against."""
     try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute("SELECT pg_current_wal_lsn()::text")
@@ -121,15 +121,16 @@ def primary_wal_position() -> str:
 
 def reads_replayed(position: str) -> bool:
     """Whether this request's reads came from a server that shows the primary as of ``position``: the primary
-    itself, or a replica that had replayed that far when the request picked it. True with no position.
+    itself, or a replica that had replayed that far when the request picked it. A replica's reads never count
+    against no position (a version written before this rule).
 
     As of the pick, not of now: a replica that caught up while the page was being rendered from what it showed
     before had its stale page kept under the new catalog version. Replay only moves forward, so every read of the
     request shows at least what the replica had replayed when it was picked."""
     state = _routing.get()
-    if not position or state is None or state.chosen in (None, DEFAULT_DB_ALIAS):
+    if state is None or state.chosen in (None, DEFAULT_DB_ALIAS):
         return True
-    return state.replayed is not None and state.replayed >= _wal_number(position)
+    return bool(position) and state.replayed is not None and state.replayed >= _wal_number(position)
 
 
 def _replayed_position(alias: str) -> int | None:

@@ -159,6 +159,49 @@ def test_signed_in_users_and_sessions_bypass_the_cache(client, admin_user, catal
     assert "X-Cache" not in client.get(url)
 
 
+def test_a_client_that_just_wrote_bypasses_the_cache(client, catalog):
+    """The cookie that keeps a client that wrote on the primary: a stored page from before its write was served."""
+    url = catalog["CHAIR-1"].get_absolute_url()
+    client.get(url)
+    assert client.get(url)["X-Cache"] == "hit"
+    client.cookies["lookalike_primary"] = "1"
+    assert client.get(url)["X-Cache"] == "miss"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_rolled_back_does_not_keep_pages_uncached_for_good(client, catalog, monkeypatch):
+    """The version written before the commit is one no replica reaches; rolled back, nothing replaced it, and no page
+    read from a replica was stored until the next change."""
+    import time
+
+    from django.db import transaction
+
+    from catalog import page_cache
+    from config import db_router
+
+    monkeypatch.setattr(page_cache, "UNCOMMITTED_VERSION_SECONDS", 1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        page_cache.catalog_changed()
+        raise RuntimeError("a photo refused: the batch rolls back")
+    assert page_cache._position(page_cache._version()) == db_router.UNREACHED_WAL_POSITION
+    time.sleep(1.5)  # the uncommitted version expires
+    assert page_cache._position(page_cache._version()) != db_router.UNREACHED_WAL_POSITION
+
+
+def test_a_replicas_reads_never_count_as_replayed_against_a_version_without_a_position():
+    """A worker configured without replicas wrote versions with no position: a lagging replica's page then counted
+    as up to date and was stored."""
+    from config import db_router
+
+    token = db_router._routing.set(db_router._Routing(replicas_allowed=True, chosen="replica_1", replayed=10**12))
+    try:
+        assert not db_router.reads_replayed("")
+        assert db_router.reads_replayed("0/10")
+    finally:
+        db_router._routing.reset(token)
+    assert db_router.reads_replayed("")  # the primary's reads: always
+
+
 @pytest.mark.parametrize("status_url", ["/p/NO-SUCH-SKU/", "/c/no-such-category/"])
 def test_errors_are_not_cached(client, db, status_url):
     assert client.get(status_url).status_code == 404
