@@ -21,7 +21,7 @@ from catalog.selectors import kept_product_currencies
 from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb, upright
-from search.query import InvalidBox
+from search.query import InvalidBox, QueryImage
 from search.refine import PRICE_SORTS, SORT_NOTES
 from search.kept_queries import query_vector_keep, query_vector_kept
 from search.selectors import PhotoSearch, photo_search
@@ -63,6 +63,7 @@ def photo(request):
         search = photo_search(image=form.query_image, category=data["category"], limit=data["limit"], box=data["box"],
                               threshold=0 if data["closest"] else None, refine=refine_form.refine())
         token = query_vector_keep(model=search.model, vector=search.vector, query_details=search.details)
+        query_photo = _query_photo(form.query_image, data["photo"], box=data["box"])
     except InvalidBox as error:  # the form checks boxes already; this keeps a missed case a form error too
         form.add_error("box", f"The selected area is not usable: {error}. Draw the box again.")
         return _render(request, {"form": form}, status=400)
@@ -70,8 +71,6 @@ def photo(request):
         logger.exception("photo search failed")
         return _render(request, {"form": _form_again(request), "unavailable": True}, status=503)
 
-    width, height = form.query_image.width, form.query_image.height
-    query_photo = _query_photo(data["photo"], width=width, height=height, box=data["box"])
     return _results(request, search, token=token, limit=data["limit"], refine_form=refine_form,
                     query_photo=query_photo, closest=data["closest"])
 
@@ -214,15 +213,24 @@ def _render(request, context: dict, *, status: int = 200):
     return render(request, TEMPLATE, context, status=status)
 
 
-def _query_photo(file, *, width: int, height: int, box) -> QueryPhoto:
-    file.seek(0)
+def _preview_save(preview: Image.Image, buffer: io.BytesIO) -> None:
+    preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    preview.save(buffer, format="JPEG", quality=82, optimize=True)
+
+
+def _query_photo(query_image: QueryImage, file, *, box) -> QueryPhoto:
+    width, height = query_image.width, query_image.height
     buffer = io.BytesIO()
-    with Image.open(file) as image:
-        image.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # JPEGs decode straight at reduced size
-        preview = to_rgb(upright(image))  # as the model sees it: 16-bit scaled, alpha on white
-        preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # (may be ``image`` itself: inside the with)
-        preview.save(buffer, format="JPEG", quality=82, optimize=True)
-    file.seek(0)
+    if max(query_image.pixels.size) >= PREVIEW_MAX_SIDE or max(query_image.pixels.size) == max(width, height):
+        # The pixels the search decoded (every format but a large JPEG's, which it decoded small): a HEIC or PNG
+        # of a phone's 12 MP decoded again here cost as much once more.
+        _preview_save(query_image.pixels.copy(), buffer)
+    else:
+        file.seek(0)
+        with Image.open(file) as image:
+            image.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))  # JPEGs decode straight at reduced size
+            _preview_save(to_rgb(upright(image)), buffer)  # (may be ``image`` itself: inside the with)
+        file.seek(0)
     box_style = box_text = ""
     if box is not None:
         box_text = ",".join(f"{value:g}" for value in (box.x0, box.y0, box.x1, box.y1))

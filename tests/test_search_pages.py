@@ -85,6 +85,27 @@ def test_a_photo_finds_similar_products_with_match_badges(client, catalog, test_
     assert _files_under(media_root) == before
 
 
+def test_the_query_photos_preview_is_made_from_the_pixels_the_search_decoded(client, catalog, test_images,
+                                                                             monkeypatch):
+    """The preview decoded the upload a second time (a phone's HEIC or PNG at full size), outside the page's
+    handling of a failed search."""
+    from search import views
+
+    png = io.BytesIO()
+    Image.open(test_images / "shoe-running-3.jpg").convert("RGB").save(png, "PNG")
+    opened, open_image = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(args) or open_image(*args, **kwargs))
+    upload = SimpleUploadedFile("shoe.png", png.getvalue(), content_type="image/png")
+
+    response = _post(client, upload)
+
+    assert response.status_code == 200 and len(opened) == 1  # the upload's check, which decodes it for the search
+    monkeypatch.undo()
+    data_uri = re.search(r'src="data:image/jpeg;base64,([^"]+)"', response.content.decode())[1]
+    preview = Image.open(io.BytesIO(base64.b64decode(data_uri)))
+    assert max(preview.size) <= views.PREVIEW_MAX_SIDE and preview.format == "JPEG"
+
+
 def test_query_photos_are_not_kept_even_when_spooled_to_disk(client, catalog, test_images, settings, tmp_path):
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024  # every upload goes through a temporary file
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
