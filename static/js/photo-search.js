@@ -280,9 +280,7 @@
         }
       } else if (body.querySelector("[data-region]")) {
         // On the results page: keep the results and say what was wrong.
-        var messages = Array.prototype.map.call(
-          fresh.querySelectorAll("[data-form-errors] p, [data-field-error], .form-alert p"), function (el) { return el.textContent.trim(); });
-        fail(messages.join(" ") || "That search could not be run. Please try again.");
+        fail(messagesOf(fresh) || "That search could not be run. Please try again.");
       } else {
         // The photo stays chosen (and shown) for another try, unless it was the photo that was refused.
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
@@ -291,8 +289,14 @@
         else showChosen(params.file);
         // The button that had the focus is gone with the old form: the field in error takes it, and a screen
         // reader reads its message (aria-describedby), where it said nothing.
+        // With no field in error (the limit reached, search unavailable), the message takes it.
         var invalid = body.querySelector("[aria-invalid=true]");
+        var alert = body.querySelector(".form-alert");
         if (invalid) invalid.focus();
+        else if (alert) {
+          alert.setAttribute("tabindex", "-1");
+          alert.focus();
+        }
       }
     });
     request.addEventListener("error", function () {
@@ -373,6 +377,12 @@
     if (!busy) refine(form.action.split("?")[0] + "?" + query.toString(), false);
   });
 
+  // What an answer's page says was wrong: its form's errors and alerts.
+  function messagesOf(fresh) {
+    return Array.prototype.map.call(fresh.querySelectorAll("[data-form-errors] p, [data-field-error], .form-alert p"),
+      function (el) { return el.textContent.trim(); }).join(" ");
+  }
+
   function refine(url, more) {
     var shown = body.querySelectorAll(".results .product-card").length;
     setBusy(true);
@@ -392,7 +402,11 @@
         var results = fresh && fresh.querySelector(".results");
         var current = body.querySelector(".results");
         if (answer.status === 410) return searchAgain(url);
-        if (answer.status !== 200 || !results || !current) return fail("That search could not be run. Please try again.");
+        if (answer.status !== 200 || !results || !current) {
+          // The page's own words where it has some ("Please wait 40 seconds" at the limit): trying again at once
+          // would only fail again.
+          return fail((fresh && messagesOf(fresh)) || "That search could not be run. Please try again.");
+        }
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
         history.pushState(null, "", url);

@@ -217,3 +217,37 @@ def test_the_closest_products_stay_the_closest_when_an_expired_search_is_sent_ag
     expect(page.locator("#results-heading")).to_have_text("Closest products")
     shoes = {product.title for product in shop.values() if product.category.name == "Shoes"}
     assert card_titles(page) and set(card_titles(page)) <= shoes
+
+
+def test_a_refinement_over_the_search_limit_says_how_long_to_wait(page, shop, test_images, everything_matches,
+                                                                  settings):
+    """It said "That search could not be run. Please try again.", which failed again at once."""
+    from django.core.cache import cache
+
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "1/min"}}
+    cache.delete("throttle_search_127.0.0.1")  # the photo's search, counted before the limit was set
+    page.locator(".looks-like .chip").filter(has_text="Shoes").click()  # the first of the minute: answered
+    wait_until_idle(page)
+    expect(page.locator("[data-request-error]")).to_be_hidden()
+    page.locator(".looks-like .chip").first.click()
+    wait_until_idle(page)
+    expect(page.locator("[data-request-error]")).to_contain_text("Please wait")
+    expect(page.locator("[data-request-error]")).to_contain_text("second")
+
+
+def test_a_first_search_over_the_limit_puts_the_focus_on_the_message(page, shop, test_images, settings):
+    """The button that had the focus went with the old form, and no field was in error: the focus fell to the page."""
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "1/min"}}
+    cache.delete("throttle_search_127.0.0.1")
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(str(test_images / "chair-cafe-pair.jpg"))
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("[data-throttled]")).to_be_visible()
+    focused = page.locator(":focus")
+    expect(focused).to_contain_text("Please wait")
