@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminFileWidget
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
@@ -65,7 +65,7 @@ class RefusedSavesShown(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except (ValidationError, ObjectDoesNotExist) as error:
+        except (ValidationError, Product.DoesNotExist, ProductImage.DoesNotExist) as error:
             if request.method != "POST":
                 raise
             reason = ("; ".join(error.messages) if isinstance(error, ValidationError)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import SuspiciousFileOperation, ValidationError
+from django.utils.text import get_valid_filename
 from PIL import Image
 
 from catalog.pixels import SIDE_SWAPPING_TURNS, upright_turn
@@ -99,7 +100,10 @@ def image_file_name(name: str, image_format: str) -> str:
     so a stored file is never served as something it is not, and its stem cut to STORED_STEM_MAX_BYTES."""
     # Storage keeps only letters, digits, "-", "_" and ".": of "📷" or "#" it kept nothing, and the photo was stored as
     # the hidden, extension-less ".jpg" (so is any name starting with a dot).
-    stem = re.sub(r"(?u)[^-\w.]", "", PurePath(name or "").stem.strip().replace(" ", "_")).lstrip(".") or "image"
+    try:
+        stem = get_valid_filename(PurePath(name or "").stem).lstrip(".") or "image"
+    except SuspiciousFileOperation:  # nothing of it is left
+        stem = "image"
     # Cut on a character boundary ("ignore" drops a character the cut split).
     stem = stem.encode("utf-8", "replace")[:STORED_STEM_MAX_BYTES].decode("utf-8", "ignore")
     return f"{stem}.{EXTENSIONS[image_format]}"

@@ -41,6 +41,7 @@ from catalog.models import (
     CURRENCY_CODE,
     Category,
     Product,
+    category_name_key,
     currency_code_read,
 )
 from catalog.services import (
@@ -368,8 +369,7 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             if len(fields) != len(columns):
                 raise RowError(f"expected {len(columns)} fields like the header, found {len(fields)}")
             item = catalog_row_parse(row=row, images_dir=images_dir)
-            # a category path in another case is the same category (services.category_get_or_create_path)
-            fields = hash((item.title, item.category_path.casefold(), item.price, item.description))
+            fields = hash((item.title, category_name_key(item.category_path), item.price, item.description))
             first_line, first_fields, currency, active = first_rows.setdefault(
                 hash(item.sku), (start, fields, item.currency, item.active))
             # An empty currency or active says "as it is": it agrees with any other row's.

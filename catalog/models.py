@@ -40,6 +40,12 @@ def category_name_normalized(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).split())
 
 
+def category_name_key(name: str) -> str:
+    """What two spellings of one category name share, as the lookups compare them (``name__iexact``: PostgreSQL's
+    UPPER) once normalised: "Sofas" and "sofas" are one category."""
+    return category_name_normalized(name).upper()
+
+
 class Category(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=140, unique=True)

@@ -54,7 +54,9 @@ def catalog_changed() -> None:
     _new_version(committed=False)
     connection = transaction.get_connection()
     if not any(callback is _new_version for _, callback, _ in connection.run_on_commit):  # once per transaction
-        transaction.on_commit(_new_version, robust=True)  # whatever an earlier hook raised
+        # robust: its own failure does not stop the hooks after it. A hook before it that raises does stop it; the
+        # version written before the commit then expires (UNCOMMITTED_VERSION_SECONDS).
+        transaction.on_commit(_new_version, robust=True)
 
 
 def _new_version(*, committed: bool = True) -> None:

@@ -530,7 +530,8 @@ def atomic_with_files() -> Iterator[list[str]]:
     """A transaction, and a list for the names of the files its writes store. They are deleted again if it fails
     (a refused photo, the database, Ctrl-C): its rows are gone, so must their files be. Once it has committed they
     are its rows' files and stay, even if something its commit sets off fails afterwards (queueing the embeddings,
-    a Ctrl-C then): Django runs the commit's hooks after the COMMIT, inside ``atomic``'s exit."""
+    a Ctrl-C then): Django runs the commit's hooks after the COMMIT, inside ``atomic``'s exit. Nested in an outer
+    transaction, it is a savepoint: a failure of the outer COMMIT leaves the files, which ``prune_media`` removes."""
     stored: list[str] = []
     written = False
     try:

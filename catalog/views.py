@@ -133,8 +133,11 @@ def text_search(request):
 
 def _paginate(request, queryset) -> dict:
     number = request.GET.get("page")
-    if number and number.lstrip("-").isdigit() and int(number) < 1:
-        number = 1  # get_page gives the last page for any number it cannot show, 0 and -3 too
+    try:
+        if int(number) < 1:
+            number = 1  # get_page gives the last page for any number it cannot show, 0 and -3 too
+    except (TypeError, ValueError):
+        pass  # not a number: get_page gives the first page
     page = Paginator(queryset, PAGE_SIZE).get_page(number)
     return {
         "page_obj": page,
