@@ -72,10 +72,12 @@ def _active_space() -> tuple[str, float | None] | None:
 
 def indexed_space_models() -> list[str]:
     """The spaces whose large categories get their own index (search/category_indexes.py): the searched one, then
-    one being built, whose indexes are then ready when search switches to it."""
-    spaces = EmbeddingSpace.objects.filter(state__in=[EmbeddingSpace.State.ACTIVE, EmbeddingSpace.State.BUILDING])
-    models = sorted(spaces.values_list("state", "model"), key=lambda space: space[0] != EmbeddingSpace.State.ACTIVE)
-    return [model for _, model in models] or [search_space_model()]
+    the build processes last worked on (of a model changed twice, the second), whose indexes are then ready when
+    search switches to it."""
+    active = search_space_model()
+    building = (EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING).exclude(model=active)
+                .order_by("-configured_seen_at", "-pk").values_list("model", flat=True).first())
+    return [active, building] if building else [active]
 
 
 def search_space_model() -> str:

@@ -38,8 +38,10 @@ FLAG_ATTEMPTS = 3  # near-duplicate flags read and written again when an origina
 PERMANENT_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 EMBED_IMAGES_TASK = "search.tasks.embed_images"
-# How the failures of images whose model could not be loaded begin: the sweep retries them once it loads.
+# How the failures of images whose model could not be loaded begin: the sweep retries them once it loads, at most
+# once in a while (model_unavailable_retry).
 MODEL_UNAVAILABLE = "model unavailable: "
+MODEL_RETRY_SECONDS = 600
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -160,16 +162,24 @@ def images_recompute_claim_renew(*, image_ids: Sequence[int]) -> int:
 
 def model_unavailable_retry() -> int:
     """Once the model loads again, mark pending the images that failed because it could not (a damaged file since
-    replaced, memory short for a moment): the sweep then sends them. Returns how many."""
-    failed = ProductImage.objects.filter(embedding_status=EmbeddingStatus.FAILED,
-                                         embedding_error__startswith=MODEL_UNAVAILABLE)
+    replaced, memory short for a moment): the sweep then sends them. Returns how many.
+
+    Only images not queued within MODEL_RETRY_SECONDS: the model may load here and still not in the workers (another
+    host, less memory), and the images would go from failed to pending and back at every sweep."""
+    recently = timezone.now() - timezone.timedelta(seconds=MODEL_RETRY_SECONDS)
+    failed = (ProductImage.objects.filter(embedding_status=EmbeddingStatus.FAILED,
+                                          embedding_error__startswith=MODEL_UNAVAILABLE)
+              .exclude(embedding_queued_at__gte=recently))
     if not failed.exists():
         return 0
     try:
         active_embedder().load()
     except ModelUnavailable:
         return 0
-    return failed.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None)
+    with transaction.atomic():
+        retried = failed.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None)
+        catalog_changed()  # their product pages say again that More like this is on its way
+    return retried
 
 
 def pending_images_requeue(*, stale_after_seconds: int = PENDING_STALE_SECONDS, limit: int = 5000) -> int:

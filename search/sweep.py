@@ -49,6 +49,7 @@ def embedding_space_sync() -> EmbeddingSpace:
       images another model's worker marked ready (a rolling deploy) are pending for it again.
     - The configured model is the active one again before a build was complete: that build is retired, once no
       process configured for its model has synced for ``_build_abandoned_after`` (a rolling deploy is not over).
+      Likewise a process configured for the model search switched from within that time starts no build.
     """
     configured, now = active_embedder().id, timezone.now()
     with transaction.atomic():
@@ -70,6 +71,11 @@ def embedding_space_sync() -> EmbeddingSpace:
             if active.model == configured:
                 return active
             target = None
+        if (target is not None and target.state == EmbeddingSpace.State.RETIRED and target.activated_at is not None
+                and active.activated_at and active.activated_at > now - _build_abandoned_after()):
+            # Search switched from this model (it was active) moments ago: a worker of the deploy before, not a
+            # model set back.
+            return active
         if target is None or target.state != EmbeddingSpace.State.BUILDING:
             EmbeddingSpace.objects.update_or_create(model=configured, defaults={
                 "state": EmbeddingSpace.State.BUILDING, "activated_at": None, "configured_seen_at": now})

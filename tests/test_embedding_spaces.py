@@ -98,8 +98,9 @@ def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing
 def test_a_rolling_deploys_old_workers_sweeps_neither_give_up_the_build_nor_make_it_start_over(small_catalog,
                                                                                                 settings):
     """Each sweep an old worker ran retired the build and freed its vectors, and the next on a new worker built it
-    anew, every photo pending again: back and forth until the last old worker stopped."""
-    new_space = get_embedder(LITE2).id
+    anew, every photo pending again: back and forth until the last old worker stopped. After the switch, an old
+    worker's sweep started a build of its model again."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
     settings.EMBEDDING_MODEL = LITE2
     sweep.embedding_space_sync()  # a new worker's sweep
     first_half = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True)[:2])
@@ -115,6 +116,13 @@ def test_a_rolling_deploys_old_workers_sweeps_neither_give_up_the_build_nor_make
     assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.BUILDING
     assert set(ProductImage.objects.filter(pk__in=first_half).values_list("embedding_status", flat=True)) == {
         EmbeddingStatus.READY}
+
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))  # the switch
+    assert search_space_model() == new_space
+    settings.EMBEDDING_MODEL = LITE0
+    sweep.embedding_sweep()  # an old worker's, after the switch: not a model set back
+    assert EmbeddingSpace.objects.get(model=old_space).state == EmbeddingSpace.State.RETIRED
+    assert not ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).exists()
 
 
 def test_setting_the_model_back_before_its_space_is_built_retires_that_build(small_catalog, settings):

@@ -1,9 +1,11 @@
 """The embedding task: real model, real database; dispatch, idempotence, failures; and a real worker end to end."""
 
 import io
+from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from catalog import services as catalog_services
 from catalog.models import EmbeddingStatus, ProductImage
@@ -144,6 +146,10 @@ def test_a_model_that_cannot_load_fails_the_pending_images_and_the_sweep_retries
     monkeypatch.setattr(services, "active_embedder", _ModelThatCannotLoad)
     assert services.model_unavailable_retry() == 0  # still broken: left as they are
     monkeypatch.undo()
+    ProductImage.objects.filter(pk=waiting.pk).update(embedding_queued_at=timezone.now())
+    assert services.model_unavailable_retry() == 0  # sent moments ago: not again at every sweep
+    ProductImage.objects.filter(pk=waiting.pk).update(
+        embedding_queued_at=timezone.now() - timedelta(seconds=services.MODEL_RETRY_SECONDS + 1))
     assert services.model_unavailable_retry() == 1
     waiting.refresh_from_db()
     assert (waiting.embedding_status, waiting.embedding_error) == (EmbeddingStatus.PENDING, "")

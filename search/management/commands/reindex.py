@@ -81,8 +81,11 @@ class Command(BaseCommand):
             self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True), timeout=timeout)
         else:
             self._embed_here(selected, embedder, batch_size)
-        # A switch made here is calibrated here, not a sweep later: search meanwhile used the default cut-off
-        space = embedding_space_calibrate(space=embedding_space_sync())
+        space = embedding_space_sync()
+        try:  # a switch made here is calibrated here, not a sweep later: search meanwhile used the default cut-off
+            space = embedding_space_calibrate(space=space)
+        except Exception as error:  # noqa: BLE001 - the vectors are stored either way; the sweep calibrates later
+            self.stderr.write(self.style.WARNING(f"Could not calibrate {space.model} ({error}); the sweep will."))
         failed = images_count(image_ids=selected, status=EmbeddingStatus.FAILED)
         style = self.style.WARNING if failed else self.style.SUCCESS
         self.stdout.write(style(f"Done. {failed} failed. Search uses {space.model}."))
