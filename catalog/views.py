@@ -124,11 +124,15 @@ def _without(item, product_ids: set[int]):
 
 def text_search(request):
     query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
-    return render(
-        request,
-        "catalog/search.html",
-        {"query": query, **_paginate(request, selectors.product_search(query=query))},
-    )
+    page = _paginate(request, selectors.product_search(query=query))
+    # Products found only through a corrected spelling ("chain" for "chian") come after those that match the words as
+    # typed: the page says where they begin, so that a shopper can tell the two apart.
+    products = page["products"]
+    return render(request, "catalog/search.html", {
+        "query": query, **page,
+        "as_typed": [product for product in products if product.as_typed],
+        "close_spellings": [product for product in products if not product.as_typed],
+    })
 
 
 def _paginate(request, queryset) -> dict:

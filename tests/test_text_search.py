@@ -145,6 +145,18 @@ def test_edit_distance_counts_a_swap_as_one_edit_and_gives_up_past_the_limit():
     assert edit_distance("chair", "chair", limit=0) == 0
 
 
+def test_the_page_says_where_the_products_found_with_a_close_spelling_begin(client, shop):
+    """They were listed as "Results for “hodie”" with the rest, and nothing said why a hoodie was there."""
+    mug = ProductFactory(title="Latin mug", description="Printed with hodie, Latin for today.")
+    page = client.get(reverse("catalog:text_search"), {"q": "hodie"})
+    html = page.content.decode()
+    assert page.context["as_typed"] == [mug] and titles(page.context["close_spellings"]) == titles(shop["hoodies"])
+    assert html.index("Latin mug") < html.index("Also found with a close spelling") < html.index("Grey zip hoodie")
+
+    only_close = client.get(reverse("catalog:text_search"), {"q": "sneakres"}).content.decode()
+    assert "Nothing matched “sneakres” as typed: found with a close spelling" in only_close
+
+
 def test_the_page_and_the_api_find_typos(client, shop):
     page = client.get(reverse("catalog:text_search"), {"q": "hodie"})
     api = client.get("/api/v1/products/", {"q": "sneakres"})
