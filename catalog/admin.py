@@ -234,7 +234,9 @@ class ProductAdmin(RefusedSavesShown):
         # Photos are written by catalog.services (thumbnails, vectors' copies, embedding), never by the formset.
         notice = queue_down_notice(request)
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-        for image_form in formset.initial_forms:
+        # In pk order, as a worker storing their vectors locks the photos: in gallery order two of them could be
+        # locked the other way round, a deadlock.
+        for image_form in sorted(formset.initial_forms, key=lambda image_form: image_form.instance.pk):
             image = image_form.instance
             if formset.can_delete and formset._should_delete_form(image_form):
                 product_image_delete(image=image)

@@ -231,6 +231,8 @@ class ProductViewSet(viewsets.GenericViewSet):
                             status=status.HTTP_412_PRECONDITION_FAILED)
         except DjangoValidationError as error:
             raise api_validation_error(error) from None
+        except Product.DoesNotExist:  # deleted since it was read above
+            raise NotFound("No such product.") from None
         return self._product_response(self._product(product.sku))
 
     def partial_update(self, request, sku):

@@ -438,6 +438,8 @@ def product_image_update(
     updates are as safe as this. Replaced files are deleted once the transaction commits; new ones at once if the
     row cannot be written.
     """
+    if product is not None:
+        _product_lock(product)  # before the photo: products, then photos, as every writer locks them
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
     moved = product is not None and product.pk != image.product_id
     renumbered = position is not None and position != image.position
@@ -445,7 +447,6 @@ def product_image_update(
     if not (moved or renumbered or replaced):
         return image  # a save would retire every cached page for nothing (the admin saves unchanged forms too)
     if moved:
-        _product_lock(product)
         image.product = product
     if renumbered:
         image.position = position
@@ -479,6 +480,10 @@ def products_delete(*, products: Iterable[Product]) -> int:
     the photos' files; returns how many products were deleted."""
     product_ids = [product.pk for product in products]
     with transaction.atomic():
+        # The products first (then their photos, the order of every writer): a photo added meanwhile is then either
+        # committed before, and deleted with them, or its upload finds the product gone. Unseen, it made the
+        # delete fail at its commit.
+        list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk").values_list("pk"))
         files = _photos_lock(ProductImage.objects.filter(product_id__in=product_ids))
         names = [name for pair in files for name in pair]
         _, deleted = Product.objects.filter(pk__in=product_ids).delete()

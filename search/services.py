@@ -384,6 +384,12 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                                       near_duplicate_score=duplicate[1]))
         try:
             with transaction.atomic():
+                # Not on a photo whose file was replaced since: the replacement cleared the old picture's flags.
+                current = {pk: FileVersion(file, content_hash) for pk, file, content_hash in
+                           ProductImage.objects.select_for_update().filter(pk__in=[flag.pk for flag in flags])
+                           .order_by("pk").values_list("pk", "file", "content_hash")}
+                flags = [flag for flag, item in zip(flags, items)
+                         if flag.pk in current and item.file_version in (None, current[flag.pk])]
                 ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
             return
         except IntegrityError:  # an image flagged as the original was deleted since it was read: look again
@@ -397,19 +403,25 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
     ``mark_ready``); returns the items stored. An image deleted while its vector was computed is skipped, and so is
     one whose file was replaced meanwhile (the replacement queued its own task). A few statements for the whole
     batch, where one at a time cost each image 8 round trips."""
+    image_ids = [item.image_id for item in items]
     with transaction.atomic():
+        # Products before photos, as every writer locks them (an admin saves the product, then its photos): the
+        # photos locked first met an admin's product form halfway, a deadlock.
+        owners = dict(ProductImage.objects.filter(pk__in=image_ids).values_list("pk", "product_id"))
+        _products_share_lock(product_ids=sorted(set(owners.values())))
         current = {
             image_id: (product_id, FileVersion(file, content_hash))
             for image_id, product_id, file, content_hash in ProductImage.objects.select_for_update()
-            .filter(pk__in=[item.image_id for item in items]).order_by("pk")
-            .values_list("pk", "product_id", "file", "content_hash")
+            .filter(pk__in=image_ids).order_by("pk").values_list("pk", "product_id", "file", "content_hash")
         }
-        items = [item for item in items
-                 if item.image_id in current and item.file_version in (None, current[item.image_id][1])]
+        # Deleted, replaced or moved to another product (not held) meanwhile: skipped. A replaced photo queued its
+        # own task; a moved one stays pending, and the sweep sends it again.
+        items = [item for item in items if item.image_id in current
+                 and item.file_version in (None, current[item.image_id][1])
+                 and current[item.image_id][0] == owners.get(item.image_id)]
         products = {item.image_id: current[item.image_id][0] for item in items}
         if not items:
             return []
-        _products_share_lock(product_ids=sorted(set(products.values())))
         # First: the vector row copies the main colour from the photo (search migration 0006).
         coloured = [ProductImage(pk=item.image_id, colours=item.colours) for item in items if item.colours is not None]
         if coloured:

@@ -703,6 +703,19 @@ def test_staff_upload_of_a_photo_named_in_symbols_alone_is_stored_under_a_visibl
     assert re.fullmatch(r"(image|jpg)\.(jpg|png)", stored) and re.fullmatch(r"(image|jpg)\.webp", thumbnail)
 
 
+def test_a_product_deleted_while_its_change_was_checked_is_a_404(staff_api, shelf, monkeypatch):
+    """Read, then deleted by an admin before the change locked it: a 500."""
+    update = catalog_services.product_update
+
+    def deleted_meanwhile(*, product, **fields):
+        catalog_services.products_delete(products=[product])
+        return update(product=product, **fields)
+
+    monkeypatch.setattr(catalog_services, "product_update", deleted_meanwhile)
+    response = staff_api.patch(f"{PRODUCTS}SOFA-1/", {"price": "1.00"}, format="json")
+    assert (response.status_code, response.json()) == (404, {"detail": "No such product."})
+
+
 def test_staff_upload_of_a_non_image_is_a_400(staff_api, shelf):
     upload = SimpleUploadedFile("photo.jpg", b"GIF89a but not really", content_type="image/gif")
     response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": upload})

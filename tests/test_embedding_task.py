@@ -259,6 +259,20 @@ def test_one_bad_file_in_a_batch_does_not_spoil_the_others(product, test_images)
     assert ProductImage.objects.get(pk=bad.pk).embedding_status == EmbeddingStatus.FAILED
 
 
+def test_a_duplicate_flag_from_a_file_replaced_since_is_not_written(product):
+    """The flag was written after the vectors' transaction, from the old picture: on the replaced photo it stayed."""
+    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+    services.images_embed(image_ids=[original.pk, copy.pk])
+    assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id == original.pk
+    ProductImage.objects.filter(pk=copy.pk).update(near_duplicate_of=None, near_duplicate_score=None)  # replaced
+    vector = ImageEmbedding.objects.get(image=copy).vector
+
+    services.images_near_duplicate_flag(model=active_embedder().id, items=[services.StoredVector(
+        image_id=copy.pk, vector=vector, file_version=services.FileVersion("products/old.jpg", "0" * 64))])
+
+    assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id is None
+
+
 def test_images_queued_together_travel_in_one_task(product, settings, django_capture_on_commit_callbacks):
     from tests.support import embedding_queue
 

@@ -227,3 +227,21 @@ def test_two_photos_uploaded_at_once_without_a_position_go_one_after_the_other()
         services.product_image_add(product=product, prepared=second)
     assert first.waited  # the second upload waited for the first's lock: the two really overlapped
     assert sorted(ProductImage.objects.filter(product=product).values_list("position", flat=True)) == [0, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_product_deleted_while_a_photo_is_added_goes_with_that_photo(media_root):
+    """The delete locked the product's photos before the product: the photo added meanwhile was unseen, and the
+    delete failed at its commit (the photo still pointed at the product), an error page with nothing deleted."""
+    from tests.support import held_in_another_transaction
+
+    product = services.product_create(sku="P-1", title="Chair", category=Category.objects.create(name="Chairs",
+                                      slug="chairs"), price="10")
+    services.product_image_add(product=product, file=uploaded_image(color=(0, 0, 200)))
+    with held_in_another_transaction(
+        lambda: services.product_image_add(product=product, file=uploaded_image(color=(200, 0, 0)))
+    ) as upload:
+        services.products_delete(products=[product])
+    assert upload.waited  # the delete waited for the upload's lock on the product: they overlapped
+    assert not Product.objects.exists() and not ProductImage.objects.exists()
+    assert not [path for path in media_root.rglob("*") if path.is_file()]

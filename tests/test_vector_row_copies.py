@@ -154,3 +154,23 @@ def test_a_photo_deleted_while_a_worker_stores_its_vector_is_deleted_with_it():
     assert worker.waited
     assert not ProductImage.objects.filter(pk=image.pk).exists()
     assert not ImageEmbedding.objects.filter(image_id=image.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_storing_a_vector_while_an_admin_saves_the_product_and_its_photo_do_not_deadlock():
+    """The admin's form locks the product, then its photos; the worker locked the photo, then the product: each
+    waited for the other, and PostgreSQL ended one of them with an error."""
+    product = ProductFactory()
+    image = ProductImage.objects.create(product=product, file="x/1.jpg", width=1, height=1, content_hash="a" * 64)
+    model = search_space_model()
+
+    def admin_saves_the_photo_too():
+        ProductImage.objects.select_for_update().get(pk=image.pk)
+
+    with held_in_another_transaction(lambda: Product.objects.select_for_update().get(pk=product.pk),
+                                     then=admin_saves_the_photo_too, timeout=5) as admin:
+        stored = services.image_embeddings_store(model=model, items=[services.StoredVector(
+            image_id=image.pk, vector=np.ones(ImageEmbedding._meta.get_field("vector").dimensions))])
+
+    assert admin.waited, "the worker did not wait for the admin's lock on the product"
+    assert [item.image_id for item in stored] == [image.pk]
