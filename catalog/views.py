@@ -83,8 +83,8 @@ def product_detail(request, sku):
             product=product, limit=SIMILAR_PRODUCTS + len(shown), category_ids=category_ids, form=similar_form
         )
         if similar_products is not None:
-            similar_products = [_without(item, shown) for item in similar_products
-                                if item.product.pk not in shown][:SIMILAR_PRODUCTS]
+            similar_products = [kept for item in similar_products
+                                if (kept := _without(item, shown)) is not None][:SIMILAR_PRODUCTS]
     except Exception:  # a broken vector search must not take the product page down with it
         logger.exception("more-like-this failed for product %s", product.pk)
         similar_products, other_colours = None, []
@@ -117,9 +117,13 @@ def product_detail(request, sku):
 
 
 def _without(item, product_ids: set[int]):
-    """A More like this result without the near-duplicate listings folded under it that the page shows elsewhere."""
-    kept = tuple(duplicate for duplicate in item.duplicates if duplicate.product.pk not in product_ids)
-    return item if len(kept) == len(item.duplicates) else dataclasses.replace(item, duplicates=kept)
+    """A More like this result without the listings that the page shows elsewhere, None if nothing is left. A result
+    shown elsewhere gives its place to the first near-duplicate listing folded under it, which would otherwise be on
+    the page nowhere."""
+    kept = [duplicate for duplicate in item.duplicates if duplicate.product.pk not in product_ids]
+    if item.product.pk in product_ids:
+        return dataclasses.replace(kept[0], duplicates=tuple(kept[1:])) if kept else None
+    return item if len(kept) == len(item.duplicates) else dataclasses.replace(item, duplicates=tuple(kept))
 
 
 def text_search(request):

@@ -281,3 +281,27 @@ def test_a_product_under_other_colours_is_not_folded_under_more_like_this_too(cl
     assert [item.product for item in page.context["other_colours"]] == [blue]
     assert [item.product for item in page.context["similar_products"]] == [elsewhere]
     assert page.content.decode().count(f'href="{blue.get_absolute_url()}"') == 1
+
+
+def test_a_listing_folded_under_one_shown_under_other_colours_takes_its_place_in_more_like_this(client, settings):
+    """More like this dropped a result already under "Same look, other colours", and with it the near-duplicate
+    listing folded under it, which was then on the page nowhere."""
+    settings.SEARCH_MIN_SCORE = 0.1
+    hoodies = CategoryFactory(name="Hoodies")
+    shown = ProductFactory(category=hoodies, title="Black hoodie")
+    blue = ProductFactory(category=hoodies, title="Blue hoodie")
+    relisted = ProductFactory(category=hoodies, title="Blue hoodie, listed again")  # the same photo: folded
+    colours = {shown: "black", blue: "blue", relisted: "blue"}
+    vectors = {shown: unit_vector(1, 0, 0), blue: unit_vector(1, 0.25, 0.12), relisted: unit_vector(1, 0.25, 0.12)}
+    for n, colour in enumerate(["red", "green", "yellow", "white", "grey"]):  # "other colours" is full without it
+        product = ProductFactory(category=hoodies, title=f"{colour.title()} hoodie")
+        colours[product], vectors[product] = colour, unit_vector(1, 0.1 * n, 0.3)
+    for product, vector in vectors.items():
+        image = add_image(product)
+        image_embeddings_store(model=search_space_model(), items=[StoredVector(
+            image_id=image.pk, vector=vector, colours=[colours[product]])])
+    page = client.get(f"/p/{shown.sku}/")
+    assert blue in [item.product for item in page.context["other_colours"]]
+    assert relisted not in [item.product for item in page.context["other_colours"]]
+    assert [item.product for item in page.context["similar_products"]] == [relisted]
+    assert page.content.decode().count(f'href="{relisted.get_absolute_url()}"') >= 1
