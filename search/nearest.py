@@ -72,7 +72,7 @@ def nearest_statement(rows: VectorRows, vector, wanted: int, *, exact: bool) -> 
     )
     params = [_vector_param(vector), *params]
     if exact:  # OFFSET 0 keeps the ordering outside, where the HNSW index cannot serve it
-        return f"SELECT * FROM ({select} OFFSET 0) AS filtered ORDER BY distance LIMIT {int(wanted)}", params
+        return f"SELECT * FROM ({select} OFFSET 0) AS filtered ORDER BY distance, image_id LIMIT {int(wanted)}", params
     return f"{select} ORDER BY distance LIMIT {int(wanted)}", params
 
 

@@ -265,7 +265,8 @@ def _pool_candidates(rows: VectorRows, vector, pool: int, *, cutoff: float, thre
         wanted *= 2  # every row there is was not read, and those read are photos of too few products
     best: dict[int, Hit] = {}
     colours: dict[int, set[str]] = defaultdict(set)  # of each product's photos that are matches themselves
-    for hit in sorted(hits, key=lambda hit: hit[1]):  # relaxed order: re-sort
+    # Relaxed order: re-sort, ties (one photo listed twice) by image, so that the same listing leads on every page
+    for hit in sorted(hits, key=lambda hit: (hit[1], hit[2])):
         best.setdefault(hit[0], hit)
         if hit[3] and match_score(_similarity(hit[1]), cutoff) >= threshold:
             colours[hit[0]].add(hit[3])
