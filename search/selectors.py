@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import datetime
 from decimal import Decimal
 
@@ -224,18 +226,20 @@ def vector_matches(
             candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
                           if c.product_id in products]
         ordered = sorted_matches(candidates, refine.sort, currency=refine.currency)
+        folded = None  # the matches of a chip's click as they are shown: near-duplicates folded
         if fold and len(ordered) > 1:
             minimum = settings.NEAR_DUPLICATE_MIN_SCORE
             pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
             ordered = fold_duplicates(ordered, pairs, min_similarity=minimum)
+            folded = partial(fold_duplicates, close_pairs=pairs, min_similarity=minimum)
         if len(ordered) >= limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
             break  # enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
     return Matches(
         # Counted over the best ``counted`` in the best-match order, whatever the order shown: the same chips for
         # every order and every page of "Show more" up to MATCH_POOL.
-        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates[:counted]),
-        colours=_colour_facets(candidates[:counted]),
+        results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates[:counted], folded),
+        colours=_colour_facets(candidates[:counted], folded),
     )
 
 
@@ -347,29 +351,39 @@ def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: f
         return {(first, second): similarity for first, second, similarity in cursor.fetchall()}
 
 
-def _category_facets(candidates: list[_Candidate]) -> list[CategoryFacet]:
+def _category_facets(candidates: list[_Candidate], folded: Callable[[list], list] | None) -> list[CategoryFacet]:
     """A chip for each category the candidates are in, counting those in it or below it: what its click, which
-    searches below it too, finds among them."""
+    searches below it too, finds among them, near-duplicates ``folded`` as its answer folds them."""
     if not candidates:
         return []
-    direct = Counter(candidate.category_id for candidate in candidates)
+    direct = {candidate.category_id for candidate in candidates}
     categories, parents = kept_category_cards(), kept_category_parents()
-    if not direct.keys() <= categories.keys():  # kept from before a category was added, had its version been lost
+    if not direct <= categories.keys():  # kept from before a category was added, had its version been lost
         categories, parents = category_cards(), category_parents()
-    counts = Counter()
-    for category_id, count in direct.items():
-        for ancestor in lineage(parents, category_id):
+    found: dict[int, list[_Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        for ancestor in lineage(parents, candidate.category_id):
             if ancestor in direct:
-                counts[ancestor] += count
+                found[ancestor].append(candidate)
+    counts = _counted(found, folded)
     return [
         CategoryFacet(category=categories[category_id], count=count)
         for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
     ]
 
 
-def _colour_facets(candidates: list[_Candidate]) -> list[ColourFacet]:
-    counts = Counter(colour for candidate in candidates for colour in candidate.colours)
+def _colour_facets(candidates: list[_Candidate], folded: Callable[[list], list] | None) -> list[ColourFacet]:
+    found: dict[str, list[_Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        for colour in candidate.colours:
+            found[colour].append(candidate)
+    counts = _counted(found, folded)
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def _counted(found: dict, folded: Callable[[list], list] | None) -> dict:
+    """How many results each chip's matches make: one per group of near-duplicates where the answer folds them."""
+    return {key: len(folded(matches) if folded else matches) for key, matches in found.items()}
 
 
 def _few_rows(rows: VectorRows) -> bool:

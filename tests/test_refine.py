@@ -215,6 +215,23 @@ def test_each_chip_counts_what_a_click_on_it_finds(settings):
         clicked = vector_matches(vector=query, limit=12, model=model, cutoff=0.0, refine=Refine(colour=colour))
         assert len(clicked.results) == count, colour
 
+    # The same photo listed again in Sofas: the answers fold it under B ("+1 similar listing"), and so do the chips
+    settings.NEAR_DUPLICATE_MIN_SCORE = 0.999  # the photos above are all near the query, so near each other too
+    again = ProductFactory(title="B again", category=sofas)
+    b_photo = ProductImage.objects.get(product__title="B")
+    image = ProductImage.objects.create(product=again, file="x/again.jpg", width=1, height=1, content_hash="a" * 64,
+                                        colours=["grey"])
+    ImageEmbedding.objects.create(image=image, product=again, model=model,
+                                  vector=ImageEmbedding.objects.get(image=b_photo).vector)
+    matches = vector_matches(vector=query, limit=12, model=model, pool=48, cutoff=0.0, fold=True)
+    chips = {facet.category.name: facet.count for facet in matches.categories}
+    assert chips == {"Furniture": 4, "Sofas": 2}
+    for category in (furniture, sofas):
+        clicked = vector_matches(vector=query, limit=12, model=model, cutoff=0.0, fold=True,
+                                 category_ids=category_descendant_ids(category=category))
+        assert len(clicked.results) == chips[category.name]
+    assert {facet.colour: facet.count for facet in matches.colours}["grey"] == 2
+
 
 @pytest.fixture
 def two_currencies(priced):
