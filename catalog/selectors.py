@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from functools import reduce
 
@@ -89,26 +89,29 @@ def _card_sql() -> str:
         f"SELECT {', '.join(f'p.{column}' for column in product.values())}, "
         f"{', '.join(f'c.{column}' for column in category.values())}, "
         f"(SELECT json_build_object({image_json}) FROM {quote(ProductImage._meta.db_table)} i"
-        f" WHERE i.{image['product_id']} = p.{product['id']} ORDER BY i.{image['position']}, i.{image['id']} LIMIT 1)"
-        f" FROM {quote(Product._meta.db_table)} p"
+        f" WHERE i.{image['product_id']} = p.{product['id']}"
+        f" ORDER BY i.{image['id']} IS NOT DISTINCT FROM w.shown DESC, i.{image['position']}, i.{image['id']} LIMIT 1)"
+        f" FROM unnest(%s::bigint[], %s::bigint[]) AS w(product_id, shown)"
+        f" JOIN {quote(Product._meta.db_table)} p ON p.{product['id']} = w.product_id"
         f" JOIN {quote(Category._meta.db_table)} c ON c.{category['id']} = p.{product['category_id']}"
-        f" WHERE p.{product['id']} = ANY(%s)"
     )
 
 
 CARD_SQL = _card_sql()
 
 
-def product_cards(*, product_ids: list[int]) -> dict[int, Product]:
-    """Products by id with what a card shows (category, and ``card_images``: the lowest-position image or nothing),
-    in one statement: search results need no more, and building them costs less than the model. Unordered: the
-    caller orders.
+def product_cards(*, product_ids: list[int], shown_images: Mapping[int, int] | None = None) -> dict[int, Product]:
+    """Products by id with what a card shows (category, and ``card_images``: the image ``shown_images`` names for
+    the product, such as the one a search matched, else the lowest-position image, or nothing), in one statement:
+    search results need no more, and building them costs less than the model. Unordered: the caller orders.
 
     The products are read-only stand-ins (no description or search document); use product_detail for a page.
     """
+    product_ids = list(dict.fromkeys(product_ids))
+    shown = [(shown_images or {}).get(product_id) for product_id in product_ids]
     alias = router.db_for_read(Product)  # a replica where there is one, as for any shopper read
     with connections[alias].cursor() as cursor:
-        cursor.execute(CARD_SQL, [list(product_ids)])
+        cursor.execute(CARD_SQL, [product_ids, shown])
         rows = cursor.fetchall()
     cards, categories = {}, {}
     products, category_end = len(PRODUCT_CARD_FIELDS), len(PRODUCT_CARD_FIELDS) + len(CATEGORY_CARD_FIELDS)

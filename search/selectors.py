@@ -222,7 +222,7 @@ def vector_matches(
             candidates = _in_detail_order(model, candidates, query_details)
         products = {}
         if refine.sort == "newest":  # the one order no vector row carries: read every card to know it
-            products = _products_for_cards([c.product_id for c in candidates])
+            products = _products_for_cards(candidates)
             candidates = [replace(c, created_at=products[c.product_id].created_at) for c in candidates
                           if c.product_id in products]
         ordered = sorted_matches(candidates, refine.sort, currency=refine.currency)
@@ -322,7 +322,7 @@ class _Candidate:
 def _with_cards(shown: list[_Candidate], products: dict[int, Product]) -> list[SimilarProduct]:
     """The shown candidates (with their folded duplicates) as results with their products' cards, read in one
     statement unless given; a product gone since its vector was read is left out."""
-    wanted = [c.product_id for match in shown for c in (match, *match.duplicates) if c.product_id not in products]
+    wanted = [c for match in shown for c in (match, *match.duplicates) if c.product_id not in products]
     products = {**products, **_products_for_cards(wanted)}
 
     def result(candidate: _Candidate) -> SimilarProduct:
@@ -439,8 +439,12 @@ def _read_alias() -> str:
     return router.db_for_read(ImageEmbedding)
 
 
-def _products_for_cards(product_ids: list[int]) -> dict[int, Product]:
-    return product_cards(product_ids=product_ids) if product_ids else {}
+def _products_for_cards(candidates: list[_Candidate]) -> dict[int, Product]:
+    """The candidates' products, each card showing the photo that matched (of the colour asked, in the box drawn)."""
+    if not candidates:
+        return {}
+    return product_cards(product_ids=[c.product_id for c in candidates],
+                         shown_images={c.product_id: c.image_id for c in candidates})
 
 
 def _similarity(cosine_distance: float) -> float:

@@ -163,7 +163,7 @@ def test_the_facets_count_the_whole_pool_and_only_the_shown_products_cards_are_r
     assert {facet.category.slug: facet.count for facet in shown.categories} == counted
     assert [f.category.name for f in shown.categories] == [f.category.name for f in sorted(
         shown.categories, key=lambda f: (-f.count, f.category.name))]
-    card_reads = [re.search(r"ANY\('\{([0-9,]*)\}'", q["sql"]) for q in queries.captured_queries
+    card_reads = [re.search(r"unnest\('\{([0-9,]*)\}'", q["sql"]) for q in queries.captured_queries
                   if "json_build_object" in q["sql"]]
     assert [sorted(map(int, read[1].split(","))) for read in card_reads] == [sorted(r.product.pk for r in pool[:5])]
 
@@ -290,3 +290,30 @@ def test_a_shop_in_one_currency_other_than_the_default_filters_by_price_as_befor
     found, sql = _search(model, vectors[3], Refine(min_price=Decimal("100"), max_price=Decimal("129.99")))
     assert found == _exact_top(products, vectors, vectors[3], lambda p: 100 <= p.price < 130)
     assert not any("currency =" in statement for statement in sql)  # nothing to tell apart
+
+
+def test_a_result_card_shows_the_photo_that_matched(settings):
+    """Cards showed each product's first photo: a product found by its red photo under the red filter was shown by
+    its blue one, and a lamp found by a box drawn round it by the photo of the whole room."""
+    from catalog.models import ProductImage
+    from search.selectors import search_space_model
+    from tests.factories import ProductFactory
+
+    settings.SEARCH_EXACT_MAX_VECTORS = 10_000
+    model = search_space_model()
+    dims = ImageEmbedding._meta.get_field("vector").dimensions
+    query = np.zeros(dims)
+    query[0] = 1
+    product = ProductFactory()
+    photos = {}
+    for position, (colour, closeness) in enumerate([("blue", 0.5), ("red", 0.9)]):  # the first photo matches less
+        photos[colour] = ProductImage.objects.create(product=product, file=f"x/{colour}.jpg", width=1, height=1,
+                                                     content_hash="a" * 64, position=position, colours=[colour])
+        vector = np.zeros(dims)
+        vector[0], vector[position + 1] = closeness, (1 - closeness**2) ** 0.5
+        ImageEmbedding.objects.create(image=photos[colour], product=product, model=model, vector=vector)
+
+    for refine, shown in ((Refine(), "red"), (Refine(colour="blue"), "blue")):
+        (result,) = vector_matches(vector=query, limit=12, model=model, cutoff=0.0, refine=refine).results
+        assert result.image_id == photos[shown].pk
+        assert [image.pk for image in result.product.card_images] == [photos[shown].pk]
