@@ -219,8 +219,9 @@ class ProductAdmin(RefusedSavesShown):
 
     def save_model(self, request, obj, form, change):
         if change:
-            if form.changed_data:
-                product_update(product=obj, **{name: form.cleaned_data[name] for name in form.changed_data})
+            # Even with nothing changed: product_update locks the product, which its photos' rows (save_formset)
+            # must follow, the order a worker storing their vectors takes too.
+            product_update(product=obj, **{name: form.cleaned_data[name] for name in form.changed_data})
             return
         product = product_create(**form.cleaned_data)
         # The admin adds the photos to, logs and redirects with ``obj``: make it the stored product.

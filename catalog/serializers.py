@@ -73,7 +73,8 @@ class ProductSummarySerializer(OutputSerializer):
     """A product as listed and as a search result: enough to draw a card."""
 
     url = serializers.SerializerMethodField(help_text="The product's page in the shop.")
-    image_url = serializers.SerializerMethodField(help_text="The product's first image, if it has one.")
+    image_url = serializers.SerializerMethodField(
+        help_text="The product's first image, if it has one; in a search result, its image that matched.")
     category = CategorySummarySerializer(read_only=True)
 
     class Meta:
@@ -84,7 +85,7 @@ class ProductSummarySerializer(OutputSerializer):
         return absolute_url(self.context.get("request"), product.get_absolute_url())
 
     def get_image_url(self, product: Product) -> str | None:
-        # Lists and search results carry only the first image (card_images); details prefetch all, in order.
+        # Lists carry the first image, search results the one that matched (card_images); details prefetch all.
         images = getattr(product, "card_images", None)
         if images is None:
             images = product.images.all()

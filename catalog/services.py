@@ -502,7 +502,11 @@ def products_set_active(*, products: Iterable[Product], active: bool) -> int:
     """Show the products in the shop (``active``) or hide them, all at once: their pages, search and More like this
     follow (the vector rows copy the flag by trigger, search migration 0002). Returns how many changed."""
     with transaction.atomic():
-        changed = (Product.objects.filter(pk__in=[product.pk for product in products]).exclude(active=active)
+        product_ids = [product.pk for product in products]
+        # Locked in pk order first, as a worker storing vectors share-locks them: the update alone locks them in the
+        # order its scan meets them.
+        list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk").values_list("pk"))
+        changed = (Product.objects.filter(pk__in=product_ids).exclude(active=active)
                    .update(active=active, updated_at=timezone.now()))
         if changed:
             catalog_changed()  # a bulk update sends no signal

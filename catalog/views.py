@@ -131,11 +131,13 @@ def text_search(request):
     page = _paginate(request, selectors.product_search(query=query))
     # Products found only through a corrected spelling ("chain" for "chian") come after those that match the words as
     # typed: the page says where they begin, so that a shopper can tell the two apart.
-    products = page["products"]
+    as_typed = [product for product in page["products"] if product.as_typed]
+    close_spellings = [product for product in page["products"] if not product.as_typed]
     return render(request, "catalog/search.html", {
-        "query": query, **page,
-        "as_typed": [product for product in products if product.as_typed],
-        "close_spellings": [product for product in products if not product.as_typed],
+        "query": query, **page, "as_typed": as_typed, "close_spellings": close_spellings,
+        # Whether any product matched as typed, on this page or an earlier one (those come first)
+        "any_as_typed": bool(as_typed) or (close_spellings and page["page_obj"].number > 1
+                                           and page["page_obj"].paginator.object_list[0].as_typed),
     })
 
 

@@ -4,7 +4,7 @@ near-duplicate listings. Pure functions over matches already read (search.select
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -87,22 +87,33 @@ def fold_duplicates(matches: list, close_pairs: Mapping[tuple[int, int], float],
     every kept match: a pool of 48 compared 1,128 pairs to find the few. Compared with the kept matches only, so a
     chain of small differences does not fold a different-looking product.
     """
+    return duplicate_folding(close_pairs, min_similarity=min_similarity)(matches)
+
+
+def duplicate_folding(close_pairs: Mapping[tuple[int, int], float], *, min_similarity: float
+                      ) -> Callable[[list], list]:
+    """``fold_duplicates`` with these pairs, their lookup built once: for folding several lists of matches (each
+    chip's, to count what its click lists)."""
     close: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for (first, second), value in close_pairs.items():
         if value >= min_similarity:
             close[first].append((second, value))
             close[second].append((first, value))
-    kept: list = []
-    kept_at: dict[int, int] = {}  # a kept match's best image id -> its index in ``kept``
-    for match in matches:
-        # The most similar kept match, the first kept on a tie.
-        near = [(-value, kept_at[image_id]) for image_id, value in close.get(match.image_id, ())
-                if image_id in kept_at]
-        if near:
-            index = min(near)[1]
-            kept[index] = replace(kept[index], duplicates=(*kept[index].duplicates, match))
-        else:
-            if match.image_id is not None:
-                kept_at.setdefault(match.image_id, len(kept))
-            kept.append(match)
-    return kept
+
+    def folded(matches: list) -> list:
+        kept: list = []
+        kept_at: dict[int, int] = {}  # a kept match's best image id -> its index in ``kept``
+        for match in matches:
+            # The most similar kept match, the first kept on a tie.
+            near = [(-value, kept_at[image_id]) for image_id, value in close.get(match.image_id, ())
+                    if image_id in kept_at]
+            if near:
+                index = min(near)[1]
+                kept[index] = replace(kept[index], duplicates=(*kept[index].duplicates, match))
+            else:
+                if match.image_id is not None:
+                    kept_at.setdefault(match.image_id, len(kept))
+                kept.append(match)
+        return kept
+
+    return folded

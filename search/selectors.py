@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from datetime import datetime
 from decimal import Decimal
 
@@ -36,7 +35,7 @@ from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.nearest import Hit, VectorRows, count_statement, nearest_older_statement, nearest_statement
 from search.query import Box, KeptQuery, QueryImage, query_embedding, query_image_read
-from search.refine import DEFAULT_SORT, NO_REFINE, Refine, fold_duplicates, sorted_matches
+from search.refine import DEFAULT_SORT, NO_REFINE, Refine, duplicate_folding, sorted_matches
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +229,8 @@ def vector_matches(
         if fold and len(ordered) > 1:
             minimum = settings.NEAR_DUPLICATE_MIN_SCORE
             pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
-            ordered = fold_duplicates(ordered, pairs, min_similarity=minimum)
-            folded = partial(fold_duplicates, close_pairs=pairs, min_similarity=minimum)
+            folded = duplicate_folding(pairs, min_similarity=minimum)
+            ordered = folded(ordered)
         if len(ordered) >= limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
             break  # enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
@@ -373,11 +372,18 @@ def _category_facets(candidates: list[_Candidate], folded: Callable[[list], list
 
 
 def _colour_facets(candidates: list[_Candidate], folded: Callable[[list], list] | None) -> list[ColourFacet]:
+    """A swatch for each colour of the candidates' matching photos, counting the candidates with a photo of it: what
+    its click finds. Near-duplicates are folded among the candidates whose best photo has the colour (the click
+    represents the others by another photo, of whose near-duplicates nothing was read)."""
     found: dict[str, list[_Candidate]] = defaultdict(list)
+    others: Counter = Counter()
     for candidate in candidates:
         for colour in candidate.colours:
-            found[colour].append(candidate)
-    counts = _counted(found, folded)
+            if colour == candidate.colour:
+                found[colour].append(candidate)
+            else:
+                others[colour] += 1
+    counts = Counter(_counted(found, folded)) + others
     return [ColourFacet(colour=c, count=n) for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
 
 

@@ -384,12 +384,20 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                                       near_duplicate_score=duplicate[1]))
         try:
             with transaction.atomic():
-                # Not on a photo whose file was replaced since: the replacement cleared the old picture's flags.
+                # Nothing from a picture replaced since, the flagged photo's or its original's: the replacement
+                # cleared the flags that named it, and dropped the original's vectors.
+                originals = {flag.near_duplicate_of_id for flag in flags} - {None}
                 current = {pk: FileVersion(file, content_hash) for pk, file, content_hash in
-                           ProductImage.objects.select_for_update().filter(pk__in=[flag.pk for flag in flags])
+                           ProductImage.objects.select_for_update(no_key=True)
+                           .filter(pk__in=[flag.pk for flag in flags] + list(originals))
                            .order_by("pk").values_list("pk", "file", "content_hash")}
+                embedded = set(ImageEmbedding.objects.filter(image_id__in=originals, model=model)
+                               .values_list("image_id", flat=True))
                 flags = [flag for flag, item in zip(flags, items)
                          if flag.pk in current and item.file_version in (None, current[flag.pk])]
+                for flag in flags:
+                    if flag.near_duplicate_of_id is not None and flag.near_duplicate_of_id not in embedded:
+                        flag.near_duplicate_of_id, flag.near_duplicate_score = None, None
                 ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
             return
         except IntegrityError:  # an image flagged as the original was deleted since it was read: look again

@@ -273,6 +273,28 @@ def test_a_duplicate_flag_from_a_file_replaced_since_is_not_written(product):
     assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id is None
 
 
+def test_a_duplicate_flag_naming_an_original_replaced_since_is_not_written(product, monkeypatch):
+    """The copy's own file was checked, not the original's: replaced meanwhile, it was named from its old picture."""
+    from search import selectors
+
+    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+    services.images_embed(image_ids=[original.pk, copy.pk])
+    vector = ImageEmbedding.objects.get(image=copy).vector
+    ProductImage.objects.filter(pk=copy.pk).update(near_duplicate_of=None, near_duplicate_score=None)
+    nearest = selectors.nearest_older_images
+
+    def then_replaced(**kwargs):
+        found = nearest(**kwargs)
+        ImageEmbedding.objects.filter(image=original).delete()  # what replacing the original's file does
+        return found
+
+    monkeypatch.setattr(selectors, "nearest_older_images", then_replaced)
+    services.images_near_duplicate_flag(model=active_embedder().id, items=[services.StoredVector(
+        image_id=copy.pk, vector=vector, file_version=services.FileVersion.of(ProductImage.objects.get(pk=copy.pk)))])
+
+    assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id is None
+
+
 def test_images_queued_together_travel_in_one_task(product, settings, django_capture_on_commit_callbacks):
     from tests.support import embedding_queue
 

@@ -157,6 +157,13 @@ def test_the_page_says_where_the_products_found_with_a_close_spelling_begin(clie
     assert "Nothing matched “sneakres” as typed: found with a close spelling" in only_close
 
 
+def test_a_later_page_of_close_spellings_alone_says_nothing_matched_as_typed(client, shop):
+    for n in range(24):  # with the shop's two: two pages of them
+        ProductFactory(title=f"Hoodie no. {n}")
+    second = client.get(reverse("catalog:text_search"), {"q": "hodie", "page": 2}).content.decode()
+    assert "Nothing matched “hodie” as typed: found with a close spelling" in second
+
+
 def test_the_page_and_the_api_find_typos(client, shop):
     page = client.get(reverse("catalog:text_search"), {"q": "hodie"})
     api = client.get("/api/v1/products/", {"q": "sneakres"})

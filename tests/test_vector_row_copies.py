@@ -1,5 +1,7 @@
 """Each vector row carries its product's category and active flag, kept equal by PostgreSQL on every write path."""
 
+import re
+
 import numpy as np
 import pytest
 from django.db import connection
@@ -174,3 +176,42 @@ def test_a_worker_storing_a_vector_while_an_admin_saves_the_product_and_its_phot
 
     assert admin.waited, "the worker did not wait for the admin's lock on the product"
     assert [item.image_id for item in stored] == [image.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_saving_photos_of_an_unchanged_product_and_adding_one_does_not_deadlock_with_a_worker(
+    admin_client, test_images
+):
+    """With the product's fields unchanged its row was not locked until the photo added at the end: the photos
+    renumbered before it were locked first, the worker's order the other way round."""
+    from django.urls import reverse
+
+    from catalog.services import product_image_add
+    from tests.factories import uploaded_image
+
+    product = ProductFactory()
+    image = product_image_add(product=product, file=uploaded_image())
+    data = {"sku": product.sku, "title": product.title, "category": product.category_id, "price": str(product.price),
+            "currency": product.currency, "description": product.description,
+            "images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "1", "images-MIN_NUM_FORMS": "0",
+            "images-MAX_NUM_FORMS": "1000", "images-0-id": str(image.pk), "images-0-product": str(product.pk),
+            "images-0-position": "3", "images-1-position": "", "images-1-file": uploaded_image("new.jpg")}
+    if product.active:
+        data["active"] = "on"
+    page = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk])).content.decode()
+    data.update(re.findall(r'<input type="hidden" name="(initial-[a-z]+)" value="([^"]*)"', page))  # as shown
+
+    def worker_share_locks_the_product():  # as image_embeddings_store does, then the photo
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {Product._meta.db_table} WHERE id = %s FOR SHARE", [product.pk])
+
+    def worker_locks_the_photo():
+        ProductImage.objects.select_for_update().get(pk=image.pk)
+
+    with held_in_another_transaction(worker_share_locks_the_product, then=worker_locks_the_photo,
+                                     timeout=5) as worker:
+        response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 302, response.content[:2000]
+    assert worker.waited, "the admin did not wait for the worker's lock on the product"
+    assert sorted(ProductImage.objects.filter(product=product).values_list("position", flat=True)) == [3, 4]
