@@ -15,7 +15,7 @@ from typing import Protocol
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 # Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
 # create thousands of categories and make every page that shows a path walk them.
 CATEGORY_DEPTH_MAX = 10
+# The first key of the advisory lock that names categories under one parent in turn (_sibling_names_lock).
+SIBLING_NAMES_LOCK = 7_362_114
 # Tries of a get-or-create that lost a race (each loss means another transaction committed what it wanted).
 CREATE_ATTEMPTS = 5
 
@@ -71,26 +73,39 @@ def category_path_names(path: str) -> list[str]:
 def _category_get_or_create(*, name: str, parent: Category | None, slug_base: str) -> Category:
     """The category ``name`` under ``parent``, created with a free slug if there is none.
 
-    Two transactions may both find none and both insert: the second insert waits for the first to commit, then
-    violates a unique constraint, (parent, name) or the slug. In a savepoint that costs only the attempt: the
-    category is then read again, and if the clash was another category's slug the next free one is tried.
+    Two transactions may both find none: the one that creates takes its turn under the parent first
+    (``_sibling_names_lock``), and the other then finds it. A slug taken meanwhile violates the slug's unique
+    constraint; in a savepoint that costs only the attempt, and the next free slug is tried.
     """
+    # "Sofas" and "sofas" are one category to a shopper: an import in another case finds the existing one.
+    siblings = Category.objects.filter(parent=parent, name__iexact=name).order_by("pk")
     for attempt in range(CREATE_ATTEMPTS):
-        # "Sofas" and "sofas" are one category to a shopper: an import in another case finds the existing one.
-        category = Category.objects.filter(parent=parent, name__iexact=name).order_by("pk").first()
-        if category is not None:
+        if (category := siblings.first()) is not None:
             return category
         try:
             with transaction.atomic():
-                return Category.objects.create(name=name, parent=parent, slug=_unique_slug(slug_base))
+                _sibling_names_lock(parent.pk if parent else None)
+                # Looked for again in turn: another transaction may have created it, in another case, meanwhile.
+                return siblings.first() or Category.objects.create(name=name, parent=parent,
+                                                                   slug=_unique_slug(slug_base))
         except IntegrityError:
             if attempt == CREATE_ATTEMPTS - 1:
                 raise  # not a race that looking again resolves
 
 
+def _sibling_names_lock(parent_id: int | None) -> None:
+    """Take, until the transaction ends, the turn to name a category under this parent. Sibling names are unique in
+    any case, which the database's constraint, in one case, cannot hold: two imports of "Обувь" and "ОБУВЬ" (whose
+    slugs differ) both found none and both created one."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SIBLING_NAMES_LOCK, (parent_id or 0) % 2**31])
+
+
+@transaction.atomic
 def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
+    _sibling_names_lock(category.parent_id)
     category.full_clean()
     if category.pk is not None and Category.objects.filter(
             pk=category.pk, name=category.name, slug=category.slug, parent_id=category.parent_id).exists():

@@ -3,6 +3,9 @@ import os
 from celery import Celery
 from celery.signals import worker_init
 
+from config import dotenv
+
+dotenv.read()  # first: .env may name the settings module too
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("lookalike")

@@ -7,6 +7,9 @@ import django
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.utils.http import parse_header_parameters
 
+from config import dotenv
+
+dotenv.read()  # first: .env may name the settings module too
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 # Declared charsets that are honoured (by their codec's name): what the shop's pages and the API speak.

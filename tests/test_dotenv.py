@@ -49,3 +49,21 @@ def test_the_environment_wins_over_it(env_file, tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["from-the-environment"]
+
+
+def test_the_settings_module_may_be_named_in_it(env_file, tmp_path):
+    """manage.py and Celery chose their default settings before the file was read: a .env naming the production
+    settings gave the development ones (DEBUG on) to every command and worker."""
+    env_file.write_text("DJANGO_SETTINGS_MODULE=config.settings.test\n")
+    env = _settings_env(env_file, LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
+    del env["DJANGO_SETTINGS_MODULE"]
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c",
+                             "import os; print(os.environ['DJANGO_SETTINGS_MODULE'])"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["config.settings.test"]
+    code = "import config.celery_app, os; print(os.environ['DJANGO_SETTINGS_MODULE'])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["config.settings.test"]

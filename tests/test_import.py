@@ -887,8 +887,10 @@ def test_two_imports_of_the_same_file_at_once_both_succeed(shop):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, caplog):
-    """Another transaction creates the same two new categories in the other order: PostgreSQL breaks the deadlock
-    by rolling one back. The import, rolled back, stopped with a traceback and no summary; it now runs again."""
+    """Another transaction creates the import's second SKU, then names a category at the top, where the import has
+    just named its two (its turn at naming them held to its commit): each waits for the other, and PostgreSQL breaks
+    the deadlock by rolling one back. The import, rolled back, stopped with a traceback and no summary; it now runs
+    again."""
     import threading
     import time
 
@@ -896,32 +898,33 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, 
 
     from catalog import services
 
+    misc = services.category_get_or_create_path(path="Misc")
     path = _write(shop, HEADER + "T-1,Kite,Toys,5,,photos/plant-cactus.jpg\n"
-                  + "B-1,Atlas,Books,9,,photos/chair-cafe-pair.jpg\n")  # one batch: Toys, then Books
+                  + "B-1,Atlas,Books,9,,photos/chair-cafe-pair.jpg\n")  # one batch: Toys and Books, then T-1, B-1
     import_waited, errors = [], []
 
-    def books_then_toys():
+    def b1_then_a_category():
         try:
             with transaction.atomic():
-                services.category_get_or_create_path(path="Books")
-                # The import, holding its new Toys, waits for this Books.
+                services.product_create(sku="B-1", title="Atlas", category=misc, price="9")
+                # The import, holding its new categories, waits for this B-1.
                 import_waited.append(until_someone_waits_for_a_lock(timeout=20))
-                services.category_get_or_create_path(path="Toys")  # waits for the import: a deadlock
+                services.category_get_or_create_path(path="Games")  # waits for the import: a deadlock
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
         finally:
             connections.close_all()
 
-    other = threading.Thread(target=books_then_toys)
+    other = threading.Thread(target=b1_then_a_category)
     other.start()
-    time.sleep(0.2)  # the other transaction holds its Books first
+    time.sleep(0.2)  # the other transaction holds its B-1 first
     summary = catalog_csv_import(path=path)
     other.join(30)
 
     assert import_waited == [True] and not errors  # PostgreSQL rolled the import back, not the other
     assert "rows rolled back by the database (DeadlockDetected); writing them again" in caplog.text
-    assert [str(failure) for failure in summary.failed] == [] and summary.created == 2
-    assert sorted(Category.objects.values_list("name", flat=True)) == ["Books", "Toys"]
+    assert [str(failure) for failure in summary.failed] == [] and (summary.created, summary.updated) == (1, 1)
+    assert sorted(Category.objects.values_list("name", flat=True)) == ["Books", "Games", "Misc", "Toys"]
 
 
 def test_a_row_failing_inside_a_batch_fails_alone_and_leaves_no_files(db, shop, media_root):

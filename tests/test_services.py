@@ -245,3 +245,15 @@ def test_a_product_deleted_while_a_photo_is_added_goes_with_that_photo(media_roo
     assert upload.waited  # the delete waited for the upload's lock on the product: they overlapped
     assert not Product.objects.exists() and not ProductImage.objects.exists()
     assert not [path for path in media_root.rglob("*") if path.is_file()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_category_name_in_two_cases_created_at_once_is_one_category():
+    """Both found none and both created one: their slugs differ (a digest of the Cyrillic name) and the database's
+    unique name is in one case only, so "Обувь" and "ОБУВЬ" stood side by side and products were split between them."""
+    from tests.support import held_in_another_transaction
+
+    with held_in_another_transaction(lambda: services.category_get_or_create_path(path="Обувь")) as first:
+        second = services.category_get_or_create_path(path="ОБУВЬ")
+    assert first.waited  # the second waited for the first's turn: they overlapped
+    assert list(Category.objects.values_list("name", flat=True)) == ["Обувь"] and second.name == "Обувь"
