@@ -51,7 +51,7 @@ from django.db import connection
 
 with connection.cursor() as cursor:
     cursor.execute("SELECT pg_advisory_lock(hashtext('lookalike-migrate'))")
-call_command("migrate", interactive=False)
+call_command("migrate", interactive=False, skip_checks=False)  # call_command skips the system checks otherwise
 PY
 fi
 exec "$@"

@@ -288,6 +288,19 @@ def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db):
     assert "gunicorn" in result.stdout + result.stderr
 
 
+def test_entrypoint_stops_before_gunicorn_on_a_setting_the_checks_refuse(entrypoint, db):
+    """call_command runs no system checks unless told: a mistyped EMBEDDING_MODEL migrated, started, answered healthy,
+    and failed every photo."""
+    result = subprocess.run(
+        [str(entrypoint), "gunicorn", "--version"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url(), EMBEDDING_MODEL="efficientnet-lite9"),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "search.E001" in result.stderr and "efficientnet-lite9" in result.stderr
+    assert "gunicorn (version" not in result.stdout + result.stderr
+
+
 def test_entrypoint_stops_when_migrations_fail_and_can_skip_them(entrypoint):
     failing = subprocess.run(
         [str(entrypoint), "gunicorn", "--version"],
