@@ -97,3 +97,25 @@ def test_an_open_database_connection_fails_when_its_query_goes_unacknowledged(db
 
     connection.ensure_connection()
     assert connection.connection.info.get_parameters()["tcp_user_timeout"] == str(settings.DATABASE_TCP_USER_TIMEOUT * 1000)
+
+
+def _settings_read(env: dict, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; "
+                                                 f"{code}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_list_settings_take_spaces_after_their_commas_and_hsts_stays_on_this_site(tmp_path):
+    """"shop.example.com, www.example.com" let www answer 400 alone; includeSubDomains and preload were on by
+    default, cutting a domain's plain-HTTP subdomains off and asking the preload lists for too short a max-age."""
+    env = production_env(tmp_path, ALLOWED_HOSTS="shop.example.com, www.example.com ,")
+    result = _settings_read(env, "print(settings.ALLOWED_HOSTS, settings.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+                                 "settings.SECURE_HSTS_PRELOAD)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['shop.example.com', 'www.example.com'] False False"
+
+
+def test_a_task_time_limit_too_short_for_its_soft_limit_is_refused(tmp_path):
+    """30 s or less gave a soft limit at or below zero: every task failed at once."""
+    result = _settings_read(production_env(tmp_path, CELERY_TASK_TIME_LIMIT="30"), "pass")
+    assert result.returncode != 0 and "CELERY_TASK_TIME_LIMIT is 30 s; it needs at least 60 s" in result.stderr

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config import dotenv
 
@@ -12,10 +13,17 @@ from config import embedded  # noqa: E402  (its state directory may be given in 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
+
+def env_list(name: str, **kwargs) -> list[str]:
+    """A comma-separated setting, spaces around its items dropped: "a.example.com, b.example.com" allowed only the
+    first host, the second being " b.example.com"."""
+    return [item.strip() for item in env.list(name, **kwargs) if item.strip()]
+
+
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY")
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "config.apps.LookalikeAdminConfig",  # django.contrib.admin, its login rate limited
@@ -96,7 +104,7 @@ DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
 DATABASES = {"default": _database(DATABASE_URL, connect_timeout=DATABASE_CONNECT_TIMEOUT)}
 # Read replicas (streaming standbys of DATABASE_URL), comma-separated: shopper reads go to them, everything else to
 # the primary (config/db_router.py says which and why). Empty: one database server.
-DATABASE_REPLICA_URLS = env.list("DATABASE_REPLICA_URLS", default=[])
+DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", default=[])
 # A replica that does not answer within this many seconds is skipped for DATABASE_REPLICA_RETRY_SECONDS.
 DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
 DATABASE_REPLICA_RETRY_SECONDS = env.float("DATABASE_REPLICA_RETRY_SECONDS", default=5.0)
@@ -221,6 +229,9 @@ CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for 
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+if CELERY_TASK_TIME_LIMIT < 60:  # the soft limit below would be at once (0 is no "no limit" here either)
+    raise ImproperlyConfigured(f"CELERY_TASK_TIME_LIMIT is {CELERY_TASK_TIME_LIMIT} s; it needs at least 60 s: a task "
+                               "gets 30 s after its soft limit to record what it could not finish")
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
