@@ -104,6 +104,16 @@ def test_app_services_share_one_image_and_differ_in_command(compose):
     assert runs_beat == ["beat"]
 
 
+def test_a_stopped_worker_puts_its_unfinished_tasks_back_in_the_queue_within_its_grace_period(compose):
+    """A warm shutdown waited for every task; killed at the grace period, the ones cut short stayed unacknowledged
+    until the broker's visibility timeout, two hours."""
+    env, worker = compose["services"]["worker"]["environment"], compose["services"]["worker"]
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"  # a stop is a cold shutdown: soft first, then the rest requeued
+    soft = float(re.fullmatch(r"\$\{CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT:-([0-9.]+)\}",
+                              env["CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT"])[1])
+    assert 0 < soft < int(worker["stop_grace_period"].rstrip("s"))
+
+
 def test_app_environment_is_production_and_secret_key_is_required(compose):
     env = compose["services"]["web"]["environment"]
     assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"

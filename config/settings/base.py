@@ -233,6 +233,9 @@ if CELERY_TASK_TIME_LIMIT < 60:  # the soft limit below would be at once (0 is n
     raise ImproperlyConfigured(f"CELERY_TASK_TIME_LIMIT is {CELERY_TASK_TIME_LIMIT} s; it needs at least 60 s: a task "
                                "gets 30 s after its soft limit to record what it could not finish")
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+# On a cold shutdown (SIGQUIT, or SIGTERM where REMAP_SIGTERM=SIGQUIT, as in compose) running tasks get this long to
+# finish before the rest go back to the queue; 0: none (Celery's default).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=0.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Short timeouts: an admin upload while the broker is down must not hang the request.
