@@ -332,7 +332,8 @@ def test_proxy_serves_media_read_only_and_forwards_the_rest():
     proxy = compose["services"]["proxy"]
     assert "media:/data/media:ro" in proxy["volumes"]
     assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
-    assert "ports" not in compose["services"]["web"]  # only the proxy is published
+    assert "ports" not in compose["services"]["web"]  # only the proxy is published, on the loopback by default
+    assert compose["services"]["proxy"]["ports"] == ["${WEB_BIND:-127.0.0.1}:${WEB_PORT:-8000}:8080"]
     conf = (ROOT / "config" / "nginx" / "lookalike.conf").read_text()
     assert "location /media/" in conf and "alias /data/media/;" in conf
     assert "proxy_pass http://lookalike_web;" in conf and "server web:8000;" in conf
