@@ -369,6 +369,11 @@ def test_reindex_rejects_unknown_category_and_status(small_catalog):
         call_command("reindex", category="nope")
     with pytest.raises(CommandError, match="unknown status"):
         call_command("reindex", only="sideways")
+    with pytest.raises(CommandError, match="--only needs a status"):  # it selected nothing and said "Done"
+        call_command("reindex", only=",")
+    for timeout in ("nan", "inf", "0"):  # a run that never gives up, or at once
+        with pytest.raises(CommandError, match="--timeout must be a number of seconds more than 0"):
+            call_command("reindex", "--background", "--timeout", timeout)
 
 
 def test_reindex_exits_with_status_1_naming_the_failures_and_how_to_retry(small_catalog):

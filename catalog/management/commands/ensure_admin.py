@@ -4,7 +4,7 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config.embedded import STATE_DIR
 
@@ -16,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args, username, **options):
+        # Checked before the account is made: the name also names the file that keeps its password
+        if not username or "/" in username or username in (".", ".."):
+            raise CommandError(f"--username {username!r} cannot name an account and its password file")
         password_file = STATE_DIR / f"{username}-password"
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()

@@ -10,6 +10,9 @@ from catalog.orphans import photo_files_in, photo_folders, prune_refusal
 from catalog.services import stored_files_delete
 
 
+MAX_AGE_HOURS = 24 * 365 * 100  # a century: more finds nothing older and overflows the date arithmetic
+
+
 class Command(BaseCommand):
     help = (
         "Delete photo files that no product photo names: what an import, a demo load or an upload killed mid-write "
@@ -25,9 +28,9 @@ class Command(BaseCommand):
                             help="delete even when the database has no photos or most files would go")
 
     def handle(self, *args, older_than_hours, dry_run, force, verbosity, **options):
-        if older_than_hours < 1:
-            raise CommandError("--older-than-hours must be at least 1: a younger file may belong to a write in "
-                               "progress")
+        if not 1 <= older_than_hours <= MAX_AGE_HOURS:  # NaN fails both
+            raise CommandError(f"--older-than-hours must be from 1 to {MAX_AGE_HOURS}: a younger file may belong to "
+                               "a write in progress")
         stored_before = timezone.now() - timezone.timedelta(hours=older_than_hours)
         stored, orphans = 0, []
         for folder in tqdm(photo_folders(), unit="folder", desc="prune_media", file=sys.stderr, disable=verbosity == 0):

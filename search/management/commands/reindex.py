@@ -13,6 +13,7 @@ stopped. The run marks its selection as queued, so the beat sweep leaves it alon
 sends what is left to the workers.
 """
 
+import math
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -63,14 +64,16 @@ class Command(BaseCommand):
                 category_ids = category_descendant_ids(category=category_by_slug(slug=category))
             except UnknownCategory as error:
                 raise CommandError(str(error)) from None
-        if only:
+        if only is not None:
             statuses = {status.strip() for status in only.split(",") if status.strip()}
+            if not statuses:
+                raise CommandError(f"--only needs a status: {', '.join(sorted(STATUSES))}")
             if unknown := statuses - STATUSES:
                 raise CommandError(f"unknown status {', '.join(sorted(unknown))}; use {', '.join(sorted(STATUSES))}")
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        if timeout <= 0:
-            raise CommandError("--timeout must be more than 0 seconds")
+        if not 0 < timeout < math.inf:  # NaN fails it too: a run that never gives up
+            raise CommandError("--timeout must be a number of seconds more than 0")
 
         embedding_space_sync()
         selected = image_ids_selected(category_ids=category_ids, statuses=statuses)
