@@ -21,6 +21,8 @@
   // refer to: the upright original's, as the server measured it.
   var photo = null;
   var photoSize = null;
+  // The token of the kept query of that photo's search: the refinements of it carry the same one.
+  var photoQuery = null;
   // A photo chosen in the form but not searched yet.
   var chosen = null;
   // The region drawn on the query photo, as fractions of its width and height.
@@ -29,6 +31,7 @@
   // A search or refinement not answered in this time is given up, and the page is usable again.
   var REQUEST_TIMEOUT_MS = 120000;
   var TOO_SLOW = "The search took too long. Check your connection and try again.";
+  var WAIT_TO_CHOOSE = "A search is running. Choose the next photo once it has answered.";
   // The refinements a new search of the same photo carries: from the refine form, or from a link's address.
   var REFINEMENTS = ["min_price", "max_price", "sort", "colour", "currency"];
 
@@ -81,9 +84,12 @@
   }
 
   root.addEventListener("change", function (event) {
-    if (event.target.matches("[data-photo-input]") && event.target.files.length) {
-      showChosen(event.target.files[0]);
+    if (!event.target.matches("[data-photo-input]") || !event.target.files.length) return;
+    if (busy) {  // the answer replaces this form: the choice would be lost without a word
+      event.target.value = "";
+      return announce(WAIT_TO_CHOOSE);
     }
+    showChosen(event.target.files[0]);
   });
   // A photo chosen before this script ran (on a slow connection, or restored by the browser on Back) is shown too.
   root.querySelectorAll("[data-photo-input]").forEach(function (input) {
@@ -140,6 +146,7 @@
     for (var i = 0; i < items.length; i++) {
       if (items[i].kind === "file" && items[i].type.indexOf("image/") === 0) {
         event.preventDefault();
+        if (busy) return announce(WAIT_TO_CHOOSE);
         showChosen(items[i].getAsFile());
         var zone = body.querySelector("[data-drop-zone]");
         if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
@@ -154,6 +161,7 @@
     var form = event.target.closest("[data-photo-form]");
     if (!form) return;
     event.preventDefault();
+    if (busy) return;  // a second tap while the first search runs
     var category = form.querySelector("[data-category]");
     category = category ? category.value : "";
     if (chosen) return search({ file: chosen, size: null, category: category });
@@ -190,6 +198,7 @@
   // A search with the photo of the current results: the kept File, or, if this page was reached without
   // this script's help (a reload), the preview the server sent back, which is small but good enough.
   function resend(params) {
+    setBusy(true);  // already while the preview is fetched: a second tap would send the photo twice
     var source = photo ? Promise.resolve({ file: photo, size: photoSize }) : previewPhoto();
     source.then(function (current) {
       var box = { region: region, current: initialRegion() }[params.box];
@@ -197,6 +206,7 @@
       search({ file: current.file, size: current.size, category: params.category, box: box, limit: params.limit,
                refine: refinements() });
     }).catch(function () {
+      setBusy(false);
       fail("Your photo is no longer available here. Please choose it again.");
     });
   }
@@ -211,6 +221,8 @@
         var field = form.elements[name];
         if (field && field.value !== "") pairs.push([name, field.value]);
       });
+      // The closest products, whatever their match, stay the closest in a box or the whole photo again.
+      if (form.elements.closest && form.elements.closest.value === "1") pairs.push(["closest", "1"]);
     }
     return pairs;
   }
@@ -268,6 +280,7 @@
         chosen = null;
         var shown = body.querySelectorAll(".results .product-card").length;
         replaceBody(fresh);
+        photoQuery = queryOf(body.dataset.url);
         if (params.limit) {
           // "Show more": stay where the shopper is; focus moves to the first new product.
           var first = body.querySelectorAll(".results .product-card-link")[shown];
@@ -383,7 +396,7 @@
       function (el) { return el.textContent.trim(); }).join(" ");
   }
 
-  function refine(url, more) {
+  function refine(url, more, fromHistory) {
     var shown = body.querySelectorAll(".results .product-card").length;
     setBusy(true);
     setProgress("Searching…", 1);
@@ -409,7 +422,7 @@
         }
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
-        history.pushState(null, "", url);
+        if (!fromHistory) history.pushState(null, "", url);
         shownAddress = addressOf(location.href);
         if (more) {
           var first = body.querySelectorAll(".results .product-card-link")[shown];
@@ -452,8 +465,20 @@
     return href.split("#")[0];
   }
 
+  function queryOf(href) {
+    return href ? new URL(href, location.href).searchParams.get("query") : null;
+  }
+
   window.addEventListener("popstate", function () {
-    if (addressOf(location.href) !== shownAddress) location.reload();
+    if (addressOf(location.href) === shownAddress) return;
+    // Another refinement of the search on screen: its results in place, the photo and its box kept (a reload lost
+    // them). Anything else (the start page, another photo's search) is loaded.
+    var query = queryOf(location.href);
+    if (photo && query && query === photoQuery && body.querySelector(".results") && !busy) {
+      refine(location.href, false, true);
+    } else {
+      location.reload();
+    }
   });
 
   // ---------- Drawing a region ----------

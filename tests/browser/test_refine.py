@@ -96,7 +96,7 @@ def test_refining_on_a_phone(phone_page, shop, test_images, screenshot, everythi
     screenshot(page, "browser-phone-refine")
 
 
-def test_a_jump_within_the_page_and_back_keeps_the_results_and_back_between_searches_loads_them(
+def test_a_jump_within_the_page_and_back_keeps_the_results_and_back_between_refinements_loads_them_in_place(
         page, shop, test_images, everything_matches):
     """Every popstate reloaded the page: the skip link's jump to #main, and back from it, reloaded the results
     without the photo the shopper had chosen (the preview gone, no box tool)."""
@@ -114,11 +114,18 @@ def test_a_jump_within_the_page_and_back_keeps_the_results_and_back_between_sear
 
     page.locator(".looks-like .chip").filter(has_text="Shoes").click()
     wait_until_idle(page)
-    page.go_back()  # to the unrefined results: another address, loaded
+    shoes = card_titles(page)
+    # Back to the unrefined results, and forward again: loaded in place (a reload lost the photo and its box tool)
+    page.go_back()
     expect(page).not_to_have_url(re.compile(r"category="))
     wait_until_idle(page)
-    assert page.evaluate("window.notReloaded === undefined")
-    assert len(card_titles(page)) == len(shop)
+    expect(page.locator(".results .product-card")).to_have_count(len(shop))
+    page.go_forward()
+    expect(page).to_have_url(re.compile(r"category="))
+    wait_until_idle(page)
+    expect(page.locator(".results .product-card")).to_have_count(len(shoes))
+    assert page.evaluate("window.notReloaded === true")
+    expect(page.locator("[data-query-img]")).to_be_visible()
 
 
 def test_the_order_chosen_with_the_keyboard_applies_on_enter_not_at_each_arrow(page, shop, test_images,
@@ -251,3 +258,24 @@ def test_a_first_search_over_the_limit_puts_the_focus_on_the_message(page, shop,
     expect(page.locator("[data-throttled]")).to_be_visible()
     focused = page.locator(":focus")
     expect(focused).to_contain_text("Please wait")
+
+
+def test_a_box_searched_on_the_closest_products_keeps_them_the_closest(page, shop, test_images, settings):
+    """The new search of the same photo carried the price, order and colour, not "closest": nothing similar enough
+    again, though the shopper had asked for the closest."""
+    settings.SEARCH_MIN_SCORE = 0.99  # nothing is similar enough
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    page.get_by_role("link", name="Show the closest products anyway").click()
+    wait_until_idle(page)
+    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    frame = page.locator("[data-region]").bounding_box()
+    page.mouse.move(frame["x"] + 0.1 * frame["width"], frame["y"] + 0.1 * frame["height"])
+    page.mouse.down()
+    page.mouse.move(frame["x"] + 0.9 * frame["width"], frame["y"] + 0.9 * frame["height"], steps=8)
+    page.mouse.up()
+    page.get_by_role("button", name="Search this area").click()
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    assert card_titles(page)
