@@ -5,6 +5,7 @@ Thin: validate the request with a serializer, call catalog.selectors or catalog.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import NON_FIELD_ERRORS
@@ -91,16 +92,21 @@ def product_etag(product: Product) -> str:
     return f'"{(product.updated_at - _EPOCH) // _MICROSECOND:x}"'
 
 
-def _if_match_version(request) -> datetime | None:
-    """The ``updated_at`` an If-Match header names; None without one (or with ``*``: any version). An ETag that is
-    not a product version, or several, stand for none that is current: the write is refused as stale."""
+def _if_match_versions(request) -> list[datetime] | None:
+    """The ``updated_at`` values an If-Match header names (RFC 9110: a list of strong ETags, any of which matches);
+    None without one, or with ``*`` (any version). An ETag compares as a string: one this API did not give out
+    ("5F3", "0x5f3", unquoted, weak) names no version, and a header of none of them refuses the write as stale."""
     header = request.headers.get("If-Match", "").strip()
     if not header or header == "*":
         return None
-    try:
-        return _EPOCH + int(header.strip('"'), 16) * _MICROSECOND
-    except (ValueError, OverflowError):
-        return _EPOCH - _MICROSECOND  # matches no product
+    versions = []
+    for weak, tag in re.findall(r'(W/)?"([^"]*)"', header):
+        if not weak and re.fullmatch(r"0|[1-9a-f][0-9a-f]{0,15}", tag):
+            try:
+                versions.append(_EPOCH + int(tag, 16) * _MICROSECOND)
+            except OverflowError:
+                continue
+    return versions
 
 
 def _product_list(*, filters: dict, staff: bool):
@@ -223,7 +229,7 @@ class ProductViewSet(viewsets.GenericViewSet):
         serializer = ProductWriteSerializer(product, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         try:
-            services.product_update(product=product, unchanged_since=_if_match_version(request),
+            services.product_update(product=product, unchanged_since=_if_match_versions(request),
                                     **serializer.validated_data)
         except services.ProductChanged:
             return Response({"detail": "The product has changed since the version named in If-Match: read it again "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -156,15 +156,16 @@ class ProductChanged(Exception):
     """The product was changed by another writer since the version the caller's change was based on."""
 
 
-def product_update(*, product: Product, unchanged_since: datetime | None = None, **fields) -> Product:
+def product_update(*, product: Product, unchanged_since: Collection[datetime] | None = None, **fields) -> Product:
     """Change these fields of ``product``, and only these: its row is locked and read afresh, so a field another
     writer changed meanwhile (an import's new price) is not written back as it was when ``product`` was read.
     Fields given their stored values are not written: a save retires every cached page (a client that sends the
     whole product again, unchanged, would keep the shop's cache cold). With ``unchanged_since`` (the ``updated_at``
-    the caller read), raises ProductChanged if the product was saved since: the caller's whole view of it is stale."""
+    values the caller read, any of which will do), raises ProductChanged if the product was saved since: the caller's
+    whole view of it is stale."""
     with transaction.atomic():
         current = Product.objects.select_for_update().get(pk=product.pk)
-        if unchanged_since is not None and current.updated_at != unchanged_since:
+        if unchanged_since is not None and current.updated_at not in unchanged_since:
             raise ProductChanged(product.sku)
         fields = {name: value for name, value in fields.items() if getattr(current, name) != value}
         if not fields:

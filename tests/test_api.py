@@ -535,6 +535,19 @@ def test_a_change_based_on_a_stale_read_is_refused_with_412(staff_api, shelf):
     assert staff_api.patch(url, {"title": "Sofa?"}, format="json", HTTP_IF_MATCH='"not-a-version"').status_code == 412
 
 
+def test_if_match_takes_a_list_and_compares_etags_as_strings(staff_api, shelf):
+    """A list holding the current ETag was refused, and a tag was read as a hex number: "0x…", upper case, spaces
+    and the unquoted tag all matched."""
+    url = f"{PRODUCTS}SOFA-1/"
+    etag = staff_api.get(url)["ETag"]
+    bare = etag.strip('"')
+    for other in (f'"0x{bare}"', f'"{bare.upper()}"', f'" {bare} "', bare, f"W/{etag}"):
+        if other != etag:
+            assert staff_api.patch(url, {"title": "Sofa?"}, format="json", HTTP_IF_MATCH=other).status_code == 412, other
+    listed = staff_api.patch(url, {"title": "Sofa!"}, format="json", HTTP_IF_MATCH=f'"1", {etag}, W/"2"')
+    assert listed.status_code == 200 and listed.json()["title"] == "Sofa!"
+
+
 def test_staff_create_and_update_a_product(staff_api, shelf):
     response = staff_api.post(PRODUCTS, NEW_PRODUCT, format="json")
     assert response.status_code == 201, response.content
