@@ -145,6 +145,15 @@ class ProductWriteSerializer(serializers.ModelSerializer):
         model = Product
         fields = ["sku", "title", "description", "price", "currency", "category", "active"]
 
+    def validate(self, data):
+        # A field this write does not take ("is_active", "Price", "updated_at") was dropped without a word: the
+        # client took the product for changed. A form post's CSRF token travels in the body too.
+        unknown = sorted(set(self.initial_data) - set(self.fields) - {"csrfmiddlewaretoken"})
+        if unknown:
+            raise serializers.ValidationError(
+                {name: [f"Unknown field; a product takes {', '.join(self.Meta.fields)}."] for name in unknown})
+        return data
+
 
 class ProductImageUploadSerializer(serializers.Serializer):
     image = serializers.FileField(help_text="A photo (JPEG, PNG, WebP, ...); checked by decoding it.")

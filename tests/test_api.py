@@ -579,6 +579,16 @@ def test_a_product_sent_as_form_data_without_active_is_active_and_stays_so(staff
     assert response.json()["active"] is True and response.json()["title"] == "Newer sofa"
 
 
+@pytest.mark.parametrize("change", [{"is_active": False}, {"Price": "9.00"}, {"updated_at": "2020-01-01T00:00:00Z"}])
+def test_a_field_a_product_write_does_not_take_is_a_400_naming_it(staff_api, shelf, change):
+    """It was dropped without a word and the answer was a 200: the client took the product for hidden or repriced."""
+    response = staff_api.patch(f"{PRODUCTS}SOFA-1/", change, format="json")
+    (name,) = change
+    assert response.status_code == 400 and response.json()[name][0].startswith("Unknown field; a product takes sku")
+    product = Product.objects.get(sku="SOFA-1")
+    assert (product.active, product.price) == (True, Decimal("499"))
+
+
 def test_a_description_too_long_for_the_search_index_is_a_400(staff_api, shelf):
     """A few MB of words made a search document PostgreSQL refuses: a 500."""
     words = " ".join(f"word{n}" for n in range(20_000))  # 188,890 characters
