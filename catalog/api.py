@@ -69,8 +69,11 @@ class Pagination(PageNumberPagination):
         return size
 
 
-def is_staff(request) -> bool:
-    return bool(request.user and request.user.is_staff)
+def sees_inactive(request) -> bool:
+    """Whether the user may see inactive products too: staff who may view or change products, as in the admin."""
+    user = request.user
+    return bool(user and user.is_staff and (user.has_perm("catalog.view_product")
+                                            or user.has_perm("catalog.change_product")))
 
 
 def api_validation_error(error: DjangoValidationError) -> ValidationError:
@@ -191,7 +194,7 @@ class ProductViewSet(viewsets.GenericViewSet):
         return self._product(self.kwargs[self.lookup_field])
 
     def _product(self, sku: str) -> Product:
-        if is_staff(self.request):
+        if sees_inactive(self.request):
             product = selectors.product_detail_for_staff(sku=sku)
         else:
             product = selectors.product_detail(sku=sku)
@@ -202,7 +205,7 @@ class ProductViewSet(viewsets.GenericViewSet):
     def list(self, request):
         filters = ProductFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        page = self.paginate_queryset(_product_list(filters=filters.validated_data, staff=is_staff(request)))
+        page = self.paginate_queryset(_product_list(filters=filters.validated_data, staff=sees_inactive(request)))
         items = ProductListItemSerializer(page, many=True, context={"request": request})
         return self.get_paginated_response(items.data)
 

@@ -490,6 +490,10 @@ def test_staff_without_the_model_permissions_cannot_write(api, shelf, django_use
     assert Product.objects.get(sku="SOFA-1").price == Decimal("499") and not ProductImage.objects.exists()
     assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 200  # reading is everyone's
     assert "actions" not in api.options(PRODUCTS).json()  # nor offered a write it may not make
+    # Nor the hidden products, which the admin would not show this user either
+    Product.objects.filter(sku="SOFA-1").update(active=False)
+    assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 404
+    assert "SOFA-1" not in [item["sku"] for item in api.get(PRODUCTS, {"active": "false"}).json()["results"]]
 
 
 def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
