@@ -223,7 +223,8 @@ class ProductViewSet(viewsets.GenericViewSet):
             product = services.product_create(**serializer.validated_data)
         except DjangoValidationError as error:
             raise api_validation_error(error) from None
-        product = selectors.product_detail_for_staff(sku=product.sku)
+        # As stored, with its images; the product created, should another writer have renamed or deleted it since
+        product = selectors.product_detail_for_staff(sku=product.sku) or product
         location = request.build_absolute_uri(reverse("api:product-detail", kwargs={"sku": product.sku}))
         return self._product_response(product, status=status.HTTP_201_CREATED, headers={"Location": location})
 
