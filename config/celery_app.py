@@ -6,6 +6,10 @@ from celery.signals import worker_init
 from config import dotenv
 
 dotenv.read()  # first: .env may name the settings module too
+# Whether the settings module is this development default, named neither by the environment nor by .env. The
+# package imports this module before any other of its own, the WSGI app's too, which takes the production
+# default instead (config/wsgi.py).
+SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("lookalike")
