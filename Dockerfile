@@ -37,21 +37,26 @@ RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=build DATABASE_URL=postgres://bu
 
 # Migrations run in the web container only (the command starts with gunicorn), one container at a time:
 # a PostgreSQL advisory lock held by the migrating session serialises replicas started together.
-# MIGRATE_ON_START=false turns it off (e.g. when a release job migrates instead).
+# MIGRATE_ON_START=false turns it off (e.g. when a release job migrates instead); the system checks run either way.
 COPY --chmod=0755 <<'EOF' /usr/local/bin/lookalike-entrypoint
 #!/bin/sh
 set -e
-if [ "$1" = gunicorn ] && [ "${MIGRATE_ON_START:-true}" = true ]; then
+if [ "$1" = gunicorn ]; then
   python - <<'PY'
+import os
+
 import django
 
 django.setup()
 from django.core.management import call_command
 from django.db import connection
 
-with connection.cursor() as cursor:
-    cursor.execute("SELECT pg_advisory_lock(hashtext('lookalike-migrate'))")
-call_command("migrate", interactive=False, skip_checks=False)  # call_command skips the system checks otherwise
+if os.environ.get("MIGRATE_ON_START", "true") == "true":
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext('lookalike-migrate'))")
+    call_command("migrate", interactive=False, skip_checks=False)  # call_command skips the system checks otherwise
+else:
+    call_command("check")  # a release step migrates: the settings are checked here all the same
 PY
 fi
 exec "$@"

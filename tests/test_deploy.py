@@ -309,6 +309,13 @@ def test_entrypoint_stops_before_gunicorn_on_a_setting_the_checks_refuse(entrypo
     assert result.returncode != 0
     assert "search.E001" in result.stderr and "efficientnet-lite9" in result.stderr
     assert "gunicorn (version" not in result.stdout + result.stderr
+    skipped = subprocess.run(  # a release step migrates: the settings are checked all the same
+        [str(entrypoint), "gunicorn", "--version"],
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="false",
+                                      EMBEDDING_MODEL="efficientnet-lite9"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert skipped.returncode != 0 and "search.E001" in skipped.stderr
 
 
 def test_entrypoint_stops_when_migrations_fail_and_can_skip_them(entrypoint):
