@@ -193,8 +193,8 @@ class ProductViewSet(viewsets.GenericViewSet):
         # Only OPTIONS asks, to describe a PUT: DRF's own lookup read the empty queryset and left the PUT out.
         return self._product(self.kwargs[self.lookup_field])
 
-    def _product(self, sku: str) -> Product:
-        if sees_inactive(self.request):
+    def _product(self, sku: str, *, inactive_too: bool = False) -> Product:
+        if inactive_too or sees_inactive(self.request):
             product = selectors.product_detail_for_staff(sku=sku)
         else:
             product = selectors.product_detail(sku=sku)
@@ -257,7 +257,8 @@ class ProductViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def images(self, request, sku):
-        product = self._product(sku)
+        # Staff who may add photos add them to hidden products too, as in the admin (the permission is checked)
+        product = self._product(sku, inactive_too=True)
         serializer = ProductImageUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data

@@ -496,6 +496,19 @@ def test_staff_without_the_model_permissions_cannot_write(api, shelf, django_use
     assert "SOFA-1" not in [item["sku"] for item in api.get(PRODUCTS, {"active": "false"}).json()["results"]]
 
 
+def test_staff_who_may_add_photos_add_them_to_a_hidden_product_too(api, shelf, django_user_model):
+    """Looking the product up as a shopper would, the upload answered 404 for a hidden product, which the admin
+    lets the same user add photos to."""
+    from django.contrib.auth.models import Permission
+
+    photographer = django_user_model.objects.create_user("photos", password="pw", is_staff=True)
+    photographer.user_permissions.add(Permission.objects.get(codename="add_productimage"))
+    api.force_authenticate(photographer)
+    Product.objects.filter(sku="SOFA-1").update(active=False)
+    assert api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image()}).status_code == 201
+    assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 404  # reading it is still for those who may view products
+
+
 def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
     """OPTIONS told anonymous users they could POST, and described the read shape (category as a read-only
     object), so a form built from it could never send the category slug a write needs."""

@@ -52,3 +52,13 @@ def test_a_username_that_cannot_name_its_password_file_is_refused_before_the_acc
     with pytest.raises(CommandError, match="cannot name an account and its password file"):
         call_command("ensure_admin", username=username)
     assert not get_user_model().objects.exists()
+
+
+def test_an_account_whose_password_cannot_be_kept_is_not_made(state_dir):
+    """A name of 150 two-byte letters passed the checks, then its file name was too long: the superuser stayed, its
+    password lost."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no account was made"):
+        call_command("ensure_admin", username="é" * 150)
+    assert not get_user_model().objects.exists()

@@ -5,6 +5,7 @@ import secrets
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from config.embedded import STATE_DIR
 
@@ -24,11 +25,16 @@ class Command(BaseCommand):
         user = user_model.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
-            user = user_model.objects.create_superuser(username=username, email="", password=password)
-            STATE_DIR.mkdir(parents=True, exist_ok=True)
-            # Created readable by its owner only: it holds a password.
-            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-                handle.write(password)
+            try:
+                with transaction.atomic():  # no account whose password could not be kept
+                    user = user_model.objects.create_superuser(username=username, email="", password=password)
+                    STATE_DIR.mkdir(parents=True, exist_ok=True)
+                    # Created readable by its owner only: it holds a password.
+                    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                        file.write(password)
+            except OSError as error:  # a name too long for a file, a state directory not writable
+                raise CommandError(f"cannot keep the password of {username!r} in {password_file}: "
+                                   f"{error.strerror}; no account was made") from None
         stored = password_file.read_text().strip() if password_file.exists() else ""
         # Printed only while it is the account's password: not once it was changed, nor for another account.
         password = stored if stored and user.check_password(stored) else "(the password you set)"
