@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rest_framework import serializers
 from rest_framework.fields import empty
 
@@ -145,14 +147,20 @@ class ProductWriteSerializer(serializers.ModelSerializer):
         model = Product
         fields = ["sku", "title", "description", "price", "currency", "category", "active"]
 
-    def validate(self, data):
-        # A field this write does not take ("is_active", "Price", "updated_at") was dropped without a word: the
-        # client took the product for changed. A form post's CSRF token travels in the body too.
-        unknown = sorted(set(self.initial_data) - set(self.fields) - {"csrfmiddlewaretoken"})
+    def to_internal_value(self, data):
+        # A field this write does not take ("is_active", "Price", or "updated_at" of the answer sent back) was dropped
+        # without a word: the client took the product for changed. Named with the other fields' errors, if any. A
+        # form post's CSRF token travels in the body too.
+        names = set(data) if isinstance(data, Mapping) else set()  # anything else: DRF's "Expected a dictionary"
+        unknown = {name: [f"Unknown field; a product takes {', '.join(self.Meta.fields)}."]
+                   for name in sorted(names - set(self.fields) - {"csrfmiddlewaretoken"})}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError({**error.detail, **unknown}) from None
         if unknown:
-            raise serializers.ValidationError(
-                {name: [f"Unknown field; a product takes {', '.join(self.Meta.fields)}."] for name in unknown})
-        return data
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 class ProductImageUploadSerializer(serializers.Serializer):

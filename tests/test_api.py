@@ -604,6 +604,10 @@ def test_a_field_a_product_write_does_not_take_is_a_400_naming_it(staff_api, she
     assert response.status_code == 400 and response.json()[name][0].startswith("Unknown field; a product takes sku")
     product = Product.objects.get(sku="SOFA-1")
     assert (product.active, product.price) == (True, Decimal("499"))
+    both = staff_api.patch(f"{PRODUCTS}SOFA-1/", {**change, "price": "cheap"}, format="json").json()
+    assert set(both) == {name, "price"}  # named with the other fields' errors, not a round later
+    listed = staff_api.patch(f"{PRODUCTS}SOFA-1/", [{"a": 1}], format="json")  # not an object: DRF's own words
+    assert listed.status_code == 400 and "Expected a dictionary" in listed.json()["non_field_errors"][0]
 
 
 def test_a_description_too_long_for_the_search_index_is_a_400(staff_api, shelf):
