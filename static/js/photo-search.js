@@ -117,10 +117,12 @@
     if (!dropZone(event)) return;
     event.preventDefault();
     var files = event.dataTransfer && event.dataTransfer.files;
-    if (files && files.length) showChosen(files[0]);
+    if (!files || !files.length) return;
+    if (busy) return announce(WAIT_TO_CHOOSE);
+    showChosen(files[0]);
   });
   // A photo dropped anywhere else on the page (its query photo, the results) is chosen too, rather than opened by
-  // the browser in place of the page, which lost the results; during a search it is ignored.
+  // the browser in place of the page, which lost the results; during a search it is refused with a word.
   function carriesFiles(event) {
     return event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types || [], "Files") !== -1;
   }
@@ -130,7 +132,8 @@
   document.addEventListener("drop", function (event) {
     if (!carriesFiles(event) || dropZone(event)) return;
     event.preventDefault();
-    if (busy || !event.dataTransfer.files.length) return;
+    if (!event.dataTransfer.files.length) return;
+    if (busy) return announce(WAIT_TO_CHOOSE);
     showChosen(event.dataTransfer.files[0]);
     var zone = body.querySelector("[data-drop-zone]");
     if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
