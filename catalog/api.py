@@ -127,7 +127,8 @@ def _product_list(*, filters: dict, staff: bool):
 
 _INVALID = OpenApiResponse(description='Invalid fields: `{"field": ["message"]}`')
 _NOT_FOUND = OpenApiResponse(
-    description='No such product (for shoppers, a hidden one too): `{"detail": "No such product."}`')
+    description="No such product (a hidden one too, but for staff who may view or change products): "
+                '`{"detail": "No such product."}`')
 _REFUSED = {
     401: OpenApiResponse(description="Not signed in (a token or the admin's session)"),
     403: OpenApiResponse(description="Not staff, or without the model permission the write needs"),
@@ -142,7 +143,8 @@ _STALE = {412: OpenApiResponse(description="The product changed since the versio
 @extend_schema_view(
     list=extend_schema(
         summary="List products",
-        description="Active products (staff also see inactive ones), filterable; paginated.",
+        description="Active products (staff who may view or change products also see inactive ones), filterable; "
+        "paginated.",
         parameters=[ProductFilterSerializer],
         responses=ProductListItemSerializer(many=True),
     ),

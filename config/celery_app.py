@@ -9,8 +9,9 @@ dotenv.read()  # first: .env may name the settings module too
 # Whether the settings module is this development default, named neither by the environment nor by .env. The
 # package imports this module before any other of its own, the WSGI app's too, which takes the production
 # default instead (config/wsgi.py).
+DEVELOPMENT_SETTINGS = "config.settings.local"
 SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEVELOPMENT_SETTINGS)
 
 app = Celery("lookalike")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -9,14 +9,16 @@ from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.utils.http import parse_header_parameters
 
 from config import dotenv
-from config.celery_app import SETTINGS_DEFAULTED
+from config.celery_app import DEVELOPMENT_SETTINGS, SETTINGS_DEFAULTED
 
 dotenv.read()  # first: .env may name the settings module too
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 # Importing this module imported the package, whose Celery app set the development default first: a server started
-# without the variable ran with DEBUG on and the embedded services. Not once settings are loaded (runserver, whose
-# reloader's next process would inherit the change).
-if SETTINGS_DEFAULTED and not settings.configured:
+# without the variable ran with DEBUG on and the embedded services. Not once another value was named since (gunicorn's
+# --env, applied after its config imported the package), nor once settings are loaded (runserver, whose reloader's
+# next process would inherit the change).
+if (SETTINGS_DEFAULTED and os.environ["DJANGO_SETTINGS_MODULE"] == DEVELOPMENT_SETTINGS
+        and not settings.configured):
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
 
 # Declared charsets that are honoured (by their codec's name): what the shop's pages and the API speak.

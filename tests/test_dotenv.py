@@ -81,3 +81,16 @@ def test_the_wsgi_app_takes_the_production_settings_when_none_are_named(env_file
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.production", "False"]
+
+
+def test_a_settings_module_named_after_the_package_was_imported_is_kept_by_the_wsgi_app(env_file, tmp_path):
+    """gunicorn imports the package with its config, then applies its --env: the WSGI app must not take that for
+    the development default."""
+    env = _settings_env(env_file, LOOKALIKE_STATE_DIR=str(tmp_path / "state"), MEDIA_ROOT=str(tmp_path / "media"))
+    del env["DJANGO_SETTINGS_MODULE"]
+    code = ("import config, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings.test'; import config.wsgi; "
+            "print(os.environ['DJANGO_SETTINGS_MODULE'])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["config.settings.test"]
