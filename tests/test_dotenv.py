@@ -27,6 +27,10 @@ def _settings_env(env_file, **variables) -> dict:
     return env
 
 
+def _python(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp_path):
     """The embedded services' state directory was decided before the file was read, and the development settings
     set DEBUG and SECRET_KEY before it too: values given only in .env were ignored."""
@@ -35,8 +39,7 @@ def test_development_defaults_and_the_state_directory_come_from_it(env_file, tmp
     env = _settings_env(env_file)
     code = ("from django.conf import settings; from config import embedded; "
             "print(settings.DEBUG, settings.SECRET_KEY, embedded.STATE_DIR, settings.MEDIA_ROOT)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python(env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "from-the-file", str(state), str(state / "media")]
 
@@ -45,8 +48,7 @@ def test_the_environment_wins_over_it(env_file, tmp_path):
     env_file.write_text("SECRET_KEY=from-the-file\n")
     env = _settings_env(env_file, SECRET_KEY="from-the-environment", LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
     code = "from django.conf import settings; print(settings.SECRET_KEY)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python(env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["from-the-environment"]
 
@@ -57,14 +59,12 @@ def test_the_settings_module_may_be_named_in_it(env_file, tmp_path):
     env_file.write_text("DJANGO_SETTINGS_MODULE=config.settings.test\n")
     env = _settings_env(env_file, LOOKALIKE_STATE_DIR=str(tmp_path / "state"))
     del env["DJANGO_SETTINGS_MODULE"]
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c",
-                             "import os; print(os.environ['DJANGO_SETTINGS_MODULE'])"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = _python(env, "manage.py", "shell", "-v", "0", "-c",
+                     "import os; print(os.environ['DJANGO_SETTINGS_MODULE'])")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.test"]
     code = "import config.celery_app, os; print(os.environ['DJANGO_SETTINGS_MODULE'])"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python(env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.test"]
 
@@ -77,8 +77,7 @@ def test_the_wsgi_app_takes_the_production_settings_when_none_are_named(env_file
     del env["DJANGO_SETTINGS_MODULE"]
     code = ("import config.wsgi, os; from django.conf import settings; "
             "print(os.environ['DJANGO_SETTINGS_MODULE'], settings.DEBUG)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python(env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.production", "False"]
 
@@ -90,7 +89,6 @@ def test_a_settings_module_named_after_the_package_was_imported_is_kept_by_the_w
     del env["DJANGO_SETTINGS_MODULE"]
     code = ("import config, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings.test'; import config.wsgi; "
             "print(os.environ['DJANGO_SETTINGS_MODULE'])")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = _python(env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.test"]

@@ -205,17 +205,22 @@ def test_a_refinement_after_the_kept_search_expired_searches_the_photo_again(pag
     assert card_titles(page) and set(card_titles(page)) <= shoes  # in the category the chip asked for
 
 
-def test_the_closest_products_stay_the_closest_when_an_expired_search_is_sent_again(page, shop, test_images,
-                                                                                    settings):
-    """The photo was sent again without "closest": a chip on the closest products answered "No lookalikes found"."""
-    from django.core.cache import cache
-
-    settings.SEARCH_MIN_SCORE = 0.99  # nothing is similar enough
+def _closest_products_shown(page, test_images, settings) -> None:
+    """A photo searched when nothing is similar enough, then "Show the closest products anyway"."""
+    settings.SEARCH_MIN_SCORE = 0.99
     page.goto("/search/photo/")
     search_by_photo(page, test_images / "chair-cafe-pair.jpg")
     page.get_by_role("link", name="Show the closest products anyway").click()
     wait_until_idle(page)
     expect(page.locator("#results-heading")).to_have_text("Closest products")
+
+
+def test_the_closest_products_stay_the_closest_when_an_expired_search_is_sent_again(page, shop, test_images,
+                                                                                    settings):
+    """The photo was sent again without "closest": a chip on the closest products answered "No lookalikes found"."""
+    from django.core.cache import cache
+
+    _closest_products_shown(page, test_images, settings)
     uploads = _uploads(page)
     cache.clear()  # the kept query vector is gone, as after SEARCH_QUERY_KEEP_SECONDS
     page.locator(".looks-like .chip").filter(has_text="Shoes").click()
@@ -263,12 +268,7 @@ def test_a_first_search_over_the_limit_puts_the_focus_on_the_message(page, shop,
 def test_a_box_searched_on_the_closest_products_keeps_them_the_closest(page, shop, test_images, settings):
     """The new search of the same photo carried the price, order and colour, not "closest": nothing similar enough
     again, though the shopper had asked for the closest."""
-    settings.SEARCH_MIN_SCORE = 0.99  # nothing is similar enough
-    page.goto("/search/photo/")
-    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
-    page.get_by_role("link", name="Show the closest products anyway").click()
-    wait_until_idle(page)
-    expect(page.locator("#results-heading")).to_have_text("Closest products")
+    _closest_products_shown(page, test_images, settings)
     frame = page.locator("[data-region]").bounding_box()
     page.mouse.move(frame["x"] + 0.1 * frame["width"], frame["y"] + 0.1 * frame["height"])
     page.mouse.down()
