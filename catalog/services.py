@@ -433,8 +433,15 @@ def product_images_add(
 def _product_lock(product: Product) -> None:
     """Lock the product's row, which photos are about to join. Raises Product.DoesNotExist if it was deleted
     meanwhile: the photo rows would be refused only at the commit, after their files were stored."""
-    if not Product.objects.select_for_update().filter(pk=product.pk).exists():
+    if not _products_lock([product.pk]):
         raise Product.DoesNotExist(f"product {product.pk} was deleted")
+
+
+def _products_lock(product_ids: list[int]) -> list[int]:
+    """Lock these products' rows, in pk order (as a worker storing vectors share-locks them), before any of their
+    photos': the order every writer takes. Returns the ids of those that exist."""
+    return list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk")
+                .values_list("pk", flat=True))
 
 
 @transaction.atomic
@@ -488,7 +495,7 @@ def product_image_delete(*, image: ProductImage) -> None:
     # puts that upload's bare name on the object, and another admin may have replaced the file since.
     files = _photos_lock(ProductImage.objects.filter(pk=image.pk))
     ProductImage.objects.filter(pk=image.pk).delete()
-    _files_delete_on_commit([name for pair in files for name in pair])
+    _files_delete_on_commit(files)
 
 
 def products_delete(*, products: Iterable[Product]) -> int:
@@ -496,22 +503,21 @@ def products_delete(*, products: Iterable[Product]) -> int:
     the photos' files; returns how many products were deleted."""
     product_ids = [product.pk for product in products]
     with transaction.atomic():
-        # The products first (then their photos, the order of every writer): a photo added meanwhile is then either
-        # committed before, and deleted with them, or its upload finds the product gone. Unseen, it made the
-        # delete fail at its commit.
-        list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk").values_list("pk"))
+        # The products first: a photo added meanwhile is then either committed before, and deleted with them, or
+        # its upload finds the product gone. Unseen, it made the delete fail at its commit.
+        _products_lock(product_ids)
         files = _photos_lock(ProductImage.objects.filter(product_id__in=product_ids))
-        names = [name for pair in files for name in pair]
         _, deleted = Product.objects.filter(pk__in=product_ids).delete()
-        _files_delete_on_commit(names)
+        _files_delete_on_commit(files)
     return deleted.get(Product._meta.label, 0)
 
 
-def _photos_lock(photos) -> list[tuple[str, str]]:
+def _photos_lock(photos) -> list[str]:
     """Lock the photos about to be deleted (in pk order, as a worker storing their vectors does) and return their
     file names. The cascade deletes a photo's vectors before the photo: without the lock, a worker that stored a
     vector in between had its row refused at the delete's commit, and the admin got an error (nothing deleted)."""
-    return list(photos.select_for_update().order_by("pk").values_list("file", "thumbnail"))
+    files = photos.select_for_update().order_by("pk").values_list("file", "thumbnail")
+    return [name for pair in files for name in pair]
 
 
 def products_set_active(*, products: Iterable[Product], active: bool) -> int:
@@ -519,9 +525,7 @@ def products_set_active(*, products: Iterable[Product], active: bool) -> int:
     follow (the vector rows copy the flag by trigger, search migration 0002). Returns how many changed."""
     with transaction.atomic():
         product_ids = [product.pk for product in products]
-        # Locked in pk order first, as a worker storing vectors share-locks them: the update alone locks them in the
-        # order its scan meets them.
-        list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk").values_list("pk"))
+        _products_lock(product_ids)  # the update alone locks them in the order its scan meets them
         changed = (Product.objects.filter(pk__in=product_ids).exclude(active=active)
                    .update(active=active, updated_at=timezone.now()))
         if changed:
