@@ -240,6 +240,23 @@ class StoredVector:
     details: bytes | None = None  # search/details.py ``stored``
     file_version: FileVersion | None = None  # the file it was computed from; not stored if it was replaced since
 
+    def computed_from(self, photo: _LockedPhoto | None) -> bool:
+        """Whether ``photo`` (None: deleted) still holds the file this was computed from."""
+        return photo is not None and self.file_version in (None, photo.file_version)
+
+
+class _LockedPhoto(NamedTuple):
+    product_id: int
+    file_version: FileVersion
+
+
+def _photos_locked(image_ids: list[int], *, no_key: bool = False) -> dict[int, _LockedPhoto]:
+    """The photos that still exist of ``image_ids``, their rows locked (in pk order, as every writer locks them) with
+    the product and the file each holds now."""
+    return {pk: _LockedPhoto(product_id, FileVersion(file, content_hash))
+            for pk, product_id, file, content_hash in ProductImage.objects.select_for_update(no_key=no_key)
+            .filter(pk__in=image_ids).order_by("pk").values_list("pk", "product_id", "file", "content_hash")}
+
 
 def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, force: bool = False) -> dict[str, int]:
     """Compute and store vectors of the configured model for these images, in one batched model call.
@@ -387,14 +404,10 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                 # Nothing from a picture replaced since, the flagged photo's or its original's: the replacement
                 # cleared the flags that named it, and dropped the original's vectors.
                 originals = {flag.near_duplicate_of_id for flag in flags} - {None}
-                current = {pk: FileVersion(file, content_hash) for pk, file, content_hash in
-                           ProductImage.objects.select_for_update(no_key=True)
-                           .filter(pk__in=[flag.pk for flag in flags] + list(originals))
-                           .order_by("pk").values_list("pk", "file", "content_hash")}
+                current = _photos_locked([flag.pk for flag in flags] + list(originals), no_key=True)
                 embedded = set(ImageEmbedding.objects.filter(image_id__in=originals, model=model)
                                .values_list("image_id", flat=True))
-                flags = [flag for flag, item in zip(flags, items)
-                         if flag.pk in current and item.file_version in (None, current[flag.pk])]
+                flags = [flag for flag, item in zip(flags, items) if item.computed_from(current.get(flag.pk))]
                 for flag in flags:
                     if flag.near_duplicate_of_id is not None and flag.near_duplicate_of_id not in embedded:
                         flag.near_duplicate_of_id, flag.near_duplicate_score = None, None
@@ -417,17 +430,12 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
         # photos locked first met an admin's product form halfway, a deadlock.
         owners = dict(ProductImage.objects.filter(pk__in=image_ids).values_list("pk", "product_id"))
         _products_share_lock(product_ids=sorted(set(owners.values())))
-        current = {
-            image_id: (product_id, FileVersion(file, content_hash))
-            for image_id, product_id, file, content_hash in ProductImage.objects.select_for_update()
-            .filter(pk__in=image_ids).order_by("pk").values_list("pk", "product_id", "file", "content_hash")
-        }
+        current = _photos_locked(image_ids)
         # Deleted, replaced or moved to another product (not held) meanwhile: skipped. A replaced photo queued its
         # own task; a moved one stays pending, and the sweep sends it again.
-        items = [item for item in items if item.image_id in current
-                 and item.file_version in (None, current[item.image_id][1])
-                 and current[item.image_id][0] == owners.get(item.image_id)]
-        products = {item.image_id: current[item.image_id][0] for item in items}
+        items = [item for item in items if item.computed_from(current.get(item.image_id))
+                 and current[item.image_id].product_id == owners.get(item.image_id)]
+        products = {item.image_id: current[item.image_id].product_id for item in items}
         if not items:
             return []
         # First: the vector row copies the main colour from the photo (search migration 0006).
