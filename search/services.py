@@ -146,10 +146,12 @@ def image_embedding_mark_pending(
 def images_recompute_claim(*, image_ids: Sequence[int]) -> int:
     """Mark photos pending for a recompute the caller does itself (``manage.py reindex``): pending is its to-do
     list, which a resumed run reads. They are marked as queued now, so that for PENDING_STALE_SECONDS the sweep
-    does not send them to the workers too, who would do the same work beside the caller or, finding a vector, mark
-    them ready without the recompute. A long run renews the claim within that time."""
+    does not send them to the workers too, who would do the same work beside the caller. A long run renews the claim
+    within that time. Should the run die, the sweep sends what is left: the model mark cleared here tells the
+    workers to recompute those photos (``_recompute_claimed``) rather than find their vector and mark them ready."""
     return ProductImage.objects.filter(pk__in=image_ids).update(
-        embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=timezone.now()
+        embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_model="",
+        embedding_queued_at=timezone.now()
     )
 
 
@@ -268,14 +270,14 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     embedder = embedder or active_embedder()
     outcome = {"embedded": 0, "skipped": 0, "failed": 0, "missing": 0}
     images = ProductImage.objects.filter(pk__in=image_ids).only("pk", "file", "content_hash", "product_id",
-                                                                 "embedding_status")
+                                                                 "embedding_status", "embedding_model")
     images = {image.pk: image for image in images}
     outcome["missing"] = len(set(image_ids) - images.keys())
     done: set[int] = set()
     try:
         if not force:  # the space's id needs the model's reduction: it too may be unavailable
             done = set(ImageEmbedding.objects.filter(image_id__in=images.keys(), model=embedder.id)
-                       .values_list("image_id", flat=True))
+                       .values_list("image_id", flat=True)) - _recompute_claimed(images.values())
         todo = [image for image_id, image in images.items() if image_id not in done]
         if todo:
             embedder.load()  # before decoding anything: a broken model fails the batch at once
@@ -308,6 +310,14 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         # before it gave them one in the searched space.
         _searched_space_fill(image_ids=filled, building=embedder.id)
     return outcome
+
+
+def _recompute_claimed(images: Iterable[ProductImage]) -> set[int]:
+    """The photos a reindex claimed for a recompute and has not done (it died): pending with no model mark. Every
+    other way to pending keeps the mark (a new space's build, whose vectors are not in the space asked about) or
+    deletes the vectors with it (a replaced file, the admin's re-embed)."""
+    return {image.pk for image in images
+            if image.embedding_status == EmbeddingStatus.PENDING and not image.embedding_model}
 
 
 def _images_decode(images: list[ProductImage], embedder: Embedder

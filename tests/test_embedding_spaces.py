@@ -308,6 +308,19 @@ def test_interrupted_reindex_resumes_with_only_pending(small_catalog):
     assert ImageEmbedding.objects.count() == len(ids)
 
 
+def test_the_photos_a_dead_reindex_left_are_recomputed_by_the_workers_the_sweep_sends_them_to(small_catalog):
+    """A reindex claims its selection (pending) and dies after a batch; once the claim lapses the sweep sends the
+    rest to the workers, who found each photo's vector and marked it ready: the recompute asked for was lost."""
+    ids = list(ProductImage.objects.order_by("pk").values_list("pk", flat=True))
+    ImageEmbedding.objects.update(details=None)  # stale: stored before the details were kept, say
+    services.images_recompute_claim(image_ids=ids)
+    services.images_embed(image_ids=ids[:1], force=True)  # its first batch; then it was killed
+    outcome = services.images_embed(image_ids=ids)  # the workers' task, as the sweep sends it (no force)
+    assert outcome["embedded"] == len(ids) - 1
+    assert not ImageEmbedding.objects.filter(details=None).exists()
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
+
+
 def test_the_sweep_leaves_a_running_reindexs_selection_to_it(small_catalog, monkeypatch, settings):
     """The selection is pending while the run works through it: the sweep, running meanwhile, must not send it to
     the workers, who would do the same work, or mark ready without the recompute photos with a vector."""
@@ -447,7 +460,8 @@ def test_reindex_in_the_background_waits_on_while_the_workers_make_progress(smal
 
     def a_worker_finishes_an_image():
         image = ProductImage.objects.filter(embedding_status=EmbeddingStatus.PENDING).order_by("pk").first()
-        ProductImage.objects.filter(pk=image.pk).update(embedding_status=EmbeddingStatus.READY)
+        ProductImage.objects.filter(pk=image.pk).update(embedding_status=EmbeddingStatus.READY,
+                                                        embedding_model=get_embedder(LITE0).id)
 
     clock = _FakeClock(every=500, tick=a_worker_finishes_an_image)
     monkeypatch.setattr(reindex, "time", clock)
