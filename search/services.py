@@ -21,7 +21,7 @@ from catalog.page_cache import catalog_changed
 from search import details
 from search.colours import dominant_colours
 from search.embeddings import Embedder, ModelUnavailable, active_embedder
-from search.models import ImageEmbedding
+from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import no_vector_in
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,9 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                                                 error=f"{MODEL_UNAVAILABLE}{error}")
         todo = []
     if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
-        _mark_ready(image_ids=unmarked, model=embedder.id)
+        with transaction.atomic():
+            if not _space_retired(embedder.id):
+                _mark_ready(image_ids=unmarked, model=embedder.id)
     outcome["skipped"] = len(done)
     stored = []
     if todo:
@@ -436,6 +438,8 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
     batch, where one at a time cost each image 8 round trips."""
     image_ids = [item.image_id for item in items]
     with transaction.atomic():
+        if _space_retired(model):
+            return []
         # Products before photos, as every writer locks them (an admin saves the product, then its photos): the
         # photos locked first met an admin's product form halfway, a deadlock.
         owners = dict(ProductImage.objects.filter(pk__in=image_ids).values_list("pk", "product_id"))
@@ -468,6 +472,17 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
         if model == search_space_model():
             catalog_changed()
     return items
+
+
+def _space_retired(model: str) -> bool:
+    """Whether search has switched from ``model``'s space: a worker of the deploy before (a rolling deploy) then
+    stores nothing there and marks nothing ready, which would leave the photo ready with no vector in the space
+    searched, for good; it stays pending, and the sweep sends it to a worker of the current model. Until the
+    transaction ends a switch waits (the space's row held: spaces first, as the sweep locks them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT state FROM {EmbeddingSpace._meta.db_table} WHERE model = %s FOR KEY SHARE", [model])
+        row = cursor.fetchone()
+    return row is not None and row[0] == EmbeddingSpace.State.RETIRED
 
 
 def _products_share_lock(*, product_ids: list[int]) -> None:

@@ -205,6 +205,36 @@ def test_a_photo_whose_first_run_ended_before_the_searched_space_had_its_vector_
     assert set(ImageEmbedding.objects.filter(image=photo).values_list("model", flat=True)) == {old_space, new_space}
 
 
+def test_a_photo_an_old_worker_takes_after_the_switch_stays_pending_for_a_worker_of_the_new_model(
+    small_catalog, settings, test_images, monkeypatch
+):
+    """In a rolling deploy a worker of the model search switched from stored its vector in the retired space (freed
+    by the sweep) and marked the photo ready: out of search for good, where it cannot compute the new model's."""
+    from search import query
+
+    new_space = get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    assert search_space_model() == new_space
+    image = catalog_services.product_image_add(product=small_catalog["RUN-1"],
+                                               file=uploaded_file(test_images / "shoe-running-2.jpg"))
+
+    def unknown_to_the_old_code(model):
+        raise LookupError(model)
+
+    monkeypatch.setattr(query, "embedder_for_model", unknown_to_the_old_code)
+    services.images_embed(image_ids=[image.pk], embedder=get_embedder(LITE0))  # the old worker
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.PENDING
+    monkeypatch.undo()
+
+    services.images_embed(image_ids=[image.pk])  # a worker of the new model, sent it by the sweep
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.READY
+    assert ImageEmbedding.objects.filter(image=image, model=new_space).exists()
+
+
 def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
     small_catalog, settings, client
 ):
