@@ -58,19 +58,30 @@ def near_duplicate(image: ProductImage) -> str:
 
 class RefusedSavesShown(admin.ModelAdmin):
     """The services check again under their locks what the form checked before: a SKU or a category name another
-    admin took meanwhile, a category moved under this one, a product deleted while its photos uploaded. Such a
-    refusal is shown on the page as a message, the save undone, where Django's admin let it through as an error
-    page."""
+    admin took meanwhile, a category moved under this one, a product deleted while its photos uploaded, a category
+    given a product while it was deleted. Such a refusal is shown on the page as a message, the change undone, where
+    Django's admin let it through as an error page."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return self._refusal_shown(request, "Nothing was saved", super().changeform_view, request, object_id,
+                                   form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        return self._refusal_shown(request, "Nothing was deleted", super().delete_view, request, object_id,
+                                   extra_context)
+
+    def changelist_view(self, request, extra_context=None):  # its actions: "Delete selected"
+        return self._refusal_shown(request, "Nothing was changed", super().changelist_view, request, extra_context)
+
+    def _refusal_shown(self, request, outcome, view, *args):
         try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            return view(*args)
         except (ValidationError, Product.DoesNotExist, ProductImage.DoesNotExist) as error:
             if request.method != "POST":
                 raise
             reason = ("; ".join(error.messages) if isinstance(error, ValidationError)
                       else "something it refers to was deleted meanwhile")
-            self.message_user(request, f"Nothing was saved: {reason}", messages.ERROR)
+            self.message_user(request, f"{outcome}: {reason}", messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
 

@@ -46,6 +46,7 @@ from catalog.models import (
 )
 from catalog.services import (
     CATEGORY_DEPTH_MAX,
+    CategoryDeleted,
     LoadSummary,
     PhotoRefused,
     PreparedImage,
@@ -474,6 +475,10 @@ def catalog_rows_import(
             results = products_with_photos_upsert(items=products, stored=stored)
     except PhotoRefused as error:
         raise RowError(str(error)) from None
+    except CategoryDeleted as error:  # by an admin meanwhile: the row written alone creates its path again
+        for path in [path for path, category in categories.items() if category.pk in error.category_ids]:
+            del categories[path]
+        raise
     categories.update(found)  # only now: a rolled-back category must not be reused
     return [(result.outcome, result.images_added) for result in results]
 

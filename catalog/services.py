@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -85,6 +86,7 @@ def _category_get_or_create(*, name: str, parent: Category | None, slug_base: st
         try:
             with transaction.atomic():
                 _sibling_names_lock(parent.pk if parent else None)
+                _categories_hold([parent.pk if parent else None])
                 # Looked for again in turn: another transaction may have created it, in another case, meanwhile.
                 return siblings.first() or Category.objects.create(name=name, parent=parent,
                                                                    slug=_unique_slug(slug_base))
@@ -106,6 +108,7 @@ def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
     _sibling_names_lock(category.parent_id)
+    _categories_hold([category.parent_id])
     category.full_clean()
     if category.pk is not None and Category.objects.filter(
             pk=category.pk, name=category.name, slug=category.slug, parent_id=category.parent_id).exists():
@@ -119,9 +122,43 @@ def category_save(*, category: Category) -> Category:
     return category
 
 
+@transaction.atomic
 def categories_delete(*, categories: Iterable[Category]) -> None:
-    """Delete categories that no product or subcategory uses (the database refuses the others: PROTECT)."""
-    Category.objects.filter(pk__in=[category.pk for category in categories]).delete()
+    """Delete categories that no product or subcategory uses; ValidationError naming one that is still used.
+
+    Locked first, in pk order: a product or subcategory being put in one meanwhile holds it (``_categories_hold``),
+    so this waits for that write and then sees it, where it passed the check, deleted, and failed the other write
+    at its commit."""
+    ids = [category.pk for category in categories]
+    list(Category.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
+    try:
+        Category.objects.filter(pk__in=ids).delete()
+    except ProtectedError:
+        used = Category.objects.filter(pk__in=ids).filter(Q(products__isnull=False) | Q(children__isnull=False))
+        names = ", ".join(sorted(set(used.values_list("name", flat=True))))
+        raise ValidationError(f"{names}: still has products or subcategories; move or delete them first.",
+                              code="category_used") from None
+
+
+class CategoryDeleted(ValidationError):
+    """A category a write puts something in was deleted meanwhile."""
+
+    def __init__(self, category_ids: set[int]):
+        super().__init__({"category": ["This category was deleted meanwhile. Choose another one."]})
+        self.category_ids = category_ids
+
+
+def _categories_hold(category_ids: Iterable[int | None]) -> None:
+    """Keep these categories from being deleted until the transaction ends (a product or subcategory is being put
+    in them: ``categories_delete`` waits for it). FOR KEY SHARE: their own edits go on. Raises CategoryDeleted if
+    one is gone."""
+    ids = sorted({pk for pk in category_ids if pk is not None})
+    if not ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {Category._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [ids])
+        if missing := set(ids) - {pk for (pk,) in cursor.fetchall()}:
+            raise CategoryDeleted(missing)
 
 
 def _unique_slug(base: str) -> str:
@@ -180,9 +217,12 @@ def product_update(*, product: Product, unchanged_since: Collection[datetime] | 
 
 
 def _product_saved(product: Product, *, fields: list[str] | None = None) -> None:
-    """Save, a SKU taken since full_clean checked it (another request, an import) being a field error too."""
+    """Save, a SKU taken since full_clean checked it (another request, an import) being a field error too, and a
+    category deleted meanwhile too (CategoryDeleted)."""
     try:
         with transaction.atomic():
+            if fields is None or "category" in fields:
+                _categories_hold([product.category_id])
             product.save(update_fields=fields)
     except IntegrityError:
         if Product.objects.filter(sku=product.sku).exclude(pk=product.pk).exists():
@@ -268,6 +308,7 @@ def products_with_photos_upsert(*, items: Sequence[ProductWithPhotos], stored: l
     to ``stored``, which callers take from ``atomic_with_files``, their transaction. Raises
     PhotoRefused, ValidationError.
     """
+    _categories_hold(item.fields["category"].pk for item in items)
     products, created = _products_lock_or_create(items)
     changed = _products_update(items, products, created)
     have = product_photo_hashes(skus=[item.sku for item in items if item.sku not in created])

@@ -8,6 +8,7 @@ forced in with the trigger disabled, under a statement timeout, so a walk that l
 from __future__ import annotations
 
 import html
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -238,3 +239,75 @@ def test_the_admin_deletes_an_unused_category_and_keeps_one_in_use(chain, admin_
     response = admin_client.post(reverse("admin:catalog_category_delete", args=[furniture.pk]), {"post": "yes"})
     assert response.status_code == 200 and "would require deleting the following protected" in response.text
     assert sorted(Category.objects.values_list("name", flat=True)) == ["Furniture", "Home"]
+
+
+# --- a category deleted while something is put in it ---
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_category_while_a_product_is_put_in_it_waits_and_refuses():
+    """The delete found the category unused, deleted it, and the product's write failed at its commit (a 500)."""
+    from catalog.services import categories_delete, product_update
+
+    chairs, sofas = CategoryFactory(name="Chairs"), CategoryFactory(name="Sofas")
+    product = ProductFactory(category=chairs)
+    with held_in_another_transaction(lambda: product_update(product=product, category=sofas)):
+        with pytest.raises(ValidationError, match="Sofas: still has products or subcategories"):
+            categories_delete(categories=[sofas])
+    product.refresh_from_db()
+    assert product.category == sofas
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("write", ["product moved", "product created", "subcategory", "import"])
+def test_putting_something_in_a_category_being_deleted_is_refused_in_words(write):
+    from catalog.services import (CategoryDeleted, ProductWithPhotos, categories_delete, category_save, product_create,
+                                  product_update, products_with_photos_upsert)
+
+    chairs, sofas = CategoryFactory(name="Chairs"), CategoryFactory(name="Sofas")
+    product = ProductFactory(category=chairs)
+    writes = {
+        "product moved": lambda: product_update(product=product, category=sofas),
+        "product created": lambda: product_create(sku="NEW-1", title="New", category=sofas, price="5"),
+        "subcategory": lambda: category_save(category=Category(name="Corner sofas", slug="corner", parent=sofas)),
+        "import": lambda: products_with_photos_upsert(stored=[], items=[ProductWithPhotos(
+            sku="NEW-1", fields={"title": "New", "description": "", "price": Decimal(5), "category": sofas})]),
+    }
+    with held_in_another_transaction(lambda: categories_delete(categories=[sofas])):
+        with pytest.raises(CategoryDeleted) as refused:
+            writes[write]()
+    assert refused.value.message_dict == {"category": ["This category was deleted meanwhile. Choose another one."]}
+    assert not Category.objects.filter(pk=sofas.pk).exists()
+    product.refresh_from_db()
+    assert product.category == chairs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_says_a_category_given_a_product_while_it_was_deleted_is_still_used(admin_client):
+    from catalog.services import product_update
+
+    chairs, sofas = CategoryFactory(name="Chairs"), CategoryFactory(name="Sofas")
+    product = ProductFactory(category=chairs)
+    url = reverse("admin:catalog_category_delete", args=[sofas.pk])
+    with held_in_another_transaction(lambda: product_update(product=product, category=sofas)):
+        response = admin_client.post(url, {"post": "yes"}, follow=True)
+    assert response.status_code == 200
+    assert "Nothing was deleted: Sofas: still has products or subcategories" in html.unescape(
+        response.content.decode())
+    assert Category.objects.filter(pk=sofas.pk).exists()
+
+
+def test_an_import_that_kept_a_category_deleted_since_creates_it_again():
+    """The import keeps each path's category for its later rows; one deleted meanwhile failed every such row."""
+    from catalog.importer import CatalogRow, catalog_rows_import
+    from catalog.services import CategoryDeleted, categories_delete
+
+    sofas = category_get_or_create_path(path="Home > Sofas")
+    kept = {"Home > Sofas": sofas}
+    categories_delete(categories=[sofas])  # by an admin, between two of the import's rows
+    row = CatalogRow(sku="SOFA-1", title="Sofa", category_path="Home > Sofas", price=Decimal(5), currency=None,
+                     description="", images=())
+    with pytest.raises(CategoryDeleted):
+        catalog_rows_import(items=[row], categories=kept, prepared=[{}])
+    assert catalog_rows_import(items=[row], categories=kept, prepared=[{}]) == [("created", 0)]  # as written alone
+    assert kept["Home > Sofas"].products.get().sku == "SOFA-1"
