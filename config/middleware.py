@@ -35,7 +35,8 @@ ADMIN_FILES_PER_REQUEST = 5
 
 
 class RequestBodyLimitMiddleware:
-    """413 for bodies declared larger than ``UPLOAD_MAX_BYTES`` plus slack, decided from Content-Length alone.
+    """413 for bodies declared larger than ``UPLOAD_MAX_BYTES`` plus slack (five photos' worth under /admin/, whose
+    product form sends up to ADMIN_FILES_PER_REQUEST), decided from Content-Length alone.
 
     Django caps form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but streams any size of file to disk; this stops
     a huge upload before it is read. It must run before CsrfViewMiddleware, which reads POST bodies.

@@ -120,8 +120,8 @@ class SimilarProductsView(APIView):
         operation_id="products_similar",
         summary="Products that look like this one",
         description="Uses the product's stored vectors (no model call); the product itself is never listed. In the "
-        "default order every nearest product is listed; a price filter or another order keeps only real matches "
-        "(match score 0.5 or more).",
+        "default order every nearest product is listed; a price or colour filter, or another order, keeps only real "
+        "matches (match score 0.5 or more).",
         parameters=[SimilarQuerySerializer],
         responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR},
     )

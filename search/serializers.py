@@ -174,8 +174,8 @@ class FacetsSerializer(serializers.Serializer):
         many=True,
         help_text="The categories of the matches, most matches first: what the photo most likely shows. Counted over "
         "the best matches that passed the cut-off and the price and colour filters (at most 48, or `limit` when "
-        "larger), before `limit` is applied and before near-duplicates are folded; pass one's slug as `category` to "
-        "search within it.",
+        "larger), before `limit` is applied, a near-duplicate listing counted once as the chip's own search folds it; "
+        "pass one's slug as `category` to search within it.",
     )
     colours = ColourFacetSerializer(
         many=True,

@@ -154,8 +154,9 @@ STORAGES = {
 }
 
 # --- Uploads ---
-# UPLOAD_MAX_BYTES caps a request's body (config.middleware.RequestBodyLimitMiddleware refuses a bigger one from
-# its Content-Length; Django itself would stream any size of file to disk) and each image (the image validator).
+# UPLOAD_MAX_BYTES caps a request's body, five times it under /admin/ (config.middleware.RequestBodyLimitMiddleware
+# refuses a bigger one from its Content-Length; Django itself would stream any size of file to disk) and each image
+# (the image validator).
 # DATA_UPLOAD_MAX_MEMORY_SIZE caps what Django reads into memory: the body less its files.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
