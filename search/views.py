@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from PIL import Image
@@ -51,6 +51,12 @@ def photo(request):
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})
 
+    if not request.FILES and request.POST.get("query"):
+        # "Look in" changed under the results, without a script (which sends the photo again): the kept query of
+        # the photo on screen, in that category, as its chips ask for it.
+        category = request.POST.get("category", "")
+        return redirect(reverse("search:photo") + "?" + urlencode(
+            [("query", request.POST["query"])] + ([("category", category)] if category else [])))
     if throttled := _throttled(request):  # before the form decodes the photo
         return throttled
     form = PhotoSearchForm(request.POST, request.FILES)

@@ -126,6 +126,21 @@ def test_category_filter_includes_descendants(client, catalog, test_images, sett
     assert "in Clothing" in response.content.decode()
 
 
+def test_another_category_chosen_under_the_results_without_a_new_photo_searches_the_same_photo_there(
+    client, catalog, test_images, settings
+):
+    """Without a script the form under the results posted no photo, and the page answered "Choose a photo"."""
+    settings.SEARCH_MIN_SCORE = 0
+    first = _post(client, uploaded_file(test_images / "chair-cafe-pair.jpg"))
+    token = first.context["token"]
+    assert f'<input type="hidden" name="query" value="{token}">' in first.content.decode()
+
+    response = client.post(URL, {"query": token, "category": "clothing"})
+    assert response.status_code == 302
+    assert response["Location"] == f"{URL}?query={token}&category=clothing"
+    assert set(_skus(client.get(response["Location"]))) == {"RUN-1", "RUN-3", "TEE-1"}
+
+
 def test_nothing_similar_in_a_category_says_so_and_offers_all_categories(client, catalog, test_images, settings):
     settings.SEARCH_MIN_SCORE = 0.9
 

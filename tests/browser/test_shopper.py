@@ -206,9 +206,18 @@ def test_without_javascript_the_chosen_photo_shows_and_the_search_runs(browser, 
         page.goto("/search/photo/")
         field = page.locator("#id_photo")
         assert field.evaluate("input => getComputedStyle(input).opacity") == "1"
+        expect(page.get_by_text("Take a photo", exact=True)).to_be_hidden()  # it could not show the photo taken either
         field.set_input_files(str(test_images / "shoe-running-3.jpg"))
         page.get_by_role("button", name="Find lookalikes").click()
         expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+        assert card_titles(page)[0] == shop["RUN-3"].title
+
+        # Another category under the results, no new photo: the same photo searched there (it asked for a photo,
+        # and the results were gone).
+        page.get_by_label("Look in").select_option("clothing")
+        page.get_by_role("button", name="Find lookalikes").click()
+        expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+        assert "category=clothing" in page.url
         assert card_titles(page)[0] == shop["RUN-3"].title
     finally:
         context.close()
