@@ -23,13 +23,22 @@
   var photoSize = null;
   // The token of the kept query of that photo's search: the refinements of it carry the same one.
   var photoQuery = null;
-  // A photo chosen in the form but not searched yet.
+  // A photo chosen in the form but not searched yet; whether the last one chosen was refused (too big, not an
+  // image): then "Find lookalikes" must not search the previous photo again in its place.
   var chosen = null;
+  var refused = false;
   // The region drawn on the query photo, as fractions of its width and height.
   var region = null;
   var busy = false;
-  // A search or refinement not answered in this time is given up, and the page is usable again.
+  // How to stop the request in flight (the Cancel button), or null.
+  var cancel = null;
+  // A search or refinement not answered in this time once sent is given up, and the page is usable again; an
+  // upload, however long it takes on a slow link, only once it has made no progress for UPLOAD_STALL_MS.
   var REQUEST_TIMEOUT_MS = 120000;
+  var UPLOAD_STALL_MS = 30000;
+  // A photo is sent at most this large: the search looks at far fewer pixels (the model's 260, the 800 of the
+  // preview, a box's crop of it), and a phone's 12-megapixel photo took minutes to upload on a slow link.
+  var SEND_MAX_SIDE = 2048;
   var TOO_SLOW = "The search took too long. Check your connection and try again.";
   var WAIT_TO_CHOOSE = "A search is running. Choose the next photo once it has answered.";
   // The refinements a new search of the same photo carries: from the refine form, or from a link's address.
@@ -62,15 +71,24 @@
       else input.removeAttribute("aria-invalid");
     });
     chosen = problem ? null : file;
+    refused = Boolean(file && problem);
     var prompt = zone.querySelector("[data-drop-prompt]");
     var panel = zone.querySelector("[data-drop-chosen]");
     var thumb = zone.querySelector("[data-drop-thumb]");
     if (chosen) {
       // Freed once shown: the page swaps this form out after a search, and the photo may be a large screenshot.
       var url = URL.createObjectURL(chosen);
-      thumb.onload = thumb.onerror = function () { URL.revokeObjectURL(url); };
+      var name = zone.querySelector("[data-drop-name]");
+      name.textContent = (chosen.name || "Pasted image") + " · " + formatSize(chosen.size);
+      thumb.hidden = false;
+      thumb.onload = function () { URL.revokeObjectURL(url); };
+      // A format this browser cannot show (HEIC outside Safari) is searched all the same: the server reads it.
+      thumb.onerror = function () {
+        URL.revokeObjectURL(url);
+        thumb.hidden = true;
+        name.textContent += " · no preview in this browser";
+      };
       thumb.src = url;
-      zone.querySelector("[data-drop-name]").textContent = (chosen.name || "Pasted image") + " · " + formatSize(chosen.size);
     } else {
       thumb.removeAttribute("src");
       form.querySelectorAll("[data-photo-input]").forEach(function (input) { input.value = ""; });
@@ -84,6 +102,7 @@
   }
 
   root.addEventListener("change", function (event) {
+    if (event.target.matches("[data-category]")) refused = false;  // the photo on screen, in another category
     if (!event.target.matches("[data-photo-input]") || !event.target.files.length) return;
     if (busy) {  // the answer replaces this form: the choice would be lost without a word
       event.target.value = "";
@@ -136,7 +155,7 @@
     if (busy) return announce(WAIT_TO_CHOOSE);
     showChosen(event.dataTransfer.files[0]);
     var zone = body.querySelector("[data-drop-zone]");
-    if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    if (zone) zone.scrollIntoView({ block: "nearest", behavior: scrolling() });
   });
 
   // Paste anywhere on the page, unless the shopper is pasting text into a text field.
@@ -152,11 +171,16 @@
         if (busy) return announce(WAIT_TO_CHOOSE);
         showChosen(items[i].getAsFile());
         var zone = body.querySelector("[data-drop-zone]");
-        if (zone) zone.scrollIntoView({ block: "nearest", behavior: "smooth" });
+        if (zone) zone.scrollIntoView({ block: "nearest", behavior: scrolling() });
         return;
       }
     }
   });
+
+  // Smooth, unless the shopper asked for less motion (an explicit "smooth" overrides the page's own CSS for that).
+  function scrolling() {
+    return window.matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth";
+  }
 
   // ---------- Searching ----------
 
@@ -167,7 +191,8 @@
     if (busy) return;  // a second tap while the first search runs
     var category = form.querySelector("[data-category]");
     category = category ? category.value : "";
-    if (chosen) return search({ file: chosen, size: null, category: category });
+    if (chosen) return searchChosen(chosen, category);
+    if (refused) return form.querySelector("[data-photo-input]").focus();  // its message says why, and what to do
     if (body.querySelector("[data-region]")) {
       // Under the results without a new photo: the same photo (and box) in the category now selected.
       return resend({ category: category, box: "current", limit: "" });
@@ -245,6 +270,43 @@
       .join(",");
   }
 
+  // A new photo, made smaller first where it is larger than the search needs.
+  function searchChosen(file, category) {
+    setBusy(true);
+    setProgress("Preparing your photo…", 0);
+    downscaled(file).then(function (sent) {
+      search({ file: sent, size: null, category: category, chosen: file });
+    });
+  }
+
+  // The photo drawn upright at most SEND_MAX_SIDE on its longer side, as a JPEG; the file itself where it is no
+  // larger than that, where the browser cannot decode it (HEIC outside Safari: the server can), or where the JPEG
+  // would not be smaller. Transparent parts become white, as the server makes them.
+  function downscaled(file) {
+    if (!window.createImageBitmap || !HTMLCanvasElement.prototype.toBlob) return Promise.resolve(file);
+    return createImageBitmap(file, { imageOrientation: "from-image" }).then(function (bitmap) {
+      var scale = SEND_MAX_SIDE / Math.max(bitmap.width, bitmap.height);
+      if (scale >= 1) {
+        bitmap.close();
+        return file;
+      }
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      var context = canvas.getContext("2d");
+      context.fillStyle = "#fff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      bitmap.close();
+      return new Promise(function (resolve) {
+        canvas.toBlob(function (blob) {
+          var name = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
+          resolve(blob && blob.size < file.size ? new File([blob], name, { type: "image/jpeg" }) : file);
+        }, "image/jpeg", 0.9);
+      });
+    }).catch(function () { return file; });
+  }
+
   function csrfToken() {
     var input = root.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
@@ -265,13 +327,26 @@
     request.responseType = "document";
     request.setRequestHeader("X-Requested-With", "XMLHttpRequest");
     announce("Uploading your photo…");
+    // Given up when the upload makes no progress for UPLOAD_STALL_MS (a phone losing signal) or the answer takes
+    // longer than REQUEST_TIMEOUT_MS once the photo is sent; the Cancel button stops it at any time.
+    var timer = null, timedOut = false;
+    function giveUpAfter(ms) {
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        timedOut = true;
+        request.abort();
+      }, ms);
+    }
     request.upload.addEventListener("progress", function (event) {
+      giveUpAfter(UPLOAD_STALL_MS);
       if (event.lengthComputable) setProgress("Uploading… " + Math.round((100 * event.loaded) / event.total) + "%", event.loaded / event.total);
     });
     request.upload.addEventListener("load", function () {
+      giveUpAfter(REQUEST_TIMEOUT_MS);
       setProgress("Searching…", 1);
       announce("Searching…");
     });
+    request.addEventListener("loadend", function () { clearTimeout(timer); });
     request.addEventListener("load", function () {
       setBusy(false);
       var fresh = request.response && request.response.querySelector("[data-photo-search-body]");
@@ -295,14 +370,21 @@
           (window.matchMedia("(max-width: 959px)").matches ? heading : root).scrollIntoView({ block: "start" });
         }
       } else if (body.querySelector("[data-region]")) {
-        // On the results page: keep the results and say what was wrong.
-        fail(messagesOf(fresh) || "That search could not be run. Please try again.");
+        // On the results page: keep the results and say what was wrong; a photo refused is no longer the one chosen.
+        var why = messagesOf(fresh) || "That search could not be run. Please try again.";
+        if (params.chosen && request.status === 400 && fresh.querySelector(".drop-zone.is-invalid")) {
+          showChosen(null);
+          var message = body.querySelector("[data-photo-form] [data-client-error]");
+          message.textContent = why;
+          refused = true;
+        }
+        fail(why);
       } else {
         // The photo stays chosen (and shown) for another try, unless it was the photo that was refused.
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
         replaceBody(fresh);
         if (photoRejected) chosen = null;
-        else showChosen(params.file);
+        else showChosen(params.chosen || params.file);
         // The button that had the focus is gone with the old form: the field in error takes it, and a screen
         // reader reads its message (aria-describedby), where it said nothing.
         // With no field in error (the limit reached, search unavailable), the message takes it.
@@ -319,14 +401,15 @@
       setBusy(false);
       fail("The connection failed. Check that you are online and try again.");
     });
-    // A connection that hangs (a phone losing signal mid-upload) must not hold the page busy for good.
-    request.timeout = REQUEST_TIMEOUT_MS;
-    request.addEventListener("timeout", function () {
+    request.addEventListener("abort", function () {
       setBusy(false);
-      fail(TOO_SLOW);
+      if (timedOut) fail(TOO_SLOW);
+      else announce("Search cancelled.");
     });
     setBusy(true);
+    cancel = function () { request.abort(); };
     setProgress("Uploading…", 0);
+    giveUpAfter(UPLOAD_STALL_MS);
     request.send(form);
   }
 
@@ -344,6 +427,7 @@
 
   function setBusy(on) {
     busy = on;
+    cancel = null;
     requestError.hidden = true;
     progress.hidden = !on;
     if (on) root.setAttribute("data-busy", "");
@@ -356,7 +440,12 @@
   function setProgress(text, fraction) {
     progressText.textContent = text;
     progressBar.style.width = Math.round(100 * fraction) + "%";
+    progressBar.parentNode.setAttribute("aria-valuenow", Math.round(100 * fraction));
   }
+
+  progress.querySelector("[data-cancel]").addEventListener("click", function () {
+    if (cancel) cancel();
+  });
 
   // Said once per step (not each percent of an upload, which would flood the screen reader), and emptied first so
   // that the same words ("Searching…" again for a refinement) are heard again.
@@ -404,8 +493,12 @@
     setBusy(true);
     setProgress("Searching…", 1);
     announce("Searching…");
-    var controller = new AbortController();
+    var controller = new AbortController(), cancelled = false;
     var timer = setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
+    cancel = function () {
+      cancelled = true;
+      controller.abort();
+    };
     fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin", signal: controller.signal })
       .then(function (response) {
         return response.text().then(function (html) { return { status: response.status, html: html }; });
@@ -439,6 +532,7 @@
       .catch(function (error) {
         clearTimeout(timer);
         setBusy(false);
+        if (cancelled) return announce("Search cancelled.");
         fail(error && error.name === "AbortError" ? TOO_SLOW
           : "The connection failed. Check that you are online and try again.");
       });

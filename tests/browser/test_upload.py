@@ -1,0 +1,104 @@
+"""Sending the photo from a phone: made smaller in the browser, cancellable, and a refused photo never stands in for
+the one before it."""
+
+import pytest
+
+pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt")
+
+from PIL import Image  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+EXIF_ORIENTATION = 0x0112
+
+
+@pytest.fixture
+def everything_matches(settings):
+    settings.SEARCH_MIN_SCORE = 0  # the five-product test catalog: let every product count as a match
+
+
+def _posts(page) -> list[int]:
+    """The size of each request body that sends a photo (a POST), from now on."""
+    sizes: list[int] = []
+    page.on("request", lambda request: sizes.append(len(request.post_data_buffer or b""))
+            if request.method == "POST" else None)
+    return sizes
+
+
+def test_a_cameras_photo_is_sent_upright_at_most_2048_px(page, shop, test_images, tmp_path):
+    """A 12-megapixel photo was uploaded whole: minutes on a slow link, for a search that reads a few hundred
+    pixels. The browser now sends it upright (the camera's orientation tag applied) and 2048 px at most."""
+    photo = tmp_path / "IMG_0001.jpg"
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # held on its side: shown turned a quarter clockwise
+    with Image.open(test_images / "shoe-running-3.jpg") as shoe:
+        shoe.convert("RGB").rotate(90, expand=True).resize((4000, 3000)).save(photo, quality=95, exif=exif)
+    page.goto("/search/photo/")
+    sent = _posts(page)
+    search_by_photo(page, photo)
+
+    frame = page.locator("[data-region]")
+    assert (frame.get_attribute("data-width"), frame.get_attribute("data-height")) == ("1536", "2048")
+    assert sent[0] < photo.stat().st_size / 4
+    assert card_titles(page)[0] == shop["RUN-3"].title
+
+
+def test_a_slow_search_can_be_cancelled_and_the_photo_stays_chosen(page, shop, test_images):
+    page.goto("/search/photo/")
+    held = []  # the search's request, never answered: a slow link
+    page.route("**/search/photo/", lambda route: held.append(route) if route.request.method == "POST"
+               else route.continue_())
+    page.locator("#id_photo").set_input_files(str(test_images / "shoe-running-3.jpg"))
+    with page.expect_request(lambda request: request.method == "POST"):
+        page.get_by_role("button", name="Find lookalikes").click()
+    page.get_by_role("button", name="Cancel").click()
+
+    expect(page.locator("[data-progress]")).to_be_hidden()
+    expect(page.locator("[data-announce]")).to_have_text("Search cancelled.")
+    expect(page.locator("[data-request-error]")).to_be_hidden()
+    expect(page.locator("[data-drop-name]")).to_contain_text("shoe-running-3.jpg")
+    page.unroute("**/search/photo/")
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+
+
+def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(page, shop, test_images, tmp_path,
+                                                                              everything_matches):
+    """Refused by the page's check or by the server, the new photo left the previous one to be searched again by
+    "Find lookalikes", under a heading that read as if the new one had been."""
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    sent = _posts(page)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a shopping list")
+    page.locator("#id_photo").set_input_files(str(notes))
+    expect(page.get_by_role("alert").filter(has_text="That file is not an image.")).to_be_visible()
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("#id_photo")).to_be_focused()
+    assert sent == []
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(5000))  # a JPEG by its name and type only: the server refuses it
+    page.locator("#id_photo").set_input_files(str(broken))
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("[data-request-error]")).to_be_visible()
+    wait_until_idle(page)
+    expect(page.locator("[data-drop-chosen]")).to_be_hidden()  # no longer "Ready to search"
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("#id_photo")).to_be_focused()
+    assert len(sent) == 1
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")  # the results found before stay
+
+
+def test_a_photo_this_browser_cannot_show_is_still_ready_to_search(page):
+    """A HEIC photo in a browser that does not read HEIC showed an empty white square beside "Ready to search"."""
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(
+        {"name": "IMG_0002.HEIC", "mimeType": "image/heic", "buffer": b"\x00\x00\x00\x18ftypheic" + bytes(2000)})
+    expect(page.locator("[data-drop-name]")).to_contain_text("IMG_0002.HEIC")
+    expect(page.locator("[data-drop-name]")).to_contain_text("no preview in this browser")
+    expect(page.locator("[data-drop-thumb]")).to_be_hidden()
+    expect(page.get_by_text("Ready to search")).to_be_visible()
