@@ -13,6 +13,7 @@ from typing import NamedTuple
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from PIL import Image
 
@@ -119,7 +120,7 @@ def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) ->
             break
         sent.extend(chunk)
     if sent:
-        ProductImage.objects.filter(pk__in=sent).update(embedding_queued_at=timezone.now())
+        photos_update(ProductImage.objects.filter(pk__in=sent), embedding_queued_at=timezone.now())
     return len(sent)
 
 
@@ -132,7 +133,8 @@ def image_embedding_mark_pending(
     """
     image_ids = list(image_ids)
     with transaction.atomic():
-        count = ProductImage.objects.filter(pk__in=image_ids).update(
+        count = photos_update(
+            ProductImage.objects.filter(pk__in=image_ids),
             embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model=""
         )
         # Every space's vector of these photos is stale (a replaced file) or unwanted (re-embed); the worker writes
@@ -149,7 +151,8 @@ def images_recompute_claim(*, image_ids: Sequence[int]) -> int:
     does not send them to the workers too, who would do the same work beside the caller. A long run renews the claim
     within that time. Should the run die, the sweep sends what is left: the model mark cleared here tells the
     workers to recompute those photos (``_recompute_claimed``) rather than find their vector and mark them ready."""
-    return ProductImage.objects.filter(pk__in=image_ids).update(
+    return photos_update(
+        ProductImage.objects.filter(pk__in=image_ids),
         embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_model="",
         embedding_queued_at=timezone.now()
     )
@@ -157,9 +160,8 @@ def images_recompute_claim(*, image_ids: Sequence[int]) -> int:
 
 def images_recompute_claim_renew(*, image_ids: Sequence[int]) -> int:
     """Renew the claim on those of ``image_ids`` still pending (see ``images_recompute_claim``)."""
-    return ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING).update(
-        embedding_queued_at=timezone.now()
-    )
+    return photos_update(ProductImage.objects.filter(pk__in=image_ids, embedding_status=EmbeddingStatus.PENDING),
+                         embedding_queued_at=timezone.now())
 
 
 def model_unavailable_retry() -> int:
@@ -179,7 +181,8 @@ def model_unavailable_retry() -> int:
     except ModelUnavailable:
         return 0
     with transaction.atomic():
-        retried = failed.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None)
+        retried = photos_update(failed, embedding_status=EmbeddingStatus.PENDING, embedding_error="",
+                                embedding_queued_at=None)
         catalog_changed()  # their product pages say again that More like this is on its way
     return retried
 
@@ -250,6 +253,18 @@ class StoredVector:
 class _LockedPhoto(NamedTuple):
     product_id: int
     file_version: FileVersion
+
+
+def photos_update(photos: QuerySet[ProductImage], **values) -> int:
+    """``photos.update(**values)``, the rows locked in pk order first, as every writer locks photos; returns how many.
+    A plain UPDATE locks rows in the order its scan meets them, which is not pk order once rows have been updated:
+    the sweep's update of every photo met a writer halfway through its own (an admin deleting products), and
+    PostgreSQL broke the deadlock by failing one of them."""
+    with transaction.atomic():
+        locking, params = photos.select_for_update(no_key=True).order_by("pk").values_list("pk").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM ({locking}) AS locked", params)
+        return photos.update(**values)
 
 
 def _photos_locked(image_ids: list[int], *, no_key: bool = False) -> dict[int, _LockedPhoto]:
@@ -499,9 +514,9 @@ def _products_share_lock(*, product_ids: list[int]) -> None:
 def _mark_ready(*, image_ids: list[int], model: str) -> None:
     # Only those with a vector in the space: one whose photo was replaced since its vector was seen (the replacement
     # dropped the vector and marked it pending) must not be marked ready without one, out of search for good.
-    ProductImage.objects.filter(pk__in=image_ids).exclude(no_vector_in(model)).update(
-        embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
-    )
+    photos_update(ProductImage.objects.filter(pk__in=image_ids).exclude(no_vector_in(model)),
+                  embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="",
+                  embedded_at=timezone.now())
 
 
 def image_embedding_fail(*, image_id: int, error: str, file_version: FileVersion | None = None) -> None:
@@ -525,8 +540,8 @@ def pending_images_fail(*, image_ids: Sequence[int], error: str) -> int:
 
 def _failed(images, error: str) -> int:
     """Mark ``images`` failed with ``error`` (what the admin shows); returns how many."""
-    failed = images.update(
-        embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
+    failed = photos_update(
+        images, embedding_status=EmbeddingStatus.FAILED, embedding_error=error[:2000] or "unknown error", embedded_at=None
     )
     if failed:
         catalog_changed()  # their product pages no longer say that More like this is on its way

@@ -28,6 +28,7 @@ from search.services import (
     TRANSIENT_OS_ERRORS,
     model_unavailable_retry,
     pending_images_requeue,
+    photos_update,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,8 @@ def embedding_space_sync() -> EmbeddingSpace:
         if target is None or target.state != EmbeddingSpace.State.BUILDING:
             EmbeddingSpace.objects.update_or_create(model=configured, defaults={
                 "state": EmbeddingSpace.State.BUILDING, "activated_at": None, "configured_seen_at": now})
-            ProductImage.objects.update(
-                embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None
-            )
+            photos_update(ProductImage.objects.all(),
+                          embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None)
             logger.info("embedding model changed to %s: building its space beside %s", configured, active.model)
             return active
         EmbeddingSpace.objects.filter(pk=target.pk).update(configured_seen_at=now)
@@ -110,8 +110,9 @@ def _build_abandoned_after() -> timedelta:
 
 def _unembedded_requeue(*, model: str) -> int:
     """Mark pending again the images, not failed, that have no vector in ``model``; returns how many."""
-    return (ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(no_vector_in(model))
-            .update(embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedding_queued_at=None))
+    unembedded = ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(no_vector_in(model))
+    return photos_update(unembedded, embedding_status=EmbeddingStatus.PENDING, embedding_error="",
+                         embedding_queued_at=None)
 
 
 def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
@@ -130,10 +131,14 @@ def _space_activate(*, model: str, previous: EmbeddingSpace | None) -> Embedding
 
 
 def retired_vectors_delete(*, limit: int = 10_000) -> int:
-    """Free the vectors of retired spaces, a bounded batch at a time."""
-    retired = EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.RETIRED).values_list("model", flat=True)
-    batch = ImageEmbedding.objects.filter(model__in=list(retired)).values_list("pk", flat=True)[:limit]
-    deleted, _ = ImageEmbedding.objects.filter(pk__in=list(batch)).delete()
+    """Free the vectors of retired spaces, a bounded batch at a time. Rows another transaction holds (a product's
+    update passes its price on to every space's rows) are left for the next sweep: waiting for them, in whatever
+    order, could meet that writer halfway through the same rows."""
+    retired = list(EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.RETIRED).values_list("model", flat=True))
+    with transaction.atomic():
+        batch = list(ImageEmbedding.objects.select_for_update(skip_locked=True).filter(model__in=retired)
+                     .values_list("pk", flat=True)[:limit])
+        deleted, _ = ImageEmbedding.objects.filter(pk__in=batch).delete()
     return deleted
 
 

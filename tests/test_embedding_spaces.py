@@ -14,7 +14,7 @@ from search.embeddings import EfficientNetLite2, get_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.selectors import search_space_model, similar_products_to_product
 from tests.factories import uploaded_file
-from tests.support import embedding_queue
+from tests.support import embedding_queue, held_in_another_transaction
 
 pytestmark = [pytest.mark.django_db, pytest.mark.servers]
 
@@ -528,3 +528,38 @@ def test_an_upgraded_pipeline_rebuilds_in_the_background_while_search_answers(sm
     assert EmbeddingSpace.objects.get(model=new_space).calibrated_vectors == 4
     assert _neighbour_sku(small_catalog["RUN-1"]) == "RUN-2"
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}  # old vectors freed
+
+
+# --- updates of many rows against writers of a few ---
+
+
+def _rows_locked(model, pk):
+    list(model.objects.select_for_update().filter(pk=pk).values_list("pk"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_builds_update_of_every_photo_waits_for_a_writer_holding_some_instead_of_deadlocking(small_catalog,
+                                                                                             settings):
+    """The update locked photos in the order its scan met them, an admin's delete in pk order: each held a photo the
+    other wanted next, and PostgreSQL failed one of them."""
+    first, second, *_ = sorted(ProductImage.objects.values_list("pk", flat=True))
+    ProductImage.objects.filter(pk=first).update(embedding_error="")  # its row now lies after the second's
+    settings.EMBEDDING_MODEL = LITE2
+    with held_in_another_transaction(lambda: _rows_locked(ProductImage, first),
+                                     then=lambda: _rows_locked(ProductImage, second)) as held:
+        sweep.embedding_space_sync()  # a build starts: every photo pending
+    assert held.waited
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.PENDING}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_freeing_retired_vectors_leaves_those_a_writer_holds_for_the_next_sweep(small_catalog, settings):
+    old_space = get_embedder(LITE0).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    retired = sorted(ImageEmbedding.objects.filter(model=old_space).values_list("pk", flat=True))
+    with held_in_another_transaction(lambda: _rows_locked(ImageEmbedding, retired[0]), timeout=2) as held:
+        assert sweep.retired_vectors_delete() == len(retired) - 1
+    assert not held.waited
+    assert sweep.retired_vectors_delete() == 1
