@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminFileWidget
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.db import router, transaction
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -72,6 +73,11 @@ class RefusedSavesShown(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):  # its actions: "Delete selected"
         return self._refusal_shown(request, "Nothing was changed", super().changelist_view, request, extra_context)
+
+    def response_action(self, request, queryset):
+        # In one transaction: "Delete selected" logs the deletions before it deletes, and a refusal would keep them.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return super().response_action(request, queryset)
 
     def _refusal_shown(self, request, outcome, view, *args):
         try:

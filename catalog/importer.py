@@ -311,10 +311,14 @@ def _rows_write(
 def _run_again_after_a_deadlock(write: Callable[[], T]) -> T:
     """``write`` (a transaction), run again when PostgreSQL rolled it back to break a deadlock with another
     transaction (two imports creating the same new categories or SKUs in another order) or a serialization
-    failure: the other then commits, and this one finds what it wrote. Other database errors propagate."""
+    failure: the other then commits, and this one finds what it wrote. Also when a category the import kept for its
+    rows was deleted meanwhile (by an admin): written again, the row creates it anew. Other errors propagate."""
     for attempt in range(DEADLOCK_ATTEMPTS):
         try:
             return write()
+        except CategoryDeleted:
+            if attempt == DEADLOCK_ATTEMPTS - 1:
+                raise
         except OperationalError as error:
             if attempt == DEADLOCK_ATTEMPTS - 1 or not isinstance(error.__cause__, RETRYABLE_DATABASE_ERRORS):
                 raise
@@ -475,7 +479,7 @@ def catalog_rows_import(
             results = products_with_photos_upsert(items=products, stored=stored)
     except PhotoRefused as error:
         raise RowError(str(error)) from None
-    except CategoryDeleted as error:  # by an admin meanwhile: the row written alone creates its path again
+    except CategoryDeleted as error:  # by an admin meanwhile: forgotten, so that the rows written again create it
         for path in [path for path, category in categories.items() if category.pk in error.category_ids]:
             del categories[path]
         raise

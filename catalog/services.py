@@ -108,7 +108,14 @@ def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
     _sibling_names_lock(category.parent_id)
-    _categories_hold([category.parent_id])
+    # The category and its parent in one statement, in pk order as categories_delete locks them: the parent held
+    # first and the category's row then written met a delete of both halfway.
+    try:
+        _categories_hold([category.parent_id, category.pk])
+    except CategoryDeleted as gone:
+        if category.pk in gone.category_ids:
+            raise ValidationError("This category was deleted meanwhile.", code="deleted") from None
+        raise CategoryDeleted(gone.category_ids, field="parent") from None
     category.full_clean()
     if category.pk is not None and Category.objects.filter(
             pk=category.pk, name=category.name, slug=category.slug, parent_id=category.parent_id).exists():
@@ -143,15 +150,16 @@ def categories_delete(*, categories: Iterable[Category]) -> None:
 class CategoryDeleted(ValidationError):
     """A category a write puts something in was deleted meanwhile."""
 
-    def __init__(self, category_ids: set[int]):
-        super().__init__({"category": ["This category was deleted meanwhile. Choose another one."]})
+    def __init__(self, category_ids: set[int], *, field: str = "category"):
+        super().__init__({field: ["This category was deleted meanwhile. Choose another one."]})
         self.category_ids = category_ids
 
 
 def _categories_hold(category_ids: Iterable[int | None]) -> None:
     """Keep these categories from being deleted until the transaction ends (a product or subcategory is being put
     in them: ``categories_delete`` waits for it). FOR KEY SHARE: their own edits go on. Raises CategoryDeleted if
-    one is gone."""
+    one is gone. A product's save takes it after the product's own lock, the reverse of the loaders' order, which
+    is safe: categories_delete never waits for a product's row (it reads them; foreign keys are checked at commit)."""
     ids = sorted({pk for pk in category_ids if pk is not None})
     if not ids:
         return
@@ -504,7 +512,8 @@ def product_image_update(
     """
     if product is not None:
         _product_lock(product)  # before the photo: products, then photos, as every writer locks them
-    image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
+    _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
+    image = ProductImage.objects.get(pk=image.pk)  # as stored, whatever a form set on ``image``
     moved = product is not None and product.pk != image.product_id
     renumbered = position is not None and position != image.position
     replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
@@ -554,11 +563,16 @@ def products_delete(*, products: Iterable[Product]) -> int:
 
 
 def _photos_lock(photos) -> list[str]:
-    """Lock the photos about to be deleted (in pk order, as a worker storing their vectors does) and return their
-    file names. The cascade deletes a photo's vectors before the photo: without the lock, a worker that stored a
-    vector in between had its row refused at the delete's commit, and the admin got an error (nothing deleted)."""
-    files = photos.select_for_update().order_by("pk").values_list("file", "thumbnail")
-    return [name for pair in files for name in pair]
+    """Lock the photos about to be deleted or given a new file (in pk order, as a worker storing their vectors does)
+    and return their file names. The cascade deletes a photo's vectors before the photo: without the lock, a worker
+    that stored a vector in between had its row refused at the delete's commit, and the admin got an error (nothing
+    deleted). The photos flagged as their copies are locked in the same statement: the delete, or the new file,
+    clears their flags, and locking them afterwards, in the order an update's scan meets them, met the sweep's update
+    of every photo halfway (a deadlock)."""
+    own = set(photos.values_list("pk", flat=True))
+    locked = (ProductImage.objects.select_for_update().filter(Q(pk__in=own) | Q(near_duplicate_of__in=own))
+              .order_by("pk").values_list("pk", "file", "thumbnail"))
+    return [name for pk, *names in locked if pk in own for name in names]
 
 
 def products_set_active(*, products: Iterable[Product], active: bool) -> int:
