@@ -235,6 +235,22 @@ def test_a_photo_an_old_worker_takes_after_the_switch_stays_pending_for_a_worker
     assert ImageEmbedding.objects.filter(image=image, model=new_space).exists()
 
 
+def test_an_old_worker_finding_its_retired_vector_does_not_mark_the_photo_ready(small_catalog, settings):
+    """Its vector in the space search switched from is not yet freed: the photo was marked ready on it."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    image = ProductImage.objects.order_by("pk").first()
+    ImageEmbedding.objects.filter(image=image, model=new_space).delete()  # as if replaced, say: not searchable
+    ProductImage.objects.filter(pk=image.pk).update(embedding_status=EmbeddingStatus.PENDING)
+    assert ImageEmbedding.objects.filter(image=image, model=old_space).exists()
+
+    assert services.images_embed(image_ids=[image.pk], embedder=get_embedder(LITE0))["skipped"] == 1
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.PENDING
+
+
 def test_product_pages_keep_more_like_this_and_its_refinements_while_a_new_space_builds(
     small_catalog, settings, client
 ):
