@@ -272,10 +272,15 @@
 
   // A new photo, made smaller first where it is larger than the search needs.
   function searchChosen(file, category) {
+    var stopped = false;
     setBusy(true);
+    cancel = function () {
+      stopped = true;
+      cancelled();
+    };
     setProgress("Preparing your photo…", 0);
     downscaled(file).then(function (sent) {
-      search({ file: sent, size: null, category: category, chosen: file });
+      if (!stopped) search({ file: sent, size: null, category: category, chosen: file });
     });
   }
 
@@ -402,9 +407,9 @@
       fail("The connection failed. Check that you are online and try again.");
     });
     request.addEventListener("abort", function () {
+      if (!timedOut) return cancelled();
       setBusy(false);
-      if (timedOut) fail(TOO_SLOW);
-      else announce("Search cancelled.");
+      fail(TOO_SLOW);
     });
     setBusy(true);
     cancel = function () { request.abort(); };
@@ -415,6 +420,7 @@
 
   function replaceBody(fresh) {
     body.innerHTML = fresh.innerHTML;
+    refused = false;  // a new form: the photo refused in the old one is gone with it
     ["category", "limit", "box", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
     // The results' own address (the kept query's token, no photo): shareable, and a reload shows them again.
     if (body.dataset.url) {
@@ -446,6 +452,14 @@
   progress.querySelector("[data-cancel]").addEventListener("click", function () {
     if (cancel) cancel();
   });
+
+  // The Cancel button that had the focus is hidden with the progress: the focus goes where the search began.
+  function cancelled() {
+    setBusy(false);
+    announce("Search cancelled.");
+    var submit = body.querySelector("[data-submit]");
+    if (submit) submit.focus({ preventScroll: true });
+  }
 
   // Said once per step (not each percent of an upload, which would flood the screen reader), and emptied first so
   // that the same words ("Searching…" again for a refinement) are heard again.
@@ -493,10 +507,10 @@
     setBusy(true);
     setProgress("Searching…", 1);
     announce("Searching…");
-    var controller = new AbortController(), cancelled = false;
+    var controller = new AbortController(), stopped = false;
     var timer = setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
     cancel = function () {
-      cancelled = true;
+      stopped = true;
       controller.abort();
     };
     fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin", signal: controller.signal })
@@ -532,7 +546,7 @@
       .catch(function (error) {
         clearTimeout(timer);
         setBusy(false);
-        if (cancelled) return announce("Search cancelled.");
+        if (stopped) return cancelled();
         fail(error && error.name === "AbortError" ? TOO_SLOW
           : "The connection failed. Check that you are online and try again.");
       });

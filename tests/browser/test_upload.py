@@ -92,6 +92,16 @@ def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(pag
     assert len(sent) == 1
     expect(page.locator("#results-heading")).to_have_text("Lookalikes")  # the results found before stay
 
+    # A search of the photo on screen (a box) renews the form: the refusal is gone with it, and "Find lookalikes"
+    # searches that photo again, where it went on pointing at the refused one's message.
+    page.locator("[data-region]").click()
+    page.get_by_role("button", name="Search this area").click()
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    with page.expect_request(lambda request: request.method == "POST"):
+        page.get_by_role("button", name="Find lookalikes").click()
+    wait_until_idle(page)
+
 
 def test_a_photo_this_browser_cannot_show_is_still_ready_to_search(page):
     """A HEIC photo in a browser that does not read HEIC showed an empty white square beside "Ready to search"."""
