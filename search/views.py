@@ -23,7 +23,7 @@ from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineF
 from search.preprocessing import to_rgb, upright
 from search.query import InvalidBox, QueryImage
 from search.refine import PRICE_SORTS, SORT_NOTES
-from search.kept_queries import query_vector_keep, query_vector_kept
+from search.kept_queries import KEPT_QUERY_TOKEN, query_vector_keep, query_vector_kept
 from search.selectors import PhotoSearch, photo_search
 from search.throttles import SearchAnonThrottle
 
@@ -51,9 +51,9 @@ def photo(request):
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})
 
-    if not request.FILES and request.POST.get("query"):
+    if not request.FILES and KEPT_QUERY_TOKEN.fullmatch(request.POST.get("query", "")):
         # "Look in" changed under the results, without a script (which sends the photo again): the kept query of
-        # the photo on screen, in that category, as its chips ask for it.
+        # the photo on screen, in that category (its price, order and colour start afresh, as for a new photo).
         category = request.POST.get("category", "")
         return redirect(reverse("search:photo") + "?" + urlencode(
             [("query", request.POST["query"])] + ([("category", category)] if category else [])))
