@@ -149,10 +149,12 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     query = query.strip()
     if not query:
         return Product.objects.none()
-    as_typed = SearchQuery(query, search_type="websearch", config="english")
-    searched, matches_as_typed = as_typed, Value(True)
     terms = _query_terms(query)
     included = [word for word, excluded in terms.items() if not excluded]
+    if not included:  # "-red" alone matched every product, each ranked and counted: no words, no search
+        return Product.objects.none()
+    as_typed = SearchQuery(query, search_type="websearch", config="english")
+    searched, matches_as_typed = as_typed, Value(True)
     if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
         searched = as_typed | _tolerant_query(terms, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())

@@ -118,6 +118,13 @@ def test_injection_like_and_operator_characters_are_only_text(shop):
     assert Product.objects.count() == 7
 
 
+def test_words_only_excluded_find_nothing_rather_than_everything(shop):
+    """"-zzzz" matched every product, each ranked and counted: the whole catalog on demand, for anyone."""
+    assert found("-zzzz") == set()
+    assert found("-zzzz -yyyy") == set()
+    assert found("hodie -zzzz") == titles(shop["hoodies"])
+
+
 def test_a_very_long_query_is_safe(shop):
     assert found("hodie " * 5000) == titles(shop["hoodies"])
     assert found(" ".join(f"hodie{i}" for i in range(2000))) == set()
