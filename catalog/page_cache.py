@@ -115,7 +115,7 @@ def cache_catalog_page(view):
             key = _key(request, version)
             # A client that just wrote reads the primary (db_router) and is not served a stored page, which could
             # predate its write if retiring the pages failed; what it renders is the present, stored for others.
-            response = None if db_router.STICKY_COOKIE in request.COOKIES else cache.get(key)
+            response = None if db_router.just_wrote(request) else cache.get(key)
         except Exception:
             logger.warning("page cache unavailable", exc_info=True)
             return view(request, *args, **kwargs)

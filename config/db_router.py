@@ -179,6 +179,14 @@ class PrimaryReplicaRouter:
         return db == DEFAULT_DB_ALIAS  # replicas replay the primary's schema; they cannot be written
 
 
+def just_wrote(request) -> bool:
+    """Whether this client wrote within DATABASE_REPLICA_STICKY_SECONDS (its cookie): its reads go to the primary,
+    and no stored page is served to it. Signed: a cookie anyone could set sent all their reads to the primary and
+    past the page cache."""
+    return request.get_signed_cookie(STICKY_COOKIE, default=None, salt=STICKY_COOKIE,
+                                     max_age=settings.DATABASE_REPLICA_STICKY_SECONDS) is not None
+
+
 class ReplicaRoutingMiddleware:
     """Lets read-only shopper requests onto the replicas and keeps a client that wrote on the primary for a while.
 
@@ -198,8 +206,9 @@ class ReplicaRoutingMiddleware:
         finally:
             _routing.reset(token)
         if state.wrote or (request.method not in SAFE_METHODS and not state.read_only_post):
-            response.set_cookie(STICKY_COOKIE, "1", max_age=settings.DATABASE_REPLICA_STICKY_SECONDS,
-                                httponly=True, samesite="Lax", secure=request.is_secure())
+            response.set_signed_cookie(STICKY_COOKIE, "1", salt=STICKY_COOKIE,
+                                       max_age=settings.DATABASE_REPLICA_STICKY_SECONDS, httponly=True,
+                                       samesite="Lax", secure=request.is_secure())
         return response
 
     def process_view(self, request, view_func, view_args, view_kwargs):
@@ -211,7 +220,7 @@ class ReplicaRoutingMiddleware:
         state.replicas_allowed = (
             (request.method in SAFE_METHODS or state.read_only_post)
             and not request.path_info.startswith(ADMIN_PREFIX)
-            and STICKY_COOKIE not in request.COOKIES
+            and not just_wrote(request)
             # A client with credentials (an API token) is staff's program, which seldom keeps cookies: its read right
             # after its own write must find it. Shoppers send none.
             and "HTTP_AUTHORIZATION" not in request.META
