@@ -275,9 +275,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Throttle state lives in the cache (Redis), per client address: anonymous API requests (unlimited unless
-    # API_THROTTLE_RATE is set: a client's own harness or mirror must not meet 429s it never asked for; compose sets
-    # it), anonymous photo searches (their own limit, in place of the API's), and admin logins.
+    # Throttle state lives in the cache (Redis), per client address: anonymous API requests (unlimited here unless
+    # API_THROTTLE_RATE is set: a developer's own harness must not meet 429s it never asked for; the production
+    # settings limit them), anonymous photo searches (their own limit, in place of the API's), and admin logins.
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api": env("API_THROTTLE_RATE", default=None),

@@ -36,3 +36,7 @@ SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Anonymous API reads are limited per client here (the development settings leave them unlimited, for a client's own
+# test harness); an empty value lifts the limit.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api"] = env("API_THROTTLE_RATE", default="600/min") or None  # noqa: F405
