@@ -3,11 +3,12 @@ from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminFileWidget
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import router, transaction
+from django.db import OperationalError, router, transaction
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from psycopg.errors import DeadlockDetected
 
 from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
@@ -17,6 +18,7 @@ from catalog.services import (
     product_create,
     product_image_add,
     product_image_delete,
+    product_images_delete,
     product_image_update,
     product_images_add,
     product_images_reembed,
@@ -82,10 +84,12 @@ class RefusedSavesShown(admin.ModelAdmin):
     def _refusal_shown(self, request, outcome, view, *args):
         try:
             return view(*args)
-        except (ValidationError, Product.DoesNotExist, ProductImage.DoesNotExist) as error:
-            if request.method != "POST":
+        except (ValidationError, Product.DoesNotExist, ProductImage.DoesNotExist, OperationalError) as error:
+            deadlock = isinstance(error, OperationalError) and isinstance(error.__cause__, DeadlockDetected)
+            if request.method != "POST" or (isinstance(error, OperationalError) and not deadlock):
                 raise
             reason = ("; ".join(error.messages) if isinstance(error, ValidationError)
+                      else "another change to the same rows was being saved at that moment, try again" if deadlock
                       else "something it refers to was deleted meanwhile")
             self.message_user(request, f"{outcome}: {reason}", messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
@@ -347,8 +351,7 @@ class ProductImageAdmin(RefusedSavesShown):
         product_image_delete(image=obj)
 
     def delete_queryset(self, request, queryset):
-        for image in queryset:
-            product_image_delete(image=image)
+        product_images_delete(image_ids=queryset.values_list("pk", flat=True))
 
     @admin.action(description="Re-embed the selected images", permissions=["change"])
     def reembed(self, request, queryset):

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 CATEGORY_DEPTH_MAX = 10
 # The first key of the advisory lock that names categories under one parent in turn (_sibling_names_lock).
 SIBLING_NAMES_LOCK = 7_362_114
+# The advisory lock every change of the tree takes (migration 0005's trigger, at a category's UPDATE): taken first by
+# the services that save or delete categories, before any row, they go one at a time, whatever rows they then lock.
+CATEGORY_TREE_LOCK = 7_362_113
 # Tries of a get-or-create that lost a race (each loss means another transaction committed what it wanted).
 CREATE_ATTEMPTS = 5
 
@@ -95,6 +98,11 @@ def _category_get_or_create(*, name: str, parent: Category | None, slug_base: st
                 raise  # not a race that looking again resolves
 
 
+def _category_tree_lock() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CATEGORY_TREE_LOCK])
+
+
 def _sibling_names_lock(parent_id: int | None) -> None:
     """Take, until the transaction ends, the turn to name a category under this parent. Sibling names are unique in
     any case, which the database's constraint, in one case, cannot hold: two imports of "Обувь" and "ОБУВЬ" (whose
@@ -107,6 +115,7 @@ def _sibling_names_lock(parent_id: int | None) -> None:
 def category_save(*, category: Category) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
     an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
+    _category_tree_lock()
     _sibling_names_lock(category.parent_id)
     # The category and its parent in one statement, in pk order as categories_delete locks them: the parent held
     # first and the category's row then written met a delete of both halfway.
@@ -137,6 +146,7 @@ def categories_delete(*, categories: Iterable[Category]) -> None:
     so this waits for that write and then sees it, where it passed the check, deleted, and failed the other write
     at its commit."""
     ids = [category.pk for category in categories]
+    _category_tree_lock()
     list(Category.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
     try:
         Category.objects.filter(pk__in=ids).delete()
@@ -512,8 +522,9 @@ def product_image_update(
     """
     if product is not None:
         _product_lock(product)  # before the photo: products, then photos, as every writer locks them
-    _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
-    image = ProductImage.objects.get(pk=image.pk)  # as stored, whatever a form set on ``image``
+    if file is not None or prepared is not None:
+        _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
+    image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
     moved = product is not None and product.pk != image.product_id
     renumbered = position is not None and position != image.position
     replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
@@ -538,13 +549,20 @@ def product_image_update(
     return image
 
 
-@transaction.atomic
 def product_image_delete(*, image: ProductImage) -> None:
     """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
-    # The names the row holds, not ``image``'s: an admin form that also picked a new file for the photo it deletes
+    product_images_delete(image_ids=[image.pk])
+
+
+@transaction.atomic
+def product_images_delete(*, image_ids: Iterable[int]) -> None:
+    """Delete photos (their vectors go with them: a cascade) and, once the transaction commits, their files: locked
+    together in pk order, where one at a time in another order (the admin's list) met a worker halfway."""
+    # The names the rows hold, not the objects': an admin form that also picked a new file for the photo it deletes
     # puts that upload's bare name on the object, and another admin may have replaced the file since.
-    files = _photos_lock(ProductImage.objects.filter(pk=image.pk))
-    ProductImage.objects.filter(pk=image.pk).delete()
+    photos = ProductImage.objects.filter(pk__in=list(image_ids))
+    files = _photos_lock(photos)
+    photos.delete()
     _files_delete_on_commit(files)
 
 
@@ -569,10 +587,11 @@ def _photos_lock(photos) -> list[str]:
     deleted). The photos flagged as their copies are locked in the same statement: the delete, or the new file,
     clears their flags, and locking them afterwards, in the order an update's scan meets them, met the sweep's update
     of every photo halfway (a deadlock)."""
-    own = set(photos.values_list("pk", flat=True))
-    locked = (ProductImage.objects.select_for_update().filter(Q(pk__in=own) | Q(near_duplicate_of__in=own))
-              .order_by("pk").values_list("pk", "file", "thumbnail"))
-    return [name for pk, *names in locked if pk in own for name in names]
+    own = list(photos.values_list("pk", flat=True))
+    list(ProductImage.objects.select_for_update().filter(Q(pk__in=own) | Q(near_duplicate_of__in=own))
+         .order_by("pk").values_list("pk"))
+    # Read again under the lock: a photo moved to another product meanwhile is not the caller's any more.
+    return [name for pair in photos.values_list("file", "thumbnail") for name in pair]
 
 
 def products_set_active(*, products: Iterable[Product], active: bool) -> int:

@@ -248,6 +248,23 @@ def test_a_product_deleted_while_a_photo_is_added_goes_with_that_photo(media_roo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_photo_moved_off_a_product_being_deleted_keeps_its_files(media_root):
+    """The delete saw the photo on the product, waited for the move to commit, and deleted the moved photo's files,
+    which its new product still showed."""
+    from tests.support import held_in_another_transaction
+
+    chairs = Category.objects.create(name="Chairs", slug="chairs")
+    old, new = (services.product_create(sku=sku, title=sku, category=chairs, price="10") for sku in ("OLD", "NEW"))
+    photo = services.product_image_add(product=old, file=uploaded_image(color=(0, 0, 200)))
+    with held_in_another_transaction(lambda: services.product_image_update(image=photo, product=new)) as move:
+        services.products_delete(products=[old])
+    assert move.waited
+    photo.refresh_from_db()
+    assert photo.product == new
+    assert (media_root / photo.file.name).is_file() and (media_root / photo.thumbnail.name).is_file()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_one_category_name_in_two_cases_created_at_once_is_one_category():
     """Both found none and both created one: their slugs differ (a digest of the Cyrillic name) and the database's
     unique name is in one case only, so "Обувь" and "ОБУВЬ" stood side by side and products were split between them."""
