@@ -280,7 +280,7 @@ REST_FRAMEWORK = {
     # settings limit them), anonymous photo searches (their own limit, in place of the API's), and admin logins.
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "api": env("API_THROTTLE_RATE", default=None),
+        "api": env("API_THROTTLE_RATE", default=None) or None,  # empty: no limit
         "search": env("SEARCH_THROTTLE_RATE", default="30/min"),
         "admin_login": env("ADMIN_LOGIN_THROTTLE_RATE", default="10/min"),
     },
