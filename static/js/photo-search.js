@@ -226,14 +226,21 @@
   // A search with the photo of the current results: the kept File, or, if this page was reached without
   // this script's help (a reload), the preview the server sent back, which is small but good enough.
   function resend(params) {
+    var stopped = false;
     setBusy(true);  // already while the preview is fetched: a second tap would send the photo twice
+    cancel = function () {
+      stopped = true;
+      cancelled();
+    };
     var source = photo ? Promise.resolve({ file: photo, size: photoSize }) : previewPhoto();
     source.then(function (current) {
+      if (stopped) return;
       var box = { region: region, current: initialRegion() }[params.box];
       box = box ? regionInPixels(box, current.size) : "";
       search({ file: current.file, size: current.size, category: params.category, box: box, limit: params.limit,
                refine: refinements() });
     }).catch(function () {
+      if (stopped) return;
       setBusy(false);
       fail("Your photo is no longer available here. Please choose it again.");
     });
@@ -453,12 +460,13 @@
     if (cancel) cancel();
   });
 
-  // The Cancel button that had the focus is hidden with the progress: the focus goes where the search began.
+  // The Cancel button that had the focus is hidden with the progress: the focus goes to the results still shown,
+  // or to the search button of the start page.
   function cancelled() {
     setBusy(false);
     announce("Search cancelled.");
-    var submit = body.querySelector("[data-submit]");
-    if (submit) submit.focus({ preventScroll: true });
+    var back = body.querySelector("#results-heading") || body.querySelector("[data-submit]");
+    if (back) back.focus({ preventScroll: true });
   }
 
   // Said once per step (not each percent of an upload, which would flood the screen reader), and emptied first so
