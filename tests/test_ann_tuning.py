@@ -16,14 +16,21 @@ def clustered():
     return clustered_catalog(products=300, categories=10, clusters=6, seed=11)
 
 
-def _exact_top(products, vectors, query, category, k=12):
+# Few enough that the rows read for them (OVERFETCH a product) are fewer than a category's 30: with 12, the HNSW scan
+# could never find them all in a category, and the exact fallback answered every "HNSW" test.
+K = 5
+# What marks the exact statement (search.nearest: the order kept outside, where the index cannot serve it).
+EXACT = "OFFSET 0"
+
+
+def _exact_top(products, vectors, query, category, k=K):
     scored = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id == category.pk]
     return [pk for _, pk in sorted(scored, reverse=True)[:k]]
 
 
 def _search(model, query, category):
     with CaptureQueriesContext(connection) as queries:
-        results = similar_products_to_vector(vector=query, limit=12, category_ids=[category.pk], model=model)
+        results = similar_products_to_vector(vector=query, limit=K, category_ids=[category.pk], model=model)
     return [r.product.pk for r in results], [q["sql"] for q in queries.captured_queries]
 
 
@@ -48,18 +55,21 @@ def test_a_category_over_the_limit_goes_through_hnsw(settings, clustered):
     model, categories, products, vectors = clustered
     found, sql = _search(model, vectors[1], categories[0])
     assert any("hnsw.iterative_scan" in statement for statement in sql)
+    assert not any(EXACT in statement for statement in sql)  # the index found them: no exact fallback
     assert found == _exact_top(products, vectors, vectors[1], categories[0])
 
 
 def test_an_iterative_scan_that_gives_up_early_falls_back_to_exact(settings, clustered):
     """When hnsw.max_scan_tuples stops the scan before k products pass the filter, the k nearest still come back."""
     settings.SEARCH_EXACT_MAX_VECTORS = 0  # force the HNSW path
+    settings.SEARCH_HNSW_EF_SEARCH = 1  # the first batch no larger than the rows wanted: the scan must go on, and stop
     model, categories, products, vectors = clustered
     with connection.cursor() as cursor:
         # Both undone with the test's transaction. A table this small would otherwise be sorted, not walked.
         cursor.execute("SET enable_sort = off")
         cursor.execute("SET hnsw.max_scan_tuples = 1")
-    found, _ = _search(model, vectors[1], categories[0])
+    found, sql = _search(model, vectors[1], categories[0])
+    assert any(EXACT in statement for statement in sql)
     assert found == _exact_top(products, vectors, vectors[1], categories[0])
 
 

@@ -1,6 +1,8 @@
 """Search by photo: real model, real pgvector; regions, thresholds, category filters through HNSW."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from PIL import Image
 
 from search.query import Box, InvalidBox
@@ -108,12 +110,15 @@ def test_one_in_twenty_category_returns_k_products_through_hnsw(settings):
     settings.SEARCH_EXACT_MAX_VECTORS = 0  # force the HNSW path
     model, categories, products, vectors = clustered_catalog(products=600, categories=20, clusters=8, seed=7)
     query = vectors[1]  # a product outside category 0
-    results = similar_products_to_vector(vector=query, limit=12, category_ids=[categories[0].pk], model=model)
-    assert len(results) == 12
+    # 5: the rows read for them (four a product) are fewer than the category's 30, so the index alone must find them.
+    with CaptureQueriesContext(connection) as queries:
+        results = similar_products_to_vector(vector=query, limit=5, category_ids=[categories[0].pk], model=model)
+    assert not any("OFFSET 0" in captured["sql"] for captured in queries.captured_queries)  # no exact fallback
+    assert len(results) == 5
     assert {r.product.category_id for r in results} == {categories[0].pk}
-    # The same 12 as an exact scan over the category, in the same order.
+    # The same 5 as an exact scan over the category, in the same order.
     in_category = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if p.category_id == categories[0].pk]
-    assert [r.product.pk for r in results] == [pk for _, pk in sorted(in_category, reverse=True)[:12]]
+    assert [r.product.pk for r in results] == [pk for _, pk in sorted(in_category, reverse=True)[:5]]
 
 
 def test_a_search_orders_by_the_details_a_refinement_will_keep(catalog, test_images):

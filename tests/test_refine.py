@@ -31,14 +31,20 @@ def priced():
     return model, products, vectors
 
 
-def _exact_top(products, vectors, query, keep, k=12):
+# Few enough that the rows read for them (OVERFETCH a product) are fewer than a 30-product price range: with 12, the
+# HNSW scan could never find them all, and the exact fallback answered every "hnsw" case.
+K = 5
+EXACT = "OFFSET 0"  # what marks the exact statement (search.nearest)
+
+
+def _exact_top(products, vectors, query, keep, k=K):
     scored = [(float(v @ query), p.pk) for p, v in zip(products, vectors) if keep(p)]
     return [pk for _, pk in sorted(scored, reverse=True)[:k]]
 
 
 def _search(model, query, refine, **kwargs):
     with CaptureQueriesContext(connection) as queries:
-        matches = vector_matches(vector=query, limit=12, model=model, refine=refine, **kwargs)
+        matches = vector_matches(vector=query, limit=K, model=model, refine=refine, **kwargs)
     return [r.product.pk for r in matches.results], [q["sql"] for q in queries.captured_queries]
 
 
@@ -57,6 +63,7 @@ def test_a_narrow_price_range_still_returns_the_k_nearest_in_it(settings, priced
     found, sql = _search(model, vectors[3], refine)
     assert found == _exact_top(products, vectors, vectors[3], lambda p: 100 <= p.price < 130)
     assert any("hnsw.iterative_scan" in statement for statement in sql) == (path == "hnsw")
+    assert any(EXACT in statement for statement in sql) == (path == "exact")  # the index alone found them
 
 
 def test_an_iterative_scan_that_gives_up_on_a_price_range_falls_back_to_exact(settings, priced):
@@ -65,7 +72,8 @@ def test_an_iterative_scan_that_gives_up_on_a_price_range_falls_back_to_exact(se
     with connection.cursor() as cursor:
         cursor.execute("SET enable_sort = off")
         cursor.execute("SET hnsw.max_scan_tuples = 1")
-    found, _ = _search(model, vectors[3], Refine(min_price=Decimal("280")))
+    found, sql = _search(model, vectors[3], Refine(min_price=Decimal("280")))
+    assert any(EXACT in statement for statement in sql)
     assert found == _exact_top(products, vectors, vectors[3], lambda p: p.price >= 280)
 
 
@@ -147,7 +155,7 @@ def test_an_unfiltered_search_of_a_small_catalog_whose_scan_gives_up_reads_it_ex
         cursor.execute("SET hnsw.max_scan_tuples = 1")
     query = vectors[200]  # near deleted vectors: the walk meets dead entries first
     found = [m.product.pk for m in vector_matches(vector=query, limit=12, model=model).results]
-    assert found == _exact_top(kept, vectors[:10], query, lambda p: True)
+    assert found == _exact_top(kept, vectors[:10], query, lambda p: True, k=12)
 
 
 def test_the_facets_count_the_whole_pool_and_only_the_shown_products_cards_are_read(settings, priced):

@@ -98,9 +98,12 @@ def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(pag
     page.get_by_role("button", name="Search this area").click()
     expect(page.get_by_text("Searched the boxed area")).to_be_visible()
     wait_until_idle(page)
+    expect(page.locator("[data-request-error]")).to_be_hidden()
     with page.expect_request(lambda request: request.method == "POST"):
         page.get_by_role("button", name="Find lookalikes").click()
     wait_until_idle(page)
+    expect(page.locator("[data-request-error]")).to_be_hidden()  # not the broken file again: the server refuses it
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")
 
 
 def test_a_photo_this_browser_cannot_show_is_still_ready_to_search(page):
