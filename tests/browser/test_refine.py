@@ -135,6 +135,8 @@ def test_the_order_chosen_with_the_keyboard_applies_on_enter_not_at_each_arrow(p
     page.goto("/search/photo/")
     search_by_photo(page, test_images / "chair-cafe-pair.jpg")
     address = page.url
+    searched: list[str] = []  # every refinement asked of the server from now on
+    page.on("request", lambda request: searched.append(request.url) if "/search/photo/?" in request.url else None)
     sort = page.get_by_label("Sort by")
     sort.focus()
     for _ in range(3):
@@ -146,6 +148,7 @@ def test_the_order_chosen_with_the_keyboard_applies_on_enter_not_at_each_arrow(p
     page.keyboard.press("Enter")
     wait_until_idle(page)
     expect(page).to_have_url(re.compile(rf"&sort={re.escape(chosen)}$"))
+    assert len(searched) == 1 and searched[0].endswith(f"sort={chosen}")  # one search, at Enter, none per arrow
 
 
 _DROP_A_PHOTO_ON = """([selector, bytes]) => {
