@@ -46,10 +46,14 @@
 
   // ---------- Choosing a photo ----------
 
+  var TOO_BIG = "The file is larger than " + maxMb + " MB. Please choose a smaller photo.";
+
   function clientProblem(file) {
     if (!file) return "Choose a photo to search with.";
     if (file.size === 0) return "The file is empty.";
-    if (file.size > maxBytes) return "The file is larger than " + maxMb + " MB. Please choose a smaller photo.";
+    // A photo this browser can make smaller is checked once it has (searchChosen): a 108-megapixel camera's is sent
+    // at a few hundred KB.
+    if (file.size > maxBytes && !shrinkable(file)) return TOO_BIG;
     // The server decides by decoding; this only catches the obvious (some phones leave the type empty).
     if (file.type && file.type.indexOf("image/") !== 0) return "That file is not an image.";
     return "";
@@ -287,8 +291,25 @@
     };
     setProgress("Preparing your photo…", 0);
     downscaled(file).then(function (sent) {
-      if (!stopped) search({ file: sent, size: null, category: category, chosen: file });
+      if (stopped) return;
+      if (sent.size <= maxBytes) return search({ file: sent, size: null, category: category, chosen: file });
+      setBusy(false);
+      refuse(TOO_BIG);
     });
+  }
+
+  // The formats every browser with createImageBitmap decodes (HEIC only Safari).
+  function shrinkable(file) {
+    return Boolean(window.createImageBitmap) && /^image\/(jpeg|png|webp)$/.test(file.type);
+  }
+
+  // The chosen photo cannot be searched: said at the photo field, which takes the focus; the results shown stay.
+  function refuse(message) {
+    showChosen(null);
+    body.querySelector("[data-photo-form] [data-client-error]").textContent = message;
+    refused = true;
+    var input = body.querySelector("[data-photo-form] [data-photo-input]");
+    if (input) input.focus();
   }
 
   // The photo drawn upright at most SEND_MAX_SIDE on its longer side, as a JPEG; the file itself where it is no
@@ -384,13 +405,8 @@
       } else if (body.querySelector("[data-region]")) {
         // On the results page: keep the results and say what was wrong; a photo refused is no longer the one chosen.
         var why = messagesOf(fresh) || "That search could not be run. Please try again.";
-        if (params.chosen && request.status === 400 && fresh.querySelector(".drop-zone.is-invalid")) {
-          showChosen(null);
-          var message = body.querySelector("[data-photo-form] [data-client-error]");
-          message.textContent = why;
-          refused = true;
-        }
         fail(why);
+        if (params.chosen && request.status === 400 && fresh.querySelector(".drop-zone.is-invalid")) refuse(why);
       } else {
         // The photo stays chosen (and shown) for another try, unless it was the photo that was refused.
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");

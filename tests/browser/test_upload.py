@@ -115,3 +115,21 @@ def test_a_photo_this_browser_cannot_show_is_still_ready_to_search(page):
     expect(page.locator("[data-drop-name]")).to_contain_text("no preview in this browser")
     expect(page.locator("[data-drop-thumb]")).to_be_hidden()
     expect(page.get_by_text("Ready to search")).to_be_visible()
+
+
+def test_a_photo_over_the_size_limit_that_the_browser_can_shrink_is_searched(page, shop, test_images, tmp_path,
+                                                                             settings):
+    """A 108-megapixel camera's photo passes the size limit: it was refused before the browser had made it small."""
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    photo = tmp_path / "IMG_0003.jpg"
+    with Image.open(test_images / "shoe-running-3.jpg") as shoe:
+        shoe.convert("RGB").resize((5000, 3750)).save(photo, quality=97)
+    assert photo.stat().st_size > settings.UPLOAD_MAX_BYTES
+    page.goto("/search/photo/")
+    search_by_photo(page, photo)
+    assert card_titles(page)[0] == shop["RUN-3"].title
+
+    # One the browser cannot read is refused before it is sent, as before.
+    page.locator("#id_photo").set_input_files(
+        {"name": "IMG_0004.HEIC", "mimeType": "image/heic", "buffer": bytes(settings.UPLOAD_MAX_BYTES + 1)})
+    expect(page.get_by_role("alert").filter(has_text="The file is larger than 1 MB.")).to_be_visible()
