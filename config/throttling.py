@@ -17,20 +17,23 @@ class ClientThrottle(AnonRateThrottle):
     """A rate per client address, ``scope`` in REST_FRAMEWORK's DEFAULT_THROTTLE_RATES; unlimited for a signed-in
     user (AnonRateThrottle)."""
 
+    # How much of an IPv6 address names one client: the /64 a single host is given.
+    ipv6_prefix = 64
+
     def get_rate(self):
         # DRF copies the rates when its module is imported; reading them here lets settings overrides apply.
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_ident(self, request):
-        """The client's address; an IPv6 one by its /64, the block a single host is given: counted address by
-        address, one machine had 2^64 counters of its own."""
+        """The client's address; an IPv6 one by its ``ipv6_prefix`` block: counted address by address, one machine
+        had 2^64 counters of its own."""
         ident = super().get_ident(request)
         try:
             address = ipaddress.ip_address(ident)
         except ValueError:
             return ident
         if address.version == 6 and address.ipv4_mapped is None:
-            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+            return str(ipaddress.ip_network(f"{address}/{self.ipv6_prefix}", strict=False))
         return ident
 
     def retry_after(self) -> int:

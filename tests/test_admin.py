@@ -515,6 +515,23 @@ def test_admin_logins_are_limited_per_client_address(client, settings):
         cache.delete_many(keys)
 
 
+def test_admin_logins_from_ipv6_are_limited_per_site_not_per_host(client, settings):
+    """Counted per /64, a site's /48 had 65,536 limits of its own to guess passwords with."""
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"admin_login": "2/min"}}
+    keys = ["throttle_admin_login_2001:db8:7::/48", "throttle_admin_login_2001:db8:8::/48"]
+    cache.delete_many(keys)
+    try:
+        url = reverse("admin:login")
+        codes = [client.post(url, {"username": "admin", "password": "x"}, REMOTE_ADDR=f"2001:db8:7:{n}::1").status_code
+                 for n in range(3)]  # three hosts of one site
+        assert codes == [200, 200, 429]
+        assert client.post(url, {"username": "admin", "password": "x"}, REMOTE_ADDR="2001:db8:8::1").status_code == 200
+    finally:
+        cache.delete_many(keys)
+
+
 def test_staff_can_narrow_the_product_list_to_one_currency(admin_client, category):
     """Sorted by price, the list mixed yen and dollars: the filter keeps one currency."""
     ProductFactory(sku="YEN-1", category=category, price=Decimal("1500"), currency="JPY")
