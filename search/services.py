@@ -306,6 +306,7 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
     if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
         with transaction.atomic():
             if not _space_retired(embedder.id):
+                _photos_locked(unmarked, no_key=True)
                 _mark_ready(image_ids=unmarked, model=embedder.id)
     outcome["skipped"] = len(done)
     stored = []
@@ -512,11 +513,12 @@ def _products_share_lock(*, product_ids: list[int]) -> None:
 
 
 def _mark_ready(*, image_ids: list[int], model: str) -> None:
+    # The callers hold the photos' rows already (``_photos_locked``), in pk order.
     # Only those with a vector in the space: one whose photo was replaced since its vector was seen (the replacement
     # dropped the vector and marked it pending) must not be marked ready without one, out of search for good.
-    photos_update(ProductImage.objects.filter(pk__in=image_ids).exclude(no_vector_in(model)),
-                  embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="",
-                  embedded_at=timezone.now())
+    ProductImage.objects.filter(pk__in=image_ids).exclude(no_vector_in(model)).update(
+        embedding_status=EmbeddingStatus.READY, embedding_model=model, embedding_error="", embedded_at=timezone.now()
+    )
 
 
 def image_embedding_fail(*, image_id: int, error: str, file_version: FileVersion | None = None) -> None:
