@@ -43,6 +43,10 @@ EMBED_IMAGES_TASK = "search.tasks.embed_images"
 # once in a while (model_unavailable_retry).
 MODEL_UNAVAILABLE = "model unavailable: "
 MODEL_RETRY_SECONDS = 600
+# A photo is failed once this many runs of its own task have died with their worker (images_embed_after_lost_runs).
+LOST_RUNS_BEFORE_FAILING = 2
+WORKER_LOST_ERROR = ("the worker died each time it embedded this photo ({runs} times: out of memory, or a crash "
+                     "decoding it); re-embed it once it is replaced or the worker has more memory")
 
 
 def _chunks(items: Sequence[int], size: int):
@@ -107,10 +111,10 @@ def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callabl
     transaction.on_commit(enqueue)
 
 
-def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False) -> int:
+def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False, batch_size: int = TASK_BATCH_SIZE) -> int:
     """Send tasks now, in batches. With the broker down the images stay pending for the sweep; returns how many went."""
     sent: list[int] = []
-    for chunk in _chunks(image_ids, TASK_BATCH_SIZE):
+    for chunk in _chunks(image_ids, batch_size):
         try:
             # By name: search.tasks imports this module, never the reverse.
             current_app.send_task(EMBED_IMAGES_TASK, args=[chunk], kwargs={"force": force})
@@ -328,6 +332,19 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         # before it gave them one in the searched space.
         _searched_space_fill(image_ids=filled, building=embedder.id)
     return outcome
+
+
+def images_embed_after_lost_runs(*, image_ids: Sequence[int], force: bool, lost_runs: int) -> dict[str, int]:
+    """Embed these images for a task whose earlier runs died with their worker (search/lost_runs.py): a batch is sent
+    again one photo a task, so that the photo that killed it, if one did, goes down alone; a single photo gets
+    another run, and is marked failed once LOST_RUNS_BEFORE_FAILING runs of it have died (one death may be another
+    process's doing: the OOM killer picks the biggest process, not the guilty one)."""
+    if len(image_ids) > 1:
+        logger.warning("the worker died embedding images %s: each is sent again in a task of its own", list(image_ids))
+        return {"sent_apart": image_embedding_enqueue(image_ids=image_ids, force=force, batch_size=1)}
+    if lost_runs >= LOST_RUNS_BEFORE_FAILING:
+        return {"failed": pending_images_fail(image_ids=image_ids, error=WORKER_LOST_ERROR.format(runs=lost_runs))}
+    return images_embed(image_ids=image_ids, force=force)
 
 
 def _recompute_claimed(images: Iterable[ProductImage]) -> set[int]:

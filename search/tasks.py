@@ -7,6 +7,7 @@ from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError, connection
 
 from search import services, sweep
+from search.lost_runs import runs_counted
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,13 @@ class EmbedImagesTask(Task):
     retry_backoff_max=120,
     max_retries=8,
     acks_late=True,
+    bind=True,
 )
-def embed_images(image_ids: list[int], force: bool = False) -> dict[str, int]:
-    return services.images_embed(image_ids=image_ids, force=force)
+def embed_images(self, image_ids: list[int], force: bool = False) -> dict[str, int]:
+    with runs_counted(self.request.id) as lost_runs:
+        if lost_runs:
+            return services.images_embed_after_lost_runs(image_ids=image_ids, force=force, lost_runs=lost_runs)
+        return services.images_embed(image_ids=image_ids, force=force)
 
 
 @shared_task

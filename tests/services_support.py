@@ -225,6 +225,7 @@ class Service:
 
         (child,) = psutil.Process(self.process.pid).children()
         child.kill()
+        child.wait(timeout=10)
 
     def stop(self) -> None:
         if self.alive:

@@ -535,3 +535,55 @@ def test_a_failing_sweep_step_leaves_the_others_to_run_and_fails_the_task(produc
     result = tasks["search.tasks.embedding_sweep"].apply()
     assert sent() == [[never_queued.pk]]  # re-queued all the same
     assert result.failed() and isinstance(result.result, sweep.SweepIncomplete)  # and the failure reported
+
+
+# --- Runs whose worker died ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def died():
+    """Call with a task id: a run of that task that began and never ended, as when its worker is killed."""
+    from search.lost_runs import runs_counted
+
+    never_ended = []  # held until the test ends: a context collected would end its run
+
+    def run_of(task_id: str) -> None:
+        run = runs_counted(task_id)
+        run.__enter__()
+        never_ended.append(run)
+
+    yield run_of
+    for run in never_ended:
+        run.__exit__(None, None, None)
+
+
+def test_a_batch_whose_worker_died_is_sent_again_one_photo_a_task(product, settings, tasks, died):
+    """The photo that killed the worker, if one did, then goes down alone instead of taking its batch with it."""
+    from tests.support import embedding_queue
+
+    ids = [_add_image(product, color=(n * 60, 0, 0)).pk for n in range(3)]
+    sent = embedding_queue(settings.CELERY_BROKER_URL)
+    died("batch-1")
+    result = tasks[services.EMBED_IMAGES_TASK].apply(args=[ids], task_id="batch-1")
+    assert result.successful() and result.result == {"sent_apart": 3}
+    assert sorted(sent()) == [[pk] for pk in ids]
+    assert set(ProductImage.objects.filter(pk__in=ids).values_list("embedding_status", flat=True)) == {
+        EmbeddingStatus.PENDING}
+
+
+def test_a_photo_whose_own_task_died_twice_is_failed_with_why_and_once_is_tried_again(product, tasks, died):
+    task = tasks[services.EMBED_IMAGES_TASK]
+    tried_again, given_up = _add_image(product, color=(200, 0, 0)), _add_image(product, color=(0, 0, 200))
+    died("alone-1")
+    assert task.apply(args=[[tried_again.pk]], task_id="alone-1").result["embedded"] == 1
+    for _ in range(services.LOST_RUNS_BEFORE_FAILING):
+        died("alone-2")
+    assert task.apply(args=[[given_up.pk]], task_id="alone-2").result == {"failed": 1}
+    given_up.refresh_from_db()
+    assert given_up.embedding_status == EmbeddingStatus.FAILED
+    assert given_up.embedding_error.startswith("the worker died each time it embedded this photo (2 times")
+    assert not ImageEmbedding.objects.filter(image=given_up).exists()
+    assert services.pending_images_requeue(stale_after_seconds=0) == 0  # the sweep leaves it to a re-embed
+
+    # A run that ends, however it ends, is no longer counted: the task sent again (a re-embed) runs as a first one.
+    assert task.apply(args=[[given_up.pk]], task_id="alone-2").result["embedded"] == 1

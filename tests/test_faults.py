@@ -8,6 +8,7 @@
 docs/reliability.md describes the mechanisms.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from django.urls import reverse
 from catalog.models import EmbeddingStatus, Product, ProductImage
 from search import services, sweep
 from search.models import ImageEmbedding
-from tests.factories import CategoryFactory, uploaded_file
+from tests.factories import CategoryFactory, ProductFactory, uploaded_file
 from tests.services_support import (
     ROOT,
     Postgres,
@@ -143,6 +144,57 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_image_once(
     finally:
         second.stop()
         first.stop()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_that_kills_its_worker_every_time_is_failed_alone_and_its_batch_is_embedded(
+    broker, media_root, test_images, tmp_path
+):
+    """A photo whose decoding the kernel kills (memory) would come back with its batch for ever
+    (REJECT_ON_WORKER_LOST). Its file here is a pipe, so that the pool process is busy with it, held in its read, until
+    the test kills it: the batch is sent again one photo a task, the others are embedded, and the photo is failed with
+    the reason once its own task has died twice."""
+    from django.core.files import File
+
+    from catalog import services as catalog_services
+
+    with (test_images / "chair-cafe-pair.jpg").open("rb") as first, (test_images / "plant-cactus.jpg").open("rb") as \
+            second, (test_images / "shoe-running-1.jpg").open("rb") as third:
+        photos = catalog_services.product_images_add(product=ProductFactory(), prepared=[
+            catalog_services.image_prepare(File(photo, name=Path(photo.name).name)) for photo in (first, second, third)
+        ])
+    killer = photos[1]
+    path = Path(killer.file.path)
+    path.unlink()
+    os.mkfifo(path)
+    unacked = redis.Redis.from_url(broker.url())
+    worker = celery_worker(env=_project_env(broker, media_root), log_path=tmp_path / "worker.log", pool="prefork")
+    kills = 0
+    try:
+        deadline = time.monotonic() + 150
+        while ProductImage.objects.get(pk=killer.pk).embedding_status == EmbeddingStatus.PENDING:
+            assert time.monotonic() < deadline, f"the photo is still pending after {kills} kills:\n{worker.log()}"
+            try:
+                reading = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # opens only while a process reads the pipe
+            except OSError:
+                time.sleep(0.05)
+                continue
+            worker.kill_pool_process()  # held in its read of the pipe, which nothing is ever written to
+            kills += 1
+            os.close(reading)
+        assert kills == 1 + services.LOST_RUNS_BEFORE_FAILING  # its batch's run, then its own task's
+        killer.refresh_from_db()
+        assert killer.embedding_status == EmbeddingStatus.FAILED
+        assert killer.embedding_error.startswith("the worker died each time it embedded this photo")
+        wait_for(lambda: all(ProductImage.objects.get(pk=photo.pk).embedding_status == EmbeddingStatus.READY
+                             for photo in (photos[0], photos[2])), timeout=60, message="the rest of its batch embedded")
+        wait_for(lambda: unacked.hlen("unacked") == 0 and unacked.llen("celery") == 0, timeout=30,
+                 message="every task acknowledged")
+        assert worker.alive
+        assert services.pending_images_requeue(stale_after_seconds=0) == 0
+    finally:
+        worker.stop()
 
 
 # --- Redis is down when an admin uploads -------------------------------------------------------------------------
