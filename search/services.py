@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from celery import current_app
 from django.conf import settings
@@ -308,10 +308,12 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
                                                 error=f"{MODEL_UNAVAILABLE}{error}")
         todo = []
     if unmarked := [image_id for image_id in done if images[image_id].embedding_status != EmbeddingStatus.READY]:
-        with transaction.atomic():
-            if not _space_retired(embedder.id):
-                _photos_locked(unmarked, no_key=True)
-                _mark_ready(image_ids=unmarked, model=embedder.id)
+        # Stored by a run that ended before it marked them (a retry, a killed worker): its flags may be unwritten too.
+        _photos_flag_and_mark_ready(model=embedder.id, items=[
+            StoredVector(image_id=image_id, vector=vector, file_version=FileVersion.of(images[image_id]))
+            for image_id, vector in ImageEmbedding.objects.filter(image_id__in=unmarked, model=embedder.id)
+            .values_list("image_id", "vector")
+        ])
     outcome["skipped"] = len(done)
     stored = []
     if todo:
@@ -320,12 +322,12 @@ def images_embed(*, image_ids: Sequence[int], embedder: Embedder | None = None, 
         outcome["failed"] = len(failures)
         if decoded:
             vectors, detail_maps = embedder.embed_images(list(decoded.values()), details=True)
-            stored = image_embeddings_store(model=embedder.id, items=[
+            stored = image_embeddings_store(model=embedder.id, mark="model", items=[
                 StoredVector(image_id=image.pk, vector=vector, colours=dominant_colours(pixels),
                              details=details.stored(detail_map), file_version=FileVersion.of(image))
                 for (image, pixels), vector, detail_map in zip(decoded.items(), vectors, detail_maps)
             ])
-            images_near_duplicate_flag(items=stored, model=embedder.id)
+            _photos_flag_and_mark_ready(items=stored, model=embedder.id)
             outcome["embedded"] = len(stored)
     if filled := [*done, *(item.image_id for item in stored)]:
         # The photos found done too: the run that stored their vectors may have ended (a retry, a killed worker)
@@ -345,6 +347,25 @@ def images_embed_after_lost_runs(*, image_ids: Sequence[int], force: bool, lost_
     if lost_runs >= LOST_RUNS_BEFORE_FAILING:
         return {"failed": pending_images_fail(image_ids=image_ids, error=WORKER_LOST_ERROR.format(runs=lost_runs))}
     return images_embed(image_ids=image_ids, force=force)
+
+
+def _photos_flag_and_mark_ready(*, items: Sequence[StoredVector], model: str) -> None:
+    """Flag the photos' near-duplicates, then mark them ready. Ready only once flagged: a run cut short between
+    storing the vectors and writing the flags (a lost connection, a killed worker) leaves the photos pending with
+    their vectors, and the run after it, which finds the vectors and computes none, writes the flags."""
+    if not items:
+        return
+    images_near_duplicate_flag(items=items, model=model)
+    from search.selectors import search_space_model
+
+    with transaction.atomic():
+        if _space_retired(model):
+            return
+        image_ids = [item.image_id for item in items]
+        _photos_locked(image_ids, no_key=True)
+        _mark_ready(image_ids=image_ids, model=model)
+        if model == search_space_model():
+            catalog_changed()  # their product pages said "Similar products appear once ... processed"
 
 
 def _recompute_claimed(images: Iterable[ProductImage]) -> set[int]:
@@ -420,7 +441,7 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
         logger.warning("photos %s wait for the switch to %s to be searchable", [i.pk for i in images], building,
                        exc_info=True)
         return
-    image_embeddings_store(model=active, mark_ready=False, items=[
+    image_embeddings_store(model=active, mark="nothing", items=[
         StoredVector(image_id=image.pk, vector=vector, details=details.stored(detail_map),
                      file_version=FileVersion.of(image))
         for (image, _), vector, detail_map in zip(readable, vectors, detail_maps)
@@ -463,10 +484,11 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                 raise
 
 
-def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_ready: bool = True
-                           ) -> list[StoredVector]:
-    """Store the vectors (and colours) of several images in one transaction and mark them ready (unless not
-    ``mark_ready``); returns the items stored. An image deleted while its vector was computed is skipped, and so is
+def image_embeddings_store(*, model: str, items: Sequence[StoredVector],
+                           mark: Literal["ready", "model", "nothing"] = "ready") -> list[StoredVector]:
+    """Store the vectors (and colours) of several images in one transaction and ``mark`` them: ready, or with the
+    model only (their vector stored, ready once flagged: _photos_flag_and_mark_ready), or not at all (another space's
+    vectors); returns the items stored. An image deleted while its vector was computed is skipped, and so is
     one whose file was replaced meanwhile (the replacement queued its own task). A few statements for the whole
     batch, where one at a time cost each image 8 round trips."""
     image_ids = [item.image_id for item in items]
@@ -495,8 +517,10 @@ def image_embeddings_store(*, model: str, items: Sequence[StoredVector], mark_re
                             product_id=products[item.image_id]) for item in items],
             update_conflicts=True, unique_fields=["image", "model"], update_fields=["vector", "details", "product"],
         )
-        if mark_ready:
+        if mark == "ready":
             _mark_ready(image_ids=[item.image_id for item in items], model=model)
+        elif mark == "model":  # not a reindex's claim any more (_recompute_claimed): its vector is done
+            ProductImage.objects.filter(pk__in=[item.image_id for item in items]).update(embedding_model=model)
         # Bulk writes send no signals: a product page cached before its photos were embedded says "Similar products
         # appear once ...", and other pages' More like this lists lack the product. The vectors of a space being
         # built change no page: retiring every cached page for each batch left the cache empty for the rebuild.

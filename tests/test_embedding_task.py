@@ -296,6 +296,32 @@ def test_a_duplicate_flag_naming_an_original_replaced_since_is_not_written(produ
     assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id is None
 
 
+def test_a_run_cut_short_before_the_duplicate_flags_leaves_them_to_its_retry(product, monkeypatch):
+    """The vectors were stored and the photos marked ready before the flags were written: a retry found the vectors,
+    skipped the photos and never flagged the copy. A photo is ready only once flagged now."""
+    from django.db import OperationalError
+
+    from search import selectors
+
+    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+
+    def lost_connection(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(selectors, "nearest_older_images", lost_connection)
+    with pytest.raises(OperationalError):
+        services.images_embed(image_ids=[original.pk, copy.pk])
+    monkeypatch.undo()
+    assert ImageEmbedding.objects.filter(image__in=[original, copy]).count() == 2
+    assert set(ProductImage.objects.filter(pk__in=[original.pk, copy.pk]).values_list("embedding_status", flat=True)
+               ) == {EmbeddingStatus.PENDING}
+
+    assert services.images_embed(image_ids=[original.pk, copy.pk])["skipped"] == 2  # the task's retry
+    copy.refresh_from_db()
+    assert (copy.near_duplicate_of_id, copy.embedding_status) == (original.pk, EmbeddingStatus.READY)
+    assert ProductImage.objects.get(pk=original.pk).embedding_status == EmbeddingStatus.READY
+
+
 def test_images_queued_together_travel_in_one_task(product, settings, django_capture_on_commit_callbacks):
     from tests.support import embedding_queue
 
