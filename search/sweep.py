@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # Photos whose colours one sweep fills in (each is decoded at about COLOUR_DRAFT_SIZE px: a few ms).
 COLOUR_BACKFILL_BATCH = 200
 COLOUR_DRAFT_SIZE = 256
+COLOUR_BACKFILL_AFTER_KEY = "sweep:colour-backfill-after"
 T = TypeVar("T")
 
 
@@ -213,6 +214,18 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
     return outcome
 
 
+def _colour_backfill_after(image_id: int | None = None) -> int:
+    """The photo after which the colour backfill goes on (0: from the first); with ``image_id``, set it. Without the
+    cache the backfill begins from the first photo, as it did before it kept a place."""
+    try:
+        if image_id is None:
+            return cache.get(COLOUR_BACKFILL_AFTER_KEY, 0)
+        cache.set(COLOUR_BACKFILL_AFTER_KEY, image_id, None)
+    except Exception:
+        logger.warning("could not keep the colour backfill's place", exc_info=True)
+    return 0
+
+
 def _sweep_ran_record() -> None:
     """Record when the sweep ran, for /healthz: a dead worker or beat otherwise went unnoticed while photos stayed
     pending. Without an expiry, so that a capped Redis (volatile-lru) never evicts it."""
@@ -230,18 +243,30 @@ def _searched_space_calibrate(space: EmbeddingSpace | None) -> EmbeddingSpace | 
 
 def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
-    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever."""
+    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever.
+
+    A file the storage does not answer for (a timeout) fails the step, and the next sweep begins after that photo
+    (``COLOUR_BACKFILL_AFTER_KEY``), rounding again to the first: begun from the first photo each time, one such
+    file stopped the backfill of every photo after it for good. It is tried again once the others are done."""
     done = 0
-    for image in ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")[:limit]:
-        try:
-            with image.file.open("rb") as file:
-                colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
-        except TRANSIENT_OS_ERRORS:
-            raise
-        except PERMANENT_ERRORS:
-            colours = []
-        # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
-        done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
-    if done:
-        catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
+    after = _colour_backfill_after()
+    uncoloured = ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")
+    photos = list(uncoloured.filter(pk__gt=after)[:limit])
+    if after and len(photos) < limit:  # round again to the first
+        photos += uncoloured.filter(pk__lte=after)[: limit - len(photos)]
+    try:
+        for image in photos:
+            try:
+                with image.file.open("rb") as file:
+                    colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
+            except TRANSIENT_OS_ERRORS:
+                _colour_backfill_after(image.pk)
+                raise
+            except PERMANENT_ERRORS:
+                colours = []
+            # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
+            done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
+    finally:
+        if done:
+            catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
     return done

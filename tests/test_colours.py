@@ -78,6 +78,36 @@ def test_the_sweep_backfills_colours_of_older_photos(catalog):
     assert embedding_sweep()["coloured"] == 0  # bounded, and nothing left to do
 
 
+@pytest.mark.django_db
+def test_a_photo_whose_file_times_out_does_not_hold_up_the_colours_of_the_others(catalog, monkeypatch):
+    """The backfill began from the first uncoloured photo on every sweep: one file the storage never answered for
+    stopped it there, and no photo after it got its colours."""
+    from django.core.files.storage import FileSystemStorage
+
+    from search.sweep import image_colours_backfill
+
+    ProductImage.objects.update(colours=None)
+    photos = ProductImage.objects.count()
+    stuck = ProductImage.objects.order_by("pk")[1]
+    real_open = FileSystemStorage._open
+
+    def times_out(storage, name, mode="rb"):
+        if name == stuck.file.name:
+            raise TimeoutError("the storage did not answer")
+        return real_open(storage, name, mode)
+
+    monkeypatch.setattr(FileSystemStorage, "_open", times_out)
+    with pytest.raises(TimeoutError):
+        image_colours_backfill()
+    assert ProductImage.objects.filter(colours__isnull=True).count() == photos - 1  # the first, before it
+    with pytest.raises(TimeoutError):  # the next sweep: the rest, after it, then it again
+        image_colours_backfill()
+    assert list(ProductImage.objects.filter(colours__isnull=True)) == [stuck]
+    monkeypatch.undo()
+    assert image_colours_backfill() == 1
+    assert not ProductImage.objects.filter(colours__isnull=True).exists()
+
+
 @pytest.fixture
 def api(settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "10000/min"}}
