@@ -29,6 +29,11 @@ def similar_products_form(data):
     return _similar_products_form(data) if _similar_products_form is not None else None
 
 
+def similar_products_parameters() -> list[str]:
+    """The query parameters the refinements form reads (its fields' names)."""
+    return list(_similar_products_form(None).fields) if _similar_products_form is not None else []
+
+
 def similar_products(*, product, limit: int, category_ids, form=None) -> list | None:
     """Products that look like ``product``, refined by ``form`` (from similar_products_form); None when no app
     provides the feature."""

@@ -9,7 +9,9 @@ signals, and the services that write in bulk), so a shopper never sees a cached 
 version also carries the primary's WAL position at the change, and a page rendered from a replica that has not
 replayed that far is served but not stored: such a page is as stale as the replica's lag, never for a whole cache
 lifetime. Signed-in users and requests carrying a session or messages cookie bypass the cache (their pages may
-hold per-user content), and so does everything while the cache server is unreachable.
+hold per-user content), and so does everything while the cache server is unreachable. A page is keyed by its URL
+with the query parameters it reads, and sees no others (``cache_catalog_page(reads=...)``): a campaign's
+``utm_source`` or a made-up parameter is served the same cached page.
 
 The same version keeps small reads that every search repeats (the active embedding space, the category paths, whether
 a category filter is small enough to search exactly) in each process: ``kept_per_catalog_version``. A request reads
@@ -22,7 +24,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from functools import wraps
 from typing import TypeVar
@@ -30,6 +32,7 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.http import QueryDict
 
 from config import db_router
 
@@ -99,15 +102,39 @@ def _cacheable_response(response) -> bool:
 
 
 def _key(request, version: str) -> str:
-    identity = f"{request.build_absolute_uri()}\n{request.META.get('HTTP_ACCEPT', '')}"
+    # The query string as the page sees it (_parameters_read), in one order: ?sort=new&page=2 is ?page=2&sort=new.
+    query = "&".join(sorted(request.GET.urlencode().split("&")))
+    url = f"{request.scheme}://{request.get_host()}{request.path}?{query}"
+    identity = f"{url}\n{request.META.get('HTTP_ACCEPT', '')}"
     return f"page:{version}:{hashlib.sha256(identity.encode()).hexdigest()}"
 
 
-def cache_catalog_page(view):
-    """Serve ``view``'s anonymous GET responses from the cache while the catalog is unchanged (X-Cache: hit/miss)."""
+def _parameters_read(request, names: Iterable[str]) -> None:
+    """Leave the request only the query parameters ``names``, in the order they came. What a page does not read (a
+    campaign's utm_source, a click id, anything a client makes up) is not in its key, so it neither misses the cache
+    nor stores another copy of the page, and no link on the page carries it on."""
+    django_request = getattr(request, "_request", request)  # DRF's Request reads the query string of Django's
+    names = set(names)
+    kept = QueryDict(mutable=True)
+    for name, values in django_request.GET.lists():
+        if name in names:
+            kept.setlist(name, values)
+    kept._mutable = False
+    django_request.GET = kept
 
+
+def cache_catalog_page(*, reads: Iterable[str] | Callable[[], Iterable[str]] = ()):
+    """Serve the view's anonymous GET responses from the cache while the catalog is unchanged (X-Cache: hit/miss).
+
+    The view sees only the query parameters it ``reads`` (their names, or a function that gives them), whoever
+    asks: a parameter it reads and does not declare is dropped, which its own tests then show."""
+    return lambda view: _cached(view, reads)
+
+
+def _cached(view, reads):
     @wraps(view)
     def cached_view(request, *args, **kwargs):
+        _parameters_read(request, reads() if callable(reads) else reads)
         if not _cacheable_request(request):
             return view(request, *args, **kwargs)
         try:

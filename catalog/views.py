@@ -21,7 +21,7 @@ OTHER_COLOURS = 6
 MAX_QUERY_LENGTH = 200
 
 
-@cache_catalog_page
+@cache_catalog_page()
 def home(request):
     roots = selectors.category_tree_roots()
     covers = selectors.category_cover_images(categories=roots)
@@ -38,7 +38,7 @@ def home(request):
     )
 
 
-@cache_catalog_page
+@cache_catalog_page(reads=("sort", "page"))
 def category_detail(request, slug):
     try:
         category = selectors.category_by_slug(slug=slug)
@@ -65,7 +65,7 @@ def category_detail(request, slug):
     )
 
 
-@cache_catalog_page
+@cache_catalog_page(reads=lambda: ("scope", *hooks.similar_products_parameters()))
 def product_detail(request, sku):
     product = selectors.product_detail(sku=sku)
     if product is None:

@@ -29,6 +29,40 @@ def test_a_product_page_is_served_from_the_cache_until_the_product_changes(clien
     assert b"Reupholstered armchair" in changed.content
 
 
+def test_parameters_a_page_does_not_read_neither_miss_the_cache_nor_store_another_copy(client, catalog):
+    """Every query string was a key of its own: a campaign's link (?utm_source=...) always missed, and made-up
+    parameters filled the cache, pushing out what shoppers need kept (their photo searches' refinements)."""
+    import redis
+    from django.conf import settings
+
+    stored = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+    def pages() -> int:
+        return len(stored.keys(f"{settings.CACHES['default']['KEY_PREFIX']}:*page:*"))
+
+    chair = catalog["CHAIR-1"]
+    url = chair.get_absolute_url()
+    assert client.get(url)["X-Cache"] == "miss"
+    pages_before = pages()
+    for junk in ("?utm_source=newsletter&utm_campaign=spring", "?fbclid=abc", "?x=1", "?x=2&y=3"):
+        response = client.get(url + junk)
+        assert response["X-Cache"] == "hit", junk
+        assert b"utm_source" not in response.content and b"fbclid" not in response.content
+    assert pages() == pages_before
+
+    # What the page reads keys it, whatever the order it comes in.
+    scoped = client.get(f"{url}?scope=all&sort=price")
+    assert scoped["X-Cache"] == "miss" and scoped.content != client.get(url).content
+    assert client.get(f"{url}?sort=price&utm_medium=email&scope=all")["X-Cache"] == "hit"
+    category = chair.category.get_absolute_url()
+    assert client.get(f"{category}?sort=newest&page=1")["X-Cache"] == "miss"
+    assert client.get(f"{category}?page=1&ref=ad&sort=newest")["X-Cache"] == "hit"
+    similar = reverse("api:product-similar", args=[chair.sku])
+    assert client.get(f"{similar}?limit=3")["X-Cache"] == "miss"
+    answer = client.get(f"{similar}?utm_source=x&limit=3")
+    assert answer["X-Cache"] == "hit" and len(answer.json()["results"]) <= 3
+
+
 def test_a_product_page_whose_more_like_this_failed_is_not_kept(client, catalog, monkeypatch):
     """The page answers 200 with "can't be shown right now": kept, every shopper got it until the catalog
     changed."""
@@ -240,11 +274,11 @@ def test_a_page_with_a_csrf_token_in_a_form_is_not_kept_for_the_next_visitor(db)
 
     form = engines["django"].from_string('<form method="post">{% csrf_token %}</form>')
 
-    @cache_catalog_page
+    @cache_catalog_page()
     def page_with_a_form(request):
         return TemplateResponse(request, form)
 
-    @cache_catalog_page
+    @cache_catalog_page()
     def page_without(request):
         return TemplateResponse(request, engines["django"].from_string("<p>A sofa</p>"))
 
