@@ -305,3 +305,16 @@ def test_a_listing_folded_under_one_shown_under_other_colours_takes_its_place_in
     assert relisted not in [item.product for item in page.context["other_colours"]]
     assert [item.product for item in page.context["similar_products"]] == [relisted]
     assert page.content.decode().count(f'href="{relisted.get_absolute_url()}"') >= 1
+
+
+def test_pages_carry_a_content_security_policy_and_the_api_docs_do_not(client, settings):
+    """Markup slipped into a product's text could have run scripts from anywhere: nothing said where they may come
+    from. The browser tests fail on anything the policy refuses on the pages they drive."""
+    product = ProductFactory()
+    for url in ("/", product.get_absolute_url(), product.category.get_absolute_url(), "/search/photo/",
+                "/api/v1/products/", "/admin/login/"):
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "object-src 'none'" in policy, url
+    assert "Content-Security-Policy" not in client.get("/api/v1/docs/")  # its UI comes from a CDN
+    settings.CONTENT_SECURITY_POLICY = ""
+    assert "Content-Security-Policy" not in client.get("/")

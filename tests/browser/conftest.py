@@ -90,12 +90,15 @@ def _new_page(browser, **context_options):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # What the site's Content-Security-Policy refused (a script, a style, a picture or a request it needs).
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
     return context, page, errors
 
 
 @pytest.fixture
 def page(browser, site):
-    """A desktop-sized page; fails the test if the page threw a JavaScript error."""
+    """A desktop-sized page; fails the test if the page threw a JavaScript error or broke its own security policy."""
     context, page, errors = _new_page(browser, viewport=DESKTOP, base_url=site)
     yield page
     context.close()
