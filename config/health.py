@@ -7,6 +7,8 @@ The embedding sweep's age is reported the same way: a sweep that is late says th
 (photos then stay pending), which the web cannot mend by leaving the rotation.
 """
 
+import functools
+
 import redis
 from django.conf import settings
 from django.db import connection, transaction
@@ -61,8 +63,13 @@ def _database_ok() -> bool:
 
 def _broker_ok() -> bool:
     try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-                                      socket_timeout=PROBE_TIMEOUT_SECONDS)
-        return bool(client.ping())
+        return bool(_broker(settings.CELERY_BROKER_URL).ping())
     except Exception:
         return False
+
+
+@functools.cache
+def _broker(url: str) -> redis.Redis:
+    """One client per process, whose pooled connection each probe reuses: a client per probe connected to Redis
+    afresh every few seconds for every load balancer asking."""
+    return redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS)

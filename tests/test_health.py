@@ -29,6 +29,18 @@ def test_healthz_reports_database_broker_and_the_last_sweep(client, swept):
     assert "no-cache" in response["Cache-Control"]
 
 
+def test_probes_reuse_one_connection_to_redis(client, settings, swept):
+    """Each probe made a client of its own and connected to Redis afresh: every few seconds, for each balancer."""
+    import redis
+
+    server = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.get("/healthz")
+    connections = server.info("stats")["total_connections_received"]
+    for _ in range(5):
+        assert client.get("/healthz").json()["broker"] == "ok"
+    assert server.info("stats")["total_connections_received"] == connections
+
+
 def test_healthz_reports_the_broker_down_without_taking_the_site_out(client, settings, swept):
     """The shop browses and searches without Redis and keeps uploads for later: a 503 had a load balancer take
     every web node out (or restart them) for one degraded feature."""
