@@ -10,7 +10,7 @@ from django.conf import settings
 from PIL import Image
 
 from catalog.images import inspect_image
-from catalog.pixels import upright
+from catalog.pixels import upright_turn
 from search import details, lone_search
 from search.embeddings import EMBEDDERS, RUNTIMES, Embedder, ModelUnavailable, earlier_embedder, get_embedder
 from search.preprocessing import to_rgb
@@ -71,7 +71,7 @@ QUERY_DECODE_MIN_SIDE = max(embedder.input_size for embedder in EMBEDDERS.values
 class QueryImage:
     """A shopper's photo, checked and decoded once."""
 
-    pixels: Image.Image  # upright RGB; big JPEGs decoded at reduced size
+    pixels: Image.Image  # upright RGB; big photos at reduced size (_reduced_like_a_draft)
     width: int  # the upright original's size: boxes are measured in these pixels
     height: int
 
@@ -79,7 +79,24 @@ class QueryImage:
 def query_image_read(file) -> QueryImage:
     """Check an upload as every image upload is checked (raises ValidationError with the reason) and decode it."""
     info = inspect_image(file, keep_image=True, keep_min_side=QUERY_DECODE_MIN_SIDE)
-    return QueryImage(pixels=to_rgb(upright(info.image)), width=info.width, height=info.height)
+    turn = upright_turn(info.image)  # read off the decoded file: a reduced copy carries no EXIF
+    pixels = info.image if info.format == "JPEG" else _reduced_like_a_draft(info.image)
+    return QueryImage(pixels=to_rgb(pixels if turn is None else pixels.transpose(turn)), width=info.width,
+                      height=info.height)
+
+
+def _reduced_like_a_draft(image: Image.Image) -> Image.Image:
+    """A photo decoded whole (PNG, WebP, HEIC: only JPEG decodes at a reduced scale) made as small as a JPEG's
+    draft would be, by the largest factor of 2, 4 or 8 that keeps both sides at least QUERY_DECODE_MIN_SIDE, before
+    it is turned upright and made RGB: a 50-megapixel PNG then made two more full-size copies (about 300 MB)."""
+    factor = 1
+    while factor < 8 and min(image.size) >= QUERY_DECODE_MIN_SIDE * factor * 2:
+        factor *= 2
+    if factor == 1:
+        return image
+    if image.mode in ("1", "P") or image.mode.startswith("I;16"):  # modes Image.reduce does not take
+        image = to_rgb(image)
+    return image.reduce(factor)
 
 
 def embedder_for_model(model: str) -> Embedder:

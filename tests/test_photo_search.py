@@ -50,6 +50,35 @@ def test_region_is_measured_on_the_upright_photo(catalog, test_images):
     assert _skus(right)[0] == "TEE-1"
 
 
+def test_a_large_png_is_reduced_as_a_jpeg_would_be_and_its_box_still_lands_on_the_upright_photo(catalog, test_images):
+    """Only a JPEG decodes at a reduced scale: a PNG was kept whole and copied twice more (a 50-megapixel one, about
+    500 MB at once). A PNG is reduced as soon as it is decoded now, and searches as the same photo as a JPEG."""
+    import io
+
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from search.query import QUERY_DECODE_MIN_SIDE, query_image_read, query_vector
+
+    photo = collage(test_images).resize((4000, 2000))
+    stored = photo.transpose(Image.Transpose.ROTATE_90).convert("P", palette=Image.Palette.ADAPTIVE)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # upright, it is the collage: 4000 wide, 2000 high
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    png = SimpleUploadedFile("query.png", buffer.getvalue(), content_type="image/png")
+
+    image = query_image_read(png)
+    assert (image.width, image.height) == (4000, 2000)
+    assert image.pixels.size == (1000, 500)  # reduced by 4, upright: as a JPEG's draft would be
+    assert QUERY_DECODE_MIN_SIDE <= min(image.pixels.size) < 2 * QUERY_DECODE_MIN_SIDE
+    as_jpeg = query_image_read(jpeg_upload(photo))
+    model = search_space_model()
+    assert float(np.dot(query_vector(image=image, model=model), query_vector(image=as_jpeg, model=model))) > 0.95
+    png.seek(0)
+    assert _skus(photo_search(file=png, box=Box(2000, 0, 4000, 2000), threshold=0))[0] == "TEE-1"
+
+
 def test_box_partly_outside_is_clipped(catalog, test_images):
     photo = collage(test_images)
     clipped = photo_search(file=jpeg_upload(photo), box=Box(500, -200, 1500, 900), threshold=0)
