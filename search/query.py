@@ -65,6 +65,9 @@ class Box:
 
 # Query photos are decoded once, at the smallest JPEG scale that keeps both sides at least the largest model input.
 QUERY_DECODE_MIN_SIDE = max(embedder.input_size for embedder in EMBEDDERS.values())
+# The longest side of the photo's preview on the results page (search/views.py), made from the same pixels: big enough
+# for a sharp preview on a phone's screen and for drawing a box on it; small enough to inline.
+PREVIEW_MAX_SIDE = 800
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,12 @@ def query_image_read(file) -> QueryImage:
 
 def _reduced_like_a_draft(image: Image.Image) -> Image.Image:
     """A photo decoded whole (PNG, WebP, HEIC: only JPEG decodes at a reduced scale) made as small as a JPEG's
-    draft would be, by the largest factor of 2, 4 or 8 that keeps both sides at least QUERY_DECODE_MIN_SIDE, before
-    it is turned upright and made RGB: a 50-megapixel PNG then made two more full-size copies (about 300 MB)."""
+    draft would be, by the largest factor of 2, 4 or 8 that keeps both sides at least QUERY_DECODE_MIN_SIDE (and
+    the longer one PREVIEW_MAX_SIDE, for the results page's preview of the photo), before it is turned upright and
+    made RGB: a 50-megapixel PNG then made two more full-size copies (about 300 MB)."""
     factor = 1
-    while factor < 8 and min(image.size) >= QUERY_DECODE_MIN_SIDE * factor * 2:
+    while (factor < 8 and min(image.size) >= QUERY_DECODE_MIN_SIDE * factor * 2
+           and max(image.size) >= PREVIEW_MAX_SIDE * factor * 2):
         factor *= 2
     if factor == 1:
         return image

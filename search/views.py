@@ -21,7 +21,7 @@ from catalog.selectors import kept_product_currencies
 from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
 from search.preprocessing import to_rgb, upright
-from search.query import InvalidBox, QueryImage
+from search.query import PREVIEW_MAX_SIDE, InvalidBox, QueryImage
 from search.refine import PRICE_SORTS, SORT_NOTES
 from search.kept_queries import KEPT_QUERY_TOKEN, query_vector_keep, query_vector_kept
 from search.selectors import PhotoSearch, photo_search
@@ -29,8 +29,6 @@ from search.throttles import SearchAnonThrottle
 
 logger = logging.getLogger(__name__)
 
-# Big enough for a sharp preview on a phone's screen and for drawing a box on it; small enough to inline.
-PREVIEW_MAX_SIDE = 800
 TEMPLATE = "search/photo.html"
 
 

@@ -58,7 +58,7 @@ def test_a_large_png_is_reduced_as_a_jpeg_would_be_and_its_box_still_lands_on_th
     import numpy as np
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from search.query import QUERY_DECODE_MIN_SIDE, query_image_read, query_vector
+    from search.query import PREVIEW_MAX_SIDE, QUERY_DECODE_MIN_SIDE, query_image_read, query_vector
 
     photo = collage(test_images).resize((4000, 2000))
     stored = photo.transpose(Image.Transpose.ROTATE_90).convert("P", palette=Image.Palette.ADAPTIVE)
@@ -72,6 +72,7 @@ def test_a_large_png_is_reduced_as_a_jpeg_would_be_and_its_box_still_lands_on_th
     assert (image.width, image.height) == (4000, 2000)
     assert image.pixels.size == (1000, 500)  # reduced by 4, upright: as a JPEG's draft would be
     assert QUERY_DECODE_MIN_SIDE <= min(image.pixels.size) < 2 * QUERY_DECODE_MIN_SIDE
+    assert max(image.pixels.size) >= PREVIEW_MAX_SIDE  # the results page's preview is made from them, not decoded again
     as_jpeg = query_image_read(jpeg_upload(photo))
     model = search_space_model()
     assert float(np.dot(query_vector(image=image, model=model), query_vector(image=as_jpeg, model=model))) > 0.95
