@@ -53,6 +53,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Views that take a POST but only read (URL names): the photo searches upload a photo, nothing is stored.
 READ_ONLY_POSTS = frozenset({"search:photo", "api:search"})
 ADMIN_PREFIX = "/admin/"
+API_PREFIX = "/api/"
 
 
 @dataclass
@@ -221,9 +222,16 @@ class ReplicaRoutingMiddleware:
             (request.method in SAFE_METHODS or state.read_only_post)
             and not request.path_info.startswith(ADMIN_PREFIX)
             and not just_wrote(request)
-            # A client with credentials (an API token) is staff's program, which seldom keeps cookies: its read right
-            # after its own write must find it. Shoppers send none.
-            and "HTTP_AUTHORIZATION" not in request.META
+            and not _api_token_sent(request)
             and not state.wrote
         )
         return None
+
+
+def _api_token_sent(request) -> bool:
+    """Whether the request is an API call with a token: staff's program, which seldom keeps cookies, and whose read
+    right after its own write must find it. Shoppers send none; any other Authorization header (one a proxy adds,
+    or one sent to a page) reads as a shopper's, or anyone could aim reads at the primary with a made-up one."""
+    return (request.path_info.startswith(API_PREFIX)
+            and request.META.get("HTTP_AUTHORIZATION", "").startswith("Token "))
+

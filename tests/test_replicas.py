@@ -139,6 +139,21 @@ def test_a_write_goes_to_the_primary_and_so_do_that_clients_next_reads(replica_a
     assert queries.on("default", '"catalog_product"') and not queries.on(REPLICA)
 
 
+def test_an_authorization_header_that_is_no_api_token_reads_the_replica(replica_alias, catalog, no_page_cache):
+    """Any Authorization header sent every read to the primary: anyone could aim the shop's reads at it with a
+    made-up one. Only an API call with a token (staff's program, which reads what it just wrote) goes there."""
+    replica_alias()
+    chair = catalog["CHAIR-1"]
+    for path, header in ((f"/p/{chair.sku}/", "Token 0123456789abcdef"), ("/api/v1/products/", "Basic Zm9vOmJhcg=="),
+                         (f"/api/v1/products/{chair.sku}/similar/", "Bearer made-up")):
+        with Queries() as queries:
+            assert APIClient().get(path, HTTP_AUTHORIZATION=header).status_code == 200, path
+        assert queries.on(REPLICA) and not queries.on("default"), (path, queries.on("default"))
+    with Queries() as queries:  # a made-up token is refused, by the primary that holds the tokens
+        assert APIClient().get("/api/v1/products/", HTTP_AUTHORIZATION="Token made-up").status_code == 401
+    assert queries.on("default") and not queries.on(REPLICA)
+
+
 def test_the_admin_reads_the_primary(replica_alias, catalog, admin_client):
     replica_alias()
     with Queries() as queries:
