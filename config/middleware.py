@@ -201,7 +201,7 @@ def _json_error(message: str, status: int, *, replaced: HttpResponse | None = No
 class ContentSecurityPolicyMiddleware:
     """The ``Content-Security-Policy`` header (``CONTENT_SECURITY_POLICY``) on every answer that has none: scripts,
     styles, pictures and requests only from this site, so that markup slipped into a product's text by a bug could
-    run nothing. The API's docs pages are left out: their UI comes from a CDN."""
+    run nothing. The API's docs pages are left out: drf-spectacular's pages start their UI with an inline script."""
 
     EXEMPT_VIEWS = {"api:docs", "api:redoc"}
 

@@ -58,12 +58,13 @@ MIDDLEWARE = [
     "config.middleware.ContentSecurityPolicyMiddleware",
 ]
 # Every page's resources come from this site. Inline styles are allowed (a region box's position, a colour swatch's
-# colour, the admin's); inline scripts are not. Photos are shown from blob: URLs while they are searched. An operator
-# whose media or static files live on another host adds it here; empty sends no policy.
+# colour, the admin's); inline scripts are not. A photo is shown from a blob: URL while it is searched, and the
+# results page's preview (a data: URL) is read back to search a box of it. An operator whose media or static files
+# live on another host adds it here; empty sends no policy.
 CONTENT_SECURITY_POLICY = env.str(
     "CONTENT_SECURITY_POLICY",
     default="default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-    "connect-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    "connect-src 'self' blob: data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
 )
 
 ROOT_URLCONF = "config.urls"
@@ -237,6 +238,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for another
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker that loses the broker stops the tasks it runs, whose messages the broker hands out again: left running, a
+# task ran twice at once, and a second run took the first for dead (search/lost_runs.py).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 if CELERY_TASK_TIME_LIMIT < 60:  # the soft limit below would be at once (0 is no "no limit" here either)

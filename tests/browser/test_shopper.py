@@ -97,6 +97,30 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     expect(page.get_by_label("Sort by")).to_have_value("-price")
 
 
+def test_a_box_on_results_opened_afresh_searches_the_pages_own_preview_of_the_photo(page, shop, test_images, tmp_path):
+    """Results the browser posted for itself (the form sent before the script took it over) have no photo in the
+    script's memory: a box drawn on them searches the page's preview of the photo (a data: URL), which the security
+    policy must let the script read."""
+    photo = tmp_path / "chair-and-shirt.jpg"
+    collage(test_images).save(photo, quality=90)
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(str(photo))
+    with page.expect_navigation():
+        page.evaluate("document.querySelector('#id_photo').form.submit()")  # the browser's own post, no script
+    expect(page.locator("[data-query-img]")).to_be_visible()
+    wait_until_idle(page)
+
+    frame = page.locator("[data-region]").bounding_box()
+    page.mouse.move(frame["x"] + 0.52 * frame["width"], frame["y"] + 0.02 * frame["height"])
+    page.mouse.down()
+    page.mouse.move(frame["x"] + 0.99 * frame["width"], frame["y"] + 0.98 * frame["height"], steps=8)
+    page.mouse.up()
+    page.get_by_role("button", name="Search this area").click()
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    wait_until_idle(page)
+    assert card_titles(page)[0] == shop["TEE-1"].title
+
+
 def test_category_filter_keeps_only_that_category(page, shop, test_images, settings, screenshot):
     # Five products have little in common above the shop's cut-off: pin it at 0 so that the photo of two cafe chairs
     # (not in the catalog) finds chairs and shoes, and the filter has something to take away.
