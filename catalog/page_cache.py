@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from functools import wraps
 from typing import TypeVar
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.cache import cache
@@ -103,7 +104,8 @@ def _cacheable_response(response) -> bool:
 
 def _key(request, version: str) -> str:
     # The query string as the page sees it (_parameters_read), in one order: ?sort=new&page=2 is ?page=2&sort=new.
-    query = "&".join(sorted(request.GET.urlencode().split("&")))
+    # By name only: a name's values keep their order (?page=1&page=2 reads page 2, ?page=2&page=1 page 1).
+    query = urlencode(sorted(request.GET.lists(), key=lambda item: item[0]), doseq=True)
     url = f"{request.scheme}://{request.get_host()}{request.path}?{query}"
     identity = f"{url}\n{request.META.get('HTTP_ACCEPT', '')}"
     return f"page:{version}:{hashlib.sha256(identity.encode()).hexdigest()}"

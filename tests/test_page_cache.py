@@ -55,6 +55,9 @@ def test_parameters_a_page_does_not_read_neither_miss_the_cache_nor_store_anothe
     assert scoped["X-Cache"] == "miss" and scoped.content != client.get(url).content
     assert client.get(f"{url}?sort=price&utm_medium=email&scope=all")["X-Cache"] == "hit"
     category = chair.category.get_absolute_url()
+    # A name's values are read in their order (the last one counts): two orders are two pages.
+    assert client.get(f"{category}?page=1&page=2")["X-Cache"] == "miss"
+    assert client.get(f"{category}?page=2&page=1")["X-Cache"] == "miss"
     assert client.get(f"{category}?sort=newest&page=1")["X-Cache"] == "miss"
     assert client.get(f"{category}?page=1&ref=ad&sort=newest")["X-Cache"] == "hit"
     similar = reverse("api:product-similar", args=[chair.sku])
