@@ -214,6 +214,17 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
     return outcome
 
 
+def _photo_colours(image: ProductImage) -> list[str]:
+    """The photo's colours; none for a file that cannot be read (not retried for ever). A transient error raises."""
+    try:
+        with image.file.open("rb") as file:
+            return dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
+    except TRANSIENT_OS_ERRORS:
+        raise
+    except PERMANENT_ERRORS:
+        return []
+
+
 def _colour_backfill_after(image_id: int | None = None) -> int:
     """The photo after which the colour backfill goes on (0: from the first); with ``image_id``, set it. Without the
     cache the backfill begins from the first photo, as it did before it kept a place."""
@@ -245,9 +256,9 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
     how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever.
 
-    A file the storage does not answer for (a timeout) fails the step, and the next sweep begins after that photo
-    (``COLOUR_BACKFILL_AFTER_KEY``), rounding again to the first: begun from the first photo each time, one such
-    file stopped the backfill of every photo after it for good. It is tried again once the others are done."""
+    A photo that fails the step (its file's storage does not answer, the sweep's time limit) has the next sweep begin
+    after it (``COLOUR_BACKFILL_AFTER_KEY``), rounding again to the first: begun from the first photo each time, one
+    such file stopped the backfill of every photo after it for good. It is tried again once the others are done."""
     done = 0
     after = _colour_backfill_after()
     uncoloured = ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")
@@ -257,13 +268,10 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     try:
         for image in photos:
             try:
-                with image.file.open("rb") as file:
-                    colours = dominant_colours(load_rgb(file, draft_size=COLOUR_DRAFT_SIZE))
-            except TRANSIENT_OS_ERRORS:
+                colours = _photo_colours(image)
+            except BaseException:  # a timeout, the sweep's time limit, a decoder's surprise: the next one goes on
                 _colour_backfill_after(image.pk)
                 raise
-            except PERMANENT_ERRORS:
-                colours = []
             # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
             done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
     finally:
