@@ -355,7 +355,11 @@ def _photos_flag_and_mark_ready(*, items: Sequence[StoredVector], model: str) ->
     their vectors, and the run after it, which finds the vectors and computes none, writes the flags."""
     if not items:
         return
-    images_near_duplicate_flag(items=items, model=model)
+    try:
+        images_near_duplicate_flag(items=items, model=model)
+    except IntegrityError:  # an original deleted under every attempt: the photos are searchable all the same
+        logger.warning("near-duplicate flags of images %s not written", [item.image_id for item in items],
+                       exc_info=True)
     from search.selectors import search_space_model
 
     with transaction.atomic():

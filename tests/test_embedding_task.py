@@ -322,6 +322,21 @@ def test_a_run_cut_short_before_the_duplicate_flags_leaves_them_to_its_retry(pro
     assert ProductImage.objects.get(pk=original.pk).embedding_status == EmbeddingStatus.READY
 
 
+def test_flags_that_cannot_be_written_leave_the_photos_ready_not_failed(product, monkeypatch):
+    """An error no retry mends, at the flags (originals deleted under every attempt), failed the task: its photos,
+    whose vectors search already read, were marked failed."""
+    from django.db import IntegrityError
+
+    def originals_gone(**kwargs):
+        raise IntegrityError("insert or update violates foreign key constraint")
+
+    photo = _add_image(product)
+    monkeypatch.setattr(services, "images_near_duplicate_flag", originals_gone)
+    assert services.images_embed(image_ids=[photo.pk])["embedded"] == 1
+    photo.refresh_from_db()
+    assert photo.embedding_status == EmbeddingStatus.READY
+
+
 def test_images_queued_together_travel_in_one_task(product, settings, django_capture_on_commit_callbacks):
     from tests.support import embedding_queue
 
