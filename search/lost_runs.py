@@ -5,7 +5,10 @@ message back in the queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and a who
 again after the broker's visibility timeout. That saves the work of a healthy batch; but a photo that kills whatever
 decodes it would come back again and again, each time with the 31 other photos of its batch, none of them ever
 embedded or marked failed. Each run is counted in the cache until it ends, however it ends (a retry, a failure and a
-soft time limit end it too); a run that finds earlier runs of its task still counted knows their worker died.
+soft time limit end it too); a run that finds earlier runs of its task still counted knows their worker died. No
+message is handed out while its run goes on: a worker that loses the broker stops its tasks
+(CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS), and every task ends well within the broker's
+visibility timeout.
 """
 
 from __future__ import annotations
