@@ -70,6 +70,10 @@ ACTIVE_VALUES = {"yes": True, "true": True, "1": True, "no": False, "false": Fal
 IMAGE_SEPARATOR = "|"
 # "http://...", "s3://...", "data:...": the importer reads local files only; fetching is the operator's job.
 URL_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|data:)", re.IGNORECASE)
+# A column this close to one the import reads (letters added, removed or changed) is taken for a misspelling of it.
+MISSPELT_EDITS = 2
+# A file argument that names an address (a path keeps one slash of "://").
+ADDRESS_PATTERN = re.compile(r"^[a-z][a-z0-9+.-]*:/", re.IGNORECASE)
 # Photos are checked and thumbnailed in this many threads, up to this many photos ahead of the row being written
 # (each held in memory: at most UPLOAD_MAX_BYTES), reading this many rows ahead.
 PREPARE_THREADS = 2
@@ -154,6 +158,8 @@ class _Lines:
             self.bytes_read += len(raw)
             self.line += 1
             if len(raw) > LINE_MAX_BYTES:
+                if self.line == 1:
+                    _first_line_checked(raw)  # a whole old Mac export reads as one long line: say so
                 raise _Unreadable(f"line {self.line} is longer than {LINE_MAX_BYTES // (1024 * 1024)} MB")
             if self.line == 1:
                 raw = _first_line_checked(raw)
@@ -201,8 +207,25 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicates:
         raise CatalogImportError(f"column(s) named twice in the header: {_printable(', '.join(duplicates))}")
-    ignored = tuple(_printable(name) for name in columns if name and name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    ignored = tuple(_printable(name) for name in columns if name and name not in known)
+    for name in ignored:
+        # A misspelt column would be ignored for the whole file: "activ" would show every product it meant to hide.
+        allowed = 1 if len(name) <= 4 else MISSPELT_EDITS  # "url" and "upc" are not "sku"
+        if meant := next((column for column in known if _edits(name, column) <= allowed), None):
+            raise CatalogImportError(f"the column {name!r} is not one this import reads; is it {meant!r}? Name it "
+                                     "so, or give it a name further from the columns the import reads")
     return columns, ignored
+
+
+def _edits(a: str, b: str) -> int:
+    """How many letters must be added, removed or changed to make ``a`` into ``b`` (Levenshtein distance)."""
+    row = list(range(len(b) + 1))
+    for i, letter in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (letter != other))
+    return row[-1]
 
 
 # --- Importing ------------------------------------------------------------------------------------------
@@ -221,15 +244,24 @@ def catalog_csv_import(
     writing anything, when the file cannot be read or its header lacks a column.
     """
     path = Path(path)
-    images_dir = Path(images_dir or path.parent).resolve()
-    if not images_dir.is_dir():
-        raise CatalogImportError(f"the images folder {images_dir} does not exist")
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block
             raise CatalogImportError(f"{path} is not a regular file")
         handle = open(path, "rb")
     except OSError as error:
+        if ADDRESS_PATTERN.match(str(path)):  # https://... reaches here as https:/...
+            raise CatalogImportError(f"{path} is an address, not a file: download the file first") from None
         raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
+    images_dir = Path(images_dir or path.parent).resolve()
+    try:
+        if not images_dir.is_dir():
+            raise CatalogImportError(f"the images folder {images_dir} does not exist")
+    except OSError as error:  # a name too long, a folder this user may not enter
+        handle.close()
+        raise CatalogImportError(f"cannot read the images folder {images_dir}: {error.strerror}") from None
+    except CatalogImportError:
+        handle.close()
+        raise
     with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, bulk_load_announced():
         lines = _Lines(handle)
         # strict: a quote left open to the end of the file is an error, not one field holding every row after it
@@ -304,6 +336,7 @@ def _rows_write(
             summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=message))
         else:
             summary.count(outcome, added)
+        summary.last_line = row.line
         if on_row is not None:
             on_row(row.bytes_read, summary)
 

@@ -1,5 +1,6 @@
 """CSV catalog import (catalog.importer, manage.py import_catalog) and the Fashion-MNIST demo (catalog.fashion)."""
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -236,6 +237,10 @@ def test_a_file_with_carriage_returns_alone_for_line_ends_is_refused_with_the_fi
     path = shop / "mac.csv"
     path.write_bytes(GOOD.replace("\n", "\r").encode())
     with pytest.raises(CatalogImportError, match="carriage return alone .* Windows or Unix line endings"):
+        catalog_csv_import(path=path)
+    # Past a line's limit it read "line 1 is longer than 1 MB", which did not say why.
+    path.write_bytes((HEADER + "A,Chair,Home,1,,\n" * 80_000).replace("\n", "\r").encode())
+    with pytest.raises(CatalogImportError, match="carriage return alone"):
         catalog_csv_import(path=path)
     assert not Product.objects.exists()
 
@@ -530,6 +535,8 @@ def test_progress_is_reported_per_row_up_to_the_file_size(db, shop):
         ("sku,title,category,price,images\nA,B,C,1,x.jpg\n", "missing column(s): description"),
         ("", "the file is empty"),
         ("sku,title,category,price,description,images,price\n", "named twice in the header: price"),
+        ("sku,title,category,price,description,images,activ\nA,B,C,1,,,no\n", "is it 'active'"),
+        ("sku,titel,category,price,description,images,title\n", "is it 'title'"),
     ],
 )
 def test_a_bad_header_fails_before_anything_is_written(db, shop, text, message):
@@ -555,7 +562,8 @@ def test_command_prints_a_summary_and_exits_1_listing_the_failed_rows(db, shop, 
         "line 5 (sku BAD-1): price 'abc' is not a number; write it like 12.50",
         "line 7 (sku BAD-2): title is empty",
     ]
-    with open(tmp_path / "errors.csv", newline="") as handle:
+    assert (tmp_path / "errors.csv").read_bytes().startswith(codecs.BOM_UTF8)  # spreadsheets read it as UTF-8
+    with open(tmp_path / "errors.csv", newline="", encoding="utf-8-sig") as handle:
         assert list(csv.reader(handle)) == [
             ["line", "sku", "error"],
             ["5", "BAD-1", "price 'abc' is not a number; write it like 12.50"],
@@ -602,8 +610,9 @@ def test_an_import_stopped_by_sigterm_leaves_no_photo_file_without_its_row(db, s
     previous = signal.signal(signal.SIGTERM, tests_own_handler)
     monkeypatch.setattr(services, "_image_file_store", terminated_at_the_second_photo)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(CommandError, match="interrupted; no row was imported") as raised:
             call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
+        assert raised.value.returncode == 3
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert signal.getsignal(signal.SIGTERM) is previous  # the command put the handler back
@@ -627,7 +636,7 @@ def test_a_ctrl_c_while_a_commit_runs_its_hooks_keeps_the_committed_photos(shop,
         new_version(committed=committed)
 
     monkeypatch.setattr(page_cache, "_new_version", interrupted_once_committed)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CommandError, match="interrupted"):
         call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
     images = list(ProductImage.objects.all())
     assert len(images) == 3  # the batch of both rows committed
@@ -648,13 +657,82 @@ def test_a_ctrl_c_while_postgresql_commits_keeps_the_committed_photos(shop, medi
         raise KeyboardInterrupt
 
     monkeypatch.setattr(DatabaseWrapper, "_commit", interrupted_once_committed)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CommandError, match="interrupted"):
         call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
     monkeypatch.undo()
     images = list(ProductImage.objects.all())
     assert len(images) == 3  # the batch of both rows committed
     assert sorted(media_root / name for image in images for name in (image.file.name, image.thumbnail.name)) == (
         _stored_files(media_root))
+
+
+def test_columns_far_from_the_ones_read_are_ignored_and_said_so_at_once(db, shop):
+    err = io.StringIO()
+    text = GOOD.replace("images\n", "images,url\n", 1).replace(".jpg\n", ".jpg,https://shop.example/p\n")
+    call_command("import_catalog", str(_write(shop, text)), verbosity=0, stdout=io.StringIO(), stderr=err)
+    assert "Ignored column(s): url" in err.getvalue()
+    assert Product.objects.count() == 2
+
+
+def test_an_import_that_loses_the_database_says_how_far_it_got_writes_its_errors_and_exits_3(
+    db, shop, tmp_path, monkeypatch
+):
+    """The database lost (or Ctrl-C) ended the import with a traceback: no summary, the failures found so far lost
+    with an empty --errors file, and status 1, which says "some rows failed, all the others were imported"."""
+    from django.db import OperationalError
+
+    from catalog import importer
+
+    rows = "".join(f"ROW-{n},Chair {n},Home,{n}.00,,photos/chair-shell-black.jpg\n" for n in range(20))
+    path = _write(shop, HEADER + "BAD-1,Chair,Home,abc,,\n" + rows)
+    write, batches = importer.catalog_rows_import, []
+
+    def lost_at_the_third_batch(**kwargs):
+        batches.append(kwargs)
+        if len(batches) == 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return write(**kwargs)
+
+    monkeypatch.setattr(importer, "catalog_rows_import", lost_at_the_third_batch)
+    errors, out, err = tmp_path / "errors.csv", io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="the database was lost") as raised:
+        call_command("import_catalog", str(path), "--errors", str(errors), verbosity=0, stdout=out, stderr=err)
+    assert raised.value.returncode == 3
+    imported = Product.objects.count()
+    assert imported == sum(len(batch["items"]) for batch in batches[:2])
+    assert f"the rows up to line {imported + 2} were imported" in str(raised.value)
+    assert f"{imported + 1} rows: {imported} created" in out.getvalue()
+    assert "line 2 (sku BAD-1)" in err.getvalue()
+    with open(errors, newline="", encoding="utf-8-sig") as handle:
+        assert [row[:2] for row in csv.reader(handle)] == [["line", "sku"], ["2", "BAD-1"]]
+
+
+def test_an_import_that_reads_nothing_leaves_the_last_runs_errors_file_as_it_was(db, tmp_path):
+    (tmp_path / "out").mkdir()
+    errors = tmp_path / "out" / "errors.csv"
+    errors.write_text("line,sku,error\n5,BAD-1,price 'abc' is not a number\n", encoding="utf-8")
+    with pytest.raises(CommandError) as raised:
+        call_command("import_catalog", str(tmp_path / "nope.csv"), "--errors", str(errors), verbosity=0)
+    assert raised.value.returncode == 2
+    assert errors.read_text(encoding="utf-8") == "line,sku,error\n5,BAD-1,price 'abc' is not a number\n"
+    assert sorted(path.name for path in errors.parent.iterdir()) == ["errors.csv"]  # nothing left beside it
+
+
+@pytest.mark.parametrize(("argument", "message"), [
+    ("https://shop.example/products.csv", "is an address, not a file: download the file first"),
+    ("x" * 300 + ".csv", "File name too long"),
+])
+def test_a_file_argument_that_cannot_be_a_file_exits_2_with_why(db, argument, message):
+    with pytest.raises(CommandError, match=message) as raised:
+        call_command("import_catalog", argument, verbosity=0)
+    assert raised.value.returncode == 2
+
+
+def test_an_images_folder_with_a_name_too_long_exits_2(db, shop):
+    with pytest.raises(CommandError, match="cannot read the images folder") as raised:
+        call_command("import_catalog", str(_write(shop, GOOD)), "--images-dir", str(shop / ("x" * 300)),
+                     verbosity=0)
+    assert raised.value.returncode == 2
 
 
 def test_command_with_a_missing_file_exits_2(db, tmp_path):
@@ -823,7 +901,7 @@ def test_the_errors_file_neutralises_cells_a_spreadsheet_would_run(db, shop, tmp
         call_command("import_catalog", str(path), "--errors", str(tmp_path / "errors.csv"),
                      verbosity=0, stdout=io.StringIO(), stderr=io.StringIO())
 
-    with open(tmp_path / "errors.csv", newline="", encoding="utf-8") as handle:
+    with open(tmp_path / "errors.csv", newline="", encoding="utf-8-sig") as handle:
         cells = [cell for row in csv.reader(handle) for cell in row]
     assert [row for row in cells if row.lstrip("'").startswith(tuple("=+-@\t\r"))]  # the rows are all there
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
