@@ -36,7 +36,7 @@ def thumbnail(image: ProductImage | None, height: int = 56) -> str:
     return format_html(
         '<img src="{}" alt="" style="height:{}px;width:{}px;object-fit:contain;background:#fff;'
         'border:1px solid #ddd;border-radius:4px">',
-        image.file.url, height, height,
+        image.card_url, height, height,  # the small copy: a list of originals loaded megabytes each, HEIC not at all
     )
 
 
@@ -113,6 +113,9 @@ class ProductImageForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk is None:  # a new photo: empty, not the model's 0, which would put it first
             self.initial.pop("position", None)
+        else:  # emptied, a photo's position was left as it was, while the admin said it changed
+            self.fields["position"].required = True
+            self.fields["position"].help_text = "0 is the product's cover photo."
 
     prepared = None  # the new upload, checked and thumbnailed (decoded once), for the service to store
 
@@ -158,7 +161,7 @@ def queue_down_notice(request):
         messages.warning(
             request,
             f"The images are saved, but the task queue cannot be reached right now: embedding of {count} "
-            "image(s) will start automatically when it is back. Nothing needs to be uploaded again.",
+            "image(s) will start automatically when it is back. Nothing needs to be uploaded or asked for again.",
         )
 
     return notice
@@ -166,7 +169,8 @@ def queue_down_notice(request):
 
 def _reembed(modeladmin, request, image_ids):
     count = product_images_reembed(image_ids=image_ids, on_not_queued=queue_down_notice(request))
-    modeladmin.message_user(request, f"Queued {count} image(s) for embedding.", messages.SUCCESS)
+    # "Queued" was not true with the task queue down (the notice says so): they are queued when it is back.
+    modeladmin.message_user(request, f"{count} image(s) will be embedded again.", messages.SUCCESS)
 
 
 @admin.register(Category)
@@ -258,7 +262,9 @@ class ProductAdmin(RefusedSavesShown):
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         # In pk order, as a worker storing their vectors locks the photos: in gallery order two of them could be
         # locked the other way round, a deadlock.
-        for image_form in sorted(formset.initial_forms, key=lambda image_form: image_form.instance.pk):
+        # A photo deleted meanwhile (by another admin, or moved to another product) is gone already: its row has no pk.
+        existing = [image_form for image_form in formset.initial_forms if image_form.instance.pk is not None]
+        for image_form in sorted(existing, key=lambda image_form: image_form.instance.pk):
             image = image_form.instance
             if formset.can_delete and formset._should_delete_form(image_form):
                 product_image_delete(image=image)

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError, Q
+from django.db.models import ProtectedError, Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -570,7 +570,7 @@ def product_images_delete(*, image_ids: Iterable[int]) -> None:
 def products_delete(*, products: Iterable[Product]) -> int:
     """Delete products with their photos (their vectors go with them: a cascade) and, once the transaction commits,
     the photos' files; returns how many products were deleted."""
-    product_ids = [product.pk for product in products]
+    product_ids = _product_ids(products)
     with transaction.atomic():
         # The products first: a photo added meanwhile is then either committed before, and deleted with them, or
         # its upload finds the product gone. Unseen, it made the delete fail at its commit.
@@ -595,11 +595,18 @@ def _photos_lock(photos) -> list[str]:
     return [name for pair in photos.values_list("file", "thumbnail") for name in pair]
 
 
+def _product_ids(products: Iterable[Product]) -> list[int]:
+    """The products' ids; of a queryset (the admin's "select all", with its photos prefetched), read alone."""
+    if isinstance(products, QuerySet):
+        return list(products.order_by().values_list("pk", flat=True))
+    return [product.pk for product in products]
+
+
 def products_set_active(*, products: Iterable[Product], active: bool) -> int:
     """Show the products in the shop (``active``) or hide them, all at once: their pages, search and More like this
     follow (the vector rows copy the flag by trigger, search migration 0002). Returns how many changed."""
     with transaction.atomic():
-        product_ids = [product.pk for product in products]
+        product_ids = _product_ids(products)
         _products_lock(product_ids)  # the update alone locks them in the order its scan meets them
         changed = (Product.objects.filter(pk__in=product_ids).exclude(active=active)
                    .update(active=active, updated_at=timezone.now()))

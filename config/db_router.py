@@ -11,9 +11,8 @@ aliases ``replica_1``, ``replica_2``, ... The rule, and why it is this way round
 - **Shopper reads opt in.** ``ReplicaRoutingMiddleware`` lets a request onto the replicas when it only reads: a
   GET or HEAD, or one of ``READ_ONLY_POSTS`` (the photo searches send the photo by POST but write nothing);
   never under /admin/; never from a client that wrote within ``DATABASE_REPLICA_STICKY_SECONDS`` (a cookie set on
-  the answer to any request that wrote), so the admin's own pages, the import's summary and a page opened right
-  after a write read the primary, where that write is; never with credentials (an API token), whose programs
-  seldom keep that cookie.
+  the answer to any request that wrote), so the admin's own pages and a page opened right after a write read the
+  primary, where that write is; never for an API call with a token, whose programs seldom keep that cookie.
 - **One server per request.** A request's reads all go to the replica picked at its first read. A write moves
   the rest of the request to the primary (and sets the cookie); so does a read inside a transaction on the primary,
   which may be part of a write (``select_for_update``, read-modify-write in a service).

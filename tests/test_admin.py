@@ -66,6 +66,10 @@ def test_change_page_shows_thumbnails_and_status(admin_client, product):
     assert response.status_code == 200
     assert image.file.url in response.text
     assert "Ready" in response.text
+    # Previews show the small copy: the lists loaded every original, megabytes each, and HEIC not at all.
+    assert image.thumbnail and f'<img src="{image.card_url}"' in response.text
+    listed = admin_client.get(reverse("admin:catalog_productimage_changelist")).text
+    assert f'<img src="{image.card_url}"' in listed and f'<img src="{image.file.url}"' not in listed
 
 
 def test_product_list_shows_embedded_count_and_filters(admin_client, product):
@@ -100,7 +104,7 @@ def test_reembed_action_resets_and_queues(admin_client, product, django_capture_
             {"action": "reembed_images", "_selected_action": [product.pk, other.pk]},
             follow=True,
         )
-    assert "Queued 1 image(s)" in response.text
+    assert "1 image(s) will be embedded again" in response.text
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.PENDING
     assert len(embedding_dispatches(callbacks)) == 1
@@ -134,7 +138,7 @@ def test_reembed_works_while_the_model_cannot_be_identified(
             follow=True,
         )
 
-    assert response.status_code == 200 and "Queued 1 image(s)" in response.text
+    assert response.status_code == 200 and "1 image(s) will be embedded again" in response.text
     assert not ImageEmbedding.objects.filter(image=image).exists()  # no stale vector would mark it ready later
     assert len(embedding_dispatches(callbacks)) == 1
     # The worker's turn: the image fails with the reason instead of crashing.
@@ -359,6 +363,55 @@ def test_a_photo_deleted_in_the_admin_takes_its_files_along(
     assert response.status_code == 302, response.content[:3000]
     assert not ProductImage.objects.exists()
     assert not any(_stored(media_root, name) for name in files)
+
+
+def test_a_photo_deleted_meanwhile_and_deleted_again_on_the_product_page_is_no_error(admin_client, product):
+    """Another admin deleted the photo while this one's page was open: its row came back with no photo, and
+    sorting the rows by id failed on it (a 500)."""
+    from catalog.services import product_image_add, product_image_delete
+
+    kept, gone = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
+                  for n in range(2))
+    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
+                         currency=product.currency)
+    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
+    for index, image in enumerate((kept, gone)):
+        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
+                     f"images-{index}-position": str(image.position)})
+    data["images-1-DELETE"] = "on"
+    product_image_delete(image=gone)
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+    assert response.status_code == 302, response.content[:3000]
+    assert list(product.images.all()) == [kept]
+
+
+def test_a_photos_position_emptied_on_the_product_page_is_refused_not_ignored(admin_client, product, test_images):
+    """Emptied, the position was left as it was while the admin said the photo changed."""
+    image = _embedded_photo(product, test_images)
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]),
+                                 _inline_change(product, image, position=""))
+    assert response.status_code == 200  # the form again
+    assert "This field is required" in response.text
+
+
+def test_hiding_every_product_selected_reads_their_ids_not_their_photos(admin_client, category, test_images):
+    """"Select all" handed the admin's list query, photos prefetched, to the service, which loaded them all."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from catalog.services import product_image_add
+
+    for n in range(3):
+        product = ProductFactory(category=category, sku=f"ALL-{n}")
+        product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 60, 0, 0)))
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.post(reverse("admin:catalog_product_changelist"), {
+            "action": "hide_from_shop", "select_across": "1", "index": "0",
+            "_selected_action": [str(pk) for pk in Product.objects.values_list("pk", flat=True)],
+        })
+    assert response.status_code == 302
+    assert not Product.objects.filter(active=True).exists()
+    assert not [query["sql"] for query in queries.captured_queries if 'FROM "catalog_productimage"' in query["sql"]]
 
 
 @pytest.mark.django_db(transaction=True)
