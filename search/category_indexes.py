@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
 from django.db import connection
@@ -89,10 +89,12 @@ def existing_category_indexes() -> dict[str, bool]:
 SYNC_LOCK = 0x4C4B_4349  # "LKCI"
 
 
-def category_indexes_sync(*, models: Sequence[str], limit: int | None = 1) -> dict[str, list[str]]:
+def category_indexes_sync(*, models: Sequence[str], limit: int | None = 1,
+                          progress: Callable[[list[str]], Iterable[str]] = iter) -> dict[str, list[str]]:
     """Drop the category indexes the spaces ``models`` no longer want (and invalid ones), then build up to ``limit``
-    missing ones (all of them with ``None``), the first space's first, largest first. Outside a transaction both run
-    CONCURRENTLY, so searches and writes go on; inside one (tests) they run plainly.
+    missing ones (all of them with ``None``), the first space's first, largest first, going through their names by
+    ``progress`` (a command's progress bar). Outside a transaction both run CONCURRENTLY, so searches and writes go
+    on; inside one (tests) they run plainly.
 
     One sync at a time: a build still running is an invalid index to everyone else, and a second sync (the next beat
     run on another worker slot, while a large build takes longer than its interval) would drop it and start it over.
@@ -103,13 +105,14 @@ def category_indexes_sync(*, models: Sequence[str], limit: int | None = 1) -> di
             logger.info("category indexes: another sync is running")
             return {"created": [], "dropped": []}
     try:
-        return _sync(models=models, limit=limit)
+        return _sync(models=models, limit=limit, progress=progress)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
 
 
-def _sync(*, models: Sequence[str], limit: int | None) -> dict[str, list[str]]:
+def _sync(*, models: Sequence[str], limit: int | None, progress: Callable[[list[str]], Iterable[str]]
+          ) -> dict[str, list[str]]:
     wanted = {name: statement for model in models for name, statement in wanted_category_indexes(model=model).items()}
     existing = existing_category_indexes()
     concurrently = "" if connection.in_atomic_block else " CONCURRENTLY"
@@ -124,7 +127,7 @@ def _sync(*, models: Sequence[str], limit: int | None) -> dict[str, list[str]]:
                 cursor.execute(f"DROP INDEX{concurrently} IF EXISTS {name}")
             dropped.append(name)
     missing = [name for name in wanted if not existing.get(name)]
-    for name in missing[:limit]:
+    for name in progress(missing[:limit]):
         logger.info("building the category index %s", name)
         with connection.cursor() as cursor:
             cursor.execute(wanted[name].replace("CREATE INDEX", f"CREATE INDEX{concurrently}", 1))

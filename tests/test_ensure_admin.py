@@ -44,12 +44,12 @@ def test_another_accounts_password_is_never_printed_for_it(state_dir):
     assert admin_password not in said and "password: (the password you set)" in said
 
 
-@pytest.mark.parametrize("username", ["", "a/b", ".."])
+@pytest.mark.parametrize("username", ["", "a/b", "..", "x" * 151])  # the last: a database error, a traceback
 def test_a_username_that_cannot_name_its_password_file_is_refused_before_the_account_is_made(state_dir, username):
     """"a/b" made the superuser, then failed writing its password file: later runs printed a password nobody knew."""
     from django.core.management.base import CommandError
 
-    with pytest.raises(CommandError, match="cannot name an account and its password file"):
+    with pytest.raises(CommandError, match="cannot name an account .*and its password file"):
         call_command("ensure_admin", username=username)
     assert not get_user_model().objects.exists()
 

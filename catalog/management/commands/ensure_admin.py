@@ -18,10 +18,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, username, **options):
         # Checked before the account is made: the name also names the file that keeps its password
-        if not username or "/" in username or username in (".", ".."):
-            raise CommandError(f"--username {username!r} cannot name an account and its password file")
-        password_file = STATE_DIR / f"{username}-password"
         user_model = get_user_model()
+        longest = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length
+        if not username or "/" in username or username in (".", "..") or len(username) > longest:
+            raise CommandError(f"--username {username[:longest]!r}{'...' if len(username) > longest else ''} cannot "
+                               f"name an account (at most {longest} characters) and its password file")
+        password_file = STATE_DIR / f"{username}-password"
         user = user_model.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)

@@ -58,6 +58,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, category=None, only=None, batch_size=64, background=False,
                timeout=WATCH_TIMEOUT_SECONDS, **options):
+        self.quiet = options.get("verbosity", 1) == 0 or None  # None: a bar only on a terminal
         category_ids = statuses = None
         if category:
             try:
@@ -100,7 +101,7 @@ class Command(BaseCommand):
 
     def _embed_here(self, selected, embedder, batch_size):
         claimed = time.monotonic()
-        with tqdm(total=len(selected), unit="img", desc="reindex", disable=None) as bar:
+        with tqdm(total=len(selected), unit="img", desc="reindex", disable=self.quiet) as bar:
             for start in range(0, len(selected), batch_size):
                 if time.monotonic() - claimed > CLAIM_RENEW_SECONDS:
                     images_recompute_claim_renew(image_ids=selected[start:])
@@ -114,7 +115,7 @@ class Command(BaseCommand):
         if queued < len(selected):
             self.stderr.write(f"only {queued} of {len(selected)} queued (broker down?); the sweep sends the rest")
         left, progressed = len(selected), time.monotonic()
-        with tqdm(total=len(selected), unit="img", desc="workers", disable=None) as bar:
+        with tqdm(total=len(selected), unit="img", desc="workers", disable=self.quiet) as bar:
             while True:
                 left, before = images_count(image_ids=selected, status=EmbeddingStatus.PENDING), left
                 bar.update(len(selected) - left - bar.n)
