@@ -26,6 +26,7 @@ from catalog.services import (
     products_delete,
     products_set_active,
 )
+from config.middleware import ADMIN_FILES_PER_REQUEST
 
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
 
@@ -130,6 +131,8 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageForm
     extra = 2
+    # One save takes a few new photos (config/middleware.py RequestBodyLimitMiddleware): said where they are added.
+    verbose_name_plural = f"Photos (at most {ADMIN_FILES_PER_REQUEST} new ones per save)"
     fields = ["preview", "file", "position", "size", "embedding", "duplicate"]
     readonly_fields = ["preview", "size", "embedding", "duplicate"]
 

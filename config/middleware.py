@@ -54,10 +54,14 @@ class RequestBodyLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0  # Django itself refuses a malformed length
-        files = ADMIN_FILES_PER_REQUEST if request.path_info.startswith(ADMIN_PREFIX) else 1
-        limit = settings.UPLOAD_MAX_BYTES * files + BODY_SLACK_BYTES
+        admin = request.path_info.startswith(ADMIN_PREFIX)
+        limit = settings.UPLOAD_MAX_BYTES * (ADMIN_FILES_PER_REQUEST if admin else 1) + BODY_SLACK_BYTES
         if length > limit:
-            return _too_large(request, f"The request is larger than {limit // (1024 * 1024)} MB.")
+            message = f"The request is larger than {limit // (1024 * 1024)} MB."
+            if admin:  # a product form with more photos than one save takes: say how many it does
+                message += (f" Go back and add at most {ADMIN_FILES_PER_REQUEST} photos of up to "
+                            f"{settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB in one save, then the rest.")
+            return _too_large(request, message)
         return self.get_response(request)
 
 

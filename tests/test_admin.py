@@ -593,3 +593,14 @@ def test_staff_can_narrow_the_product_list_to_one_currency(admin_client, categor
     assert page.status_code == 200
     assert "currency" in [getattr(spec, "field_path", None) for spec in page.context["cl"].filter_specs]
     assert [product.sku for product in page.context["cl"].result_list] == ["YEN-1"]
+
+
+def test_a_product_form_with_more_photos_than_a_save_takes_says_how_many_it_does(admin_client):
+    from config.middleware import ADMIN_FILES_PER_REQUEST
+
+    page = admin_client.get(reverse("admin:catalog_product_add")).text
+    assert f"at most {ADMIN_FILES_PER_REQUEST} new ones per save" in page
+    response = admin_client.generic("POST", reverse("admin:catalog_product_add"), b"",
+                                     CONTENT_LENGTH=str(200 * 1024 * 1024))
+    assert response.status_code == 413
+    assert f"add at most {ADMIN_FILES_PER_REQUEST} photos of up to 20 MB in one save, then the rest" in response.text
