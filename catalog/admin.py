@@ -41,12 +41,21 @@ def thumbnail(image: ProductImage | None, height: int = 56) -> str:
     )
 
 
-def status_badge(image: ProductImage) -> str:
-    return format_html(
+def status_badge(image: ProductImage, *, why: bool = False) -> str:
+    """The photo's embedding status; with ``why``, a failure's reason under it (a badge's hover text alone cannot be
+    read on a touch screen or from the keyboard)."""
+    badge = format_html(
         '<span title="{}" style="color:#fff;background:{};padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
         image.embedding_error or image.embedding_model, STATUS_COLOURS[image.embedding_status],
         image.get_embedding_status_display(),
     )
+    if why and image.embedding_status == EmbeddingStatus.FAILED and image.embedding_error:
+        return format_html('{}<br><small>{}</small>', badge, _shortened(image.embedding_error))
+    return badge
+
+
+def _shortened(text: str, length: int = 80) -> str:
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
 
 def near_duplicate(image: ProductImage) -> str:
@@ -153,7 +162,7 @@ class ProductImageInline(admin.TabularInline):
 
     @admin.display(description="Embedding")
     def embedding(self, obj):
-        return status_badge(obj) if obj.pk else "—"
+        return status_badge(obj, why=True) if obj.pk else "—"
 
 
 def queue_down_notice(request):
@@ -317,7 +326,7 @@ class ProductImageAdmin(RefusedSavesShown):
     search_fields = ["product__sku", "product__title", "content_hash"]
     list_select_related = ["product", "near_duplicate_of__product"]
     readonly_fields = ["preview", "width", "height", "content_hash", "embedding_status", "embedding_model",
-                       "embedding_error", "embedded_at", "created_at"]
+                       "embedding_error", "embedded_at", "duplicate", "created_at"]
     fields = ["product", "file", "position", *readonly_fields]
     form = ProductImageForm
     autocomplete_fields = ["product"]
@@ -337,7 +346,7 @@ class ProductImageAdmin(RefusedSavesShown):
 
     @admin.display(description="Error")
     def short_error(self, obj):
-        return obj.embedding_error[:80]
+        return _shortened(obj.embedding_error)
 
     def save_model(self, request, obj, form, change):
         notice = queue_down_notice(request)

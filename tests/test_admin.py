@@ -604,3 +604,19 @@ def test_a_product_form_with_more_photos_than_a_save_takes_says_how_many_it_does
                                      CONTENT_LENGTH=str(200 * 1024 * 1024))
     assert response.status_code == 413
     assert f"add at most {ADMIN_FILES_PER_REQUEST} photos of up to 20 MB in one save, then the rest" in response.text
+
+
+def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its_duplicate(
+    admin_client, product, test_images
+):
+    """The reason was only a badge's hover text (out of reach on a touch screen), and a photo's own page did not
+    say which photo it copies."""
+    original, copy = (_embedded_photo(product, test_images) for _ in range(2))
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id == original.pk
+    ProductImage.objects.filter(pk=original.pk).update(embedding_status=EmbeddingStatus.FAILED,
+                                                       embedding_error="OSError: " + "the file is gone " * 10)
+    page = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk])).text
+    assert "<small>OSError: the file is gone" in page and "…</small>" in page
+    photo_page = admin_client.get(reverse("admin:catalog_productimage_change", args=[copy.pk])).text
+    assert "Near-duplicate of" in photo_page and f"{product.sku} (image {original.position})" in photo_page
