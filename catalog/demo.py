@@ -19,7 +19,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -332,14 +332,18 @@ PARSERS = {"vendure": vendure_products_parse, "saleor": saleor_products_parse}
 
 
 def demo_products_collect(
-    *, sources: Iterable[str] = tuple(SOURCES), cache_dir: Path = DEFAULT_CACHE_DIR, fetch: bool = True
+    *, sources: Iterable[str] = tuple(SOURCES), cache_dir: Path = DEFAULT_CACHE_DIR, fetch: bool = True,
+    on_fetch: Callable[[DemoSource], None] | None = None,
 ) -> list[DemoProduct]:
-    """Fetch (unless cached or ``fetch`` is false) and parse the named sources."""
+    """Fetch (unless cached or ``fetch`` is false) and parse the named sources; ``on_fetch(source)`` is called before
+    a source is fetched from its registry (minutes, once)."""
     products = []
     for name in sources:
         source = SOURCES[name]
         root = cache_dir / source.directory_name
         if fetch:
+            if on_fetch is not None and not (cache_dir / source.directory_name / COMPLETE_MARKER).exists():
+                on_fetch(source)
             root = demo_source_fetch(source=source, cache_dir=cache_dir)
         elif not (root / COMPLETE_MARKER).exists():
             raise DemoSourceError(f"{source.spec} is not in the cache ({root}); run load_demo without --no-fetch.")

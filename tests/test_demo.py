@@ -119,6 +119,14 @@ def test_no_fetch_with_an_empty_cache_says_what_to_do(tmp_path):
         call_command("load_demo", "--no-fetch", "--cache-dir", str(tmp_path))
 
 
+def test_the_command_says_so_before_it_fetches_a_package_which_may_take_minutes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm: the fetch fails at once, after the notice
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="npm is needed"):
+        call_command("load_demo", "--source", "vendure", "--cache-dir", str(tmp_path / "cache"), stderr=err)
+    assert f"Fetching the vendure demo ({VENDURE.spec}) from its package registry" in err.getvalue()
+
+
 def test_vendure_fetch_without_npm_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # a machine without Node.js
 

