@@ -199,8 +199,11 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     columns = [name.strip().lower() for name in header]
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
+        # A misspelt required column is missing too: name the column that may be it.
+        close = {name: found for name in missing for found in columns if found and _edits(found, name) <= MISSPELT_EDITS}
         raise CatalogImportError(
-            f"missing column(s): {', '.join(missing)}. The first line must name the columns "
+            "missing column(s): " + ", ".join(f"{name} (is it {_printable(close[name])!r}?)" if name in close else name
+                                              for name in missing) + ". The first line must name the columns "
             f"{','.join(REQUIRED_COLUMNS)} (optional: {','.join(OPTIONAL_COLUMNS)}); found: "
             + _printable(",".join(header))
         )
@@ -212,10 +215,18 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     for name in ignored:
         # A misspelt column would be ignored for the whole file: "activ" would show every product it meant to hide.
         allowed = 1 if len(name) <= 4 else MISSPELT_EDITS  # "url" and "upc" are not "sku"
-        if meant := next((column for column in known if _edits(name, column) <= allowed), None):
+        if meant := next((column for column in known if _edits(name, column) <= allowed
+                          and not _variant_of(name, column)), None):
             raise CatalogImportError(f"the column {name!r} is not one this import reads; is it {meant!r}? Name it "
                                      "so, or give it a name further from the columns the import reads")
     return columns, ignored
+
+
+def _variant_of(name: str, column: str) -> bool:
+    """Whether ``name`` is another column built on ``column``, not a misspelling of it: "inactive" (renamed as
+    asked, it would show every product meant to be hidden), "image2", "price_2"."""
+    stem = name.rstrip("0123456789_- ")
+    return column in name or (stem != name and stem in (column, column.rstrip("s")))
 
 
 def _edits(a: str, b: str) -> int:

@@ -596,8 +596,9 @@ def _photos_lock(photos) -> list[str]:
 
 
 def _product_ids(products: Iterable[Product]) -> list[int]:
-    """The products' ids; of a queryset (the admin's "select all", with its photos prefetched), read alone."""
-    if isinstance(products, QuerySet):
+    """The products' ids; of a queryset not read yet (the admin's "select all", with its photos prefetched), read
+    alone. One read already (the admin's delete confirmation logged its rows) gives those rows, not a new read."""
+    if isinstance(products, QuerySet) and products._result_cache is None:
         return list(products.order_by().values_list("pk", flat=True))
     return [product.pk for product in products]
 

@@ -537,6 +537,7 @@ def test_progress_is_reported_per_row_up_to_the_file_size(db, shop):
         ("sku,title,category,price,description,images,price\n", "named twice in the header: price"),
         ("sku,title,category,price,description,images,activ\nA,B,C,1,,,no\n", "is it 'active'"),
         ("sku,titel,category,price,description,images,title\n", "is it 'title'"),
+        ("sku,title,category,price,description,image\n", "missing column(s): images (is it 'image'"),
     ],
 )
 def test_a_bad_header_fails_before_anything_is_written(db, shop, text, message):
@@ -610,7 +611,7 @@ def test_an_import_stopped_by_sigterm_leaves_no_photo_file_without_its_row(db, s
     previous = signal.signal(signal.SIGTERM, tests_own_handler)
     monkeypatch.setattr(services, "_image_file_store", terminated_at_the_second_photo)
     try:
-        with pytest.raises(CommandError, match="interrupted; no row was imported") as raised:
+        with pytest.raises(CommandError, match=r"\(interrupted\) before any row was counted") as raised:
             call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
         assert raised.value.returncode == 3
     finally:
@@ -636,7 +637,7 @@ def test_a_ctrl_c_while_a_commit_runs_its_hooks_keeps_the_committed_photos(shop,
         new_version(committed=committed)
 
     monkeypatch.setattr(page_cache, "_new_version", interrupted_once_committed)
-    with pytest.raises(CommandError, match="interrupted"):
+    with pytest.raises(CommandError, match="the rows being written then may have been imported too"):
         call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
     images = list(ProductImage.objects.all())
     assert len(images) == 3  # the batch of both rows committed
@@ -657,7 +658,7 @@ def test_a_ctrl_c_while_postgresql_commits_keeps_the_committed_photos(shop, medi
         raise KeyboardInterrupt
 
     monkeypatch.setattr(DatabaseWrapper, "_commit", interrupted_once_committed)
-    with pytest.raises(CommandError, match="interrupted"):
+    with pytest.raises(CommandError, match="the rows being written then may have been imported too"):
         call_command("import_catalog", str(_write(shop, GOOD)), verbosity=0)
     monkeypatch.undo()
     images = list(ProductImage.objects.all())
@@ -666,11 +667,15 @@ def test_a_ctrl_c_while_postgresql_commits_keeps_the_committed_photos(shop, medi
         _stored_files(media_root))
 
 
-def test_columns_far_from_the_ones_read_are_ignored_and_said_so_at_once(db, shop):
+@pytest.mark.parametrize("extra", ["url", "inactive", "image2", "price_2"])
+def test_columns_that_are_no_misspelling_are_ignored_and_said_so_at_once(db, shop, capsys, extra):
+    """Said at the start, above the progress bar, not only after hours of rows. "inactive" is no misspelling of
+    "active": renamed as the refusal would have asked, every product it meant to hide would be shown."""
     err = io.StringIO()
-    text = GOOD.replace("images\n", "images,url\n", 1).replace(".jpg\n", ".jpg,https://shop.example/p\n")
-    call_command("import_catalog", str(_write(shop, text)), verbosity=0, stdout=io.StringIO(), stderr=err)
-    assert "Ignored column(s): url" in err.getvalue()
+    text = GOOD.replace("images\n", f"images,{extra}\n", 1).replace(".jpg\n", ".jpg,x\n")
+    call_command("import_catalog", str(_write(shop, text)), verbosity=1, stdout=io.StringIO(), stderr=err)
+    assert f"Ignored column(s): {extra}" in capsys.readouterr().err  # above the bar, at the start
+    assert f"Ignored column(s): {extra}" in err.getvalue()  # and in the summary
     assert Product.objects.count() == 2
 
 
@@ -695,16 +700,41 @@ def test_an_import_that_loses_the_database_says_how_far_it_got_writes_its_errors
 
     monkeypatch.setattr(importer, "catalog_rows_import", lost_at_the_third_batch)
     errors, out, err = tmp_path / "errors.csv", io.StringIO(), io.StringIO()
-    with pytest.raises(CommandError, match="the database was lost") as raised:
+    with pytest.raises(CommandError, match="a database error: server closed the connection") as raised:
         call_command("import_catalog", str(path), "--errors", str(errors), verbosity=0, stdout=out, stderr=err)
     assert raised.value.returncode == 3
     imported = Product.objects.count()
     assert imported == sum(len(batch["items"]) for batch in batches[:2])
-    assert f"the rows up to line {imported + 2} were imported" in str(raised.value)
+    assert f"after line {imported + 2}, with {imported} row(s) imported and 1 failed up to it" in str(raised.value)
     assert f"{imported + 1} rows: {imported} created" in out.getvalue()
     assert "line 2 (sku BAD-1)" in err.getvalue()
     with open(errors, newline="", encoding="utf-8-sig") as handle:
         assert [row[:2] for row in csv.reader(handle)] == [["line", "sku"], ["2", "BAD-1"]]
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a file in a folder that does not exist"])
+def test_an_errors_file_that_cannot_be_written_is_refused_before_the_import(db, shop, tmp_path, kind):
+    """A folder was found only once the import had run, for hours: a traceback, a temporary file left beside it."""
+    errors = tmp_path if kind == "a folder" else tmp_path / "no" / "errors.csv"
+    with pytest.raises(CommandError, match="--errors") as raised:
+        call_command("import_catalog", str(_write(shop, GOOD)), "--errors", str(errors), verbosity=0)
+    assert raised.value.returncode == 2 and not Product.objects.exists()
+
+
+def test_the_errors_file_is_readable_as_a_file_the_command_made_and_may_be_a_device(db, shop, tmp_path):
+    """Written beside its place and moved there, it kept a temporary file's owner-only mode."""
+    import os
+    import stat
+
+    errors = tmp_path / "errors.csv"
+    call_command("import_catalog", str(_write(shop, GOOD)), "--errors", str(errors), verbosity=0,
+                 stdout=io.StringIO())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(errors.stat().st_mode) == 0o666 & ~umask
+    assert errors.read_text(encoding="utf-8-sig") == "line,sku,error\n"
+    call_command("import_catalog", str(_write(shop, GOOD)), "--errors", "/dev/null", verbosity=0,
+                 stdout=io.StringIO())  # a folder that takes no new file: written in place
 
 
 def test_an_import_that_reads_nothing_leaves_the_last_runs_errors_file_as_it_was(db, tmp_path):

@@ -1,6 +1,5 @@
 """Import products from a CSV file (see docs/import.md). Safe to re-run: rows are matched by SKU."""
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -38,10 +37,11 @@ class Command(BaseCommand):
         parser.add_argument("--errors", type=Path, metavar="FILE", help="write every failed row to FILE (CSV)")
 
     def handle(self, *args, file, images_dir, errors, verbosity, **options):
-        with _errors_opened(errors, csv_file=file) as errors_file, terminated_like_interrupted():
-            self._import(file, images_dir, errors, errors_file, verbosity)
+        _errors_writable(errors, csv_file=file)  # before the import, which may take hours, not after
+        with terminated_like_interrupted():
+            self._import(file, images_dir, errors, verbosity)
 
-    def _import(self, file, images_dir, errors, errors_file, verbosity):
+    def _import(self, file, images_dir, errors, verbosity):
         started = time.monotonic()
         try:
             total = file.stat().st_size
@@ -81,11 +81,8 @@ class Command(BaseCommand):
             more = len(summary.failed) - ERRORS_SHOWN
             hint = f"; all are in {errors}" if errors else "; --errors FILE lists them all"
             self.stderr.write(f"... and {more} more failed row(s){hint}")
-        if errors_file is not None:
-            writer = spreadsheet_csv_writer(errors_file)  # cells like =HYPERLINK(...) stay text
-            writer.writerow(["line", "sku", "error"])
-            writer.writerows([failure.line, failure.sku, failure.message] for failure in summary.failed)
-            errors_file.flush()
+        if errors is not None and (stopped is None or summary.rows):  # a run that read no row keeps the last list
+            _errors_write(errors, summary.failed)
 
         self.stdout.write(
             f"Imported {file}: {summary.rows} rows: {summary.outcomes}, {len(summary.failed)} failed; "
@@ -94,12 +91,14 @@ class Command(BaseCommand):
         if summary.embedding_note:
             self.stdout.write(summary.embedding_note)
         if stopped is not None:
-            why = "interrupted" if isinstance(stopped, KeyboardInterrupt) else f"the database was lost ({stopped})"
-            where = (f"the rows up to line {summary.last_line} were imported" if summary.rows
-                     else "no row was imported")
+            why = "interrupted" if isinstance(stopped, KeyboardInterrupt) else f"a database error: {stopped}"
+            # Counted: the rows before the batch being written, whose transaction may or may not have committed.
+            counted = (f"after line {summary.last_line}, with {summary.rows - len(summary.failed)} row(s) imported "
+                       f"and {len(summary.failed)} failed up to it" if summary.rows else "before any row was counted")
             raise CommandError(
-                f"Stopped before the end of the file: {why}; {where}. Run the import again to go on: rows already "
-                "imported are left as they are.", returncode=3,
+                f"Stopped before the end of the file ({why}) {counted}; the rows being written then may have been "
+                "imported too. Run the same file again to finish: rows already imported are left as they are.",
+                returncode=3,
             )
         if summary.failed:
             raise CommandError(
@@ -109,33 +108,50 @@ class Command(BaseCommand):
             )
 
 
-@contextlib.contextmanager
-def _errors_opened(errors: Path | None, *, csv_file: Path):
-    """The --errors file, or None: checked before the import, which may take hours, not after. Written beside it and
-    put in its place once the import has run (to its end or stopped): an import that reads nothing leaves the
-    last run's list as it was."""
+def _errors_writable(errors: Path | None, *, csv_file: Path) -> None:
+    """Refuse an --errors file that could not be written, before the import runs."""
     if errors is None:
-        yield None
         return
     try:
+        if errors.is_dir():
+            raise CommandError(f"--errors {errors} is a folder; name a file. Nothing was imported.", returncode=2)
         if csv_file.exists() and errors.exists() and errors.samefile(csv_file):
             raise CommandError("--errors names the CSV file being imported; give another file", returncode=2)
-        # With a byte-order mark: a spreadsheet on Windows reads UTF-8 without one as its own code page.
+        writable = os.access(errors.parent, os.W_OK) or (errors.exists() and os.access(errors, os.W_OK))
+    except OSError as error:
+        writable, why = False, error.strerror
+    else:
+        why = "not writable" if errors.parent.is_dir() else "no such folder"
+    if not writable:
+        raise CommandError(f"cannot write --errors {errors}: {why}. Nothing was imported.", returncode=2)
+
+
+def _errors_write(errors: Path, failures: list) -> None:
+    """Every failed row into --errors as CSV, with a byte-order mark (a spreadsheet on Windows reads UTF-8 without one
+    as its own code page). Written beside it and put in its place, so that an interruption leaves the last list
+    whole; straight into it where its folder takes no new file (``/dev/stdout``)."""
+    def write(handle) -> None:
+        writer = spreadsheet_csv_writer(handle)  # cells like =HYPERLINK(...) stay text
+        writer.writerow(["line", "sku", "error"])
+        writer.writerows([failure.line, failure.sku, failure.message] for failure in failures)
+
+    try:
         handle = tempfile.NamedTemporaryFile("w", dir=errors.parent, prefix=f".{errors.name}.", suffix=".tmp",
                                              newline="", encoding="utf-8-sig", delete=False)
-    except OSError as error:
-        raise CommandError(f"cannot write --errors {errors}: {error.strerror}. Nothing was imported.",
-                           returncode=2) from None
-    written = False
+    except OSError:
+        with open(errors, "w", newline="", encoding="utf-8-sig") as direct:
+            write(direct)
+        return
     try:
         with handle:
-            yield handle
-        written = True
-    except CommandError as error:
-        written = error.returncode != 2
+            write(handle)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)  # as a file the command opened itself, not a temp file's 0600
+        os.replace(handle.name, errors)
+    except BaseException as error:
+        os.unlink(handle.name)
+        if isinstance(error, OSError):
+            raise CommandError(f"the import ran (summary above), but --errors {errors} could not be written: "
+                               f"{error.strerror}", returncode=1) from None
         raise
-    finally:
-        if written:
-            os.replace(handle.name, errors)
-        else:
-            os.unlink(handle.name)
