@@ -141,7 +141,7 @@ class ColourFacet:
 @dataclass(frozen=True)
 class Matches:
     results: list[SimilarProduct]  # at most ``limit``, in the asked order
-    categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, most first
+    categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, best match first
     colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colours of matching photos
 
 
@@ -352,23 +352,22 @@ def _near_duplicate_pairs(model: str, image_ids: list[int], *, min_similarity: f
 
 def _category_facets(candidates: list[_Candidate], folded: Callable[[list], list] | None) -> list[CategoryFacet]:
     """A chip for each category the candidates are in, counting those in it or below it: what its click, which
-    searches below it too, finds among them, near-duplicates ``folded`` as its answer folds them."""
+    searches below it too, finds among them, near-duplicates ``folded`` as its answer folds them. In the order of
+    their best matches (the candidates come best first): by count, six weak matches of cameras came before the
+    two T-shirts a photo of a T-shirt found first."""
     if not candidates:
         return []
     direct = {candidate.category_id for candidate in candidates}
     categories, parents = kept_category_cards(), kept_category_parents()
     if not direct <= categories.keys():  # kept from before a category was added, had its version been lost
         categories, parents = category_cards(), category_parents()
-    found: dict[int, list[_Candidate]] = defaultdict(list)
+    found: dict[int, list[_Candidate]] = defaultdict(list)  # in the order of each category's best match
     for candidate in candidates:
         for ancestor in lineage(parents, candidate.category_id):
             if ancestor in direct:
                 found[ancestor].append(candidate)
-    counts = _counted(found, folded)
-    return [
-        CategoryFacet(category=categories[category_id], count=count)
-        for category_id, count in sorted(counts.items(), key=lambda item: (-item[1], categories[item[0]].name))
-    ]
+    return [CategoryFacet(category=categories[category_id], count=count)
+            for category_id, count in _counted(found, folded).items()]
 
 
 def _colour_facets(candidates: list[_Candidate], folded: Callable[[list], list] | None) -> list[ColourFacet]:

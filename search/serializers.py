@@ -172,7 +172,8 @@ class ColourFacetSerializer(serializers.Serializer):
 class FacetsSerializer(serializers.Serializer):
     categories = CategoryFacetSerializer(
         many=True,
-        help_text="The categories of the matches, most matches first: what the photo most likely shows. Counted over "
+        help_text="The categories of the matches, in the order of each one's best match: what the photo most likely "
+        "shows first. Counted over "
         "the best matches that passed the cut-off and the price and colour filters (at most 48, or `limit` when "
         "larger), before `limit` is applied, a near-duplicate listing counted once as the chip's own search folds it; "
         "pass one's slug as `category` to search within it.",
