@@ -55,6 +55,8 @@ class PhotoSearchForm(forms.Form):
 
     def clean_photo(self):
         photo = self.cleaned_data["photo"]
+        if len(self.files.getlist(self.add_prefix("photo"))) > 1:  # the last would be searched, saying nothing
+            raise forms.ValidationError("Choose one photo: a search looks for one thing.")
         # Decides by decoding (raises ValidationError with a message shoppers can read), and decodes only this once.
         self.query_image = query_image_read(photo)
         return photo

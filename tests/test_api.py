@@ -817,3 +817,11 @@ def test_the_shops_currency_is_the_one_most_products_are_in_and_one_currency_cos
         ProductFactory(sku=sku, category=Category.objects.get(slug="lamps"), currency="EUR")
     ProductFactory(sku="GB-1", category=Category.objects.get(slug="lamps"), currency="GBP", active=False)
     assert product_currencies() == ["EUR", "USD"]  # 4 against 4 shown: ties by code; a hidden product counts not
+
+
+def test_two_photos_in_one_search_are_refused_not_one_searched_silently(api, catalog, test_images):
+    """The last file was searched and the first ignored, with nothing said."""
+    response = api.post(SEARCH, {"image": [uploaded_file(test_images / "tshirt-turquoise-front.jpg"),
+                                           uploaded_file(test_images / "chair-shell-black.jpg")]}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"image": ["Send one photo: this request has 2."]}

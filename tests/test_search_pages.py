@@ -366,3 +366,10 @@ def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, sett
     finally:
         cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10",
                            "throttle_search_198.51.100.11"])
+
+
+def test_two_photos_in_one_search_are_refused_with_a_message(client, catalog, test_images):
+    response = client.post(URL, {"photo": [uploaded_file(test_images / "tshirt-turquoise-front.jpg"),
+                                           uploaded_file(test_images / "chair-shell-black.jpg")]})
+    assert response.status_code == 400
+    assert "Choose one photo: a search looks for one thing." in response.content.decode()
