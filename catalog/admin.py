@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from psycopg.errors import DeadlockDetected
 
+from catalog.forms import CurrencyField
 from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
     categories_delete,
@@ -214,6 +215,8 @@ class CategoryAdmin(RefusedSavesShown):
 class ProductForm(forms.ModelForm):
     """Renders what the admin saw beside each field, so that ``changed_data`` names only the fields they edited:
     a price an import set while the page was open is not written back."""
+
+    currency = CurrencyField(max_length=3, help_text="ISO 4217 code, such as USD (any case).")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,6 +22,8 @@ PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
 # A product's currency: an ISO 4217 code in capitals. The model, the API and the import all check it so.
 DEFAULT_CURRENCY = "USD"
 CURRENCY_CODE = RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD.")
+# The same rule where any case is read (currency_code_read): "in capitals" would send a reader after the wrong fault.
+CURRENCY_CODE_READ = RegexValidator(CURRENCY_CODE.regex, "Enter a three-letter ISO 4217 code, such as USD.")
 
 
 def currency_code_read(text: str) -> str:

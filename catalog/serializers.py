@@ -9,7 +9,7 @@ from rest_framework.fields import empty
 
 from catalog.categories import CategoryPaths, UnknownCategory, category_by_slug
 from catalog.models import (
-    CURRENCY_CODE,
+    CURRENCY_CODE_READ,
     POSITION_MAX,
     PRICE_DIGITS,
     Category,
@@ -135,13 +135,22 @@ class _OmittableBoolean(serializers.BooleanField):
     default_empty_html = empty
 
 
+class CurrencyCodeField(serializers.CharField):
+    """An ISO 4217 code, read in any case (``currency_code_read``) and checked (``CURRENCY_CODE_READ``)."""
+
+    default_validators = [CURRENCY_CODE_READ]
+
+    def to_internal_value(self, data):
+        return currency_code_read(super().to_internal_value(data))
+
+
 class ProductWriteSerializer(serializers.ModelSerializer):
     """What staff send to create or change a product; catalog.services does the writing."""
 
     category = CategorySlugField(help_text="The category's slug.")
     active = _OmittableBoolean(required=False, help_text="Shown to shoppers; true when a new product leaves it out.")
     price = serializers.DecimalField(**PRICE_DIGITS, min_value=0)
-    currency = serializers.CharField(required=False, validators=[CURRENCY_CODE], help_text="ISO 4217 code, e.g. USD.")
+    currency = CurrencyCodeField(required=False, help_text="ISO 4217 code, e.g. USD (any case).")
 
     class Meta:
         model = Product
@@ -168,15 +177,6 @@ class ProductImageUploadSerializer(serializers.Serializer):
     position = serializers.IntegerField(
         required=False, min_value=0, max_value=POSITION_MAX, help_text="Gallery position; appended when omitted."
     )
-
-
-class CurrencyCodeField(serializers.CharField):
-    """An ISO 4217 code, read in any case (``currency_code_read``) and checked (``CURRENCY_CODE``)."""
-
-    default_validators = [CURRENCY_CODE]
-
-    def to_internal_value(self, data):
-        return currency_code_read(super().to_internal_value(data))
 
 
 class PriceRangeSerializer(serializers.Serializer):

@@ -8,7 +8,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from catalog.categories import UnknownCategory, category_by_slug, category_tree
-from catalog.models import CURRENCY_CODE, PRICE_DIGITS, Category, currency_code_read
+from catalog.forms import CurrencyField
+from catalog.models import PRICE_DIGITS, Category
 from catalog.selectors import shop_currency
 from search.query import Box, InvalidBox, QueryImage, query_image_read
 from search.colours import FAMILIES
@@ -89,15 +90,6 @@ class PhotoSearchForm(forms.Form):
             else:
                 cleaned["box"] = box
         return cleaned
-
-
-class CurrencyField(forms.CharField):
-    """An ISO 4217 code, read in any case (``currency_code_read``) and checked (``CURRENCY_CODE``)."""
-
-    default_validators = [CURRENCY_CODE]
-
-    def to_python(self, value):
-        return currency_code_read(super().to_python(value))
 
 
 class RefineForm(forms.Form):

@@ -620,3 +620,10 @@ def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its
     assert "<small>OSError: the file is gone" in page and "…</small>" in page
     photo_page = admin_client.get(reverse("admin:catalog_productimage_change", args=[copy.pk])).text
     assert "Near-duplicate of" in photo_page and f"{product.sku} (image {original.position})" in photo_page
+
+
+def test_the_admin_takes_a_currency_in_any_case(admin_client, category):
+    response = admin_client.post(reverse("admin:catalog_product_add"), _product_form(
+        category, currency="eur", **{"images-TOTAL_FORMS": "0"}))
+    assert response.status_code == 302, response.content[:2000]
+    assert Product.objects.get(sku="SOFA-1").currency == "EUR"

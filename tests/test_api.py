@@ -625,7 +625,7 @@ def test_a_description_too_long_for_the_search_index_is_a_400(staff_api, shelf):
         ({"price": "-1"}, "price"),
         ({"price": "cheap"}, "price"),
         ({"category": "nope"}, "category"),
-        ({"currency": "usd"}, "currency"),
+        ({"currency": "us"}, "currency"),
         ({"title": ""}, "title"),
     ],
 )
@@ -825,3 +825,14 @@ def test_two_photos_in_one_search_are_refused_not_one_searched_silently(api, cat
                                            uploaded_file(test_images / "chair-shell-black.jpg")]}, format="multipart")
     assert response.status_code == 400
     assert response.json() == {"image": ["Send one photo: this request has 2."]}
+
+
+def test_a_currency_is_written_in_any_case_as_it_is_read(staff_api, api, shelf):
+    """Reads took "eur"; writes refused "usd" with "in capitals", the words reads gave for "xx" too."""
+    created = staff_api.post("/api/v1/products/", {"sku": "LOW-1", "title": "Lamp", "price": "9.00",
+                                                   "currency": "usd", "category": "lamps"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["currency"] == "USD" and Product.objects.get(sku="LOW-1").currency == "USD"
+    refused = api.get("/api/v1/products/", {"min_price": "1", "currency": "xx"})
+    assert refused.status_code == 400
+    assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
