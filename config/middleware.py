@@ -21,6 +21,7 @@ from django.core.exceptions import (
 )
 from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.common import CommonMiddleware
+from django.template.loader import render_to_string
 from django.urls import is_valid_path
 from django.utils.log import log_response
 
@@ -57,10 +58,13 @@ class RequestBodyLimitMiddleware:
         admin = request.path_info.startswith(ADMIN_PREFIX)
         limit = settings.UPLOAD_MAX_BYTES * (ADMIN_FILES_PER_REQUEST if admin else 1) + BODY_SLACK_BYTES
         if length > limit:
+            photo_mb = settings.UPLOAD_MAX_BYTES // (1024 * 1024)
             message = f"The request is larger than {limit // (1024 * 1024)} MB."
             if admin:  # a product form with more photos than one save takes: say how many it does
-                message += (f" Go back and add at most {ADMIN_FILES_PER_REQUEST} photos of up to "
-                            f"{settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB in one save, then the rest.")
+                message += (f" Go back and add at most {ADMIN_FILES_PER_REQUEST} photos of up to {photo_mb} MB in "
+                            "one save, then the rest.")
+            elif not request.path_info.startswith(API_PREFIX):  # a shopper's photo: in the page's own words
+                message = f"The photo is larger than {photo_mb} MB. Choose a smaller one, or a copy of it made smaller."
             return _too_large(request, message)
         return self.get_response(request)
 
@@ -76,6 +80,13 @@ def _too_large(request, message: str) -> HttpResponse:
 def _answer(request, message: str, *, status: int) -> HttpResponse:
     if request.path_info.startswith(API_PREFIX):
         response = JsonResponse({"detail": message}, status=status)
+    elif status == 413:  # a page, not a line of text: a shopper without the page's script lands here
+        admin = request.path_info.startswith(ADMIN_PREFIX)
+        response = HttpResponse(render_to_string("413.html", {
+            "heading": "Too many photos at once" if admin else "That photo is too large", "message": message,
+            "back_url": "/admin/" if admin else "/search/photo/",
+            "back_text": "Back to the admin" if admin else "Back to the photo search",
+        }), status=status)
     else:
         response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     # This answer skips CommonMiddleware, which sets the length. Without it the client reads until the server
