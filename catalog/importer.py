@@ -59,6 +59,7 @@ from catalog.services import (
 )
 from catalog.selectors import product_photo_hashes
 from catalog.signals import bulk_load_announced
+from catalog.typos import edit_distance
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -200,7 +201,8 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         # A misspelt required column is missing too: name the column that may be it.
-        close = {name: found for name in missing for found in columns if found and _edits(found, name) <= MISSPELT_EDITS}
+        close = {name: found for name in missing for found in columns
+                 if found and edit_distance(found, name, limit=MISSPELT_EDITS) is not None}
         raise CatalogImportError(
             "missing column(s): " + ", ".join(f"{name} (is it {_printable(close[name])!r}?)" if name in close else name
                                               for name in missing) + ". The first line must name the columns "
@@ -215,7 +217,7 @@ def _header_read(reader) -> tuple[list[str], tuple[str, ...]]:
     for name in ignored:
         # A misspelt column would be ignored for the whole file: "activ" would show every product it meant to hide.
         allowed = 1 if len(name) <= 4 else MISSPELT_EDITS  # "url" and "upc" are not "sku"
-        if meant := next((column for column in known if _edits(name, column) <= allowed
+        if meant := next((column for column in known if edit_distance(name, column, limit=allowed) is not None
                           and not _variant_of(name, column)), None):
             raise CatalogImportError(f"the column {name!r} is not one this import reads; is it {meant!r}? Name it "
                                      "so, or give it a name further from the columns the import reads")
@@ -227,16 +229,6 @@ def _variant_of(name: str, column: str) -> bool:
     asked, it would show every product meant to be hidden), "image2", "price_2"."""
     stem = name.rstrip("0123456789_- ")
     return column in name or (stem != name and stem in (column, column.rstrip("s")))
-
-
-def _edits(a: str, b: str) -> int:
-    """How many letters must be added, removed or changed to make ``a`` into ``b`` (Levenshtein distance)."""
-    row = list(range(len(b) + 1))
-    for i, letter in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (letter != other))
-    return row[-1]
 
 
 # --- Importing ------------------------------------------------------------------------------------------
