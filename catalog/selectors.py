@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from functools import reduce
 
-from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.db import connection, connections, router
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, Prefetch, Q, QuerySet, Value, Window
 from django.db.models.functions import RowNumber
@@ -158,14 +158,28 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
         searched = as_typed | _tolerant_query(terms, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
+    in_text = Q(search_document=searched)
+    # A category the query names ("sneakers") holds products whose own words do not say so: after those that do.
+    named = _categories_named(searched)
     queryset = (
-        Product.objects.filter(search_document=searched)
+        Product.objects.filter(in_text | Q(category_id__in=named) if named else in_text)
         .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
-        .annotate(as_typed=matches_as_typed, rank=SearchRank(F("search_document"), searched))
-        .order_by("-as_typed", "-rank", "title", "pk")
+        .annotate(in_text=ExpressionWrapper(in_text, output_field=BooleanField()), as_typed=matches_as_typed,
+                  rank=SearchRank(F("search_document"), searched))
+        .order_by("-in_text", "-as_typed", "-rank", "title", "pk")
     )
     return _with_card_image(queryset)
+
+
+def _categories_named(searched: SearchQuery) -> list[int]:
+    """The categories whose name the query matches, and every category below them."""
+    named = set(Category.objects.annotate(words=SearchVector("name", config="english")).filter(words=searched)
+                .values_list("pk", flat=True))
+    if not named:
+        return []
+    parents = kept_category_parents()
+    return [category_id for category_id in parents if named.intersection(lineage(parents, category_id))]
 
 
 def _query_terms(query: str) -> dict[str, bool]:

@@ -213,3 +213,17 @@ def test_the_demo_catalog_forgives_typos():
     for typed, meant in [("hodie", "hoodie"), ("sneakres", "sneakers"), ("chiar", "chair")]:
         assert found(typed) == found(meant) != set()
     assert {"Mustard Hoodie", "White Hoodie", "Black Hoodie", "Blue Hoodie"} <= found("hodie")
+
+
+def test_a_category_the_query_names_brings_its_products_after_those_whose_own_words_match(shop, each_strategy):
+    """"sneakers" found 1 of the 4 products in Sneakers: a product's category was not among its words."""
+    footwear = CategoryFactory(name="Footwear")
+    sneakers = CategoryFactory(name="Sneakers", parent=footwear)
+    low, high = (ProductFactory(title=title, description="Canvas upper.", category=sneakers)
+                 for title in ("Chuck low", "Chuck high"))
+    boot = ProductFactory(title="Desert boot", category=CategoryFactory(name="Boots", parent=footwear))
+    results = [product.title for product in product_search(query="sneakers")]
+    assert results[:1] == [shop["sneakers"][0].title]  # its own words first
+    assert set(results) == {shop["sneakers"][0].title, low.title, high.title}
+    assert set(found("footwear")) == {low.title, high.title, boot.title}  # a category and those below it
+    assert "Chuck low" in found("snekers")  # the category's name forgives a typo as the products' words do
