@@ -44,7 +44,7 @@ class QueryPhoto:
 @require_http_methods(["GET", "HEAD", "POST"])
 def photo(request):
     if request.method != "POST":
-        if "query" in request.GET:
+        if request.GET.get("query"):  # "?query=" alone names no search: the page to start one
             return _refined(request)
         form = PhotoSearchForm(initial={"category": request.GET.get("category", "")})
         return _render(request, {"form": form})

@@ -373,3 +373,9 @@ def test_two_photos_in_one_search_are_refused_with_a_message(client, catalog, te
                                            uploaded_file(test_images / "chair-shell-black.jpg")]})
     assert response.status_code == 400
     assert "Choose one photo: a search looks for one thing." in response.content.decode()
+
+
+def test_an_empty_query_token_is_the_page_to_start_a_search_not_an_expired_one(client):
+    response = client.get(URL, {"query": ""})
+    assert response.status_code == 200
+    assert "expired" not in response.content.decode()
