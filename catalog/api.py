@@ -53,6 +53,13 @@ class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def paginate_queryset(self, queryset, request, view=None):
+        """A page that is no number is a bad request (400), not a page not found (404): past the last page is."""
+        asked = request.query_params.get(self.page_query_param)
+        if asked is not None and asked not in self.last_page_strings and not (asked.isdecimal() and int(asked) >= 1):
+            raise ValidationError({self.page_query_param: ["Ensure this is a whole number of 1 or more (or last)."]})
+        return super().paginate_queryset(queryset, request, view)
+
     def get_page_size(self, request) -> int:
         """DRF falls back to the default for a page size it cannot use; a client that asked for one is told, as
         search's ``limit`` is."""

@@ -836,3 +836,12 @@ def test_a_currency_is_written_in_any_case_as_it_is_read(staff_api, api, shelf):
     refused = api.get("/api/v1/products/", {"min_price": "1", "currency": "xx"})
     assert refused.status_code == 400
     assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
+
+
+@pytest.mark.parametrize(("page", "status"), [("abc", 400), ("-1", 400), ("0", 400), ("1.5", 400), ("999", 404),
+                                              ("last", 200)])
+def test_a_page_that_is_no_number_is_a_bad_request_and_one_past_the_end_not_found(api, shelf, page, status):
+    response = api.get("/api/v1/products/", {"page": page})
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert response.json() == {"page": ["Ensure this is a whole number of 1 or more (or last)."]}
