@@ -216,7 +216,8 @@ class ProductForm(forms.ModelForm):
     """Renders what the admin saw beside each field, so that ``changed_data`` names only the fields they edited:
     a price an import set while the page was open is not written back."""
 
-    currency = CurrencyField(max_length=3, help_text="ISO 4217 code, such as USD (any case).")
+    class Meta:
+        field_classes = {"currency": CurrencyField}  # any case, as reads take it; the model's default kept
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

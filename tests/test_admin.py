@@ -622,7 +622,9 @@ def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its
     assert "Near-duplicate of" in photo_page and f"{product.sku} (image {original.position})" in photo_page
 
 
-def test_the_admin_takes_a_currency_in_any_case(admin_client, category):
+def test_the_admin_takes_a_currency_in_any_case_and_offers_the_default(admin_client, category):
+    page = admin_client.get(reverse("admin:catalog_product_add")).text
+    assert re.search(r'name="currency"[^>]*value="USD"', page)
     response = admin_client.post(reverse("admin:catalog_product_add"), _product_form(
         category, currency="eur", **{"images-TOTAL_FORMS": "0"}))
     assert response.status_code == 302, response.content[:2000]
