@@ -159,15 +159,26 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
         searched = as_typed | _tolerant_query(terms, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
     in_text = Q(search_document=searched)
-    # A category the query names ("sneakers") holds products whose own words do not say so: after those that do.
-    named = _categories_named(searched)
+    # A category the query names ("sneakers") holds products whose own words do not say so: they come after the
+    # products whose words match, as typed or, in the next tier, corrected ("sneakres"). Words the query excludes
+    # exclude them too.
+    searching = in_text
+    if named := _categories_named(searched):
+        unwanted = [word for word, excluded in terms.items() if excluded]
+        not_unwanted = ~Q(search_document=reduce(operator.or_, [SearchQuery(word, config="english")
+                                                                 for word in unwanted])) if unwanted else Q()
+        searching = in_text | (Q(category_id__in=named) & not_unwanted)
+        if searched is not as_typed:
+            named_as_typed = Q(category_id__in=_categories_named(as_typed)) & not_unwanted
+            matches_as_typed = ExpressionWrapper(Q(search_document=as_typed) | named_as_typed,
+                                                 output_field=BooleanField())
     queryset = (
-        Product.objects.filter(in_text | Q(category_id__in=named) if named else in_text)
+        Product.objects.filter(searching)
         .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
-        .annotate(in_text=ExpressionWrapper(in_text, output_field=BooleanField()), as_typed=matches_as_typed,
+        .annotate(as_typed=matches_as_typed, in_text=ExpressionWrapper(in_text, output_field=BooleanField()),
                   rank=SearchRank(F("search_document"), searched))
-        .order_by("-in_text", "-as_typed", "-rank", "title", "pk")
+        .order_by("-as_typed", "-in_text", "-rank", "title", "pk")
     )
     return _with_card_image(queryset)
 
@@ -175,10 +186,12 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
 def _categories_named(searched: SearchQuery) -> list[int]:
     """The categories whose name the query matches, and every category below them."""
     named = set(Category.objects.annotate(words=SearchVector("name", config="english")).filter(words=searched)
-                .values_list("pk", flat=True))
+                .order_by().values_list("pk", flat=True))
     if not named:
         return []
     parents = kept_category_parents()
+    if not named <= parents.keys():  # kept from before a category was added, had its version been lost
+        parents = category_parents()
     return [category_id for category_id in parents if named.intersection(lineage(parents, category_id))]
 
 

@@ -87,6 +87,10 @@ def _answer(request, message: str, *, status: int) -> HttpResponse:
             "back_url": "/admin/" if admin else "/search/photo/",
             "back_text": "Back to the admin" if admin else "Back to the photo search",
         }), status=status)
+        # The middleware that adds these to every page comes after this one, which answers before it runs.
+        response["X-Frame-Options"] = "DENY"
+        if settings.CONTENT_SECURITY_POLICY:
+            response["Content-Security-Policy"] = settings.CONTENT_SECURITY_POLICY
     else:
         response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     # This answer skips CommonMiddleware, which sets the length. Without it the client reads until the server

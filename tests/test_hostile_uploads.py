@@ -350,6 +350,7 @@ def test_a_request_over_the_body_limit_is_413_or_a_field_error(
         if entry == "search-page":  # a page in the shopper's words, with the limit the form names
             assert "The photo is larger than 20 MB." in answer.text and "Back to the photo search" in answer.text
             assert answer.response["Content-Type"].startswith("text/html")
+            assert "script-src 'self'" in answer.response["Content-Security-Policy"]
         else:
             assert "The request is larger than 21 MB." in answer.text
             assert answer.response["Content-Type"] == "application/json"

@@ -222,8 +222,12 @@ def test_a_category_the_query_names_brings_its_products_after_those_whose_own_wo
     low, high = (ProductFactory(title=title, description="Canvas upper.", category=sneakers)
                  for title in ("Chuck low", "Chuck high"))
     boot = ProductFactory(title="Desert boot", category=CategoryFactory(name="Boots", parent=footwear))
+    speakers = ProductFactory(title="Bluetooth speakers", category=CategoryFactory(name="Audio"))
     results = [product.title for product in product_search(query="sneakers")]
-    assert results[:1] == [shop["sneakers"][0].title]  # its own words first
-    assert set(results) == {shop["sneakers"][0].title, low.title, high.title}
+    # Its own words as typed first, then the category's, then a product found only with a close spelling.
+    assert results == [shop["sneakers"][0].title, high.title, low.title, speakers.title]
     assert set(found("footwear")) == {low.title, high.title, boot.title}  # a category and those below it
-    assert "Chuck low" in found("snekers")  # the category's name forgives a typo as the products' words do
+    # Excluded words exclude the category's products too.
+    assert found("sneakers -high") == {shop["sneakers"][0].title, low.title, speakers.title}
+    # A near word's category comes in the near words' tier, after what matches as typed.
+    assert [product.title for product in product_search(query="speakers")][:1] == [speakers.title]
