@@ -30,3 +30,13 @@ def wait_until_idle(page: Page) -> None:
 
 def card_titles(page: Page) -> list[str]:
     return [title.strip() for title in page.locator(".results .product-card-title").all_inner_texts()]
+
+
+def draw_box(page: Page, left: float, top: float, right: float, bottom: float) -> None:
+    """Drag a box on the photo of the results, from (left, top) to (right, bottom) in shares of its width and height."""
+    frame = page.locator("[data-region]").bounding_box()
+    page.mouse.move(frame["x"] + left * frame["width"], frame["y"] + top * frame["height"])
+    page.mouse.down()
+    page.mouse.move(frame["x"] + right * frame["width"], frame["y"] + bottom * frame["height"], steps=8)
+    page.mouse.up()
+

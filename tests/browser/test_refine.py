@@ -9,7 +9,7 @@ pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt")
 
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
+from tests.browser.pages import card_titles, draw_box, search_by_photo, wait_until_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -272,11 +272,7 @@ def test_a_box_searched_on_the_closest_products_keeps_them_the_closest(page, sho
     """The new search of the same photo carried the price, order and colour, not "closest": nothing similar enough
     again, though the shopper had asked for the closest."""
     _closest_products_shown(page, test_images, settings)
-    frame = page.locator("[data-region]").bounding_box()
-    page.mouse.move(frame["x"] + 0.1 * frame["width"], frame["y"] + 0.1 * frame["height"])
-    page.mouse.down()
-    page.mouse.move(frame["x"] + 0.9 * frame["width"], frame["y"] + 0.9 * frame["height"], steps=8)
-    page.mouse.up()
+    draw_box(page, 0.1, 0.1, 0.9, 0.9)
     page.get_by_role("button", name="Search this area").click()
     expect(page.get_by_text("Searched the boxed area")).to_be_visible()
     wait_until_idle(page)

@@ -8,7 +8,7 @@ pytest.importorskip("playwright", reason="pip install -r requirements-dev.txt")
 
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.browser.pages import card_titles, search_by_photo, wait_until_idle
+from tests.browser.pages import card_titles, draw_box, search_by_photo, wait_until_idle
 from tests.factories import collage
 
 pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -71,11 +71,7 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     wait_until_idle(page)
 
     # Drag from the top-left of the T-shirt half to the bottom-right corner of the photo.
-    frame = page.locator("[data-region]").bounding_box()
-    page.mouse.move(frame["x"] + 0.52 * frame["width"], frame["y"] + 0.02 * frame["height"])
-    page.mouse.down()
-    page.mouse.move(frame["x"] + 0.99 * frame["width"], frame["y"] + 0.98 * frame["height"], steps=8)
-    page.mouse.up()
+    draw_box(page, 0.52, 0.02, 0.99, 0.98)
     expect(page.locator("[data-region-box]")).to_be_visible()
     expect(search_area).to_be_enabled()
     search_area.click()
@@ -110,11 +106,7 @@ def test_a_box_on_results_opened_afresh_searches_the_pages_own_preview_of_the_ph
     expect(page.locator("[data-query-img]")).to_be_visible()
     wait_until_idle(page)
 
-    frame = page.locator("[data-region]").bounding_box()
-    page.mouse.move(frame["x"] + 0.52 * frame["width"], frame["y"] + 0.02 * frame["height"])
-    page.mouse.down()
-    page.mouse.move(frame["x"] + 0.99 * frame["width"], frame["y"] + 0.98 * frame["height"], steps=8)
-    page.mouse.up()
+    draw_box(page, 0.52, 0.02, 0.99, 0.98)
     page.get_by_role("button", name="Search this area").click()
     expect(page.get_by_text("Searched the boxed area")).to_be_visible()
     wait_until_idle(page)
