@@ -111,7 +111,8 @@ def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callabl
     transaction.on_commit(enqueue)
 
 
-def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False, batch_size: int = TASK_BATCH_SIZE) -> int:
+def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False,
+                            batch_size: int = TASK_BATCH_SIZE) -> int:
     """Send tasks now, in batches. With the broker down the images stay pending for the sweep; returns how many went."""
     sent: list[int] = []
     for chunk in _chunks(image_ids, batch_size):
