@@ -721,7 +721,7 @@ def test_an_errors_file_that_cannot_be_written_is_refused_before_the_import(db, 
     assert raised.value.returncode == 2 and not Product.objects.exists()
 
 
-def test_the_errors_file_is_readable_as_a_file_the_command_made_and_may_be_a_device(db, shop, tmp_path):
+def test_the_errors_file_is_readable_as_a_file_the_command_made_and_may_be_a_pipe(db, shop, tmp_path):
     """Written beside its place and moved there, it kept a temporary file's owner-only mode."""
     import os
     import stat
@@ -733,8 +733,17 @@ def test_the_errors_file_is_readable_as_a_file_the_command_made_and_may_be_a_dev
     os.umask(umask)
     assert stat.S_IMODE(errors.stat().st_mode) == 0o666 & ~umask
     assert errors.read_text(encoding="utf-8-sig") == "line,sku,error\n"
-    call_command("import_catalog", str(_write(shop, GOOD)), "--errors", "/dev/null", verbosity=0,
-                 stdout=io.StringIO())  # a folder that takes no new file: written in place
+    # A pipe (as /dev/stdout may be) is written, not replaced by a file.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that writing it does not wait for one
+    try:
+        call_command("import_catalog", str(_write(shop, GOOD)), "--errors", str(pipe), verbosity=0,
+                     stdout=io.StringIO())
+        assert stat.S_ISFIFO(pipe.stat().st_mode)
+        assert os.read(read, 100).decode("utf-8-sig") == "line,sku,error\r\n"
+    finally:
+        os.close(read)
 
 
 def test_an_import_that_reads_nothing_leaves_the_last_runs_errors_file_as_it_was(db, tmp_path):

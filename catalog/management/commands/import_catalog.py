@@ -129,16 +129,20 @@ def _errors_writable(errors: Path | None, *, csv_file: Path) -> None:
 def _errors_write(errors: Path, failures: list) -> None:
     """Every failed row into --errors as CSV, with a byte-order mark (a spreadsheet on Windows reads UTF-8 without one
     as its own code page). Written beside it and put in its place, so that an interruption leaves the last list
-    whole; straight into it where its folder takes no new file (``/dev/stdout``)."""
+    whole; straight into it where it is no file (``/dev/stdout``, a pipe) or its folder takes no new one."""
     def write(handle) -> None:
         writer = spreadsheet_csv_writer(handle)  # cells like =HYPERLINK(...) stay text
         writer.writerow(["line", "sku", "error"])
         writer.writerows([failure.line, failure.sku, failure.message] for failure in failures)
 
     try:
-        handle = tempfile.NamedTemporaryFile("w", dir=errors.parent, prefix=f".{errors.name}.", suffix=".tmp",
-                                             newline="", encoding="utf-8-sig", delete=False)
+        in_place = errors.exists() and not errors.is_file()  # a device or a pipe: replaced, it would be a file
+        handle = None if in_place else tempfile.NamedTemporaryFile(
+            "w", dir=errors.parent, prefix=f".{errors.name}.", suffix=".tmp", newline="", encoding="utf-8-sig",
+            delete=False)
     except OSError:
+        handle = None
+    if handle is None:
         with open(errors, "w", newline="", encoding="utf-8-sig") as direct:
             write(direct)
         return
