@@ -8,6 +8,12 @@
 
   var root = document.querySelector("[data-photo-search]");
   if (!root) return;
+
+  // Element.closest, also on a form with a field named "closest" (the refine form's), whose own property that
+  // field is: the submit handlers threw on it, and the browser reloaded the page without the photo.
+  function closestTo(node, selector) {
+    return node && node.nodeType === 1 ? Element.prototype.closest.call(node, selector) : null;
+  }
   var body = root.querySelector("[data-photo-search-body]");
   var progress = root.querySelector("[data-progress]");
   var progressText = root.querySelector("[data-progress-text]");
@@ -120,7 +126,7 @@
   });
 
   function dropZone(event) {
-    return event.target.closest && event.target.closest("[data-drop-zone]");
+    return closestTo(event.target, "[data-drop-zone]");
   }
   ["dragenter", "dragover"].forEach(function (type) {
     root.addEventListener(type, function (event) {
@@ -166,7 +172,7 @@
   document.addEventListener("paste", function (event) {
     var target = event.target;
     var types = (event.clipboardData && event.clipboardData.types) || [];
-    if (target.closest && target.closest("input:not([type=file]), textarea, [contenteditable]") &&
+    if (closestTo(target, "input:not([type=file]), textarea, [contenteditable]") &&
         Array.prototype.indexOf.call(types, "text/plain") !== -1) return;  // a name or a price, with a picture of it
     var items = (event.clipboardData && event.clipboardData.items) || [];
     for (var i = 0; i < items.length; i++) {
@@ -189,7 +195,7 @@
   // ---------- Searching ----------
 
   root.addEventListener("submit", function (event) {
-    var form = event.target.closest("[data-photo-form]");
+    var form = closestTo(event.target, "[data-photo-form]");
     if (!form) return;
     event.preventDefault();
     if (busy) return;  // a second tap while the first search runs
@@ -208,7 +214,7 @@
   });
 
   root.addEventListener("click", function (event) {
-    var action = event.target.closest("[data-action]");
+    var action = closestTo(event.target, "[data-action]");
     if (!action || busy) return;
     // "current" keeps the box of the current results, "region" takes the one just drawn.
     var current = { category: body.dataset.category, box: "current", limit: "" };
@@ -505,14 +511,14 @@
   // Plain GET links and a GET form carrying the query token: here they replace only the results, so the photo
   // (and any box drawn on it) stays, and the address bar shows the refined search's shareable URL.
   root.addEventListener("click", function (event) {
-    var link = event.target.closest("a[data-refine]");
+    var link = closestTo(event.target, "a[data-refine]");
     if (!link || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
     event.preventDefault();
     if (!busy) refine(link.href, link.dataset.refine === "more");
   });
 
   root.addEventListener("submit", function (event) {
-    var form = event.target.closest("[data-refine-form]");
+    var form = closestTo(event.target, "[data-refine-form]");
     if (!form) return;
     event.preventDefault();
     var query = new URLSearchParams();
@@ -639,7 +645,7 @@
   }
 
   root.addEventListener("pointerdown", function (event) {
-    var area = event.target.closest("[data-region-area]");
+    var area = closestTo(event.target, "[data-region-area]");
     var frame = area && area.querySelector("[data-region]");
     if (!frame || busy || (event.pointerType === "mouse" && event.button !== 0)) return;
     event.preventDefault();
@@ -679,7 +685,7 @@
   var MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
   root.addEventListener("keydown", function (event) {
-    var frame = event.target.closest && event.target.closest("[data-region]");
+    var frame = closestTo(event.target, "[data-region]");
     if (!frame || busy || event.altKey || event.ctrlKey || event.metaKey) return;
     var button = body.querySelector("[data-action=search-region]");
     if (event.key === "Enter") {

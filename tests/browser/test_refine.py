@@ -278,3 +278,16 @@ def test_a_box_searched_on_the_closest_products_keeps_them_the_closest(page, sho
     wait_until_idle(page)
     expect(page.locator("#results-heading")).to_have_text("Closest products")
     assert card_titles(page)
+
+
+def test_the_closest_products_sorted_refine_in_place_without_a_script_error(page, shop, test_images, settings):
+    """The refine form of the closest products has a field named "closest", which hid the form's own closest():
+    the script's submit handlers threw, and the browser sent the form itself, reloading the page without the photo
+    (the `page` fixture fails on the script error)."""
+    _closest_products_shown(page, test_images, settings)
+    page.evaluate("window.notReloaded = true")
+    page.get_by_label("Sort by").select_option("price")
+    wait_until_idle(page)
+    expect(page).to_have_url(re.compile(r"sort=price"))
+    assert page.evaluate("window.notReloaded === true")
+    expect(page.locator("[data-query-img]")).to_be_visible()
