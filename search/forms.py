@@ -122,6 +122,8 @@ class RefineForm(forms.Form):
         low, high = cleaned.get("min_price"), cleaned.get("max_price")
         if low is not None and high is not None and low > high:
             self.add_error("max_price", "The highest price must not be below the lowest.")
+            # Neither end applies: the lowest alone emptied the page under "nothing at that price" beside the error.
+            cleaned.pop("min_price", None)
         return cleaned
 
     def refine(self) -> Refine:

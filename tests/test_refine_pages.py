@@ -83,6 +83,9 @@ def test_a_bad_price_is_a_message_on_the_page_and_the_rest_still_applies(client,
     assert _skus(response)[0] == "TEE-1"  # still sorted by price, without the bad filter
     reversed_range = client.get(URL, {"query": token, "min_price": "100", "max_price": "10"})
     assert "The highest price must not be below the lowest." in reversed_range.content.decode()
+    # Neither end applies: all of the results, not "No lookalikes at that price" beside the error.
+    assert _skus(reversed_range) == _skus(client.get(URL, {"query": token}))
+    assert "at that price" not in reversed_range.content.decode()
 
 
 def test_an_expired_search_asks_for_the_photo_again(client, catalog):
