@@ -73,6 +73,8 @@
     var zone = form.querySelector("[data-drop-zone]");
     // The photo's own errors only: a category's ("does not exist any more") still holds for the new photo.
     form.querySelectorAll("[data-photo-error]").forEach(function (el) { el.remove(); });
+    // What was said of a photo before ("not a readable image") is not said of this one.
+    if (file) requestError.hidden = true;
     message.textContent = problem;
     message.hidden = !problem;
     zone.classList.toggle("is-invalid", Boolean(problem));

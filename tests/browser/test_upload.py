@@ -105,6 +105,14 @@ def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(pag
     expect(page.locator("[data-request-error]")).to_be_hidden()  # not the broken file again: the server refuses it
     expect(page.locator("#results-heading")).to_have_text("Lookalikes")
 
+    # Refused by the server, then another photo chosen: what was said of the first is not said of this one.
+    page.locator("#id_photo").set_input_files(str(broken))
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("[data-request-error]")).to_be_visible()
+    wait_until_idle(page)
+    page.locator("#id_photo").set_input_files(str(test_images / "plant-cactus.jpg"))
+    expect(page.locator("[data-request-error]")).to_be_hidden()
+
 
 def test_a_photo_this_browser_cannot_show_is_still_ready_to_search(page):
     """A HEIC photo in a browser that does not read HEIC showed an empty white square beside "Ready to search"."""
