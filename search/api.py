@@ -23,7 +23,7 @@ from search.kept_queries import query_vector_keep
 from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
-from search.throttles import SearchAnonThrottle
+from search.throttles import RefineAnonThrottle, SearchAnonThrottle
 from search.serializers import (
     PhotoSearchSerializer,
     PhotoSearchResponseSerializer,
@@ -42,6 +42,13 @@ class PhotoSearchView(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = [SearchAnonThrottle]
     parser_classes = [MultiPartParser, FormParser]
+
+    def get_throttles(self):
+        # A form that is no multipart carries no photo: a refinement by a `query` token (decided before the body is
+        # read, as a throttle must be).
+        if self.request.content_type.startswith("application/x-www-form-urlencoded"):
+            return [RefineAnonThrottle()]
+        return super().get_throttles()
 
     @extend_schema(
         operation_id="search_by_photo",

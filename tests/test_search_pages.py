@@ -341,8 +341,11 @@ def test_other_methods_are_refused(client):
 
 
 def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, settings):
-    """Each photo search runs the model: the page is no way around the API's per-client limit, nor the reverse."""
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "3/min"}}
+    """Each photo search runs the model: the page is no way around the API's per-client limit, nor the reverse.
+    Refinements (no model run) have a looser limit of their own, shared the same way: counted as photo searches, a
+    shopper clicking through chips met the photo searches' limit and lost the results."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "3/min",
+                                                                                     "refine": "5/min"}}
     address = "198.51.100.9"
     cache.delete(f"throttle_search_{address}")
     try:
@@ -355,17 +358,18 @@ def test_the_page_shares_the_apis_limit_on_anonymous_photo_searches(client, sett
         assert b"data-throttled" in throttled.content and b"Please wait" in throttled.content
         assert b'name="photo"' in throttled.content  # the form again, to try later
         assert client.post("/api/v1/search/", {}, REMOTE_ADDR=address).status_code == 429
-        # A refinement searches again (the API counts a search by token too): no way around the limit either.
+        # Refinements have their own count: over the photo searches' limit, a shopper still refines the results
+        # (an expired token answers 410: the search it asked for was counted), the page and the API alike.
+        codes = [client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=address).status_code for _ in range(3)]
+        codes += [client.post("/api/v1/search/", "query=" + "A" * 22, content_type="application/x-www-form-urlencoded",
+                              REMOTE_ADDR=address).status_code for _ in range(3)]
+        assert codes == [410, 410, 410, 400, 400, 429]
         refined = client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=address)
         assert refined.status_code == 429 and b"data-throttled" in refined.content
-        # And refinements count, alone (an expired token answers 410: the search it asked for was counted).
-        alone = "198.51.100.11"
-        codes = [client.get(URL, {"query": "A" * 22}, REMOTE_ADDR=alone).status_code for _ in range(4)]
-        assert codes == [410, 410, 410, 429]
         assert client.post(URL, {}, REMOTE_ADDR="198.51.100.10").status_code == 400  # another shopper
     finally:
-        cache.delete_many([f"throttle_search_{address}", "throttle_search_198.51.100.10",
-                           "throttle_search_198.51.100.11"])
+        cache.delete_many([f"throttle_search_{address}", f"throttle_refine_{address}",
+                           "throttle_search_198.51.100.10"])
 
 
 def test_two_photos_in_one_search_are_refused_with_a_message(client, catalog, test_images):

@@ -295,6 +295,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "api": env("API_THROTTLE_RATE", default=None) or None,  # empty: no limit
         "search": env("SEARCH_THROTTLE_RATE", default="30/min"),
+        "refine": env("REFINE_THROTTLE_RATE", default="120/min"),
         "admin_login": env("ADMIN_LOGIN_THROTTLE_RATE", default="10/min"),
     },
     # Proxies in front of Django that append to X-Forwarded-For (1 behind the compose nginx); 0 trusts only

@@ -8,6 +8,7 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("EMBEDDED_REDIS_DB", "1")
 # Many tests search and read the API anonymously; the throttling tests set their own small rates.
 os.environ.setdefault("SEARCH_THROTTLE_RATE", "100000/min")
+os.environ.setdefault("REFINE_THROTTLE_RATE", "100000/min")
 os.environ.setdefault("API_THROTTLE_RATE", "100000/min")
 
 from .base import *  # noqa: E402,F403

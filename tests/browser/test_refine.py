@@ -241,8 +241,8 @@ def test_a_refinement_over_the_search_limit_says_how_long_to_wait(page, shop, te
 
     page.goto("/search/photo/")
     search_by_photo(page, test_images / "chair-cafe-pair.jpg")
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"search": "1/min"}}
-    cache.delete("throttle_search_127.0.0.1")  # the photo's search, counted before the limit was set
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"refine": "1/min"}}
+    cache.delete("throttle_refine_127.0.0.1")
     page.locator(".looks-like .chip").filter(has_text="Shoes").click()  # the first of the minute: answered
     wait_until_idle(page)
     expect(page.locator("[data-request-error]")).to_be_hidden()
