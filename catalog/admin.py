@@ -8,6 +8,7 @@ from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from psycopg.errors import DeadlockDetected
 
 from catalog.forms import CurrencyField
@@ -29,6 +30,7 @@ from catalog.services import (
 )
 from config.middleware import ADMIN_FILES_PER_REQUEST
 
+ERROR_SHOWN = 80  # characters of an embedding error shown in lists (the whole of it on the photo's page)
 STATUS_COLOURS = {EmbeddingStatus.PENDING: "#b7791f", EmbeddingStatus.READY: "#2f855a", EmbeddingStatus.FAILED: "#c53030"}
 
 
@@ -51,12 +53,8 @@ def status_badge(image: ProductImage, *, why: bool = False) -> str:
         image.get_embedding_status_display(),
     )
     if why and image.embedding_status == EmbeddingStatus.FAILED and image.embedding_error:
-        return format_html('{}<br><small>{}</small>', badge, _shortened(image.embedding_error))
+        return format_html('{}<br><small>{}</small>', badge, Truncator(image.embedding_error).chars(ERROR_SHOWN))
     return badge
-
-
-def _shortened(text: str, length: int = 80) -> str:
-    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
 
 def near_duplicate(image: ProductImage) -> str:
@@ -350,7 +348,7 @@ class ProductImageAdmin(RefusedSavesShown):
 
     @admin.display(description="Error")
     def short_error(self, obj):
-        return _shortened(obj.embedding_error)
+        return Truncator(obj.embedding_error).chars(ERROR_SHOWN)
 
     def save_model(self, request, obj, form, change):
         notice = queue_down_notice(request)
