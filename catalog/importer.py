@@ -250,21 +250,15 @@ def catalog_csv_import(
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block
             raise CatalogImportError(f"{path} is not a regular file")
-        handle = open(path, "rb")
     except OSError as error:
         if ADDRESS_PATTERN.match(str(path)):  # https://... reaches here as https:/...
             raise CatalogImportError(f"{path} is an address, not a file: download the file first") from None
         raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
-    images_dir = Path(images_dir or path.parent).resolve()
+    images_dir = _images_folder(Path(images_dir or path.parent))
     try:
-        if not images_dir.is_dir():
-            raise CatalogImportError(f"the images folder {images_dir} does not exist")
-    except OSError as error:  # a name too long, a folder this user may not enter
-        handle.close()
-        raise CatalogImportError(f"cannot read the images folder {images_dir}: {error.strerror}") from None
-    except CatalogImportError:
-        handle.close()
-        raise
+        handle = open(path, "rb")
+    except OSError as error:
+        raise CatalogImportError(f"cannot read {path}: {error.strerror}") from None
     with handle, ThreadPoolExecutor(PREPARE_THREADS) as pool, bulk_load_announced():
         lines = _Lines(handle)
         # strict: a quote left open to the end of the file is an error, not one field holding every row after it
@@ -276,6 +270,17 @@ def catalog_csv_import(
         for batch in _write_batches(_images_prepared_ahead(rows, pool)):
             _rows_write(batch, categories=categories, summary=summary, on_row=on_row)
     return summary
+
+
+def _images_folder(folder: Path) -> Path:
+    """The folder relative image paths are read from, resolved; CatalogImportError when it cannot be."""
+    folder = folder.resolve()
+    try:
+        if folder.is_dir():
+            return folder
+    except OSError as error:  # a name too long, a folder this user may not enter
+        raise CatalogImportError(f"cannot read the images folder {folder}: {error.strerror}") from None
+    raise CatalogImportError(f"the images folder {folder} does not exist")
 
 
 def _write_batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
