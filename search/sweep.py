@@ -225,16 +225,21 @@ def _photo_colours(image: ProductImage) -> list[str]:
         return []
 
 
-def _colour_backfill_after(image_id: int | None = None) -> int:
-    """The photo after which the colour backfill goes on (0: from the first); with ``image_id``, set it. Without the
-    cache the backfill begins from the first photo, as it did before it kept a place."""
+def _colour_backfill_place() -> int:
+    """The photo after which the colour backfill goes on; 0 (from the first) without the cache, as it began before
+    it kept a place."""
     try:
-        if image_id is None:
-            return cache.get(COLOUR_BACKFILL_AFTER_KEY, 0)
+        return cache.get(COLOUR_BACKFILL_AFTER_KEY, 0)
+    except Exception:
+        logger.warning("could not read the colour backfill's place", exc_info=True)
+        return 0
+
+
+def _colour_backfill_place_keep(image_id: int) -> None:
+    try:
         cache.set(COLOUR_BACKFILL_AFTER_KEY, image_id, None)
     except Exception:
         logger.warning("could not keep the colour backfill's place", exc_info=True)
-    return 0
 
 
 def _sweep_ran_record() -> None:
@@ -260,7 +265,7 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     after it (``COLOUR_BACKFILL_AFTER_KEY``), rounding again to the first: begun from the first photo each time, one
     such file stopped the backfill of every photo after it for good. It is tried again once the others are done."""
     done = 0
-    after = _colour_backfill_after()
+    after = _colour_backfill_place()
     uncoloured = ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")
     photos = list(uncoloured.filter(pk__gt=after)[:limit])
     if after and len(photos) < limit:  # round again to the first
@@ -270,7 +275,7 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
             try:
                 colours = _photo_colours(image)
             except BaseException:  # a timeout, the sweep's time limit, a decoder's surprise: the next one goes on
-                _colour_backfill_after(image.pk)
+                _colour_backfill_place_keep(image.pk)
                 raise
             # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
             done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
