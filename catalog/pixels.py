@@ -50,7 +50,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = Image.fromarray(_scaled_to_bytes(np.asarray(image)))  # 2-D uint8: mode L
     if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("LA", "La", "PA", "RGBa"):
+    if image.mode == "La":  # premultiplied grey (a TIFF can be): Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode in ("LA", "PA", "RGBa"):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, WHITE)

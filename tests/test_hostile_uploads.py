@@ -25,7 +25,7 @@ Policy, asserted below:
   product form, which carries up to 5 photos, gets 5 times the limit); a file between the limit and that
   room is refused with the field message "larger than 20 MB"; the import refuses it from its size on disk.
 - Accepted, embeddable by the real model, and found by search: an animated GIF (its first frame is searched),
-  a CMYK JPEG, 16-bit PNGs (grey and colour), a HEIC photo from a phone, a JPEG named ``.txt``, a 12x8 photo
+  a CMYK JPEG, 16-bit PNGs (grey and colour), a grey TIFF with premultiplied alpha, a HEIC photo from a phone, a JPEG named ``.txt``, a 12x8 photo
   (the shorter side at UPLOAD_MIN_SIDE, enlarged for the model), and an
   EXIF-rotated JPEG (also with a malformed EXIF entry beside its orientation), which is searched upright (the same results as the upright photo; box coordinates are in
   upright pixels) and stored with its upright size. Every entry point stores a file under its decoded format's extension.
@@ -113,6 +113,8 @@ ACCEPTED = {
     "cmyk-jpeg": Accepted("cmyk.jpg", "JPEG", (240, 160), SHOES),
     "16-bit-rgb-png": Accepted("rgb-16bit.png", "PNG", (160, 107), SHOES),
     "16-bit-grey-png": Accepted("grey-16bit.png", "PNG", (80, 120), CHAIRS),
+    # Pillow's mode "La" (grey, premultiplied alpha) converts to no colour mode directly: it was a 500 everywhere.
+    "grey-premultiplied-tiff": Accepted("grey-premultiplied.tif", "TIFF", (80, 120), CHAIRS),
     "heic": Accepted("phone.heic", "HEIF", (240, 160), SHOES),
     "exif-rotated": Accepted("exif-rotated.jpg", "JPEG", (240, 160), SHOES),  # stored 160x240
     # The same with a malformed camera-model entry in its EXIF, which Pillow cannot write back.
@@ -121,7 +123,7 @@ ACCEPTED = {
     # Enlarged for the model; 12x8 pixels hold too little of the shoe to promise what it finds.
     "small-12x8": Accepted("small-12x8.png", "PNG", (12, 8), None),
 }
-EXTENSIONS = {"GIF": ".gif", "JPEG": ".jpg", "PNG": ".png", "HEIF": ".heic"}
+EXTENSIONS = {"GIF": ".gif", "JPEG": ".jpg", "PNG": ".png", "HEIF": ".heic", "TIFF": ".tif"}
 
 
 def corpus_upload(name: str, *, content_type: str) -> SimpleUploadedFile:

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 PHOTOS = HERE.parent / "images"
 EXIF_ORIENTATION = 0x0112
 EXIF_MODEL = 0x0110
+TIFF_EXTRA_SAMPLES = 338
 
 
 def photo(name: str, long_side: int) -> Image.Image:
@@ -71,6 +72,20 @@ def sixteen_bit_grey_png(image: Image.Image) -> bytes:
     grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
     rows = (row.astype(">u2").tobytes() for row in grey)
     return png(image.width, image.height, bit_depth=16, colour_type=0, rows=rows)
+
+
+def premultiplied_grey_tiff(image: Image.Image) -> bytes:
+    """Grey with an associated (premultiplied) alpha: Pillow's mode "La", which it converts to no colour mode
+    directly. Pillow writes LA with unassociated alpha (ExtraSamples 2); the one entry is set to 1 here."""
+    grey = image.convert("L")
+    data = bytearray(encoded(Image.merge("LA", (grey, Image.new("L", grey.size, 255))), "TIFF"))
+    assert data[:2] == b"II"  # little-endian, as Pillow writes it
+    directory = struct.unpack("<I", data[4:8])[0]
+    for entry in range(struct.unpack("<H", data[directory : directory + 2])[0]):
+        at = directory + 2 + 12 * entry
+        if struct.unpack("<H", data[at : at + 2])[0] == TIFF_EXTRA_SAMPLES:
+            data[at + 8 : at + 10] = struct.pack("<H", 1)
+    return bytes(data)
 
 
 def animated_gif() -> bytes:
@@ -148,6 +163,7 @@ def corpus() -> dict[str, bytes]:
         "cmyk.jpg": encoded(shoe.convert("CMYK"), "JPEG", quality=85),
         "rgb-16bit.png": sixteen_bit_rgb_png(photo("shoe-running-2.jpg", 160)),
         "grey-16bit.png": sixteen_bit_grey_png(photo("chair-cafe-pair.jpg", 120)),
+        "grey-premultiplied.tif": premultiplied_grey_tiff(photo("chair-cafe-pair.jpg", 120)),
         "phone.heic": _heic(shoe),
         "exif-upright.jpg": upright,
         "exif-rotated.jpg": rotated,
