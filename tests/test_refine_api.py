@@ -4,6 +4,8 @@ predicted-category facets, and refining by the kept query vector without sending
 from __future__ import annotations
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -158,6 +160,20 @@ def test_a_chip_scopes_the_next_search_by_its_query_token_without_the_photo(api,
     kept = cache.get(KEPT_QUERY_PREFIX + token)
     assert set(kept) == {"model", "vector", "details"} and len(kept["vector"]) < 2048
     assert len(kept["details"]) == 2 + 196 + 196 * 112  # the 14 x 14 map's weights and int8 descriptors
+
+
+def kept_queries() -> int:
+    server = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    return sum(1 for _ in server.scan_iter(f"*{KEPT_QUERY_PREFIX}*"))
+
+
+def test_a_refinement_answers_with_its_own_token_and_keeps_nothing_more(api, catalog, test_images):
+    token = search(api, test_images, threshold="0", **EXACT).json()["query"]
+    kept_before = kept_queries()
+    for sort in ("price", "-price", "newest"):
+        refined = api.post(SEARCH, {"query": token, "sort": sort}, format="multipart")
+        assert refined.status_code == 200 and refined.json()["query"] == token
+    assert kept_queries() == kept_before
 
 
 @pytest.mark.parametrize("fields, field", [
