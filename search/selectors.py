@@ -143,6 +143,7 @@ class Matches:
     results: list[SimilarProduct]  # at most ``limit``, in the asked order
     categories: list[CategoryFacet] = field(default_factory=list)  # over all the pool's matches, best match first
     colours: list[ColourFacet] = field(default_factory=list)  # likewise, by the main colours of matching photos
+    more: bool = False  # more matches than ``results`` pass the threshold: a larger limit shows more
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class PhotoSearch:
     categories: list[CategoryFacet] = field(default_factory=list)
     colours: list[ColourFacet] = field(default_factory=list)
     refine: Refine = NO_REFINE
+    more: bool = False  # a larger limit shows more matches
     vector: object = None  # the query vector (numpy), for keeping it (search.kept_queries.query_vector_keep)
     details: tuple | None = None  # the query photo's detail descriptors and weights, kept with it
 
@@ -214,7 +216,8 @@ def vector_matches(
     )
     cutoff = search_cutoff(model) if cutoff is None else cutoff
     counted = max(limit, pool)
-    pool = counted if refine.sort == DEFAULT_SORT else max(counted, SORTED_POOL)
+    # One match past ``limit`` at least, to know whether a larger limit shows more.
+    pool = max(counted, limit + 1) if refine.sort == DEFAULT_SORT else max(counted, SORTED_POOL)
     for _ in range(FOLDED_POOL_DOUBLINGS + 1):
         candidates = _pool_candidates(rows, vector, pool, cutoff=cutoff, threshold=threshold)
         if query_details is not None and settings.SEARCH_DETAIL_ORDER and refine.sort == DEFAULT_SORT:
@@ -231,14 +234,14 @@ def vector_matches(
             pairs = _near_duplicate_pairs(model, [c.image_id for c in ordered], min_similarity=minimum)
             folded = duplicate_folding(pairs, min_similarity=minimum)
             ordered = folded(ordered)
-        if len(ordered) >= limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
-            break  # enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
+        if len(ordered) > limit or len(candidates) < pool or refine.sort != DEFAULT_SORT:
+            break  # more than enough to show, no more matches, or an order that re-orders only the best SORTED_POOL
         pool *= 2  # folding took some of the first ``limit``: a larger pool, so that it does not shorten the page
     return Matches(
         # Counted over the best ``counted`` in the best-match order, whatever the order shown: the same chips for
         # every order and every page of "Show more" up to MATCH_POOL.
         results=_with_cards(ordered[:limit], products), categories=_category_facets(candidates[:counted], folded),
-        colours=_colour_facets(candidates[:counted], folded),
+        colours=_colour_facets(candidates[:counted], folded), more=len(ordered) > limit,
     )
 
 
@@ -602,7 +605,8 @@ def photo_search(
     took_ms = (time.perf_counter() - started) * 1000
     return PhotoSearch(
         results=matches.results, model=model, took_ms=took_ms, threshold=threshold, cutoff=cutoff, category=category,
-        categories=matches.categories, colours=matches.colours, refine=refine, vector=vector, details=query_details,
+        categories=matches.categories, colours=matches.colours, refine=refine, more=matches.more, vector=vector,
+        details=query_details,
     )
 
 

@@ -205,8 +205,7 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
             "more_url": url(category_slug, more=True),
             "closest_url": url(category_slug, closest=True),
             "similar_url": url(category_slug, closest=False),
-            # Fewer results than asked for means nothing else passed the threshold.
-            "has_more": len(search.results) >= limit and limit < MAX_RESULTS,
+            "has_more": search.more and limit < MAX_RESULTS,
         },
     )
 

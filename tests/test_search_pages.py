@@ -223,9 +223,10 @@ def test_show_more_asks_for_twice_as_many(client, catalog, test_images, settings
     assert _skus(more)[:2] == _skus(first) and len(_skus(more)) == 4
 
 
-def test_no_show_more_when_everything_is_listed(client, catalog, test_images, settings):
+@pytest.mark.parametrize("limit", ["12", "5"])  # 5: exactly as many as match, where "Show more" showed nothing new
+def test_no_show_more_when_everything_is_listed(client, catalog, test_images, settings, limit):
     settings.SEARCH_MIN_SCORE = 0
-    response = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit="12")
+    response = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit=limit)
     assert len(_skus(response)) == 5
     assert 'data-refine="more"' not in response.content.decode()
 
