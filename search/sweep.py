@@ -259,24 +259,25 @@ def _searched_space_calibrate(space: EmbeddingSpace | None) -> EmbeddingSpace | 
 
 def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     """Compute the colours of up to ``limit`` photos that have none (embedded before colours existed); returns
-    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever.
+    how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever. A
+    failed photo is left alone: it is never shown by its colours, and reading it may be what failed it.
 
-    A photo that fails the step (its file's storage does not answer, the sweep's time limit) has the next sweep begin
-    after it (``COLOUR_BACKFILL_AFTER_KEY``), rounding again to the first: begun from the first photo each time, one
-    such file stopped the backfill of every photo after it for good. It is tried again once the others are done."""
+    Each photo's place is kept before it is read (``COLOUR_BACKFILL_AFTER_KEY``), so that a photo that stops the step
+    in any way (its file's storage does not answer, the sweep's time limit, a decoder that kills the worker) has the
+    next sweep begin after it, rounding again to the first: begun from the first photo each time, one such file
+    stopped the backfill of every photo after it for good, and one that killed the worker killed it every minute.
+    It is tried again once the others are done."""
     done = 0
     after = _colour_backfill_place()
-    uncoloured = ProductImage.objects.filter(colours__isnull=True).order_by("pk").only("pk", "file")
+    uncoloured = (ProductImage.objects.filter(colours__isnull=True).exclude(embedding_status=EmbeddingStatus.FAILED)
+                  .order_by("pk").only("pk", "file"))
     photos = list(uncoloured.filter(pk__gt=after)[:limit])
     if after and len(photos) < limit:  # round again to the first
         photos += uncoloured.filter(pk__lte=after)[: limit - len(photos)]
     try:
         for image in photos:
-            try:
-                colours = _photo_colours(image)
-            except BaseException:  # a timeout, the sweep's time limit, a decoder's surprise: the next one goes on
-                _colour_backfill_place_keep(image.pk)
-                raise
+            _colour_backfill_place_keep(image.pk)
+            colours = _photo_colours(image)
             # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
             done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
     finally:

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from bench.shopper import snapshot
 from catalog import services as catalog_services
-from catalog.models import Category, ProductImage
+from catalog.models import Category, EmbeddingStatus, ProductImage
 from catalog.page_cache import catalog_changed
 from search.colours import FAMILIES, dominant_colours, pixel_families
 from search.models import ImageEmbedding
@@ -99,6 +99,8 @@ def test_a_photo_whose_file_times_out_does_not_hold_up_the_colours_of_the_others
 
     def times_out(storage, name, mode="rb"):
         if name == stuck.file.name:
+            # Kept before the photo is read: a decoder that kills the worker here moves the next sweep past it too.
+            assert cache.get(COLOUR_BACKFILL_AFTER_KEY) == stuck.pk
             raise error("the storage did not answer")
         return real_open(storage, name, mode)
 
@@ -112,6 +114,27 @@ def test_a_photo_whose_file_times_out_does_not_hold_up_the_colours_of_the_others
     monkeypatch.undo()
     assert image_colours_backfill() == 1
     assert not ProductImage.objects.filter(colours__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_the_backfill_leaves_failed_photos_alone(catalog, monkeypatch):
+    """A photo failed for killing its worker (search/lost_runs.py) has no colours: the backfill read it again every
+    minute, and each read killed the worker running the sweep."""
+    from django.core.cache import cache
+
+    from search import sweep
+
+    cache.delete(sweep.COLOUR_BACKFILL_AFTER_KEY)
+    failed = ProductImage.objects.order_by("pk")[1]
+    photos = ProductImage.objects.update(colours=None)
+    ProductImage.objects.filter(pk=failed.pk).update(embedding_status=EmbeddingStatus.FAILED,
+                                                     embedding_error="worker lost")
+    read = []
+    real_colours = sweep._photo_colours
+    monkeypatch.setattr(sweep, "_photo_colours", lambda image: read.append(image.pk) or real_colours(image))
+
+    assert sweep.image_colours_backfill() == photos - 1
+    assert failed.pk not in read and len(read) == photos - 1
 
 
 @pytest.fixture
