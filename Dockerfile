@@ -51,7 +51,12 @@ django.setup()
 from django.core.management import call_command
 from django.db import connection
 
-if os.environ.get("MIGRATE_ON_START", "true") == "true":
+# Read as the settings read a flag (django-environ's spellings, any case); anything else stops here: "False" taken
+# for not "true" skipped the migrations, and an unmigrated site answered healthy.
+migrate = (os.environ.get("MIGRATE_ON_START") or "true").strip().lower()
+if migrate not in {"true", "on", "ok", "y", "yes", "1", "false", "off", "n", "no", "0"}:
+    raise SystemExit(f"MIGRATE_ON_START={migrate!r}: set it to true or false")
+if migrate in {"true", "on", "ok", "y", "yes", "1"}:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(hashtext('lookalike-migrate'))")
     call_command("migrate", interactive=False, skip_checks=False)  # call_command skips the system checks otherwise

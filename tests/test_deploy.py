@@ -287,10 +287,12 @@ def test_entrypoint_runs_worker_commands_without_touching_the_database(entrypoin
     assert result.stdout.strip() == "worker ran"
 
 
-def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db):
+@pytest.mark.parametrize("flag", [None, "True", " 1"])  # "True" skipped them: only "true" was read as true
+def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db, flag):
     result = subprocess.run(
         [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url()),
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url(),
+                                      **({} if flag is None else {"MIGRATE_ON_START": flag})),
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -326,12 +328,20 @@ def test_entrypoint_stops_when_migrations_fail_and_can_skip_them(entrypoint):
     assert failing.returncode != 0
     assert "OperationalError" in failing.stderr  # it did try the database, and stopped there
     assert "gunicorn (version" not in failing.stdout + failing.stderr
-    skipped = subprocess.run(
+    for flag in ("false", "False", "0"):
+        skipped = subprocess.run(
+            [str(entrypoint), "gunicorn", "--version"],
+            cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START=flag),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert skipped.returncode == 0, skipped.stderr
+    mistyped = subprocess.run(
         [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="false"),
+        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="flase"),
         capture_output=True, text=True, timeout=60,
     )
-    assert skipped.returncode == 0, skipped.stderr
+    assert mistyped.returncode != 0 and "MIGRATE_ON_START='flase': set it to true or false" in mistyped.stderr
+    assert "gunicorn (version" not in mistyped.stdout + mistyped.stderr
 
 
 def test_proxy_serves_media_read_only_and_forwards_the_rest():
