@@ -4,6 +4,7 @@ Each case starts `manage.py` in a fresh process, as a deployment does, with the 
 operator would give it (this session's real PostgreSQL and Redis URLs).
 """
 
+import logging
 import os
 import secrets
 import socket
@@ -55,7 +56,8 @@ def test_deploy_check_is_clean(tmp_path, database_url):
     assert "WARNINGS" not in result.stderr
 
 
-@pytest.mark.parametrize(("given", "rate"), [(None, "600/min"), ("100/hour", "100/hour"), ("", "None")])
+@pytest.mark.parametrize(("given", "rate"), [
+    (None, "600/min"), ("100/hour", "100/hour"), ("", "None"), (" ", "None"), ("100 / Hour", "100/hour")])
 def test_anonymous_api_reads_are_limited_unless_the_operator_lifts_it(tmp_path, given, rate):
     """Unset, the production settings let one client read the whole catalog as fast as it could ask."""
     result = subprocess.run(
@@ -131,3 +133,26 @@ def test_a_task_time_limit_too_short_for_its_soft_limit_is_refused(tmp_path):
     """30 s or less gave a soft limit at or below zero: every task failed at once."""
     result = _settings_read(production_env(tmp_path, CELERY_TASK_TIME_LIMIT="30"), "pass")
     assert result.returncode != 0 and "CELERY_TASK_TIME_LIMIT is 30 s; it needs at least 60 s" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "refusal"), [
+    ("SEARCH_THROTTLE_RATE", "30 a minute", "SEARCH_THROTTLE_RATE='30aminute' is not a rate"),
+    ("ADMIN_LOGIN_THROTTLE_RATE", "/min", "ADMIN_LOGIN_THROTTLE_RATE='/min' is not a rate"),
+    ("API_THROTTLE_RATE", "600/week", "API_THROTTLE_RATE='600/week' is not a rate"),
+    ("CACHE_TIMEOUT_SECONDS", "0", "CACHE_TIMEOUT_SECONDS is 0.0; it needs to be above 0"),
+    ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD' is not a log level"),
+])
+def test_a_setting_that_would_fail_requests_stops_the_start_naming_it(tmp_path, name, value, refusal):
+    """A throttle rate DRF cannot read passed the start and made every request it limits a 500 (every photo search,
+    every admin login); a cache timeout of 0 failed every cache call, and with it every throttle; a log level in
+    lower case, or none, crashed every process."""
+    result = _settings_read(production_env(tmp_path, **{name: value}), "pass")
+    assert result.returncode != 0 and refusal in result.stderr, result.stderr[-2000:]
+
+
+def test_rates_and_the_log_level_are_read_in_any_case_and_spacing(tmp_path):
+    env = production_env(tmp_path, SEARCH_THROTTLE_RATE=" 30/Min", REFINE_THROTTLE_RATE="", LOG_LEVEL="warning ")
+    result = _settings_read(env, "import logging; rates = settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']; "
+                                 "print(rates['search'], rates['refine'], logging.getLogger().level)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["30/min", "120/min", str(logging.WARNING)]  # empty: the default

