@@ -178,8 +178,10 @@ class Embedder:
         return self._network_on_every_core
 
     def load(self) -> None:
-        """Load the network now rather than on first use; raises ``ModelUnavailable`` when it cannot be."""
-        self.network  # noqa: B018 - the property loads
+        """Load the network and the reduction now rather than on first use; raises ``ModelUnavailable`` when either
+        cannot be (the network alone loaded: photos then failed on a missing reduction file after it said yes)."""
+        self.network  # noqa: B018 - the properties load
+        self.reduction  # noqa: B018
 
     def _load(self):
         raise NotImplementedError

@@ -156,6 +156,28 @@ def test_a_model_that_cannot_load_fails_the_pending_images_and_the_sweep_retries
     assert (waiting.embedding_status, waiting.embedding_error) == (EmbeddingStatus.PENDING, "")
 
 
+def test_a_missing_reduction_file_fails_the_photos_as_the_model_does_and_they_wait_until_it_is_back(
+    product, monkeypatch, tmp_path
+):
+    """Loading read the network only: with the reduction file gone, a reindex's run failed its photos without the
+    reason the sweep retries by, and the sweep took the model for loadable and sent them back every ten minutes."""
+    active = active_embedder()
+    gone = type(active)(runtime=active.runtime, cache_dir=active.cache_dir, reduction_file=tmp_path / "gone.npz")
+    image = _add_image(product)
+
+    services.images_embed(image_ids=[image.pk], embedder=gone, force=True)
+
+    image.refresh_from_db()
+    assert image.embedding_status == EmbeddingStatus.FAILED
+    assert image.embedding_error.startswith(f"{services.MODEL_UNAVAILABLE}cannot load the {active.name} reduction")
+    ProductImage.objects.filter(pk=image.pk).update(
+        embedding_queued_at=timezone.now() - timedelta(seconds=services.MODEL_RETRY_SECONDS + 1))
+    monkeypatch.setattr(services, "active_embedder", lambda: gone)
+    assert services.model_unavailable_retry() == 0  # still gone: left failed
+    monkeypatch.undo()
+    assert services.model_unavailable_retry() == 1
+
+
 def test_corrupted_file_is_recorded_as_a_permanent_failure(product):
     image = _add_image(product)
     with image.file.storage.open(image.file.name, "wb") as handle:  # damaged on disk after upload
