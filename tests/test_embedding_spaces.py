@@ -516,6 +516,38 @@ def test_reindex_in_the_background_waits_on_while_the_workers_make_progress(smal
     assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
 
 
+def test_reindex_in_the_background_keeps_the_queue_as_short_as_the_sweep_does(small_catalog, monkeypatch, no_worker,
+                                                                              settings):
+    """It sent the whole selection at once: behind 3,000 tasks for 100k photos every beat task expired unrun for the
+    forty minutes they took (no sweep, no switch, /healthz late). It tops the queue up as the workers take from it."""
+    import base64
+    import json
+
+    import redis
+
+    from search import services
+    from search.management.commands import reindex
+
+    monkeypatch.setattr(services, "SWEEP_QUEUE_MAX_TASKS", 2)
+    monkeypatch.setattr(services, "TASK_BATCH_SIZE", 1)  # room for two photos
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    waiting = []  # the photos in the queue each time a worker takes a task
+
+    def a_worker_takes_a_task():
+        messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+        waiting.append(sum(len(json.loads(base64.b64decode(m["body"]))[0][0]) for m in messages))
+        taken = json.loads(base64.b64decode(json.loads(broker.rpop("celery"))["body"]))[0][0]  # the oldest
+        ProductImage.objects.filter(pk__in=taken).update(embedding_status=EmbeddingStatus.READY,
+                                                         embedding_model=get_embedder(LITE0).id)
+
+    clock = _FakeClock(every=60, tick=a_worker_takes_a_task)
+    monkeypatch.setattr(reindex, "time", clock)
+    call_command("reindex", background=True, stdout=open("/dev/null", "w"))
+
+    assert waiting == [2, 2, 2, 1]  # four photos, two at a time in the queue, then the last one
+    assert not ProductImage.objects.exclude(embedding_status=EmbeddingStatus.READY).exists()
+
+
 def test_a_switch_before_any_sync_keeps_the_stored_space_active(small_catalog, settings):
     EmbeddingSpace.objects.all().delete()  # vectors exist, but no sweep has recorded their space yet
     settings.EMBEDDING_MODEL = LITE2

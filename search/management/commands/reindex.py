@@ -4,7 +4,9 @@
     manage.py reindex --category sofas      one category and its descendants
     manage.py reindex --only pending,failed what is missing; also how an interrupted run resumes
     manage.py reindex --background          hand the work to the Celery workers and watch them (giving up when
-                                            none finishes an image for --timeout seconds, 600 by default)
+                                            none finishes an image for --timeout seconds, 600 by default); the
+                                            queue is topped up as they go, as the sweep does, so that the beat
+                                            tasks are not held up behind the whole selection
 
 It exits with status 1 when any selected image failed (the admin lists why; `--only failed` redoes them), or when
 the workers it watches stop making progress. Each batch commits on its own, and a selected image stays ``pending``
@@ -25,7 +27,7 @@ from search.embeddings import active_embedder
 from search.selectors import image_ids_selected, images_count
 from search.services import (
     PENDING_STALE_SECONDS,
-    image_embedding_enqueue,
+    image_embedding_top_up,
     images_embed,
     images_recompute_claim,
     images_recompute_claim_renew,
@@ -82,7 +84,7 @@ class Command(BaseCommand):
         embedder = active_embedder()
         self.stdout.write(f"Re-embedding {len(selected)} image(s) with {embedder.id}")
         if background:
-            self._watch(selected, image_embedding_enqueue(image_ids=selected, force=True), timeout=timeout)
+            self._watch(selected, timeout=timeout)
         else:
             self._embed_here(selected, embedder, batch_size)
         space = embedding_space_sync()
@@ -111,12 +113,16 @@ class Command(BaseCommand):
                 bar.update(len(batch))
                 bar.set_postfix(failed=outcome["failed"], refresh=False)
 
-    def _watch(self, selected, queued, *, timeout):
-        if queued < len(selected):
-            self.stderr.write(f"only {queued} of {len(selected)} queued (broker down?); the sweep sends the rest")
-        left, progressed = len(selected), time.monotonic()
+    def _watch(self, selected, *, timeout):
+        unsent, left, progressed = list(selected), len(selected), time.monotonic()
+        claimed = progressed
         with tqdm(total=len(selected), unit="img", desc="workers", disable=self.quiet) as bar:
             while True:
+                if unsent:
+                    if time.monotonic() - claimed > CLAIM_RENEW_SECONDS:  # the sweep must not send them meanwhile
+                        images_recompute_claim_renew(image_ids=unsent)
+                        claimed = time.monotonic()
+                    unsent = unsent[image_embedding_top_up(image_ids=unsent, force=True):]
                 left, before = images_count(image_ids=selected, status=EmbeddingStatus.PENDING), left
                 bar.update(len(selected) - left - bar.n)
                 if left == 0:
