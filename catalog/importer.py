@@ -630,7 +630,8 @@ def _price_parse(text: str) -> Decimal:
         raise RowError(f"price {text!r} is too large; the limit is {_PRICE_LIMIT - Decimal('0.01')}")
     if price.as_tuple().exponent < -_PRICE_FIELD.decimal_places and price != price.quantize(_PRICE_STEP):
         raise RowError(f"price {text!r} has more than {_PRICE_FIELD.decimal_places} decimal places")
-    return price
+    # "12.500" has three places by the model's count: refused for a new product, taken as unchanged for one at 12.50.
+    return price.quantize(_PRICE_STEP)
 
 
 def image_path_resolve(*, written: str, images_dir: Path) -> Path:

@@ -200,6 +200,20 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_the_good_rows_land(db
     assert len(_stored_files(media_root)) == 2 * ProductImage.objects.count() == 4  # photos and their thumbnails
 
 
+def test_a_price_with_trailing_zeros_is_its_value_for_a_new_product_as_for_an_existing_one(db, shop):
+    """"12.500" passed the import's check, then failed the model's three decimal places for a new product or one at
+    another price, and counted as unchanged for one at 12.50: the same cell, told apart by what was stored."""
+    catalog_csv_import(path=_write(shop, HEADER + "OLD-1,Chair,Home,9,,photos/chair-cafe-pair.jpg\n", "old.csv"))
+    text = (HEADER + "NEW-1,Chair,Home,12.500,,photos/chair-cafe-pair.jpg\n"
+            + "OLD-1,Chair,Home,12.500,,photos/chair-cafe-pair.jpg\n" + "ZERO-1,Chair,Home,0E-9,,\n")
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert summary.failed == []
+    assert dict(Product.objects.values_list("sku", "price")) == {
+        "NEW-1": Decimal("12.50"), "OLD-1": Decimal("12.50"), "ZERO-1": Decimal("0.00")}
+
+
 def test_a_symbolic_link_loop_fails_its_row_and_the_import_goes_on(db, shop):
     """Path.resolve raises RuntimeError on a loop, which stopped the whole import with a traceback and no summary."""
     (shop / "photos" / "loop.jpg").symlink_to("loop.jpg")
