@@ -37,6 +37,7 @@ from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 
 from catalog.models import (
+    CATEGORY_DEPTH_MAX,
     CATEGORY_PATH_DISPLAY_SEPARATOR,
     CURRENCY_CODE,
     Category,
@@ -45,7 +46,6 @@ from catalog.models import (
     currency_code_read,
 )
 from catalog.services import (
-    CATEGORY_DEPTH_MAX,
     CategoryDeleted,
     LoadSummary,
     PhotoRefused,

@@ -33,6 +33,9 @@ def currency_code_read(text: str) -> str:
 
 # What separates the levels of a category path ("Home > Furniture > Sofas") in imports and on pages.
 CATEGORY_PATH_SEPARATOR = ">"
+# Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
+# create thousands of categories and make every page that shows a path walk them.
+CATEGORY_DEPTH_MAX = 10
 CATEGORY_PATH_DISPLAY_SEPARATOR = f" {CATEGORY_PATH_SEPARATOR} "
 
 
@@ -95,6 +98,15 @@ class Category(models.Model):
                     {"parent": "A category cannot be placed under itself or one of its own subcategories."},
                     code="category_cycle",
                 )
+        # The import's limit, kept by every path: a tree made deeper in the admin held paths no import could name.
+        if self.parent_id is not None and self._parent_changed():
+            if category_depth_under(parent_id=self.parent_id, category_id=self.pk) > CATEGORY_DEPTH_MAX:
+                raise ValidationError({"parent": f"Placed here, categories would be more than {CATEGORY_DEPTH_MAX} "
+                                                 "levels deep, the most a category path may have."},
+                                      code="category_depth")
+
+    def _parent_changed(self) -> bool:
+        return self.pk is None or not Category.objects.filter(pk=self.pk, parent_id=self.parent_id).exists()
 
 
 def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
@@ -111,6 +123,28 @@ def category_is_below(*, category_id: int, ancestor_id: int) -> bool:
     """
     with connections[router.db_for_read(Category)].cursor() as cursor:
         cursor.execute(sql, [category_id, ancestor_id])
+        return cursor.fetchone()[0]
+
+
+def category_depth_under(*, parent_id: int, category_id: int | None) -> int:
+    """The levels a path to the deepest category of ``category_id``'s subtree (itself, when new) would have with
+    the category placed under ``parent_id`` (one query; each walk bounded, so that it ends on any tree)."""
+    table = Category._meta.db_table
+    sql = f"""
+        WITH RECURSIVE up(id, levels) AS (
+            SELECT %s::bigint, 1
+            UNION ALL
+            SELECT c.parent_id, up.levels + 1 FROM {table} c JOIN up ON c.id = up.id
+            WHERE c.parent_id IS NOT NULL AND up.levels <= %s
+        ), down(id, levels) AS (
+            SELECT %s::bigint, 1
+            UNION ALL
+            SELECT c.id, down.levels + 1 FROM {table} c JOIN down ON c.parent_id = down.id WHERE down.levels <= %s
+        )
+        SELECT (SELECT max(levels) FROM up) + (SELECT max(levels) FROM down)
+    """
+    with connections[router.db_for_read(Category)].cursor() as cursor:
+        cursor.execute(sql, [parent_id, CATEGORY_DEPTH_MAX, category_id, CATEGORY_DEPTH_MAX])
         return cursor.fetchone()[0]
 
 

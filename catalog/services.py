@@ -22,6 +22,7 @@ from django.utils.text import slugify
 
 from catalog.images import ImageInfo, image_file_name, inspect_image
 from catalog.models import (
+    CATEGORY_DEPTH_MAX,
     CATEGORY_PATH_SEPARATOR,
     DEFAULT_CURRENCY,
     POSITION_MAX,
@@ -37,9 +38,6 @@ from catalog.thumbnails import thumbnail_make
 
 logger = logging.getLogger(__name__)
 
-# Levels in a category path. Real shops use up to six or so; a path of thousands (a cell of "a>a>a>...") would
-# create thousands of categories and make every page that shows a path walk them.
-CATEGORY_DEPTH_MAX = 10
 # The first key of the advisory lock that names categories under one parent in turn (_sibling_names_lock).
 SIBLING_NAMES_LOCK = 7_362_114
 # The advisory lock every change of the tree takes (migration 0005's trigger, at a category's UPDATE): taken first by

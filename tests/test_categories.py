@@ -111,6 +111,30 @@ def test_a_name_written_in_the_admin_is_stored_as_an_import_spells_it(chain, adm
     assert category_get_or_create_path(path="Home > Furniture > Caf\u00e9 Sofas") == added
 
 
+def test_no_path_makes_the_tree_deeper_than_an_import_may_name(chain, admin_client):
+    """The ten levels were the import's rule only: in the admin a category could be added under the tenth level, or
+    a branch moved under a deep one, and the products there could no longer be imported by their path."""
+    _, furniture, sofas = chain  # Home > Furniture > Sofas
+    levels = [f"Level {n}" for n in range(1, 11)]
+    tenth = category_get_or_create_path(path=" > ".join(levels))
+    ninth = tenth.parent
+    message = "Placed here, categories would be more than 10 levels deep, the most a category path may have."
+
+    added = admin_client.post(reverse("admin:catalog_category_add"),
+                              {"name": "Eleventh", "slug": "eleventh", "parent": tenth.pk})
+    assert added.status_code == 200 and message in html.unescape(added.content.decode())
+    assert not Category.objects.filter(slug="eleventh").exists()
+    furniture.parent = ninth  # with Sofas below it: eleven levels
+    with pytest.raises(ValidationError) as refused:
+        furniture.full_clean()
+    assert refused.value.message_dict["parent"] == [message]
+    # Up to ten levels, and a category deep already but left where it is, are fine.
+    sofas.parent = ninth
+    sofas.full_clean()
+    tenth.name = "The tenth"
+    tenth.full_clean()
+
+
 def test_full_clean_accepts_a_move_within_the_tree(chain):
     home, furniture, sofas = chain
     sofas.parent = home
