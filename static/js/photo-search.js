@@ -209,6 +209,13 @@
       // Under the results without a new photo: the same photo (and box) in the category now selected.
       return resend({ category: category, box: "current", limit: "" });
     }
+    if (form.elements.query && form.elements.query.value) {
+      // Results opened by their address show no photo to send: the kept search in that category, as without a script.
+      var address = new URL(form.getAttribute("action"), location.href);
+      address.searchParams.set("query", form.elements.query.value);
+      if (category) address.searchParams.set("category", category);
+      return refine(address.pathname + address.search);
+    }
     showChosen(null);
     var message = form.querySelector("[data-client-error]");
     message.textContent = clientProblem(null);
@@ -564,6 +571,9 @@
         }
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
+        // "Look in" under the results says where they are, as the server draws it: another photo is searched there.
+        var lookIn = body.querySelector(".query-new [data-category]");
+        if (lookIn) lookIn.value = body.dataset.category;
         if (!fromHistory) history.pushState(null, "", url);
         shownAddress = addressOf(location.href);
         if (more) {

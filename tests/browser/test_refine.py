@@ -74,6 +74,30 @@ def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, tes
     expect(page.get_by_text("Your earlier photo")).to_be_visible()
 
 
+def test_look_in_follows_the_results_and_searches_the_kept_search_in_another_category(page, shop, test_images,
+                                                                                       everything_matches):
+    """A chip refined the results in place and left "Look in" on the category before, where another photo was then
+    searched. Opened by their address (a reload, a shared link), results have no photo for the script to send, and
+    "Find lookalikes" in another category asked for a photo, where the page without a script searches the kept one."""
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "chair-cafe-pair.jpg")
+    page.locator(".looks-like .chip").filter(has_text="Shoes").click()
+    wait_until_idle(page)
+    look_in = page.get_by_label("Look in")
+    expect(look_in).to_have_value(shop["RUN-1"].category.slug)
+
+    page.goto(page.url)
+    expect(page.get_by_text("Your earlier photo")).to_be_visible()
+    chairs = shop["CHAIR-1"].category.slug
+    look_in.select_option(chairs)
+    page.get_by_role("button", name="Find lookalikes").click()
+    wait_until_idle(page)
+
+    expect(page).to_have_url(re.compile(rf"\?query=[\w-]{{22}}&category={chairs}$"))
+    assert sorted(card_titles(page)) == sorted([shop["CHAIR-1"].title, shop["CHAIR-2"].title])
+    expect(page.locator("[data-client-error]")).to_be_hidden()
+
+
 def test_refining_on_a_phone(phone_page, shop, test_images, screenshot, everything_matches):
     page = phone_page
     page.goto("/search/photo/")
