@@ -135,9 +135,21 @@ class ProductImageForm(forms.ModelForm):
         return file
 
 
+class ProductImageFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        # A photo another admin deleted or moved while this page was open comes back as a row without one, whose
+        # hidden id alone is in error: the page said "Please correct the errors below" and showed none.
+        if any(form.instance.pk is None and not (self.can_delete and self._should_delete_form(form))
+               for form in self.initial_forms):
+            raise ValidationError("A photo on this page was deleted or moved to another product meanwhile: reload "
+                                  "the page to see the product's photos as they are now.", code="photo_gone")
+
+
 class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageForm
+    formset = ProductImageFormSet
     extra = 2
     # One save takes a few new photos (config/middleware.py RequestBodyLimitMiddleware): said where they are added.
     verbose_name_plural = f"Photos (at most {ADMIN_FILES_PER_REQUEST} new ones per save)"

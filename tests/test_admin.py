@@ -1,5 +1,6 @@
 """The admin: add a product with two images, see thumbnails and embedding status, re-embed, bad uploads."""
 
+import html
 import re
 from decimal import Decimal
 
@@ -383,6 +384,33 @@ def test_a_photo_deleted_meanwhile_and_deleted_again_on_the_product_page_is_no_e
     response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
     assert response.status_code == 302, response.content[:3000]
     assert list(product.images.all()) == [kept]
+
+
+@pytest.mark.parametrize("position", ["7", None], ids=["its row changed", "its row as it was"])
+def test_a_photo_deleted_meanwhile_and_kept_on_the_product_page_is_refused_saying_why(admin_client, product,
+                                                                                      position):
+    """Its row came back with no photo, in error by its hidden id only: "Please correct the errors below", and none
+    shown."""
+    from catalog.services import product_image_add, product_image_delete
+
+    kept, gone = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
+                  for n in range(2))
+    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
+                         currency=product.currency)
+    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
+    for index, image in enumerate((kept, gone)):
+        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
+                     f"images-{index}-position": str(image.position)})
+    if position:
+        data["images-1-position"] = position
+    data["title"] = "A new title"
+    product_image_delete(image=gone)
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+    assert response.status_code == 200  # the form again
+    assert ("A photo on this page was deleted or moved to another product meanwhile: reload the page to see the "
+            "product's photos as they are now.") in html.unescape(response.text)
+    product.refresh_from_db()
+    assert product.title != "A new title" and list(product.images.all()) == [kept]
 
 
 def test_a_photos_position_emptied_on_the_product_page_is_refused_not_ignored(admin_client, product, test_images):
