@@ -44,6 +44,7 @@ from catalog.models import (
     Product,
     category_name_key,
     currency_code_read,
+    sku_normalized,
 )
 from catalog.services import (
     CategoryDeleted,
@@ -561,7 +562,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
         # PostgreSQL text cannot hold one, and the OS refuses it in a path: caught here, before any query sees it.
         if "\x00" in value:
             raise RowError(f"{column} contains a NUL character")
-    sku = row["sku"].strip()
+    sku = sku_normalized(row["sku"].strip())
     if not sku:
         raise RowError("sku is empty")
     if len(sku) > _SKU_MAX:

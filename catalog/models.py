@@ -45,6 +45,12 @@ def category_name_normalized(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).split())
 
 
+def sku_normalized(sku: str) -> str:
+    """A SKU as it is stored and looked up: Unicode NFC. "CAFÉ-1" typed on a Mac (a decomposed É) was another
+    product to an import, and its address found the other one."""
+    return unicodedata.normalize("NFC", sku)
+
+
 def category_name_key(name: str) -> str:
     """What two spellings of one category name share, as the lookups compare them (``name__iexact``: PostgreSQL's
     UPPER) once normalised: "Sofas" and "sofas" are one category."""
@@ -200,6 +206,13 @@ class Product(models.Model):
         """Nothing to ask the database: each check constraint above has a field rule that says the same to people
         (a validator, or a non-blank field, run by ``clean_fields``), where Django would test every constraint again
         with a query of its own, 13 ms a product. PostgreSQL still enforces them on every write."""
+
+    def clean(self):
+        super().clean()
+        written, self.sku = self.sku or "", sku_normalized(self.sku or "")
+        if len(self.sku) > (sku_max := self._meta.get_field("sku").max_length) >= len(written):
+            raise ValidationError({"sku": f"This SKU is {len(self.sku)} characters long as stored (Unicode NFC); "
+                                          f"the limit is {sku_max}."}, code="sku_too_long")
 
     def __str__(self):
         return f"{self.title} ({self.sku})"

@@ -30,7 +30,7 @@ from catalog.categories import (  # noqa: F401
     kept_category_parents,
     lineage,
 )
-from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage
+from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage, sku_normalized
 from catalog.page_cache import kept_per_catalog_version
 from catalog.typos import MAX_WORDS, corrections
 
@@ -218,7 +218,7 @@ def _tolerant_query(terms: dict[str, bool], fixes: dict[str, list[str]]) -> Sear
 def product_detail(*, sku: str) -> Product | None:
     """An active product with its category and all its images (in gallery order), or None."""
     return (
-        Product.objects.filter(sku=sku, active=True)
+        Product.objects.filter(sku=sku_normalized(sku), active=True)
         .select_related("category")
         .prefetch_related(_all_images())
         .first()
@@ -241,7 +241,8 @@ def _all_images() -> Prefetch:
 
 def product_detail_for_staff(*, sku: str) -> Product | None:
     """A product, active or not, with its category and all its images in gallery order, or None."""
-    return Product.objects.filter(sku=sku).select_related("category").prefetch_related(_all_images()).first()
+    return (Product.objects.filter(sku=sku_normalized(sku)).select_related("category")
+            .prefetch_related(_all_images()).first())
 
 
 def product_api_list(
