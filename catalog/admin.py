@@ -16,6 +16,7 @@ from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, Pro
 from catalog.services import (
     categories_delete,
     category_save,
+    files_deleted_if_it_fails,
     image_prepare,
     product_create,
     product_image_add,
@@ -92,7 +93,8 @@ class RefusedSavesShown(admin.ModelAdmin):
 
     def _refusal_shown(self, request, outcome, view, *args):
         try:
-            return view(*args)
+            with files_deleted_if_it_fails():  # the files of photos saved before the refusal: their rows are gone
+                return view(*args)
         except (ValidationError, Product.DoesNotExist, ProductImage.DoesNotExist, OperationalError) as error:
             deadlock = isinstance(error, OperationalError) and isinstance(error.__cause__, DeadlockDetected)
             if request.method != "POST" or (isinstance(error, OperationalError) and not deadlock):

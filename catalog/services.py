@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -635,13 +636,35 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage, stored: list
         stored.append(image.thumbnail.name)
 
 
+# The files stored by atomic_with_files blocks nested in a caller's transaction (files_deleted_if_it_fails).
+_stored_in_outer_transaction: ContextVar[list[str] | None] = ContextVar("stored_in_outer_transaction", default=None)
+
+
+@contextmanager
+def files_deleted_if_it_fails() -> Iterator[None]:
+    """For a caller whose own transaction holds several writes with files (the admin's save of a product and its
+    photos): if it fails after some of them stored theirs, those files no row holds are deleted. Django has no hook
+    for a rollback, and their savepoints had been released: a photo's new file stayed on disk when the next photo's
+    save was refused and the whole change undone."""
+    names: list[str] = []
+    token = _stored_in_outer_transaction.set(names)
+    try:
+        yield
+    except BaseException:
+        stored_files_delete(_files_unreferenced(names))
+        raise
+    finally:
+        _stored_in_outer_transaction.reset(token)
+
+
 @contextmanager
 def atomic_with_files() -> Iterator[list[str]]:
     """A transaction, and a list for the names of the files its writes store. They are deleted again if it fails
     (a refused photo, the database, Ctrl-C): its rows are gone, so must their files be. Once it has committed they
     are its rows' files and stay, even if something its commit sets off fails afterwards (queueing the embeddings,
     a Ctrl-C then): Django runs the commit's hooks after the COMMIT, inside ``atomic``'s exit. Nested in an outer
-    transaction, it is a savepoint: a failure of the outer COMMIT leaves the files, which ``prune_media`` removes."""
+    transaction, it is a savepoint: a failure of the outer transaction leaves the files, unless its caller deletes
+    them (``files_deleted_if_it_fails``); ``prune_media`` removes what is left."""
     stored: list[str] = []
     written = False
     try:
@@ -649,6 +672,8 @@ def atomic_with_files() -> Iterator[list[str]]:
             transaction.on_commit(stored.clear)  # the first of its hooks: it runs before any other can fail
             yield stored
             written = True
+        if (outer := _stored_in_outer_transaction.get()) is not None and stored:
+            outer.extend(stored)  # a savepoint released: the caller's transaction may still fail
     except BaseException:
         # Raised by the writes: their rows rolled back. Raised by the COMMIT itself (a Ctrl-C while PostgreSQL
         # commits: psycopg waits for the COMMIT, then re-raises): the rows may have committed, so only files no

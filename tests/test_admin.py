@@ -466,6 +466,39 @@ def test_a_photo_added_in_the_admin_to_a_product_deleted_meanwhile_is_refused_wi
     assert not [path for path in media_root.rglob("*") if path.is_file()]
 
 
+def test_a_product_save_refused_after_a_photos_new_file_was_stored_takes_the_file_away(
+    admin_client, product, media_root, monkeypatch
+):
+    """The first photo's new file was stored and its savepoint released; the second photo's save was refused and
+    the whole change undone, and the first's new file and thumbnail stayed on disk, held by no row."""
+    from catalog import admin as catalog_admin
+    from catalog.services import product_image_add
+
+    first, second = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
+                     for n in range(2))
+    before = sorted(path for path in media_root.rglob("*") if path.is_file())
+    update = catalog_admin.product_image_update
+
+    def second_deleted_meanwhile(*, image, **kwargs):
+        if image.pk == second.pk:
+            raise ProductImage.DoesNotExist("deleted meanwhile")
+        return update(image=image, **kwargs)
+
+    monkeypatch.setattr(catalog_admin, "product_image_update", second_deleted_meanwhile)
+    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
+                         currency=product.currency)
+    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
+    for index, image in enumerate((first, second)):
+        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
+                     f"images-{index}-position": str(image.position + 5)})
+    data["images-0-file"] = uploaded_image("new.jpg", size=(120, 90))
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data, follow=True)
+
+    assert "Nothing was saved" in response.content.decode()
+    assert ProductImage.objects.get(pk=first.pk).file.name == first.file.name
+    assert sorted(path for path in media_root.rglob("*") if path.is_file()) == before
+
+
 def test_saving_an_unchanged_category_or_photo_in_the_admin_keeps_the_cached_pages(admin_client, product, category):
     """The admin saves a form that changed nothing too: each such save retired every cached page of the shop."""
     from catalog import page_cache
