@@ -139,6 +139,7 @@ def test_a_task_time_limit_too_short_for_its_soft_limit_is_refused(tmp_path):
     ("SEARCH_THROTTLE_RATE", "30 a minute", "SEARCH_THROTTLE_RATE='30aminute' is not a rate"),
     ("ADMIN_LOGIN_THROTTLE_RATE", "/min", "ADMIN_LOGIN_THROTTLE_RATE='/min' is not a rate"),
     ("API_THROTTLE_RATE", "600/week", "API_THROTTLE_RATE='600/week' is not a rate"),
+    ("API_THROTTLE_RATE", "1000/month", "API_THROTTLE_RATE='1000/month' is not a rate"),  # DRF: a minute
     ("CACHE_TIMEOUT_SECONDS", "0", "CACHE_TIMEOUT_SECONDS is 0.0; it needs to be above 0"),
     ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD' is not a log level"),
 ])
@@ -151,8 +152,10 @@ def test_a_setting_that_would_fail_requests_stops_the_start_naming_it(tmp_path, 
 
 
 def test_rates_and_the_log_level_are_read_in_any_case_and_spacing(tmp_path):
-    env = production_env(tmp_path, SEARCH_THROTTLE_RATE=" 30/Min", REFINE_THROTTLE_RATE="", LOG_LEVEL="warning ")
+    env = production_env(tmp_path, SEARCH_THROTTLE_RATE=" 30/Min", REFINE_THROTTLE_RATE="", LOG_LEVEL="warning ",
+                         ADMIN_LOGIN_THROTTLE_RATE="5/hours")
     result = _settings_read(env, "import logging; rates = settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']; "
-                                 "print(rates['search'], rates['refine'], logging.getLogger().level)")
+                                 "print(rates['search'], rates['refine'], rates['admin_login'], "
+                                 "logging.getLogger().level)")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["30/min", "120/min", str(logging.WARNING)]  # empty: the default
+    assert result.stdout.split() == ["30/min", "120/min", "5/hours", str(logging.WARNING)]  # empty: the default

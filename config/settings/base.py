@@ -26,7 +26,8 @@ def throttle_rate(name: str, default: str | None) -> str | None:
     """A DRF rate ("30/min") from the environment, in any case and spacing; unset or empty, ``default`` (None: no
     limit). Checked here: one DRF cannot read ("30/Min") passed the start and failed every request it limits."""
     value = "".join(env(name, default="").split()).lower() or default
-    if value is not None and not re.fullmatch(r"\d+/[smhd][a-z]*", value):
+    # DRF reads the period's first letter only: "1000/month" would be a thousand a minute.
+    if value is not None and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)s?", value):
         raise ImproperlyConfigured(f"{name}={value!r} is not a rate: write a number of requests per s, min, hour or "
                                    "day, such as 30/min")
     return value
