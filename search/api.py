@@ -112,7 +112,7 @@ class PhotoSearchView(APIView):
             )
             # A refinement answers with the token it came by: keeping its vector again under a new one would store
             # 24 KB more at every chip, price or order, up to the refinements' limit of 120 a minute.
-            token = request.data["query"] if "query" in params else query_vector_keep(
+            token = params["query"].token if "query" in params else query_vector_keep(
                 model=search.model, vector=search.vector, query_details=search.details)
         except InvalidBox as error:  # only decidable against the photo: a box wholly outside it
             raise ValidationError({"box": [str(error)]}) from None

@@ -23,7 +23,8 @@ KEPT_QUERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def query_vector_keep(*, model: str, vector, query_details: tuple | None = None) -> str | None:
-    """Keep a photo search's query vector for SEARCH_QUERY_KEEP_SECONDS under a new random token; returns the token.
+    """Keep a photo search's query vector for SEARCH_QUERY_KEEP_SECONDS (from its last use: ``query_vector_kept``)
+    under a new random token; returns the token.
     ``query_details`` (the photo's detail descriptors) are kept with it, 22 KB in int8, so that a refinement orders
     its matches as the search did. None when the cache is down: the search itself needs only the database and the
     model, so it is answered without the means to refine it."""
@@ -51,6 +52,10 @@ def query_vector_kept(*, token: str) -> KeptQuery | None:
         return None
     if kept is None or kept["model"] != search_space_model():
         return None
+    try:  # kept for as long again from its last use: a shopper refining for half an hour keeps the search
+        cache.touch(KEPT_QUERY_PREFIX + token, settings.SEARCH_QUERY_KEEP_SECONDS)
+    except Exception:  # the cache client's errors (Redis down, timeouts) have no common base class
+        logger.warning("cannot keep a query vector longer: the cache is unavailable", exc_info=True)
     kept_details = details.decode(kept["details"]) if kept.get("details") else None
     return KeptQuery(model=kept["model"], vector=np.frombuffer(kept["vector"], dtype=KEPT_QUERY_DTYPE).copy(),
-                     details=kept_details)
+                     details=kept_details, token=token)

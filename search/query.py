@@ -137,6 +137,7 @@ class KeptQuery:
     model: str
     vector: np.ndarray  # float32
     details: tuple | None = None  # the photo's detail descriptors and weights (search/details.py)
+    token: str = ""  # what it is kept under
 
 
 def query_embedding(*, image: QueryImage, model: str, box: Box | None = None) -> QueryEmbedding:

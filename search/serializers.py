@@ -198,8 +198,9 @@ class SearchResponseSerializer(serializers.Serializer):
 class PhotoSearchResponseSerializer(SearchResponseSerializer):
     query = serializers.CharField(
         allow_null=True,
-        help_text="A token for this search's photo (its vector, never the photo, kept for 30 minutes): send it as "
-        "`query` instead of `image` to refine the search. Null while the cache that keeps it is down.",
+        help_text="A token for this search's photo (its vector, never the photo, kept for 30 minutes from its last "
+        "use): send it as `query` instead of `image` to refine the search; a refinement answers with the same token. "
+        "Null while the cache that keeps it is down.",
     )
     threshold = serializers.FloatField(help_text="The least match score a result needed.")
     cutoff = serializers.FloatField(help_text="The cosine similarity that a match score of 0.5 stands for.")

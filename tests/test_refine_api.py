@@ -176,6 +176,18 @@ def test_a_refinement_answers_with_its_own_token_and_keeps_nothing_more(api, cat
     assert kept_queries() == kept_before
 
 
+def test_a_refinement_keeps_its_search_for_as_long_again(api, catalog, test_images, settings):
+    """Answered with the token it came by, a refinement would expire 30 minutes after the photo search however often
+    the shopper refined: each use keeps it for SEARCH_QUERY_KEEP_SECONDS again."""
+    token = search(api, test_images, threshold="0", **EXACT).json()["query"]
+    server = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    [key] = server.scan_iter(f"*{KEPT_QUERY_PREFIX}{token}")
+    server.expire(key, 60)  # as if it were 29 minutes old
+
+    assert api.post(SEARCH, {"query": f" {token} ", "sort": "price"}, format="multipart").json()["query"] == token
+    assert server.ttl(key) > settings.SEARCH_QUERY_KEEP_SECONDS - 60
+
+
 @pytest.mark.parametrize("fields, field", [
     ({}, "image"),
     ({"query": "A" * 22}, "query"),  # expired, or never issued
