@@ -172,11 +172,23 @@ class ProductWriteSerializer(serializers.ModelSerializer):
         return value
 
 
+def one_photo_sent(serializer: serializers.Serializer, field: str = "image") -> None:
+    """Refuse a request carrying several files under ``field``: DRF reads the last, and the others went unsaid."""
+    data = serializer.initial_data
+    sent = len(data.getlist(field)) if hasattr(data, "getlist") else 1
+    if sent > 1:
+        raise serializers.ValidationError(f"Send one photo: this request has {sent}.")
+
+
 class ProductImageUploadSerializer(serializers.Serializer):
-    image = serializers.FileField(help_text="A photo (JPEG, PNG, WebP, ...); checked by decoding it.")
+    image = serializers.FileField(help_text="A photo (JPEG, PNG, WebP, ...); checked by decoding it. One a request.")
     position = serializers.IntegerField(
         required=False, min_value=0, max_value=POSITION_MAX, help_text="Gallery position; appended when omitted."
     )
+
+    def validate_image(self, file):
+        one_photo_sent(self)
+        return file
 
 
 class PriceRangeSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ from catalog.serializers import (
     CurrencyCodeField,
     PriceRangeSerializer,
     ProductSummarySerializer,
+    one_photo_sent,
 )
 from search.colours import FAMILIES
 from search.query import Box, InvalidBox, QueryImage, query_image_read
@@ -99,9 +100,7 @@ class PhotoSearchSerializer(_RefineSerializer):
     )
 
     def validate_image(self, file) -> QueryImage:
-        sent = len(self.initial_data.getlist("image")) if hasattr(self.initial_data, "getlist") else 1
-        if sent > 1:  # the last would be searched, saying nothing
-            raise serializers.ValidationError(f"Send one photo: this request has {sent}.")
+        one_photo_sent(self)
         try:
             return query_image_read(file)  # decided by decoding, and decoded only this once
         except DjangoValidationError as error:

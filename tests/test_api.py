@@ -509,6 +509,15 @@ def test_staff_who_may_add_photos_add_them_to_a_hidden_product_too(api, shelf, d
     assert api.get(f"{PRODUCTS}SOFA-1/").status_code == 404  # reading it is still for those who may view products
 
 
+def test_two_photos_in_one_upload_are_refused_not_one_stored_silently(staff_api, shelf):
+    """The last was stored (201) and the first dropped, with nothing said."""
+    response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": [uploaded_image("a.jpg"), uploaded_image(
+        "b.jpg", color=(0, 0, 200))]}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == {"image": ["Send one photo: this request has 2."]}
+    assert not ProductImage.objects.filter(product__sku="SOFA-1").exists()
+
+
 def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
     """OPTIONS told anonymous users they could POST, and described the read shape (category as a read-only
     object), so a form built from it could never send the category slug a write needs."""
