@@ -3,11 +3,13 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 
+from config.api_urls import ApiRootView
 from config.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/", ApiRootView.as_view()),  # the current version's parts
     path("api/v1/", include("config.api_urls")),
     path("search/photo/", include("search.urls")),
     path("", include("catalog.urls")),

@@ -8,6 +8,8 @@ The test client normally re-raises a view's exception; here it answers as a serv
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -122,3 +124,18 @@ def test_the_schema_ignores_the_version_and_language_a_query_names(client):
     assert response.status_code == 200
     assert response["Content-Disposition"] == 'inline; filename="Lookalike API.yaml"'
     assert "xx-unheard-of" not in trans_real._translations
+
+
+@pytest.mark.parametrize("root", ["/api/", "/api/v1/"])
+def test_the_api_root_says_where_its_parts_and_docs_are(client, root):
+    """It answered a bare 404: nothing led a developer from the address they guessed to the docs."""
+    links = _json(client.get(root), 200)
+    assert links["docs"] == "http://testserver/api/v1/docs/" and links["search"] == "http://testserver/api/v1/search/"
+    assert all(client.get(url).status_code == 200 for name, url in links.items() if name != "search")
+
+
+def test_the_api_docs_load_nothing_from_another_host(client):
+    """Redoc's page asked a font host for its fonts: docs.md promises docs that work without internet access."""
+    for page in ("/api/v1/docs/", "/api/v1/redoc/"):
+        html = client.get(page).content.decode()
+        assert not re.findall(r'(?:href|src)="(?:https?:)?//', html), page
