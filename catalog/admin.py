@@ -313,6 +313,10 @@ class ProductAdmin(RefusedSavesShown):
                 positions=[image_form.cleaned_data["position"] for image_form in added], on_not_queued=notice,
             )
 
+    def view_on_site(self, obj):
+        # A hidden product has no page in the shop: the link led to "No such product".
+        return obj.get_absolute_url() if obj.active else None
+
     def delete_model(self, request, obj):
         products_delete(products=[obj])
 

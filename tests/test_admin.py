@@ -690,3 +690,11 @@ def test_the_admin_takes_a_currency_in_any_case_and_offers_the_default(admin_cli
         category, currency="eur", **{"images-TOTAL_FORMS": "0"}))
     assert response.status_code == 302, response.content[:2000]
     assert Product.objects.get(sku="SOFA-1").currency == "EUR"
+
+
+def test_view_on_site_is_offered_for_products_the_shop_shows(admin_client, product):
+    """For a hidden product it led to the shop's "No such product"."""
+    page = reverse("admin:catalog_product_change", args=[product.pk])
+    assert product.get_absolute_url() in admin_client.get(page).content.decode()
+    Product.objects.filter(pk=product.pk).update(active=False)
+    assert "View on site" not in admin_client.get(page).content.decode()
