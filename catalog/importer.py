@@ -21,6 +21,7 @@ import random
 import re
 import stat
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -640,19 +641,29 @@ def image_path_resolve(*, written: str, images_dir: Path) -> Path:
     also through symbolic links; absolute paths are taken as given. Raises RowError."""
     if URL_PATTERN.match(written):
         raise RowError(f"image {written!r}: URLs are not fetched; download the file and give its path")
-    candidate = Path(written)
-    try:
-        resolved = (candidate if candidate.is_absolute() else images_dir / candidate).resolve()
-    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop (Python 3.11)
-        raise RowError(f"image {written!r} cannot be followed: {getattr(error, 'strerror', None) or error}") from None
-    if not candidate.is_absolute() and not resolved.is_relative_to(images_dir):
-        raise RowError(f"image {written!r} is outside the images folder {images_dir}")
-    try:
-        status = resolved.stat()
-    except FileNotFoundError:
-        raise RowError(f"image {written!r} not found (looked for {resolved})") from None
-    except OSError as error:
-        raise RowError(f"image {written!r} cannot be read: {error.strerror}") from None
+    # The name as written, then its accents composed or decomposed: a Mac stores "café.jpg" decomposed, and a
+    # spreadsheet writes it composed; the two look the same and were "not found".
+    spellings = dict.fromkeys([written, unicodedata.normalize("NFC", written), unicodedata.normalize("NFD", written)])
+    looked_for = None
+    for spelling in spellings:
+        candidate = Path(spelling)
+        try:
+            resolved = (candidate if candidate.is_absolute() else images_dir / candidate).resolve()
+        except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop (Python 3.11)
+            raise RowError(f"image {written!r} cannot be followed: {getattr(error, 'strerror', None) or error}") \
+                from None
+        if not candidate.is_absolute() and not resolved.is_relative_to(images_dir):
+            raise RowError(f"image {written!r} is outside the images folder {images_dir}")
+        looked_for = looked_for or resolved
+        try:
+            status = resolved.stat()
+            break
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise RowError(f"image {written!r} cannot be read: {error.strerror}") from None
+    else:
+        raise RowError(f"image {written!r} not found (looked for {looked_for})")
     if not stat.S_ISREG(status.st_mode):
         raise RowError(f"image {written!r} is not a regular file")
     if status.st_size == 0:

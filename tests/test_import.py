@@ -214,6 +214,21 @@ def test_a_price_with_trailing_zeros_is_its_value_for_a_new_product_as_for_an_ex
         "NEW-1": Decimal("12.50"), "OLD-1": Decimal("12.50"), "ZERO-1": Decimal("0.00")}
 
 
+@pytest.mark.parametrize("on_disk, in_csv", [("NFD", "NFC"), ("NFC", "NFD")])
+def test_a_photo_named_with_its_accents_encoded_otherwise_is_found(db, shop, on_disk, in_csv):
+    """A Mac names "café.jpg" with a decomposed é, a spreadsheet writes it composed: the two look the same, and the
+    photo was "not found"."""
+    import unicodedata
+
+    name = "photos/caf\u00e9 chair.jpg"
+    (shop / "photos" / "chair-cafe-pair.jpg").rename(shop / unicodedata.normalize(on_disk, name))
+    text = HEADER + f"CAFE-1,Cafe chair,Home,45,,{unicodedata.normalize(in_csv, name)}\n"
+
+    summary = catalog_csv_import(path=_write(shop, text))
+
+    assert summary.failed == [] and summary.images_added == 1
+
+
 def test_a_symbolic_link_loop_fails_its_row_and_the_import_goes_on(db, shop):
     """Path.resolve raises RuntimeError on a loop, which stopped the whole import with a traceback and no summary."""
     (shop / "photos" / "loop.jpg").symlink_to("loop.jpg")
