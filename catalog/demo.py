@@ -26,7 +26,7 @@ from pathlib import Path
 
 from django.core.files.base import ContentFile
 
-from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, DEFAULT_CURRENCY, Category
+from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, DEFAULT_CURRENCY, Category, Product
 from catalog.services import (
     LoadSummary,
     ProductWithPhotos,
@@ -69,6 +69,7 @@ class DemoSource:
     spec: str
     archive_sha256: str  # pinned: a re-published artefact must not silently change the demo or its licence
     members: dict[str, str]  # archive member (prefix) -> path inside the extracted source directory
+    sku_prefix: str  # every product of the source has a SKU that begins with it
 
     @property
     def directory_name(self) -> str:
@@ -85,6 +86,7 @@ VENDURE = DemoSource(
         "package/assets/images/": "images/",
         "package/package.json": "package.json",  # names the licence
     },
+    sku_prefix="VEN-",
 )
 SALEOR = DemoSource(
     name="saleor",
@@ -96,6 +98,7 @@ SALEOR = DemoSource(
         "saleor/static/placeholders/saleordemoproduct_": "placeholders/saleordemoproduct_",
         "saleor-2.10.1.dist-info/LICENSE": "LICENSE",
     },
+    sku_prefix="SAL-",
 )
 SOURCES = {source.name: source for source in (VENDURE, SALEOR)}
 
@@ -277,7 +280,7 @@ def vendure_products_parse(*, root: Path) -> list[DemoProduct]:
                 or CATEGORY_PATH_DISPLAY_SEPARATOR.join(categories))
         products.append(
             DemoProduct(
-                sku=f"VEN-{row['slug']}",
+                sku=f"{VENDURE.sku_prefix}{row['slug']}",
                 title=row["name"],
                 description=row["description"],
                 price=Decimal(row["price"]),
@@ -316,7 +319,7 @@ def saleor_products_parse(*, root: Path) -> list[DemoProduct]:
         )
         products.append(
             DemoProduct(
-                sku=f"SAL-{pk}",
+                sku=f"{SALEOR.sku_prefix}{pk}",
                 title=fields["name"],
                 description=fields["description"] or fields.get("seo_description", ""),
                 price=Decimal(fields["price_amount"]),
@@ -352,6 +355,11 @@ def demo_products_collect(
 
 
 # --- Loading ------------------------------------------------------------------------------------------
+
+def demo_sources_loaded(*, sources: Iterable[str]) -> list[str]:
+    """Those of ``sources`` that have a product in the catalog."""
+    return [name for name in sources if Product.objects.filter(sku__startswith=SOURCES[name].sku_prefix).exists()]
+
 
 def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:
     """Create or update each product by SKU and add the photos it lacks (compared by content hash).

