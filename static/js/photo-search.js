@@ -457,12 +457,16 @@
   }
 
   function replaceBody(fresh) {
+    // Results after results (a box, the whole photo again, another "Look in"): a step Back returns from, as from a
+    // chip. The first results take the place of the empty form.
+    var after = body.querySelector(".results") && fresh.dataset.url && fresh.dataset.url !== body.dataset.url;
     body.innerHTML = fresh.innerHTML;
     refused = false;  // a new form: the photo refused in the old one is gone with it
     ["category", "limit", "box", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
     // The results' own address (the kept query's token, no photo): shareable, and a reload shows them again.
     if (body.dataset.url) {
-      history.replaceState(null, "", body.dataset.url);
+      if (after) history.pushState(null, "", body.dataset.url);
+      else history.replaceState(null, "", body.dataset.url);
       shownAddress = addressOf(location.href);
     }
     document.title = (body.querySelector("#results-heading") ? "Lookalikes of your photo" : "Search by photo") + " · Lookalike";

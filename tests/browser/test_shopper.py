@@ -86,11 +86,18 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     expect(page.get_by_label("Sort by")).to_have_value("-price")
     screenshot(page, "browser-search-region", readme=True)
 
+    boxed = page.url
     page.get_by_role("button", name="Whole photo").click()
     expect(page.get_by_text("Searched the boxed area")).to_be_hidden()
     wait_until_idle(page)
     assert page.locator("[data-photo-search-body]").get_attribute("data-box") == ""
     expect(page.get_by_label("Sort by")).to_have_value("-price")
+    # Back returns to the boxed search's results, where it left the search for the page before it.
+    assert page.url != boxed
+    page.go_back()
+    expect(page).to_have_url(boxed)
+    wait_until_idle(page)
+    assert card_titles(page)[0] == shop["TEE-1"].title
 
 
 def test_a_box_on_results_opened_afresh_searches_the_pages_own_preview_of_the_photo(page, shop, test_images, tmp_path):
