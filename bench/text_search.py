@@ -124,14 +124,14 @@ def measure(url: str, repeats: int) -> None:
     django.setup()
     from django.contrib.postgres.search import SearchQuery, SearchRank
     from django.db import connection, transaction
-    from django.db.models import F
+    from django.db.models import F, Value
 
-    from catalog.models import Product
+    from catalog.models import Product, Unaccented
     from catalog.selectors import _with_card_image, product_search
     from catalog.typos import corrections, text_search_strategy
 
     def exact_page(query: str):  # product_search as it was before typo tolerance
-        search = SearchQuery(query, search_type="websearch", config="english")
+        search = SearchQuery(Unaccented(Value(query)), search_type="websearch", config="english")
         queryset = (
             Product.objects.filter(active=True, search_document=search)
             .select_related("category")

@@ -45,6 +45,15 @@ def category_name_normalized(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).split())
 
 
+class Unaccented(models.Func):
+    """Text without its accents, in the database (migration 0013's ``lookalike_unaccent``): what text search and the
+    order by name compare, so that "cafe" finds "Café" and "Éclair" sorts among the E's. Immutable, as a generated
+    column needs: PostgreSQL's unaccent extension is not on every server (not the embedded one)."""
+
+    function = "lookalike_unaccent"
+    output_field = models.TextField()
+
+
 def sku_normalized(sku: str) -> str:
     """A SKU as it is stored and looked up: Unicode NFC. "CAFÉ-1" typed on a Mac (a decomposed É) was another
     product to an import, and its address found the other one."""
@@ -179,8 +188,8 @@ class Product(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Maintained by PostgreSQL itself, so no code path can leave it stale.
     search_document = models.GeneratedField(
-        expression=SearchVector("title", weight="A", config="english")
-        + SearchVector("description", weight="B", config="english"),
+        expression=SearchVector(Unaccented("title"), weight="A", config="english")
+        + SearchVector(Unaccented("description"), weight="B", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
     )

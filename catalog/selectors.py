@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import reduce
 
 from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.db import connection, connections, router
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Max, Prefetch, Q, QuerySet, Value, Window
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Lower, RowNumber
 
 # The tree's reads live in catalog.categories (with the check that keeps it a tree); callers find them here too.
 from catalog.categories import (  # noqa: F401
@@ -30,11 +30,13 @@ from catalog.categories import (  # noqa: F401
     kept_category_parents,
     lineage,
 )
-from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage, sku_normalized
+from catalog.models import DEFAULT_CURRENCY, Category, Product, ProductImage, Unaccented, sku_normalized
 from catalog.page_cache import kept_per_catalog_version
 from catalog.typos import MAX_WORDS, corrections
 
-PRODUCT_SORTS = {"title": ("title", "pk"), "newest": ("-created_at", "-pk")}
+# By name as a reader orders names: "apple pie" beside "Apple", "Éclair" among the E's (the database's collation may
+# be C, which put every capital before every small letter and accented letters last).
+PRODUCT_SORTS = {"title": (Lower(Unaccented("title")), "title", "pk"), "newest": ("-created_at", "-pk")}
 DEFAULT_SORT = "title"
 
 
@@ -143,17 +145,37 @@ def product_list(*, category_ids: list[int] | None = None, sort: str = DEFAULT_S
 
 
 def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Product]:
-    """Full-text search over title (weight A) and description (B), forgiving typos (catalog.typos): products that
-    match the words as typed come first, then those that match only with corrected words; best match first within.
-    Active products only, unless ``include_inactive`` (staff)."""
+    """Full-text search over title (weight A) and description (B), accents aside, forgiving typos (catalog.typos):
+    the product whose SKU the query is comes first, then products that match the words as typed, then those that
+    match only with corrected words; best match first within. Active products only, unless ``include_inactive``
+    (staff)."""
     query = query.strip()
     if not query:
         return Product.objects.none()
+    exact_sku = Q(sku__iexact=sku_normalized(query))  # "SAL-72" is no words a title holds: the product it names
     terms = _query_terms(query)
     included = [word for word, excluded in terms.items() if not excluded]
-    if not included:  # "-red" alone matched every product, each ranked and counted: no words, no search
-        return Product.objects.none()
-    as_typed = SearchQuery(query, search_type="websearch", config="english")
+    if not included or not _words_narrow(query):
+        # "-red", "the -red", "sofa or -red": no word to find by, only words to exclude, which PostgreSQL reads as
+        # every product but some: each ranked and counted, for anyone. Only the product it may name.
+        searching, matches_as_typed, in_text, rank = exact_sku, Value(True), Value(False), Value(0.0)
+    else:
+        searching, matches_as_typed, in_text, rank = _search_by_words(query, terms, included)
+        searching |= exact_sku
+    queryset = (
+        Product.objects.filter(searching)
+        .filter(**({} if include_inactive else {"active": True}))
+        .select_related("category")
+        .annotate(is_sku=ExpressionWrapper(exact_sku, output_field=BooleanField()), as_typed=matches_as_typed,
+                  in_text=in_text, rank=rank)
+        .order_by("-is_sku", "-as_typed", "-in_text", "-rank", "title", "pk")
+    )
+    return _with_card_image(queryset)
+
+
+def _search_by_words(query: str, terms: dict[str, bool], included: list[str]):
+    """What ``product_search`` filters by and orders by for a query with words to find by."""
+    as_typed = _words(query, search_type="websearch")
     searched, matches_as_typed = as_typed, Value(True)
     if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
         searched = as_typed | _tolerant_query(terms, fixes)
@@ -161,38 +183,51 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     in_text = Q(search_document=searched)
     # A category the query names ("sneakers") holds products whose own words do not say so: they come after the
     # products whose words match, as typed or, in the next tier, corrected ("sneakres"). Words the query excludes
-    # exclude them too.
+    # exclude them too, by their own words or by their category's name ("shoes -sneakers").
     searching = in_text
-    if named := _categories_named(searched):
-        unwanted = [word for word, excluded in terms.items() if excluded]
-        not_unwanted = ~Q(search_document=reduce(operator.or_, [SearchQuery(word, config="english")
-                                                                 for word in unwanted])) if unwanted else Q()
+    unwanted = [word for word, excluded in terms.items() if excluded]
+    if named := _categories_named(searched, unwanted=unwanted):
+        not_unwanted = ~Q(search_document=reduce(operator.or_, [_words(word) for word in unwanted])) if unwanted \
+            else Q()
         searching = in_text | (Q(category_id__in=named) & not_unwanted)
         if searched is not as_typed:
-            named_as_typed = Q(category_id__in=_categories_named(as_typed)) & not_unwanted
+            named_as_typed = Q(category_id__in=_categories_named(as_typed, unwanted=unwanted)) & not_unwanted
             matches_as_typed = ExpressionWrapper(Q(search_document=as_typed) | named_as_typed,
                                                  output_field=BooleanField())
-    queryset = (
-        Product.objects.filter(searching)
-        .filter(**({} if include_inactive else {"active": True}))
-        .select_related("category")
-        .annotate(as_typed=matches_as_typed, in_text=ExpressionWrapper(in_text, output_field=BooleanField()),
-                  rank=SearchRank(F("search_document"), searched))
-        .order_by("-as_typed", "-in_text", "-rank", "title", "pk")
-    )
-    return _with_card_image(queryset)
+    return (searching, matches_as_typed, ExpressionWrapper(in_text, output_field=BooleanField()),
+            SearchRank(F("search_document"), searched))
 
 
-def _categories_named(searched: SearchQuery) -> list[int]:
-    """The categories whose name the query matches, and every category below them."""
-    named = set(Category.objects.annotate(words=SearchVector("name", config="english")).filter(words=searched)
-                .order_by().values_list("pk", flat=True))
+def _words(text: str, *, search_type: str = "plain") -> SearchQuery:
+    """``text`` as a query of the search document: English stems, accents off, as the document has them."""
+    return SearchQuery(Unaccented(Value(text)), search_type=search_type, config="english")
+
+
+def _words_narrow(query: str) -> bool:
+    """Whether PostgreSQL reads ``query`` as words a product must hold, not as none ("the") or as every product but
+    some ("the -red", '-"red wine"', "sofa or -red": a query tree of T)."""
+    with connections[router.db_for_read(Product)].cursor() as cursor:
+        cursor.execute("SELECT querytree(websearch_to_tsquery('english', lookalike_unaccent(%s)))", [query])
+        return cursor.fetchone()[0] not in ("", "T")
+
+
+def _categories_named(searched: SearchQuery, *, unwanted: Sequence[str] = ()) -> list[int]:
+    """The categories whose name the query matches, and every category below them, but for those whose name, or an
+    ancestor's, is an ``unwanted`` word."""
+    named = _categories_matching(searched)
     if not named:
         return []
     parents = kept_category_parents()
     if not named <= parents.keys():  # kept from before a category was added, had its version been lost
         parents = category_parents()
-    return [category_id for category_id in parents if named.intersection(lineage(parents, category_id))]
+    excluded = _categories_matching(reduce(operator.or_, [_words(word) for word in unwanted])) if unwanted else set()
+    return [category_id for category_id in parents
+            if named.intersection(line := lineage(parents, category_id)) and not excluded.intersection(line)]
+
+
+def _categories_matching(searched: SearchQuery) -> set[int]:
+    return set(Category.objects.annotate(words=SearchVector(Unaccented("name"), config="english"))
+               .filter(words=searched).order_by().values_list("pk", flat=True))
 
 
 def _query_terms(query: str) -> dict[str, bool]:
@@ -207,9 +242,9 @@ def _query_terms(query: str) -> dict[str, bool]:
 def _tolerant_query(terms: dict[str, bool], fixes: dict[str, list[str]]) -> SearchQuery:
     """Every included word or one of its corrections, and none of the excluded words."""
     parts = [
-        SearchQuery(word, config="english", invert=True)
+        ~_words(word)
         if excluded
-        else reduce(operator.or_, [SearchQuery(w, config="english") for w in [word, *fixes.get(word, [])]])
+        else reduce(operator.or_, [_words(w) for w in [word, *fixes.get(word, [])]])
         for word, excluded in terms.items()
     ]
     return reduce(operator.and_, parts)

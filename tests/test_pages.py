@@ -108,6 +108,19 @@ def test_category_page_sorts_by_title_by_default_and_ignores_unknown_sorts(clien
     assert titles(client.get(category.get_absolute_url(), {"sort": "price; drop"})) == ["Apple", "Banana", "Cherry"]
 
 
+def test_names_sort_as_a_reader_orders_them_whatever_their_case_and_accents(client):
+    """The database's collation (C on the embedded server) put every capital first and accented letters last: Apple,
+    Zebra, apple pie, banana, zucchini, Éclair."""
+    category = CategoryFactory()
+    for title in ["banana", "Apple", "apple pie", "Zebra", "\u00c9clair", "zucchini", "Eclipse"]:
+        ProductFactory(title=title, category=category)
+
+    expected = ["Apple", "apple pie", "banana", "\u00c9clair", "Eclipse", "Zebra", "zucchini"]
+    assert titles(client.get(category.get_absolute_url())) == expected
+    api = client.get("/api/v1/products/", {"category": category.slug, "sort": "title"}).json()
+    assert [product["title"] for product in api["results"]] == expected
+
+
 def test_category_page_query_count_does_not_grow_with_products(client, django_assert_max_num_queries):
     root = CategoryFactory()
     child = CategoryFactory(parent=root)

@@ -135,6 +135,9 @@ def test_words_only_excluded_find_nothing_rather_than_everything(shop, each_stra
     assert found("-zzzz") == set()
     assert found("-zzzz -yyyy") == set()
     assert found("hodie -zzzz") == titles(shop["hoodies"])
+    # Read by PostgreSQL as every product but some: a word it drops, an excluded phrase, an "or" with an exclusion.
+    for everything_but in ("the -zzzz", '-"zzzz yyyy"', "hoodie or -zzzz", "the"):
+        assert found(everything_but) == set(), everything_but
 
 
 def test_a_very_long_query_is_safe(shop):
@@ -231,3 +234,28 @@ def test_a_category_the_query_names_brings_its_products_after_those_whose_own_wo
     assert found("sneakers -high") == {shop["sneakers"][0].title, low.title, speakers.title}
     # A near word's category comes in the near words' tier, after what matches as typed.
     assert [product.title for product in product_search(query="speakers")][:1] == [speakers.title]
+    # A word excluded excludes a category it names, and those below it ("shoes -sneakers").
+    assert found("footwear -sneakers") == {boot.title}
+
+
+def test_accents_are_neither_needed_nor_in_the_way(each_strategy):
+    """"cafe chair" found nothing beside "Café chair", nor "creme brulee" the crème brûlée mug: phone keyboards
+    type without accents, and a word under five letters is never corrected."""
+    cafe = ProductFactory(title="Café chair", description="Bentwood.")
+    mug = ProductFactory(title="Crème brûlée mug", description="For the Łódź café.")
+    plain = ProductFactory(title="Cafe table", description="Zinc top.")
+    assert found("cafe chair") == {cafe.title}
+    assert found("café table") == {plain.title}
+    assert found("creme brulee") == {mug.title}
+    assert found("lodz") == {mug.title}
+    assert found("cafe") == {cafe.title, mug.title, plain.title}
+    vase = ProductFactory(title="Vase", category=CategoryFactory(name="Décor"))
+    assert found("decor") == {vase.title}
+
+
+def test_a_products_sku_finds_it_first(shop):
+    """"SAL-72", read off a product page, found nothing: a SKU is no words a title holds."""
+    sofa = ProductFactory(sku="SAL-72", title="Sofa", description="Grey hoodie fabric.")
+    ProductFactory(sku="SAL-73", title="Armchair")
+    assert [product.title for product in product_search(query="sal-72")] == [sofa.title]
+    assert product_search(query="SAL-72 -sofa").count() == 0  # not the SKU as typed: words, which find none
