@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from psycopg.errors import DeadlockDetected
 
+from catalog.categories import kept_category_paths
 from catalog.forms import CurrencyField
 from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
@@ -198,11 +199,36 @@ def _reembed(modeladmin, request, image_ids):
     modeladmin.message_user(request, f"{count} image(s) will be embedded again.", messages.SUCCESS)
 
 
+def category_path(category: Category | None) -> str:
+    """A category as the admin names it: by its path, since names repeat under other parents ("Accessories")."""
+    return kept_category_paths().get(category.pk, category.name) if category is not None else "—"
+
+
+class CategoryPathFilter(admin.RelatedOnlyFieldListFilter):
+    """The categories in use, by their paths, in the paths' order."""
+
+    def field_choices(self, field, request, model_admin):
+        paths = kept_category_paths()
+        return sorted(((pk, paths.get(pk, name)) for pk, name in super().field_choices(field, request, model_admin)),
+                      key=lambda choice: choice[1].casefold())
+
+
+class CategoryPathChoices:
+    """A model admin whose category fields offer each category by its path: in the autocomplete's answers too
+    (config/admin_site.py reads ``autocomplete_label``), and in the choice a form shows as made."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and db_field.related_model is Category:
+            field.label_from_instance = category_path
+        return field
+
+
 @admin.register(Category)
-class CategoryAdmin(RefusedSavesShown):
-    list_display = ["name", "parent", "slug", "product_count"]
+class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
+    list_display = ["name", "parent_path", "slug", "product_count"]
     ordering = ["name", "pk"]  # the product-count annotation drops Meta.ordering; autocomplete pages need one
-    list_filter = [("parent", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [("parent", CategoryPathFilter)]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     autocomplete_fields = ["parent"]
@@ -213,6 +239,13 @@ class CategoryAdmin(RefusedSavesShown):
     @admin.display(description="Products", ordering="num_products")
     def product_count(self, obj):
         return obj.num_products
+
+    @admin.display(description="Parent", ordering="parent__name")
+    def parent_path(self, obj):
+        return category_path(obj.parent)
+
+    def autocomplete_label(self, obj):
+        return category_path(obj)
 
     def save_model(self, request, obj, form, change):
         category_save(category=obj)
@@ -238,12 +271,13 @@ class ProductForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(RefusedSavesShown):
+class ProductAdmin(CategoryPathChoices, RefusedSavesShown):
     form = ProductForm
-    list_display = ["cover", "sku", "title", "category", "price", "currency", "active", "images_ready", "updated_at"]
+    list_display = ["cover", "sku", "title", "category_shown", "price", "currency", "active", "images_ready",
+                    "updated_at"]
     list_display_links = ["cover", "sku", "title"]
     # By currency too: prices in two currencies sorted together say nothing.
-    list_filter = ["active", ("category", admin.RelatedOnlyFieldListFilter), "currency", "images__embedding_status"]
+    list_filter = ["active", ("category", CategoryPathFilter), "currency", "images__embedding_status"]
     search_fields = ["sku", "title", "description"]
     autocomplete_fields = ["category"]
     readonly_fields = ["created_at", "updated_at"]
@@ -265,6 +299,10 @@ class ProductAdmin(RefusedSavesShown):
     def cover(self, obj):
         images = list(obj.images.all())
         return thumbnail(images[0] if images else None)
+
+    @admin.display(description="Category", ordering="category__name")
+    def category_shown(self, obj):
+        return category_path(obj.category)
 
     @admin.display(description="Embedded")
     def images_ready(self, obj):

@@ -6,6 +6,7 @@ limit, passwords could be guessed at leisure, and a dozen attempts a second kept
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.http import HttpResponse
 
 from config.throttling import ClientThrottle
@@ -18,7 +19,21 @@ class AdminLoginThrottle(ClientThrottle):
     ipv6_prefix = 48
 
 
+class LabelledAutocompleteJsonView(AutocompleteJsonView):
+    """Autocomplete results labelled by their model admin's ``autocomplete_label(obj)`` where it has one: two
+    categories named "Accessories" under different parents were two identical choices."""
+
+    def serialize_result(self, obj, to_field_name):
+        result = super().serialize_result(obj, to_field_name)
+        if label := getattr(self.model_admin, "autocomplete_label", None):
+            result["text"] = label(obj)
+        return result
+
+
 class LookalikeAdminSite(admin.AdminSite):
+    def autocomplete_view(self, request):
+        return LabelledAutocompleteJsonView.as_view(admin_site=self)(request)
+
     def login(self, request, extra_context=None):
         if request.method == "POST":
             throttle = AdminLoginThrottle()

@@ -698,3 +698,23 @@ def test_view_on_site_is_offered_for_products_the_shop_shows(admin_client, produ
     assert product.get_absolute_url() in admin_client.get(page).content.decode()
     Product.objects.filter(pk=product.pk).update(active=False)
     assert "View on site" not in admin_client.get(page).content.decode()
+
+
+def test_categories_of_the_same_name_are_told_apart_by_their_paths(admin_client):
+    """Two "Accessories" (under Clothing and under Electronics) were two identical choices in the product form's
+    picker, its list and its filter."""
+    from catalog.services import category_get_or_create_path
+
+    worn = category_get_or_create_path(path="Clothing > Accessories")
+    plugged = category_get_or_create_path(path="Electronics > Accessories")
+    scarf = ProductFactory(category=worn, title="Scarf")
+    ProductFactory(category=plugged, title="Cable")
+
+    picked = admin_client.get("/admin/autocomplete/", {"app_label": "catalog", "model_name": "product",
+                                                      "field_name": "category", "term": "Access"}).json()
+    assert sorted(result["text"] for result in picked["results"]) == [
+        "Clothing > Accessories", "Electronics > Accessories"]
+    listed = html.unescape(admin_client.get(reverse("admin:catalog_product_changelist")).content.decode())
+    assert listed.count("Clothing > Accessories") == 2 and listed.count("Electronics > Accessories") == 2  # row, filter
+    form = html.unescape(admin_client.get(reverse("admin:catalog_product_change", args=[scarf.pk])).content.decode())
+    assert re.search(r'<option value="%d" selected>Clothing > Accessories</option>' % worn.pk, form)
