@@ -84,6 +84,16 @@ def test_a_form_body_over_the_memory_limit_is_a_json_413(client, settings):
     assert _json(response, 413) == {"detail": "The request body is larger than 1000 bytes."}
 
 
+def test_a_write_sent_in_chunks_without_a_length_is_a_json_411(client, product):
+    """Django reads no body without a Content-Length: such a PATCH answered 200 and changed nothing."""
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""}
+    for method in (client.patch, client.put, client.post):
+        answer = _json(method(f"/api/v1/products/{product.sku}/", '{"price": "5.00"}',
+                              content_type="application/json", **chunked), 411)
+        assert answer["detail"].startswith("Send the request body with a Content-Length header")
+    assert client.get(f"/api/v1/products/{product.sku}/").status_code == 200  # reads are not bodies
+
+
 def test_a_crash_is_a_json_500(client):
     ProductFactory()
     with connection.cursor() as cursor:  # a broken schema, undone with the test's transaction
