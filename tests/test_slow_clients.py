@@ -256,6 +256,8 @@ def test_errors_nginx_and_gunicorn_answer_themselves_under_the_api_are_json(guni
 
     too_long = get(nginx.url + "/api/v1/products/?q=" + "sofa+" * 3000)  # 15 KB: over nginx's buffers
     assert too_long.status == 414 and json.loads(too_long.body) == {"detail": "The address is too long."}
+    big_header = request(nginx.url + "/api/v1/products/", headers={"Cookie": "a=" + "x" * 10_000})
+    assert big_header.status == 400 and json.loads(big_header.body) == {"detail": "A request header is too large."}
 
     gunicorn.stop()
     down = get(nginx.url + "/api/v1/products/")
