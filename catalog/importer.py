@@ -37,10 +37,10 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 
+from catalog.currencies import ISO_4217
 from catalog.models import (
     CATEGORY_DEPTH_MAX,
     CATEGORY_PATH_DISPLAY_SEPARATOR,
-    CURRENCY_CODE,
     Category,
     Product,
     category_name_key,
@@ -574,7 +574,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     if len(title) > _TITLE_MAX:
         raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
     currency = currency_code_read((row.get("currency") or "").strip()) or None
-    if currency is not None and not CURRENCY_CODE.regex.match(currency):
+    if currency is not None and currency not in ISO_4217:
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()
     if active and active not in ACTIVE_VALUES:

@@ -11,8 +11,10 @@ from django.core.validators import MaxLengthValidator, MinValueValidator, RegexV
 from django.db import connections, models, router
 from django.db.models import F, Q
 from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.deconstruct import deconstructible
 from django.utils.http import RFC3986_SUBDELIMS
 
+from catalog.currencies import ISO_4217
 from catalog.images import BROWSER_EXTENSIONS
 
 
@@ -21,9 +23,24 @@ PRICE_DIGITS = {"max_digits": 10, "decimal_places": 2}
 
 # A product's currency: an ISO 4217 code in capitals. The model, the API and the import all check it so.
 DEFAULT_CURRENCY = "USD"
-CURRENCY_CODE = RegexValidator(r"^[A-Z]{3}\Z", "Enter a three-letter ISO 4217 code in capitals, such as USD.")
+@deconstructible
+class CurrencyCodeValidator:
+    """A code of ISO 4217 (catalog/currencies.py), in capitals: the database checks the capitals too."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __call__(self, value):
+        if value not in ISO_4217:
+            raise ValidationError(self.message, code="invalid", params={"value": value})
+
+    def __eq__(self, other):
+        return isinstance(other, CurrencyCodeValidator) and self.message == other.message
+
+
+CURRENCY_CODE = CurrencyCodeValidator("Enter a three-letter ISO 4217 code in capitals, such as USD.")
 # The same rule where any case is read (currency_code_read): "in capitals" would send a reader after the wrong fault.
-CURRENCY_CODE_READ = RegexValidator(CURRENCY_CODE.regex, "Enter a three-letter ISO 4217 code, such as USD.")
+CURRENCY_CODE_READ = CurrencyCodeValidator("Enter a three-letter ISO 4217 code, such as USD.")
 
 
 def currency_code_read(text: str) -> str:

@@ -847,6 +847,16 @@ def test_a_currency_is_written_in_any_case_as_it_is_read(staff_api, api, shelf):
     assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
 
 
+@pytest.mark.parametrize("code", ["ZZZ", "zzz", "ABC"])
+def test_a_currency_is_one_iso_4217_names(staff_api, shelf, code):
+    """Any three letters were taken: a lamp "15.00 ZZZ" showed in the shop and left every price filter in USD."""
+    refused = staff_api.patch("/api/v1/products/SOFA-1/", {"currency": code}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
+    assert Product.objects.get(sku="SOFA-1").currency == "USD"
+    assert staff_api.patch("/api/v1/products/SOFA-1/", {"currency": "chf"}, format="json").json()["currency"] == "CHF"
+
+
 @pytest.mark.parametrize(("page", "status"), [("abc", 400), ("-1", 400), ("0", 400), ("1.5", 400), ("999", 404),
                                               ("last", 200)])
 def test_a_page_that_is_no_number_is_a_bad_request_and_one_past_the_end_not_found(api, shelf, page, status):
