@@ -31,6 +31,7 @@ from catalog.serializers import (
     ProductSerializer,
     ProductWriteSerializer,
 )
+from config.api_responses import A_BODY, A_PAGE, ANYONE
 
 # What each write asks of the user, as the admin does: staff, with the model permission.
 WRITE_PERMISSIONS = {
@@ -147,29 +148,31 @@ _IF_MATCH = OpenApiParameter(
 _STALE = {412: OpenApiResponse(description="The product changed since the version named in If-Match")}
 
 
+
 @extend_schema_view(
     list=extend_schema(
         summary="List products",
         description="Active products (staff who may view or change products also see inactive ones), filterable; "
         "paginated.",
         parameters=[ProductFilterSerializer],
-        responses=ProductListItemSerializer(many=True),
+        responses={200: ProductListItemSerializer(many=True), **A_PAGE, **ANYONE},
     ),
     retrieve=extend_schema(summary="One product with its images",
-                           responses={200: ProductSerializer, 404: _NOT_FOUND}),
+                           responses={200: ProductSerializer, 404: _NOT_FOUND, **ANYONE}),
     create=extend_schema(
         summary="Create a product (staff)",
         request=ProductWriteSerializer,
-        responses={201: ProductSerializer, 400: _INVALID, **_REFUSED},
+        responses={201: ProductSerializer, 400: _INVALID, **_REFUSED, **A_BODY},
     ),
     update=extend_schema(summary="Set a product's fields (staff)", request=ProductWriteSerializer,
                          description="The required fields are sent; an optional one left out keeps its value.",
                          parameters=[_IF_MATCH],
-                         responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND, **_STALE}),
+                         responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND, **_STALE,
+                                    **A_BODY}),
     partial_update=extend_schema(summary="Change some of a product's fields (staff)", request=ProductWriteSerializer,
                                  parameters=[_IF_MATCH],
                                  responses={200: ProductSerializer, 400: _INVALID, **_REFUSED, 404: _NOT_FOUND,
-                                            **_STALE}),
+                                            **_STALE, **A_BODY}),
 )
 class ProductViewSet(viewsets.GenericViewSet):
     lookup_field = "sku"
@@ -262,7 +265,7 @@ class ProductViewSet(viewsets.GenericViewSet):
         description="The photo is checked by decoding it and stored; its embedding is queued for the workers.",
         request={"multipart/form-data": ProductImageUploadSerializer},
         responses={201: ProductImageSerializer, 400: OpenApiResponse(description="Not an acceptable image"),
-                   **_REFUSED, 404: _NOT_FOUND},
+                   **_REFUSED, 404: _NOT_FOUND, **A_BODY},
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def images(self, request, sku):
@@ -282,8 +285,11 @@ class ProductViewSet(viewsets.GenericViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List categories", parameters=[CategoryFilterSerializer]),
-    retrieve=extend_schema(summary="One category"),
+    list=extend_schema(summary="List categories", parameters=[CategoryFilterSerializer],
+                       responses={200: CategorySerializer(many=True), **A_PAGE, **ANYONE}),
+    retrieve=extend_schema(summary="One category", responses={
+        200: CategorySerializer,
+        404: OpenApiResponse(description='No such category: `{"detail": "Unknown category \'slug\'."}`'), **ANYONE}),
 )
 class CategoryViewSet(viewsets.GenericViewSet):
     lookup_field = "slug"

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
 from catalog.page_cache import cache_catalog_page
+from config.api_responses import A_BODY, ANYONE
 from search.kept_queries import query_vector_keep
 from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
@@ -59,7 +60,8 @@ class PhotoSearchView(APIView):
         responses={
             200: PhotoSearchResponseSerializer,
             400: _ERROR,
-            413: OpenApiResponse(description="The request body is larger than the upload limit"),
+            **A_BODY,
+            **ANYONE,
             429: OpenApiResponse(description="Too many anonymous searches from this client; see Retry-After"),
             503: OpenApiResponse(description="The search model or index cannot be used right now"),
         },
@@ -133,7 +135,7 @@ class SimilarProductsView(APIView):
         "default order every nearest product is listed; a price or colour filter, or another order, keeps only real "
         "matches (match score 0.5 or more).",
         parameters=[SimilarQuerySerializer],
-        responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR},
+        responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR, **ANYONE},
     )
     @method_decorator(cache_catalog_page(reads=lambda: SimilarQuerySerializer().fields))
     def get(self, request, sku):
