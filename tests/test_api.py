@@ -814,6 +814,12 @@ def test_the_schema_marks_what_every_answer_holds_and_names_the_refusals(api):
     assert {"400", "401", "403", "404"} <= set(product["patch"]["responses"])
     search_body = schema["paths"]["/api/v1/search/"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/x-www-form-urlencoded"} <= set(search_body)
+    # What any operation may answer beside its own: only declared statuses are in a schema.
+    paths = schema["paths"]
+    assert {"400", "401", "404", "429"} <= set(paths["/api/v1/products/"]["get"]["responses"])
+    assert {"401", "404", "429"} <= set(paths["/api/v1/categories/{slug}/"]["get"]["responses"])
+    assert {"411", "413", "415", "429"} <= set(paths["/api/v1/search/"]["post"]["responses"])
+    assert {"411", "413", "415"} <= set(paths["/api/v1/products/{sku}/images/"]["post"]["responses"])
 
 
 def test_the_shops_currency_is_the_one_most_products_are_in_and_one_currency_costs_no_count(shelf):
