@@ -92,15 +92,25 @@ class PhotoSearchForm(forms.Form):
         return cleaned
 
 
+# In a shopper's words: Django's ("Ensure that there are no more than 10 digits in total.") are a developer's.
+PRICE_MESSAGES = {
+    "invalid": "Enter a price as a number, such as 25 or 19.99.",
+    "min_value": "Enter a price of 0 or more.",
+    "max_digits": "Enter a price below 100,000,000.",
+    "max_whole_digits": "Enter a price below 100,000,000.",
+    "max_decimal_places": "Enter a price with at most 2 decimals, such as 19.99.",
+}
+
+
 class RefineForm(forms.Form):
     """Price range and order of visual matches, from a query string: the photo page and "More like this"."""
 
     min_price = forms.DecimalField(
-        required=False, min_value=0, **PRICE_DIGITS, label="Min price",
+        required=False, min_value=0, **PRICE_DIGITS, label="Min price", error_messages=PRICE_MESSAGES,
         widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Min", "step": "any", "inputmode": "decimal"}),
     )
     max_price = forms.DecimalField(
-        required=False, min_value=0, **PRICE_DIGITS, label="Max price",
+        required=False, min_value=0, **PRICE_DIGITS, label="Max price", error_messages=PRICE_MESSAGES,
         widget=forms.NumberInput(attrs={"class": "input", "placeholder": "Max", "step": "any", "inputmode": "decimal"}),
     )
     sort = forms.ChoiceField(
