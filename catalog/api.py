@@ -262,9 +262,11 @@ class ProductViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Add an image to a product (staff)",
-        description="The photo is checked by decoding it and stored; its embedding is queued for the workers.",
+        description="The photo is checked by decoding it and stored; its embedding is queued for the workers. A photo "
+        "the product has already (the same bytes: a retried upload) is not stored again: 200 with that photo.",
         request={"multipart/form-data": ProductImageUploadSerializer},
-        responses={201: ProductImageSerializer, 400: OpenApiResponse(description="Not an acceptable image"),
+        responses={201: ProductImageSerializer, 200: ProductImageSerializer,
+                   400: OpenApiResponse(description="Not an acceptable image"),
                    **_REFUSED, 404: _NOT_FOUND, **A_BODY},
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
@@ -275,13 +277,14 @@ class ProductViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data
         try:
-            image = services.product_image_add(product=product, file=upload["image"], position=upload.get("position"))
+            image, created = services.product_image_add_once(product=product, file=upload["image"],
+                                                             position=upload.get("position"))
         except DjangoValidationError as error:
             raise ValidationError({"image": error.messages}) from None
         except Product.DoesNotExist:  # deleted while its photo was checked
             raise NotFound("No such product.") from None
         data = ProductImageSerializer(image, context={"request": request}).data
-        return Response(data, status=status.HTTP_201_CREATED)
+        return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 @extend_schema_view(

@@ -460,6 +460,17 @@ def product_image_add(
 
 
 @transaction.atomic
+def product_image_add_once(*, product: Product, file: File, position: int | None = None) -> tuple[ProductImage, bool]:
+    """``product_image_add``, unless the product has a photo with the same bytes already: that one is returned, with
+    False. A client that sends its upload again (a retry after a timeout) stored a second copy each time."""
+    prepared = image_prepare(file)
+    _product_lock(product)  # a copy sent twice at once: the second waits for the first, then finds it
+    if copy := product.images.filter(content_hash=prepared.info.sha256).order_by("pk").first():
+        return copy, False
+    return product_image_add(product=product, prepared=prepared, position=position), True
+
+
+@transaction.atomic
 def product_images_add(
     *,
     product: Product,

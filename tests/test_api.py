@@ -518,6 +518,18 @@ def test_two_photos_in_one_upload_are_refused_not_one_stored_silently(staff_api,
     assert not ProductImage.objects.filter(product__sku="SOFA-1").exists()
 
 
+def test_a_photo_sent_again_is_not_stored_twice(staff_api, shelf):
+    """A client retrying its upload after a timeout stored a second copy each time."""
+    url = f"{PRODUCTS}SOFA-1/images/"
+    first = staff_api.post(url, {"image": uploaded_image("a.jpg")}, format="multipart")
+    again = staff_api.post(url, {"image": uploaded_image("again.jpg")}, format="multipart")  # the same pixels
+    other = staff_api.post(url, {"image": uploaded_image("b.jpg", color=(0, 0, 200))}, format="multipart")
+
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert again.json()["id"] == first.json()["id"]
+    assert ProductImage.objects.filter(product__sku="SOFA-1").count() == 2
+
+
 def test_options_describe_only_the_writes_the_user_may_make(api, staff_api, shelf):
     """OPTIONS told anonymous users they could POST, and described the read shape (category as a read-only
     object), so a form built from it could never send the category slug a write needs."""
@@ -715,8 +727,9 @@ def test_staff_upload_an_image_which_queues_its_embedding(
 def test_staff_upload_of_a_photo_whose_name_is_long_in_bytes_is_stored(staff_api, shelf, stem):
     """Django cuts a stored name to 100 characters, but a file system's limit is 255 bytes: 70 characters of 4 bytes
     each failed with "File name too long", a 500. The same name twice makes the second one longer still."""
-    for _ in range(2):
-        response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image(f"{stem}.jpg")})
+    for n in range(2):  # two photos (a photo sent again is not stored twice) of the same name
+        response = staff_api.post(f"{PRODUCTS}SOFA-1/images/",
+                                  {"image": uploaded_image(f"{stem}.jpg", color=(100 * n, 0, 0))})
         assert response.status_code == 201, response.content
         image = ProductImage.objects.get(pk=response.json()["id"])
         for stored in (image.file, image.thumbnail):
