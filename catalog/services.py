@@ -31,6 +31,7 @@ from catalog.models import (
     Product,
     ProductImage,
     category_name_normalized,
+    sku_normalized,
 )
 from catalog.page_cache import catalog_changed
 from catalog.selectors import photo_files_held, photo_positions_last, product_photo_hashes
@@ -304,6 +305,10 @@ class ProductWithPhotos:
     fields: dict  # title, description, price, currency, category
     photos: Sequence[PhotoSource] = ()
 
+    def __post_init__(self):
+        # As Product.clean stores it: the products are looked up, and the batch keyed, by the SKU as stored.
+        object.__setattr__(self, "sku", sku_normalized(self.sku))
+
 
 @dataclass(frozen=True)
 class Upserted:
@@ -459,15 +464,16 @@ def product_image_add(
     return image
 
 
-@transaction.atomic
 def product_image_add_once(*, product: Product, file: File, position: int | None = None) -> tuple[ProductImage, bool]:
-    """``product_image_add``, unless the product has a photo with the same bytes already: that one is returned, with
-    False. A client that sends its upload again (a retry after a timeout) stored a second copy each time."""
-    prepared = image_prepare(file)
-    _product_lock(product)  # a copy sent twice at once: the second waits for the first, then finds it
-    if copy := product.images.filter(content_hash=prepared.info.sha256).order_by("pk").first():
-        return copy, False
-    return product_image_add(product=product, prepared=prepared, position=position), True
+    """``product_image_add``, unless the product has a photo with the same bytes already: that one is returned, as it
+    is (``position`` aside), with False. A client that sends its upload again (a retry after a timeout) stored a second
+    copy each time."""
+    prepared = image_prepare(file)  # seconds for a large photo: before the transaction, as product_image_add does
+    with transaction.atomic():
+        _product_lock(product)  # a copy sent twice at once: the second waits for the first, then finds it
+        if copy := product.images.filter(content_hash=prepared.info.sha256).order_by("pk").first():
+            return copy, False
+        return product_image_add(product=product, prepared=prepared, position=position), True
 
 
 @transaction.atomic

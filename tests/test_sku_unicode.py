@@ -43,6 +43,20 @@ def test_an_import_row_with_the_sku_decomposed_updates_the_product_it_names(cate
     assert [(sku, str(price)) for sku, price in Product.objects.values_list("sku", "price")] == [(COMPOSED, "12.50")]
 
 
+def test_every_loader_finds_the_product_its_decomposed_sku_names(category):
+    """The loaders' write path looked products up by the SKU as given and keyed them by the SKU as stored: a KeyError
+    for a decomposed one."""
+    from catalog.services import ProductWithPhotos, atomic_with_files, products_with_photos_upsert
+
+    ProductFactory(sku=COMPOSED, category=category, price="10.00")
+    fields = {"title": "Cafe chair", "description": "", "price": "11.00", "currency": "USD", "category": category}
+    with atomic_with_files() as stored:
+        (result,) = products_with_photos_upsert(items=[ProductWithPhotos(sku=DECOMPOSED, fields=fields)], stored=stored)
+
+    assert result.outcome == "updated" and result.product.sku == COMPOSED
+    assert [str(price) for price in Product.objects.values_list("price", flat=True)] == ["11.00"]
+
+
 def test_stored_decomposed_skus_are_composed_by_the_migration_unless_taken(category, capsys):
     migration = importlib.import_module("catalog.migrations.0012_product_sku_nfc")
     alone = ProductFactory(sku="N\u0303-1", category=category)  # "Ñ-1" decomposed, written before the rule
