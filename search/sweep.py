@@ -225,19 +225,20 @@ def _photo_colours(image: ProductImage) -> list[str]:
         return []
 
 
-def _colour_backfill_place() -> int:
-    """The photo after which the colour backfill goes on; 0 (from the first) without the cache, as it began before
-    it kept a place."""
+def _colour_backfill_place() -> tuple[int, bool]:
+    """The photo after which the colour backfill goes on, and whether the run reading it stopped there; (0, False)
+    (from the first) without the cache, as it began before it kept a place."""
     try:
-        return cache.get(COLOUR_BACKFILL_AFTER_KEY, 0)
+        place = cache.get(COLOUR_BACKFILL_AFTER_KEY, (0, False))
     except Exception:
         logger.warning("could not read the colour backfill's place", exc_info=True)
-        return 0
+        return 0, False
+    return place if isinstance(place, tuple) else (place, False)  # a place kept by a release before this one
 
 
-def _colour_backfill_place_keep(image_id: int) -> None:
+def _colour_backfill_place_keep(image_id: int, *, reading: bool) -> None:
     try:
-        cache.set(COLOUR_BACKFILL_AFTER_KEY, image_id, None)
+        cache.set(COLOUR_BACKFILL_AFTER_KEY, (image_id, reading), None)
     except Exception:
         logger.warning("could not keep the colour backfill's place", exc_info=True)
 
@@ -262,13 +263,16 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
     how many were done. A file that cannot be read gets an empty list, so the sweep does not retry it forever. A
     failed photo is left alone: it is never shown by its colours, and reading it may be what failed it.
 
-    Each photo's place is kept before it is read (``COLOUR_BACKFILL_AFTER_KEY``), so that a photo that stops the step
-    in any way (its file's storage does not answer, the sweep's time limit, a decoder that kills the worker) has the
-    next sweep begin after it, rounding again to the first: begun from the first photo each time, one such file
-    stopped the backfill of every photo after it for good, and one that killed the worker killed it every minute.
-    It is tried again once the others are done."""
+    Each photo's place is kept, as being read, before it is read (``COLOUR_BACKFILL_AFTER_KEY``): a photo that stopped
+    the last run in any way (its file's storage did not answer, the sweep's time limit, a decoder that killed the
+    worker) gets an empty list too, as an unreadable file does, and the run goes on after it, rounding again to the
+    first. Begun from the first photo each time, one such file stopped the backfill of every photo after it for good,
+    and one that killed the worker killed it every minute, and again at once when the killed sweep's message came
+    back."""
     done = 0
-    after = _colour_backfill_place()
+    after, stopped = _colour_backfill_place()
+    if stopped:
+        ProductImage.objects.filter(pk=after, colours__isnull=True).update(colours=[])
     uncoloured = (ProductImage.objects.filter(colours__isnull=True).exclude(embedding_status=EmbeddingStatus.FAILED)
                   .order_by("pk").only("pk", "file"))
     photos = list(uncoloured.filter(pk__gt=after)[:limit])
@@ -276,10 +280,12 @@ def image_colours_backfill(*, limit: int = COLOUR_BACKFILL_BATCH) -> int:
         photos += uncoloured.filter(pk__lte=after)[: limit - len(photos)]
     try:
         for image in photos:
-            _colour_backfill_place_keep(image.pk)
+            _colour_backfill_place_keep(image.pk, reading=True)
             colours = _photo_colours(image)
             # Only if still uncoloured: an embedding that finished meanwhile wrote colours from the same pixels.
             done += ProductImage.objects.filter(pk=image.pk, colours__isnull=True).update(colours=colours)
+        if photos:
+            _colour_backfill_place_keep(photos[-1].pk, reading=False)
     finally:
         if done:
             catalog_changed()  # the colours reach the vectors' rows: pages show "other colours" and colour facets
