@@ -93,12 +93,15 @@ class PhotoSearchForm(forms.Form):
 
 
 # In a shopper's words: Django's ("Ensure that there are no more than 10 digits in total.") are a developer's.
+_PRICE_BELOW = f"{10 ** (PRICE_DIGITS['max_digits'] - PRICE_DIGITS['decimal_places']):,}"
+_PRICE_PLACES = PRICE_DIGITS["decimal_places"]
 PRICE_MESSAGES = {
     "invalid": "Enter a price as a number, such as 25 or 19.99.",
     "min_value": "Enter a price of 0 or more.",
-    "max_digits": "Enter a price below 100,000,000.",
-    "max_whole_digits": "Enter a price below 100,000,000.",
-    "max_decimal_places": "Enter a price with at most 2 decimals, such as 19.99.",
+    # Django counts all the digits first: 1.23456789012 has too many, though below the highest price.
+    "max_digits": f"Enter a price below {_PRICE_BELOW}, with at most {_PRICE_PLACES} decimals.",
+    "max_whole_digits": f"Enter a price below {_PRICE_BELOW}.",
+    "max_decimal_places": f"Enter a price with at most {_PRICE_PLACES} decimals, such as 19.99.",
 }
 
 

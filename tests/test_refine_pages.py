@@ -82,7 +82,9 @@ def test_a_bad_price_is_a_message_on_the_page_and_the_rest_still_applies(client,
     assert "data-refine-errors" in html and "Enter a price as a number, such as 25 or 19.99." in html
     assert _skus(response)[0] == "TEE-1"  # still sorted by price, without the bad filter
     # In a shopper's words, not Django's "Ensure that there are no more than 10 digits in total."
-    for typed, message in [("123456789012", "Enter a price below 100,000,000."), ("-5", "Enter a price of 0 or more."),
+    for typed, message in [("123456789012", "Enter a price below 100,000,000, with at most 2 decimals."),
+                           ("1.23456789012", "Enter a price below 100,000,000, with at most 2 decimals."),
+                           ("-5", "Enter a price of 0 or more."),
                            ("9.999", "Enter a price with at most 2 decimals, such as 19.99.")]:
         assert message in client.get(URL, {"query": token, "min_price": typed}).content.decode(), typed
     reversed_range = client.get(URL, {"query": token, "min_price": "100", "max_price": "10"})
