@@ -215,12 +215,14 @@ def pending_images_requeue(*, stale_after_seconds: int = PENDING_STALE_SECONDS, 
     return image_embedding_enqueue(image_ids=image_ids) if image_ids else 0
 
 
-def image_embedding_top_up(*, image_ids: Sequence[int], force: bool = False) -> int:
+def image_embedding_top_up(*, image_ids: Sequence[int], force: bool = False) -> int | None:
     """Send the first of ``image_ids`` that the queue has room for (up to SWEEP_QUEUE_MAX_TASKS tasks, as the sweep
-    keeps it); returns how many went. A whole reindex sent at once (3,000 tasks for 100k photos) queued every beat
-    task behind it, and each expired unrun for the forty minutes it took: no sweep, no switch, /healthz late."""
-    queued = _queued_tasks()
-    room = max(0, SWEEP_QUEUE_MAX_TASKS - queued) * TASK_BATCH_SIZE if queued is not None else 0
+    keeps it); returns how many went, None when the broker does not answer. A whole reindex sent at once (3,000 tasks
+    for 100k photos) queued every beat task behind it, and each expired unrun for the forty minutes it took: no
+    sweep, no switch, /healthz late."""
+    if (queued := _queued_tasks()) is None:
+        return None
+    room = max(0, SWEEP_QUEUE_MAX_TASKS - queued) * TASK_BATCH_SIZE
     return image_embedding_enqueue(image_ids=image_ids[:room], force=force, batch_size=TASK_BATCH_SIZE) if room else 0
 
 
@@ -232,7 +234,8 @@ def _queued_tasks() -> int | None:
                 queue=current_app.conf.task_default_queue, durable=True, auto_delete=False
             ).message_count
     except Exception:  # kombu raises many types for an unreachable broker
-        logger.warning("cannot count the queued embedding tasks; the sweep sends nothing this time", exc_info=True)
+        logger.warning("cannot count the queued embedding tasks: the broker does not answer; nothing is sent now",
+                       exc_info=True)
         return None
 
 

@@ -500,6 +500,23 @@ def test_reindex_in_the_background_gives_up_when_no_worker_finishes_an_image(sma
     assert 30 <= clock.now < 32
 
 
+def test_reindex_in_the_background_says_once_that_the_queue_does_not_answer(small_catalog, monkeypatch, no_worker):
+    """It asked the broker every second and logged a traceback each time, then blamed the workers."""
+    import io
+
+    from django.core.management.base import CommandError
+
+    from search import services
+    from search.management.commands import reindex
+
+    monkeypatch.setattr(services, "_queued_tasks", lambda: None)
+    monkeypatch.setattr(reindex, "time", _FakeClock())
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="no image finished in 30 s"):
+        call_command("reindex", background=True, timeout=30, stdout=open("/dev/null", "w"), stderr=err)
+    assert err.getvalue().count("The task queue does not answer: 4 image(s) wait to be sent") == 1
+
+
 def test_reindex_in_the_background_waits_on_while_the_workers_make_progress(small_catalog, monkeypatch, no_worker):
     """The bound is on a stall, not on the whole run: a large catalog takes the workers hours."""
     from search.management.commands import reindex

@@ -40,6 +40,7 @@ CLAIM_RENEW_SECONDS = PENDING_STALE_SECONDS // 2
 # behind the sweep's queue (about 2.5 minutes of work on two cores) and a model load.
 WATCH_TIMEOUT_SECONDS = 600.0
 STATUSES = set(EmbeddingStatus.values)
+TOP_UP_SECONDS = 5  # how often --background fills the queue up again (and asks the broker how full it is)
 
 
 class Command(BaseCommand):
@@ -115,14 +116,20 @@ class Command(BaseCommand):
 
     def _watch(self, selected, *, timeout):
         unsent, left, progressed = list(selected), len(selected), time.monotonic()
-        claimed = progressed
+        claimed = top_up_at = progressed
+        broker_down_said = False
         with tqdm(total=len(selected), unit="img", desc="workers", disable=self.quiet) as bar:
             while True:
-                if unsent:
+                if unsent and time.monotonic() >= top_up_at:
                     if time.monotonic() - claimed > CLAIM_RENEW_SECONDS:  # the sweep must not send them meanwhile
                         images_recompute_claim_renew(image_ids=unsent)
                         claimed = time.monotonic()
-                    unsent = unsent[image_embedding_top_up(image_ids=unsent, force=True):]
+                    sent = image_embedding_top_up(image_ids=unsent, force=True)
+                    if sent is None and not broker_down_said:
+                        self.stderr.write(f"The task queue does not answer: {len(unsent)} image(s) wait to be sent; "
+                                          "they are sent once it does (or by the sweep, if this run stops).")
+                    broker_down_said = sent is None
+                    unsent, top_up_at = unsent[sent or 0:], time.monotonic() + TOP_UP_SECONDS
                 left, before = images_count(image_ids=selected, status=EmbeddingStatus.PENDING), left
                 bar.update(len(selected) - left - bar.n)
                 if left == 0:
