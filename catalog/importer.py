@@ -37,9 +37,9 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 
-from catalog.currencies import ISO_4217
 from catalog.models import (
     CATEGORY_DEPTH_MAX,
+    CURRENCY_CODE,
     CATEGORY_PATH_DISPLAY_SEPARATOR,
     Category,
     Product,
@@ -574,7 +574,7 @@ def catalog_row_parse(*, row: dict[str, str], images_dir: Path) -> CatalogRow:
     if len(title) > _TITLE_MAX:
         raise RowError(f"title is {len(title)} characters long; the limit is {_TITLE_MAX}")
     currency = currency_code_read((row.get("currency") or "").strip()) or None
-    if currency is not None and currency not in ISO_4217:
+    if currency is not None and not CURRENCY_CODE.regex.match(currency):  # which one is the product's to check
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code such as USD")
     active = (row.get("active") or "").strip().lower()
     if active and active not in ACTIVE_VALUES:

@@ -866,14 +866,22 @@ def test_a_currency_is_written_in_any_case_as_it_is_read(staff_api, api, shelf):
     assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
 
 
-@pytest.mark.parametrize("code", ["ZZZ", "zzz", "ABC"])
-def test_a_currency_is_one_iso_4217_names(staff_api, shelf, code):
+@pytest.mark.parametrize("code", ["ZZZ", "zzz", "XXX"])
+def test_a_currency_is_one_prices_are_in(staff_api, shelf, code):
     """Any three letters were taken: a lamp "15.00 ZZZ" showed in the shop and left every price filter in USD."""
     refused = staff_api.patch("/api/v1/products/SOFA-1/", {"currency": code}, format="json")
     assert refused.status_code == 400
-    assert refused.json() == {"currency": ["Enter a three-letter ISO 4217 code, such as USD."]}
+    assert refused.json() == {"currency": ["Enter the code of a currency prices are in (ISO 4217), such as USD."]}
     assert Product.objects.get(sku="SOFA-1").currency == "USD"
     assert staff_api.patch("/api/v1/products/SOFA-1/", {"currency": "chf"}, format="json").json()["currency"] == "CHF"
+
+
+def test_a_product_stored_in_a_code_no_longer_taken_can_still_be_changed(staff_api, shelf):
+    """Checked on every save, the rule made a product stored in "RMB" before it unsaveable, a new price included."""
+    Product.objects.filter(sku="SOFA-1").update(currency="RMB")
+    changed = staff_api.patch("/api/v1/products/SOFA-1/", {"price": "99.00"}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert (changed.json()["price"], changed.json()["currency"]) == ("99.00", "RMB")
 
 
 @pytest.mark.parametrize(("page", "status"), [("abc", 400), ("-1", 400), ("0", 400), ("1.5", 400), ("999", 404),

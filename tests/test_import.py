@@ -229,14 +229,14 @@ def test_a_photo_named_with_its_accents_encoded_otherwise_is_found(db, shop, on_
     assert summary.failed == [] and summary.images_added == 1
 
 
-def test_a_currency_no_iso_4217_names_fails_its_row(db, shop):
+def test_a_currency_prices_are_not_in_fails_its_row(db, shop):
     text = ("sku,title,category,price,description,images,currency\n"
             "ZZ-1,Chair,Home,9,,,zzz\n" "CH-1,Chair,Home,9,,,chf\n")
 
     summary = catalog_csv_import(path=_write(shop, text))
 
     assert [(failure.sku, failure.message) for failure in summary.failed] == [
-        ("ZZ-1", "currency 'ZZZ' is not a three-letter ISO 4217 code such as USD")]
+        ("ZZ-1", "currency: Enter the code of a currency prices are in (ISO 4217), such as USD.")]
     assert list(Product.objects.values_list("sku", "currency")) == [("CH-1", "CHF")]
 
 
