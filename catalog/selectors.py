@@ -152,22 +152,28 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     query = query.strip()
     if not query:
         return Product.objects.none()
-    exact_sku = Q(sku__iexact=sku_normalized(query))  # "SAL-72" is no words a title holds: the product it names
+    words_narrow, sku_named = _query_read(query)
+    # "SAL-72" is no words a title holds: the product it names, by its primary key, which the full-text index's
+    # scan can be OR-ed with (a condition on the SKU itself made PostgreSQL read every row).
+    exact_sku = Q(pk=sku_named) if sku_named is not None else None
     terms = _query_terms(query)
     included = [word for word, excluded in terms.items() if not excluded]
-    if not included or not _words_narrow(query):
+    if not included or not words_narrow:
         # "-red", "the -red", "sofa or -red": no word to find by, only words to exclude, which PostgreSQL reads as
         # every product but some: each ranked and counted, for anyone. Only the product it may name.
+        if exact_sku is None:
+            return Product.objects.none()
         searching, matches_as_typed, in_text, rank = exact_sku, Value(True), Value(False), Value(0.0)
     else:
         searching, matches_as_typed, in_text, rank = _search_by_words(query, terms, included)
-        searching |= exact_sku
+        if exact_sku is not None:
+            searching |= exact_sku
+    is_sku = ExpressionWrapper(exact_sku, output_field=BooleanField()) if exact_sku is not None else Value(False)
     queryset = (
         Product.objects.filter(searching)
         .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
-        .annotate(is_sku=ExpressionWrapper(exact_sku, output_field=BooleanField()), as_typed=matches_as_typed,
-                  in_text=in_text, rank=rank)
+        .annotate(is_sku=is_sku, as_typed=matches_as_typed, in_text=in_text, rank=rank)
         .order_by("-is_sku", "-as_typed", "-in_text", "-rank", "title", "pk")
     )
     return _with_card_image(queryset)
@@ -203,12 +209,17 @@ def _words(text: str, *, search_type: str = "plain") -> SearchQuery:
     return SearchQuery(Unaccented(Value(text)), search_type=search_type, config="english")
 
 
-def _words_narrow(query: str) -> bool:
-    """Whether PostgreSQL reads ``query`` as words a product must hold, not as none ("the") or as every product but
-    some ("the -red", '-"red wine"', "sofa or -red": a query tree of T)."""
+def _query_read(query: str) -> tuple[bool, int | None]:
+    """In one round trip: whether PostgreSQL reads ``query`` as words a product must hold, not as none ("the") or as
+    every product but some ("the -red", '-"red wine"', "sofa or -red": a query tree of T); and the product whose SKU
+    it is, in any case (the index on UPPER(sku), migration catalog/0014)."""
+    table = Product._meta.db_table
     with connections[router.db_for_read(Product)].cursor() as cursor:
-        cursor.execute("SELECT querytree(websearch_to_tsquery('english', lookalike_unaccent(%s)))", [query])
-        return cursor.fetchone()[0] not in ("", "T")
+        cursor.execute(f"""
+            SELECT querytree(websearch_to_tsquery('english', lookalike_unaccent(%s))) NOT IN ('', 'T'),
+                   (SELECT id FROM {table} WHERE UPPER(sku) = UPPER(%s) ORDER BY id LIMIT 1)
+        """, [query, sku_normalized(query)])
+        return cursor.fetchone()
 
 
 def _categories_named(searched: SearchQuery, *, unwanted: Sequence[str] = ()) -> list[int]:
