@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.core.files.base import ContentFile
+from django.db import connections, router
 
 from catalog.models import CATEGORY_PATH_DISPLAY_SEPARATOR, DEFAULT_CURRENCY, Category, Product
 from catalog.services import (
@@ -356,9 +357,27 @@ def demo_products_collect(
 
 # --- Loading ------------------------------------------------------------------------------------------
 
-def demo_sources_loaded(*, sources: Iterable[str]) -> list[str]:
-    """Those of ``sources`` that have a product in the catalog."""
-    return [name for name in sources if Product.objects.filter(sku__startswith=SOURCES[name].sku_prefix).exists()]
+def demo_sources_loaded(*, sources: Iterable[str], cache_dir: Path = DEFAULT_CACHE_DIR) -> list[str]:
+    """Those of ``sources`` whose load into this database completed (``demo_sources_loaded_mark``) and which still
+    have a product in it (a database made again under the same name has none). Not merely a product of the source
+    in the catalog: a first load cut short (Ctrl-C) left 30 of 85, and a shop's own SKUs may begin "SAL-" too."""
+    return [name for name in sources if _loaded_marker(SOURCES[name], cache_dir).exists()
+            and Product.objects.filter(sku__startswith=SOURCES[name].sku_prefix).exists()]
+
+
+def demo_sources_loaded_mark(*, sources: Iterable[str], cache_dir: Path = DEFAULT_CACHE_DIR) -> None:
+    """Record that the products of ``sources`` were all loaded into this database."""
+    for name in sources:
+        marker = _loaded_marker(SOURCES[name], cache_dir)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(SOURCES[name].spec + "\n")
+
+
+def _loaded_marker(source: DemoSource, cache_dir: Path) -> Path:
+    """Beside the cached packages, one per database (its host, port and name)."""
+    database = connections[router.db_for_write(Product)].settings_dict
+    where = hashlib.sha256(f"{database['HOST']}:{database['PORT']}/{database['NAME']}".encode()).hexdigest()[:16]
+    return cache_dir / f".{source.name}-loaded-into-{where}"
 
 
 def demo_products_load(*, products: Iterable[DemoProduct]) -> LoadSummary:

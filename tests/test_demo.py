@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 
 from catalog.demo import (
     CATEGORY_TREE,
+    SOURCES,
     DEFAULT_CACHE_DIR,
     VENDURE,
     DemoProduct,
@@ -114,21 +115,31 @@ def test_embeddings_are_queued_once_per_new_photo(db, demo_items, django_capture
     assert embedding_dispatches(second) == []
 
 
-def test_once_leaves_a_source_already_in_the_catalog_as_an_admin_left_it(db, demo_items, tmp_path):
+def test_once_leaves_a_source_loaded_before_as_an_admin_left_it(db, demo_items, tmp_path, monkeypatch):
     """`bin/lookalike run` loaded the demo at every start: a title an admin changed came back, and a product deleted
-    came back too. With --once a source with products in the catalog is left alone; one without is loaded."""
-    demo_products_load(products=demo_items)
+    came back too. With --once a source whose load completed is left alone; one cut short is loaded again."""
+    from catalog.management.commands import load_demo
+
+    def collect(*, sources, **options):  # the packages, as parsed, without fetching them
+        return [item for item in demo_items if any(item.sku.startswith(SOURCES[name].sku_prefix) for name in sources)]
+
+    monkeypatch.setattr(load_demo, "demo_products_collect", collect)
+    once = ["--once", "--cache-dir", str(tmp_path)]
+    demo_products_load(products=demo_items[:1])  # a first load cut short: one Vendure product of two, no Saleor
+    call_command("load_demo", *once, stdout=io.StringIO())
+    assert Product.objects.count() == 3  # loaded again, to the end
     Product.objects.filter(sku="VEN-freerun-running-shoe").update(title="Renamed by an admin")
-    empty_cache = ["--no-fetch", "--cache-dir", str(tmp_path)]  # any load would fail: nothing is cached
+    Product.objects.filter(sku="VEN-black-eaves-chair").delete()
     out = io.StringIO()
 
-    call_command("load_demo", "--once", *empty_cache, stdout=out)
+    call_command("load_demo", *once, stdout=out)
 
     assert "Demo catalog: vendure, saleor loaded already, left as it is" in out.getvalue()
     assert Product.objects.get(sku="VEN-freerun-running-shoe").title == "Renamed by an admin"
-    Product.objects.filter(sku__startswith="SAL-").delete()
-    with pytest.raises(CommandError, match="saleor==.* is not in the cache"):  # Saleor only: Vendure is there
-        call_command("load_demo", "--once", *empty_cache, stdout=io.StringIO())
+    assert not Product.objects.filter(sku="VEN-black-eaves-chair").exists()
+    Product.objects.filter(sku__startswith="SAL-").delete()  # as in a database made again, for Saleor
+    call_command("load_demo", *once, stdout=io.StringIO())
+    assert Product.objects.filter(sku__startswith="SAL-").exists()
 
 
 def test_no_fetch_with_an_empty_cache_says_what_to_do(tmp_path):

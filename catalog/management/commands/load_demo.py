@@ -15,6 +15,7 @@ from catalog.demo import (
     demo_products_collect,
     demo_products_load,
     demo_sources_loaded,
+    demo_sources_loaded_mark,
 )
 from catalog.fashion import SPLITS, FashionDataMissing, fashion_products_load
 from catalog.management.termination import terminated_like_interrupted
@@ -35,8 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-fetch", action="store_true", help="use the cache only; fail if it is empty")
         parser.add_argument(
             "--once", action="store_true",
-            help="skip each source that has products in the catalog already (what `bin/lookalike run` does at each "
-                 "start, so that an admin's changes to demo products stay)",
+            help="skip each source whose load into this database has completed before (what `bin/lookalike run` "
+                 "does at each start, so that an admin's changes to demo products stay)",
         )
         parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
         parser.add_argument(
@@ -62,7 +63,7 @@ class Command(BaseCommand):
                 )
             return self._load_fashion(limit=fashion_limit, verbosity=verbosity, started=started)
         sources = sources or list(SOURCES)
-        if once and (loaded := demo_sources_loaded(sources=sources)):
+        if once and (loaded := demo_sources_loaded(sources=sources, cache_dir=cache_dir)):
             # Loaded again, each start put back what an admin had renamed, repriced or deleted.
             self.stdout.write(f"Demo catalog: {', '.join(loaded)} loaded already, left as it is "
                               "(`manage.py load_demo` loads it again).")
@@ -85,6 +86,7 @@ class Command(BaseCommand):
             summary = demo_products_load(products=bar)
         finally:
             bar.close()
+        demo_sources_loaded_mark(sources=sources, cache_dir=cache_dir)  # only once every product of them is in
 
         self.stdout.write(
             f"Demo catalog: {len(products)} products ({summary.outcomes}), {summary.images_added} images added, "
