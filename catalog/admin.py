@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from psycopg.errors import DeadlockDetected
 
-from catalog.categories import kept_category_paths
+from catalog.categories import CategoryPaths
 from catalog.forms import CurrencyField
 from catalog.models import POSITION_MAX, Category, EmbeddingStatus, Product, ProductImage
 from catalog.services import (
@@ -199,17 +199,18 @@ def _reembed(modeladmin, request, image_ids):
     modeladmin.message_user(request, f"{count} image(s) will be embedded again.", messages.SUCCESS)
 
 
-def category_path(category: Category | None) -> str:
-    """A category as the admin names it: by its path, since names repeat under other parents ("Accessories")."""
-    return kept_category_paths().get(category.pk, category.name) if category is not None else "—"
+def category_path(category: Category | None, paths: CategoryPaths | None = None) -> str:
+    """A category as the admin names it: by its path, since names repeat under other parents ("Accessories"). The
+    paths are kept per catalog version (one look-up a row, in the process's memory)."""
+    return (paths or CategoryPaths())[category.pk] if category is not None else "—"
 
 
 class CategoryPathFilter(admin.RelatedOnlyFieldListFilter):
     """The categories in use, by their paths, in the paths' order."""
 
     def field_choices(self, field, request, model_admin):
-        paths = kept_category_paths()
-        return sorted(((pk, paths.get(pk, name)) for pk, name in super().field_choices(field, request, model_admin)),
+        paths = CategoryPaths()
+        return sorted(((pk, paths[pk]) for pk, _ in super().field_choices(field, request, model_admin)),
                       key=lambda choice: choice[1].casefold())
 
 
