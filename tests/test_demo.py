@@ -137,9 +137,9 @@ def test_once_leaves_a_source_loaded_before_as_an_admin_left_it(db, demo_items, 
     assert "Demo catalog: vendure, saleor loaded already, left as it is" in out.getvalue()
     assert Product.objects.get(sku="VEN-freerun-running-shoe").title == "Renamed by an admin"
     assert not Product.objects.filter(sku="VEN-black-eaves-chair").exists()
-    Product.objects.filter(sku__startswith="SAL-").delete()  # as in a database made again, for Saleor
+    Product.objects.filter(sku__startswith="SAL-").delete()  # all of a source, to start the shop's own catalog
     call_command("load_demo", *once, stdout=io.StringIO())
-    assert Product.objects.filter(sku__startswith="SAL-").exists()
+    assert not Product.objects.filter(sku__startswith="SAL-").exists()
 
 
 def test_no_fetch_with_an_empty_cache_says_what_to_do(tmp_path):
