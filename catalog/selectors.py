@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from functools import reduce
 
@@ -182,26 +182,36 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
 def _search_by_words(query: str, terms: dict[str, bool], included: list[str]):
     """What ``product_search`` filters by and orders by for a query with words to find by."""
     as_typed = _words(query, search_type="websearch")
-    searched, matches_as_typed = as_typed, Value(True)
+    searched, matches_as_typed, fixes = as_typed, Value(True), {}
     if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
         searched = as_typed | _tolerant_query(terms, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
     in_text = Q(search_document=searched)
     # A category the query names ("sneakers") holds products whose own words do not say so: they come after the
-    # products whose words match, as typed or, in the next tier, corrected ("sneakres"). Words the query excludes
-    # exclude them too, by their own words or by their category's name ("shoes -sneakers").
+    # products whose words match, as typed or, in the next tier, corrected ("sneakres").
     searching = in_text
-    unwanted = [word for word, excluded in terms.items() if excluded]
-    if named := _categories_named(searched, unwanted=unwanted):
-        not_unwanted = ~Q(search_document=reduce(operator.or_, [_words(word) for word in unwanted])) if unwanted \
-            else Q()
-        searching = in_text | (Q(category_id__in=named) & not_unwanted)
+    if named := _categories_named(searched):
+        searching = in_text | Q(category_id__in=named)
         if searched is not as_typed:
-            named_as_typed = Q(category_id__in=_categories_named(as_typed, unwanted=unwanted)) & not_unwanted
-            matches_as_typed = ExpressionWrapper(Q(search_document=as_typed) | named_as_typed,
+            matches_as_typed = ExpressionWrapper(Q(search_document=as_typed)
+                                                 | Q(category_id__in=_categories_named(as_typed)),
                                                  output_field=BooleanField())
+    ranked_by = searched
+    if len(terms) <= MAX_WORDS:  # more are searched as typed: thousands of query nodes nest too deep to compile
+        # Words the query excludes exclude whatever holds them, and whatever is in a category they name ("shoes
+        # -sneakers", "camera -lenses"), whichever way the rest matched: an "or" ("sofa or chair -leather") bound
+        # the exclusion to its last word only, and the Camera Lens in Lenses matched "camera" by its own words.
+        if unwanted := [word for word, excluded in terms.items() if excluded]:
+            unwanted_words = reduce(operator.or_, [_words(word) for word in unwanted])
+            searching &= ~Q(search_document=unwanted_words)
+            if unwanted_categories := _categories_named(unwanted_words):
+                searching &= ~Q(category_id__in=unwanted_categories)
+        # Ranked by the words wanted alone: an excluded one in the ranked query put a cushion whose description says
+        # "sofa" once above the sofas whose title does.
+        ranked_by = reduce(operator.or_, [_words(spelling) for word in included
+                                          for spelling in [word, *fixes.get(word, [])]])
     return (searching, matches_as_typed, ExpressionWrapper(in_text, output_field=BooleanField()),
-            SearchRank(F("search_document"), searched))
+            SearchRank(F("search_document"), ranked_by))
 
 
 def _words(text: str, *, search_type: str = "plain") -> SearchQuery:
@@ -222,18 +232,15 @@ def _query_read(query: str) -> tuple[bool, int | None]:
         return cursor.fetchone()
 
 
-def _categories_named(searched: SearchQuery, *, unwanted: Sequence[str] = ()) -> list[int]:
-    """The categories whose name the query matches, and every category below them, but for those whose name, or an
-    ancestor's, is an ``unwanted`` word."""
+def _categories_named(searched: SearchQuery) -> list[int]:
+    """The categories whose name the query matches, and every category below them."""
     named = _categories_matching(searched)
     if not named:
         return []
     parents = kept_category_parents()
     if not named <= parents.keys():  # kept from before a category was added, had its version been lost
         parents = category_parents()
-    excluded = _categories_matching(reduce(operator.or_, [_words(word) for word in unwanted])) if unwanted else set()
-    return [category_id for category_id in parents
-            if named.intersection(line := lineage(parents, category_id)) and not excluded.intersection(line)]
+    return [category_id for category_id in parents if named.intersection(lineage(parents, category_id))]
 
 
 def _categories_matching(searched: SearchQuery) -> set[int]:

@@ -234,8 +234,21 @@ def test_a_category_the_query_names_brings_its_products_after_those_whose_own_wo
     assert found("sneakers -high") == {shop["sneakers"][0].title, low.title, speakers.title}
     # A near word's category comes in the near words' tier, after what matches as typed.
     assert [product.title for product in product_search(query="speakers")][:1] == [speakers.title]
-    # A word excluded excludes a category it names, and those below it ("shoes -sneakers").
+    # A word excluded excludes a category it names, and those below it ("shoes -sneakers"), the products in it that
+    # match by their own words too, and whatever an "or" brought in.
     assert found("footwear -sneakers") == {boot.title}
+    chuck_boot = ProductFactory(title="Chuck boot", category=sneakers)
+    assert found("chuck -sneakers") == set() and chuck_boot.title in found("boot")
+    assert found("chuck or boot -sneakers") == {boot.title}
+
+
+def test_an_excluded_word_leaves_the_order_of_the_rest_as_it_was(shop, each_strategy):
+    """"sofa -leather" put a cushion whose description says "sofa" once above the sofas whose title does: PostgreSQL
+    ranks every match of a query with an excluded word alike (1e-20), and the name decided."""
+    sofa = ProductFactory(title="Grey fabric sofa", description="Three seats.")
+    cushion = ProductFactory(title="Bright parrot cushion", description="Brightens any sofa.")  # first by name
+    assert [product.title for product in product_search(query="sofa")] == [sofa.title, cushion.title]
+    assert [product.title for product in product_search(query="sofa -zzzz")] == [sofa.title, cushion.title]
 
 
 def test_accents_are_neither_needed_nor_in_the_way(each_strategy):
