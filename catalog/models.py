@@ -208,8 +208,8 @@ class Product(models.Model):
             # by an expression: 84 against 0.07 ms at 50,000 products.
             models.Index(Lower(Unaccented("title")), F("title"), F("id"), name="product_active_name_idx",
                          condition=Q(active=True)),
-            # A SKU typed into text search, in any case (catalog.selectors._query_read).
-            models.Index(Upper("sku"), name="product_sku_upper_idx"),
+            # A SKU typed into text search, case and accents aside (catalog.selectors._query_read).
+            models.Index(Upper(Unaccented("sku")), name="product_sku_upper_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),

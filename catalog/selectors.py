@@ -222,13 +222,14 @@ def _words(text: str, *, search_type: str = "plain") -> SearchQuery:
 def _query_read(query: str) -> tuple[bool, int | None]:
     """In one round trip: whether PostgreSQL reads ``query`` as words a product must hold, not as none ("the") or as
     every product but some ("the -red", '-"red wine"', "sofa or -red": a query tree of T); and the product whose SKU
-    it is, in any case (the index on UPPER(sku), migration catalog/0014)."""
+    it is, case and accents aside, as words are found ("cafe-2" is CAFÉ-2; the index of migration catalog/0014)."""
     table = Product._meta.db_table
     with connections[router.db_for_read(Product)].cursor() as cursor:
         cursor.execute(f"""
             SELECT querytree(websearch_to_tsquery('english', lookalike_unaccent(%s))) NOT IN ('', 'T'),
-                   (SELECT id FROM {table} WHERE UPPER(sku) = UPPER(%s) ORDER BY id LIMIT 1)
-        """, [query, sku_normalized(query)])
+                   (SELECT id FROM {table} WHERE UPPER(lookalike_unaccent(sku)) = UPPER(lookalike_unaccent(%s))
+                    ORDER BY id LIMIT 1)
+        """, [query, query])
         return cursor.fetchone()
 
 

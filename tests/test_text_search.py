@@ -272,3 +272,5 @@ def test_a_products_sku_finds_it_first(shop):
     ProductFactory(sku="SAL-73", title="Armchair")
     assert [product.title for product in product_search(query="sal-72")] == [sofa.title]
     assert product_search(query="SAL-72 -sofa").count() == 0  # not the SKU as typed: words, which find none
+    cafe = ProductFactory(sku="CAF\u00c9-2", title="Bistro chair")
+    assert [product.title for product in product_search(query="cafe-2")] == [cafe.title]  # accents aside, as words

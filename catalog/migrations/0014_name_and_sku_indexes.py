@@ -18,6 +18,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='product',
-            index=models.Index(django.db.models.functions.text.Upper('sku'), name='product_sku_upper_idx'),
+            index=models.Index(django.db.models.functions.text.Upper(catalog.models.Unaccented('sku')), name='product_sku_upper_idx'),
         ),
     ]
