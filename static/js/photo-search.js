@@ -29,6 +29,9 @@
   var photoSize = null;
   // The token of the kept query of that photo's search: the refinements of it carry the same one.
   var photoQuery = null;
+  // Each search of that photo (the whole photo, a box, another category) by its token, with the box it searched
+  // ("" for the whole photo): Back and Forward between them keep the photo on screen.
+  var photoBoxes = Object.create(null);
   // A photo chosen in the form but not searched yet; whether the last one chosen was refused (too big, not an
   // image): then "Find lookalikes" must not search the previous photo again in its place.
   var chosen = null;
@@ -400,6 +403,7 @@
       var fresh = request.response && request.response.querySelector("[data-photo-search-body]");
       if (!fresh) return fail("Something went wrong (error " + request.status + "). Please try again.");
       if (request.status === 200) {
+        if (photo !== params.file) photoBoxes = Object.create(null);
         photo = params.file;
         var photoEl = fresh.querySelector("[data-region]");
         photoSize = params.size || { width: +photoEl.dataset.width, height: +photoEl.dataset.height };
@@ -407,6 +411,7 @@
         var shown = body.querySelectorAll(".results .product-card").length;
         replaceBody(fresh);
         photoQuery = queryOf(body.dataset.url);
+        photoBoxes[photoQuery] = body.dataset.box || "";
         if (params.limit) {
           // "Show more": stay where the shopper is; focus moves to the first new product.
           var first = body.querySelectorAll(".results .product-card-link")[shown];
@@ -631,7 +636,11 @@
     // Another refinement of the search on screen: its results in place, the photo and its box kept (a reload lost
     // them). Anything else (the start page, another photo's search) is loaded.
     var query = queryOf(location.href);
-    if (photo && query && query === photoQuery && body.querySelector(".results") && !busy) {
+    if (photo && query && query in photoBoxes && body.querySelector(".results") && !busy) {
+      if (query !== photoQuery) {  // another search of the same photo: its box, or the whole photo, on the photo
+        photoQuery = query;
+        showBox(photoBoxes[query]);
+      }
       refine(location.href, false, true);
     } else {
       location.reload();
@@ -744,6 +753,20 @@
     var x1 = Math.min(1, Math.max(box.x0 + 2 * KEY_STEP, box.x1 + dx));
     var y1 = Math.min(1, Math.max(box.y0 + 2 * KEY_STEP, box.y1 + dy));
     return { x0: box.x0, y0: box.y0, x1: x1, y1: y1 };
+  }
+
+  // The photo panel as the server draws it for a search of ``boxText`` ("x0,y0,x1,y1" in pixels, "" the whole photo).
+  function showBox(boxText) {
+    body.dataset.box = boxText;
+    region = null;
+    var frame = body.querySelector("[data-region]");
+    if (frame) drawRegion(frame, initialRegion());
+    var title = body.querySelector(".query-card-title");
+    if (title) title.textContent = boxText ? "Searched the boxed area" : "Your photo";
+    var whole = body.querySelector("[data-action=whole-photo]");
+    if (whole) whole.hidden = !boxText;
+    var searchRegion = body.querySelector("[data-action=search-region]");
+    if (searchRegion) searchRegion.disabled = true;  // nothing drawn since
   }
 
   // The box the server drew for a region search, as fractions (or null).

@@ -92,12 +92,21 @@ def test_draw_a_box_around_one_thing_and_search_again(page, shop, test_images, t
     wait_until_idle(page)
     assert page.locator("[data-photo-search-body]").get_attribute("data-box") == ""
     expect(page.get_by_label("Sort by")).to_have_value("-price")
-    # Back returns to the boxed search's results, where it left the search for the page before it.
+    # Back returns to the boxed search's results, where it left the search for the page before it, and the photo
+    # stays, with the box it searched (a reload lost it: "Your earlier photo").
     assert page.url != boxed
     page.go_back()
     expect(page).to_have_url(boxed)
     wait_until_idle(page)
     assert card_titles(page)[0] == shop["TEE-1"].title
+    expect(page.locator("[data-query-img]")).to_be_visible()
+    expect(page.get_by_text("Searched the boxed area")).to_be_visible()
+    expect(page.locator("[data-region-box]")).to_be_visible()
+    page.go_back()  # the whole photo's results, sorted, as they were before the box
+    wait_until_idle(page)
+    expect(page.get_by_text("Your photo", exact=True)).to_be_visible()
+    expect(page.locator("[data-region-box]")).to_be_hidden()
+    expect(page.get_by_label("Sort by")).to_have_value("-price")
 
 
 def test_a_box_on_results_opened_afresh_searches_the_pages_own_preview_of_the_photo(page, shop, test_images, tmp_path):
