@@ -211,11 +211,19 @@ def _embedded_photo(product, test_images, name="chair-shell-black.jpg"):
     return image
 
 
-def _inline_change(product, image, **fields):
+def _photos_change(product, images):
+    """The product's page posted as it was shown with ``images`` in its photo rows."""
     data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
                          currency=product.currency)
-    data.update({"images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "1", "images-0-id": str(image.pk),
-                 "images-0-product": str(product.pk), "images-0-position": str(image.position)})
+    data.update({"images-TOTAL_FORMS": str(len(images)), "images-INITIAL_FORMS": str(len(images))})
+    for index, image in enumerate(images):
+        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
+                     f"images-{index}-position": str(image.position)})
+    return data
+
+
+def _inline_change(product, image, **fields):
+    data = _photos_change(product, [image])
     data.update({f"images-0-{name}": value for name, value in fields.items()})
     return data
 
@@ -373,12 +381,7 @@ def test_a_photo_deleted_meanwhile_and_deleted_again_on_the_product_page_is_no_e
 
     kept, gone = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
                   for n in range(2))
-    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
-                         currency=product.currency)
-    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
-    for index, image in enumerate((kept, gone)):
-        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
-                     f"images-{index}-position": str(image.position)})
+    data = _photos_change(product, [kept, gone])
     data["images-1-DELETE"] = "on"
     product_image_delete(image=gone)
     response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
@@ -395,12 +398,7 @@ def test_a_photo_deleted_meanwhile_and_kept_on_the_product_page_is_refused_sayin
 
     kept, gone = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
                   for n in range(2))
-    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
-                         currency=product.currency)
-    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
-    for index, image in enumerate((kept, gone)):
-        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
-                     f"images-{index}-position": str(image.position)})
+    data = _photos_change(product, [kept, gone])
     if position:
         data["images-1-position"] = position
     data["title"] = "A new title"
@@ -485,12 +483,8 @@ def test_a_product_save_refused_after_a_photos_new_file_was_stored_takes_the_fil
         return update(image=image, **kwargs)
 
     monkeypatch.setattr(catalog_admin, "product_image_update", second_deleted_meanwhile)
-    data = _product_form(product.category, sku=product.sku, title=product.title, price=str(product.price),
-                         currency=product.currency)
-    data.update({"images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2"})
-    for index, image in enumerate((first, second)):
-        data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
-                     f"images-{index}-position": str(image.position + 5)})
+    data = _photos_change(product, [first, second])
+    data.update({f"images-{index}-position": str(image.position + 5) for index, image in enumerate((first, second))})
     data["images-0-file"] = uploaded_image("new.jpg", size=(120, 90))
     response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data, follow=True)
 
