@@ -139,11 +139,20 @@ class ProductImageForm(forms.ModelForm):
 
 
 class ProductImageFormSet(forms.BaseInlineFormSet):
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        # A photo another admin deleted or moved while this page was open comes back as a row without one: its file
+        # is not asked for ("This field is required" beside a photo that had one), the formset says what happened.
+        form.photo_gone = i < self.initial_form_count() and form.instance.pk is None
+        if form.photo_gone:
+            form.fields["file"].required = False
+        return form
+
     def clean(self):
         super().clean()
-        # A photo another admin deleted or moved while this page was open comes back as a row without one, whose
-        # hidden id alone is in error: the page said "Please correct the errors below" and showed none.
-        if any(form.instance.pk is None and not (self.can_delete and self._should_delete_form(form))
+        # Such a row is in error by its hidden id alone: the page said "Please correct the errors below" and showed
+        # none.
+        if any(form.photo_gone and not (self.can_delete and self._should_delete_form(form))
                for form in self.initial_forms):
             raise ValidationError("A photo on this page was deleted or moved to another product meanwhile: reload "
                                   "the page to see the product's photos as they are now.", code="photo_gone")
@@ -199,10 +208,10 @@ def _reembed(modeladmin, request, image_ids):
     modeladmin.message_user(request, f"{count} image(s) will be embedded again.", messages.SUCCESS)
 
 
-def category_path(category: Category | None, paths: CategoryPaths | None = None) -> str:
+def category_path(category: Category | None) -> str:
     """A category as the admin names it: by its path, since names repeat under other parents ("Accessories"). The
     paths are kept per catalog version (one look-up a row, in the process's memory)."""
-    return (paths or CategoryPaths())[category.pk] if category is not None else "—"
+    return CategoryPaths()[category.pk] if category is not None else "—"
 
 
 class CategoryPathFilter(admin.RelatedOnlyFieldListFilter):

@@ -396,17 +396,18 @@ def test_a_photo_deleted_meanwhile_and_kept_on_the_product_page_is_refused_sayin
     shown."""
     from catalog.services import product_image_add, product_image_delete
 
-    kept, gone = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
+    gone, kept = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(n * 90, 0, 0)))
                   for n in range(2))
-    data = _photos_change(product, [kept, gone])
+    data = _photos_change(product, [gone, kept])  # the first row: shown again, beside the photo after it
     if position:
-        data["images-1-position"] = position
+        data["images-0-position"] = position
     data["title"] = "A new title"
     product_image_delete(image=gone)
     response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
     assert response.status_code == 200  # the form again
     assert ("A photo on this page was deleted or moved to another product meanwhile: reload the page to see the "
             "product's photos as they are now.") in html.unescape(response.text)
+    assert "This field is required" not in response.text  # its file, which it had: nothing to ask of the admin
     product.refresh_from_db()
     assert product.title != "A new title" and list(product.images.all()) == [kept]
 
