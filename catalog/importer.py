@@ -39,8 +39,8 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 
 from catalog.models import (
     CATEGORY_DEPTH_MAX,
-    CURRENCY_CODE,
     CATEGORY_PATH_DISPLAY_SEPARATOR,
+    CURRENCY_CODE,
     Category,
     Product,
     category_name_key,
