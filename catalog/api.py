@@ -57,7 +57,9 @@ class Pagination(PageNumberPagination):
     def paginate_queryset(self, queryset, request, view=None):
         """A page that is no number is a bad request (400), not a page not found (404): past the last page is."""
         asked = request.query_params.get(self.page_query_param)
-        if asked is not None and asked not in self.last_page_strings and not (asked.isdecimal() and int(asked) >= 1):
+        # Eighteen digits at most: int() refuses over 4,300 (a 500), and no catalog has a billion billion pages.
+        if asked is not None and asked not in self.last_page_strings and not (
+                asked.isdecimal() and len(asked) <= 18 and int(asked) >= 1):
             raise ValidationError({self.page_query_param: ["Ensure this is a whole number of 1 or more (or last)."]})
         return super().paginate_queryset(queryset, request, view)
 
