@@ -205,11 +205,20 @@ class ReplicaRoutingMiddleware:
             response = self.get_response(request)
         finally:
             _routing.reset(token)
-        if state.wrote or (request.method not in SAFE_METHODS and not state.read_only_post):
+        if state.wrote or self._may_have_written(request, state):
             response.set_signed_cookie(STICKY_COOKIE, "1", salt=STICKY_COOKIE,
                                        max_age=settings.DATABASE_REPLICA_STICKY_SECONDS, httponly=True,
                                        samesite="Lax", secure=request.is_secure())
         return response
+
+    @staticmethod
+    def _may_have_written(request, state: _Routing) -> bool:
+        """A signed-in client's write through SQL of its own (a cursor, not the router) counts too. A shopper's does
+        not: shoppers write nothing but their session, through the router, and any refused POST (a 401, a CSRF
+        403) would otherwise hand anyone the cookie that sends all their reads to the primary, past the page cache."""
+        user = getattr(request, "user", None)
+        return (request.method not in SAFE_METHODS and not state.read_only_post
+                and user is not None and user.is_authenticated)
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         state = _routing.get()

@@ -130,6 +130,9 @@ def test_a_write_goes_to_the_primary_and_so_do_that_clients_next_reads(replica_a
     with Queries() as queries:  # another shopper reads the replica
         assert APIClient().get("/p/NEW-1/").status_code == 200
     assert queries.on(REPLICA, '"catalog_product"')
+    # A refused write wrote nothing: it is no reason to stick to the primary (a way past the page cache for anyone).
+    refused = APIClient().post("/api/v1/products/", {"sku": "NEW-2"}, format="json")
+    assert refused.status_code in (401, 403) and "lookalike_primary" not in refused.cookies
 
     # A script with the token and no cookie jar (curl), reading what it just wrote: the primary too.
     script = APIClient()
