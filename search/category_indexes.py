@@ -32,6 +32,7 @@ from django.db.models import Count
 from pgvector.django import HnswIndex
 
 from catalog.categories import category_parents, lineage
+from search.locks import held_unless_taken
 from search.models import ImageEmbedding
 
 logger = logging.getLogger(__name__)
@@ -99,16 +100,11 @@ def category_indexes_sync(*, models: Sequence[str], limit: int | None = 1,
     One sync at a time: a build still running is an invalid index to everyone else, and a second sync (the next beat
     run on another worker slot, while a large build takes longer than its interval) would drop it and start it over.
     A sync that finds another one running does nothing."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SYNC_LOCK])
-        if not cursor.fetchone()[0]:
+    with held_unless_taken(SYNC_LOCK) as taken:
+        if not taken:
             logger.info("category indexes: another sync is running")
             return {"created": [], "dropped": []}
-    try:
         return _sync(models=models, limit=limit, progress=progress)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [SYNC_LOCK])
 
 
 def _sync(*, models: Sequence[str], limit: int | None, progress: Callable[[list[str]], Iterable[str]]

@@ -108,7 +108,9 @@ def image_embedding_dispatch(*, image_ids: Iterable[int], on_not_queued: Callabl
         if not_queued and on_not_queued is not None:
             on_not_queued(not_queued)
 
-    transaction.on_commit(enqueue)
+    # Robust: the change is committed whatever happens here (the photos stay pending for the sweep), and a hook that
+    # raised skipped the ones after it, such as deleting a replaced photo's old files, and made the save a 500.
+    transaction.on_commit(enqueue, robust=True)
 
 
 def image_embedding_enqueue(*, image_ids: Sequence[int], force: bool = False,
@@ -494,11 +496,22 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                 for flag in flags:
                     if flag.near_duplicate_of_id is not None and flag.near_duplicate_of_id not in embedded:
                         flag.near_duplicate_of_id, flag.near_duplicate_score = None, None
+                flags = _flags_kept_for_originals_not_embedded_yet(flags, model=model)
                 ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
             return
         except IntegrityError:  # an image flagged as the original was deleted since it was read: look again
             if attempt == FLAG_ATTEMPTS - 1:
                 raise
+
+
+def _flags_kept_for_originals_not_embedded_yet(flags: list[ProductImage], *, model: str) -> list[ProductImage]:
+    """A photo found no older one close enough while its flag's original has no vector in ``model`` yet (a rebuild
+    or a reindex in two workers embeds the copy first): the flag stays, where it was cleared for good (the original,
+    stored afterwards, looks only at older photos). A flag is cleared when its original, embedded, is no longer close."""
+    unflagged = [flag.pk for flag in flags if flag.near_duplicate_of_id is None]
+    kept = set(ProductImage.objects.filter(pk__in=unflagged, near_duplicate_of__isnull=False)
+               .filter(no_vector_in(model, image="near_duplicate_of_id")).values_list("pk", flat=True))
+    return [flag for flag in flags if flag.pk not in kept]
 
 
 def image_embeddings_store(*, model: str, items: Sequence[StoredVector],

@@ -13,6 +13,8 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from catalog.models import EmbeddingStatus, Product, ProductImage
@@ -20,6 +22,7 @@ from catalog.page_cache import catalog_changed
 from search import calibration
 from search.colours import dominant_colours
 from search.embeddings import active_embedder
+from search.locks import held_unless_taken
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.preprocessing import load_rgb
 from search.selectors import SWEEP_RAN_AT_KEY, nearest_other_category_similarities, no_vector_in
@@ -37,6 +40,8 @@ logger = logging.getLogger(__name__)
 COLOUR_BACKFILL_BATCH = 200
 COLOUR_DRAFT_SIZE = 256
 COLOUR_BACKFILL_AFTER_KEY = "sweep:colour-backfill-after"
+# The advisory lock (search.locks) a running sweep holds.
+SWEEP_LOCK = 0x4C4B_5357  # "LKSW"
 T = TypeVar("T")
 
 
@@ -62,9 +67,10 @@ def embedding_space_sync() -> EmbeddingSpace:
             # A build given up (the model set back before its space was complete) frees its vectors in the sweep;
             # set again later, it starts over. Not while processes configured for it still sync: a rolling deploy's
             # old workers took the build for given up at each of their sweeps, and its new ones started it over.
-            EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING,
-                                          configured_seen_at__lt=now - _build_abandoned_after()).update(
-                state=EmbeddingSpace.State.RETIRED)
+            if EmbeddingSpace.objects.filter(state=EmbeddingSpace.State.BUILDING,
+                                             configured_seen_at__lt=now - _build_abandoned_after()).update(
+                    state=EmbeddingSpace.State.RETIRED):
+                _statuses_restore(model=active.model)
             return active
         if active is None:
             # First sync: the vectors already stored (if any) define the space search can use right now.
@@ -114,6 +120,21 @@ def _unembedded_requeue(*, model: str) -> int:
     unembedded = ProductImage.objects.exclude(embedding_status=EmbeddingStatus.FAILED).filter(no_vector_in(model))
     return photos_update(unembedded, embedding_status=EmbeddingStatus.PENDING, embedding_error="",
                          embedding_queued_at=None)
+
+
+def _statuses_restore(*, model: str) -> None:
+    """After a build given up, a photo's status says what it is in the searched space ``model`` again: one the
+    build's worker marked ready with its vector there only (an upload whose vector in ``model`` could not be
+    made then) is pending, where it stayed out of search with "ready" for good; one that failed in the build only
+    is ready."""
+    requeued = _unembedded_requeue(model=model)
+    restored = photos_update(
+        ProductImage.objects.filter(embedding_status=EmbeddingStatus.FAILED).exclude(no_vector_in(model)),
+        embedding_status=EmbeddingStatus.READY, embedding_error="", embedding_model=model,
+        embedded_at=Coalesce("embedded_at", Value(timezone.now())))
+    if requeued or restored:
+        logger.info("build given up: %d photos without a vector in %s pending again, %d failed only in the build "
+                    "ready again", requeued, model, restored)
 
 
 def _vectors_missing_from(*, model: str, searchable_in: str) -> int:
@@ -186,7 +207,19 @@ def embedding_sweep() -> dict[str, int | str | float | None]:
     Each step runs whatever became of the others: a space sync that failed on every run (a reduction file gone, say)
     skipped the re-queueing of lost photos with it. Raises ``SweepIncomplete`` at the end when any failed, so that
     the task is reported as failed.
+
+    One sweep at a time: a sweep takes longer than its interval now and then (a model switch marks every photo, a
+    calibration), and a second one beside it took the photo the first was reading colours from for one that had
+    stopped a sweep, and gave it no colours for good. A sweep that finds another running leaves the work to it.
     """
+    with held_unless_taken(SWEEP_LOCK) as taken:
+        if not taken:
+            logger.info("embedding sweep: another sweep is running")
+            return {"skipped": "another sweep is running"}
+        return _sweep()
+
+
+def _sweep() -> dict[str, int | str | float | None]:
     failed: list[tuple[str, Exception]] = []
 
     def step(name: str, work: Callable[[], T], *, otherwise: T) -> T:

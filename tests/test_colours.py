@@ -118,6 +118,30 @@ def test_a_photo_whose_file_stops_the_backfill_does_not_hold_up_the_colours_of_t
 
 
 @pytest.mark.django_db
+def test_a_sweep_that_finds_another_running_leaves_the_work_to_it(catalog):
+    """Two sweeps at once (one outlasting its interval): the second took the photo the first was reading colours
+    from for one that had stopped a sweep, and gave it no colours for good."""
+    import psycopg
+    from django.core.cache import cache
+    from django.db import connection
+
+    from search import sweep
+    from tests.support import database_url
+
+    ProductImage.objects.update(colours=None)
+    being_read = ProductImage.objects.order_by("pk")[1]
+    cache.set(sweep.COLOUR_BACKFILL_AFTER_KEY, (being_read.pk, True), None)  # the running sweep's place
+    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [sweep.SWEEP_LOCK])
+        assert sweep.embedding_sweep() == {"skipped": "another sweep is running"}
+        assert ProductImage.objects.get(pk=being_read.pk).colours is None
+        assert not ProductImage.objects.filter(colours__isnull=False).exists()
+        other.execute("SELECT pg_advisory_unlock(%s)", [sweep.SWEEP_LOCK])
+    cache.set(sweep.COLOUR_BACKFILL_AFTER_KEY, (being_read.pk, False), None)  # that sweep ended
+    assert sweep.embedding_sweep()["coloured"] > 0
+
+
+@pytest.mark.django_db
 def test_the_backfill_leaves_failed_photos_alone(catalog, monkeypatch):
     """A photo failed for killing its worker (search/lost_runs.py) has no colours: the backfill read it again every
     minute, and each read killed the worker running the sweep."""

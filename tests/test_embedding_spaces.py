@@ -148,6 +148,30 @@ def test_setting_the_model_back_before_its_space_is_built_retires_that_build(sma
     assert search_space_model() == new_space
 
 
+def test_a_build_given_up_leaves_every_photo_searchable_or_on_its_way(small_catalog, settings):
+    """A photo the build's worker marked ready whose vector in the searched space could not be made stayed "ready"
+    and out of search for good once the build was given up; one that failed in the build only stayed failed."""
+    old_space, new_space = get_embedder(LITE0).id, get_embedder(LITE2).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    uploaded, failed = ProductImage.objects.order_by("pk")[:2]
+    services.images_embed(image_ids=[uploaded.pk])  # ready, by the new model's worker ...
+    ImageEmbedding.objects.filter(image=uploaded, model=old_space).delete()  # ... whose fill of the old space failed
+    services.image_embedding_fail(image_id=failed.pk, error="ModelUnavailable: the new model's file")
+
+    settings.EMBEDDING_MODEL = LITE0  # set back, and the build given up
+    EmbeddingSpace.objects.filter(model=new_space).update(
+        configured_seen_at=timezone.now() - sweep._build_abandoned_after() - timedelta(seconds=1))
+    sweep.embedding_space_sync()
+    assert EmbeddingSpace.objects.get(model=new_space).state == EmbeddingSpace.State.RETIRED
+    uploaded.refresh_from_db(), failed.refresh_from_db()
+    assert uploaded.embedding_status == EmbeddingStatus.PENDING
+    assert (failed.embedding_status, failed.embedding_error) == (EmbeddingStatus.READY, "")
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    assert ImageEmbedding.objects.filter(image=uploaded, model=old_space).exists()
+    assert set(ProductImage.objects.values_list("embedding_status", flat=True)) == {EmbeddingStatus.READY}
+
+
 def test_photos_added_or_replaced_while_a_new_space_builds_are_searchable_at_once(small_catalog, settings,
                                                                                     test_images, client):
     """Search reads the old space until the new one is complete, which can take hours: a product added meanwhile,

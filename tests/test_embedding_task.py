@@ -434,6 +434,23 @@ def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its
     assert copy.near_duplicate_of_id == original.pk
 
 
+def test_a_copy_embedded_again_before_its_original_keeps_its_flag(product, test_images):
+    """A rebuild or reindex in two workers embeds the copy first: it found nothing older, its flag was cleared,
+    and the original, stored next, looks only at older photos: never flagged again."""
+    from tests.factories import uploaded_file
+
+    photo = test_images / "chair-cafe-pair.jpg"
+    original, copy = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    services.images_embed(image_ids=[original.pk, copy.pk])
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id == original.pk
+    ImageEmbedding.objects.filter(image=original).delete()  # the original's vector not (re)computed yet
+    services.images_embed(image_ids=[copy.pk], force=True)
+    services.images_embed(image_ids=[original.pk])
+    copy.refresh_from_db()
+    assert (copy.near_duplicate_of_id, copy.embedding_status) == (original.pk, EmbeddingStatus.READY)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_afresh(test_images, monkeypatch):
     """The admin deletes a photo just after the task read it as a new photo's nearest: the flag pointing at it was
