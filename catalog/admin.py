@@ -123,6 +123,12 @@ class ProductImageForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # What the admin saw is sent back beside each field (as ProductForm does), so that ``changed_data`` names only
+        # what they changed: a file replaced moved the photo back to the product and position the page showed,
+        # undoing another admin's move or reordering meanwhile.
+        for name in ("product", "position"):
+            if name in self.fields:
+                self.fields[name].show_hidden_initial = True
         if self.instance.pk is None:  # a new photo: empty, not the model's 0, which would put it first
             self.initial.pop("position", None)
         else:  # emptied, a photo's position was left as it was, while the admin said it changed
@@ -136,6 +142,12 @@ class ProductImageForm(forms.ModelForm):
         if isinstance(file, UploadedFile):  # a new upload, not the stored file
             self.prepared = image_prepare(file)
         return file
+
+
+def _changed(form, name: str):
+    """The value of field ``name`` if the admin changed it on the page, else None (the service keeps what is
+    stored)."""
+    return form.cleaned_data[name] if name in form.changed_data else None
 
 
 class ProductImageFormSet(forms.BaseInlineFormSet):
@@ -343,12 +355,12 @@ class ProductAdmin(CategoryPathChoices, RefusedSavesShown):
         for image_form in sorted(existing, key=lambda image_form: image_form.instance.pk):
             image = image_form.instance
             if formset.can_delete and formset._should_delete_form(image_form):
-                product_image_delete(image=image)
+                product_image_delete(image=image, of_product=form.instance)
                 formset.deleted_objects.append(image)
             elif image_form.has_changed():
                 product_image_update(
-                    image=image, prepared=image_form.prepared, position=image_form.cleaned_data["position"],
-                    on_not_queued=notice,
+                    image=image, prepared=image_form.prepared, position=_changed(image_form, "position"),
+                    of_product=form.instance, on_not_queued=notice,
                 )
                 formset.changed_objects.append((image, image_form.changed_data))
         added = [
@@ -420,8 +432,8 @@ class ProductImageAdmin(RefusedSavesShown):
         notice = queue_down_notice(request)
         if change:
             image = product_image_update(
-                image=obj, prepared=form.prepared, product=form.cleaned_data["product"],
-                position=form.cleaned_data["position"], on_not_queued=notice,
+                image=obj, prepared=form.prepared, product=_changed(form, "product"),
+                position=_changed(form, "position"), on_not_queued=notice,
             )
         else:
             image = product_image_add(

@@ -520,6 +520,12 @@ def _products_lock(product_ids: list[int]) -> list[int]:
                 .values_list("pk", flat=True))
 
 
+# Said when a photo a page showed on one product was moved to another before the page's change was saved: the
+# change would have deleted, or replaced the picture of, another product's photo.
+PHOTO_MOVED = ("a photo on this page was moved to another product meanwhile: reload the page to see the product's "
+               "photos as they are now")
+
+
 @transaction.atomic
 def product_image_update(
     *,
@@ -528,10 +534,12 @@ def product_image_update(
     prepared: PreparedImage | None = None,
     product: Product | None = None,
     position: int | None = None,
+    of_product: Product | None = None,
     on_not_queued: Callable[[int], None] | None = None,
 ) -> ProductImage:
     """Replace a photo's file (a new thumbnail; ``photo_files_changed`` makes search drop and recompute its
-    vectors), move it to another product, or renumber it. What is not given stays.
+    vectors), move it to another product, or renumber it. What is not given stays. ``of_product``: the product the
+    caller found the photo on; refused if another writer has moved it since (PHOTO_MOVED).
 
     A photo's vector rows follow it to another product in the database itself (search migration 0003), so bulk
     updates are as safe as this. Replaced files are deleted once the transaction commits; new ones at once if the
@@ -542,6 +550,8 @@ def product_image_update(
     if file is not None or prepared is not None:
         _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
+    if of_product is not None and image.product_id != of_product.pk:
+        raise ValidationError(PHOTO_MOVED, code="photo_moved")
     moved = product is not None and product.pk != image.product_id
     renumbered = position is not None and position != image.position
     replaced = [image.file.name, image.thumbnail.name] if file is not None or prepared is not None else []
@@ -566,19 +576,22 @@ def product_image_update(
     return image
 
 
-def product_image_delete(*, image: ProductImage) -> None:
+def product_image_delete(*, image: ProductImage, of_product: Product | None = None) -> None:
     """Delete a photo (its vectors go with it: a cascade) and, once the transaction commits, its files."""
-    product_images_delete(image_ids=[image.pk])
+    product_images_delete(image_ids=[image.pk], of_product=of_product)
 
 
 @transaction.atomic
-def product_images_delete(*, image_ids: Iterable[int]) -> None:
+def product_images_delete(*, image_ids: Iterable[int], of_product: Product | None = None) -> None:
     """Delete photos (their vectors go with them: a cascade) and, once the transaction commits, their files: locked
-    together in pk order, where one at a time in another order (the admin's list) met a worker halfway."""
+    together in pk order, where one at a time in another order (the admin's list) met a worker halfway.
+    ``of_product``: the product the caller found them on; refused if another writer has moved one since."""
     # The names the rows hold, not the objects': an admin form that also picked a new file for the photo it deletes
     # puts that upload's bare name on the object, and another admin may have replaced the file since.
     photos = ProductImage.objects.filter(pk__in=list(image_ids))
     files = _photos_lock(photos)
+    if of_product is not None and photos.exclude(product=of_product).exists():
+        raise ValidationError(PHOTO_MOVED, code="photo_moved")
     photos.delete()
     _files_delete_on_commit(files)
 
@@ -651,6 +664,8 @@ def _image_file_store(image: ProductImage, prepared: PreparedImage, stored: list
     if prepared.thumbnail is not None:
         image.thumbnail.save(prepared.thumbnail.name, prepared.thumbnail, save=False)
         stored.append(image.thumbnail.name)
+    else:  # a replaced photo's old thumbnail is deleted: cards show the new file itself
+        image.thumbnail = ""
 
 
 # The files stored by atomic_with_files blocks nested in a caller's transaction (files_deleted_if_it_fails).
@@ -720,4 +735,4 @@ def stored_files_delete(names: Iterable[str]) -> None:
 
 def _files_delete_on_commit(names: list[str]) -> None:
     names = [name for name in names if name]  # bound now; images loaded in bulk may have no thumbnail
-    transaction.on_commit(lambda: stored_files_delete(names))
+    transaction.on_commit(lambda: stored_files_delete(names), robust=True)

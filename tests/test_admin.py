@@ -218,7 +218,8 @@ def _photos_change(product, images):
     data.update({"images-TOTAL_FORMS": str(len(images)), "images-INITIAL_FORMS": str(len(images))})
     for index, image in enumerate(images):
         data.update({f"images-{index}-id": str(image.pk), f"images-{index}-product": str(product.pk),
-                     f"images-{index}-position": str(image.position)})
+                     f"images-{index}-position": str(image.position),
+                     f"initial-images-{index}-position": str(image.position)})  # what the page showed
     return data
 
 
@@ -303,6 +304,53 @@ def test_a_photo_replaced_on_its_own_page_gets_a_new_thumbnail(admin_client, pro
     image.refresh_from_db()
     assert image.thumbnail.name != old_thumbnail and _stored(media_root, image.thumbnail.name)
     assert image.embedding_status == EmbeddingStatus.PENDING
+
+
+def test_a_photo_replaced_on_its_own_page_keeps_a_move_saved_meanwhile(admin_client, product, test_images):
+    """The page sent back the product and position it showed, and the save moved the photo back: another admin's
+    move (or reordering) was undone without a word."""
+    from catalog.services import product_image_update
+    from tests.factories import uploaded_file
+
+    image = _embedded_photo(product, test_images)
+    other = ProductFactory(category=product.category)
+    shown = {"product": product.pk, "position": 0, "initial-product": product.pk, "initial-position": 0}
+    product_image_update(image=image, product=other, position=3)  # another admin, while this page was open
+    response = admin_client.post(reverse("admin:catalog_productimage_change", args=[image.pk]),
+                                 {**shown, "file": uploaded_file(test_images / "tshirt-turquoise-front.jpg")})
+    assert response.status_code == 302, response.content[:3000]
+    image.refresh_from_db()
+    assert (image.product, image.position, image.height) == (other, 3, 480)  # the new file, where it was moved
+
+
+@pytest.mark.parametrize("change", ["delete", "replace"])
+def test_a_photo_moved_to_another_product_while_the_product_page_saves_is_left_alone(
+    admin_client, product, test_images, monkeypatch, change
+):
+    """The page's photo rows are read before its uploads are checked (seconds for a large photo): a photo another
+    admin moved to another product in between was deleted, or given this page's picture, on that product."""
+    from catalog import admin as catalog_admin
+    from catalog.services import product_image_update
+    from tests.factories import uploaded_file
+
+    image = _embedded_photo(product, test_images)
+    other = ProductFactory(category=product.category)
+    real_update = catalog_admin.product_update
+
+    def moved_meanwhile(**kwargs):
+        product_image_update(image=image, product=other)
+        return real_update(**kwargs)
+
+    monkeypatch.setattr(catalog_admin, "product_update", moved_meanwhile)
+    row = ({"DELETE": "on"} if change == "delete"
+           else {"file": uploaded_file(test_images / "tshirt-turquoise-front.jpg")})
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]),
+                                 _inline_change(product, image, **row), follow=True)
+    assert ("Nothing was saved: a photo on this page was moved to another product meanwhile: reload the page to see "
+            "the product's photos as they are now") in html.unescape(response.text)
+    # Neither deleted nor given this page's picture (the move, made here inside the page's transaction, is undone
+    # with it; another admin's would have been committed).
+    assert ProductImage.objects.get(pk=image.pk).file.name == image.file.name
 
 
 def test_a_photo_moved_to_another_product_in_the_admin_is_found_under_its_new_product(

@@ -117,6 +117,42 @@ def test_files_stored_for_a_replaced_photo_whose_row_cannot_be_written_are_delet
     assert {p for p in media_root.rglob("*") if p.is_file()} == kept
 
 
+def test_a_replaced_photo_whose_queueing_fails_after_the_commit_still_loses_its_old_files(
+    product, media_root, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The queueing hook (it also writes when each photo was queued) ran before the old files' deletion, and a
+    database error there skipped that deletion and made a committed change a 500."""
+    from django.db import OperationalError
+
+    from search import services as search_services
+
+    image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+    old_files = [media_root / image.file.name, media_root / image.thumbnail.name]
+
+    def fails(**kwargs):
+        raise OperationalError("the connection was lost")
+
+    monkeypatch.setattr(search_services, "image_embedding_enqueue", fails)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.product_image_update(image=image, file=uploaded_image(color=(0, 0, 255)))
+    assert not any(path.exists() for path in old_files)
+    image.refresh_from_db()
+    assert (media_root / image.file.name).is_file() and image.embedding_status == EmbeddingStatus.PENDING
+
+
+def test_a_photo_replaced_by_one_without_a_thumbnail_shows_its_new_file(product, media_root,
+                                                                       django_capture_on_commit_callbacks):
+    """The old thumbnail is deleted with the old file: the row kept its name, and cards showed a missing file."""
+    from dataclasses import replace
+
+    image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+    prepared = replace(services.image_prepare(uploaded_image(size=(224, 224))), thumbnail=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.product_image_update(image=image, prepared=prepared)
+    image.refresh_from_db()
+    assert not image.thumbnail and image.card_url == image.file.url and (media_root / image.file.name).is_file()
+
+
 @pytest.mark.parametrize("change", ["replace", "delete", "delete-product"])
 def test_files_a_change_replaces_or_deletes_stay_when_it_rolls_back(
     product, media_root, change, django_capture_on_commit_callbacks
