@@ -43,25 +43,32 @@ COPY --chmod=0755 <<'EOF' /usr/local/bin/lookalike-entrypoint
 set -e
 if [ "$1" = gunicorn ]; then
   python - <<'PY'
-import os
-
 import django
 
 django.setup()
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
-# Read as the settings read a flag (django-environ's spellings, any case); anything else stops here: "False" taken
-# for not "true" skipped the migrations, and an unmigrated site answered healthy.
-migrate = (os.environ.get("MIGRATE_ON_START") or "true").strip().lower()
-if migrate not in {"true", "on", "ok", "y", "yes", "1", "false", "off", "n", "no", "0"}:
-    raise SystemExit(f"MIGRATE_ON_START={migrate!r}: set it to true or false")
-if migrate in {"true", "on", "ok", "y", "yes", "1"}:
+from config.settings.base import env_flag
+
+# Read as the settings read a flag; anything else stops here: "False" taken for not "true" skipped the migrations,
+# and an unmigrated site answered healthy.
+try:
+    migrate = env_flag("MIGRATE_ON_START", default=True)
+except Exception as refused:
+    raise SystemExit(str(refused))
+if migrate:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(hashtext('lookalike-migrate'))")
     call_command("migrate", interactive=False, skip_checks=False)  # call_command skips the system checks otherwise
 else:
     call_command("check")  # a release step migrates: the settings are checked here all the same
+    # ... and must have: a site started on the schema before it answered healthy, and failed wherever it changed.
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise SystemExit("MIGRATE_ON_START=false, and the database lacks migrations this release has: run "
+                         "`python manage.py migrate` (the release step) first")
 PY
 fi
 exec "$@"

@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def project_env(*, database_url: str, broker_url: str, media_root: Path, extra: 
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": "bench-ingest-not-secret",
+        "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "localhost",
         "DATABASE_URL": database_url,
         "REDIS_URL": broker_url,

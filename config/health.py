@@ -8,6 +8,7 @@ The embedding sweep's age is reported the same way: a sweep that is late says th
 """
 
 import functools
+import logging
 
 import redis
 from django.conf import settings
@@ -16,6 +17,8 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
 from search.selectors import embedding_sweep_age_seconds
+
+logger = logging.getLogger(__name__)
 
 # A probe's query and Redis ping give up after this (a database stuck in a lock queue, a Redis that hangs): gunicorn's
 # 60 s would kill the worker first, and three stuck probes would hold every worker. A database cut off by a network
@@ -57,14 +60,17 @@ def _database_ok() -> bool:
             cursor.execute("SET LOCAL statement_timeout = %s", [f"{PROBE_TIMEOUT_SECONDS}s"])
             cursor.execute("SELECT 1")
         return True
-    except Exception:
+    except Exception as error:
+        # Said here: "down" alone gave an operator no reason (a password, pg_hba.conf, a timeout).
+        logger.warning("healthz: the database does not answer: %s: %s", type(error).__name__, error)
         return False
 
 
 def _broker_ok() -> bool:
     try:
         return bool(_broker(settings.CELERY_BROKER_URL).ping())
-    except Exception:
+    except Exception as error:
+        logger.warning("healthz: the broker does not answer: %s: %s", type(error).__name__, error)
         return False
 
 

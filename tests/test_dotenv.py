@@ -72,7 +72,7 @@ def test_the_settings_module_may_be_named_in_it(env_file, tmp_path):
 def test_the_wsgi_app_takes_the_production_settings_when_none_are_named(env_file, tmp_path):
     """Importing it imported the package, whose Celery app set the development default first: gunicorn started
     without the variable ran with DEBUG on and the embedded services."""
-    env = _settings_env(env_file, SECRET_KEY="k" * 60, ALLOWED_HOSTS="shop.example.com",
+    env = _settings_env(env_file, SECRET_KEY="wsgi-test-key-" + "0123456789" * 5, ALLOWED_HOSTS="shop.example.com",
                         LOOKALIKE_STATE_DIR=str(tmp_path / "state"), MEDIA_ROOT=str(tmp_path / "media"))
     del env["DJANGO_SETTINGS_MODULE"]
     code = ("import config.wsgi, os; from django.conf import settings; "

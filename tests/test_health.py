@@ -41,14 +41,16 @@ def test_probes_reuse_one_connection_to_redis(client, settings, swept):
     assert server.info("stats")["total_connections_received"] == connections
 
 
-def test_healthz_reports_the_broker_down_without_taking_the_site_out(client, settings, swept):
+def test_healthz_reports_the_broker_down_without_taking_the_site_out(client, settings, swept, caplog):
     """The shop browses and searches without Redis and keeps uploads for later: a 503 had a load balancer take
-    every web node out (or restart them) for one degraded feature."""
+    every web node out (or restart them) for one degraded feature. The log says why it is down."""
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     response = client.get("/healthz")
     assert response.status_code == 200
     assert {k: v for k, v in response.json().items() if k != "sweep_age_seconds"} == {
         "status": "degraded", "database": "ok", "broker": "down", "sweep": "ok"}
+    assert any(record.getMessage().startswith("healthz: the broker does not answer: ConnectionError")
+               for record in caplog.records), caplog.text
 
 
 def test_healthz_says_when_the_sweep_is_late_without_taking_the_site_out(client, settings, swept):

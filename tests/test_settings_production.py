@@ -74,10 +74,12 @@ def test_debug_from_the_environment_cannot_switch_production_to_debug(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_deploy_check_rejects_a_weak_secret_key(tmp_path):
-    result = deploy_check(production_env(tmp_path, SECRET_KEY="too-short"))
-    assert result.returncode != 0
-    assert "security.W009" in result.stderr
+@pytest.mark.parametrize("key", ["too-short", "k" * 60, "django-insecure-" + "0123456789abcdef" * 4],
+                         ids=["short", "one character", "django's insecure prefix"])
+def test_a_weak_secret_key_stops_every_start(tmp_path, key):
+    """Only `check --deploy` said so, and nothing runs it at a start: SECRET_KEY=changeme signed every session."""
+    result = _settings_read(production_env(tmp_path, SECRET_KEY=key), "pass")
+    assert result.returncode != 0 and "SECRET_KEY is too easy to guess" in result.stderr, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -142,6 +144,12 @@ def test_a_task_time_limit_too_short_for_its_soft_limit_is_refused(tmp_path):
     ("API_THROTTLE_RATE", "1000/month", "API_THROTTLE_RATE='1000/month' is not a rate"),  # DRF: a minute
     ("CACHE_TIMEOUT_SECONDS", "0", "CACHE_TIMEOUT_SECONDS is 0.0; it needs to be above 0"),
     ("LOG_LEVEL", "loud", "LOG_LEVEL='LOUD' is not a log level"),
+    # django-environ read every word but its own as false: the shop was served over plain HTTP.
+    ("SECURE_SSL_REDIRECT", "ture", "SECURE_SSL_REDIRECT='ture': set it to true or false"),
+    ("DEBUG", "enabled", "DEBUG='enabled': set it to true or false"),
+    # A running index build handed to a second worker, which dropped it and started over.
+    ("CELERY_BROKER_VISIBILITY_TIMEOUT", "3600", "CELERY_BROKER_VISIBILITY_TIMEOUT is 3600 s; it needs to be above "
+                                                 "the longest task (3600 s) by 120 s at least"),
 ])
 def test_a_setting_that_would_fail_requests_stops_the_start_naming_it(tmp_path, name, value, refusal):
     """A throttle rate DRF cannot read passed the start and made every request it limits a 500 (every photo search,

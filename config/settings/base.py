@@ -22,6 +22,22 @@ def env_list(name: str, **kwargs) -> list[str]:
     return [item.strip() for item in env.list(name, **kwargs) if item.strip()]
 
 
+_FLAG_SPELLINGS = {**dict.fromkeys(("true", "on", "ok", "y", "yes", "1"), True),
+                   **dict.fromkeys(("false", "off", "n", "no", "0"), False)}
+
+
+def env_flag(name: str, *, default: bool) -> bool:
+    """A yes/no setting, in django-environ's spellings and any case; unset or empty, ``default``. Anything else stops
+    the start: django-environ reads every other word as false, and SECURE_SSL_REDIRECT=ture served the shop over
+    plain HTTP without a word."""
+    value = env(name, default="").strip().lower()
+    if not value:
+        return default
+    if value not in _FLAG_SPELLINGS:
+        raise ImproperlyConfigured(f"{name}={value!r}: set it to true or false")
+    return _FLAG_SPELLINGS[value]
+
+
 def throttle_rate(name: str, default: str | None) -> str | None:
     """A DRF rate ("30/min") from the environment, in any case and spacing; unset or empty, ``default`` (None: no
     limit). Checked here: one DRF cannot read ("30/Min") passed the start and failed every request it limits."""
@@ -33,7 +49,7 @@ def throttle_rate(name: str, default: str | None) -> str | None:
     return value
 
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = env_flag("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -222,10 +238,10 @@ SEARCH_CUTOFF_DEFAULT = env.float("SEARCH_CUTOFF_DEFAULT", default=None)
 SEARCH_QUERY_VIEWS = min(3, max(1, env.int("SEARCH_QUERY_VIEWS", default=3)))
 # A photo search puts its first matches in order by their details as well as their vectors (search/details.py);
 # turn off to order by the vectors alone (docs/relevance.md measures both).
-SEARCH_DETAIL_ORDER = env.bool("SEARCH_DETAIL_ORDER", default=True)
+SEARCH_DETAIL_ORDER = env_flag("SEARCH_DETAIL_ORDER", default=True)
 # A photo search that finds no other running on the host embeds the photo on every core instead of its worker's
 # share (search/lone_search.py); turn off where other services need the idle cores.
-SEARCH_EVERY_CORE_WHEN_ALONE = env.bool("SEARCH_EVERY_CORE_WHEN_ALONE", default=True)
+SEARCH_EVERY_CORE_WHEN_ALONE = env_flag("SEARCH_EVERY_CORE_WHEN_ALONE", default=True)
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
 NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
 # A category filter covering at most this many active products (their vectors) is searched exactly instead of
@@ -279,6 +295,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # (docs/reliability.md).
     "visibility_timeout": env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=2 * 3600),
 }
+# The longest task: the category index sync's hour (search/tasks.py), or CELERY_TASK_TIME_LIMIT where longer.
+_LONGEST_TASK_SECONDS = max(3600, CELERY_TASK_TIME_LIMIT)
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < _LONGEST_TASK_SECONDS + 120:
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_VISIBILITY_TIMEOUT is {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s; it needs to "
+        f"be above the longest task ({_LONGEST_TASK_SECONDS} s) by 120 s at least, or a running task is handed to a "
+        "second worker")
 # Workers and beat reconnect for as long as Redis is away rather than exit (and crash-loop under a restart
 # policy). This setting is not read when publishing; the web side fails fast through the policy below.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None

@@ -14,14 +14,18 @@ if _missing:
     raise ImproperlyConfigured(f"production settings need these environment variables: {', '.join(_missing)}")
 
 from .base import *  # noqa: E402,F403
-from .base import env, env_list  # noqa: E402
+from .base import env, env_flag, env_list  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")  # no default: fail fast
+# Django's own rule for a key (its deploy check, security.W009), applied at every start: only `check --deploy` said it.
+if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-"):
+    raise ImproperlyConfigured("SECRET_KEY is too easy to guess: use 50 or more random characters, such as "
+                               "python3 -c 'import secrets; print(secrets.token_urlsafe(64))' prints")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")  # no default: fail fast
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", default=True)
 # /healthz is probed over plain HTTP inside the compose network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = True
@@ -30,8 +34,8 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)
 # Both flags reach beyond this site, so they are the operator's to turn on: includeSubDomains cuts browsers off from
 # any of the domain's subdomains still on plain HTTP, and the preload lists take only a max-age of a year and more.
 # The deploy check's warnings about them (W005, W021) stand for that choice, not for a missing setting.
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
