@@ -35,6 +35,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.http import QueryDict
 
+from catalog.page_limit import over_page_limit
 from config import db_router
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _position(version: str) -> str:
 def _cacheable_request(request) -> bool:
     return (
         settings.PAGE_CACHE_SECONDS > 0
-        and request.method == "GET"
+        and request.method in ("GET", "HEAD")  # a HEAD is answered from the GET's page (only a GET's is stored)
         and settings.SESSION_COOKIE_NAME not in request.COOKIES
         and "messages" not in request.COOKIES
     )
@@ -102,12 +103,14 @@ def _cacheable_response(response) -> bool:
     )
 
 
-def _key(request, version: str) -> str:
+def _key(request, version: str, *, negotiated: bool) -> str:
     # The query string as the page sees it (_parameters_read), in one order: ?sort=new&page=2 is ?page=2&sort=new.
     # By name only: a name's values keep their order (?page=1&page=2 reads page 2, ?page=2&page=1 page 1).
     query = urlencode(sorted(request.GET.lists(), key=lambda item: item[0]), doseq=True)
     url = f"{request.scheme}://{request.get_host()}{request.path}?{query}"
-    identity = f"{url}\n{request.META.get('HTTP_ACCEPT', '')}"
+    # The Accept header only where the answer depends on it (DRF's JSON indents for "; indent=4"): on a page, any
+    # new value of it rendered the page afresh.
+    identity = f"{url}\n{request.META.get('HTTP_ACCEPT', '')}" if negotiated else url
     return f"page:{version}:{hashlib.sha256(identity.encode()).hexdigest()}"
 
 
@@ -125,36 +128,45 @@ def _parameters_read(request, names: Iterable[str]) -> None:
     django_request.GET = kept
 
 
-def cache_catalog_page(*, reads: Iterable[str] | Callable[[], Iterable[str]] = ()):
+def cache_catalog_page(*, reads: Iterable[str] | Callable[[], Iterable[str]] = (), api: bool = False):
     """Serve the view's anonymous GET responses from the cache while the catalog is unchanged (X-Cache: hit/miss).
 
     The view sees only the query parameters it ``reads`` (their names, or a function that gives them), whoever
-    asks: a parameter it reads and does not declare is dropped, which its own tests then show."""
-    return lambda view: _cached(view, reads)
+    asks: a parameter it reads and does not declare is dropped, which its own tests then show. A page rendered, not
+    served from the cache, counts against the client's limit on pages (catalog.page_limit); an ``api`` view (DRF's)
+    has its own limit, and its answer depends on the Accept header too."""
+    return lambda view: _cached(view, reads, api)
 
 
-def _cached(view, reads):
+def _cached(view, reads, api: bool):
+    def rendered(request, *args, **kwargs):
+        if not api and (refused := over_page_limit(request)):
+            return refused
+        return view(request, *args, **kwargs)
+
     @wraps(view)
     def cached_view(request, *args, **kwargs):
         _parameters_read(request, reads() if callable(reads) else reads)
         if not _cacheable_request(request):
-            return view(request, *args, **kwargs)
+            return rendered(request, *args, **kwargs)
         try:
             version = _version()
-            key = _key(request, version)
+            key = _key(request, version, negotiated=api)
             # A client that just wrote reads the primary (db_router) and is not served a stored page, which could
             # predate its write if retiring the pages failed; what it renders is the present, stored for others.
             response = None if db_router.just_wrote(request) else cache.get(key)
         except Exception:
             logger.warning("page cache unavailable", exc_info=True)
-            return view(request, *args, **kwargs)
+            return rendered(request, *args, **kwargs)
         if response is not None:
             response["X-Cache"] = "hit"
             return response
-        response = view(request, *args, **kwargs)
+        response = rendered(request, *args, **kwargs)
         if _cacheable_response(response):
             response["X-Cache"] = "miss"
             position = _position(version)
+            if request.method != "GET":  # a HEAD's answer has no page to keep
+                return response
             if getattr(response, "is_rendered", True):
                 _store(key, response, position, request)
             else:  # a DRF or template response is rendered after the view returns

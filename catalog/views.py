@@ -11,6 +11,7 @@ from django.utils.cache import add_never_cache_headers
 from catalog import hooks, selectors
 from catalog.models import EmbeddingStatus
 from catalog.page_cache import cache_catalog_page
+from catalog.page_limit import over_page_limit
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def _without(item, product_ids: set[int]):
 
 
 def text_search(request):
+    if refused := over_page_limit(request):  # never kept in the page cache: every search runs its query
+        return refused
     query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
     page = _paginate(request, selectors.product_search(query=query))
     # Products found only through a corrected spelling ("chain" for "chian") come after those that match the words as

@@ -1,5 +1,6 @@
-"""Limits per client address, counted in the cache: anonymous API requests (``ApiAnonThrottle``), anonymous photo
-searches (search/throttles.py) and admin logins (config/admin_site.py)."""
+"""Limits per client address, counted in the cache: anonymous API requests (``ApiAnonThrottle``), shop pages rendered
+for anonymous clients (``PageAnonThrottle``), anonymous photo searches (search/throttles.py) and admin logins
+(config/admin_site.py)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,12 @@ class ApiAnonThrottle(ClientThrottle):
     limit one client could keep the database busy. Photo search has its own, tighter limit instead."""
 
     scope = "api"
+
+
+class PageAnonThrottle(ClientThrottle):
+    """Shop pages rendered for an anonymous client, per client address: ``pages`` in DEFAULT_THROTTLE_RATES
+    (PAGE_THROTTLE_RATE). A page served from the page cache costs nothing and is not counted; one rendered is: a
+    product page runs two vector searches, a text search a full-text query, and a new value of any parameter (or a
+    session cookie) renders one afresh. The API's reads of the same had their limit; the pages had none."""
+
+    scope = "pages"

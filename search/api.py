@@ -137,7 +137,7 @@ class SimilarProductsView(APIView):
         parameters=[SimilarQuerySerializer],
         responses={200: SearchResponseSerializer, 400: _ERROR, 404: _ERROR, 503: _ERROR, **ANYONE},
     )
-    @method_decorator(cache_catalog_page(reads=lambda: SimilarQuerySerializer().fields))
+    @method_decorator(cache_catalog_page(reads=lambda: SimilarQuerySerializer().fields, api=True))
     def get(self, request, sku):
         product = catalog_selectors.product_detail(sku=sku)
         if product is None:

@@ -191,9 +191,47 @@ def test_colours_filled_in_by_the_sweep_retire_cached_pages(client, catalog):
 
 def test_signed_in_users_and_sessions_bypass_the_cache(client, admin_user, catalog):
     url = catalog["CHAIR-1"].get_absolute_url()
-    client.get(url)
+    assert [client.get(url)["X-Cache"] for _ in range(2)] == ["miss", "hit"]
     client.force_login(admin_user)
     assert "X-Cache" not in client.get(url)
+    client.logout()
+    client.cookies["messages"] = "a message waiting for this visitor"
+    assert "X-Cache" not in client.get(url)
+
+
+def test_other_accept_headers_and_head_requests_are_served_the_stored_page(client, catalog):
+    """Each Accept header keyed a page of its own, and a HEAD was never served from the cache: either rendered a
+    product page afresh (two vector searches) for anyone who asked."""
+    url = catalog["CHAIR-1"].get_absolute_url()
+    assert client.head(url)["X-Cache"] == "miss"  # nothing stored yet, and a HEAD stores nothing
+    first = client.get(url, HTTP_ACCEPT="text/html")
+    assert first["X-Cache"] == "miss"
+    for accept in ("x/1", "*/*", ""):
+        assert client.get(url, HTTP_ACCEPT=accept)["X-Cache"] == "hit", accept
+    assert client.head(url)["X-Cache"] == "hit"
+    similar = reverse("api:product-similar", args=[catalog["CHAIR-1"].sku])  # DRF's answer depends on it
+    assert client.get(similar, HTTP_ACCEPT="application/json")["X-Cache"] == "miss"
+    indented = client.get(similar, HTTP_ACCEPT="application/json; indent=4")
+    assert indented["X-Cache"] == "miss" and b"\n    " in indented.content
+
+
+def test_pages_rendered_for_one_client_are_limited_and_stored_ones_are_not_counted(client, catalog, settings):
+    """A new value of any parameter a page reads renders it afresh: without a limit anyone could keep the database
+    busy through the pages, where the API's reads of the same were limited."""
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"pages": "3/min"}}
+    cache.delete_many(["throttle_pages_127.0.0.1", "throttle_pages_192.0.2.7"])
+    url = catalog["CHAIR-1"].get_absolute_url()
+    assert client.get(url)["X-Cache"] == "miss"  # 1
+    assert all(client.get(url)["X-Cache"] == "hit" for _ in range(5))  # stored: not counted
+    assert client.get(url, {"scope": "all"}).status_code == 200  # 2
+    assert client.get("/search/", {"q": "chair"}).status_code == 200  # 3
+    for refused in (client.get(url, {"sort": "price"}), client.get("/search/", {"q": "sofa"})):
+        assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+        assert "That was a lot of pages at once" in refused.content.decode()
+    assert client.get(url)["X-Cache"] == "hit"  # what is stored is still served
+    assert client.get(url, {"sort": "price"}, REMOTE_ADDR="192.0.2.7").status_code == 200  # another client
 
 
 def test_a_client_that_just_wrote_bypasses_the_cache(client, catalog):
@@ -269,6 +307,7 @@ def test_pages_still_render_when_the_cache_server_is_down(client, catalog, setti
 def test_a_page_with_a_csrf_token_in_a_form_is_not_kept_for_the_next_visitor(db):
     """The token's cookie is set by the CSRF middleware after the view returns, where the cache could not see it:
     a cached page with a form would have handed one visitor's token to everyone."""
+    from django.contrib.auth.models import AnonymousUser
     from django.template import engines
     from django.template.response import TemplateResponse
     from django.test import RequestFactory
@@ -286,7 +325,9 @@ def test_a_page_with_a_csrf_token_in_a_form_is_not_kept_for_the_next_visitor(db)
         return TemplateResponse(request, engines["django"].from_string("<p>A sofa</p>"))
 
     def served(view, path):
-        response = view(RequestFactory().get(path))
+        request = RequestFactory().get(path)
+        request.user = AnonymousUser()  # as the middleware sets it
+        response = view(request)
         response.render()
         return response["X-Cache"]
 

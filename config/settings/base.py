@@ -332,6 +332,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api": throttle_rate("API_THROTTLE_RATE", None),
+        "pages": throttle_rate("PAGE_THROTTLE_RATE", None),
         "search": throttle_rate("SEARCH_THROTTLE_RATE", "30/min"),
         "refine": throttle_rate("REFINE_THROTTLE_RATE", "120/min"),
         "admin_login": throttle_rate("ADMIN_LOGIN_THROTTLE_RATE", "10/min"),

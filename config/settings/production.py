@@ -41,9 +41,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-# Anonymous API reads are limited per client here (the development settings leave them unlimited, for a client's own
-# test harness); an empty value lifts the limit.
-_api_rate_lifted = os.environ.get("API_THROTTLE_RATE", "x").strip() == ""
+# Anonymous API reads and pages rendered are limited per client here (the development settings leave them unlimited,
+# for a client's own test harness); an empty value lifts a limit.
+def _production_rate(name: str, default: str) -> str | None:
+    return None if os.environ.get(name, "x").strip() == "" else throttle_rate(name, default)  # noqa: F405
+
+
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {  # noqa: F405 - copies: base's own stay as they are
     **REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],  # noqa: F405
-    "api": None if _api_rate_lifted else throttle_rate("API_THROTTLE_RATE", "600/min")}}  # noqa: F405
+    "api": _production_rate("API_THROTTLE_RATE", "600/min"),
+    "pages": _production_rate("PAGE_THROTTLE_RATE", "300/min")}}
