@@ -56,17 +56,20 @@ def test_deploy_check_is_clean(tmp_path, database_url):
     assert "WARNINGS" not in result.stderr
 
 
+@pytest.mark.parametrize(("scope", "name", "default"), [("api", "API_THROTTLE_RATE", "600/min"),
+                                                     ("pages", "PAGE_THROTTLE_RATE", "300/min")])
 @pytest.mark.parametrize(("given", "rate"), [
-    (None, "600/min"), ("100/hour", "100/hour"), ("", "None"), (" ", "None"), ("100 / Hour", "100/hour")])
-def test_anonymous_api_reads_are_limited_unless_the_operator_lifts_it(tmp_path, given, rate):
+    (None, None), ("100/hour", "100/hour"), ("", "None"), (" ", "None"), ("100 / Hour", "100/hour")])
+def test_anonymous_api_reads_and_pages_are_limited_unless_the_operator_lifts_it(tmp_path, scope, name, default,
+                                                                                given, rate):
     """Unset, the production settings let one client read the whole catalog as fast as it could ask."""
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c",
-         "from django.conf import settings; print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['api'])"],
-        cwd=ROOT, env=production_env(tmp_path, API_THROTTLE_RATE=given), capture_output=True, text=True, timeout=120,
+         f"from django.conf import settings; print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['{scope}'])"],
+        cwd=ROOT, env=production_env(tmp_path, **{name: given}), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == rate
+    assert result.stdout.splitlines()[-1] == (rate or default)
 
 
 def test_debug_from_the_environment_cannot_switch_production_to_debug(tmp_path):
