@@ -214,6 +214,22 @@ def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
     screenshot(page, "browser-phone-results", readme=True)
 
 
+def test_a_product_with_many_photos_fits_a_phone(phone_page, shop):
+    """From five photos on, the row of thumbnails widened the page: it scrolled sideways, the photo cut off."""
+    from catalog.services import product_image_add
+    from tests.factories import uploaded_image
+
+    product = shop["CHAIR-1"]
+    for n in range(7):
+        product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=(30 * n, 90, 160)))
+    page = phone_page
+    page.goto(product.get_absolute_url())
+    expect(page.locator(".gallery-thumb")).to_have_count(8)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    thumbs = page.locator(".gallery-thumbs").bounding_box()
+    assert thumbs["x"] >= 0 and thumbs["x"] + thumbs["width"] <= 390  # the row scrolls within itself
+
+
 def test_a_photo_chosen_before_the_pages_script_ran_is_shown(page, shop, test_images):
     held = []
     # The page's script is slow to arrive, as on a poor connection: held until the shopper has chosen a photo.
