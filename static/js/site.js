@@ -65,6 +65,20 @@
   document.addEventListener("change", function (event) {
     if (autosubmits(event.target) && keyed !== event.target) apply(event.target);
   });
+  // Back to a page whose order the shopper then changed: the browser shows the changed choice again (from its page
+  // cache, or by restoring the form) beside the list the page was served with, and choosing it again did nothing. The
+  // page's own choice, as it was served, is the one that holds.
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
+      for (var i = 0; i < select.options.length; i++) {
+        if (select.options[i].defaultSelected) {
+          select.selectedIndex = i;
+          return;
+        }
+      }
+      select.selectedIndex = 0;
+    });
+  });
   document.addEventListener("focusout", function (event) {
     var select = event.target;
     if (keyed === select) {

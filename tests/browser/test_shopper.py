@@ -230,6 +230,22 @@ def test_a_product_with_many_photos_fits_a_phone(phone_page, shop):
     assert thumbs["x"] >= 0 and thumbs["x"] + thumbs["width"] <= 390  # the row scrolls within itself
 
 
+def test_back_from_a_sorted_category_shows_the_order_of_the_list(page, shop):
+    """The select still said "Newest first" beside the list in name order, and choosing it again did nothing."""
+    category = shop["CHAIR-1"].category.get_absolute_url()
+    page.goto(category)
+    sort = page.get_by_label("Sort by")
+    with page.expect_navigation():
+        sort.select_option("newest")
+    expect(page).to_have_url(re.compile(r"sort=newest"))
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"sort="))
+    expect(page.get_by_label("Sort by")).to_have_value("title")
+    with page.expect_navigation():
+        page.get_by_label("Sort by").select_option("newest")
+    expect(page).to_have_url(re.compile(r"sort=newest"))
+
+
 def test_a_photo_chosen_before_the_pages_script_ran_is_shown(page, shop, test_images):
     held = []
     # The page's script is slow to arrive, as on a poor connection: held until the shopper has chosen a photo.
