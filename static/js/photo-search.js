@@ -412,6 +412,7 @@
         replaceBody(fresh);
         photoQuery = queryOf(body.dataset.url);
         photoBoxes[photoQuery] = body.dataset.box || "";
+        announceResults();
         if (params.limit) {
           // "Show more": stay where the shopper is; focus moves to the first new product.
           var first = body.querySelectorAll(".results .product-card-link")[shown];
@@ -516,6 +517,13 @@
     setTimeout(function () { announcer.textContent = text; }, 50);
   }
 
+  // The live region said "Searching…" beside the results for as long as they were shown: it says what came of it,
+  // the results' count or the empty state's heading.
+  function announceResults() {
+    var said = body.querySelector(".results .results-head .muted") || body.querySelector(".results .empty-state h2");
+    announce(said ? said.textContent.replace(/\s+/g, " ").trim() : "");
+  }
+
   function fail(message) {
     requestError.textContent = message;
     requestError.hidden = false;
@@ -583,8 +591,9 @@
         // "Look in" under the results says where they are, as the server draws it: another photo is searched there.
         var lookIn = body.querySelector(".query-new [data-category]");
         if (lookIn) lookIn.value = body.dataset.category;
-        if (!fromHistory) history.pushState(null, "", url);
+        if (!fromHistory && addressOf(url) !== shownAddress) history.pushState(null, "", url);
         shownAddress = addressOf(location.href);
+        announceResults();
         if (more) {
           var first = body.querySelectorAll(".results .product-card-link")[shown];
           if (first) first.focus({ preventScroll: true });

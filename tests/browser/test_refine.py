@@ -34,6 +34,8 @@ def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, tes
     expect(chips).to_have_text([re.compile(r"^Chairs \(2\)"), re.compile(r"^Shoes \(2\)"), re.compile(r"^Tops \(1\)")])
     # The results' own address replaced the POST's: a reload or a shared link shows them again.
     expect(page).to_have_url(re.compile(r"/search/photo/\?query=[\w-]{22}$"))
+    # A screen reader hears what came of the search; the live region had kept saying "Searching…".
+    expect(page.locator("[data-announce]")).to_have_text(re.compile(r"^\d+ similar products, "))
     posts = _uploads(page)
 
     chips.filter(has_text="Shoes").click()
@@ -47,6 +49,10 @@ def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, tes
     wait_until_idle(page)
     expect(page).to_have_url(re.compile(r"&sort=-price$"))
     assert card_titles(page) == [shop["RUN-3"].title, shop["RUN-1"].title]  # 65.00, then 60.00
+    steps = page.evaluate("history.length")
+    page.get_by_role("button", name="Apply").click()  # the same search again: no step for Back to go through
+    wait_until_idle(page)
+    assert page.evaluate("history.length") == steps
 
     page.get_by_role("link", name="All categories").first.click()
     wait_until_idle(page)
