@@ -246,6 +246,20 @@ def test_back_from_a_sorted_category_shows_the_order_of_the_list(page, shop):
     expect(page).to_have_url(re.compile(r"sort=newest"))
 
 
+def test_the_keyboards_focus_is_drawn_on_selects_and_fields(page, shop):
+    """"Look in" and the header's search showed the focus as a 1 px border's colour and a faint ring (1.1:1 on
+    white), where every other control has the site's 3 px outline."""
+    page.goto("/search/photo/")
+    for label in ("Look in", "Search products"):
+        field = page.get_by_label(label)
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if field.evaluate("el => el === document.activeElement"):
+                break
+        assert field.evaluate("el => getComputedStyle(el).outlineStyle") == "solid", label
+        assert field.evaluate("el => parseFloat(getComputedStyle(el).outlineWidth)") >= 3, label
+
+
 def test_a_photo_chosen_before_the_pages_script_ran_is_shown(page, shop, test_images):
     held = []
     # The page's script is slow to arrive, as on a poor connection: held until the shopper has chosen a photo.
