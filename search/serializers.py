@@ -24,6 +24,13 @@ DEFAULT_LIMIT = 12
 MAX_LIMIT = 100
 
 
+class LowerCaseChoiceField(serializers.ChoiceField):
+    """A choice of lower-case words read in any case, as a currency is: "Red" was refused beside "red"."""
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.strip().lower() if isinstance(data, str) else data)
+
+
 class _ScopeSerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
     category = CategorySlugField(required=False, help_text="Only products in this category or below it.")
@@ -44,7 +51,7 @@ class _RefineSerializer(_ScopeSerializer, PriceRangeSerializer):
         "`limit` keeps the first ones in place): it never lets a weaker match in.",
     )
 
-    colour = serializers.ChoiceField(
+    colour = LowerCaseChoiceField(
         choices=list(FAMILIES),
         required=False,
         help_text="Only products with a photo mainly of this colour family (computed from the product's own pixels, "

@@ -181,6 +181,7 @@ def test_the_colour_filter_returns_exactly_the_matches_of_that_colour(api, catal
     expected = sorted(sku for sku, colour in main.items() if colour == "blue")
     assert expected == ["CHAIR-1", "TEE-1"]
     assert sorted(r["product"]["sku"] for r in search(colour="blue")["results"]) == expected
+    assert sorted(r["product"]["sku"] for r in search(colour=" Blue")["results"]) == expected  # any case, as currency
     counts = {facet["colour"]: facet["count"] for facet in everything["facets"]["colours"]}
     assert counts == {colour: list(main.values()).count(colour) for colour in set(main.values())}
     assert [f["count"] for f in everything["facets"]["colours"]] == sorted(counts.values(), reverse=True)
