@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import NestedObjects
 from django.contrib.admin.widgets import AdminFileWidget
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
@@ -271,6 +272,19 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
 
     def save_model(self, request, obj, form, change):
         category_save(category=obj)
+
+    def get_deleted_objects(self, objs, request):
+        """What keeps a category: its products (and its subcategories'), not the rows search keeps of each photo, which
+        the refusal listed one by one before them, hundreds for a large category."""
+        deleted, counts, permissions, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            collector = NestedObjects(using=router.db_for_write(Category))
+            collector.collect(list(objs))
+            products = sorted((obj for obj in collector.protected if isinstance(obj, Product)), key=lambda p: p.sku)
+            protected = [format_html('Product: <a href="{}">{}</a>',
+                                     reverse("admin:catalog_product_change", args=[product.pk]), product)
+                         for product in products]
+        return deleted, counts, permissions, protected
 
     def delete_model(self, request, obj):
         categories_delete(categories=[obj])

@@ -8,6 +8,7 @@ forced in with the trigger disabled, under a statement timeout, so a walk that l
 from __future__ import annotations
 
 import html
+import re
 from decimal import Decimal
 
 import pytest
@@ -263,6 +264,22 @@ def test_the_admin_deletes_an_unused_category_and_keeps_one_in_use(chain, admin_
     response = admin_client.post(reverse("admin:catalog_category_delete", args=[furniture.pk]), {"post": "yes"})
     assert response.status_code == 200 and "would require deleting the following protected" in response.text
     assert sorted(Category.objects.values_list("name", flat=True)) == ["Furniture", "Home"]
+
+
+def test_a_category_kept_by_its_products_names_them_not_their_photos_vectors(chain, admin_client, test_images):
+    """The refusal listed every photo's vector row ("Image embedding: ... vector of image 101") before the product."""
+    from catalog.services import product_image_add
+    from search.services import images_embed
+    from tests.factories import uploaded_file
+
+    home, furniture, sofas = chain
+    product = ProductFactory(category=sofas)
+    images_embed(image_ids=[product_image_add(product=product, file=uploaded_file(test_images / name)).pk
+                            for name in ("chair-shell-black.jpg", "plant-cactus.jpg")])
+    response = admin_client.get(reverse("admin:catalog_category_delete", args=[sofas.pk]))
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html.unescape(response.content.decode())))
+    assert "would require deleting the following protected" in page
+    assert f"Product: {product}" in page and "mbedding" not in page
 
 
 # --- a category deleted while something is put in it ---
