@@ -13,6 +13,30 @@ class SearchAnonThrottle(ClientThrottle):
     scope = "search"
 
 
+class SearchSiteAnonThrottle(SearchAnonThrottle):
+    """Anonymous photo searches per IPv6 site (its /48), at SITE_CLIENTS times the rate of one client. Counted per
+    /64 alone, a home given a /56 had 256 limits of its own and a server given a /48 65,536: as many model runs a
+    minute as it cared to send. IPv4 clients are counted by ``SearchAnonThrottle`` alone."""
+
+    ipv6_prefix = 48
+    SITE_CLIENTS = 16
+
+    def get_rate(self):
+        rate = super().get_rate()
+        if rate is None:
+            return None
+        requests, period = rate.split("/")
+        return f"{int(requests) * self.SITE_CLIENTS}/{period}"
+
+    def allow_request(self, request, view):
+        if "/" not in self.get_ident(request):  # not an IPv6 network: nothing to add to the client's own counter
+            return True
+        return super().allow_request(request, view)
+
+
+PHOTO_SEARCH_THROTTLES = [SearchAnonThrottle, SearchSiteAnonThrottle]
+
+
 class RefineAnonThrottle(ClientThrottle):
     """Anonymous refinements of a kept search per client address: ``refine`` in DEFAULT_THROTTLE_RATES
     (REFINE_THROTTLE_RATE). They search the catalog by the kept vector, no model run: counted as photo searches, a
