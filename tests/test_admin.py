@@ -710,6 +710,26 @@ def test_a_product_form_with_more_photos_than_a_save_takes_says_how_many_it_does
     assert f"add at most {ADMIN_FILES_PER_REQUEST} photos of up to 20 MB in one save, then the rest" in response.text
 
 
+def test_the_admins_larger_bodies_are_for_signed_in_staff_only(admin_client, client, django_user_model):
+    """Granted by the path alone, anyone had 100 MB read and written to disk ahead of the login check (CSRF reads
+    a POST's body before any view)."""
+    from django.conf import settings
+
+    from config.middleware import ADMIN_FILES_PER_REQUEST, BODY_SLACK_BYTES
+
+    staff_size = str(settings.UPLOAD_MAX_BYTES * (ADMIN_FILES_PER_REQUEST - 1))  # within the staff's budget
+    login = reverse("admin:login")
+    refused = client.generic("POST", login, b"", CONTENT_LENGTH=staff_size)
+    assert refused.status_code == 413
+    assert f"larger than {(settings.UPLOAD_MAX_BYTES + BODY_SLACK_BYTES) // 2**20} MB" in refused.text
+    shopper = django_user_model.objects.create_user("shopper", password="x")  # signed in, not staff
+    client.force_login(shopper)
+    assert client.generic("POST", login, b"", CONTENT_LENGTH=staff_size).status_code == 413
+    # Staff get theirs (the request then fails on its empty body, past the limit).
+    assert admin_client.generic("POST", reverse("admin:catalog_product_add"), b"",
+                                CONTENT_LENGTH=staff_size).status_code != 413
+
+
 def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its_duplicate(
     admin_client, product, test_images
 ):
