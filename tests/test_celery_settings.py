@@ -59,7 +59,7 @@ def test_beat_sends_the_sweep_with_its_expiry():
     assert abs(expires.total_seconds() - entry["options"]["expires"]) < 5
 
 
-def test_a_worker_that_loses_the_broker_stops_its_tasks_which_are_then_sent_again():
+def test_workers_are_configured_to_stop_their_tasks_when_they_lose_the_broker_and_have_them_sent_again():
     """Left running, a task whose message the broker handed out again ran twice at once, and the second run took
     the first for dead (search/lost_runs.py): a healthy batch was taken apart, a photo failed while embedded."""
     assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is True

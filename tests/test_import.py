@@ -1049,7 +1049,6 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, 
     the deadlock by rolling one back. The import, rolled back, stopped with a traceback and no summary; it now runs
     again."""
     import threading
-    import time
 
     from django.db import connections, transaction
 
@@ -1058,12 +1057,13 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, 
     misc = services.category_get_or_create_path(path="Misc")
     path = _write(shop, HEADER + "T-1,Kite,Toys,5,,photos/plant-cactus.jpg\n"
                   + "B-1,Atlas,Books,9,,photos/chair-cafe-pair.jpg\n")  # one batch: Toys and Books, then T-1, B-1
-    import_waited, errors = [], []
+    import_waited, errors, b1_held = [], [], threading.Event()
 
     def b1_then_a_category():
         try:
             with transaction.atomic():
                 services.product_create(sku="B-1", title="Atlas", category=misc, price="9")
+                b1_held.set()
                 # The import, holding its new categories, waits for this B-1.
                 import_waited.append(until_someone_waits_for_a_lock(timeout=20))
                 services.category_get_or_create_path(path="Games")  # waits for the import: a deadlock
@@ -1074,7 +1074,7 @@ def test_an_import_that_deadlocks_with_another_writer_runs_its_rows_again(shop, 
 
     other = threading.Thread(target=b1_then_a_category)
     other.start()
-    time.sleep(0.2)  # the other transaction holds its B-1 first
+    assert b1_held.wait(30)  # the other transaction holds its B-1 first (a sleep lost the race on a busy machine)
     summary = catalog_csv_import(path=path)
     other.join(30)
 
