@@ -179,6 +179,7 @@ def test_response_bodies_match_the_schema(api_schema, staff_token):
 
 
 def test_a_sku_with_a_slash_is_refused(client, admin_client):
+    from catalog.models import Product
     from catalog.services import category_get_or_create_path
 
     chairs = category_get_or_create_path(path="Home > Chairs")
@@ -187,6 +188,8 @@ def test_a_sku_with_a_slash_is_refused(client, admin_client):
         content_type="application/json",
     )
     assert response.status_code == 400
+    assert list(response.json()) == ["sku"] and "/" in response.json()["sku"][0]  # refused for the slash
+    assert not Product.objects.filter(sku="A/B").exists()
     assert client.get("/").status_code == 200
 
 

@@ -76,10 +76,15 @@ def test_a_sku_taken_between_the_check_and_the_save_is_a_field_error(product, mo
 
 
 def test_image_add_records_size_hash_and_queues_embedding_on_commit(product, django_capture_on_commit_callbacks):
+    import hashlib
+
+    upload = uploaded_image(size=(400, 300))
+    sent = upload.read()
+    upload.seek(0)
     with django_capture_on_commit_callbacks() as callbacks:
-        image = services.product_image_add(product=product, file=uploaded_image(size=(400, 300)))
+        image = services.product_image_add(product=product, file=upload)
     assert (image.width, image.height) == (400, 300)
-    assert len(image.content_hash) == 64
+    assert image.content_hash == hashlib.sha256(sent).hexdigest()  # what finds a copy sent again
     assert image.embedding_status == EmbeddingStatus.PENDING
     assert image.file.storage.exists(image.file.name)
     assert len(embedding_dispatches(callbacks)) == 1  # one embedding task, sent only after commit
