@@ -77,6 +77,23 @@ def test_switching_models_keeps_search_answering_then_switches_at_once(small_cat
     assert set(ImageEmbedding.objects.values_list("model", flat=True)) == {new_space}
 
 
+def test_a_search_kept_before_a_switch_is_not_refined_in_the_new_space(small_catalog, settings, client, test_images):
+    """A kept query vector is the old space's: compared with the new space's vectors it would rank nothing alike.
+    A refinement by its token asks for the photo again, the page and the API alike."""
+    answer = client.post("/api/v1/search/", {"image": uploaded_file(test_images / "shoe-running-3.jpg")})
+    token = answer.json()["query"]
+    refine = {"data": f"query={token}", "content_type": "application/x-www-form-urlencoded"}
+    assert client.post("/api/v1/search/", **refine).status_code == 200  # kept, and usable
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    call_command("reindex", only="pending", stdout=open("/dev/null", "w"))
+    assert search_space_model() == get_embedder(LITE2).id
+    refused = client.post("/api/v1/search/", **refine)
+    assert refused.status_code == 400 and list(refused.json()) == ["query"]
+    page = client.get("/search/photo/", {"query": token})
+    assert page.status_code == 410 and b"data-expired" in page.content
+
+
 def test_a_rolling_deploys_old_workers_do_not_keep_the_new_space_from_completing(small_catalog, settings):
     """The sweep runs the new model while workers of the old one still take its tasks: they find the old model's
     vector of each photo and mark it ready. Those photos need a vector in the new space all the same."""

@@ -315,3 +315,19 @@ def test_one_category_name_in_two_cases_created_at_once_is_one_category():
         second = services.category_get_or_create_path(path="ОБУВЬ")
     assert first.waited  # the second waited for the first's turn: they overlapped
     assert list(Category.objects.values_list("name", flat=True)) == ["Обувь"] and second.name == "Обувь"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_photo_sent_twice_at_once_is_stored_once(media_root):
+    """A client's retry while its first upload is still being saved: the second waits for the first, then finds it."""
+    from tests.support import held_in_another_transaction
+
+    chairs = Category.objects.create(name="Chairs", slug="chairs")
+    product = services.product_create(sku="CHAIR-1", title="Chair", category=chairs, price="10")
+    sent = []
+    with held_in_another_transaction(lambda: sent.append(services.product_image_add_once(
+            product=product, file=uploaded_image("a.jpg", color=(0, 90, 0))))) as first:
+        again, created = services.product_image_add_once(product=product, file=uploaded_image("a.jpg", color=(0, 90, 0)))
+    assert first.waited and sent[0][1] is True
+    assert (again, created) == (sent[0][0], False)
+    assert ProductImage.objects.filter(product=product).count() == 1
