@@ -486,10 +486,20 @@
     progress.hidden = !on;
     if (on) root.setAttribute("data-busy", "");
     else root.removeAttribute("data-busy");
+    var focused = document.activeElement;
     root.querySelectorAll("[data-submit], [data-action]").forEach(function (el) {
       if (el.tagName === "BUTTON") el.disabled = on || (el.dataset.action === "search-region" && !region);
     });
+    // The button that started it is disabled under the keyboard's focus, which fell to the page's start: Cancel
+    // takes it, the one thing to do meanwhile.
+    if (on && focused && (focused.disabled || focused === document.body)) {
+      progress.querySelector("[data-cancel]").focus({ preventScroll: true });
+    }
   }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && busy && cancel) cancel();
+  });
 
   function setProgress(text, fraction) {
     progressText.textContent = text;

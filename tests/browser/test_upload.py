@@ -65,6 +65,24 @@ def test_a_slow_search_can_be_cancelled_and_the_photo_stays_chosen(page, shop, t
     expect(page.locator("#results-heading")).to_have_text("Lookalikes")
 
 
+def test_a_search_started_from_the_keyboard_can_be_cancelled_from_it(page, shop, test_images):
+    """The button pressed was disabled under the focus, which fell to the page's start: Cancel was three Shift+Tabs
+    away, and Escape did nothing."""
+    page.goto("/search/photo/")
+    held = []
+    page.route("**/search/photo/", lambda route: held.append(route) if route.request.method == "POST"
+               else route.continue_())
+    page.locator("#id_photo").set_input_files(str(test_images / "shoe-running-3.jpg"))
+    page.get_by_role("button", name="Find lookalikes").focus()
+    with page.expect_request(lambda request: request.method == "POST"):
+        page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-progress]")).to_be_hidden()
+    expect(page.locator("[data-announce]")).to_have_text("Search cancelled.")
+    expect(page.get_by_role("button", name="Find lookalikes")).to_be_focused()
+
+
 def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(page, shop, test_images, tmp_path,
                                                                               everything_matches):
     """Refused by the page's check or by the server, the new photo left the previous one to be searched again by
