@@ -5,7 +5,7 @@ from django.contrib.admin.widgets import AdminFileWidget
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import OperationalError, router, transaction
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Q, When
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
@@ -269,6 +269,16 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
 
     def autocomplete_label(self, obj):
         return category_path(obj)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Names that are the term, then names that begin with it, then the rest: sorted by name alone, "Furniture"
+        came after "Chairs & Stools" (whose slug holds it), and Enter picked the wrong category. The list's own order,
+        where it shows these results, is applied after this."""
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        if term := search_term.strip():
+            queryset = queryset.alias(match=Case(When(name__iexact=term, then=0), When(name__istartswith=term, then=1),
+                                                 default=2)).order_by("match", "name", "pk")
+        return queryset, duplicates
 
     def save_model(self, request, obj, form, change):
         category_save(category=obj)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from catalog.models import EmbeddingStatus, Product, ProductImage
+from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from search import services as search_services
 from search.models import ImageEmbedding
 from tests.factories import CategoryFactory, ProductFactory, uploaded_image
@@ -761,6 +761,21 @@ def test_view_on_site_is_offered_for_products_the_shop_shows(admin_client, produ
     assert product.get_absolute_url() in admin_client.get(page).content.decode()
     Product.objects.filter(pk=product.pk).update(active=False)
     assert "View on site" not in admin_client.get(page).content.decode()
+
+
+def test_the_category_picker_offers_the_categories_named_so_first(admin_client):
+    """Sorted by name alone, "Furniture" came after a subcategory whose slug holds the word: Enter took that one."""
+    from catalog.services import category_get_or_create_path
+
+    chairs = category_get_or_create_path(path="Home > Furniture > Chairs & stools")
+    Category.objects.filter(pk=chairs.pk).update(slug="furniture-chairs-stools")
+    category_get_or_create_path(path="Furniture")
+    category_get_or_create_path(path="Furniture sets")
+    picked = admin_client.get("/admin/autocomplete/", {"app_label": "catalog", "model_name": "product",
+                                                      "field_name": "category", "term": "furniture"}).json()
+    texts = [result["text"] for result in picked["results"]]
+    assert sorted(texts[:2]) == ["Furniture", "Home > Furniture"]  # the term itself
+    assert texts[2:] == ["Furniture sets", "Home > Furniture > Chairs & stools"]  # begins with it, then the rest
 
 
 def test_categories_of_the_same_name_are_told_apart_by_their_paths(admin_client):
