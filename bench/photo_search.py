@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -52,13 +53,14 @@ FIELDS = {"threshold": "0"}
 def _setup_django(database_url: str, redis_url: str) -> None:
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or "bench-only-" + "x" * 50,
+        "SECRET_KEY": "bench-only-" + secrets.token_urlsafe(50),  # the production settings refuse a weak one
         "ALLOWED_HOSTS": "testserver",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SECURE_SSL_REDIRECT": "false",
         "SEARCH_THROTTLE_RATE": "1000000/min",
         "API_THROTTLE_RATE": "1000000/min",
+        "PAGE_THROTTLE_RATE": "",  # no limit: one client measures
     })
     import django
 

@@ -4,6 +4,7 @@ them and never the reverse)."""
 import logging
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from search import services, sweep
@@ -51,7 +52,9 @@ def embedding_sweep() -> dict:
     return sweep.embedding_sweep()
 
 
-@shared_task(time_limit=3600, soft_time_limit=3500)  # one index build of a large category can take many minutes
+# One index build of a large category can take many minutes (the limit: config/settings/base.py).
+@shared_task(time_limit=settings.CATEGORY_INDEX_SYNC_TIME_LIMIT,
+             soft_time_limit=settings.CATEGORY_INDEX_SYNC_TIME_LIMIT - 100)
 def category_indexes_sync() -> dict[str, list[str]]:
     from search.category_indexes import category_indexes_sync
     from search.selectors import indexed_space_models

@@ -226,6 +226,18 @@ def test_dockerfile_installs_requirements_and_collects_static(dockerfile):
     assert not re.search(r"https?://(?!127\.0\.0\.1)", dockerfile)
 
 
+def test_the_images_collectstatic_step_passes_the_production_settings(dockerfile, tmp_path):
+    """The build runs it under the production settings with a throwaway key: one they refuse stops the build."""
+    run = next(args for keyword, args in _instructions(dockerfile) if keyword == "RUN" and "collectstatic" in args)
+    given = dict(re.findall(r"(\w+)=(\S+)", run.split("python manage.py")[0]))
+    assert set(given) >= {"SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"}
+    env = {**{k: v for k, v in os.environ.items() if k not in given}, **given,
+           "DJANGO_SETTINGS_MODULE": "config.settings.production", "LOOKALIKE_STATE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_the_images_default_command_is_the_web_services(dockerfile, compose):
     import json
 

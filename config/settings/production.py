@@ -24,6 +24,13 @@ if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("dj
                                "python3 -c 'import secrets; print(secrets.token_urlsafe(64))' prints")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")  # no default: fail fast
 
+# Tests of redelivery shorten it at will; a deployment that did would hand a running task to a second worker.
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < LONGEST_TASK_SECONDS + 120:  # noqa: F405
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_VISIBILITY_TIMEOUT is {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s; it needs to "  # noqa: F405
+        f"be above the longest task ({LONGEST_TASK_SECONDS} s) by 120 s at least, or a running task is handed to a "  # noqa: F405
+        "second worker")
+
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", default=True)
 # /healthz is probed over plain HTTP inside the compose network.
