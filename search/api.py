@@ -24,7 +24,7 @@ from search.kept_queries import query_vector_keep
 from search.query import InvalidBox
 from search.responses import photo_search_response, search_response
 from search.selectors import photo_search, product_matches, search_space_model
-from search.throttles import PHOTO_SEARCH_THROTTLES, RefineAnonThrottle
+from search.throttles import RefineAnonThrottle, SearchAnonThrottle
 from search.serializers import (
     PhotoSearchSerializer,
     PhotoSearchResponseSerializer,
@@ -41,7 +41,7 @@ _ERROR = OpenApiResponse(description='`{"field": ["message"]}` or `{"detail": "m
 
 class PhotoSearchView(APIView):
     permission_classes = [permissions.AllowAny]
-    throttle_classes = PHOTO_SEARCH_THROTTLES
+    throttle_classes = [SearchAnonThrottle]
     parser_classes = [MultiPartParser, FormParser]
 
     def get_throttles(self):

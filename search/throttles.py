@@ -5,36 +5,51 @@ from __future__ import annotations
 
 from config.throttling import ClientThrottle
 
+# An IPv6 site's (its /48's) photo searches: this many clients' worth.
+SITE_CLIENTS = 16
+
 
 class SearchAnonThrottle(ClientThrottle):
     """Anonymous photo searches per client address: ``search`` in DEFAULT_THROTTLE_RATES (SEARCH_THROTTLE_RATE).
-    One counter per address for the API and the page alike, so neither is a way around the other's limit."""
+    One counter per address for the API and the page alike, so neither is a way around the other's limit. An IPv6
+    client's site is limited as well (``_SearchSiteThrottle``), counted only for searches its own limit let through:
+    counted for refused ones too, one /64 could have locked its whole site out."""
 
     scope = "search"
 
+    def allow_request(self, request, view):
+        self._refused_by = self
+        if not super().allow_request(request, view):
+            return False
+        site = _SearchSiteThrottle()
+        if site.allow_request(request, view):
+            return True
+        self._refused_by = site
+        return False
 
-class SearchSiteAnonThrottle(SearchAnonThrottle):
+    def wait(self):
+        return super().wait() if self._refused_by is self else self._refused_by.wait()
+
+
+class _SearchSiteThrottle(ClientThrottle):
     """Anonymous photo searches per IPv6 site (its /48), at SITE_CLIENTS times the rate of one client. Counted per
     /64 alone, a home given a /56 had 256 limits of its own and a server given a /48 65,536: as many model runs a
-    minute as it cared to send. IPv4 clients are counted by ``SearchAnonThrottle`` alone."""
+    minute as it cared to send. IPv4 clients are counted by their address alone."""
 
+    scope = "search"
     ipv6_prefix = 48
-    SITE_CLIENTS = 16
 
     def get_rate(self):
         rate = super().get_rate()
         if rate is None:
             return None
         requests, period = rate.split("/")
-        return f"{int(requests) * self.SITE_CLIENTS}/{period}"
+        return f"{int(requests) * SITE_CLIENTS}/{period}"
 
     def allow_request(self, request, view):
-        if "/" not in self.get_ident(request):  # not an IPv6 network: nothing to add to the client's own counter
+        if "/" not in (self.get_ident(request) or ""):  # not an IPv6 network: nothing to add to the client's counter
             return True
         return super().allow_request(request, view)
-
-
-PHOTO_SEARCH_THROTTLES = [SearchAnonThrottle, SearchSiteAnonThrottle]
 
 
 class RefineAnonThrottle(ClientThrottle):

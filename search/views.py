@@ -25,7 +25,7 @@ from search.query import PREVIEW_MAX_SIDE, InvalidBox, QueryImage
 from search.refine import PRICE_SORTS, SORT_NOTES
 from search.kept_queries import KEPT_QUERY_TOKEN, query_vector_keep, query_vector_kept
 from search.selectors import PhotoSearch, photo_search
-from search.throttles import PHOTO_SEARCH_THROTTLES, RefineAnonThrottle
+from search.throttles import RefineAnonThrottle, SearchAnonThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ def _form_again(request) -> PhotoSearchForm:
     return PhotoSearchForm(initial={"category": request.POST.get("category") or request.GET.get("category", "")})
 
 
-def _throttled(request, throttle_classes=PHOTO_SEARCH_THROTTLES):
-    """The 429 page when this shopper is over the API's limits on photo searches, or on refinements (the same
+def _throttled(request, throttle_class=SearchAnonThrottle):
+    """The 429 page when this shopper is over the API's limit on photo searches, or on refinements (the same
     counters), else None."""
-    refused = [throttle for throttle in (cls() for cls in throttle_classes) if not throttle.allow_request(request, None)]
-    if not refused:
+    throttle = throttle_class()
+    if throttle.allow_request(request, None):
         return None
-    wait = max(throttle.retry_after() for throttle in refused)
+    wait = throttle.retry_after()
     response = _render(request, {"form": _form_again(request), "throttled": wait}, status=429)
     response["Retry-After"] = str(wait)
     return response
@@ -99,7 +99,7 @@ def _throttled(request, throttle_classes=PHOTO_SEARCH_THROTTLES):
 def _refined(request):
     """A search refined by its kept query vector (a chip, a price range, an order, "show more"): no photo. It
     searches the catalog again, so it counts against the refinements' limit, as the API's search by a token does."""
-    if throttled := _throttled(request, [RefineAnonThrottle]):
+    if throttled := _throttled(request, RefineAnonThrottle):
         return throttled
     kept = query_vector_kept(token=request.GET["query"])
     if kept is None:
