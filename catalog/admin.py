@@ -9,7 +9,7 @@ from django.db.models import Case, Count, Q, When
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 from psycopg.errors import DeadlockDetected
 
 from catalog.categories import CategoryPaths
@@ -284,17 +284,18 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
         category_save(category=obj)
 
     def get_deleted_objects(self, objs, request):
-        """What keeps a category: its products (and its subcategories'), not the rows search keeps of each photo, which
+        """What keeps a category: its subcategories and its products, not the rows search keeps of each photo, which
         the refusal listed one by one before them, hundreds for a large category."""
-        deleted, counts, permissions, protected = super().get_deleted_objects(objs, request)
-        if protected:
-            collector = NestedObjects(using=router.db_for_write(Category))
-            collector.collect(list(objs))
-            products = sorted((obj for obj in collector.protected if isinstance(obj, Product)), key=lambda p: p.sku)
-            protected = [format_html('Product: <a href="{}">{}</a>',
-                                     reverse("admin:catalog_product_change", args=[product.pk]), product)
-                         for product in products]
-        return deleted, counts, permissions, protected
+        collector = NestedObjects(using=router.db_for_write(Category))
+        collector.collect(list(objs))
+        if not collector.protected:
+            return super().get_deleted_objects(objs, request)
+        keeping = sorted((obj for obj in collector.protected if isinstance(obj, (Category, Product))),
+                         key=lambda obj: (isinstance(obj, Product), str(obj)))
+        protected = [format_html('{}: <a href="{}">{}</a>', capfirst(obj._meta.verbose_name),
+                                 reverse(f"admin:catalog_{obj._meta.model_name}_change", args=[obj.pk]), obj)
+                     for obj in keeping]
+        return [], {}, set(), protected
 
     def delete_model(self, request, obj):
         categories_delete(categories=[obj])
