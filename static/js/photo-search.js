@@ -596,12 +596,15 @@
           // would only fail again.
           return fail((fresh && messagesOf(fresh)) || "That search could not be run. Please try again.");
         }
+        var before = body.dataset.url;
         current.replaceWith(document.importNode(results, true));
         ["category", "limit", "url"].forEach(function (key) { body.dataset[key] = fresh.dataset[key] || ""; });
         // "Look in" under the results says where they are, as the server draws it: another photo is searched there.
         var lookIn = body.querySelector(".query-new [data-category]");
         if (lookIn) lookIn.value = body.dataset.category;
-        if (!fromHistory && addressOf(url) !== shownAddress) history.pushState(null, "", url);
+        // The same search again (Apply with nothing changed) is no step for Back to go through: the server's address
+        // of the results says so, whatever order or defaults the form's fields came in ("show more" keeps it).
+        if (!fromHistory && (more || body.dataset.url !== before)) history.pushState(null, "", url);
         shownAddress = addressOf(location.href);
         announceResults();
         if (more) {

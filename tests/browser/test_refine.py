@@ -37,6 +37,10 @@ def test_chips_sort_price_and_colour_refine_without_a_new_upload(page, shop, tes
     # A screen reader hears what came of the search; the live region had kept saying "Searching…".
     expect(page.locator("[data-announce]")).to_have_text(re.compile(r"^\d+ similar products, "))
     posts = _uploads(page)
+    steps = page.evaluate("history.length")
+    page.get_by_role("button", name="Apply").click()  # nothing changed: the same search, no step for Back
+    wait_until_idle(page)
+    assert page.evaluate("history.length") == steps
 
     chips.filter(has_text="Shoes").click()
     wait_until_idle(page)
