@@ -88,7 +88,7 @@ def _position(version: str) -> str:
 def _cacheable_request(request) -> bool:
     return (
         settings.PAGE_CACHE_SECONDS > 0
-        and request.method in ("GET", "HEAD")  # a HEAD is answered from the GET's page (only a GET's is stored)
+        and request.method in ("GET", "HEAD")  # the same page: the server leaves a HEAD's body out
         and settings.SESSION_COOKIE_NAME not in request.COOKIES
         and "messages" not in request.COOKIES
     )
@@ -129,7 +129,8 @@ def _parameters_read(request, names: Iterable[str]) -> None:
 
 
 def cache_catalog_page(*, reads: Iterable[str] | Callable[[], Iterable[str]] = (), api: bool = False):
-    """Serve the view's anonymous GET responses from the cache while the catalog is unchanged (X-Cache: hit/miss).
+    """Serve the view's anonymous GET (and HEAD) responses from the cache while the catalog is unchanged (X-Cache:
+    hit/miss).
 
     The view sees only the query parameters it ``reads`` (their names, or a function that gives them), whoever
     asks: a parameter it reads and does not declare is dropped, which its own tests then show. A page rendered, not
@@ -157,7 +158,7 @@ def _cached(view, reads, api: bool):
             response = None if db_router.just_wrote(request) else cache.get(key)
         except Exception:
             logger.warning("page cache unavailable", exc_info=True)
-            return rendered(request, *args, **kwargs)
+            return view(request, *args, **kwargs)  # nor would the limit's counter: not asked, not waited for
         if response is not None:
             response["X-Cache"] = "hit"
             return response
@@ -165,8 +166,6 @@ def _cached(view, reads, api: bool):
         if _cacheable_response(response):
             response["X-Cache"] = "miss"
             position = _position(version)
-            if request.method != "GET":  # a HEAD's answer has no page to keep
-                return response
             if getattr(response, "is_rendered", True):
                 _store(key, response, position, request)
             else:  # a DRF or template response is rendered after the view returns

@@ -12,7 +12,7 @@ import logging
 from importlib import import_module
 
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.core import signals
 from django.core.exceptions import (
     PermissionDenied,
@@ -25,6 +25,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.common import CommonMiddleware
 from django.template.loader import render_to_string
 from django.urls import is_valid_path
+from django.utils.crypto import constant_time_compare
 from django.utils.log import log_response
 
 API_PREFIX = "/api/"
@@ -38,8 +39,9 @@ ADMIN_FILES_PER_REQUEST = 5
 
 
 class RequestBodyLimitMiddleware:
-    """413 for bodies declared larger than ``UPLOAD_MAX_BYTES`` plus slack (five photos' worth under /admin/, whose
-    product form sends up to ADMIN_FILES_PER_REQUEST), decided from Content-Length alone.
+    """413 for bodies declared larger than ``UPLOAD_MAX_BYTES`` plus slack (five photos' worth under /admin/ for a
+    signed-in staff session, whose product form sends up to ADMIN_FILES_PER_REQUEST), decided from Content-Length and
+    the session cookie.
 
     Django caps form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but streams any size of file to disk; this stops
     a huge upload before it is read. It must run before CsrfViewMiddleware, which reads POST bodies.
@@ -85,14 +87,16 @@ class RequestBodyLimitMiddleware:
 
 
 def _staff_session(request) -> bool:
-    """Whether the request's session cookie names a signed-in active staff user (read from the session store;
-    before the session and auth middleware have run)."""
+    """Whether the request's session cookie names a signed-in active staff user, as Django's own check would (read
+    from the session store: the session and auth middleware have not run yet)."""
     key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if not key:
         return False
-    user_id = import_module(settings.SESSION_ENGINE).SessionStore(key).get(SESSION_KEY)
-    return user_id is not None and get_user_model()._default_manager.filter(
-        pk=user_id, is_active=True, is_staff=True).exists()
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    user = get_user_model()._default_manager.filter(
+        pk=session.get(SESSION_KEY), is_active=True, is_staff=True).first() if session.get(SESSION_KEY) else None
+    # A session whose password has changed since is no longer the user's.
+    return user is not None and constant_time_compare(session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
 
 
 def _bad_request(request, message: str) -> HttpResponse:

@@ -725,9 +725,14 @@ def test_the_admins_larger_bodies_are_for_signed_in_staff_only(admin_client, cli
     shopper = django_user_model.objects.create_user("shopper", password="x")  # signed in, not staff
     client.force_login(shopper)
     assert client.generic("POST", login, b"", CONTENT_LENGTH=staff_size).status_code == 413
-    # Staff get theirs (the request then fails on its empty body, past the limit).
+    # Staff get theirs (the request then fails on its empty body, past the limit) ...
     assert admin_client.generic("POST", reverse("admin:catalog_product_add"), b"",
                                 CONTENT_LENGTH=staff_size).status_code != 413
+    staff = django_user_model.objects.get(username="admin")
+    staff.set_password("changed elsewhere")  # ... while the session is theirs: a password changed since ends it
+    staff.save()
+    assert admin_client.generic("POST", reverse("admin:catalog_product_add"), b"",
+                                CONTENT_LENGTH=staff_size).status_code == 413
 
 
 def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its_duplicate(
