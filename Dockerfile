@@ -32,7 +32,8 @@ COPY . .
 # Static files are collected into the image and served by WhiteNoise. Production settings insist on
 # these variables (and base settings would otherwise start embedded servers), so dummy values are
 # given to this one command only; collectstatic connects to neither service.
-RUN SECRET_KEY=collectstatic-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz ALLOWED_HOSTS=build DATABASE_URL=postgres://build@127.0.0.1:1/build \
+RUN SECRET_KEY=collectstatic-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz \
+    ALLOWED_HOSTS=build DATABASE_URL=postgres://build@127.0.0.1:1/build \
     REDIS_URL=redis://127.0.0.1:1/0 python manage.py collectstatic --noinput
 
 # Migrations run in the web container only (the command starts with gunicorn), one container at a time:

@@ -292,6 +292,12 @@ def _test_database_url() -> str:
 UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
 
 
+def _gunicorn_started(entrypoint, **env) -> subprocess.CompletedProcess:
+    """The web container's start (its entrypoint before `gunicorn --version`) with ``env`` over the defaults."""
+    return subprocess.run([str(entrypoint), "gunicorn", "--version"], cwd=ROOT, env=_entrypoint_env(**env),
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_entrypoint_runs_worker_commands_without_touching_the_database(entrypoint):
     result = subprocess.run(
         [str(entrypoint), "python", "-c", "print('worker ran')"],
@@ -303,12 +309,8 @@ def test_entrypoint_runs_worker_commands_without_touching_the_database(entrypoin
 
 @pytest.mark.parametrize("flag", [None, "True", " 1"])  # "True" skipped them: only "true" was read as true
 def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db, flag):
-    result = subprocess.run(
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url(),
-                                      **({} if flag is None else {"MIGRATE_ON_START": flag})),
-        capture_output=True, text=True, timeout=120,
-    )
+    result = _gunicorn_started(entrypoint, DATABASE_URL=_test_database_url(),
+                               **({} if flag is None else {"MIGRATE_ON_START": flag}))
     assert result.returncode == 0, result.stderr
     assert "Running migrations:" in result.stdout
     assert "gunicorn" in result.stdout + result.stderr
@@ -317,54 +319,33 @@ def test_entrypoint_migrates_before_starting_gunicorn(entrypoint, db, flag):
 def test_entrypoint_stops_before_gunicorn_on_a_setting_the_checks_refuse(entrypoint, db):
     """call_command runs no system checks unless told: a mistyped EMBEDDING_MODEL migrated, started, answered healthy,
     and failed every photo."""
-    result = subprocess.run(
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url(), EMBEDDING_MODEL="efficientnet-lite9"),
-        capture_output=True, text=True, timeout=120,
-    )
+    result = _gunicorn_started(entrypoint, DATABASE_URL=_test_database_url(), EMBEDDING_MODEL="efficientnet-lite9")
     assert result.returncode != 0
     assert "search.E001" in result.stderr and "efficientnet-lite9" in result.stderr
     assert "gunicorn (version" not in result.stdout + result.stderr
-    skipped = subprocess.run(  # a release step migrates: the settings are checked all the same
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="false",
-                                      EMBEDDING_MODEL="efficientnet-lite9"),
-        capture_output=True, text=True, timeout=60,
-    )
+    # A release step migrates: the settings are checked all the same.
+    skipped = _gunicorn_started(entrypoint, DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="false",
+                                EMBEDDING_MODEL="efficientnet-lite9")
     assert skipped.returncode != 0 and "search.E001" in skipped.stderr
 
 
 def test_entrypoint_stops_when_migrations_fail_and_can_leave_them_to_a_release_step(entrypoint, db):
-    failing = subprocess.run(
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB), capture_output=True, text=True, timeout=60,
-    )
+    failing = _gunicorn_started(entrypoint, DATABASE_URL=UNREACHABLE_DB)
     assert failing.returncode != 0
     assert "OperationalError" in failing.stderr  # it did try the database, and stopped there
     assert "gunicorn (version" not in failing.stdout + failing.stderr
     for flag in ("false", "False", "0"):
-        skipped = subprocess.run(  # the release step has migrated this one
-            [str(entrypoint), "gunicorn", "--version"],
-            cwd=ROOT, env=_entrypoint_env(DATABASE_URL=_test_database_url(), MIGRATE_ON_START=flag),
-            capture_output=True, text=True, timeout=60,
-        )
+        # The release step has migrated this one.
+        skipped = _gunicorn_started(entrypoint, DATABASE_URL=_test_database_url(), MIGRATE_ON_START=flag)
         assert skipped.returncode == 0, skipped.stderr
         assert "Running migrations:" not in skipped.stdout and "gunicorn (version" in skipped.stdout + skipped.stderr
     # Not migrated (the server's maintenance database): a site on the schema before answered healthy, and failed
     # wherever the schema had changed.
     unmigrated = urlunsplit(urlsplit(_test_database_url())._replace(path="/postgres"))
-    refused = subprocess.run(
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=unmigrated, MIGRATE_ON_START="false"),
-        capture_output=True, text=True, timeout=60,
-    )
+    refused = _gunicorn_started(entrypoint, DATABASE_URL=unmigrated, MIGRATE_ON_START="false")
     assert refused.returncode != 0 and "the database lacks migrations this release has" in refused.stderr
     assert "gunicorn (version" not in refused.stdout + refused.stderr
-    mistyped = subprocess.run(
-        [str(entrypoint), "gunicorn", "--version"],
-        cwd=ROOT, env=_entrypoint_env(DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="flase"),
-        capture_output=True, text=True, timeout=60,
-    )
+    mistyped = _gunicorn_started(entrypoint, DATABASE_URL=UNREACHABLE_DB, MIGRATE_ON_START="flase")
     assert mistyped.returncode != 0 and "MIGRATE_ON_START='flase': set it to true or false" in mistyped.stderr
     assert "gunicorn (version" not in mistyped.stdout + mistyped.stderr
 

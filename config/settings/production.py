@@ -25,11 +25,11 @@ if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("dj
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")  # no default: fail fast
 
 # Tests of redelivery shorten it at will; a deployment that did would hand a running task to a second worker.
-if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < LONGEST_TASK_SECONDS + 120:  # noqa: F405
+_visibility = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]  # noqa: F405
+if _visibility < LONGEST_TASK_SECONDS + 120:  # noqa: F405
     raise ImproperlyConfigured(
-        f"CELERY_BROKER_VISIBILITY_TIMEOUT is {CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s; it needs to "  # noqa: F405
-        f"be above the longest task ({LONGEST_TASK_SECONDS} s) by 120 s at least, or a running task is handed to a "  # noqa: F405
-        "second worker")
+        f"CELERY_BROKER_VISIBILITY_TIMEOUT is {_visibility} s; it needs to be above the longest task "
+        f"({LONGEST_TASK_SECONDS} s) by 120 s at least, or a running task is handed to a second worker")  # noqa: F405
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", default=True)
