@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from urllib.parse import urlencode
@@ -16,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from PIL import Image
 
-from catalog.categories import UnknownCategory, category_by_slug
+from catalog.categories import CategoryPaths, UnknownCategory, category_by_slug
 from catalog.selectors import kept_product_currencies
 from search.colours import SWATCHES
 from search.forms import MAX_RESULTS, RESULTS_PER_PAGE, PhotoSearchForm, RefineForm
@@ -170,8 +171,12 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
 
     scope = scoped(category_slug)
 
+    # Two categories of one name ("Sofas" under Furniture and under Outdoor) are told apart by their paths.
+    names = Counter(facet.category.name for facet in search.categories)
+    paths = CategoryPaths()
     chips = [
-        {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug}
+        {"facet": facet, "url": url(facet.category.slug), "current": facet.category.slug == category_slug,
+         "label": paths[facet.category.pk] if names[facet.category.name] > 1 else facet.category.name}
         for facet in search.categories
     ]
     without_colour = scope + refine_form.query_items(colour=False)

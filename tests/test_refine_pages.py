@@ -35,6 +35,19 @@ def test_chips_show_what_the_photo_looks_like_most_first(searched):
     assert chips["Chairs (2)"] == f"{URL}?query={token}&category={Category.objects.get(name='Chairs').slug}"
 
 
+def test_chips_of_two_categories_of_one_name_show_their_paths(client, catalog, test_images, settings):
+    """Both read "Shoes (2)": a shopper could not tell which was which."""
+    from catalog.services import category_save
+
+    settings.SEARCH_MIN_SCORE = 0
+    chairs = Category.objects.get(name="Chairs")
+    chairs.name = "Shoes"  # under Home, beside Clothing's Shoes
+    category_save(category=chairs)
+    searched = client.post(URL, {"photo": uploaded_file(test_images / "chair-cafe-pair.jpg")})
+    chips = list(page_links(searched, "data-chip"))
+    assert chips == [f"{chairs.parent.name} > Shoes (2)", "Clothing > Shoes (2)", "Tops (1)"]
+
+
 def test_a_chip_scopes_the_search_without_the_photo(client, searched):
     chips = page_links(searched, "data-chip")
     scoped = client.get(chips["Shoes (2)"])  # a GET: nothing uploaded
