@@ -123,6 +123,9 @@ def test_a_catalog_split_into_categories_after_its_import_gets_calibrated(settin
     for product in Product.objects.filter(title__startswith="tshirt"):
         catalog_services.product_update(product=product, category=shirts)
     assert embedding_sweep()["min_score"] is not None
+    space = _space()  # computed from the catalog as it is now: every vector, two categories
+    assert calibration.LOWEST_CUTOFF <= space.min_score <= calibration.DEFAULT_CUTOFF
+    assert space.calibrated_vectors == Product.objects.count()
 
 
 def test_an_operator_can_pin_the_cut_off(clothing_shop, settings, tmp_path):
