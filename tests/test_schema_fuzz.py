@@ -26,7 +26,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
 from schemathesis.core.failures import FailureGroup
 
-pytestmark = [pytest.mark.system, pytest.mark.django_db]
+pytestmark = [pytest.mark.system, pytest.mark.django_db, pytest.mark.either_servers]
 
 load_all_checks()  # fills schemathesis.checks with the built-in checks
 
