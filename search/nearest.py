@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from pgvector import HalfVector
 
+from catalog.models import ProductImage
 from search.models import ImageEmbedding
 from search.refine import NO_REFINE, Refine
 
@@ -84,6 +85,18 @@ def nearest_older_statement(model: str, vector, image_id: int) -> tuple[str, lis
         f"SELECT image_id, vector <=> %s AS distance FROM {TABLE} WHERE model = %s AND image_id < %s"
         " ORDER BY distance LIMIT 1",
         params,
+    )
+
+
+def nearest_newer_unflagged_statement(model: str, vector, image_id: int) -> tuple[str, list]:
+    """The image of space ``model`` nearest ``vector`` among those added after image ``image_id`` (a higher id) that
+    are flagged as no photo's copy, as (image id, cosine distance): a copy stored before its original (two workers)
+    found nothing older to be a copy of."""
+    photos = ProductImage._meta.db_table
+    return (
+        f"SELECT e.image_id, e.vector <=> %s AS distance FROM {TABLE} e JOIN {photos} p ON p.id = e.image_id"
+        " WHERE e.model = %s AND e.image_id > %s AND p.near_duplicate_of_id IS NULL ORDER BY distance LIMIT 1",
+        [_vector_param(vector), model, image_id],
     )
 
 

@@ -33,7 +33,14 @@ from search import details
 from search.calibration import MATCH_THRESHOLD, default_cutoff, match_score, space_cutoff
 from search.embeddings import active_embedder
 from search.models import EmbeddingSpace, ImageEmbedding
-from search.nearest import Hit, VectorRows, count_statement, nearest_older_statement, nearest_statement
+from search.nearest import (
+    Hit,
+    VectorRows,
+    count_statement,
+    nearest_newer_unflagged_statement,
+    nearest_older_statement,
+    nearest_statement,
+)
 from search.query import Box, KeptQuery, QueryImage, query_embedding, query_image_read
 from search.refine import DEFAULT_SORT, NO_REFINE, Refine, duplicate_folding, sorted_matches
 
@@ -528,12 +535,23 @@ def nearest_older_images(*, vectors: dict[int, object], model: str) -> dict[int,
     (image id -> its vector), in one transaction: a near-duplicate's original is always the earlier photo, so an
     original embedded again (re-embed, a reindex, or a worker that stored it after its copy) is never flagged as a
     copy of its copy. Images with nothing older in the space are left out."""
+    return _nearest_each(vectors, lambda vector, image_id: nearest_older_statement(model, vector, image_id))
+
+
+def nearest_newer_unflagged_images(*, vectors: dict[int, object], model: str) -> dict[int, tuple[int, float]]:
+    """The most similar image added after it (a higher id) in space ``model`` that is flagged as no photo's copy, and
+    its score, for several images: a copy whose original was stored after it."""
+    return _nearest_each(vectors, lambda vector, image_id: nearest_newer_unflagged_statement(model, vector, image_id))
+
+
+def _nearest_each(vectors: dict[int, object], statement) -> dict[int, tuple[int, float]]:
+    """For each image (id -> vector), the (image id, score) ``statement(vector, image_id)`` finds, in one transaction."""
     alias = _read_alias()  # SET LOCAL tunes the server the statements run on
     nearest = {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         for image_id, vector in vectors.items():
-            cursor.execute(*nearest_older_statement(model, vector, image_id))
+            cursor.execute(*statement(vector, image_id))
             if hit := cursor.fetchone():
                 nearest[image_id] = (hit[0], _similarity(hit[1]))
     return nearest

@@ -498,10 +498,28 @@ def images_near_duplicate_flag(*, items: Sequence[StoredVector], model: str) -> 
                         flag.near_duplicate_of_id, flag.near_duplicate_score = None, None
                 flags = _flags_kept_for_originals_not_embedded_yet(flags, model=model)
                 ProductImage.objects.bulk_update(flags, ["near_duplicate_of", "near_duplicate_score"])
-            return
+            break
         except IntegrityError:  # an image flagged as the original was deleted since it was read: look again
             if attempt == FLAG_ATTEMPTS - 1:
                 raise
+    originals = {flag.pk for flag in flags if flag.near_duplicate_of_id is None}
+    _later_copies_flag(vectors={item.image_id: item.vector for item in items if item.image_id in originals},
+                       model=model)
+
+
+def _later_copies_flag(*, vectors: dict[int, object], model: str) -> None:
+    """Flag the copies of these photos (each no photo's copy itself) that were stored before them: two workers, or a
+    rebuild, embed a copy first, which then found nothing older, and the original looks only at older photos."""
+    from search.selectors import nearest_newer_unflagged_images
+
+    for original_id, (copy_id, score) in nearest_newer_unflagged_images(vectors=vectors, model=model).items():
+        if score < settings.NEAR_DUPLICATE_MIN_SCORE:
+            continue
+        try:
+            photos_update(ProductImage.objects.filter(pk=copy_id, near_duplicate_of__isnull=True),
+                          near_duplicate_of_id=original_id, near_duplicate_score=score)
+        except IntegrityError:  # the original was deleted meanwhile: nothing to be a copy of
+            pass
 
 
 def _flags_kept_for_originals_not_embedded_yet(flags: list[ProductImage], *, model: str) -> list[ProductImage]:

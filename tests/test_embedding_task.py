@@ -422,13 +422,15 @@ def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its
 
     photo = test_images / "chair-cafe-pair.jpg"
     original, copy = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
-    services.images_embed(image_ids=[copy.pk])  # the copy's worker first
-    services.images_embed(image_ids=[original.pk])
+    services.images_embed(image_ids=[copy.pk])  # the copy's worker first: nothing older to be a copy of, then
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id is None
+    services.images_embed(image_ids=[original.pk])  # the original finds its copy stored before it, and flags it
     services.images_embed(image_ids=[original.pk], force=True)  # and the admin's re-embed
     original.refresh_from_db()
     copy.refresh_from_db()
     assert original.near_duplicate_of_id is None
-    assert copy.near_duplicate_of_id is None  # stored before its original: nothing older to be a copy of, then
+    assert (copy.near_duplicate_of_id, copy.near_duplicate_score > 0.9) == (original.pk, True)
     services.images_embed(image_ids=[copy.pk], force=True)
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id == original.pk
