@@ -93,8 +93,9 @@ def _staff_session(request) -> bool:
     if not key:
         return False
     session = import_module(settings.SESSION_ENGINE).SessionStore(key)
-    user = get_user_model()._default_manager.filter(
-        pk=session.get(SESSION_KEY), is_active=True, is_staff=True).first() if session.get(SESSION_KEY) else None
+    if (user_id := session.get(SESSION_KEY)) is None:
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_id, is_active=True, is_staff=True).first()
     # A session whose password has changed since is no longer the user's.
     return user is not None and constant_time_compare(session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
 
