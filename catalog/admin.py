@@ -169,6 +169,19 @@ class ProductImageFormSet(forms.BaseInlineFormSet):
                for form in self.initial_forms):
             raise ValidationError("A photo on this page was deleted or moved to another product meanwhile: reload "
                                   "the page to see the product's photos as they are now.", code="photo_gone")
+        self._copies_refuse()
+
+    def _copies_refuse(self):
+        """A new file that is one of the product's photos (or another new file of this save) already is said beside
+        it, before anything is saved; the services refuse it too, but as a message that loses the page's edits."""
+        kept = [form for form in self.forms if not (self.can_delete and self._should_delete_form(form))]
+        seen = {form.instance.content_hash for form in kept if form.instance.pk and form.prepared is None}
+        for form in kept:
+            if form.prepared is None:
+                continue
+            if form.prepared.info.sha256 in seen:
+                form.add_error("file", "This photo is on the product already.")
+            seen.add(form.prepared.info.sha256)
 
 
 class ProductImageInline(admin.TabularInline):

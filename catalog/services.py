@@ -493,6 +493,7 @@ def product_images_add(
     """
     # The product's row locked first: two uploads at once both read the same last position, and went there both.
     _product_lock(product)
+    _copies_refuse(product.pk, [item.info.sha256 for item in prepared])
     last = photo_positions_last(product_ids=[product.pk]).get(product.pk, -1)
     following = (min(position, POSITION_MAX) for position in itertools.count(last + 1))
     images = []
@@ -504,6 +505,18 @@ def product_images_add(
             images.append(image)
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
+
+
+# Said when a photo would join a product that has the same picture (the same bytes) already: its gallery showed it
+# twice. The import and the API's upload skip such a photo instead (the same photo loaded again is no error there).
+PHOTO_ON_PRODUCT = "this photo is on the product already"
+
+
+def _copies_refuse(product_id: int, digests: list[str], *, besides: int | None = None) -> None:
+    """Refuse photos (by content hash) that repeat each other or one of the product's, photo ``besides`` aside."""
+    on_product = ProductImage.objects.filter(product_id=product_id, content_hash__in=digests).exclude(pk=besides)
+    if len(set(digests)) < len(digests) or on_product.exists():
+        raise ValidationError(PHOTO_ON_PRODUCT, code="photo_on_product")
 
 
 def _product_lock(product: Product) -> None:
@@ -561,9 +574,13 @@ def product_image_update(
         image.product = product
     if renumbered:
         image.position = position
+    if replaced:
+        prepared = prepared or image_prepare(file)
+    if moved or replaced:
+        _copies_refuse(image.product_id, [prepared.info.sha256 if replaced else image.content_hash], besides=image.pk)
     with atomic_with_files() as stored:
         if replaced:
-            _image_file_store(image, prepared or image_prepare(file), stored)
+            _image_file_store(image, prepared, stored)
             # Flags that said the old picture was a copy of another, or another a copy of it, no longer hold (its
             # own is found again when it is embedded).
             image.near_duplicate_of, image.near_duplicate_score = None, None

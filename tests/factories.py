@@ -71,6 +71,17 @@ def uploaded_image(name="photo.jpg", **kwargs) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, image_bytes(fmt=fmt, **kwargs), content_type=f"image/{fmt.lower()}")
 
 
+def copied(upload: SimpleUploadedFile, copy: int = 1) -> SimpleUploadedFile:
+    """The same JPEG picture in other bytes, as a photo saved again is (a comment after its start marker): a product
+    takes a picture once, however its file was saved."""
+    data = upload.read()
+    upload.seek(0)
+    assert data[:2] == b"\xff\xd8", "a JPEG"
+    comment = f"copy {copy}".encode()
+    marker = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    return SimpleUploadedFile(upload.name, data[:2] + marker + data[2:], content_type=upload.content_type)
+
+
 def uploaded_file(path) -> SimpleUploadedFile:
     """A real photo from tests/images as an upload."""
     from pathlib import Path

@@ -200,11 +200,13 @@ def _stored(media_root, name) -> bool:
     return bool(name) and (media_root / name).is_file()
 
 
-def _embedded_photo(product, test_images, name="chair-shell-black.jpg"):
+def _embedded_photo(product, test_images, name="chair-shell-black.jpg", copy=0):
+    """``copy``: the same picture in other bytes, which a product may take once more."""
     from catalog.services import product_image_add
-    from tests.factories import uploaded_file
+    from tests.factories import copied, uploaded_file
 
-    image = product_image_add(product=product, file=uploaded_file(test_images / name))
+    upload = uploaded_file(test_images / name)
+    image = product_image_add(product=product, file=copied(upload, copy) if copy else upload)
     search_services.images_embed(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.embedding_status == EmbeddingStatus.READY
@@ -251,6 +253,44 @@ def test_photos_added_in_the_admin_without_a_position_go_after_the_others(admin_
     assert list(product.images.order_by("position", "pk").values_list("position", "width", "height")) == [
         (0, 100, 100), (1, 100, 100), (2, 300, 200), (3, 200, 300)
     ]
+
+
+def test_a_photo_the_product_has_already_is_refused_beside_its_upload_and_the_page_kept(admin_client, product):
+    """The product page stored a second copy of a photo the product had, or of another new one of the same save."""
+    from catalog.services import product_image_add
+
+    shown = product_image_add(product=product, file=uploaded_image("kept.jpg", color=(200, 0, 0)))
+    data = _photos_change(product, [shown])
+    data.update({"title": "Renamed", "images-TOTAL_FORMS": "3", "images-1-position": "", "images-2-position": "",
+                 "images-1-file": uploaded_image("again.jpg", color=(200, 0, 0)),
+                 "images-2-file": uploaded_image("new.jpg", color=(0, 0, 200))})
+
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 200  # the page again, as the admin filled it in
+    assert response.context["inline_admin_formsets"][0].formset.errors[1] == {
+        "file": ["This photo is on the product already."]}
+    assert 'value="Renamed"' in response.text
+    product.refresh_from_db()
+    assert product.title != "Renamed" and list(product.images.all()) == [shown]
+
+    data.update({"images-1-file": uploaded_image("new.jpg", color=(0, 0, 200)),
+                 "images-2-file": uploaded_image("new.jpg", color=(0, 0, 200))})
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+    formset = response.context["inline_admin_formsets"][0].formset
+    assert (formset.errors[1], formset.errors[2]) == ({}, {"file": ["This photo is on the product already."]})
+    assert list(product.images.all()) == [shown]
+
+
+def test_photos_a_product_had_twice_already_do_not_stop_its_page_from_saving(admin_client, product):
+    copies = [ProductImage.objects.create(product=product, position=position, file=f"copy-{position}.jpg",
+                                          content_hash="a" * 64, width=10, height=10) for position in (0, 1)]
+    data = _photos_change(product, copies)
+    data["title"] = "Renamed"
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+    assert response.status_code == 302, response.content[:2000]
+    product.refresh_from_db()
+    assert product.title == "Renamed" and product.images.count() == 2
 
 
 def test_a_photo_uploaded_in_the_admin_gets_a_thumbnail(admin_client, media_root):
@@ -740,7 +780,7 @@ def test_a_failed_photo_says_why_on_its_product_page_and_a_photos_page_shows_its
 ):
     """The reason was only a badge's hover text (out of reach on a touch screen), and a photo's own page did not
     say which photo it copies."""
-    original, copy = (_embedded_photo(product, test_images) for _ in range(2))
+    original, copy = (_embedded_photo(product, test_images, copy=n) for n in range(2))
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id == original.pk
     ProductImage.objects.filter(pk=original.pk).update(embedding_status=EmbeddingStatus.FAILED,

@@ -12,14 +12,20 @@ from catalog.models import EmbeddingStatus, ProductImage
 from search import services
 from search.embeddings import VECTOR_DIMENSIONS, ModelUnavailable, active_embedder
 from search.models import ImageEmbedding
-from tests.factories import uploaded_image
+from tests.factories import copied, uploaded_file, uploaded_image
 from tests.support import embedding_dispatches
 
 pytestmark = pytest.mark.django_db
 
 
-def _add_image(product, **kwargs):
-    return catalog_services.product_image_add(product=product, file=uploaded_image(**kwargs))
+def _add_photo(product, path, copy=0):
+    """A photo of tests/images; ``copy``: the same picture in other bytes, which a product may take once more."""
+    return catalog_services.product_image_add(product=product, file=copied(uploaded_file(path), copy))
+
+
+def _add_image(product, copy=0, **kwargs):
+    upload = uploaded_image(**kwargs)
+    return catalog_services.product_image_add(product=product, file=copied(upload, copy) if copy else upload)
 
 
 def test_embed_stores_a_unit_vector_and_marks_ready(product):
@@ -254,7 +260,7 @@ def test_the_sweep_tops_the_queue_up_and_leaves_tasks_still_waiting_in_it_alone(
 
     monkeypatch.setattr(services, "SWEEP_QUEUE_MAX_TASKS", 2)
     sent = embedding_queue(settings.CELERY_BROKER_URL)
-    never_queued = [_add_image(product, color=(n, 0, 0)).pk for n in range(3)]
+    never_queued = [_add_image(product, color=(60 * n, 0, 0)).pk for n in range(3)]
     stale = _add_image(product, color=(0, 90, 0)).pk
     ProductImage.objects.filter(pk=stale).update(embedding_queued_at=timezone.now() - timezone.timedelta(hours=1))
     services.image_embedding_enqueue(image_ids=[10**9])  # a task still waiting in the queue
@@ -284,7 +290,7 @@ def test_one_bad_file_in_a_batch_does_not_spoil_the_others(product, test_images)
 
 def test_a_duplicate_flag_from_a_file_replaced_since_is_not_written(product):
     """The flag was written after the vectors' transaction, from the old picture: on the replaced photo it stayed."""
-    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+    original, copy = _add_image(product), _add_image(product, copy=1)  # the same picture twice
     services.images_embed(image_ids=[original.pk, copy.pk])
     assert ProductImage.objects.get(pk=copy.pk).near_duplicate_of_id == original.pk
     ProductImage.objects.filter(pk=copy.pk).update(near_duplicate_of=None, near_duplicate_score=None)  # replaced
@@ -300,7 +306,7 @@ def test_a_duplicate_flag_naming_an_original_replaced_since_is_not_written(produ
     """The copy's own file was checked, not the original's: replaced meanwhile, it was named from its old picture."""
     from search import selectors
 
-    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+    original, copy = _add_image(product), _add_image(product, copy=1)  # the same picture twice
     services.images_embed(image_ids=[original.pk, copy.pk])
     vector = ImageEmbedding.objects.get(image=copy).vector
     ProductImage.objects.filter(pk=copy.pk).update(near_duplicate_of=None, near_duplicate_score=None)
@@ -325,7 +331,7 @@ def test_a_run_cut_short_before_the_duplicate_flags_leaves_them_to_its_retry(pro
 
     from search import selectors
 
-    original, copy = _add_image(product), _add_image(product)  # the same picture twice
+    original, copy = _add_image(product), _add_image(product, copy=1)  # the same picture twice
 
     def lost_connection(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
@@ -374,7 +380,7 @@ def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(
     from tests.factories import uploaded_file
 
     photo = test_images / "chair-cafe-pair.jpg"
-    first, second = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    first, second = (_add_photo(product, photo, copy=n) for n in range(2))
     other = _add_image(product, color=(20, 40, 200))
     assert services.images_embed(image_ids=[first.pk, second.pk, other.pk])["embedded"] == 3
     first, second, other = (ProductImage.objects.get(pk=image.pk) for image in (first, second, other))
@@ -421,7 +427,7 @@ def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its
     from tests.factories import uploaded_file
 
     photo = test_images / "chair-cafe-pair.jpg"
-    original, copy = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    original, copy = (_add_photo(product, photo, copy=n) for n in range(2))
     services.images_embed(image_ids=[copy.pk])  # the copy's worker first: nothing older to be a copy of, then
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id is None
@@ -442,7 +448,7 @@ def test_a_copy_embedded_again_before_its_original_keeps_its_flag(product, test_
     from tests.factories import uploaded_file
 
     photo = test_images / "chair-cafe-pair.jpg"
-    original, copy = (catalog_services.product_image_add(product=product, file=uploaded_file(photo)) for _ in range(2))
+    original, copy = (_add_photo(product, photo, copy=n) for n in range(2))
     services.images_embed(image_ids=[original.pk, copy.pk])
     copy.refresh_from_db()
     assert copy.near_duplicate_of_id == original.pk
@@ -464,7 +470,7 @@ def test_an_original_deleted_while_its_copy_is_flagged_leaves_the_copy_flagged_a
     photo = test_images / "chair-cafe-pair.jpg"
     original = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
     services.images_embed(image_ids=[original.pk])
-    copy = catalog_services.product_image_add(product=product, file=uploaded_file(photo))
+    copy = _add_photo(product, photo, copy=1)
     read = selectors.nearest_older_images
 
     def read_then_delete_the_original(**kwargs):

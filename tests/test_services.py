@@ -331,3 +331,33 @@ def test_one_photo_sent_twice_at_once_is_stored_once(media_root):
     assert first.waited and sent[0][1] is True
     assert (again, created) == (sent[0][0], False)
     assert ProductImage.objects.filter(product=product).count() == 1
+
+
+def test_a_photo_the_product_has_already_is_refused_wherever_it_would_join_it():
+    """The admin stored a second copy of a photo the product showed (its gallery showed it twice), and a photo could
+    be replaced with, or moved beside, a copy of another of its product's."""
+    chairs = Category.objects.create(name="Chairs", slug="chairs")
+    product = services.product_create(sku="CHAIR-1", title="Chair", category=chairs, price="10")
+    other = services.product_create(sku="CHAIR-2", title="Chair", category=chairs, price="10")
+    red = services.product_image_add(product=product, file=uploaded_image("red.jpg", color=(200, 0, 0)))
+    green = services.product_image_add(product=product, file=uploaded_image("green.jpg", color=(0, 200, 0)))
+    elsewhere = services.product_image_add(product=other, file=uploaded_image("red.jpg", color=(200, 0, 0)))
+
+    refused = [
+        lambda: services.product_image_add(product=product, file=uploaded_image("again.jpg", color=(200, 0, 0))),
+        lambda: services.product_images_add(product=product, prepared=[
+            services.image_prepare(uploaded_image("blue.jpg", color=(0, 0, 200))) for _ in range(2)]),
+        lambda: services.product_image_update(image=green, file=uploaded_image("red.jpg", color=(200, 0, 0))),
+        lambda: services.product_image_update(image=elsewhere, product=product),
+    ]
+    for write in refused:
+        with pytest.raises(ValidationError) as refusal, transaction.atomic():
+            write()
+        assert refusal.value.messages == [services.PHOTO_ON_PRODUCT]
+    assert sorted(product.images.values_list("pk", flat=True)) == [red.pk, green.pk]
+    assert ProductImage.objects.count() == 3 and green.content_hash == ProductImage.objects.get(pk=green.pk).content_hash
+
+    # Its own bytes again, and a copy on another product, are no copy on the product.
+    services.product_image_update(image=red, file=uploaded_image("red.jpg", color=(200, 0, 0)))
+    services.product_image_update(image=elsewhere, file=uploaded_image("green.jpg", color=(0, 200, 0)))
+    assert ProductImage.objects.count() == 3
