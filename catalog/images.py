@@ -27,6 +27,16 @@ BROWSER_EXTENSIONS = tuple(f".{EXTENSIONS[name]}" for name in ("JPEG", "PNG", "W
 # stored name in characters (100 with its folder), which in 4-byte characters is up to 400 bytes: "File name too
 # long". This leaves room for the extension and for the "_" and 7 characters Django adds to a name already taken.
 STORED_STEM_MAX_BYTES = 200
+# A progressive JPEG is decoded once over per scan, and a file may repeat a scan without end: 3,000 scans of a
+# 7000x7000 picture fit in 318 KB and held a web worker for 12 s (a minute, the worker's limit, from 1.5 MB). Cameras
+# and editors write at most a few dozen (libjpeg's progressive mode 10; an MPO's second picture and an EXIF
+# thumbnail add theirs).
+JPEG_MAX_SCANS = 100
+START_OF_SCAN = b"\xff\xda"  # never inside a scan's coded data, where a 0xFF byte is followed by 0x00 or a restart
+# TIFF tags: a tile's width and length. libtiff decodes a whole tile before Pillow crops it to the picture, and
+# nothing ties a tile's size to the picture's: a 1 MB file of 64x64 pixels in one 32768x32768 tile took 1.1 GB.
+TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
+TIFF_TILE_MIN_PIXELS = 1 << 20  # tiles of any picture may be this large (a 256x256 picture in 1024x1024 tiles)
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,12 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
         limit_mb = settings.UPLOAD_MAX_BYTES // (1024 * 1024)
         raise ValidationError(f"The file is larger than {limit_mb} MB.", code="too_large")
 
-    digest = hashlib.sha256()
+    digest, scans, last = hashlib.sha256(), 0, b""
     file.seek(0)
     for chunk in iter(lambda: file.read(1024 * 1024), b""):
         digest.update(chunk)
+        scans += (last + chunk[:1]).count(START_OF_SCAN) + chunk.count(START_OF_SCAN)  # a marker cut by the chunks too
+        last = chunk[-1:]
     file.seek(0)
 
     try:
@@ -71,6 +83,7 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             _check_dimensions(width, height)
             if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
                 raise ValidationError(f"{image_format} images are not supported.", code="format")
+            _check_decoding_work(image, scans)
             if keep_image and keep_min_side:
                 image.draft("RGB", (keep_min_side, keep_min_side))
             elif keep_image:
@@ -114,6 +127,26 @@ def _pixel_limit() -> str:
     if Image.MAX_IMAGE_PIXELS:  # Pillow refuses from twice its own bound, whatever the setting says
         limit = min(limit, 2 * Image.MAX_IMAGE_PIXELS)
     return f"{limit // 1_000_000} megapixels" if limit >= 1_000_000 else f"{limit} pixels"
+
+
+def _check_decoding_work(image: Image.Image, scans: int) -> None:
+    """Refuse a file whose decoding would cost far more than its pixels' size says (see JPEG_MAX_SCANS and
+    TIFF_TILE_WIDTH)."""
+    if image.format in ("JPEG", "MPO") and scans > JPEG_MAX_SCANS:
+        raise ValidationError(
+            f"The JPEG is stored in {scans} passes; the limit is {JPEG_MAX_SCANS}. Save it again as a plain JPEG.",
+            code="too_many_scans",
+        )
+    if image.format == "TIFF":
+        tile = image.tag_v2.get(TIFF_TILE_WIDTH), image.tag_v2.get(TIFF_TILE_LENGTH)
+        if all(isinstance(side, int) for side in tile) and tile[0] * tile[1] > max(
+            image.width * image.height, TIFF_TILE_MIN_PIXELS
+        ):
+            raise ValidationError(
+                f"The TIFF is stored in tiles of {tile[0]}x{tile[1]} pixels, larger than its {image.width}x"
+                f"{image.height} picture. Save it again without tiles, or as a JPEG or PNG.",
+                code="tiff_tiles",
+            )
 
 
 def _check_dimensions(width: int, height: int) -> None:

@@ -16,7 +16,9 @@ Policy, asserted below:
   Ghostscript on it); a 1x1 image (below UPLOAD_MIN_SIDE: "each side needs at least 8"); 8000x7000 = 56 MP
   (over UPLOAD_MAX_PIXELS: "too many pixels (8000x7000); the limit is 50 megapixels"); a 20000x20000 = 400 MP
   image and a decompression bomb whose header claims 100000x100000, both refused from the header before any
-  decoding ("too many pixels (400 megapixels); the limit is 50 megapixels").
+  decoding ("too many pixels (400 megapixels); the limit is 50 megapixels"); files whose decoding costs far more
+  than their pixels say, refused before it: a progressive JPEG of 160 scans (over 100) and a 64x64 TIFF in one
+  2048x2048 tile.
 - Refused answers: 400 with the message on the form (search page) or as ``{"image": ["..."]}`` (API); the admin
   shows its form again (200, Django's way) with the message at the photo; the import reports the row with its
   line number and exits 1.
@@ -25,7 +27,7 @@ Policy, asserted below:
   product form, which carries up to 5 photos, gets 5 times the limit); a file between the limit and that
   room is refused with the field message "larger than 20 MB"; the import refuses it from its size on disk.
 - Accepted, embeddable by the real model, and found by search: an animated GIF (its first frame is searched),
-  a CMYK JPEG, 16-bit PNGs (grey and colour), a grey TIFF with premultiplied alpha, a HEIC photo from a phone, a JPEG named ``.txt``, a 12x8 photo
+  a CMYK JPEG, 16-bit PNGs (grey and colour), a grey TIFF with premultiplied alpha, a HEIC photo from a phone, a JPEG named ``.txt``, a progressive JPEG (ten scans), a 12x8 photo
   (the shorter side at UPLOAD_MIN_SIDE, enlarged for the model), and an
   EXIF-rotated JPEG (also with a malformed EXIF entry beside its orientation), which is searched upright (the same results as the upright photo; box coordinates are in
   upright pixels) and stored with its upright size. Every entry point stores a file under its decoded format's extension.
@@ -62,6 +64,7 @@ from catalog.images import inspect_image
 from catalog.models import Category, EmbeddingStatus, Product, ProductImage
 from search.models import ImageEmbedding
 from search.services import images_embed
+from tests.factories import copied
 from tests.support import embedding_queue, wait_for
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -107,6 +110,10 @@ REFUSED = {
     "20000x20000": Refused("huge-20000x20000.png", "too many pixels (400 megapixels); the limit is 50 megapixels."),
     "56-megapixels": Refused("over-limit-8000x7000.png", "too many pixels (8000x7000); the limit is 50 megapixels."),
     "1x1": Refused("tiny-1x1.png", "The image is 1x1 pixels; each side needs at least 8."),
+    # Decoded once per scan: 3,000 scans of a 7000x7000 picture (318 KB) held a worker for 12 s.
+    "many-scans": Refused("many-scans.jpg", "The JPEG is stored in 160 passes; the limit is 100."),
+    # One tile of 2048x2048 for 64x64 pixels, inflated whole by libtiff (32768x32768: 1 GB from a 1 MB file).
+    "tiled-tiff": Refused("tiled.tif", "stored in tiles of 2048x2048 pixels, larger than its 64x64 picture"),
 }
 ACCEPTED = {
     "animated-gif": Accepted("animated.gif", "GIF", (160, 107), SHOES),  # frame 1 a shoe, frame 2 a cactus
@@ -120,6 +127,7 @@ ACCEPTED = {
     # The same with a malformed camera-model entry in its EXIF, which Pillow cannot write back.
     "exif-malformed": Accepted("exif-malformed.jpg", "JPEG", (240, 160), SHOES),
     "jpeg-named-txt": Accepted("jpeg-named.txt", "JPEG", (240, 160), SHOES),
+    "progressive-jpeg": Accepted("progressive.jpg", "JPEG", (240, 160), SHOES),  # ten scans
     # Enlarged for the model; 12x8 pixels hold too little of the shoe to promise what it finds.
     "small-12x8": Accepted("small-12x8.png", "PNG", (12, 8), None),
 }
@@ -593,8 +601,8 @@ def test_the_worker_embeds_accepted_files_fails_a_corrupted_one_and_stays_up(cel
     assert celery_worker_process.poll() is None  # the worker process is still alive
 
     # ... and still working: a photo added now is embedded too.
-    after = catalog_services.product_image_add(
-        product=product, file=corpus_upload("cmyk.jpg", content_type="image/jpeg")
+    after = catalog_services.product_image_add(  # in other bytes: the product has this picture already
+        product=product, file=copied(corpus_upload("cmyk.jpg", content_type="image/jpeg"))
     )
     wait_for(lambda: ProductImage.objects.get(pk=after.pk).embedding_status == EmbeddingStatus.READY, timeout=60,
              message="the worker to embed a photo sent after the broken one")

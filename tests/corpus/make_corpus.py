@@ -88,6 +88,26 @@ def premultiplied_grey_tiff(image: Image.Image) -> bytes:
     return bytes(data)
 
 
+def many_scans_jpeg(image: Image.Image, scans: int = 150) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``scans`` times: decoded once over per scan (libjpeg only
+    warns), so the count, not the size, sets the work."""
+    data = encoded(image, "JPEG", quality=85, progressive=True)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * scans + data[end:]
+
+
+def tiled_tiff(side: int = 64, tile: int = 2048) -> bytes:
+    """A grey ``side`` x ``side`` TIFF in one deflated ``tile`` x ``tile`` tile of zeros, which libtiff inflates
+    whole before Pillow crops it (a tile of 32768 would take 1 GB from 1 MB of file)."""
+    pixels = zlib.compress(bytes(tile * tile), 9)
+    entries = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1), (322, 4, tile),
+               (323, 4, tile), (324, 4, 8 + 2 + 12 * 10 + 4), (325, 4, len(pixels))]  # the pixels after the IFD
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHIHH" if kind == 3 else "<HHII", tag, kind, 1, value, *((0,) if kind == 3 else ()))
+        for tag, kind, value in entries)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + pixels
+
+
 def animated_gif() -> bytes:
     """Two frames: a running shoe first, a cactus second; search must use the first."""
     first = photo("shoe-running-2.jpg", 160)
@@ -158,6 +178,8 @@ def corpus() -> dict[str, bytes]:
         "huge-20000x20000.png": solid_bilevel_png(20_000, 20_000),
         "over-limit-8000x7000.png": solid_bilevel_png(8_000, 7_000),
         "tiny-1x1.png": encoded(Image.new("RGB", (1, 1), (200, 40, 40)), "PNG"),
+        "many-scans.jpg": many_scans_jpeg(shoe),
+        "tiled.tif": tiled_tiff(),
         # Accepted
         "animated.gif": animated_gif(),
         "cmyk.jpg": encoded(shoe.convert("CMYK"), "JPEG", quality=85),
@@ -169,6 +191,7 @@ def corpus() -> dict[str, bytes]:
         "exif-rotated.jpg": rotated,
         "exif-malformed.jpg": malformed_exif(rotated),
         "jpeg-named.txt": full,
+        "progressive.jpg": encoded(shoe, "JPEG", quality=85, progressive=True),
         "small-12x8.png": encoded(photo("shoe-running-2.jpg", 12), "PNG"),  # the shorter side at UPLOAD_MIN_SIDE
     }
 
