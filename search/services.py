@@ -142,7 +142,9 @@ def image_embedding_mark_pending(
     with transaction.atomic():
         count = photos_update(
             ProductImage.objects.filter(pk__in=image_ids),
-            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model=""
+            embedding_status=EmbeddingStatus.PENDING, embedding_error="", embedded_at=None, embedding_model="",
+            # Queued anew below; should that fail, the sweep sends photos never queued first, even while tasks wait.
+            embedding_queued_at=None,
         )
         # Every space's vector of these photos is stale (a replaced file) or unwanted (re-embed); the worker writes
         # the configured model's. Needing no model id, this works even while the model cannot be loaded.

@@ -235,6 +235,24 @@ def test_dispatch_with_broker_down_keeps_the_upload_and_says_so(
     assert services.pending_images_requeue() == 0
 
 
+def test_a_photo_re_embedded_with_the_broker_down_counts_as_never_queued(
+    product, broker_unreachable, django_capture_on_commit_callbacks
+):
+    """It kept the time its upload was queued: while any task waited, the sweep sent it no more (only photos never
+    queued), and it stayed out of search, its vectors deleted, until the queue ran dry (hours, during an import)."""
+    from django.utils import timezone
+
+    image = _add_image(product)
+    services.images_embed(image_ids=[image.pk])
+    ProductImage.objects.filter(pk=image.pk).update(embedding_queued_at=timezone.now() - timezone.timedelta(hours=1))
+    told = []
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_embedding_mark_pending(image_ids=[image.pk], on_not_queued=told.append)
+    image.refresh_from_db()
+    assert told == [1]
+    assert (image.embedding_status, image.embedding_queued_at) == (EmbeddingStatus.PENDING, None)
+
+
 def test_pending_sweep_resends_never_queued_and_stale_images_only(product, settings):
     from django.utils import timezone
 
