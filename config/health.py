@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
-from search.selectors import embedding_sweep_age_seconds
+from search.selectors import embedding_sweep_last_run
 
 logger = logging.getLogger(__name__)
 
@@ -33,25 +33,27 @@ SWEEP_LATE_INTERVALS = 10
 @never_cache
 def healthz(request):
     database, broker = _database_ok(), _broker_ok()
-    sweep, sweep_age = _sweep()
+    sweep, sweep_age, failed = _sweep()
     status = "ok" if database and broker and sweep == "ok" else "degraded" if database else "unavailable"
     return JsonResponse(
         {"status": status, "database": "ok" if database else "down", "broker": "ok" if broker else "down",
-         "sweep": sweep, "sweep_age_seconds": sweep_age},
+         "sweep": sweep, "sweep_age_seconds": sweep_age, "sweep_failed_steps": failed},
         status=200 if database else 503,  # the database alone decides: nothing else is mended by leaving the rotation
     )
 
 
-def _sweep() -> tuple[str, int | None]:
-    """The sweep's state, "ok", "late", "never" (a new install, until the first sweep) or "unknown" (the cache does
-    not answer), and the seconds since it last ran."""
+def _sweep() -> tuple[str, int | None, list[str]]:
+    """The sweep's state, "ok", "failing" (some of its steps failed in its last run), "late", "never" (a new install,
+    until the first sweep) or "unknown" (the cache does not answer); the seconds since it last ran; the steps that
+    failed then."""
     try:
-        age = embedding_sweep_age_seconds()
+        age, failed = embedding_sweep_last_run()
     except Exception:
-        return "unknown", None
+        return "unknown", None, []
     if age is None:
-        return "never", None
-    return "late" if age > SWEEP_LATE_INTERVALS * settings.EMBEDDING_SWEEP_SECONDS else "ok", round(age)
+        return "never", None, []
+    late = age > SWEEP_LATE_INTERVALS * settings.EMBEDDING_SWEEP_SECONDS
+    return "late" if late else "failing" if failed else "ok", round(age), failed
 
 
 def _database_ok() -> bool:

@@ -61,15 +61,20 @@ MATCH_POOL = 48
 SORTED_POOL = 100
 # pgvector refuses a larger hnsw.ef_search; the iterative scan still reads on past it when more rows are wanted.
 HNSW_EF_SEARCH_MAX = 1000
-# The cache entry where the embedding sweep (search/sweep.py) records when it last ran, for /healthz (config/health.py).
+# The cache entries where the embedding sweep (search/sweep.py) records when it last ran, and which of its steps failed
+# then, for /healthz (config/health.py).
 SWEEP_RAN_AT_KEY = "search:sweep-ran-at"
+SWEEP_FAILED_KEY = "search:sweep-failed"
 
 
-def embedding_sweep_age_seconds() -> float | None:
-    """Seconds since the embedding sweep last ran, anywhere; None when it never has. A sweep runs only where beat sent
-    it and a worker took it: a recent one says both are alive. Raises where the cache cannot be read."""
-    ran_at = cache.get(SWEEP_RAN_AT_KEY)
-    return None if ran_at is None else max(0.0, time.time() - ran_at)  # clocks of two hosts may disagree a little
+def embedding_sweep_last_run() -> tuple[float | None, list[str]]:
+    """Seconds since the embedding sweep last ran, anywhere (None when it never has), and the names of the steps that
+    failed in that run. A sweep runs only where beat sent it and a worker took it: a recent one says both are alive.
+    Raises where the cache cannot be read."""
+    kept = cache.get_many([SWEEP_RAN_AT_KEY, SWEEP_FAILED_KEY])
+    ran_at = kept.get(SWEEP_RAN_AT_KEY)
+    age = None if ran_at is None else max(0.0, time.time() - ran_at)  # clocks of two hosts may disagree a little
+    return age, list(kept.get(SWEEP_FAILED_KEY) or [])
 
 
 @kept_per_catalog_version

@@ -25,7 +25,7 @@ from search.embeddings import active_embedder
 from search.locks import held_unless_taken
 from search.models import EmbeddingSpace, ImageEmbedding
 from search.preprocessing import load_rgb
-from search.selectors import SWEEP_RAN_AT_KEY, nearest_other_category_similarities, no_vector_in
+from search.selectors import SWEEP_FAILED_KEY, SWEEP_RAN_AT_KEY, nearest_other_category_similarities, no_vector_in
 from search.services import (
     PERMANENT_ERRORS,
     TRANSIENT_OS_ERRORS,
@@ -240,7 +240,7 @@ def _sweep() -> dict[str, int | str | float | None]:
         "deleted": step("freeing retired vectors", retired_vectors_delete, otherwise=0),
         "coloured": step("colour backfill", image_colours_backfill, otherwise=0),
     }
-    _sweep_ran_record()
+    _sweep_ran_record([name for name, _ in failed])
     if failed:
         raise SweepIncomplete(f"embedding sweep: {', '.join(name for name, _ in failed)} failed (logged); "
                               f"the other steps gave {outcome}") from failed[0][1]
@@ -276,11 +276,12 @@ def _colour_backfill_place_keep(image_id: int, *, reading: bool) -> None:
         logger.warning("could not keep the colour backfill's place", exc_info=True)
 
 
-def _sweep_ran_record() -> None:
-    """Record when the sweep ran, for /healthz: a dead worker or beat otherwise went unnoticed while photos stayed
-    pending. Without an expiry, so that a capped Redis (volatile-lru) never evicts it."""
+def _sweep_ran_record(failed: list[str]) -> None:
+    """Record when the sweep ran and which steps failed, for /healthz: a dead worker or beat otherwise went unnoticed
+    while photos stayed pending, and a step failing every minute (a reduction file gone: no model switch) showed only
+    in the worker's log. Without an expiry, so that a capped Redis (volatile-lru) never evicts them."""
     try:
-        cache.set(SWEEP_RAN_AT_KEY, time.time(), None)
+        cache.set_many({SWEEP_RAN_AT_KEY: time.time(), SWEEP_FAILED_KEY: failed}, None)
     except Exception:  # the cache being down must not fail the sweep; /healthz then reports the broker down anyway
         logger.warning("could not record the sweep's run", exc_info=True)
 

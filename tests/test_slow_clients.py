@@ -216,7 +216,8 @@ def test_healthz_answers_through_nginx_while_five_slow_clients_dribble_headers(g
     through_nginx = get(nginx.url + "/healthz", timeout=ANSWER_WITHIN)
     direct = get(gunicorn.url + "/healthz", timeout=ANSWER_WITHIN)  # no worker is held by the slow clients
 
-    assert through_nginx.status == 200 and through_nginx.json()["status"] == "ok"
+    # Django's answer (whose "status" also says how lately some other test ran a sweep: not this test's business).
+    assert through_nginx.status == 200 and through_nginx.json()["database"] == "ok"
     assert direct.status == 200
     assert all(client.still_connected for client in clients), "nginx should still be reading the slow clients"
 
