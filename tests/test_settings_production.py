@@ -150,6 +150,16 @@ def test_a_task_time_limit_too_short_for_its_soft_limit_is_refused(tmp_path):
     # django-environ read every word but its own as false: the shop was served over plain HTTP.
     ("SECURE_SSL_REDIRECT", "ture", "SECURE_SSL_REDIRECT='ture': set it to true or false"),
     ("DEBUG", "enabled", "DEBUG='enabled': set it to true or false"),
+    # Read as a cosine: every photo search said "nothing similar enough", no photo was a near-duplicate.
+    ("SEARCH_MIN_SCORE", "75", "SEARCH_MIN_SCORE is 75.0; it needs to be at least -1 and at most 1 (a cosine: 0.75"),
+    ("NEAR_DUPLICATE_MIN_SCORE", "90", "NEAR_DUPLICATE_MIN_SCORE is 90.0; it needs to be at least -1 and at most 1"),
+    ("SEARCH_CATEGORY_INDEX_MAX_SHARE", "25", "SEARCH_CATEGORY_INDEX_MAX_SHARE is 25.0; it needs to be at least 0"),
+    ("SEARCH_QUERY_VIEWS", "30", "SEARCH_QUERY_VIEWS is 30; it needs to be at least 1 and at most 3"),  # was clamped
+    # DRF then read the client's own X-Forwarded-For entry as its address: a new one per request, past every limit.
+    ("NUM_PROXIES", "-1", "NUM_PROXIES is -1; it needs to be at least 0"),
+    # Beat sent sweeps without a pause, each expired at once: the sweep never ran.
+    ("EMBEDDING_SWEEP_SECONDS", "0", "EMBEDDING_SWEEP_SECONDS is 0.0; it needs to be above 0"),
+    ("CATEGORY_INDEX_SYNC_SECONDS", "-5", "CATEGORY_INDEX_SYNC_SECONDS is -5.0; it needs to be above 0"),
     # A running index build handed to a second worker, which dropped it and started over.
     ("CELERY_BROKER_VISIBILITY_TIMEOUT", "3600", "CELERY_BROKER_VISIBILITY_TIMEOUT is 3600 s; it needs to be above "
                                                  "the longest task (3600 s) by 120 s at least"),

