@@ -219,6 +219,7 @@ def _render(request, context: dict, *, status: int = 200):
     # The browser checks the size too, so a too-big photo is refused before it is uploaded.
     context["upload_max_bytes"] = settings.UPLOAD_MAX_BYTES
     context["upload_max_mb"] = settings.UPLOAD_MAX_BYTES // (1024 * 1024)
+    context["upload_min_side"] = settings.UPLOAD_MIN_SIDE
     return render(request, TEMPLATE, context, status=status)
 
 

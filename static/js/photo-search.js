@@ -22,6 +22,7 @@
   var announcer = root.querySelector("[data-announce]");
   var maxBytes = parseInt(root.dataset.maxBytes, 10) || Infinity;
   var maxMb = root.dataset.maxMb;
+  var minSide = parseInt(root.dataset.minSide, 10) || 1;
 
   // The photo the current results were found with (a File or Blob) and the size its box coordinates
   // refer to: the upright original's, as the server measured it.
@@ -331,13 +332,15 @@
   }
 
   // The photo drawn upright at most SEND_MAX_SIDE on its longer side, as a JPEG; the file itself where it is no
-  // larger than that, where the browser cannot decode it (HEIC outside Safari: the server can), or where the JPEG
-  // would not be smaller. Transparent parts become white, as the server makes them.
+  // larger than that, where its shorter side would fall under the server's least (a 6000 x 20 strip: 2048 x 7 was
+  // refused, "each side needs at least 8", for a photo the server takes), where the browser cannot decode it (HEIC
+  // outside Safari: the server can), or where the JPEG would not be smaller. Transparent parts become white, as the
+  // server makes them.
   function downscaled(file) {
     if (!window.createImageBitmap || !HTMLCanvasElement.prototype.toBlob) return Promise.resolve(file);
     return createImageBitmap(file, { imageOrientation: "from-image" }).then(function (bitmap) {
       var scale = SEND_MAX_SIDE / Math.max(bitmap.width, bitmap.height);
-      if (scale >= 1) {
+      if (scale >= 1 || Math.round(Math.min(bitmap.width, bitmap.height) * scale) < minSide) {
         bitmap.close();
         return file;
       }

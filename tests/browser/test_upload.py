@@ -46,6 +46,21 @@ def test_a_cameras_photo_is_sent_upright_at_most_2048_px(page, shop, test_images
     assert card_titles(page)[0] == shop["RUN-3"].title
 
 
+def test_a_long_strip_of_a_photo_is_sent_as_it_is_not_made_too_thin(page, shop, test_images, tmp_path,
+                                                                     everything_matches):
+    """6000 x 20 pixels were drawn 2048 x 7 and refused ("each side needs at least 8") where the server takes the
+    photo itself."""
+    photo = tmp_path / "strip.png"
+    with Image.open(test_images / "shoe-running-3.jpg") as shoe:
+        shoe.convert("RGB").resize((6000, 20)).save(photo)
+    page.goto("/search/photo/")
+    search_by_photo(page, photo)
+
+    expect(page.locator("#results-heading")).to_have_text("Lookalikes")
+    frame = page.locator("[data-region]")
+    assert (frame.get_attribute("data-width"), frame.get_attribute("data-height")) == ("6000", "20")
+
+
 def test_a_slow_search_can_be_cancelled_and_the_photo_stays_chosen(page, shop, test_images):
     page.goto("/search/photo/")
     held = []  # the search's request, never answered: a slow link
