@@ -105,6 +105,13 @@ PRICE_MESSAGES = {
 }
 
 
+class LowerCaseChoiceField(forms.ChoiceField):
+    """A choice of lower-case words read in any case, as the API reads it: "?colour=RED" was an error here."""
+
+    def to_python(self, value):
+        return super().to_python(value).strip().lower()
+
+
 class RefineForm(forms.Form):
     """Price range and order of visual matches, from a query string: the photo page and "More like this"."""
 
@@ -121,7 +128,7 @@ class RefineForm(forms.Form):
         error_messages={"invalid_choice": "Sort by best match, price or newest."},
     )
     # Set by the colour swatches (links); carried as a hidden field when the price or the order changes.
-    colour = forms.ChoiceField(
+    colour = LowerCaseChoiceField(
         required=False, choices=[("", "Any colour"), *((family, family.title()) for family in FAMILIES)],
         widget=forms.HiddenInput, error_messages={"invalid_choice": "There is no such colour to filter by."},
     )

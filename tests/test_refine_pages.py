@@ -143,6 +143,15 @@ def test_an_empty_refinement_names_what_emptied_it(client, searched, catalog, se
     assert "Nothing that looks like it at that price" in priced
 
 
+def test_a_colour_is_read_in_any_case_on_the_pages_as_in_the_api(client, searched, catalog, settings):
+    """"colour=RED" was "There is no such colour to filter by." on the pages and a filter through the API."""
+    settings.SEARCH_MIN_SCORE = 0
+    for page, lower in ((URL, {"query": searched.context["token"]}), ("/p/CHAIR-1/", {"scope": "all"})):
+        shouting = client.get(page, {**lower, "colour": " PINK"}).content.decode()
+        assert "no such colour" not in shouting and "in that colour" in shouting  # nothing in the catalog is pink
+        assert client.get(page, {**lower, "colour": "Red"}).context["refine_form"].refine().colour == "red"
+
+
 def test_the_way_out_of_an_empty_more_like_this_clears_only_what_emptied_it(client, catalog, settings):
     """"Clear the price" went back to the best match in any colour: the order and the colour were dropped too."""
     settings.SEARCH_MIN_SCORE = 0
