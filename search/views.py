@@ -170,6 +170,9 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
         return reverse("search:photo") + "?" + urlencode(items)
 
     scope = scoped(category_slug)
+    # As many as "Show more" widened the list to, under a new order, price or colour (a chip, another category of
+    # matches, starts again): the form dropped it, and a sort of 48 results showed 12.
+    shown = [("limit", str(limit))] if limit != RESULTS_PER_PAGE else []
 
     # Two categories of one name ("Sofas" under Furniture and under Outdoor) are told apart by their paths.
     names = Counter(facet.category.name for facet in search.categories)
@@ -179,7 +182,7 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
          "label": paths[facet.category.pk] if names[facet.category.name] > 1 else facet.category.name}
         for facet in search.categories
     ]
-    without_colour = scope + refine_form.query_items(colour=False)
+    without_colour = scope + shown + refine_form.query_items(colour=False)
 
     def colour_url(colour: str) -> str:
         return reverse("search:photo") + "?" + urlencode(without_colour + ([("colour", colour)] if colour else []))
@@ -196,15 +199,17 @@ def _results(request, search: PhotoSearch, *, token: str | None, limit: int, ref
             "chips": chips,
             "swatches": swatches,
             "any_colour_url": colour_url("") if search.refine.colour else "",
-            "any_price_url": (reverse("search:photo") + "?" + urlencode(scope + refine_form.query_items(price=False))
-                              if search.refine.priced else ""),
+            "any_price_url": (
+                reverse("search:photo") + "?" + urlencode(scope + shown + refine_form.query_items(price=False))
+                if search.refine.priced else ""
+            ),
             # A range in a currency no product is priced in (a typed address): that, not the range, emptied it.
             "unsold_currency": search.refine.currency
             if search.refine.currency and search.refine.currency not in kept_product_currencies() else "",
             "refine_form": refine_form,
             # With nothing found and nothing narrowed, there is nothing to filter: the way out comes first instead.
             "refine_shown": bool(search.results or refine_items),
-            "refine_keep": scope,
+            "refine_keep": scope + shown,
             "this_url": url(category_slug),
             "all_url": url(""),
             "more_url": url(category_slug, more=True),

@@ -223,6 +223,24 @@ def test_show_more_asks_for_twice_as_many(client, catalog, test_images, settings
     assert _skus(more)[:2] == _skus(first) and len(_skus(more)) == 4
 
 
+def test_a_new_order_or_colour_after_show_more_shows_as_many(client, catalog, test_images, settings):
+    """The refine form and the swatches dropped the limit "Show more" had reached: sorted, 48 results showed 12."""
+    settings.SEARCH_MIN_SCORE = 0
+    first = _post(client, uploaded_file(test_images / "shoe-running-1.jpg"), limit="2")
+    more = client.get(page_links(first, "data-refine")["Show more"])
+    assert len(_skus(more)) == 4
+
+    form = re.search(r"<form[^>]*data-refine-form.*?</form>", more.content.decode(), re.S)[0]
+    kept = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+    sorted_page = client.get(URL, {**kept, "sort": "-price"})
+    assert len(_skus(sorted_page)) == 4
+    swatch = next(iter(more.context["swatches"]))["url"]
+    assert "limit=4" in swatch
+
+    chip = next(chip for chip in more.context["chips"] if not chip["current"])["url"]  # another set of matches
+    assert "limit=" not in chip
+
+
 @pytest.mark.parametrize("limit", ["12", "5"])  # 5: exactly as many as match, where "Show more" showed nothing new
 def test_no_show_more_when_everything_is_listed(client, catalog, test_images, settings, limit):
     settings.SEARCH_MIN_SCORE = 0
