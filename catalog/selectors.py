@@ -152,7 +152,7 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     query = query.strip()
     if not query:
         return Product.objects.none()
-    words_narrow, sku_named = _query_read(query)
+    words_narrow, sku_named = _query_read(query, include_inactive=include_inactive)
     # "SAL-72" is no words a title holds: the product it names, by its primary key, which the full-text index's
     # scan can be OR-ed with (a condition on the SKU itself made PostgreSQL read every row).
     exact_sku = Q(pk=sku_named) if sku_named is not None else None
@@ -219,17 +219,18 @@ def _words(text: str, *, search_type: str = "plain") -> SearchQuery:
     return SearchQuery(Unaccented(Value(text)), search_type=search_type, config="english")
 
 
-def _query_read(query: str) -> tuple[bool, int | None]:
+def _query_read(query: str, *, include_inactive: bool) -> tuple[bool, int | None]:
     """In one round trip: whether PostgreSQL reads ``query`` as words a product must hold, not as none ("the") or as
     every product but some ("the -red", '-"red wine"', "sofa or -red": a query tree of T); and the product whose SKU
-    it is, case and accents aside, as words are found ("cafe-2" is CAFÉ-2; the index of migration catalog/0014)."""
+    it is, case and accents aside, as words are found ("cafe-2" is CAFÉ-2; the index of migration catalog/0014).
+    Of two such products (SKUs differ in case), one the search may show: a hidden SOFA-1 hid the shown sofa-1."""
     table = Product._meta.db_table
     with connections[router.db_for_read(Product)].cursor() as cursor:
         cursor.execute(f"""
             SELECT querytree(websearch_to_tsquery('english', lookalike_unaccent(%s))) NOT IN ('', 'T'),
                    (SELECT id FROM {table} WHERE UPPER(lookalike_unaccent(sku)) = UPPER(lookalike_unaccent(%s))
-                    ORDER BY id LIMIT 1)
-        """, [query, query])
+                    AND (active OR %s) ORDER BY id LIMIT 1)
+        """, [query, query, include_inactive])
         return cursor.fetchone()
 
 

@@ -274,3 +274,12 @@ def test_a_products_sku_finds_it_first(shop):
     assert product_search(query="SAL-72 -sofa").count() == 0  # not the SKU as typed: words, which find none
     cafe = ProductFactory(sku="CAF\u00c9-2", title="Bistro chair")
     assert [product.title for product in product_search(query="cafe-2")] == [cafe.title]  # accents aside, as words
+
+
+def test_a_sku_of_a_hidden_product_in_other_case_does_not_hide_the_shown_one(shop):
+    """SKUs differ in case: the SKU looked up was the first product's of either case, a hidden one, which the shop's
+    search then left out: the product shown in the shop under the SKU typed was not found."""
+    hidden = ProductFactory(sku="SOFA-1", title="Old sofa", active=False)
+    shown = ProductFactory(sku="sofa-1", title="Floor lamp")
+    assert [product.title for product in product_search(query="sofa-1")] == [shown.title]
+    assert hidden.title in {product.title for product in product_search(query="SOFA-1", include_inactive=True)}
