@@ -260,8 +260,19 @@ class CategoryPathChoices:
         return field
 
 
+class ShownValuesForm(forms.ModelForm):
+    """Renders what the admin saw beside each field, so that ``changed_data`` names only the fields they edited: a
+    value another admin saved while the page was open is not written back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.show_hidden_initial = True
+
+
 @admin.register(Category)
 class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
+    form = ShownValuesForm
     list_display = ["name", "parent_path", "slug", "product_count"]
     ordering = ["name", "pk"]  # the product-count annotation drops Meta.ordering; autocomplete pages need one
     list_filter = [("parent", CategoryPathFilter)]
@@ -294,7 +305,7 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
         return queryset, duplicates
 
     def save_model(self, request, obj, form, change):
-        category_save(category=obj)
+        category_save(category=obj, changed=form.changed_data if change else None)
 
     def get_deleted_objects(self, objs, request):
         """What keeps a category: its subcategories and its products, not the rows search keeps of each photo, which
@@ -317,17 +328,11 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
         categories_delete(categories=queryset)
 
 
-class ProductForm(forms.ModelForm):
-    """Renders what the admin saw beside each field, so that ``changed_data`` names only the fields they edited:
-    a price an import set while the page was open is not written back."""
+class ProductForm(ShownValuesForm):
+    """A price an import set while the page was open is not written back."""
 
     class Meta:
         field_classes = {"currency": CurrencyField}  # any case, as reads take it; the model's default kept
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.show_hidden_initial = True
 
 
 @admin.register(Product)

@@ -112,10 +112,19 @@ def _sibling_names_lock(parent_id: int | None) -> None:
 
 
 @transaction.atomic
-def category_save(*, category: Category) -> Category:
+def category_save(*, category: Category, changed: Collection[str] | None = None) -> Category:
     """Create or change a category as the admin edits it: checked by ``Category.clean`` first (the name stored as
-    an import spells it, no path separator in it, no sibling of the same name, no cycle)."""
+    an import spells it, no path separator in it, no sibling of the same name, no cycle). ``changed``: the fields the
+    caller changed, the only ones written; the others stay as stored now (``category`` gets them): a page that sent
+    back what it showed undid another admin's rename saved meanwhile."""
     _category_tree_lock()
+    if changed is not None and category.pk is not None:
+        stored = Category.objects.filter(pk=category.pk).first()
+        if stored is None:
+            raise ValidationError("This category was deleted meanwhile.", code="deleted")
+        for name in ("name", "slug", "parent"):
+            if name not in changed:
+                setattr(category, name, getattr(stored, name))
     _sibling_names_lock(category.parent_id)
     # The category and its parent in one statement, in pk order as categories_delete locks them: the parent held
     # first and the category's row then written met a delete of both halfway.

@@ -641,6 +641,26 @@ def test_a_product_edited_in_the_admin_keeps_a_price_set_while_its_page_was_open
     assert (product.title, str(product.price)) == ("Renamed", "5.00")
 
 
+def test_a_category_moved_in_the_admin_keeps_a_rename_saved_while_its_page_was_open(admin_client, category):
+    """The page sent back the name and slug it showed: another admin's rename, saved meanwhile, was undone."""
+    from catalog.services import category_save
+
+    living = CategoryFactory(name="Living", slug="living")
+    page = admin_client.get(reverse("admin:catalog_category_change", args=[category.pk])).content.decode()
+    seen = dict(re.findall(r'<input type="hidden" name="(initial-[a-z]+)"(?: value="([^"]*)")?', page))  # as shown
+    assert set(seen) == {"initial-name", "initial-slug", "initial-parent"}  # a root: no parent, no value
+    renamed = Category.objects.get(pk=category.pk)
+    renamed.name, renamed.slug = "Couches", "couches"
+    category_save(category=renamed)  # another admin, meanwhile
+
+    response = admin_client.post(reverse("admin:catalog_category_change", args=[category.pk]),
+                                 {"name": category.name, "slug": category.slug, "parent": living.pk, **seen})
+
+    assert response.status_code == 302, response.content[:2000]
+    category.refresh_from_db()
+    assert (category.name, category.slug, category.parent) == ("Couches", "couches", living)
+
+
 def test_selected_products_are_hidden_from_the_shop_and_shown_again(client, admin_client, test_images):
     """Discontinuing products took an edit page each, or deleting them."""
     kept, hidden, also_hidden = ProductFactory(), ProductFactory(), ProductFactory()
