@@ -17,7 +17,8 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError, Q, QuerySet
+from django.db.models import F, ProtectedError, Q, QuerySet
+from django.db.models.functions import Least
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -508,12 +509,26 @@ def product_images_add(
     images = []
     with atomic_with_files() as stored:
         for item, position in zip(prepared, positions or [None] * len(prepared), strict=True):
+            if position is not None:
+                _position_take(product.pk, position)
             image = ProductImage(product=product, position=next(following) if position is None else position)
             _image_file_store(image, item, stored)
             image.save()
             images.append(image)
     photos_added.send(sender=ProductImage, image_ids=[image.pk for image in images], on_not_queued=on_not_queued)
     return images
+
+
+def _position_take(product_id: int, position: int, *, besides: int | None = None) -> None:
+    """Make room at ``position`` in the product's gallery for a photo put there: where a photo holds it, that one and
+    those after it move one down. The gallery orders a tie by upload, so a photo added at 0 stayed behind the cover it
+    was meant to replace, the API answering "position": 0 for both. Locked in pk order, as every writer locks photos."""
+    photos = ProductImage.objects.filter(product_id=product_id).exclude(pk=besides)
+    if not photos.filter(position=position).exists():
+        return
+    after = photos.filter(position__gte=position)
+    list(after.select_for_update().order_by("pk").values_list("pk", flat=True))
+    after.update(position=Least(F("position") + 1, POSITION_MAX))
 
 
 # Said when a photo would join a product that has the same picture (the same bytes) already: its gallery showed it
@@ -569,6 +584,8 @@ def product_image_update(
     """
     if product is not None:
         _product_lock(product)  # before the photo: products, then photos, as every writer locks them
+    elif position is not None:  # a new position may move the product's other photos down (``_position_take``)
+        _products_lock(list(ProductImage.objects.filter(pk=image.pk).values_list("product_id", flat=True)))
     if file is not None or prepared is not None:
         _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
@@ -581,7 +598,8 @@ def product_image_update(
         return image  # a save would retire every cached page for nothing (the admin saves unchanged forms too)
     if moved:
         image.product = product
-    if renumbered:
+    if renumbered or (moved and position is not None):
+        _position_take(image.product_id, position, besides=image.pk)
         image.position = position
     if replaced:
         prepared = prepared or image_prepare(file)

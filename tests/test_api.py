@@ -767,6 +767,25 @@ def test_staff_upload_an_image_which_queues_its_embedding(
     assert sent() == [[image.pk]]  # one task, sent after the commit, for exactly this image
 
 
+def test_a_photo_sent_with_a_position_another_holds_goes_before_it(staff_api, shelf):
+    """Sent at position 0, a photo stayed behind the cover it was meant to replace (a tie goes to the older photo),
+    both answered as at 0."""
+    def sent(colour, **position):
+        response = staff_api.post(f"{PRODUCTS}SOFA-1/images/", {"image": uploaded_image(color=colour), **position})
+        assert response.status_code == 201, response.content
+        return response.json()["id"]
+
+    cover, second = sent((200, 0, 0)), sent((0, 200, 0))
+    new_cover = sent((0, 0, 200), position=0)
+    product = staff_api.get(f"{PRODUCTS}SOFA-1/").json()
+    assert [(image["id"], image["position"]) for image in product["images"]] == [
+        (new_cover, 0), (cover, 1), (second, 2)]
+    assert product["image_url"].endswith(ProductImage.objects.get(pk=new_cover).file.url)  # the cover
+    between = sent((200, 200, 0), position=5)  # free: taken as it is, the others left alone
+    assert list(ProductImage.objects.filter(product__sku="SOFA-1").values_list("pk", "position")) == [
+        (new_cover, 0), (cover, 1), (second, 2), (between, 5)]
+
+
 @pytest.mark.parametrize("stem", ["\U0001d429" * 70, "\U00020000" * 100], ids=["70-math-letters", "100-cjk"])
 def test_staff_upload_of_a_photo_whose_name_is_long_in_bytes_is_stored(staff_api, shelf, stem):
     """Django cuts a stored name to 100 characters, but a file system's limit is 255 bytes: 70 characters of 4 bytes

@@ -361,3 +361,18 @@ def test_a_photo_the_product_has_already_is_refused_wherever_it_would_join_it():
     services.product_image_update(image=red, file=uploaded_image("red.jpg", color=(200, 0, 0)))
     services.product_image_update(image=elsewhere, file=uploaded_image("green.jpg", color=(0, 200, 0)))
     assert ProductImage.objects.count() == 3
+
+
+def test_a_photo_renumbered_or_moved_to_a_position_another_holds_goes_before_it():
+    chairs = Category.objects.create(name="Chairs", slug="chairs")
+    product = services.product_create(sku="CHAIR-1", title="Chair", category=chairs, price="10")
+    other = services.product_create(sku="CHAIR-2", title="Chair", category=chairs, price="10")
+    a, b, c = (services.product_image_add(product=product, file=uploaded_image(color=(80 * n, 0, 0))) for n in range(3))
+    services.product_image_update(image=c, position=0)
+    assert list(product.images.values_list("pk", "position")) == [(c.pk, 0), (a.pk, 1), (b.pk, 2)]
+    services.product_image_update(image=a, position=1)  # where it is: nothing moves
+    assert list(product.images.values_list("pk", "position")) == [(c.pk, 0), (a.pk, 1), (b.pk, 2)]
+
+    d = services.product_image_add(product=other, file=uploaded_image(color=(0, 0, 200)))
+    services.product_image_update(image=d, product=product, position=0)
+    assert list(product.images.values_list("pk", "position")) == [(d.pk, 0), (c.pk, 1), (a.pk, 2), (b.pk, 3)]
