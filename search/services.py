@@ -450,9 +450,8 @@ def _searched_space_fill(*, image_ids: list[int], building: str) -> None:
     try:
         searched = embedder_for_model(active)
         searched.load()
-        with ExitStack() as files:
-            decoded = searched.load_images(files.enter_context(image.file.open("rb")) for image in images)
-        readable = [(image, pixels) for image, pixels in zip(images, decoded) if not isinstance(pixels, Exception)]
+        # A photo whose file is gone (deleted or replaced since it was read) is left out alone: it failed the batch.
+        readable = list(_images_decode(images, searched)[0].items())
         if not readable:
             return
         vectors, detail_maps = searched.embed_images([pixels for _, pixels in readable], details=True)

@@ -216,6 +216,26 @@ def test_photos_added_or_replaced_while_a_new_space_builds_are_searchable_at_onc
     assert answer.json()["results"][0]["product"]["sku"] == "CHAIR-1"
 
 
+def test_a_photo_whose_file_went_meanwhile_leaves_the_others_of_its_batch_searchable_while_a_space_builds(
+    small_catalog, settings, test_images
+):
+    """One photo of a batch deleted or replaced (its old file deleted) while the active space's model loaded: its
+    file could not be opened, which failed the whole batch there: no photo of it searchable until the switch."""
+    old_space = get_embedder(LITE0).id
+    settings.EMBEDDING_MODEL = LITE2
+    sweep.embedding_space_sync()
+    added = catalog_services.product_create(sku="RUN-NEW", title="New runner", category=small_catalog["RUN-1"].category,
+                                            price="10")
+    gone, kept = (catalog_services.product_image_add(product=added, file=uploaded_file(test_images / name))
+                  for name in ("shoe-running-3.jpg", "shoe-running-1.jpg"))
+    gone.file.storage.delete(gone.file.name)
+
+    services._searched_space_fill(image_ids=[gone.pk, kept.pk], building=get_embedder(LITE2).id)
+
+    assert list(ImageEmbedding.objects.filter(model=old_space, image__in=[gone, kept]).values_list(
+        "image_id", flat=True)) == [kept.pk]
+
+
 def test_a_photo_whose_first_run_ended_before_the_searched_space_had_its_vector_gets_it_on_the_retry(
     small_catalog, settings, test_images, monkeypatch
 ):
