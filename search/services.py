@@ -517,8 +517,9 @@ def _later_copies_flag(*, vectors: dict[int, object], model: str) -> None:
         if score < settings.NEAR_DUPLICATE_MIN_SCORE:
             continue
         try:
-            photos_update(ProductImage.objects.filter(pk=copy_id, near_duplicate_of__isnull=True),
-                          near_duplicate_of_id=original_id, near_duplicate_score=score)
+            # Still the picture whose vector was read: a file replaced meanwhile dropped it.
+            copy = ProductImage.objects.filter(pk=copy_id, near_duplicate_of__isnull=True).exclude(no_vector_in(model))
+            photos_update(copy, near_duplicate_of_id=original_id, near_duplicate_score=score)
         except IntegrityError:  # the original was deleted meanwhile: nothing to be a copy of
             pass
 

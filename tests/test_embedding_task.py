@@ -395,8 +395,6 @@ def test_images_queued_together_travel_in_one_task(product, settings, django_cap
 
 
 def test_a_batch_flags_the_later_copy_of_a_photo_and_stores_each_photos_colours(product, test_images):
-    from tests.factories import uploaded_file
-
     photo = test_images / "chair-cafe-pair.jpg"
     first, second = (_add_photo(product, photo, copy=n) for n in range(2))
     other = _add_image(product, color=(20, 40, 200))
@@ -442,8 +440,6 @@ def test_a_photo_replaced_while_its_batch_runs_is_not_marked_ready_without_a_vec
 def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its_copy(product, test_images):
     """An original embedded again (re-embed, a reindex) or stored after its copy (two workers) found the copy as its
     nearest photo: both were flagged, and an admin who deleted what the near-duplicate filter listed lost both."""
-    from tests.factories import uploaded_file
-
     photo = test_images / "chair-cafe-pair.jpg"
     original, copy = (_add_photo(product, photo, copy=n) for n in range(2))
     services.images_embed(image_ids=[copy.pk])  # the copy's worker first: nothing older to be a copy of, then
@@ -460,11 +456,31 @@ def test_an_original_embedded_after_its_copy_is_never_flagged_as_the_copy_of_its
     assert copy.near_duplicate_of_id == original.pk
 
 
+def test_a_copy_replaced_while_its_original_looks_for_it_is_not_flagged_from_its_old_picture(
+    product, test_images, monkeypatch
+):
+    """The flag was written from the copy's old vector, read before its file was replaced: the new picture was called
+    a near-duplicate of the original until its own embedding ran."""
+    from search import selectors
+
+    original, copy = (_add_photo(product, test_images / "chair-cafe-pair.jpg", copy=n) for n in range(2))
+    services.images_embed(image_ids=[copy.pk])
+    read = selectors.nearest_newer_unflagged_images
+
+    def read_then_replaced(**kwargs):
+        found = read(**kwargs)
+        catalog_services.product_image_update(image=copy, file=uploaded_file(test_images / "shoe-running-1.jpg"))
+        return found
+
+    monkeypatch.setattr(selectors, "nearest_newer_unflagged_images", read_then_replaced)
+    services.images_embed(image_ids=[original.pk])
+    copy.refresh_from_db()
+    assert copy.near_duplicate_of_id is None
+
+
 def test_a_copy_embedded_again_before_its_original_keeps_its_flag(product, test_images):
     """A rebuild or reindex in two workers embeds the copy first: it found nothing older, its flag was cleared,
     and the original, stored next, looks only at older photos: never flagged again."""
-    from tests.factories import uploaded_file
-
     photo = test_images / "chair-cafe-pair.jpg"
     original, copy = (_add_photo(product, photo, copy=n) for n in range(2))
     services.images_embed(image_ids=[original.pk, copy.pk])
