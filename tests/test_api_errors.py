@@ -116,11 +116,21 @@ def test_a_browser_gets_json_from_the_api_errors_included(client, product):
     assert listed.json()["results"][0]["sku"] == product.sku
 
 
+def test_an_unknown_format_is_a_406_that_names_it(client, product):
+    """DRF answered 404 "Not found." for a product that exists."""
+    assert _json(client.get(f"/api/v1/products/{product.sku}/?format=xml"), 406)["detail"] == (
+        "There is no format 'xml' here: ask for json, or leave format out.")
+    assert _json(client.get("/api/v1/products/?format=" + "x" * 5000), 406)["detail"].startswith(
+        "There is no format '" + "x" * 20 + "…' here")
+    assert client.get(f"/api/v1/products/{product.sku}/?format=json").json()["sku"] == product.sku
+
+
 def test_the_schema_and_docs_errors_are_json_with_drfs_words(client):
     """The schema and docs views render in YAML and HTML: their errors came back as YAML, HTML or the shop's 404."""
     assert _json(client.post("/api/v1/schema/"), 405) == {"detail": 'Method "POST" not allowed.'}
     assert _json(client.post("/api/v1/docs/"), 405) == {"detail": 'Method "POST" not allowed.'}
-    assert _json(client.get("/api/v1/schema/?format=xml"), 404)["detail"]
+    assert _json(client.get("/api/v1/schema/?format=xml"), 406)["detail"] == (
+        "There is no format 'xml' here: ask for json, yaml, or leave format out.")
     assert _json(client.get("/api/v1/schema/", HTTP_ACCEPT="application/xml"), 406)["detail"].startswith(
         "Could not satisfy the request Accept header")
 

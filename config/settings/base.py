@@ -326,6 +326,7 @@ REST_FRAMEWORK = {
     # JSON only, whatever the client accepts: every answer under /api/, errors included, is JSON. Browsers get
     # the OpenAPI docs at /api/v1/docs/ instead of DRF's browsable pages.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.FormatNamedNegotiation",  # ?format=xml: a 406, no 404
     # DRF's JSON parser but for the 500s it let through (config/parsers.py).
     "DEFAULT_PARSER_CLASSES": [
         "config.parsers.JSONParser",
