@@ -24,7 +24,7 @@ from django.urls import reverse
 from catalog.models import EmbeddingStatus, Product, ProductImage
 from search import services, sweep
 from search.models import ImageEmbedding
-from tests.factories import CategoryFactory, ProductFactory, uploaded_file
+from tests.factories import CategoryFactory, ProductFactory, copied, uploaded_file
 from tests.services_support import (
     ROOT,
     Postgres,
@@ -72,7 +72,7 @@ def _admin_add_product(admin_client, *, sku, category, photos):
         "images-MAX_NUM_FORMS": "1000",
     }
     for index, photo in enumerate(photos):
-        data[f"images-{index}-file"] = uploaded_file(photo)
+        data[f"images-{index}-file"] = copied(uploaded_file(photo), index)  # a photo listed twice: two files
         data[f"images-{index}-position"] = str(index)
     return admin_client.post(reverse("admin:catalog_product_add"), data)
 

@@ -195,7 +195,7 @@ def test_an_admin_saving_photos_of_an_unchanged_product_and_adding_one_does_not_
             "currency": product.currency, "description": product.description,
             "images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "1", "images-MIN_NUM_FORMS": "0",
             "images-MAX_NUM_FORMS": "1000", "images-0-id": str(image.pk), "images-0-product": str(product.pk),
-            "images-0-position": "3", "images-1-position": "", "images-1-file": uploaded_image("new.jpg")}
+            "images-0-position": "3", "images-1-position": "", "images-1-file": uploaded_image("new.jpg", color=(0, 90, 0))}
     if product.active:
         data["active"] = "on"
     page = admin_client.get(reverse("admin:catalog_product_change", args=[product.pk])).content.decode()
