@@ -6,6 +6,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 
@@ -156,16 +157,15 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
     # "SAL-72" is no words a title holds: the product it names, by its primary key, which the full-text index's
     # scan can be OR-ed with (a condition on the SKU itself made PostgreSQL read every row).
     exact_sku = Q(pk=sku_named) if sku_named is not None else None
-    terms = _query_terms(query)
-    included = [word for word, excluded in terms.items() if not excluded]
-    if not included or not words_narrow:
+    groups = _query_terms(query)
+    if not any(not term.excluded for group in groups for term in group) or not words_narrow:
         # "-red", "the -red", "sofa or -red": no word to find by, only words to exclude, which PostgreSQL reads as
         # every product but some: each ranked and counted, for anyone. Only the product it may name.
         if exact_sku is None:
             return Product.objects.none()
         searching, matches_as_typed, in_text, rank = exact_sku, Value(True), Value(False), Value(0.0)
     else:
-        searching, matches_as_typed, in_text, rank = _search_by_words(query, terms, included)
+        searching, matches_as_typed, in_text, rank = _search_by_words(query, groups)
         if exact_sku is not None:
             searching |= exact_sku
     is_sku = ExpressionWrapper(exact_sku, output_field=BooleanField()) if exact_sku is not None else Value(False)
@@ -174,17 +174,19 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
         .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
         .annotate(is_sku=is_sku, as_typed=matches_as_typed, in_text=in_text, rank=rank)
-        .order_by("-is_sku", "-as_typed", "-in_text", "-rank", "title", "pk")
+        .order_by("-is_sku", "-as_typed", "-in_text", "-rank", *PRODUCT_SORTS["title"])  # ties by name, as read
     )
     return _with_card_image(queryset)
 
 
-def _search_by_words(query: str, terms: dict[str, bool], included: list[str]):
+def _search_by_words(query: str, groups: list[list[_Term]]):
     """What ``product_search`` filters by and orders by for a query with words to find by."""
+    terms = list(dict.fromkeys(term for group in groups for term in group))  # "hodie hodie ...": one word
     as_typed = _words(query, search_type="websearch")
     searched, matches_as_typed, fixes = as_typed, Value(True), {}
-    if len(terms) <= MAX_WORDS and (fixes := corrections(words=included)):
-        searched = as_typed | _tolerant_query(terms, fixes)
+    correctable = [term.words[0] for term in terms if term.correctable]
+    if len(terms) <= MAX_WORDS and (fixes := corrections(words=correctable)):
+        searched = as_typed | _tolerant_query(groups, fixes)
         matches_as_typed = ExpressionWrapper(Q(search_document=as_typed), output_field=BooleanField())
     in_text = Q(search_document=searched)
     # A category the query names ("sneakers") holds products whose own words do not say so: they come after the
@@ -201,15 +203,14 @@ def _search_by_words(query: str, terms: dict[str, bool], included: list[str]):
         # Words the query excludes exclude whatever holds them, and whatever is in a category they name ("shoes
         # -sneakers", "camera -lenses"), whichever way the rest matched: an "or" ("sofa or chair -leather") bound
         # the exclusion to its last word only, and the Camera Lens in Lenses matched "camera" by its own words.
-        if unwanted := [word for word, excluded in terms.items() if excluded]:
-            unwanted_words = reduce(operator.or_, [_words(word) for word in unwanted])
+        if unwanted := [term for term in terms if term.excluded]:
+            unwanted_words = reduce(operator.or_, [term.query() for term in unwanted])
             searching &= ~Q(search_document=unwanted_words)
             if unwanted_categories := _categories_named(unwanted_words):
                 searching &= ~Q(category_id__in=unwanted_categories)
         # Ranked by the words wanted alone: an excluded one in the ranked query put a cushion whose description says
         # "sofa" once above the sofas whose title does.
-        ranked_by = reduce(operator.or_, [_words(spelling) for word in included
-                                          for spelling in [word, *fixes.get(word, [])]])
+        ranked_by = reduce(operator.or_, [term.query(fixes) for term in terms if not term.excluded])
     return (searching, matches_as_typed, ExpressionWrapper(in_text, output_field=BooleanField()),
             SearchRank(F("search_document"), ranked_by))
 
@@ -250,24 +251,50 @@ def _categories_matching(searched: SearchQuery) -> set[int]:
                .filter(words=searched).order_by().values_list("pk", flat=True))
 
 
-def _query_terms(query: str) -> dict[str, bool]:
-    """The distinct lower-case words of ``query`` in order, each with whether it is excluded (after a leading "-")."""
-    terms: dict[str, bool] = {}
-    for chunk in query.lower().split():
-        for word in re.findall(r"[^\W_]+", chunk):
-            terms.setdefault(word, chunk.startswith("-"))
-    return terms
+@dataclass(frozen=True)
+class _Term:
+    """A word of a query, or a quoted phrase's words, and whether it is excluded (after a "-")."""
+
+    words: tuple[str, ...]
+    excluded: bool
+    quoted: bool = False
+
+    @property
+    def correctable(self) -> bool:
+        """A word typed as a word, wanted: what typo correction may read otherwise. A quoted one is meant as typed."""
+        return not (self.excluded or self.quoted)
+
+    def query(self, fixes: Mapping[str, list[str]] | None = None) -> SearchQuery:
+        """The word, or one of its ``fixes``; a phrase's words in a row."""
+        if len(self.words) > 1:
+            return _words(" ".join(self.words), search_type="phrase")
+        word = self.words[0]
+        return reduce(operator.or_, [_words(w) for w in [word, *((fixes or {}).get(word, []))]])
 
 
-def _tolerant_query(terms: dict[str, bool], fixes: dict[str, list[str]]) -> SearchQuery:
-    """Every included word or one of its corrections, and none of the excluded words."""
-    parts = [
-        ~_words(word)
-        if excluded
-        else reduce(operator.or_, [_words(w) for w in [word, *fixes.get(word, [])]])
-        for word, excluded in terms.items()
-    ]
-    return reduce(operator.and_, parts)
+def _query_terms(query: str) -> list[list[_Term]]:
+    """``query`` as PostgreSQL's websearch reads it: groups of terms joined by "or", the terms of a group all wanted
+    (or excluded); each word of a term typed as one (sofa-bed: sofa, bed), each quoted phrase one term. An "or" was
+    a word to find, and a phrase excluded ('-"red wine"') excluded its first word and wanted the others."""
+    groups: list[list[_Term]] = [[]]
+    for excluded, phrase, chunk in re.findall(r'(-?)"([^"]*)"?|(\S+)', query.lower()):
+        if chunk == "or":
+            groups.append([])
+            continue
+        if chunk:
+            excluded, words = chunk.startswith("-"), re.findall(r"[^\W_]+", chunk)
+            groups[-1].extend(_Term((word,), excluded) for word in words)
+        elif words := tuple(re.findall(r"[^\W_]+", phrase)):
+            groups[-1].append(_Term(words, bool(excluded), quoted=True))
+    return [list(dict.fromkeys(group)) for group in groups if group]
+
+
+def _tolerant_query(groups: list[list[_Term]], fixes: dict[str, list[str]]) -> SearchQuery:
+    """Either group: every wanted term of it (a word or one of its corrections), and none of its excluded ones."""
+    return reduce(operator.or_, [
+        reduce(operator.and_, [~term.query() if term.excluded else term.query(fixes) for term in group])
+        for group in groups
+    ])
 
 
 def product_detail(*, sku: str) -> Product | None:

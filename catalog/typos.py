@@ -14,6 +14,8 @@ with the word's length, as in most shop search engines):
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.db import connections, router
 
 from catalog.models import Product
@@ -24,6 +26,15 @@ MAX_WORD_LENGTH = 40  # the vocabulary's longest word
 MAX_WORDS = 8  # a query of more distinct words is searched as typed
 MAX_CORRECTIONS = 3  # per word, closest first
 STRATEGIES = ("trigram", "variants")
+# What lookalike_unaccent (migration 0013) maps beside the combining marks it drops: the vocabulary's words are
+# stored without accents (migration 0015), and a typed word is compared so.
+_UNDECOMPOSED = str.maketrans("øØłŁđĐħĦıŀĿ", "oOlLdDhHilL")
+
+
+def unaccented(word: str) -> str:
+    """``word`` as ``lookalike_unaccent`` leaves it: "crème" -> "creme"."""
+    decomposed = unicodedata.normalize("NFD", word)
+    return "".join(c for c in decomposed if not "\u0300" <= c <= "\u036f").translate(_UNDECOMPOSED)
 
 
 def allowed_typos(word: str) -> int:
@@ -61,7 +72,8 @@ def corrections(*, words: list[str], strategy: str | None = None) -> dict[str, l
     words = [w for w in dict.fromkeys(words) if allowed_typos(w) and len(w) <= MAX_WORD_LENGTH][:MAX_WORDS]
     if not words:
         return {}
-    typed, variants = zip(*((w, v) for w in words for v in _variants(w)))
+    plain = {word: unaccented(word) for word in words}  # compared as the vocabulary holds words: without accents
+    typed, variants = zip(*((w, v) for w in words for v in _variants(plain[w])))
     sql = [
         "SELECT q.word, v.word FROM unnest(%s::text[], %s::text[]) AS q(word, variant)"
         " JOIN catalog_searchwordvariant AS v ON v.variant = q.variant"
@@ -69,15 +81,18 @@ def corrections(*, words: list[str], strategy: str | None = None) -> dict[str, l
     params: list = [list(typed), list(variants)]
     if strategy == "trigram":
         sql.append(
-            "SELECT q.word, s.word FROM unnest(%s::text[]) AS q(word) JOIN catalog_searchword AS s ON s.word %% q.word"
+            "SELECT q.word, s.word FROM unnest(%s::text[], %s::text[]) AS q(word, plain)"
+            " JOIN catalog_searchword AS s ON s.word %% q.plain"
         )
-        params.append(words)
+        params += [words, [plain[word] for word in words]]
     with _read_connection().cursor() as cursor:
         cursor.execute(" UNION ".join(sql), params)
         candidates = set(cursor.fetchall())  # a word may share several variants with a typo
     found: dict[str, list[tuple[int, str]]] = {}
     for word, candidate in candidates:
-        if candidate != word and (distance := edit_distance(word, candidate, limit=allowed_typos(word))) is not None:
+        if candidate not in (word, plain[word]) and (
+            distance := edit_distance(plain[word], candidate, limit=allowed_typos(word))
+        ) is not None:
             found.setdefault(word, []).append((distance, candidate))
     return {word: [c for _, c in sorted(found[word])[:MAX_CORRECTIONS]] for word in words if word in found}
 

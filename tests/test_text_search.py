@@ -283,3 +283,39 @@ def test_a_sku_of_a_hidden_product_in_other_case_does_not_hide_the_shown_one(sho
     shown = ProductFactory(sku="sofa-1", title="Floor lamp")
     assert [product.title for product in product_search(query="sofa-1")] == [shown.title]
     assert hidden.title in {product.title for product in product_search(query="SOFA-1", include_inactive=True)}
+
+
+def _titles(query: str) -> list[str]:
+    return [product.title for product in product_search(query=query)]
+
+
+def test_or_joins_a_corrected_word_as_it_joins_a_word_typed_right(shop, each_strategy):
+    """Corrections read every word as wanted, "or" among them: "sofa or chiar" asked for a sofa that is a chair."""
+    sofa = ProductFactory(title="Grey fabric sofa")
+    assert set(_titles("sofa or chair")) == set(_titles("sofa or chiar")) >= {sofa.title, "Oak dining chair"}
+
+
+def test_a_phrase_excluded_excludes_the_phrase_not_its_first_word(shop, each_strategy):
+    """'-"red wine"' excluded every product saying "red", and wanted "wine" (ranked by it; required once a typo was
+    corrected)."""
+    velvet = ProductFactory(title="Red velvet sofa")
+    stained = ProductFactory(title="Grey sofa", description="Shrugs off red wine.")
+    blue = ProductFactory(title="Blue sofa")
+    green = ProductFactory(title="Green sofa", description="Shrugs off white wine.")
+    for query in ('sofa -"red wine"', 'sofaa -"red wine"'):
+        assert set(_titles(query)) == {velvet.title, blue.title, green.title}, query
+    assert stained.title in _titles('"red wine"') and velvet.title not in _titles('"red wine"')
+
+
+def test_equally_ranked_products_come_by_name_as_a_reader_orders_names(db):
+    """Ties went by the database's collation: capitals first, accented letters last."""
+    for title in ("Zebra mug", "apple mug", "\u00c9clair mug", "banana mug"):
+        ProductFactory(title=title, description="")
+    assert _titles("mug") == ["apple mug", "banana mug", "\u00c9clair mug", "Zebra mug"]
+
+
+def test_a_typo_in_a_word_with_accents_is_corrected_however_the_accents_are_typed(shop, each_strategy):
+    """The vocabulary kept "crème": "cremme" was two edits from it (the accent one), so nothing was found."""
+    mug = ProductFactory(title="Cr\u00e8me br\u00fbl\u00e9e mug")
+    for query in ("cremme brulee", "creme brullee", "cr\u00e8me brull\u00e9e", "cr\u00e9mme"):
+        assert mug.title in _titles(query), query
