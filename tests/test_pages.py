@@ -127,7 +127,7 @@ def test_category_page_query_count_does_not_grow_with_products(client, django_as
     for n in range(30):
         product = ProductFactory(category=child if n % 2 else root)
         add_image(product)
-        add_image(product, name="second.jpg")
+        add_image(product, name="second.jpg", color=(40, 40, 200))
 
     with django_assert_max_num_queries(9):
         response = client.get(root.get_absolute_url())
@@ -294,6 +294,22 @@ def test_a_product_under_other_colours_is_not_folded_under_more_like_this_too(cl
     assert [item.product for item in page.context["other_colours"]] == [blue]
     assert [item.product for item in page.context["similar_products"]] == [elsewhere]
     assert page.content.decode().count(f'href="{blue.get_absolute_url()}"') == 1
+
+
+def test_more_like_this_emptied_by_the_other_colours_above_it_says_so(client, settings):
+    """Every close match was under "Same look, other colours", and More like this said "Nothing similar in
+    Hoodies yet" beneath them."""
+    settings.SEARCH_MIN_SCORE = 0.1
+    hoodies = CategoryFactory(name="Hoodies")
+    shown = ProductFactory(category=hoodies, title="Black hoodie")
+    blue = ProductFactory(category=hoodies, title="Blue hoodie")
+    for product, vector, colour in ((shown, unit_vector(1, 0, 0), "black"), (blue, unit_vector(1, 0.25, 0.12), "blue")):
+        image_embeddings_store(model=search_space_model(), items=[StoredVector(
+            image_id=add_image(product).pk, vector=vector, colours=[colour])])
+    page = client.get(f"/p/{shown.sku}/")
+    assert [item.product for item in page.context["other_colours"]] == [blue]
+    html = page.content.decode()
+    assert "The closest products are its other colours, above." in html and "Nothing similar" not in html
 
 
 def test_a_listing_folded_under_one_shown_under_other_colours_takes_its_place_in_more_like_this(client, settings):
