@@ -20,6 +20,7 @@ from catalog.services import (
     category_save,
     files_deleted_if_it_fails,
     image_prepare,
+    photos_hold,
     product_create,
     product_image_add,
     product_image_delete,
@@ -391,21 +392,25 @@ class ProductAdmin(CategoryPathChoices, RefusedSavesShown):
         # Photos are written by catalog.services (thumbnails, vectors' copies, embedding), never by the formset.
         notice = queue_down_notice(request)
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-        # In pk order, as a worker storing their vectors locks the photos: in gallery order two of them could be
-        # locked the other way round, a deadlock.
         # A photo deleted meanwhile (by another admin, or moved to another product) is gone already: its row has no pk.
-        existing = [image_form for image_form in formset.initial_forms if image_form.instance.pk is not None]
-        for image_form in sorted(existing, key=lambda image_form: image_form.instance.pk):
-            image = image_form.instance
-            if formset.can_delete and formset._should_delete_form(image_form):
-                product_image_delete(image=image, of_product=form.instance)
-                formset.deleted_objects.append(image)
-            elif image_form.has_changed():
-                product_image_update(
-                    image=image, prepared=image_form.prepared, position=_changed(image_form, "position"),
-                    of_product=form.instance, on_not_queued=notice,
-                )
-                formset.changed_objects.append((image, image_form.changed_data))
+        existing = sorted((image_form for image_form in formset.initial_forms if image_form.instance.pk is not None),
+                          key=lambda image_form: image_form.instance.pk)
+        deleted = [image_form.instance for image_form in existing
+                   if formset.can_delete and formset._should_delete_form(image_form)]
+        changed = [image_form for image_form in existing
+                   if image_form.instance not in deleted and image_form.has_changed()]
+        # Deletions first, so that a picture a deleted photo showed may go to another photo of the same save (the
+        # other way round, it was refused as a copy); every photo of the save held before any, in pk order.
+        photos_hold(image_ids=[image.pk for image in deleted] + [image_form.instance.pk for image_form in changed])
+        if deleted:
+            product_images_delete(image_ids=[image.pk for image in deleted], of_product=form.instance)
+            formset.deleted_objects = deleted
+        for image_form in changed:
+            product_image_update(
+                image=image_form.instance, prepared=image_form.prepared, position=_changed(image_form, "position"),
+                of_product=form.instance, on_not_queued=notice,
+            )
+            formset.changed_objects.append((image_form.instance, image_form.changed_data))
         added = [
             image_form for image_form in formset.extra_forms
             if image_form.has_changed() and not (formset.can_delete and formset._should_delete_form(image_form))

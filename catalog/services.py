@@ -654,6 +654,13 @@ def products_delete(*, products: Iterable[Product]) -> int:
     return deleted.get(Product._meta.label, 0)
 
 
+def photos_hold(*, image_ids: Collection[int]) -> None:
+    """Lock, until the transaction ends, the photos a save is about to delete or change one after another (the
+    product page's): together, in pk order, as every writer locks photos; one by one, a worker could hold one the
+    save had still to come to, and wait for one it had taken."""
+    _photos_lock(ProductImage.objects.filter(pk__in=list(image_ids)))
+
+
 def _photos_lock(photos) -> list[str]:
     """Lock the photos about to be deleted or given a new file (in pk order, as a worker storing their vectors does)
     and return their file names. The cascade deletes a photo's vectors before the photo: without the lock, a worker

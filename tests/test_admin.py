@@ -282,6 +282,25 @@ def test_a_photo_the_product_has_already_is_refused_beside_its_upload_and_the_pa
     assert list(product.images.all()) == [shown]
 
 
+def test_a_picture_moved_from_a_photo_deleted_to_another_in_one_save_is_taken(admin_client, product):
+    """The older photo given the picture of a newer one deleted in the same save was refused as a copy (the photos
+    were saved oldest first, the deletion after it), and the page's other edits with it."""
+    from catalog.services import product_image_add
+
+    older, newer = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=colour))
+                    for n, colour in enumerate([(200, 0, 0), (0, 200, 0)]))
+    data = _photos_change(product, [older, newer])
+    data.update({"title": "Renamed", "images-0-file": uploaded_image("again.jpg", color=(0, 200, 0)),
+                 "images-1-DELETE": "on"})
+
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 302, response.content[:2000]
+    product.refresh_from_db()
+    assert product.title == "Renamed" and list(product.images.all()) == [older]
+    assert older.content_hash != product.images.get().content_hash == newer.content_hash
+
+
 def test_photos_a_product_had_twice_already_do_not_stop_its_page_from_saving(admin_client, product):
     copies = [ProductImage.objects.create(product=product, position=position, file=f"copy-{position}.jpg",
                                           content_hash="a" * 64, width=10, height=10) for position in (0, 1)]
