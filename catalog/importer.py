@@ -110,6 +110,11 @@ class RowError(Exception):
     """One row cannot be imported; the message says why in words a catalog manager understands."""
 
 
+class FileUnreadable(RowError):
+    """The file cannot be read on from this row: the rows after it were not read (a line too long, a quote that
+    never closes)."""
+
+
 @dataclass(frozen=True)
 class FailedRow:
     line: int  # the physical line the row starts on; the header is line 1
@@ -338,6 +343,8 @@ def _rows_write(
             ))
         except (RowError, ValidationError, IntegrityError, DataError, OSError) as error:
             summary.failed.append(FailedRow(line=row.line, sku=row.sku, message=_error_message(error)))
+            if isinstance(error, FileUnreadable):
+                summary.unread_from = row.line
         except (OperationalError, InterfaceError):
             raise
         except Exception as error:  # noqa: BLE001 - a cell nobody foresaw fails its row, never the import
@@ -396,16 +403,17 @@ def _rows_read(reader, lines: _Lines, columns: list[str], *, images_dir: Path) -
             return
         except _Unreadable as error:
             yield _Row(line=start, sku="", bytes_read=lines.bytes_read,
-                       error=RowError(f"{error}; the rest of the file was not read"))
+                       error=FileUnreadable(f"{error}; the rest of the file was not read"))
             return
         except csv.Error as error:
-            yield _Row(line=start, sku="", bytes_read=lines.bytes_read, error=RowError(f"not valid CSV ({error})"))
             if lines.line > start:
                 # A quoted field over several lines broke off: where the next row starts cannot be told, and
                 # reading on would fail every line of the field as a row.
-                yield _Row(line=lines.line + 1, sku="", bytes_read=lines.bytes_read, error=RowError(
-                    f"the rest of the file was not read: the field that failed on line {start} spans lines"))
+                yield _Row(line=start, sku="", bytes_read=lines.bytes_read, error=FileUnreadable(
+                    f"not valid CSV ({error}); the field that fails here spans lines, so the rest of the file was "
+                    "not read"))
                 return
+            yield _Row(line=start, sku="", bytes_read=lines.bytes_read, error=RowError(f"not valid CSV ({error})"))
             continue
         if not any(value.strip() for value in fields):
             continue  # blank line

@@ -271,6 +271,7 @@ class LoadSummary:
     failed: list = field(default_factory=list)  # rows that were not loaded (the importer's FailedRow)
     ignored_columns: tuple[str, ...] = ()  # CSV columns the importer does not know
     last_line: int = 0  # the CSV line of the last row counted
+    unread_from: int = 0  # the CSV line the importer could not read past (0: it read to the end)
 
     def count(self, outcome: str, images_added: int = 0) -> None:
         """Count one product's ``outcome`` ("created", "updated" or "unchanged") and the photos it gained."""

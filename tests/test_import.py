@@ -300,13 +300,14 @@ def test_a_row_too_long_to_read_fails_once_and_stops_the_reading(db, shop, too_l
     summary = catalog_csv_import(path=_write(shop, text))
 
     if too_long.startswith("a quoted"):
-        [(first_line, first), (_, then)] = [(failure.line, failure.message) for failure in summary.failed]
-        assert (first_line, first) == (3, "not valid CSV (field larger than field limit (131072))")
-        assert then == "the rest of the file was not read: the field that failed on line 3 spans lines"
+        assert [(failure.line, failure.message) for failure in summary.failed] == [
+            (3, "not valid CSV (field larger than field limit (131072)); the field that fails here spans lines, so "
+                "the rest of the file was not read")]
     else:
         assert [(failure.line, failure.message) for failure in summary.failed] == [
             (3, "line 3 is longer than 1 MB; the rest of the file was not read")]
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
+    assert summary.unread_from == 3
 
 
 def test_a_quote_left_open_to_the_end_of_the_file_fails_instead_of_swallowing_the_rows_after_it(db, shop):
@@ -322,8 +323,8 @@ def test_a_quote_left_open_to_the_end_of_the_file_fails_instead_of_swallowing_th
     summary = catalog_csv_import(path=_write(shop, text))
 
     assert [(failure.line, failure.message) for failure in summary.failed] == [
-        (3, "not valid CSV (unexpected end of data)"),
-        (5, "the rest of the file was not read: the field that failed on line 3 spans lines")]
+        (3, "not valid CSV (unexpected end of data); the field that fails here spans lines, so the rest of the file "
+            "was not read")]
     assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
 
 
@@ -587,6 +588,19 @@ def test_a_bad_header_fails_before_anything_is_written(db, shop, text, message):
 
 
 # --- The command ----------------------------------------------------------------------------------------
+
+
+def test_command_exits_3_when_the_file_cannot_be_read_to_its_end(db, shop):
+    """It said "1 of 2 rows failed (listed above); the other rows were imported" (exit 1) with the rows after the
+    line it could not read past neither imported nor listed."""
+    path = _write(shop, HEADER + "OK-1,Chair,Home,1,,\n" + "LONG-1,Sofa,Home,1," + "x" * 2_000_000 + ",\n"
+                  + "AFTER-1,Chair,Home,1,,\n")
+    with pytest.raises(CommandError) as raised:
+        call_command("import_catalog", str(path), verbosity=0, stdout=io.StringIO(), stderr=io.StringIO())
+    assert raised.value.returncode == 3
+    assert str(raised.value).startswith("Stopped before the end of the file: it cannot be read past line 3 (listed "
+                                        "above); the rows before it were imported, 0 of them failing.")
+    assert list(Product.objects.values_list("sku", flat=True)) == ["OK-1"]
 
 
 def test_command_prints_a_summary_and_exits_1_listing_the_failed_rows(db, shop, tmp_path):

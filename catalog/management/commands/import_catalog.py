@@ -100,6 +100,13 @@ class Command(BaseCommand):
                 "imported too. Run the same file again to finish: rows already imported are left as they are.",
                 returncode=3,
             )
+        if summary.unread_from:
+            raise CommandError(
+                f"Stopped before the end of the file: it cannot be read past line {summary.unread_from} (listed "
+                f"above); the rows before it were imported, {len(summary.failed) - 1} of them failing. Mend the file "
+                "there and run it again: rows already imported are left as they are.",
+                returncode=3,
+            )
         if summary.failed:
             raise CommandError(
                 f"{len(summary.failed)} of {summary.rows} rows failed (listed above); the other rows were imported. "
