@@ -313,10 +313,14 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
         the refusal listed one by one before them, hundreds for a large category."""
         collector = NestedObjects(using=router.db_for_write(Category))
         collector.collect(list(objs))
-        if not collector.protected:
-            return super().get_deleted_objects(objs, request)
-        keeping = sorted((obj for obj in collector.protected if isinstance(obj, (Category, Product))),
+        selected = {obj.pk for obj in objs}
+        # A subcategory selected too goes with its parent (categories_delete deletes the deepest first).
+        keeping = sorted((obj for obj in collector.protected if isinstance(obj, Product)
+                          or (isinstance(obj, Category) and obj.pk not in selected)),
                          key=lambda obj: (isinstance(obj, Product), str(obj)))
+        if not keeping:
+            to_delete, model_count, perms_needed, _ = super().get_deleted_objects(objs, request)
+            return to_delete, model_count, perms_needed, []
         protected = [format_html('{}: <a href="{}">{}</a>', capfirst(obj._meta.verbose_name),
                                  reverse(f"admin:catalog_{obj._meta.model_name}_change", args=[obj.pk]), obj)
                      for obj in keeping]

@@ -35,7 +35,13 @@ from catalog.models import (
     sku_normalized,
 )
 from catalog.page_cache import catalog_changed
-from catalog.selectors import photo_files_held, photo_positions_last, product_photo_hashes
+from catalog.selectors import (
+    category_parents,
+    lineage,
+    photo_files_held,
+    photo_positions_last,
+    product_photo_hashes,
+)
 from catalog.signals import photo_files_changed, photos_added
 from catalog.thumbnails import thumbnail_make
 
@@ -158,8 +164,12 @@ def categories_delete(*, categories: Iterable[Category]) -> None:
     ids = [category.pk for category in categories]
     _category_tree_lock()
     list(Category.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
+    parents = category_parents()
     try:
-        Category.objects.filter(pk__in=ids).delete()
+        # The deepest first: a subcategory deleted with its parent kept the parent (a protected reference) while both
+        # were still there.
+        for pk in sorted(ids, key=lambda pk: len(lineage(parents, pk)), reverse=True):
+            Category.objects.filter(pk=pk).delete()
     except ProtectedError:
         used = Category.objects.filter(pk__in=ids).filter(Q(products__isnull=False) | Q(children__isnull=False))
         names = ", ".join(sorted(set(used.values_list("name", flat=True))))

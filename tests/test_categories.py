@@ -372,3 +372,20 @@ def test_a_refused_delete_selected_leaves_no_deletion_in_the_admins_history(admi
         response.content.decode())
     assert Category.objects.filter(pk=sofas.pk).exists()
     assert not LogEntry.objects.filter(object_id=str(sofas.pk), action_flag=DELETION).exists()
+
+
+def test_a_category_and_its_subcategory_selected_together_are_deleted_together(admin_client, chain):
+    """The subcategory, selected too, was named as what kept its parent: refused, both kept."""
+    home, furniture, sofas = chain  # Home > Furniture > Sofas, empty
+    selected = {"action": "delete_selected", "_selected_action": [furniture.pk, sofas.pk]}
+    confirm = admin_client.post(reverse("admin:catalog_category_changelist"), selected)
+    assert "Are you sure you want to delete the selected categories?" in confirm.content.decode()
+    response = admin_client.post(reverse("admin:catalog_category_changelist"), {**selected, "post": "yes"},
+                                 follow=True)
+    assert "Successfully deleted 2 categories" in response.content.decode()
+    assert list(Category.objects.all()) == [home]
+
+    ProductFactory(category=CategoryFactory(name="Lamps", parent=home))  # a product keeps its category, and up
+    refused = admin_client.post(reverse("admin:catalog_category_changelist"), {
+        "action": "delete_selected", "_selected_action": [home.pk]}).content.decode()
+    assert "Cannot delete" in refused and "Lamps" in refused
