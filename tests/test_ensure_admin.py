@@ -39,9 +39,19 @@ def test_the_admin_is_created_once_and_its_password_printed_only_while_it_holds(
 
 def test_another_accounts_password_is_never_printed_for_it(state_dir):
     admin_password = _said().split("password: ")[1].strip()
-    get_user_model().objects.create_user("bob", password="bob's own")
+    get_user_model().objects.create_user("bob", password="bob's own", is_staff=True)
     said = _said(username="bob")
     assert admin_password not in said and "password: (the password you set)" in said
+
+
+@pytest.mark.parametrize("account", [{}, {"is_staff": True, "is_active": False}], ids=["shopper", "inactive"])
+def test_an_account_that_cannot_open_the_admin_is_not_printed_as_its_login(state_dir, account):
+    """An ordinary account was printed as "Admin: /admin/ user: shopper": the admin then refused it."""
+    from django.core.management.base import CommandError
+
+    get_user_model().objects.create_user("shopper", password="theirs", **account)
+    with pytest.raises(CommandError, match="'shopper' is an account that cannot open the admin"):
+        _said(username="shopper")
 
 
 @pytest.mark.parametrize("username", ["", "a/b", "..", "x" * 151])  # the last: a database error, a traceback

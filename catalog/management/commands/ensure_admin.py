@@ -37,6 +37,9 @@ class Command(BaseCommand):
             except OSError as error:  # a name too long for a file, a state directory not writable
                 raise CommandError(f"cannot keep the password of {username!r} in {password_file}: "
                                    f"{error.strerror}; no account was made") from None
+        elif not (user.is_active and user.is_staff):  # a login printed that the admin refuses
+            raise CommandError(f"{username!r} is an account that cannot open the admin (not active staff); name "
+                               "another --username, or make it staff")
         stored = password_file.read_text().strip() if password_file.exists() else ""
         # Printed only while it is the account's password: not once it was changed, nor for another account.
         password = stored if stored and user.check_password(stored) else "(the password you set)"
