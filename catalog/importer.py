@@ -285,9 +285,10 @@ def _images_folder(folder: Path) -> Path:
     try:
         if folder.is_dir():
             return folder
+        exists = folder.exists()
     except OSError as error:  # a name too long, a folder this user may not enter
         raise CatalogImportError(f"cannot read the images folder {folder}: {error.strerror}") from None
-    raise CatalogImportError(f"the images folder {folder} does not exist")
+    raise CatalogImportError(f"the images folder {folder} " + ("is a file, not a folder" if exists else "does not exist"))
 
 
 def _write_batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
@@ -623,10 +624,16 @@ def _category_path_parse(text: str) -> str:
     return CATEGORY_PATH_DISPLAY_SEPARATOR.join(names)
 
 
+_PRICE_WRITTEN = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # digits 0-9, a decimal point, no more
+
+
 def _price_parse(text: str) -> Decimal:
     text = text.strip()
     if not text:
         raise RowError("price is empty")
+    # As docs/import.md asks: Decimal also read 1_000, 1e2 and other scripts' digits.
+    if not _PRICE_WRITTEN.fullmatch(text):
+        raise RowError(f"price {text!r} is not a number; write it like 12.50")
     try:
         price = Decimal(text)
     except InvalidOperation:
