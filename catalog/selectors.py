@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -174,7 +175,7 @@ def product_search(*, query: str, include_inactive: bool = False) -> QuerySet[Pr
         .filter(**({} if include_inactive else {"active": True}))
         .select_related("category")
         .annotate(is_sku=is_sku, as_typed=matches_as_typed, in_text=in_text, rank=rank)
-        .order_by("-is_sku", "-as_typed", "-in_text", "-rank", *PRODUCT_SORTS["title"])  # ties by name, as read
+        .order_by("-is_sku", "-as_typed", "-in_text", "-rank", "title", "pk")
     )
     return _with_card_image(queryset)
 
@@ -274,18 +275,23 @@ class _Term:
 
 def _query_terms(query: str) -> list[list[_Term]]:
     """``query`` as PostgreSQL's websearch reads it: groups of terms joined by "or", the terms of a group all wanted
-    (or excluded); each word of a term typed as one (sofa-bed: sofa, bed), each quoted phrase one term. An "or" was
-    a word to find, and a phrase excluded ('-"red wine"') excluded its first word and wanted the others."""
+    (or excluded: after a "-", also one standing alone, "sofa - red"); each word of a term typed as one (sofa-bed:
+    sofa, bed), each quoted phrase one term. An "or" was a word to find, and a phrase excluded ('-"red wine"')
+    excluded its first word and wanted the others."""
     groups: list[list[_Term]] = [[]]
-    for excluded, phrase, chunk in re.findall(r'(-?)"([^"]*)"?|(\S+)', query.lower()):
-        if chunk == "or":
-            groups.append([])
+    negated = False  # a "-" standing alone: the next term is excluded
+    for minus, phrase, chunk in re.findall(r'(-?)"([^"]*)"?|([^\s"]+)', query.lower()):
+        if chunk == "-":
+            negated = True
             continue
-        if chunk:
-            excluded, words = chunk.startswith("-"), re.findall(r"[^\W_]+", chunk)
-            groups[-1].extend(_Term((word,), excluded) for word in words)
+        if chunk.strip(string.punctuation) == "or" and not chunk.startswith("-"):  # "or", "or,"
+            groups.append([])
+        elif chunk:
+            excluded = negated or chunk.startswith("-")
+            groups[-1].extend(_Term((word,), excluded) for word in re.findall(r"[^\W_]+", chunk))
         elif words := tuple(re.findall(r"[^\W_]+", phrase)):
-            groups[-1].append(_Term(words, bool(excluded), quoted=True))
+            groups[-1].append(_Term(words, negated or bool(minus), quoted=True))
+        negated = False
     return [list(dict.fromkeys(group)) for group in groups if group]
 
 
