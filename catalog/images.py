@@ -32,7 +32,8 @@ STORED_STEM_MAX_BYTES = 200
 # and editors write at most a few dozen (libjpeg's progressive mode 10; an MPO's second picture and an EXIF
 # thumbnail add theirs).
 JPEG_MAX_SCANS = 100
-START_OF_SCAN = b"\xff\xda"  # never inside a scan's coded data, where a 0xFF byte is followed by 0x00 or a restart
+# In a scan's coded data a 0xFF byte is followed by 0x00 or a restart marker: anything else ends the scan.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # TIFF tags: a tile's width and length. libtiff decodes a whole tile before Pillow crops it to the picture, and
 # nothing ties a tile's size to the picture's: a 1 MB file of 64x64 pixels in one 32768x32768 tile took 1.1 GB.
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
@@ -63,12 +64,10 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
         limit_mb = settings.UPLOAD_MAX_BYTES // (1024 * 1024)
         raise ValidationError(f"The file is larger than {limit_mb} MB.", code="too_large")
 
-    digest, scans, last = hashlib.sha256(), 0, b""
+    digest = hashlib.sha256()
     file.seek(0)
     for chunk in iter(lambda: file.read(1024 * 1024), b""):
         digest.update(chunk)
-        scans += (last + chunk[:1]).count(START_OF_SCAN) + chunk.count(START_OF_SCAN)  # a marker cut by the chunks too
-        last = chunk[-1:]
     file.seek(0)
 
     try:
@@ -83,7 +82,7 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             _check_dimensions(width, height)
             if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
                 raise ValidationError(f"{image_format} images are not supported.", code="format")
-            _check_decoding_work(image, scans)
+            _check_decoding_work(image, file)
             if keep_image and keep_min_side:
                 image.draft("RGB", (keep_min_side, keep_min_side))
             elif keep_image:
@@ -129,10 +128,10 @@ def _pixel_limit() -> str:
     return f"{limit // 1_000_000} megapixels" if limit >= 1_000_000 else f"{limit} pixels"
 
 
-def _check_decoding_work(image: Image.Image, scans: int) -> None:
+def _check_decoding_work(image: Image.Image, file) -> None:
     """Refuse a file whose decoding would cost far more than its pixels' size says (see JPEG_MAX_SCANS and
     TIFF_TILE_WIDTH)."""
-    if image.format in ("JPEG", "MPO") and scans > JPEG_MAX_SCANS:
+    if image.format in ("JPEG", "MPO") and (scans := _jpeg_scans(file)) > JPEG_MAX_SCANS:
         raise ValidationError(
             f"The JPEG is stored in {scans} passes; the limit is {JPEG_MAX_SCANS}. Save it again as a plain JPEG.",
             code="too_many_scans",
@@ -147,6 +146,29 @@ def _check_decoding_work(image: Image.Image, scans: int) -> None:
                 f"{image.height} picture. Save it again without tiles, or as a JPEG or PNG.",
                 code="tiff_tiles",
             )
+
+
+def _jpeg_scans(file) -> int:
+    """The scans of the JPEG's first picture, walked segment by segment to its end marker: what follows it (a motion
+    photo's video, an MPO's second picture) and what segments hold (an EXIF thumbnail) are not counted."""
+    file.seek(0)
+    data = file.read()
+    file.seek(0)
+    at, scans = 2, 0  # after the start-of-image marker
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xD9:  # the picture's end
+            break
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill, or markers that stand alone
+            at += 1 if marker == 0xFF else 2
+            continue
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")  # a segment: its length follows
+        if marker == 0xDA:  # a scan: its coded data runs to the next marker
+            scans += 1
+            if (following := _MARKER_AFTER_SCAN.search(data, at)) is None:
+                break
+            at = following.start()
+    return scans
 
 
 def _check_dimensions(width: int, height: int) -> None:

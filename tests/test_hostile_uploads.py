@@ -607,3 +607,14 @@ def test_the_worker_embeds_accepted_files_fails_a_corrupted_one_and_stays_up(cel
     wait_for(lambda: ProductImage.objects.get(pk=after.pk).embedding_status == EmbeddingStatus.READY, timeout=60,
              message="the worker to embed a photo sent after the broken one")
     assert celery_worker_process.poll() is None
+
+
+def test_start_of_scan_bytes_outside_the_pictures_scans_are_not_counted_as_scans():
+    """Every 0xFF 0xDA pair of the file was counted: a phone's motion photo (a video after the picture), or a comment
+    holding such bytes, was refused as "stored in 113 passes"."""
+    photo = (CORPUS / "exif-upright.jpg").read_bytes()
+    noise = b"\xff\xda\x00\x0c" * 300
+    comment = b"\xff\xfe" + (len(noise) + 2).to_bytes(2, "big") + noise
+    for name, data in {"after its end": photo + noise, "in a comment": photo[:2] + comment + photo[2:]}.items():
+        info = inspect_image(SimpleUploadedFile("photo.jpg", data))
+        assert (info.format, info.width) == ("JPEG", 240), name
