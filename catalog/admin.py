@@ -20,7 +20,6 @@ from catalog.services import (
     category_save,
     files_deleted_if_it_fails,
     image_prepare,
-    photos_hold,
     product_create,
     product_image_add,
     product_image_delete,
@@ -28,6 +27,7 @@ from catalog.services import (
     product_images_add,
     product_images_delete,
     product_images_reembed,
+    product_photos_hold,
     product_update,
     products_delete,
     products_set_active,
@@ -173,16 +173,18 @@ class ProductImageFormSet(forms.BaseInlineFormSet):
         self._copies_refuse()
 
     def _copies_refuse(self):
-        """A new file that is one of the product's photos (or another new file of this save) already is said beside
-        it, before anything is saved; the services refuse it too, but as a message that loses the page's edits."""
+        """A file that is one of the product's pictures already, as the save comes to it (deletions, then the photos
+        replaced in pk order, then the new ones: ProductAdmin.save_formset), is said beside it, before anything is
+        saved; the services refuse it too, but as a message that loses the page's edits."""
         kept = [form for form in self.forms if not (self.can_delete and self._should_delete_form(form))]
-        seen = {form.instance.content_hash for form in kept if form.instance.pk and form.prepared is None}
-        for form in kept:
-            if form.prepared is None:
-                continue
-            if form.prepared.info.sha256 in seen:
+        pictures = {form.instance.pk: form.instance.content_hash for form in kept if form.instance.pk}
+        replaced = sorted((form for form in kept if form.instance.pk and form.prepared), key=lambda f: f.instance.pk)
+        added = [form for form in kept if not form.instance.pk and form.prepared]
+        for form in [*replaced, *added]:
+            picture = form.prepared.info.sha256
+            if picture in (held for pk, held in pictures.items() if pk != form.instance.pk):
                 form.add_error("file", "This photo is on the product already.")
-            seen.add(form.prepared.info.sha256)
+            pictures[form.instance.pk or id(form)] = picture
 
 
 class ProductImageInline(admin.TabularInline):
@@ -404,8 +406,8 @@ class ProductAdmin(CategoryPathChoices, RefusedSavesShown):
         changed = [image_form for image_form in existing
                    if image_form.instance not in deleted and image_form.has_changed()]
         # Deletions first, so that a picture a deleted photo showed may go to another photo of the same save (the
-        # other way round, it was refused as a copy); every photo of the save held before any, in pk order.
-        photos_hold(image_ids=[image.pk for image in deleted] + [image_form.instance.pk for image_form in changed])
+        # other way round, it was refused as a copy); every photo of the product held before any, in pk order.
+        product_photos_hold(product=form.instance)
         if deleted:
             product_images_delete(image_ids=[image.pk for image in deleted], of_product=form.instance)
             formset.deleted_objects = deleted

@@ -514,6 +514,8 @@ def product_images_add(
     """
     # The product's row locked first: two uploads at once both read the same last position, and went there both.
     _product_lock(product)
+    if positions and any(position is not None for position in positions):
+        _photos_where_lock(Q(product=product))  # those the positions may move down, at once (``_position_take``)
     _copies_refuse(product.pk, [item.info.sha256 for item in prepared])
     last = photo_positions_last(product_ids=[product.pk]).get(product.pk, -1)
     following = (min(position, POSITION_MAX) for position in itertools.count(last + 1))
@@ -533,13 +535,10 @@ def product_images_add(
 def _position_take(product_id: int, position: int, *, besides: int | None = None) -> None:
     """Make room at ``position`` in the product's gallery for a photo put there: where a photo holds it, that one and
     those after it move one down. The gallery orders a tie by upload, so a photo added at 0 stayed behind the cover it
-    was meant to replace, the API answering "position": 0 for both. Locked in pk order, as every writer locks photos."""
+    was meant to replace, the API answering "position": 0 for both."""
     photos = ProductImage.objects.filter(product_id=product_id).exclude(pk=besides)
-    if not photos.filter(position=position).exists():
-        return
-    after = photos.filter(position__gte=position)
-    list(after.select_for_update().order_by("pk").values_list("pk", flat=True))
-    after.update(position=Least(F("position") + 1, POSITION_MAX))
+    if photos.filter(position=position).exists():  # the caller locked them all (the order every writer takes)
+        photos.filter(position__gte=position).update(position=Least(F("position") + 1, POSITION_MAX))
 
 
 # Said when a photo would join a product that has the same picture (the same bytes) already: its gallery showed it
@@ -593,12 +592,19 @@ def product_image_update(
     updates are as safe as this. Replaced files are deleted once the transaction commits; new ones at once if the
     row cannot be written.
     """
-    if product is not None:
-        _product_lock(product)  # before the photo: products, then photos, as every writer locks them
-    elif position is not None:  # a new position may move the product's other photos down (``_position_take``)
-        _products_lock(list(ProductImage.objects.filter(pk=image.pk).values_list("product_id", flat=True)))
+    # Products, then photos, as every writer locks them: the product it moves to; where it takes a position, the
+    # one whose photos that may move down (``_position_take``).
+    galleries = {product.pk} if product is not None else set()
+    if position is not None:
+        galleries.update(ProductImage.objects.filter(pk=image.pk).values_list("product_id", flat=True))
+    if product is not None and product.pk not in _products_lock(sorted(galleries)):
+        raise Product.DoesNotExist(f"product {product.pk} was deleted")
+    photos = Q(pk=image.pk)
+    if position is not None:
+        photos |= Q(product_id__in=galleries)
     if file is not None or prepared is not None:
-        _photos_lock(ProductImage.objects.filter(pk=image.pk))  # with the copies whose flags a new file clears
+        photos |= Q(near_duplicate_of=image.pk)  # the copies whose flags a new file clears
+    _photos_where_lock(photos)
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
     if of_product is not None and image.product_id != of_product.pk:
         raise ValidationError(PHOTO_MOVED, code="photo_moved")
@@ -665,11 +671,17 @@ def products_delete(*, products: Iterable[Product]) -> int:
     return deleted.get(Product._meta.label, 0)
 
 
-def photos_hold(*, image_ids: Collection[int]) -> None:
-    """Lock, until the transaction ends, the photos a save is about to delete or change one after another (the
-    product page's): together, in pk order, as every writer locks photos; one by one, a worker could hold one the
-    save had still to come to, and wait for one it had taken."""
-    _photos_lock(ProductImage.objects.filter(pk__in=list(image_ids)))
+def product_photos_hold(*, product: Product) -> None:
+    """Lock, until the transaction ends, every photo of ``product`` (whose row the caller locked) and their copies,
+    for a save that deletes, changes and adds several one after another (the product page's): together, in pk order,
+    as every writer locks photos. One by one, a worker could hold one the save had still to come to (a photo a new
+    position moves down, too), and wait for one it had taken."""
+    _photos_lock(ProductImage.objects.filter(product=product))
+
+
+def _photos_where_lock(photos: Q) -> None:
+    """Lock the photos ``photos`` selects in one statement, in pk order, as a worker storing their vectors does."""
+    list(ProductImage.objects.select_for_update().filter(photos).order_by("pk").values_list("pk"))
 
 
 def _photos_lock(photos) -> list[str]:
@@ -680,8 +692,7 @@ def _photos_lock(photos) -> list[str]:
     clears their flags, and locking them afterwards, in the order an update's scan meets them, met the sweep's update
     of every photo halfway (a deadlock)."""
     own = list(photos.values_list("pk", flat=True))
-    list(ProductImage.objects.select_for_update().filter(Q(pk__in=own) | Q(near_duplicate_of__in=own))
-         .order_by("pk").values_list("pk"))
+    _photos_where_lock(Q(pk__in=own) | Q(near_duplicate_of__in=own))
     # Read again under the lock: a photo moved to another product meanwhile is not the caller's any more.
     return [name for pair in photos.values_list("file", "thumbnail") for name in pair]
 

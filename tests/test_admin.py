@@ -301,6 +301,25 @@ def test_a_picture_moved_from_a_photo_deleted_to_another_in_one_save_is_taken(ad
     assert older.content_hash != product.images.get().content_hash == newer.content_hash
 
 
+def test_a_picture_a_later_photo_gives_up_in_the_same_save_is_said_at_the_upload_not_lost(admin_client, product):
+    """The older photo given the newer one's picture, the newer one a new picture: the page's check passed (the
+    newer one's old picture was leaving), the services, replacing the older first, refused it as a copy, and the
+    page's edits were lost with a message."""
+    from catalog.services import product_image_add
+
+    older, newer = (product_image_add(product=product, file=uploaded_image(f"{n}.jpg", color=colour))
+                    for n, colour in enumerate([(200, 0, 0), (0, 200, 0)]))
+    data = _photos_change(product, [older, newer])
+    data.update({"title": "Renamed", "images-0-file": uploaded_image("a.jpg", color=(0, 200, 0)),
+                 "images-1-file": uploaded_image("b.jpg", color=(0, 0, 200))})
+
+    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.pk]), data)
+
+    assert response.status_code == 200 and 'value="Renamed"' in response.text  # the page, as the admin filled it in
+    assert response.context["inline_admin_formsets"][0].formset.errors[0] == {
+        "file": ["This photo is on the product already."]}
+
+
 def test_photos_a_product_had_twice_already_do_not_stop_its_page_from_saving(admin_client, product):
     copies = [ProductImage.objects.create(product=product, position=position, file=f"copy-{position}.jpg",
                                           content_hash="a" * 64, width=10, height=10) for position in (0, 1)]
