@@ -137,7 +137,7 @@ DATABASE_URL = env("DATABASE_URL", default="") or embedded.postgres_url()
 
 
 # Seconds a query sent on an open connection may go unacknowledged by the server's host before the connection fails.
-DATABASE_TCP_USER_TIMEOUT = env.int("DATABASE_TCP_USER_TIMEOUT", default=10)
+DATABASE_TCP_USER_TIMEOUT = env_number("DATABASE_TCP_USER_TIMEOUT", 10, low=0, kind=int)
 
 
 def _database(url: str, *, connect_timeout: int) -> dict:
@@ -151,21 +151,21 @@ def _database(url: str, *, connect_timeout: int) -> dict:
     # whose query goes unacknowledged (libpq's tcp_user_timeout, in ms). The URL's own options win.
     options.setdefault("connect_timeout", connect_timeout)
     options.setdefault("tcp_user_timeout", DATABASE_TCP_USER_TIMEOUT * 1000)
-    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    config["CONN_MAX_AGE"] = env_number("CONN_MAX_AGE", 60, low=0, kind=int)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
 
-DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+DATABASE_CONNECT_TIMEOUT = env_number("DATABASE_CONNECT_TIMEOUT", 5, low=1, kind=int)  # libpq: 0 waits for ever
 DATABASES = {"default": _database(DATABASE_URL, connect_timeout=DATABASE_CONNECT_TIMEOUT)}
 # Read replicas (streaming standbys of DATABASE_URL), comma-separated: shopper reads go to them, everything else to
 # the primary (config/db_router.py says which and why). Empty: one database server.
 DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", default=[])
 # A replica that does not answer within this many seconds is skipped for DATABASE_REPLICA_RETRY_SECONDS.
-DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2)
-DATABASE_REPLICA_RETRY_SECONDS = env.float("DATABASE_REPLICA_RETRY_SECONDS", default=5.0)
+DATABASE_REPLICA_CONNECT_TIMEOUT = env_number("DATABASE_REPLICA_CONNECT_TIMEOUT", 2, low=1, kind=int)
+DATABASE_REPLICA_RETRY_SECONDS = env_number("DATABASE_REPLICA_RETRY_SECONDS", 5.0, low=0)
 # After a request that wrote, the same browser reads the primary this long (longer than the replicas' lag).
-DATABASE_REPLICA_STICKY_SECONDS = env.int("DATABASE_REPLICA_STICKY_SECONDS", default=10)
+DATABASE_REPLICA_STICKY_SECONDS = env_number("DATABASE_REPLICA_STICKY_SECONDS", 10, low=0, kind=int)
 for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
     _replica = _database(_url, connect_timeout=DATABASE_REPLICA_CONNECT_TIMEOUT)
     _replica["TEST"] = {"MIRROR": "default"}  # test runs create no database on a replica: it mirrors the primary
@@ -174,12 +174,11 @@ DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Tests use their own Redis database so a running dev worker never takes their tasks.
-REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url(db=env.int("EMBEDDED_REDIS_DB", default=0))
+REDIS_URL = env("REDIS_URL", default="") or embedded.redis_url(db=env_number("EMBEDDED_REDIS_DB", 0, low=0, kind=int))
 # Every cache read has a fallback (the page rendered afresh, the search without its kept query): a Redis that hangs
 # instead of refusing must cost a request a bounded wait, not the gunicorn timeout (redis-py waits for ever).
-CACHE_TIMEOUT_SECONDS = env.float("CACHE_TIMEOUT_SECONDS", default=0.5)
-if not CACHE_TIMEOUT_SECONDS > 0:  # redis-py takes 0 for a socket that never waits: every cache call failed
-    raise ImproperlyConfigured(f"CACHE_TIMEOUT_SECONDS is {CACHE_TIMEOUT_SECONDS}; it needs to be above 0")
+# redis-py takes 0 for a socket that never waits: every cache call failed.
+CACHE_TIMEOUT_SECONDS = env_number("CACHE_TIMEOUT_SECONDS", 0.5, above=0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -291,14 +290,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # task ran twice at once, and a second run took the first for dead (search/lost_runs.py).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env_number("CELERY_TASK_TIME_LIMIT", 300, kind=int)
 if CELERY_TASK_TIME_LIMIT < 60:  # the soft limit below would be at once (0 is no "no limit" here either)
     raise ImproperlyConfigured(f"CELERY_TASK_TIME_LIMIT is {CELERY_TASK_TIME_LIMIT} s; it needs at least 60 s: a task "
                                "gets 30 s after its soft limit to record what it could not finish")
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # On a cold shutdown (SIGQUIT, or SIGTERM where REMAP_SIGTERM=SIGQUIT, as in compose) running tasks get this long to
 # finish before the rest go back to the queue; 0: none (Celery's default).
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=0.0)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_number("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0.0, low=0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Short timeouts: an admin upload while the broker is down must not hang the request.
@@ -311,7 +310,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # starts when a worker reserves the message, which may be before the task starts). The pending sweep re-sends
     # lost images after 10 minutes anyway; embedding is idempotent, so whichever comes first does the work
     # (docs/reliability.md).
-    "visibility_timeout": env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=2 * 3600),
+    "visibility_timeout": env_number("CELERY_BROKER_VISIBILITY_TIMEOUT", 2 * 3600, low=1, kind=int),
 }
 # The category index sync's own time limit (search/tasks.py): one index build of a large category can take many
 # minutes. The longest task, which the visibility timeout must outlast (checked in the production settings).

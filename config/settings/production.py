@@ -14,7 +14,7 @@ if _missing:
     raise ImproperlyConfigured(f"production settings need these environment variables: {', '.join(_missing)}")
 
 from .base import *  # noqa: E402,F403
-from .base import env, env_flag, env_list  # noqa: E402
+from .base import env, env_flag, env_list, env_number  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")  # no default: fail fast
@@ -37,7 +37,7 @@ SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)
+SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30, low=0, kind=int)
 # Both flags reach beyond this site, so they are the operator's to turn on: includeSubDomains cuts browsers off from
 # any of the domain's subdomains still on plain HTTP, and the preload lists take only a max-age of a year and more.
 # The deploy check's warnings about them (W005, W021) stand for that choice, not for a missing setting.
