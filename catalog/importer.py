@@ -288,7 +288,7 @@ def _images_folder(folder: Path) -> Path:
         exists = folder.exists()
     except OSError as error:  # a name too long, a folder this user may not enter
         raise CatalogImportError(f"cannot read the images folder {folder}: {error.strerror}") from None
-    raise CatalogImportError(f"the images folder {folder} " + ("is a file, not a folder" if exists else "does not exist"))
+    raise CatalogImportError(f"the images folder {folder} {'is a file, not a folder' if exists else 'does not exist'}")
 
 
 def _write_batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
