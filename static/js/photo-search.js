@@ -423,8 +423,13 @@
         } else {
           var heading = body.querySelector("#results-heading");
           heading.focus({ preventScroll: true });
-          // Side by side on a wide screen, the photo above the results on a phone: there, to the results.
-          (window.matchMedia("(max-width: 959px)").matches ? heading : root).scrollIntoView({ block: "start" });
+          // Side by side on a wide screen, the photo above the results on a phone: there, to the results, once the
+          // photo is drawn (a smooth scroll begun before stopped short of the results by the photo's height).
+          var target = window.matchMedia("(max-width: 959px)").matches ? heading : root;
+          var img = body.querySelector("[data-query-img]");
+          (img && img.decode ? img.decode().catch(function () {}) : Promise.resolve()).then(function () {
+            target.scrollIntoView({ block: "start" });
+          });
         }
       } else if (body.querySelector("[data-region]")) {
         // On the results page: keep the results and say what was wrong; a photo refused is no longer the one chosen.
@@ -434,6 +439,7 @@
       } else {
         // The photo stays chosen (and shown) for another try, unless it was the photo that was refused.
         var photoRejected = request.status === 400 && fresh.querySelector(".drop-zone.is-invalid");
+        announce(messagesOf(fresh) || "That search could not be run. Please try again.");  // not "Searching…"
         replaceBody(fresh);
         if (photoRejected) chosen = null;
         else showChosen(params.chosen || params.file);
@@ -538,6 +544,7 @@
   }
 
   function fail(message) {
+    announce(message);  // where it still said "Searching…"
     requestError.textContent = message;
     requestError.hidden = false;
     // The button that had the focus was disabled while searching: the focus goes to the message, not the page's top.

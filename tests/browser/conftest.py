@@ -85,7 +85,7 @@ def site(live_server, settings):
 
 def _new_page(browser, **context_options):
     # Reduced motion: the site then jumps to anchors instead of scrolling smoothly, so screenshots are not mid-scroll.
-    context = browser.new_context(reduced_motion="reduce", **context_options)
+    context = browser.new_context(**{"reduced_motion": "reduce", **context_options})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors = []
@@ -105,13 +105,22 @@ def page(browser, site):
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 1, "is_mobile": True, "has_touch": True}
+
+
 @pytest.fixture
 def phone_page(browser, site):
     """A phone-sized touch page (390x844, like an iPhone 13/14)."""
-    context, page, errors = _new_page(
-        browser, viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True,
-        base_url=site,
-    )
+    context, page, errors = _new_page(browser, **PHONE, base_url=site)
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def smooth_phone_page(browser, site):
+    """The phone page as most phones show it: scrolling smoothly (the other pages ask for reduced motion)."""
+    context, page, errors = _new_page(browser, **PHONE, base_url=site, reduced_motion="no-preference")
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"

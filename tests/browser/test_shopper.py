@@ -214,6 +214,20 @@ def test_phone_upload_and_results(phone_page, shop, test_images, screenshot):
     screenshot(page, "browser-phone-results", readme=True)
 
 
+def test_a_phone_scrolling_smoothly_comes_to_the_results_top(smooth_phone_page, shop, test_images):
+    """The smooth scroll began before the photo above the results was drawn, and stopped short by its height: the
+    heading 216 px down the screen, under the photo's lower half."""
+    page = smooth_phone_page
+    page.goto("/search/photo/")
+    search_by_photo(page, test_images / "shoe-running-3.jpg")
+    heading = page.locator("#results-heading")
+    for _ in range(50):  # the scroll's end: where it stops
+        if abs(heading.bounding_box()["y"]) < 40:
+            break
+        page.wait_for_timeout(100)
+    assert abs(heading.bounding_box()["y"]) < 40, heading.bounding_box()
+
+
 def test_a_product_with_many_photos_fits_a_phone(phone_page, shop):
     """From five photos on, the row of thumbnails widened the page: it scrolled sideways, the photo cut off."""
     from catalog.services import product_image_add

@@ -118,6 +118,7 @@ def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(pag
     page.locator("#id_photo").set_input_files(str(broken))
     page.get_by_role("button", name="Find lookalikes").click()
     expect(page.locator("[data-request-error]")).to_be_visible()
+    expect(page.locator("[data-announce]")).to_have_text("The file is not a readable image.")  # not "Searching…"
     wait_until_idle(page)
     expect(page.locator("[data-drop-chosen]")).to_be_hidden()  # no longer "Ready to search"
     page.get_by_role("button", name="Find lookalikes").click()
@@ -174,3 +175,13 @@ def test_a_photo_over_the_size_limit_that_the_browser_can_shrink_is_searched(pag
     page.locator("#id_photo").set_input_files(
         {"name": "IMG_0004.HEIC", "mimeType": "image/heic", "buffer": bytes(settings.UPLOAD_MAX_BYTES + 1)})
     expect(page.get_by_role("alert").filter(has_text="The file is larger than 1 MB.")).to_be_visible()
+
+
+def test_a_first_photo_refused_by_the_server_is_said_by_the_live_region(page, shop, tmp_path):
+    """The error was shown and focused, and the live region went on saying "Searching…"."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(5000))
+    page.goto("/search/photo/")
+    page.locator("#id_photo").set_input_files(str(broken))
+    page.get_by_role("button", name="Find lookalikes").click()
+    expect(page.locator("[data-announce]")).to_have_text("The file is not a readable image.")
