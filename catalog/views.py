@@ -127,10 +127,21 @@ def _without(item, product_ids: set[int]):
     return item if len(kept) == len(item.duplicates) else dataclasses.replace(item, duplicates=tuple(kept))
 
 
+def _query_cut(query: str) -> str:
+    """``query`` at most MAX_QUERY_LENGTH long, cut at the end of a word: cut inside one ("chair chair ... ch"), its
+    start was a word every product had to hold, and nothing was found."""
+    if len(query) <= MAX_QUERY_LENGTH:
+        return query
+    cut = query[:MAX_QUERY_LENGTH]
+    if not query[MAX_QUERY_LENGTH].isspace() and len(words := cut.rsplit(None, 1)) == 2:
+        cut = words[0]
+    return cut
+
+
 def text_search(request):
     if refused := over_page_limit(request):  # never kept in the page cache: every search runs its query
         return refused
-    query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
+    query = _query_cut(request.GET.get("q", "").strip())
     page = _paginate(request, selectors.product_search(query=query))
     # Products found only through a corrected spelling ("chain" for "chian") come after those that match the words as
     # typed: the page says where they begin, so that a shopper can tell the two apart.

@@ -326,3 +326,12 @@ def test_words_lose_their_accents_in_python_as_in_the_database(db):
     with connection.cursor() as cursor:
         cursor.execute("SELECT lookalike_unaccent(word) FROM unnest(%s::text[]) AS word", [words])
         assert [unaccented(word) for word in words] == [row[0] for row in cursor.fetchall()]
+
+
+def test_a_query_too_long_for_the_page_is_cut_at_a_word_s_end(client, shop):
+    """Cut at 200 characters inside a word, "chair chair ... ch" asked for products holding "ch": none."""
+    page = client.get(reverse("catalog:text_search"), {"q": "chair " * 40})
+    assert page.context["query"] == ("chair " * 33).strip()
+    assert {product.title for product in page.context["products"]} == titles(shop["chairs"])
+    one_word = client.get(reverse("catalog:text_search"), {"q": "x" * 300})
+    assert one_word.context["query"] == "x" * 200
