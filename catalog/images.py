@@ -29,11 +29,18 @@ BROWSER_EXTENSIONS = tuple(f".{EXTENSIONS[name]}" for name in ("JPEG", "PNG", "W
 STORED_STEM_MAX_BYTES = 200
 # A progressive JPEG is decoded once over per scan, and a file may repeat a scan without end: 3,000 scans of a
 # 7000x7000 picture fit in 318 KB and held a web worker for 12 s (a minute, the worker's limit, from 1.5 MB). Cameras
-# and editors write at most a few dozen (libjpeg's progressive mode 10; an MPO's second picture and an EXIF
-# thumbnail add theirs).
+# and editors write at most a few dozen (libjpeg's progressive mode 10).
 JPEG_MAX_SCANS = 100
-# In a scan's coded data a 0xFF byte is followed by 0x00 or a restart marker: anything else ends the scan.
-_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Of segments (and scans) walked to count the scans: a file of millions of empty ones took seconds to walk. Cameras
+# write a few dozen.
+JPEG_MAX_SEGMENTS = 1000
+# Bytes that are no marker (junk, 0xFF fill) before the first scan; cameras write none.
+JPEG_MAX_GAP = 1024
+# The next marker, as libjpeg finds it: past any bytes that are none (junk, 0xFF fill), and in a scan's coded data
+# past a 0xFF followed by 0x00 (a stuffed byte) or a restart marker.
+JPEG_START = b"\xff\xd8"
+_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+_NEXT_MARKER_AFTER_SCAN = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
 # TIFF tags: a tile's width and length. libtiff decodes a whole tile before Pillow crops it to the picture, and
 # nothing ties a tile's size to the picture's: a 1 MB file of 64x64 pixels in one 32768x32768 tile took 1.1 GB.
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
@@ -69,6 +76,9 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
     for chunk in iter(lambda: file.read(1024 * 1024), b""):
         digest.update(chunk)
     file.seek(0)
+    if file.read(2) == JPEG_START:  # what Pillow opens as a JPEG (or an MPO)
+        _check_jpeg_parts(file)
+    file.seek(0)
 
     try:
         with warnings.catch_warnings():
@@ -82,7 +92,8 @@ def inspect_image(file, *, keep_image: bool = False, keep_min_side: int | None =
             _check_dimensions(width, height)
             if image_format not in ACCEPTED_FORMATS:  # before decoding: EPS, for one, runs Ghostscript
                 raise ValidationError(f"{image_format} images are not supported.", code="format")
-            _check_decoding_work(image, file)
+            if image_format == "TIFF":
+                _check_tiff_tiles(image)
             if keep_image and keep_min_side:
                 image.draft("RGB", (keep_min_side, keep_min_side))
             elif keep_image:
@@ -128,47 +139,52 @@ def _pixel_limit() -> str:
     return f"{limit // 1_000_000} megapixels" if limit >= 1_000_000 else f"{limit} pixels"
 
 
-def _check_decoding_work(image: Image.Image, file) -> None:
-    """Refuse a file whose decoding would cost far more than its pixels' size says (see JPEG_MAX_SCANS and
-    TIFF_TILE_WIDTH)."""
-    if image.format in ("JPEG", "MPO") and (scans := _jpeg_scans(file)) > JPEG_MAX_SCANS:
+def _check_tiff_tiles(image: Image.Image) -> None:
+    """Refuse a TIFF whose tiles are larger than its picture (see TIFF_TILE_WIDTH)."""
+    tile = image.tag_v2.get(TIFF_TILE_WIDTH), image.tag_v2.get(TIFF_TILE_LENGTH)
+    if all(isinstance(side, int) for side in tile) and tile[0] * tile[1] > max(
+        image.width * image.height, TIFF_TILE_MIN_PIXELS
+    ):
         raise ValidationError(
-            f"The JPEG is stored in {scans} passes; the limit is {JPEG_MAX_SCANS}. Save it again as a plain JPEG.",
-            code="too_many_scans",
+            f"The TIFF is stored in tiles of {tile[0]}x{tile[1]} pixels, larger than its {image.width}x"
+            f"{image.height} picture. Save it again without tiles, or as a JPEG or PNG.",
+            code="tiff_tiles",
         )
-    if image.format == "TIFF":
-        tile = image.tag_v2.get(TIFF_TILE_WIDTH), image.tag_v2.get(TIFF_TILE_LENGTH)
-        if all(isinstance(side, int) for side in tile) and tile[0] * tile[1] > max(
-            image.width * image.height, TIFF_TILE_MIN_PIXELS
-        ):
-            raise ValidationError(
-                f"The TIFF is stored in tiles of {tile[0]}x{tile[1]} pixels, larger than its {image.width}x"
-                f"{image.height} picture. Save it again without tiles, or as a JPEG or PNG.",
-                code="tiff_tiles",
-            )
 
 
-def _jpeg_scans(file) -> int:
-    """The scans of the JPEG's first picture, walked segment by segment to its end marker: what follows it (a motion
+def _check_jpeg_parts(file) -> None:
+    """Refuse a JPEG whose decoding would cost far more than its pixels' size says: more than JPEG_MAX_SCANS scans,
+    JPEG_MAX_SEGMENTS segments, or JPEG_MAX_GAP bytes between two markers before its first scan. Before Pillow opens
+    it, which reads what comes before the first scan byte by byte in Python (19 MB of 0xFF fill: 15 s).
+
+    The file is walked marker by marker as libjpeg reads it, to the first picture's end: what follows it (a motion
     photo's video, an MPO's second picture) and what segments hold (an EXIF thumbnail) are not counted."""
     file.seek(0)
     data = file.read()
     file.seek(0)
-    at, scans = 2, 0  # after the start-of-image marker
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
+    at, segments, scans = len(JPEG_START), 0, 0
+    while found := _NEXT_MARKER.search(data, at):
+        if scans == 0 and found.end() - 2 - at > JPEG_MAX_GAP:  # up to the marker's own 0xFF, fill included
+            raise ValidationError(f"The JPEG holds more than {JPEG_MAX_GAP} bytes of no picture between its parts. "
+                                  "Save it again as a plain JPEG.", code="jpeg_gap")
+        marker, at = found[1][0], found.end()
         if marker == 0xD9:  # the picture's end
             break
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill, or markers that stand alone
-            at += 1 if marker == 0xFF else 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers that stand alone
             continue
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")  # a segment: its length follows
+        segments += 1
+        if segments > JPEG_MAX_SEGMENTS:
+            raise ValidationError(f"The JPEG is made of more than {JPEG_MAX_SEGMENTS} parts. Save it again as a "
+                                  "plain JPEG.", code="too_many_segments")
+        at += max(int.from_bytes(data[at:at + 2], "big"), 2)  # its length, which counts itself
         if marker == 0xDA:  # a scan: its coded data runs to the next marker
             scans += 1
-            if (following := _MARKER_AFTER_SCAN.search(data, at)) is None:
+            if (following := _NEXT_MARKER_AFTER_SCAN.search(data, at)) is None:
                 break
             at = following.start()
-    return scans
+    if scans > JPEG_MAX_SCANS:
+        raise ValidationError(f"The JPEG is stored in {scans} passes; the limit is {JPEG_MAX_SCANS}. Save it again "
+                              "as a plain JPEG.", code="too_many_scans")
 
 
 def _check_dimensions(width: int, height: int) -> None:

@@ -618,3 +618,25 @@ def test_start_of_scan_bytes_outside_the_pictures_scans_are_not_counted_as_scans
     for name, data in {"after its end": photo + noise, "in a comment": photo[:2] + comment + photo[2:]}.items():
         info = inspect_image(SimpleUploadedFile("photo.jpg", data))
         assert (info.format, info.width) == ("JPEG", 240), name
+
+
+@pytest.mark.parametrize("disguise", ["a junk byte", "an empty comment", "an empty comment before a scan",
+                                      "fill before a marker", "empty comments", "zeros before a marker"])
+def test_a_jpeg_costing_far_more_than_its_pixels_is_refused_however_its_parts_are_dressed(disguise):
+    """The scans were counted by walking the segments, which stopped at a byte that was no marker (junk, an empty
+    segment's length) where the decoder reads on and decodes every scan; and Pillow reads what comes before the
+    first scan byte by byte in Python (19 MB of 0xFF fill: 15 s, a million empty comments: 7 s)."""
+    scans = (CORPUS / "many-scans.jpg").read_bytes()
+    photo = (CORPUS / "exif-upright.jpg").read_bytes()
+    second_scan = scans.index(b"\xff\xda", scans.index(b"\xff\xda") + 2)
+    data, message = {
+        "a junk byte": (scans[:20] + b"\x00" + scans[20:], "stored in 160 passes"),
+        "an empty comment": (scans[:2] + b"\xff\xfe\x00\x00" + scans[2:], "stored in 160 passes"),
+        "an empty comment before a scan": (scans[:second_scan] + b"\xff\xfe\x00\x00" + scans[second_scan:],
+                                           "stored in 160 passes"),
+        "fill before a marker": (photo[:2] + b"\xff" * 2000 + photo[2:], "more than 1024 bytes of no picture"),
+        "empty comments": (photo[:2] + b"\xff\xfe\x00\x02" * 1001 + photo[2:], "made of more than 1000 parts"),
+        "zeros before a marker": (photo[:2] + bytes(2000) + photo[2:], "more than 1024 bytes of no picture"),
+    }[disguise]
+    with pytest.raises(DjangoValidationError, match=message):
+        inspect_image(SimpleUploadedFile("photo.jpg", data))
