@@ -597,7 +597,8 @@ def product_image_update(
     galleries = {product.pk} if product is not None else set()
     if position is not None:
         galleries.update(ProductImage.objects.filter(pk=image.pk).values_list("product_id", flat=True))
-    if product is not None and product.pk not in _products_lock(sorted(galleries)):
+    locked = _products_lock(sorted(galleries)) if galleries else []
+    if product is not None and product.pk not in locked:
         raise Product.DoesNotExist(f"product {product.pk} was deleted")
     photos = Q(pk=image.pk)
     if position is not None:
@@ -606,7 +607,8 @@ def product_image_update(
         photos |= Q(near_duplicate_of=image.pk)  # the copies whose flags a new file clears
     _photos_where_lock(photos)
     image = ProductImage.objects.select_for_update().get(pk=image.pk)  # as stored, whatever a form set on ``image``
-    if of_product is not None and image.product_id != of_product.pk:
+    moved_meanwhile = position is not None and image.product_id not in galleries  # its new gallery is not held
+    if moved_meanwhile or (of_product is not None and image.product_id != of_product.pk):
         raise ValidationError(PHOTO_MOVED, code="photo_moved")
     moved = product is not None and product.pk != image.product_id
     renumbered = position is not None and position != image.position

@@ -376,3 +376,20 @@ def test_a_photo_renumbered_or_moved_to_a_position_another_holds_goes_before_it(
     d = services.product_image_add(product=other, file=uploaded_image(color=(0, 0, 200)))
     services.product_image_update(image=d, product=product, position=0)
     assert list(product.images.values_list("pk", "position")) == [(d.pk, 0), (c.pk, 1), (a.pk, 2), (b.pk, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_renumbered_while_another_is_uploaded_leaves_no_two_at_one_position():
+    """A renumber took no lock on the product: an upload beside it read the last position before the renumber moved
+    a photo there, and the two shared it."""
+    from tests.support import held_in_another_transaction
+
+    product = services.product_create(sku="P-1", title="Chair", category=Category.objects.create(name="Chairs",
+                                      slug="chairs"), price="10")
+    a, b, c = (services.product_image_add(product=product, file=uploaded_image(color=(80 * n, 0, 0))) for n in range(3))
+    added = services.image_prepare(uploaded_image(color=(0, 0, 200)))
+    with held_in_another_transaction(lambda: services.product_image_update(image=a, position=1)) as renumber:
+        services.product_image_add(product=product, prepared=added)
+    assert renumber.waited
+    positions = list(ProductImage.objects.filter(product=product).values_list("position", flat=True))
+    assert len(set(positions)) == 4 == len(positions), positions
