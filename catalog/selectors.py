@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import operator
 import re
-import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -284,8 +283,9 @@ def _query_terms(query: str) -> list[list[_Term]]:
         if chunk == "-":
             negated = True
             continue
-        if chunk.strip(string.punctuation) == "or" and not chunk.startswith("-"):  # "or", "or,"
-            groups.append([])
+        if chunk in ("or", "or,"):
+            if not negated:  # after a "-", a word (a stop word: nothing to find)
+                groups.append([])
         elif chunk:
             excluded = negated or chunk.startswith("-")
             groups[-1].extend(_Term((word,), excluded) for word in re.findall(r"[^\W_]+", chunk))

@@ -133,9 +133,10 @@ def _query_cut(query: str) -> str:
     if len(query) <= MAX_QUERY_LENGTH:
         return query
     cut = query[:MAX_QUERY_LENGTH]
-    if not query[MAX_QUERY_LENGTH].isspace() and len(words := cut.rsplit(None, 1)) == 2:
+    inside_a_word = not (query[MAX_QUERY_LENGTH].isspace() or cut[-1].isspace())
+    if inside_a_word and len(words := cut.rsplit(None, 1)) == 2:
         cut = words[0]
-    return cut
+    return cut.rstrip()
 
 
 def text_search(request):

@@ -335,3 +335,8 @@ def test_a_query_too_long_for_the_page_is_cut_at_a_word_s_end(client, shop):
     assert {product.title for product in page.context["products"]} == titles(shop["chairs"])
     one_word = client.get(reverse("catalog:text_search"), {"q": "x" * 300})
     assert one_word.context["query"] == "x" * 200
+
+
+def test_a_query_cut_after_a_word_keeps_that_word(client, shop):
+    query = "chair " * 33 + "x table"  # the 200th character starts "table", after "x" ended
+    assert client.get(reverse("catalog:text_search"), {"q": query}).context["query"] == ("chair " * 33) + "x"
