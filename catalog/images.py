@@ -39,8 +39,8 @@ JPEG_MAX_GAP = 1024
 # The next marker, as libjpeg finds it: past any bytes that are none (junk, 0xFF fill), and in a scan's coded data
 # past a 0xFF followed by 0x00 (a stuffed byte) or a restart marker.
 JPEG_START = b"\xff\xd8"
-_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xff])")
-_NEXT_MARKER_AFTER_SCAN = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+_NEXT_MARKER = re.compile(rb"\xff([^\x00\xff])")  # one 0xFF: "\xff+" backtracked through a long run (64 KB: 21 s)
+_NEXT_MARKER_AFTER_SCAN = re.compile(rb"\xff([^\x00\xd0-\xd7\xff])")
 # TIFF tags: a tile's width and length. libtiff decodes a whole tile before Pillow crops it to the picture, and
 # nothing ties a tile's size to the picture's: a 1 MB file of 64x64 pixels in one 32768x32768 tile took 1.1 GB.
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
@@ -163,19 +163,22 @@ def _check_jpeg_parts(file) -> None:
     data = file.read()
     file.seek(0)
     at, segments, scans = len(JPEG_START), 0, 0
-    while found := _NEXT_MARKER.search(data, at):
-        if scans == 0 and found.end() - 2 - at > JPEG_MAX_GAP:  # up to the marker's own 0xFF, fill included
+    while True:
+        found = _NEXT_MARKER.search(data, at)
+        if scans == 0 and (found.start() if found else len(data)) - at > JPEG_MAX_GAP:  # fill and junk included
             raise ValidationError(f"The JPEG holds more than {JPEG_MAX_GAP} bytes of no picture between its parts. "
                                   "Save it again as a plain JPEG.", code="jpeg_gap")
+        if found is None:
+            break
         marker, at = found[1][0], found.end()
         if marker == 0xD9:  # the picture's end
             break
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers that stand alone
-            continue
-        segments += 1
+        segments += 1  # markers that stand alone too: Pillow steps through each before the first scan
         if segments > JPEG_MAX_SEGMENTS:
             raise ValidationError(f"The JPEG is made of more than {JPEG_MAX_SEGMENTS} parts. Save it again as a "
                                   "plain JPEG.", code="too_many_segments")
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers that stand alone: no length
+            continue
         at += max(int.from_bytes(data[at:at + 2], "big"), 2)  # its length, which counts itself
         if marker == 0xDA:  # a scan: its coded data runs to the next marker
             scans += 1

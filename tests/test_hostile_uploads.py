@@ -621,7 +621,8 @@ def test_start_of_scan_bytes_outside_the_pictures_scans_are_not_counted_as_scans
 
 
 @pytest.mark.parametrize("disguise", ["a junk byte", "an empty comment", "an empty comment before a scan",
-                                      "fill before a marker", "empty comments", "zeros before a marker"])
+                                      "fill before a marker", "empty comments", "zeros before a marker",
+                                      "fill to the end", "restart markers"])
 def test_a_jpeg_costing_far_more_than_its_pixels_is_refused_however_its_parts_are_dressed(disguise):
     """The scans were counted by walking the segments, which stopped at a byte that was no marker (junk, an empty
     segment's length) where the decoder reads on and decodes every scan; and Pillow reads what comes before the
@@ -637,6 +638,9 @@ def test_a_jpeg_costing_far_more_than_its_pixels_is_refused_however_its_parts_ar
         "fill before a marker": (photo[:2] + b"\xff" * 2000 + photo[2:], "more than 1024 bytes of no picture"),
         "empty comments": (photo[:2] + b"\xff\xfe\x00\x02" * 1001 + photo[2:], "made of more than 1000 parts"),
         "zeros before a marker": (photo[:2] + bytes(2000) + photo[2:], "more than 1024 bytes of no picture"),
+        # No marker after it: the walk found none and checked nothing (a regex over 0xFF runs took 21 s for 64 KB).
+        "fill to the end": (b"\xff\xd8" + b"\xff" * 8192, "more than 1024 bytes of no picture"),
+        "restart markers": (photo[:2] + b"\xff\xd0" * 1001 + photo[2:], "made of more than 1000 parts"),
     }[disguise]
     with pytest.raises(DjangoValidationError, match=message):
         inspect_image(SimpleUploadedFile("photo.jpg", data))
