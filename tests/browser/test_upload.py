@@ -114,7 +114,7 @@ def test_a_photo_refused_under_the_results_is_not_replaced_by_the_one_before(pag
     assert sent == []
 
     broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(5000))  # a JPEG by its name and type only: the server refuses it
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(500))  # a JPEG by its name and type only: the server refuses it
     page.locator("#id_photo").set_input_files(str(broken))
     page.get_by_role("button", name="Find lookalikes").click()
     expect(page.locator("[data-request-error]")).to_be_visible()
@@ -180,7 +180,7 @@ def test_a_photo_over_the_size_limit_that_the_browser_can_shrink_is_searched(pag
 def test_a_first_photo_refused_by_the_server_is_said_by_the_live_region(page, shop, tmp_path):
     """The error was shown and focused, and the live region went on saying "Searching…"."""
     broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(5000))
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(500))
     page.goto("/search/photo/")
     page.locator("#id_photo").set_input_files(str(broken))
     page.get_by_role("button", name="Find lookalikes").click()
