@@ -313,6 +313,9 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
     def get_deleted_objects(self, objs, request):
         """What keeps a category: its subcategories and its products, not the rows search keeps of each photo, which
         the refusal listed one by one before them, hundreds for a large category."""
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if not protected:
+            return to_delete, model_count, perms_needed, protected
         collector = NestedObjects(using=router.db_for_write(Category))
         collector.collect(list(objs))
         selected = {obj.pk for obj in objs}
@@ -321,7 +324,6 @@ class CategoryAdmin(CategoryPathChoices, RefusedSavesShown):
                           or (isinstance(obj, Category) and obj.pk not in selected)),
                          key=lambda obj: (isinstance(obj, Product), str(obj)))
         if not keeping:
-            to_delete, model_count, perms_needed, _ = super().get_deleted_objects(objs, request)
             return to_delete, model_count, perms_needed, []
         protected = [format_html('{}: <a href="{}">{}</a>', capfirst(obj._meta.verbose_name),
                                  reverse(f"admin:catalog_{obj._meta.model_name}_change", args=[obj.pk]), obj)
