@@ -36,9 +36,9 @@ JPEG_MAX_SCANS = 100
 JPEG_MAX_SEGMENTS = 1000
 # Bytes that are no marker (junk, 0xFF fill) before the first scan; cameras write none.
 JPEG_MAX_GAP = 1024
+JPEG_START = b"\xff\xd8"
 # The next marker, as libjpeg finds it: past any bytes that are none (junk, 0xFF fill), and in a scan's coded data
 # past a 0xFF followed by 0x00 (a stuffed byte) or a restart marker.
-JPEG_START = b"\xff\xd8"
 _NEXT_MARKER = re.compile(rb"\xff([^\x00\xff])")  # one 0xFF: "\xff+" backtracked through a long run (64 KB: 21 s)
 _NEXT_MARKER_AFTER_SCAN = re.compile(rb"\xff([^\x00\xd0-\xd7\xff])")
 # TIFF tags: a tile's width and length. libtiff decodes a whole tile before Pillow crops it to the picture, and
